@@ -1,0 +1,212 @@
+"""The ``Detector`` façade: the one path every surface (CLI, API, server, scan, evaluation) takes.
+
+>>> from synthdetect import Detector
+>>> det = Detector.load("default")            # doctest: +SKIP
+>>> det("photo.jpg").label                     # doctest: +SKIP
+'human'
+>>> det.pipeline("photo.jpg")                  # doctest: +SKIP
+[{'label': 'human', 'score': 0.97}, {'label': 'ai', 'score': 0.03}]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+from PIL import Image
+
+from synthdetect.evidence import run_probes
+from synthdetect.fusion import fuse
+from synthdetect.images import ImageLoadError, ImageSource, LoadedImage, LoadLimits, describe_source, load_image
+from synthdetect.models import Model, load_model
+from synthdetect.models.router import RouterModel
+from synthdetect.verdict import Verdict
+
+
+@dataclass
+class _Item:
+    name: str
+    loaded: LoadedImage | None
+    sha256: str | None
+    error: ImageLoadError | None
+    load_ms: float
+
+
+def _is_single(inputs: Any) -> bool:
+    return isinstance(inputs, (str, os.PathLike, bytes, bytearray, memoryview, Image.Image))
+
+
+class Detector:
+    """Loads a model once; judges paths, bytes or PIL images into :class:`Verdict` objects."""
+
+    def __init__(
+        self,
+        model: Model,
+        *,
+        limits: LoadLimits | None = None,
+        probes: Sequence[str] | None = None,
+        use_evidence: bool = True,
+    ):
+        self.model = model
+        self.limits = limits or LoadLimits()
+        self.probes = probes
+        self.use_evidence = use_evidence
+
+    @classmethod
+    def load(cls, name: str = "default", **kwargs: Any) -> "Detector":
+        """``name``: a shipped model (``default``, ``cifake-cnn``), a package path, or a prefixed adapter."""
+        return cls(load_model(name), **kwargs)
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    # -- public calls -------------------------------------------------------------------------
+    def __call__(self, inputs: ImageSource | Sequence[ImageSource]) -> Verdict | list[Verdict]:
+        if _is_single(inputs):
+            return self.detect([inputs])[0]
+        return self.detect(list(inputs))
+
+    def detect(self, inputs: Sequence[ImageSource], names: Sequence[str] | None = None) -> list[Verdict]:
+        items = [self._load(src, names[i] if names else None) for i, src in enumerate(inputs)]
+        return self.judge(items)
+
+    def iter_detect(self, inputs: Iterable[ImageSource], batch_size: int = 32) -> Iterator[Verdict]:
+        """Stream verdicts in input order, holding at most ``batch_size`` decoded images."""
+        batch: list[ImageSource] = []
+        for src in inputs:
+            batch.append(src)
+            if len(batch) >= batch_size:
+                yield from self.detect(batch)
+                batch = []
+        if batch:
+            yield from self.detect(batch)
+
+    def pipeline(self, inputs: ImageSource | Sequence[ImageSource]) -> Any:
+        """Hugging Face pipeline-style output: ``[{"label", "score"}]`` (a list of those for a list)."""
+        result = self(inputs)
+        if isinstance(result, Verdict):
+            return result.scores
+        return [v.scores for v in result]
+
+    def judge_loaded(self, named: Sequence[tuple[str, LoadedImage | ImageLoadError]]) -> list[Verdict]:
+        """Judge images decoded elsewhere (for example in scan worker processes)."""
+        items = []
+        for name, loaded in named:
+            if isinstance(loaded, ImageLoadError):
+                items.append(_Item(name, None, None, loaded, 0.0))
+            else:
+                digest = hashlib.sha256(loaded.raw).hexdigest() if loaded.raw is not None else None
+                items.append(_Item(name, loaded, digest, None, 0.0))
+        return self.judge(items)
+
+    # -- internals ----------------------------------------------------------------------------
+    def _load(self, source: ImageSource, name: str | None) -> _Item:
+        label = name or describe_source(source)
+        t0 = time.perf_counter()
+        try:
+            loaded = load_image(source, self.limits, name=label)
+        except ImageLoadError as exc:
+            return _Item(label, None, None, exc, (time.perf_counter() - t0) * 1000)
+        digest = hashlib.sha256(loaded.raw).hexdigest() if loaded.raw is not None else None
+        return _Item(label, loaded, digest, None, (time.perf_counter() - t0) * 1000)
+
+    def _assign(self, image: LoadedImage) -> tuple[Model | None, str | None]:
+        if isinstance(self.model, RouterModel):
+            model, reason = self.model.route(image)
+            return (None, reason) if model is None or reason else (model, None)
+        reason = self.model.out_of_domain(image)
+        return (None, reason) if reason else (self.model, None)
+
+    def judge(self, items: Sequence[_Item]) -> list[Verdict]:
+        verdicts: list[Verdict | None] = [None] * len(items)
+        groups: dict[int, list[int]] = defaultdict(list)
+        models: dict[int, Model] = {}
+        evidence: dict[int, list] = {}
+        assigned: dict[int, tuple[Model | None, str | None]] = {}
+        probe_ms: dict[int, float] = {}
+        for i, item in enumerate(items):
+            if item.error is not None:
+                verdicts[i] = Verdict.failed(item.name, str(item.error), item.error.kind, {"load": item.load_ms})
+                continue
+            t0 = time.perf_counter()
+            evidence[i] = run_probes(item.loaded, self.probes) if self.use_evidence else []
+            probe_ms[i] = (time.perf_counter() - t0) * 1000
+            model, reason = self._assign(item.loaded)
+            assigned[i] = (model, reason)
+            if model is not None:
+                groups[id(model)].append(i)
+                models[id(model)] = model
+        scores: dict[int, Any] = {}
+        model_ms: dict[int, float] = {}
+        for key, indices in groups.items():
+            model = models[key]
+            t0 = time.perf_counter()
+            results = model.score([items[i].loaded for i in indices])
+            share = (time.perf_counter() - t0) * 1000 / max(len(indices), 1)
+            for i, result in zip(indices, results):
+                scores[i], model_ms[i] = result, share
+        for i, item in enumerate(items):
+            if verdicts[i] is not None:
+                continue
+            model, reason = assigned[i]
+            score = scores.get(i)
+            fused = fuse(evidence[i], score, model, reason)
+            loaded = item.loaded
+            timing = {"load": item.load_ms, "evidence": probe_ms[i], "model": model_ms.get(i, 0.0)}
+            timing["total"] = sum(timing.values())
+            verdicts[i] = Verdict(
+                file=item.name, sha256=item.sha256, label=fused.label, p_ai=fused.p_ai,
+                evidence=evidence[i], reasons=fused.reasons,
+                models=[score.to_dict()] if score is not None else [],
+                timing_ms=timing,
+                image={"format": loaded.format, "width": loaded.size[0], "height": loaded.size[1],
+                       "mode": loaded.original_mode, "frames": loaded.frames, "notes": loaded.notes},
+            )
+        return verdicts  # type: ignore[return-value]
+
+
+def expand_paths(
+    patterns: Iterable[str | Path], recursive: bool = True, all_files: bool = False
+) -> tuple[list[tuple[str, str | None]], list[str]]:
+    """Expand files, folders and globs into ``(path, problem)`` pairs, in a stable order.
+
+    A pattern that matches nothing is returned with a problem instead of
+    vanishing.  Inside folders, files without an image suffix are returned
+    separately (second value) so callers can say how many they passed over,
+    unless ``all_files`` asks for every file to be judged.
+    """
+    import glob
+
+    from synthdetect.images import IMAGE_SUFFIXES
+
+    out: list[tuple[str, str | None]] = []
+    passed_over: list[str] = []
+    for pattern in patterns:
+        pattern = str(pattern)
+        path = Path(pattern)
+        if path.is_dir():
+            walker = path.rglob("*") if recursive else path.glob("*")
+            for p in sorted(walker):
+                if not p.is_file():
+                    continue
+                if all_files or p.suffix.lower() in IMAGE_SUFFIXES:
+                    out.append((str(p), None))
+                else:
+                    passed_over.append(str(p))
+        elif path.exists():
+            out.append((pattern, None))
+        elif glob.has_magic(pattern):
+            matches = sorted(glob.glob(pattern, recursive=True))
+            files = [m for m in matches if Path(m).is_file()]
+            if not files:
+                out.append((pattern, "no files match this pattern"))
+            out.extend((m, None) for m in files)
+        else:
+            out.append((pattern, "file not found"))
+    return out, passed_over

@@ -1,0 +1,231 @@
+"""Thin Typer commands over the Python API; every command goes through ``Detector``.
+
+Exit codes: 0 every file judged; 3 some files could not be judged (their rows
+are still printed with ``error``); 2 bad usage; 1 an unexpected failure.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import io
+import json
+import logging
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from synthdetect import __version__
+
+EXIT_SOME_FAILED = 3
+
+app = typer.Typer(
+    name="synthdetect",
+    help="Tell whether images were made by a generative model, with evidence and calibrated scores.",
+    no_args_is_help=True,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+models_app = typer.Typer(help="The registry of named models and their cards.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+err = Console(stderr=True)
+state = {"quiet": False, "verbose": False}
+
+#: Modules that add their commands to ``app`` through a ``register(app)`` function.
+COMMAND_MODULES = ["synthdetect.train.commands"]
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    jsonl = "jsonl"
+    json = "json"
+    csv = "csv"
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"synthdetect {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
+                                                    help="Print the version and exit.")] = None,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only results and errors; no progress.")] = False,
+    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Debug logging to stderr.")] = False,
+) -> None:
+    state["quiet"], state["verbose"] = quiet, verbose
+    logging.basicConfig(level=logging.DEBUG if verbose else (logging.ERROR if quiet else logging.WARNING),
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def fail(message: str, code: int = 2) -> None:
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+CSV_COLUMNS = ["file", "label", "p_ai", "reasons", "evidence", "model", "raw_logit", "sha256", "error"]
+
+
+def verdict_row(d: dict) -> dict:
+    model = d["models"][0] if d["models"] else {}
+    return {
+        "file": d["file"], "label": d["label"] or "", "p_ai": "" if d["p_ai"] is None else f"{d['p_ai']:.4f}",
+        "reasons": " | ".join(d["reasons"]),
+        "evidence": " | ".join(f"{e['kind']}:{e['signal']}:{e['strength']}" for e in d["evidence"]),
+        "model": model.get("model", ""), "raw_logit": model.get("raw_logit", ""),
+        "sha256": d["sha256"] or "", "error": d["error"] or "",
+    }
+
+
+def render_verdicts(verdicts: list[dict], fmt: OutputFormat, out=None) -> None:
+    out = out or sys.stdout
+    if fmt is OutputFormat.jsonl:
+        for d in verdicts:
+            out.write(json.dumps(d) + "\n")
+    elif fmt is OutputFormat.json:
+        out.write(json.dumps(verdicts, indent=2) + "\n")
+    elif fmt is OutputFormat.csv:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        for d in verdicts:
+            writer.writerow(verdict_row(d))
+        out.write(buffer.getvalue())
+    else:
+        table = Table(show_lines=False, header_style="bold")
+        for col, kw in (("file", {"overflow": "fold", "max_width": 60}), ("verdict", {}), ("p_ai", {"justify": "right"}),
+                        ("why", {"overflow": "fold"})):
+            table.add_column(col, **kw)
+        colours = {"ai": "red", "human": "green", "uncertain": "yellow"}
+        for d in verdicts:
+            if d["error"]:
+                table.add_row(d["file"], "[magenta]error[/magenta]", "", d["error"].removeprefix(d["file"] + ": "))
+            else:
+                p = "" if d["p_ai"] is None else f"{d['p_ai']:.3f}"
+                table.add_row(d["file"], f"[{colours[d['label']]}]{d['label']}[/]", p, "; ".join(d["reasons"]))
+        Console(file=out, width=max(Console().width, 120)).print(table)
+
+
+@app.command()
+def detect(
+    paths: Annotated[list[str], typer.Argument(help="Image files, folders (searched recursively) or globs.")],
+    model: Annotated[str, typer.Option("--model", "-m", help="Model name or package path.")] = "default",
+    format: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")] = OutputFormat.table,
+    batch_size: Annotated[int, typer.Option(help="Images decoded and scored together.")] = 32,
+    max_pixels: Annotated[int, typer.Option(help="Refuse images with more pixels (decompression bombs).")] = 80_000_000,
+    max_bytes: Annotated[int, typer.Option(help="Refuse files larger than this many bytes.")] = 100 * 1024 * 1024,
+    all_files: Annotated[bool, typer.Option("--all-files", help="In folders, judge every file, not only image suffixes.")] = False,
+    no_evidence: Annotated[bool, typer.Option("--no-evidence", help="Skip provenance/metadata probes.")] = False,
+) -> None:
+    """Judge images: prints one row per file (verdict, calibrated p_ai, reasons)."""
+    from rich.progress import track
+
+    from synthdetect.api import Detector, expand_paths
+    from synthdetect.images import LoadLimits
+    from synthdetect.models import ModelPackageError
+    from synthdetect.verdict import Verdict
+
+    try:
+        detector = Detector.load(model, limits=LoadLimits(max_pixels=max_pixels, max_bytes=max_bytes),
+                                 use_evidence=not no_evidence)
+    except (ModelPackageError, ValueError, ImportError) as exc:
+        fail(str(exc))
+    targets, passed_over = expand_paths(paths, all_files=all_files)
+    if passed_over and not state["quiet"]:
+        err.print(f"note: {len(passed_over)} non-image file(s) in the folders were not judged "
+                  f"(use --all-files to judge them), e.g. {passed_over[0]}", highlight=False)
+    if not targets:
+        fail("no files to judge")
+    results: list[dict] = []
+    batches = [targets[i : i + batch_size] for i in range(0, len(targets), batch_size)]
+    iterator = batches if state["quiet"] or len(batches) < 2 else track(batches, description="detect", console=err)
+    for batch in iterator:
+        ok = [p for p, problem in batch if problem is None]
+        judged = iter(detector.detect(ok, names=ok))
+        for path, problem in batch:
+            verdict = Verdict.failed(path, f"{path}: {problem}", "not_found") if problem else next(judged)
+            results.append(verdict.to_dict())
+    render_verdicts(results, format)
+    failed = sum(1 for d in results if d["error"])
+    if not state["quiet"]:
+        counts = {k: sum(1 for d in results if d["label"] == k) for k in ("ai", "human", "uncertain")}
+        err.print(f"{len(results)} files: {counts['ai']} ai, {counts['human']} human, "
+                  f"{counts['uncertain']} uncertain, {failed} failed", highlight=False)
+    if failed:
+        raise typer.Exit(EXIT_SOME_FAILED)
+
+
+@models_app.command("list")
+def models_list(
+    format: Annotated[OutputFormat, typer.Option("--format", "-f")] = OutputFormat.table,
+) -> None:
+    """The models shipped with synthdetect."""
+    from synthdetect.models import builtin_names, find_package
+
+    rows = []
+    for name in builtin_names():
+        card = find_package(name).card
+        test = (card.get("metrics") or {}).get("test", {}).get("at_0.5", {})
+        rows.append({"name": name, "kind": card["kind"], "version": card.get("version", ""),
+                     "description": card.get("description", ""),
+                     "test_accuracy": test.get("accuracy"), "test_roc_auc": test.get("roc_auc")})
+    if format in (OutputFormat.json, OutputFormat.jsonl):
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table("name", "kind", "version", "held-out acc", "description", header_style="bold")
+    for r in rows:
+        acc = "" if r["test_accuracy"] is None else f"{r['test_accuracy']:.4f}"
+        table.add_row(r["name"], r["kind"], r["version"], acc, r["description"])
+    Console().print(table)
+
+
+@models_app.command("show")
+def models_show(
+    name: Annotated[str, typer.Argument(help="Model name or package path.")],
+    format: Annotated[OutputFormat, typer.Option("--format", "-f")] = OutputFormat.table,
+) -> None:
+    """Print a model card."""
+    from synthdetect.models import ModelPackageError, find_package
+
+    try:
+        package = find_package(name)
+    except ModelPackageError as exc:
+        fail(str(exc))
+    card = package.card
+    if format is not OutputFormat.table:
+        typer.echo(json.dumps(card, indent=2))
+        return
+    console = Console()
+    console.print(f"[bold]{card['name']}[/bold] {card.get('version', '')}  kind={card['kind']}")
+    console.print(card.get("description", ""))
+    console.print(f"package: {package.root}")
+    skip = {"history", "name", "version", "kind", "description"}
+    for key, value in card.items():
+        if key in skip:
+            continue
+        text = json.dumps(value, indent=2) if isinstance(value, (dict, list)) else str(value)
+        console.print(f"[bold]{key}[/bold]: {text}", highlight=False)
+
+
+def _register_commands() -> None:
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(app)
+
+
+_register_commands()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,313 @@
+"""Decode images once, for every surface, with limits and one-line errors.
+
+Every path, byte string or PIL image that enters synthdetect passes through
+:func:`load_image`.  It validates the input *before* decoding pixels (so a
+PNG whose header claims 100k x 100k px costs nothing), applies EXIF
+orientation, flattens every colour mode to 8-bit RGB, and keeps the raw bytes
+and original format so that evidence probes (C2PA, metadata, watermarks, ELA)
+see the file exactly as it arrived.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+try:  # HEIC/HEIF (and AVIF on builds of Pillow without it) come from pillow-heif.
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    if "AVIF" not in Image.registered_extensions().values():
+        pillow_heif.register_avif_opener()
+except ImportError:  # pragma: no cover - pillow-heif is a core dependency
+    pillow_heif = None
+
+# Truncated files must fail loudly, never decode as grey padding.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+# We enforce our own, configurable pixel limit before decoding; Pillow's
+# global bomb check would otherwise fire with a less useful message.
+Image.MAX_IMAGE_PIXELS = None
+
+DEFAULT_MAX_PIXELS = 80_000_000  # ~ a 10k x 8k photo; larger is almost surely a bomb
+DEFAULT_MAX_BYTES = 100 * 1024 * 1024
+DEFAULT_BACKGROUND = (255, 255, 255)
+
+ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image]
+
+# Magic numbers of formats people send that Pillow cannot decode; naming them
+# turns "not an image" into the more useful "unsupported format: PDF".
+_KNOWN_UNSUPPORTED = (
+    (b"%PDF", "PDF"),
+    (b"\xff\x0a", "JPEG XL"),
+    (b"\x00\x00\x00\x0cJXL ", "JPEG XL"),
+    (b"8BPS", "Photoshop PSD"),
+    (b"II*\x00\x10\x00\x00\x00CR", "Canon CR2 raw"),
+    (b"FUJIFILMCCD-RAW", "Fujifilm RAF raw"),
+    (b"\x1a\x45\xdf\xa3", "WebM/Matroska video"),
+    (b"GIF8", "GIF"),
+)
+
+
+class ImageLoadError(ValueError):
+    """A file could not be judged; ``kind`` is machine-readable, ``str()`` is one line."""
+
+    def __init__(self, source: str, kind: str, reason: str):
+        self.source = source
+        self.kind = kind
+        self.reason = reason
+        super().__init__(f"{source}: {reason}")
+
+
+@dataclass(frozen=True)
+class LoadLimits:
+    """Limits applied before any pixel is decoded."""
+
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_bytes: int = DEFAULT_MAX_BYTES
+    background: tuple[int, int, int] = DEFAULT_BACKGROUND
+
+
+@dataclass
+class LoadedImage:
+    """An image decoded to 8-bit RGB plus everything the probes need about the original."""
+
+    rgb: Image.Image
+    source: str
+    raw: bytes | None
+    format: str | None
+    original_mode: str
+    original_size: tuple[int, int]
+    frames: int = 1
+    orientation_applied: bool = False
+    had_alpha: bool = False
+    notes: list[str] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.rgb.size
+
+    @property
+    def short_side(self) -> int:
+        return min(self.rgb.size)
+
+    def array(self) -> np.ndarray:
+        return np.asarray(self.rgb)
+
+
+def describe_source(source: Any) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return f"<bytes:{len(source)}>"
+    if isinstance(source, Image.Image):
+        return f"<PIL.Image {source.mode} {source.size[0]}x{source.size[1]}>"
+    return f"<{type(source).__name__}>"
+
+
+def load_image(
+    source: ImageSource,
+    limits: LoadLimits | None = None,
+    *,
+    name: str | None = None,
+    draft_size: tuple[int, int] | None = None,
+) -> LoadedImage:
+    """Decode ``source`` to RGB or raise :class:`ImageLoadError` with a one-line reason.
+
+    ``draft_size`` lets JPEG decoding happen at a reduced scale (Pillow's draft
+    mode) when the caller knows the model never needs more pixels.
+    """
+    limits = limits or LoadLimits()
+    label = name or describe_source(source)
+    if isinstance(source, Image.Image):
+        return _from_pil(source, label, limits)
+    raw = _read_bytes(source, label, limits)
+    return _decode(raw, label, limits, draft_size)
+
+
+def _read_bytes(source: ImageSource, label: str, limits: LoadLimits) -> bytes:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        raw = bytes(source)
+    elif isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.exists():
+            raise ImageLoadError(label, "not_found", "file not found")
+        if path.is_dir():
+            raise ImageLoadError(label, "not_a_file", "is a directory, not an image file")
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            raise ImageLoadError(label, "unreadable", f"cannot read file ({exc.strerror})") from exc
+        if size > limits.max_bytes:
+            raise ImageLoadError(
+                label, "too_large", f"file too large ({size:,} bytes > limit {limits.max_bytes:,})"
+            )
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise ImageLoadError(label, "unreadable", f"cannot read file ({exc.strerror})") from exc
+    else:
+        raise ImageLoadError(label, "not_an_image", f"unsupported input type {type(source).__name__}")
+    if not raw:
+        raise ImageLoadError(label, "empty", "empty file (0 bytes)")
+    if len(raw) > limits.max_bytes:
+        raise ImageLoadError(
+            label, "too_large", f"file too large ({len(raw):,} bytes > limit {limits.max_bytes:,})"
+        )
+    return raw
+
+
+def _sniff_unsupported(raw: bytes) -> str | None:
+    head = raw[:32]
+    for magic, fmt in _KNOWN_UNSUPPORTED:
+        if head.startswith(magic) and fmt != "GIF":
+            return fmt
+    stripped = head.lstrip()
+    if stripped.startswith(b"<svg") or (stripped.startswith(b"<?xml") and b"<svg" in raw[:2048]):
+        return "SVG (vector graphics)"
+    return None
+
+
+def _looks_like_text(raw: bytes) -> bool:
+    sample = raw[:1024]
+    if b"\x00" in sample:
+        return False
+    try:
+        sample.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _decode(
+    raw: bytes, label: str, limits: LoadLimits, draft_size: tuple[int, int] | None
+) -> LoadedImage:
+    try:
+        im = Image.open(io.BytesIO(raw))
+    except UnidentifiedImageError as exc:
+        unsupported = _sniff_unsupported(raw)
+        if unsupported:
+            raise ImageLoadError(label, "unsupported_format", f"unsupported format: {unsupported}") from exc
+        if _looks_like_text(raw):
+            raise ImageLoadError(label, "not_an_image", "not an image (the file contains text)") from exc
+        raise ImageLoadError(label, "not_an_image", "not an image (unrecognised data)") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageLoadError(label, "corrupt", f"corrupt image header ({_short(exc)})") from exc
+
+    width, height = im.size
+    if width <= 0 or height <= 0:
+        raise ImageLoadError(label, "corrupt", f"corrupt image header (size {width}x{height})")
+    if width * height > limits.max_pixels:
+        raise ImageLoadError(
+            label,
+            "too_many_pixels",
+            f"too many pixels ({width}x{height} = {width * height:,} > limit {limits.max_pixels:,})",
+        )
+    fmt = im.format
+    frames = getattr(im, "n_frames", 1) or 1
+    notes: list[str] = []
+    if frames > 1:
+        im.seek(0)
+        notes.append(f"{frames} frames; judged the first")
+    if draft_size and fmt == "JPEG":
+        im.draft("RGB", draft_size)
+    try:
+        im.load()
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        message = str(exc).lower()
+        if "truncated" in message or "premature end" in message or isinstance(exc, EOFError):
+            raise ImageLoadError(label, "truncated", "truncated image data") from exc
+        raise ImageLoadError(label, "corrupt", f"corrupt image data ({_short(exc)})") from exc
+    loaded = _from_pil(im, label, limits, raw=raw, fmt=fmt)
+    loaded.frames = frames
+    loaded.notes[:0] = notes
+    return loaded
+
+
+def _from_pil(
+    im: Image.Image,
+    label: str,
+    limits: LoadLimits,
+    *,
+    raw: bytes | None = None,
+    fmt: str | None = None,
+) -> LoadedImage:
+    width, height = im.size
+    if width * height > limits.max_pixels:
+        raise ImageLoadError(
+            label,
+            "too_many_pixels",
+            f"too many pixels ({width}x{height} = {width * height:,} > limit {limits.max_pixels:,})",
+        )
+    original_mode = im.mode
+    original_size = im.size
+    info = dict(im.info)
+    try:
+        exif = im.getexif()
+    except Exception:  # noqa: BLE001 - broken EXIF must not block judging pixels
+        exif = None
+    orientation = exif.get(0x0112, 1) if exif else 1
+    try:
+        oriented = ImageOps.exif_transpose(im) if orientation not in (None, 1) else im
+    except Exception:  # noqa: BLE001 - a malformed orientation tag leaves the image as stored
+        oriented = im
+    rgb, had_alpha = to_rgb(oriented, limits.background)
+    notes = []
+    if had_alpha:
+        notes.append(f"alpha composited on RGB{limits.background}")
+    return LoadedImage(
+        rgb=rgb,
+        source=label,
+        raw=raw,
+        format=fmt or im.format,
+        original_mode=original_mode,
+        original_size=original_size,
+        orientation_applied=orientation not in (None, 1),
+        had_alpha=had_alpha,
+        notes=notes,
+        info=info,
+    )
+
+
+def to_rgb(im: Image.Image, background: tuple[int, int, int] = DEFAULT_BACKGROUND) -> tuple[Image.Image, bool]:
+    """Flatten any Pillow mode to 8-bit RGB; returns (image, had_alpha).
+
+    Pillow's own ``convert("RGB")`` clips 16-bit and float data at 255 instead
+    of scaling it, so those modes are rescaled here first.
+    """
+    mode = im.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(im, dtype=np.float64)
+        peak = 65535.0 if mode.startswith("I;16") or arr.max() > 255 else 255.0
+        if mode == "F" and arr.max() <= 1.0:
+            peak = 1.0
+        arr8 = np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr8, "L").convert("RGB"), False
+    if mode in ("RGB",):
+        return im, False
+    has_alpha = mode in ("RGBA", "LA", "La", "RGBa", "PA") or (
+        mode == "P" and "transparency" in im.info
+    ) or (mode in ("L", "RGB") and "transparency" in im.info)
+    if has_alpha:
+        rgba = im.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, background + (255,))
+        canvas.alpha_composite(rgba)
+        return canvas.convert("RGB"), True
+    return im.convert("RGB"), False
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:160]
+
+
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp", ".dib", ".tif", ".tiff",
+     ".avif", ".heic", ".heif", ".ppm", ".pgm", ".pbm", ".tga", ".ico", ".jp2"}
+)

@@ -1,0 +1,101 @@
+"""The one interface every model kind implements, and the registry of kinds.
+
+Like a Hugging Face pipeline, scoring is split into ``preprocess`` ->
+``forward`` -> calibration, and like timm, a kind is created by one factory
+from a package card.  The Detector only ever talks to :class:`Model`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from synthdetect.evaluate.calibration import Calibration
+from synthdetect.images import LoadedImage
+from synthdetect.models.package import ModelPackage, ModelPackageError
+
+
+@dataclass
+class ModelScore:
+    """One model's opinion on one image: raw logit and calibrated probability."""
+
+    model: str
+    logit: float
+    p_ai: float
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "raw_logit": round(self.logit, 6), "p_ai": round(self.p_ai, 6), **self.details}
+
+
+class Model:
+    """Base class: subclasses implement :meth:`logits` (log-odds of AI, uncalibrated)."""
+
+    #: Images per forward pass; INT8-dynamic ONNX models must use 1 (see DEVELOPERS.md).
+    batch_size: int = 64
+
+    def __init__(self, card: dict[str, Any]):
+        self.card = card
+        self.name: str = card["name"]
+        self.calibration = Calibration.from_dict(card.get("calibration"))
+        decision = card.get("decision") or {}
+        self.ai_at_or_above: float | None = decision.get("ai_at_or_above")
+        self.human_below: float | None = decision.get("human_below")
+
+    def out_of_domain(self, image: LoadedImage) -> str | None:
+        """A reason this model should not judge ``image`` (too small, wrong shape), or None."""
+        limits = self.card.get("input", {})
+        short, long_ = min(image.size), max(image.size)
+        min_side = limits.get("min_side", 8)
+        if short < min_side:
+            return f"image too small to judge ({image.size[0]}x{image.size[1]} px; {self.name} needs at least {min_side} px)"
+        max_aspect = limits.get("max_aspect", 4.0)
+        if long_ / short > max_aspect:
+            return f"aspect ratio {long_ / short:.0f}:1 is outside what {self.name} was trained on (max {max_aspect:g}:1)"
+        max_short = limits.get("max_short_side")
+        if max_short and short > max_short:
+            return f"image larger than {self.name} handles (short side {short} > {max_short} px)"
+        return None
+
+    def logits(self, images: Sequence[LoadedImage]) -> np.ndarray:
+        raise NotImplementedError
+
+    def score(self, images: Sequence[LoadedImage]) -> list[ModelScore]:
+        out: list[ModelScore] = []
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start : start + self.batch_size]
+            raw = np.asarray(self.logits(chunk), dtype=np.float64).reshape(-1)
+            p = self.calibration(raw)
+            out.extend(ModelScore(self.name, float(r), float(q)) for r, q in zip(raw, p))
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return self.card
+
+
+ModelFactory = Callable[[ModelPackage], Model]
+_KINDS: dict[str, ModelFactory] = {}
+
+
+def register_kind(kind: str) -> Callable[[ModelFactory], ModelFactory]:
+    def deco(factory: ModelFactory) -> ModelFactory:
+        _KINDS[kind] = factory
+        return factory
+
+    return deco
+
+
+def model_kinds() -> list[str]:
+    return sorted(_KINDS)
+
+
+def build_model(package: ModelPackage) -> Model:
+    try:
+        factory = _KINDS[package.kind]
+    except KeyError:
+        raise ModelPackageError(
+            f"{package.name}: unknown model kind '{package.kind}' (known: {', '.join(model_kinds())})"
+        ) from None
+    return factory(package)

@@ -1,0 +1,120 @@
+"""The model package: a directory with a ``model.json`` card and its weight files.
+
+The card carries everything needed to reproduce the served behaviour
+(preprocessing, calibration, thresholds) beside the weights, the way timm's
+pretrained configs travel with checkpoints.  Every weight file is listed with
+its sha256, and loading refuses a missing or altered file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+CARD_FILE = "model.json"
+CARD_SCHEMA = "synthdetect.model/1"
+
+
+class ModelPackageError(RuntimeError):
+    """The package is missing, malformed or its weights do not match the card."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class ModelPackage:
+    """A loaded, verified card plus the directory its files live in."""
+
+    root: Path
+    card: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.card["name"]
+
+    @property
+    def kind(self) -> str:
+        return self.card["kind"]
+
+    def file(self, role: str) -> Path:
+        """Path of the weight file registered under ``role`` (already hash-checked)."""
+        files = self.card.get("files", {})
+        if role not in files:
+            raise ModelPackageError(f"{self.root}: card lists no file for '{role}'")
+        return self.root / files[role]["path"]
+
+
+def load_package(root: str | Path, *, verify: bool = True) -> ModelPackage:
+    root = Path(root)
+    card_path = root / CARD_FILE if root.is_dir() else root
+    if card_path.is_file() and card_path.name != CARD_FILE and card_path.suffix == ".json":
+        root = card_path.parent
+    else:
+        card_path = root / CARD_FILE
+    if not card_path.is_file():
+        raise ModelPackageError(f"{root}: not a model package (no {CARD_FILE})")
+    try:
+        card = json.loads(card_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelPackageError(f"{card_path}: malformed card ({exc.msg} at line {exc.lineno})") from exc
+    for key in ("name", "kind"):
+        if key not in card:
+            raise ModelPackageError(f"{card_path}: card has no '{key}'")
+    package = ModelPackage(root=root, card=card)
+    if verify:
+        verify_files(package)
+    return package
+
+
+def verify_files(package: ModelPackage) -> None:
+    for role, entry in package.card.get("files", {}).items():
+        path = package.root / entry["path"]
+        if not path.is_file():
+            raise ModelPackageError(f"{package.name}: weight file missing: {path}")
+        actual = sha256_file(path)
+        if actual != entry["sha256"]:
+            raise ModelPackageError(
+                f"{package.name}: sha256 mismatch for {path.name} "
+                f"(card {entry['sha256'][:12]}..., file {actual[:12]}...); refusing to load"
+            )
+
+
+def write_package(root: str | Path, card: dict[str, Any], files: dict[str, Path]) -> ModelPackage:
+    """Write ``card`` into ``root`` recording name, size and sha256 of each file in ``files``.
+
+    Files must already be inside ``root``.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    card = dict(card)
+    card.setdefault("schema", CARD_SCHEMA)
+    card["files"] = {
+        role: {"path": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
+        for role, path in files.items()
+    }
+    card.setdefault("created_with", created_with())
+    (root / CARD_FILE).write_text(json.dumps(card, indent=2, sort_keys=False) + "\n")
+    return ModelPackage(root=root, card=card)
+
+
+def created_with() -> dict[str, str]:
+    from synthdetect import __version__
+
+    versions = {"synthdetect": __version__, "python": platform.python_version()}
+    for module in ("torch", "numpy", "PIL", "sklearn", "onnxruntime"):
+        try:
+            mod = __import__(module)
+            versions[module] = getattr(mod, "__version__", "?")
+        except ImportError:
+            continue
+    return versions

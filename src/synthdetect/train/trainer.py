@@ -1,0 +1,217 @@
+"""A small, explicit PyTorch training loop: augmentation, early stopping, resume, logs.
+
+Written out rather than pulled from a framework (Lightning, Keras) to keep
+torch the only heavy dependency and to control the two things that matter
+on small CPUs: the thread count, and holding the whole decoded dataset as
+uint8 in memory so every epoch costs only the model's arithmetic.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from synthdetect.evaluate.metrics import binary_metrics
+from synthdetect.images import ImageLoadError
+from synthdetect.models.torch_kinds import images_to_tensor, resize_to_input
+from synthdetect.train.datasets import Record, load_record
+
+
+def progress_bar(transient: bool = False) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+        transient=transient,
+    )
+
+
+def set_threads(threads: int | None) -> int:
+    """Pin torch to ``threads`` (default: the CPUs this process may use).
+
+    Oversubscribed OpenMP threads spin-wait; on a 2-core machine shared with
+    another process that made training 10-30x slower, so this is explicit.
+    """
+    if threads is None or threads <= 0:
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(threads)
+    return threads
+
+
+def decode_records(
+    records: Sequence[Record], size: tuple[int, int], *, resample: str = "bicubic", description: str = "decode",
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Decode and resize every record to uint8 NHWC; failures are returned, never dropped silently."""
+    arrays = np.empty((len(records), size[1], size[0], 3), dtype=np.uint8)
+    keep = np.ones(len(records), dtype=bool)
+    errors: list[str] = []
+    with progress_bar() as bar:
+        task = bar.add_task(description, total=len(records), status="")
+        for i, record in enumerate(records):
+            try:
+                arrays[i] = np.asarray(resize_to_input(load_record(record).rgb, size, resample))
+            except (ImageLoadError, OSError, KeyError) as exc:
+                keep[i] = False
+                errors.append(str(exc))
+            if i % 512 == 0 or i == len(records) - 1:
+                bar.update(task, completed=i + 1, status=f"{len(errors)} errors")
+    labels = np.array([r.label for r in records], dtype=np.float32)
+    return arrays[keep], labels[keep], errors
+
+
+def augment_flip_shift(x: torch.Tensor, generator: torch.Generator, max_shift: int = 2) -> torch.Tensor:
+    """Random horizontal flip and a reflect-padded shift of up to ``max_shift`` px (uint8 NHWC in, NHWC out)."""
+    n, h, w, _ = x.shape
+    flip = torch.rand(n, generator=generator) < 0.5
+    x = torch.where(flip.view(-1, 1, 1, 1), x.flip(2), x)
+    if max_shift:
+        padded = F.pad(x.permute(0, 3, 1, 2).float(), (max_shift,) * 4, mode="reflect")
+        dx, dy = (int(v) for v in torch.randint(0, 2 * max_shift + 1, (2,), generator=generator))
+        x = padded[:, :, dy : dy + h, dx : dx + w].permute(0, 2, 3, 1)
+    return x
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 12
+    batch_size: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 5e-4
+    patience: int = 3
+    monitor: str = "loss"  # validation loss (lower is better) or "roc_auc"/"accuracy" (higher is better)
+    seed: int = 0
+    threads: int | None = None
+    max_shift: int = 2
+    label_smoothing: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    history: list[dict[str, Any]]
+    stopped_early: bool
+    seconds: float
+
+
+def predict_logits(module: torch.nn.Module, arrays: np.ndarray, mean, std, batch_size: int = 512) -> np.ndarray:
+    module.eval()
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(arrays), batch_size):
+            out.append(module(images_to_tensor(arrays[start : start + batch_size], mean, std)).float().numpy())
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def _better(metric: str, new: float, best: float | None) -> bool:
+    if best is None:
+        return True
+    return new < best if metric == "loss" else new > best
+
+
+def fit_classifier(
+    module: torch.nn.Module,
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    config: TrainConfig,
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    workdir: Path,
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+) -> TrainResult:
+    """Train ``module`` (one logit out) with AdamW + one-cycle LR, early stopping and resume.
+
+    ``workdir`` receives ``metrics.jsonl`` (one line per epoch), ``checkpoint.pt``
+    (resumable state after every epoch) and ``best.pt`` (restored at the end).
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    set_threads(config.threads)
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    module = module.to(memory_format=torch.channels_last)
+    x_train = torch.from_numpy(train[0])
+    y_train = torch.from_numpy(train[1]).float()
+    steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
+    optimizer = torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.2
+    )
+    log_path, ckpt_path, best_path = workdir / "metrics.jsonl", workdir / "checkpoint.pt", workdir / "best.pt"
+    history: list[dict[str, Any]] = []
+    start_epoch, best_value, best_epoch, bad_epochs = 0, None, -1, 0
+    if ckpt_path.exists():  # resume after interruption
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        module.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        generator.set_state(state["generator"])
+        start_epoch, best_value, best_epoch, bad_epochs = (
+            state["epoch"] + 1, state["best_value"], state["best_epoch"], state["bad_epochs"])
+        history = state["history"]
+    augment = augment or (lambda x, g: augment_flip_shift(x, g, config.max_shift))
+    started = time.time()
+    stopped_early = False
+    with progress_bar() as bar:
+        epoch_task = bar.add_task("epochs", total=config.epochs, completed=start_epoch, status="")
+        for epoch in range(start_epoch, config.epochs):
+            module.train()
+            order = torch.randperm(len(x_train), generator=generator)
+            step_task = bar.add_task(f"epoch {epoch + 1}", total=steps_per_epoch, status="")
+            running, seen, t0 = 0.0, 0, time.time()
+            for step in range(steps_per_epoch):
+                idx = order[step * config.batch_size : (step + 1) * config.batch_size]
+                xb = augment(x_train[idx], generator)
+                xb = images_to_tensor(xb.to(torch.uint8).numpy(), mean, std)
+                yb = y_train[idx]
+                if config.label_smoothing:
+                    yb = yb * (1 - config.label_smoothing) + 0.5 * config.label_smoothing
+                loss = F.binary_cross_entropy_with_logits(module(xb), yb)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                running += loss.item() * len(idx)
+                seen += len(idx)
+                if step % 20 == 0 or step == steps_per_epoch - 1:
+                    bar.update(step_task, completed=step + 1, status=f"loss {running / seen:.4f}")
+            bar.remove_task(step_task)
+            val_logits = predict_logits(module, val[0], mean, std)
+            val_metrics = binary_metrics(1 / (1 + np.exp(-val_logits)), val[1])
+            row = {"epoch": epoch + 1, "train_loss": running / max(seen, 1), "seconds": time.time() - t0,
+                   "lr": scheduler.get_last_lr()[0],
+                   **{f"val_{k}": v for k, v in val_metrics.items() if isinstance(v, (int, float))}}
+            history.append(row)
+            with open(log_path, "a") as log:
+                log.write(json.dumps(row) + "\n")
+            value = val_metrics[config.monitor]
+            if _better(config.monitor, value, best_value):
+                best_value, best_epoch, bad_epochs = value, epoch + 1, 0
+                torch.save(module.state_dict(), best_path)
+            else:
+                bad_epochs += 1
+            bar.update(epoch_task, completed=epoch + 1,
+                       status=f"val acc {val_metrics['accuracy']:.4f} auc {val_metrics['roc_auc']:.4f} best@{best_epoch}")
+            torch.save({"model": module.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "generator": generator.get_state(), "epoch": epoch,
+                        "best_value": best_value, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
+                        "history": history}, ckpt_path)
+            if bad_epochs >= config.patience:
+                stopped_early = True
+                break
+    module.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True))
+    return TrainResult(best_epoch=best_epoch, history=history, stopped_early=stopped_early,
+                       seconds=time.time() - started)
+
+
+def config_dict(config: TrainConfig) -> dict[str, Any]:
+    return asdict(config)

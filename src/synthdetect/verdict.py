@@ -1,0 +1,106 @@
+"""The Verdict: the one result object every surface returns (schema ``synthdetect.verdict/1``).
+
+Like an ultralytics ``Results``, it renders itself (``to_dict``, ``to_json``,
+``pipeline()``) so that the CLI, the REST service and the scan database never
+format verdicts their own way.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+SCHEMA = "synthdetect.verdict/1"
+Label = Literal["ai", "human", "uncertain"]
+
+#: Evidence strengths, weakest first.  Only ``decisive`` evidence overrides a model.
+STRENGTHS = ("info", "weak", "moderate", "strong", "decisive")
+#: Which way a piece of evidence points.
+SIGNALS = ("ai", "human", "edited", "none", "unverified", "tampered")
+
+
+@dataclass
+class Evidence:
+    """One finding of one probe.
+
+    ``signal`` says which way it points (``ai``, ``human``, ``edited``...),
+    ``strength`` how much it proves; absence of a signal is never ``ai``.
+    """
+
+    kind: str
+    signal: str
+    strength: str
+    detail: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.strength not in STRENGTHS:
+            raise ValueError(f"unknown evidence strength '{self.strength}' (one of {STRENGTHS})")
+        if self.signal not in SIGNALS:
+            raise ValueError(f"unknown evidence signal '{self.signal}' (one of {SIGNALS})")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"kind": self.kind, "signal": self.signal, "strength": self.strength, "detail": self.detail}
+        if self.data:
+            out["data"] = self.data
+        return out
+
+
+@dataclass
+class Verdict:
+    file: str
+    label: Label | None
+    p_ai: float | None
+    sha256: str | None = None
+    evidence: list[Evidence] = field(default_factory=list)
+    models: list[dict[str, Any]] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+    timing_ms: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+    error_kind: str | None = None
+    image: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def scores(self) -> list[dict[str, Any]]:
+        """Pipeline-style ``[{"label", "score"}]``, highest first; empty for an error."""
+        if self.p_ai is None:
+            return []
+        pairs = [{"label": "ai", "score": round(self.p_ai, 6)}, {"label": "human", "score": round(1 - self.p_ai, 6)}]
+        return sorted(pairs, key=lambda d: -d["score"])
+
+    def pipeline(self) -> list[dict[str, Any]]:
+        return self.scores
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "file": self.file,
+            "sha256": self.sha256,
+            "label": self.label,
+            "p_ai": None if self.p_ai is None else round(self.p_ai, 6),
+            "scores": self.scores,
+            "reasons": self.reasons,
+            "evidence": [e.to_dict() for e in self.evidence],
+            "models": self.models,
+            "image": self.image,
+            "timing_ms": {k: round(v, 2) for k, v in self.timing_ms.items()},
+            "error": self.error,
+            "error_kind": self.error_kind,
+        }
+
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
+    def __repr__(self) -> str:
+        if self.error:
+            return f"Verdict({self.file!r}, error={self.error!r})"
+        return f"Verdict({self.file!r}, label={self.label!r}, p_ai={self.p_ai:.3f})"
+
+    @classmethod
+    def failed(cls, file: str, error: str, kind: str, timing_ms: dict[str, float] | None = None) -> "Verdict":
+        return cls(file=file, label=None, p_ai=None, error=error, error_kind=kind, timing_ms=timing_ms or {})
