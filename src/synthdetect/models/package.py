@@ -56,9 +56,8 @@ class ModelPackage:
 
 def load_package(root: str | Path, *, verify: bool = True) -> ModelPackage:
     root = Path(root)
-    card_path = root / CARD_FILE if root.is_dir() else root
-    if card_path.is_file() and card_path.name != CARD_FILE and card_path.suffix == ".json":
-        root = card_path.parent
+    if root.is_file():  # a path to the card itself (any name ending in .json)
+        card_path, root = root, root.parent
     else:
         card_path = root / CARD_FILE
     if not card_path.is_file():

@@ -22,7 +22,9 @@ import torch.nn.functional as F
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from synthdetect.evaluate.metrics import binary_metrics
-from synthdetect.images import ImageLoadError
+from PIL import Image
+
+from synthdetect.images import ImageLoadError, LoadedImage
 from synthdetect.models.torch_kinds import images_to_tensor, resize_to_input
 from synthdetect.train.datasets import Record, load_record
 
@@ -49,8 +51,13 @@ def set_threads(threads: int | None) -> int:
 
 def decode_records(
     records: Sequence[Record], size: tuple[int, int], *, resample: str = "bicubic", description: str = "decode",
+    transform: Callable[[LoadedImage, tuple[int, int]], Image.Image] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Decode and resize every record to uint8 NHWC; failures are returned, never dropped silently."""
+    """Decode and resize every record to uint8 NHWC; failures are returned, never dropped silently.
+
+    ``transform(loaded, size)`` replaces the plain resize; it must be the
+    same function the model kind applies when serving (the ELA-CNN's input).
+    """
     arrays = np.empty((len(records), size[1], size[0], 3), dtype=np.uint8)
     keep = np.ones(len(records), dtype=bool)
     errors: list[str] = []
@@ -58,7 +65,9 @@ def decode_records(
         task = bar.add_task(description, total=len(records), status="")
         for i, record in enumerate(records):
             try:
-                arrays[i] = np.asarray(resize_to_input(load_record(record).rgb, size, resample))
+                loaded = load_record(record)
+                image = transform(loaded, size) if transform else resize_to_input(loaded.rgb, size, resample)
+                arrays[i] = np.asarray(image)
             except (ImageLoadError, OSError, KeyError) as exc:
                 keep[i] = False
                 errors.append(str(exc))
@@ -128,11 +137,15 @@ def fit_classifier(
     std: Sequence[float],
     workdir: Path,
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+    mix: Callable[[torch.Tensor, torch.Tensor, torch.Generator], Any] | None = None,
 ) -> TrainResult:
     """Train ``module`` (one logit out) with AdamW + one-cycle LR, early stopping and resume.
 
     ``workdir`` receives ``metrics.jsonl`` (one line per epoch), ``checkpoint.pt``
-    (resumable state after every epoch) and ``best.pt`` (restored at the end).
+    (resumable state after every epoch) and ``best.pt`` (restored at the end);
+    ``metrics.csv`` repeats the epoch log for spreadsheets.  ``mix(x, y, g)``
+    (Mixup/CutMix) returns an object with ``.x`` and soft labels ``.y``; the
+    loss is binary cross-entropy against those soft targets.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     set_threads(config.threads)
@@ -173,6 +186,9 @@ def fit_classifier(
                 xb = augment(x_train[idx], generator)
                 xb = images_to_tensor(xb.to(torch.uint8).numpy(), mean, std)
                 yb = y_train[idx]
+                if mix is not None:
+                    mixed = mix(xb, yb, generator)
+                    xb, yb = mixed.x, mixed.y
                 if config.label_smoothing:
                     yb = yb * (1 - config.label_smoothing) + 0.5 * config.label_smoothing
                 loss = F.binary_cross_entropy_with_logits(module(xb), yb)
@@ -193,6 +209,7 @@ def fit_classifier(
             history.append(row)
             with open(log_path, "a") as log:
                 log.write(json.dumps(row) + "\n")
+            _append_csv(workdir / "metrics.csv", row)
             value = val_metrics[config.monitor]
             if _better(config.monitor, value, best_value):
                 best_value, best_epoch, bad_epochs = value, epoch + 1, 0
@@ -211,6 +228,17 @@ def fit_classifier(
     module.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True))
     return TrainResult(best_epoch=best_epoch, history=history, stopped_early=stopped_early,
                        seconds=time.time() - started)
+
+
+def _append_csv(path: Path, row: dict[str, Any]) -> None:
+    import csv
+
+    new = not path.exists()
+    with open(path, "a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
 
 
 def config_dict(config: TrainConfig) -> dict[str, Any]:

@@ -1,0 +1,118 @@
+"""The CLI: formats, exit codes, models registry, --help on every command."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from badinputs import EXPECTED, make_corpus, natural_image
+from synthdetect import __version__
+from synthdetect.cli import EXIT_SOME_FAILED, app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    root = tmp_path_factory.mktemp("imgs")
+    for s in range(3):
+        natural_image(32, 32, seed=s).save(root / f"img{s}.png")
+    (root / "sub").mkdir()
+    natural_image(32, 32, seed=9).save(root / "sub" / "deep.jpg")
+    (root / "notes.txt").write_text("not an image")
+    return root
+
+
+def invoke(*args):
+    result = runner.invoke(app, list(args))
+    return result
+
+
+def test_version():
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.stdout.strip() == f"synthdetect {__version__}"
+
+
+def test_every_command_has_help():
+    for args in ([], ["detect"], ["models"], ["models", "list"], ["models", "show"], ["train"]):
+        result = invoke(*args, "--help")
+        assert result.exit_code == 0, (args, result.output)
+        assert "Usage" in result.output
+
+
+def test_detect_jsonl_folder_recursive(images):
+    result = invoke("-q", "detect", str(images), "--format", "jsonl")
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    files = sorted(r["file"] for r in rows)
+    assert files == sorted(str(p) for p in images.rglob("*") if p.suffix in (".png", ".jpg"))
+    assert all(r["schema"] == "synthdetect.verdict/1" for r in rows)
+
+
+def test_detect_json_and_glob(images):
+    result = invoke("-q", "detect", str(images / "img*.png"), "--format", "json")
+    assert result.exit_code == 0
+    rows = json.loads(result.stdout)
+    assert len(rows) == 3 and {r["label"] for r in rows} <= {"ai", "human", "uncertain"}
+
+
+def test_detect_csv(images):
+    result = invoke("-q", "detect", str(images / "img0.png"), "--format", "csv")
+    assert result.exit_code == 0
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert len(rows) == 1 and rows[0]["file"] == str(images / "img0.png")
+    assert float(rows[0]["p_ai"]) >= 0 and rows[0]["model"] == "cifake-cnn"
+
+
+def test_detect_table_mentions_every_file(images):
+    result = invoke("detect", str(images / "img1.png"), str(images / "img2.png"))
+    assert result.exit_code == 0
+    assert "img1.png" in result.stdout and "img2.png" in result.stdout and "p_ai" in result.stdout
+
+
+def test_bad_files_get_rows_and_distinct_exit_code(tmp_path):
+    corpus = make_corpus(tmp_path / "corpus")
+    result = invoke("-q", "detect", str(tmp_path / "corpus"), str(tmp_path / "missing.jpg"), "--format", "jsonl")
+    assert result.exit_code == EXIT_SOME_FAILED
+    rows = {json.loads(line)["file"]: json.loads(line) for line in result.stdout.splitlines()}
+    assert len(rows) == len(corpus) + 1
+    for name, expected in EXPECTED.items():
+        row = rows[str(corpus[name])]
+        assert (row["error_kind"] if row["error"] else None) == expected, row
+    assert rows[str(tmp_path / "missing.jpg")]["error"].endswith("file not found")
+
+
+def test_non_image_files_in_folders_are_reported_not_silently_skipped(images):
+    result = invoke("detect", str(images), "--format", "jsonl")
+    assert "1 non-image file(s)" in result.stderr
+    result = invoke("-q", "detect", str(images), "--format", "jsonl", "--all-files")
+    assert result.exit_code == EXIT_SOME_FAILED
+    assert any(json.loads(l)["error_kind"] == "not_an_image" for l in result.stdout.splitlines())
+
+
+def test_unknown_model_is_a_usage_error(images):
+    result = invoke("detect", str(images / "img0.png"), "--model", "nonesuch")
+    assert result.exit_code == 2 and "unknown model 'nonesuch'" in result.stderr
+
+
+def test_models_list_and_show():
+    result = invoke("models", "list", "--format", "json")
+    assert result.exit_code == 0
+    names = [m["name"] for m in json.loads(result.stdout)]
+    assert "default" in names and "cifake-cnn" in names
+    shown = json.loads(invoke("models", "show", "cifake-cnn", "--format", "json").stdout)
+    assert shown["kind"] == "small-cnn" and "metrics" in shown
+    table = invoke("models", "show", "default")
+    assert table.exit_code == 0 and "router" in table.stdout
+    assert invoke("models", "show", "nonesuch").exit_code == 2
+
+
+def test_console_script_runs():
+    result = subprocess.run([sys.executable, "-m", "synthdetect.cli", "--version"], capture_output=True, text=True)
+    assert result.returncode == 0 and __version__ in result.stdout

@@ -1,0 +1,150 @@
+"""The Detector façade: inputs, routing, batches with bad files, the Verdict schema."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from badinputs import EXPECTED, make_corpus, natural_image
+from synthdetect import Detector, Verdict
+from synthdetect.verdict import SCHEMA
+
+VERDICT_KEYS = {"schema", "file", "sha256", "label", "p_ai", "scores", "reasons", "evidence", "models", "image",
+                "timing_ms", "error", "error_kind"}
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return Detector.load("default")
+
+
+def check_schema(d: dict) -> None:
+    assert set(d) == VERDICT_KEYS
+    assert d["schema"] == SCHEMA
+    json.dumps(d)  # serialisable
+    if d["error"]:
+        assert d["label"] is None and d["p_ai"] is None and d["scores"] == []
+        assert "\n" not in d["error"]
+        return
+    assert d["label"] in ("ai", "human", "uncertain")
+    assert d["reasons"], "every verdict says why"
+    if d["p_ai"] is not None:
+        assert 0.0 <= d["p_ai"] <= 1.0
+        scores = d["scores"]
+        assert [s["label"] for s in scores] in (["ai", "human"], ["human", "ai"])
+        assert scores[0]["score"] >= scores[1]["score"]
+        assert abs(sum(s["score"] for s in scores) - 1.0) < 1e-5
+        assert d["models"] and d["models"][0]["p_ai"] == pytest.approx(d["p_ai"], abs=1e-6)
+
+
+def test_single_path_returns_a_verdict(detector, tmp_path):
+    path = tmp_path / "small.png"
+    natural_image(32, 32).save(path)
+    verdict = detector(str(path))
+    assert isinstance(verdict, Verdict)
+    check_schema(verdict.to_dict())
+    assert verdict.file == str(path)
+    assert verdict.models[0]["model"] == "cifake-cnn"
+    assert len(verdict.sha256) == 64
+
+
+def test_list_of_paths_bytes_and_pil(detector, tmp_path):
+    image = natural_image(32, 32, seed=5)
+    path = tmp_path / "a.png"
+    image.save(path)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    verdicts = detector([str(path), buffer.getvalue(), image])
+    assert isinstance(verdicts, list) and len(verdicts) == 3
+    p = [v.p_ai for v in verdicts]
+    assert p[0] == pytest.approx(p[1], abs=1e-9) and p[1] == pytest.approx(p[2], abs=1e-9)
+    assert verdicts[2].sha256 is None  # a PIL image has no original bytes
+
+
+def test_pipeline_output(detector):
+    out = detector.pipeline(natural_image(32, 32))
+    assert [set(d) for d in out] == [{"label", "score"}] * 2
+    assert out[0]["score"] >= out[1]["score"]
+    many = detector.pipeline([natural_image(32, 32), natural_image(32, 32, seed=2)])
+    assert len(many) == 2 and all(len(x) == 2 for x in many)
+
+
+def test_large_images_are_uncertain_until_a_full_size_model(detector, tmp_path):
+    from synthdetect.models import find_package
+
+    routes = find_package("default").card["routes"]
+    large_route = next(r for r in routes if r.get("max_short_side") is None)
+    verdict = detector(natural_image(640, 480))
+    check_schema(verdict.to_dict())
+    if large_route.get("model") is None:
+        assert verdict.label == "uncertain" and verdict.p_ai is None
+        assert "no model for this image size yet" in verdict.reasons[0]
+    else:
+        assert verdict.models and verdict.models[0]["model"] == large_route["model"]
+
+
+def test_batch_with_bad_inputs_judges_every_good_file(detector, tmp_path):
+    corpus = make_corpus(tmp_path / "corpus")
+    names = sorted(corpus)
+    verdicts = detector.detect([str(corpus[n]) for n in names], names=names)
+    assert [v.file for v in verdicts] == names
+    for name, verdict in zip(names, verdicts):
+        check_schema(verdict.to_dict())
+        expected = EXPECTED[name]
+        if expected is None:
+            assert verdict.error is None, f"{name}: {verdict.error}"
+        else:
+            assert verdict.error_kind == expected, f"{name}: {verdict.error}"
+    by_name = dict(zip(names, verdicts))
+    assert by_name["one-pixel.png"].label == "uncertain"
+    assert "too small" in by_name["one-pixel.png"].reasons[0]
+    assert by_name["strip-20000x1.png"].label == "uncertain"
+    assert by_name["small.jpg"].models[0]["model"] == "cifake-cnn"
+
+
+def test_iter_detect_streams_in_order(detector):
+    images = [natural_image(32, 32, seed=s) for s in range(7)]
+    streamed = list(detector.iter_detect(images, batch_size=3))
+    direct = detector.detect(images)
+    assert [v.p_ai for v in streamed] == pytest.approx([v.p_ai for v in direct])
+
+
+def test_cifake_cnn_card_meets_target():
+    from synthdetect.models import find_package
+
+    card = find_package("cifake-cnn").card
+    test = card["metrics"]["test"]["at_0.5"]
+    assert test["n"] >= 4000
+    assert test["accuracy"] >= 0.975, test
+    for key in ("precision", "recall", "f1", "roc_auc", "confusion_matrix", "ece"):
+        assert key in test
+    assert card["calibration"]["method"] == "temperature"
+    assert card["decision"]["human_below"] <= card["decision"]["ai_at_or_above"]
+
+
+@pytest.mark.slow
+def test_detector_reproduces_card_on_held_out_cifake(cifake_zip):
+    """Scoring the card's held-out test split through the Detector gives the card's accuracy."""
+    from synthdetect.models import find_package
+    from synthdetect.train.datasets import open_dataset, read_record_bytes, stratified_split
+
+    card = find_package("cifake-cnn").card
+    split = card["training"]["split"]
+    n_total = split["train"]["n"] + split["validation"]["n"] + split["test"]["n"]
+    val_f = split["validation"]["n"] / n_total
+    test_f = split["test"]["n"] / n_total
+    records = open_dataset(cifake_zip)
+    _, _, test_records = stratified_split(records, [1 - round(val_f, 2) - round(test_f, 2), round(val_f, 2),
+                                                    round(test_f, 2)], seed=split["seed"])
+    assert len(test_records) == split["test"]["n"]
+    det = Detector.load("cifake-cnn", use_evidence=False)
+    verdicts = det.detect([read_record_bytes(r) for r in test_records])
+    p = np.array([v.p_ai for v in verdicts])
+    y = np.array([r.label for r in test_records])
+    accuracy = float(np.mean((p >= 0.5) == (y == 1)))
+    assert accuracy == pytest.approx(card["metrics"]["test"]["at_0.5"]["accuracy"], abs=1e-9)
+    assert accuracy >= 0.975

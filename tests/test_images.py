@@ -1,0 +1,134 @@
+"""Image loading: formats, colour modes, orientation, limits and one-line errors."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from badinputs import EXPECTED, make_corpus, natural_image, png_claiming
+from synthdetect.images import ImageLoadError, LoadLimits, load_image
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return make_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_each_input_loads_or_fails_with_its_reason(corpus, name):
+    expected = EXPECTED[name]
+    path = corpus[name]
+    if expected is None:
+        loaded = load_image(path)
+        assert loaded.rgb.mode == "RGB"
+        assert loaded.raw == path.read_bytes()
+        assert loaded.source == str(path)
+    else:
+        with pytest.raises(ImageLoadError) as info:
+            load_image(path)
+        assert info.value.kind == expected
+        message = str(info.value)
+        assert message.startswith(str(path) + ": ")
+        assert "\n" not in message
+
+
+def test_error_messages_say_why(corpus):
+    def reason(name):
+        with pytest.raises(ImageLoadError) as info:
+            load_image(corpus[name])
+        return info.value.reason
+
+    assert reason("truncated.jpg") == "truncated image data"
+    assert "100000x100000" in reason("huge-header.png") and "too many pixels" in reason("huge-header.png")
+    assert reason("text.jpg") == "not an image (the file contains text)"
+    assert reason("empty.png") == "empty file (0 bytes)"
+    assert reason("document.pdf") == "unsupported format: PDF"
+
+
+def test_pixel_limit_checked_before_decoding():
+    # 100k x 100k at 3 bytes/px would need 30 GB; failing fast proves no decode happened.
+    with pytest.raises(ImageLoadError) as info:
+        load_image(png_claiming(100_000, 100_000), name="bomb.png")
+    assert info.value.kind == "too_many_pixels"
+
+
+def test_limits_are_configurable(corpus):
+    with pytest.raises(ImageLoadError) as info:
+        load_image(corpus["photo.bmp"], LoadLimits(max_bytes=100))
+    assert info.value.kind == "too_large"
+    with pytest.raises(ImageLoadError) as info:
+        load_image(corpus["photo.bmp"], LoadLimits(max_pixels=1000))
+    assert info.value.kind == "too_many_pixels"
+    assert load_image(corpus["photo.bmp"], LoadLimits(max_pixels=96 * 64)).size == (96, 64)
+
+
+def test_exif_orientation_is_applied(corpus):
+    loaded = load_image(corpus["exif-rotated.jpg"])
+    assert loaded.original_size == (60, 40)
+    assert loaded.size == (40, 60)
+    assert loaded.orientation_applied
+
+
+def test_sixteen_bit_is_rescaled_not_clipped(corpus):
+    arr = load_image(corpus["sixteen-bit.png"]).array()
+    assert arr.min() <= 1 and arr.max() >= 254  # full range survives
+    assert len(np.unique(arr[..., 0])) > 200  # and is not clipped to a handful of values
+
+
+def test_alpha_composited_on_stated_background(corpus):
+    loaded = load_image(corpus["palette-alpha.png"], LoadLimits(background=(0, 255, 0)))
+    assert loaded.had_alpha
+    arr = loaded.array()
+    assert tuple(arr[5, 5]) == (0, 0, 255)  # opaque blue half kept
+    assert tuple(arr[5, 35]) == (0, 255, 0)  # transparent half shows the background
+    assert any("alpha composited" in note for note in loaded.notes)
+
+
+def test_animated_gif_uses_first_frame(corpus):
+    loaded = load_image(corpus["animated.gif"])
+    assert loaded.frames == 3
+    assert loaded.notes and "first" in loaded.notes[0]
+
+
+def test_cmyk_becomes_rgb(corpus):
+    loaded = load_image(corpus["cmyk.jpg"])
+    assert loaded.original_mode == "CMYK" and loaded.rgb.mode == "RGB"
+
+
+@pytest.mark.parametrize("name,fmt", [("photo.avif", "AVIF"), ("photo.heic", "HEIF"), ("photo.webp", "WEBP"),
+                                      ("photo.tiff", "TIFF"), ("photo.bmp", "BMP")])
+def test_formats_keep_their_name(corpus, name, fmt):
+    loaded = load_image(corpus[name])
+    assert loaded.format == fmt
+    assert loaded.size == (96, 64)
+
+
+def test_pil_and_bytes_inputs():
+    image = natural_image(50, 40)
+    from_pil = load_image(image)
+    assert from_pil.raw is None and from_pil.size == (50, 40)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    from_bytes = load_image(buffer.getvalue())
+    assert from_bytes.format == "PNG"
+    assert np.array_equal(from_bytes.array(), from_pil.array())
+
+
+def test_missing_file_and_directory(tmp_path):
+    with pytest.raises(ImageLoadError) as info:
+        load_image(tmp_path / "nope.jpg")
+    assert info.value.kind == "not_found"
+    with pytest.raises(ImageLoadError) as info:
+        load_image(tmp_path)
+    assert info.value.kind == "not_a_file"
+
+
+def test_draft_mode_decodes_large_jpeg_smaller():
+    buffer = io.BytesIO()
+    natural_image(1600, 1200).save(buffer, format="JPEG", quality=90)
+    loaded = load_image(buffer.getvalue(), draft_size=(400, 300))
+    assert loaded.size[0] < 1600 and loaded.size[0] >= 400
+    assert Image.open(io.BytesIO(buffer.getvalue())).size == (1600, 1200)
