@@ -17,6 +17,7 @@ from typing import Any
 
 CARD_FILE = "model.json"
 CARD_SCHEMA = "synthdetect.model/1"
+CARD_MARKDOWN = "MODEL_CARD.md"
 
 
 class ModelPackageError(RuntimeError):
@@ -103,7 +104,71 @@ def write_package(root: str | Path, card: dict[str, Any], files: dict[str, Path]
     }
     card.setdefault("created_with", created_with())
     (root / CARD_FILE).write_text(json.dumps(card, indent=2, sort_keys=False) + "\n")
+    (root / CARD_MARKDOWN).write_text(card_markdown(card))
     return ModelPackage(root=root, card=card)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return "" if value is None else str(value)
+
+
+def card_markdown(card: dict[str, Any]) -> str:
+    """A human-readable model card rendered from ``model.json`` (the JSON stays the source of truth)."""
+    lines = [f"# {card['name']} {card.get('version', '')}".rstrip(), "", card.get("description", ""), "",
+             f"- kind: `{card['kind']}`"]
+    spec = card.get("input") or {}
+    if spec:
+        lines.append(f"- input: {spec.get('size')} px, resample {spec.get('resample')}, mean {spec.get('mean')}, "
+                     f"std {spec.get('std')}")
+    training = card.get("training") or {}
+    if training.get("command"):
+        lines.append(f"- trained with: `{training['command']}`")
+    if training.get("data"):
+        lines.append(f"- data: `{training['data']}`")
+    split = training.get("split") or {}
+    if split:
+        lines.append(f"- split: {json.dumps(split)}")
+    calibration = card.get("calibration")
+    if calibration:
+        lines.append(f"- calibration: {json.dumps(calibration)}")
+    decision = card.get("decision") or {}
+    if decision:
+        lines += ["", "## Verdict rule", "",
+                  f"- `ai` when p_ai >= {_fmt(decision.get('ai_at_or_above'))} ({decision.get('ai_rule', '')})",
+                  f"- `human` when p_ai < {_fmt(decision.get('human_below'))} ({decision.get('human_rule', '')})",
+                  "- `uncertain` in between"]
+    thresholds = card.get("thresholds") or {}
+    if thresholds:
+        lines += ["", "## Operating thresholds (validation data)", "",
+                  "| target FPR | threshold | FPR on validation | TPR on validation |", "|---|---|---|---|"]
+        for entry in thresholds.values():
+            lines.append(f"| {entry.get('fpr_target')} | {_fmt(entry.get('threshold'))} | "
+                         f"{_fmt(entry.get('fpr_validation'))} | {_fmt(entry.get('tpr_validation'))} |")
+    metrics = card.get("metrics") or {}
+    rows = []
+    for split_name, block in metrics.items():
+        flat = block.get("at_0.5", block) if isinstance(block, dict) else {}
+        if isinstance(flat, dict) and "accuracy" in flat:
+            rows.append((split_name, flat))
+    if rows:
+        lines += ["", "## Metrics (threshold 0.5 on calibrated p_ai)", "",
+                  "| split | n | accuracy | precision | recall | F1 | ROC-AUC | ECE |", "|---|---|---|---|---|---|---|---|"]
+        for split_name, m in rows:
+            lines.append(f"| {split_name} | {m.get('n')} | {_fmt(m.get('accuracy'))} | {_fmt(m.get('precision'))} | "
+                         f"{_fmt(m.get('recall'))} | {_fmt(m.get('f1'))} | {_fmt(m.get('roc_auc'))} | {_fmt(m.get('ece'))} |")
+            matrix = (m.get("confusion_matrix") or {}).get("rows_true_cols_pred")
+            if matrix:
+                lines.append(f"|  | confusion (rows true human/ai, cols predicted human/ai): {matrix} |||||||")
+    for key in ("known_failures", "limitations"):
+        if card.get(key):
+            lines += ["", f"## {key.replace('_', ' ').capitalize()}", ""]
+            lines += [f"- {item}" for item in card[key]]
+    lines += ["", "Files (sha256 checked at load):", ""]
+    for role, entry in (card.get("files") or {}).items():
+        lines.append(f"- {role}: `{entry['path']}` sha256 `{entry['sha256']}` ({entry.get('bytes', '?')} bytes)")
+    return "\n".join(lines) + "\n"
 
 
 def created_with() -> dict[str, str]:
