@@ -78,7 +78,8 @@ def test_detect_table_mentions_every_file(images):
 
 def test_bad_files_get_rows_and_distinct_exit_code(tmp_path):
     corpus = make_corpus(tmp_path / "corpus")
-    result = invoke("-q", "detect", str(tmp_path / "corpus"), str(tmp_path / "missing.jpg"), "--format", "jsonl")
+    result = invoke("-q", "detect", str(tmp_path / "corpus"), str(tmp_path / "missing.jpg"), "--format", "jsonl",
+                    "--all-files")
     assert result.exit_code == EXIT_SOME_FAILED
     rows = {json.loads(line)["file"]: json.loads(line) for line in result.stdout.splitlines()}
     assert len(rows) == len(corpus) + 1
