@@ -1,0 +1,60 @@
+"""``synthdetect compare``: several models, one dataset, one table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def compare(
+        data: Annotated[str, typer.Argument(help="Class folders, CSV manifest, or a zip of either.")],
+        model: Annotated[list[str], typer.Option("--model", "-m", help="A model (repeat): shipped name, package path, "
+                                                 "hf:ORG/NAME, hf:/dir, timm:..., keras:/m.h5, onnx:/m.onnx.")],
+        out: Annotated[Path, typer.Option("--out", "-o", help="Report directory.")],
+        ensemble: Annotated[bool, typer.Option("--ensemble", help=(
+            "Add a calibrated mean of the models (calibrated on a stratified split of DATA, scored on the rest)."
+        ))] = False,
+        calibration_fraction: Annotated[float, typer.Option(help="Share of DATA used to calibrate the ensemble.")] = 0.3,
+        seed: Annotated[int, typer.Option(help="Seed of the calibration split.")] = 0,
+        evidence: Annotated[bool, typer.Option("--evidence", help="Let provenance evidence override models "
+                                               "(off: compare the models themselves).")] = False,
+        source: Annotated[Optional[list[str]], typer.Option("--source", help="Only these sources.")] = None,
+        label: Annotated[Optional[list[str]], typer.Option(
+            "--label", help="Map a folder/label name: NAME=ai or NAME=human.")] = None,
+        batch_size: Annotated[int, typer.Option(help="Images judged together.")] = 32,
+    ) -> None:
+        """Run several models on the same images: a report each, a side-by-side table and an agreement matrix."""
+        from synthdetect.evaluate.commands import _records
+        from synthdetect.evaluate.compare import (
+            ENSEMBLE_NAME, TABLE_COLUMNS, agreement_cells, compare_models, format_cell,
+        )
+        from synthdetect.models import ModelPackageError
+
+        try:
+            records = _records(data, label, source)
+            summary = compare_models(model, records, out, data_name=data, ensemble=ensemble,
+                                     calibration_fraction=calibration_fraction, seed=seed, use_evidence=evidence,
+                                     batch_size=batch_size)
+        except (ModelPackageError, ValueError, ImportError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        console = Console(width=160)
+        table = Table(*(h for _, h in TABLE_COLUMNS), header_style="bold",
+                      title=f"{summary['n_records']} images ({summary['n_ai']} ai, {summary['n_human']} human)")
+        for row in summary["table"]:
+            cells = [format_cell(row.get(k)) for k, _ in TABLE_COLUMNS]
+            table.add_row(*cells, style="bold" if row["model"] == ENSEMBLE_NAME else None)
+        console.print(table)
+        agreement = summary["agreement"]
+        matrix = Table("agreement @0.5", *agreement["models"], header_style="bold")
+        for name, cells in zip(agreement["models"], agreement_cells(agreement)):
+            matrix.add_row(name, *cells)
+        console.print(matrix)
+        typer.echo(f"wrote {out / 'comparison.html'}, comparison.json/.csv/.md "
+                   f"and a report per model under {out / 'models'}")

@@ -1,0 +1,109 @@
+"""``hf:ORG/NAME`` and ``hf:/local/dir``: a transformers image-classification model as a synthdetect model.
+
+Preprocessing is the model's own ``preprocessor_config.json`` run by the PIL
+backend of its image processor (``backend="pil"``), so no torchvision is
+needed and the result equals ``transformers.pipeline("image-classification")``
+given the same processor.  Loading honours ``HF_HUB_OFFLINE=1``: a hub name
+then resolves only from the local cache.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from synthdetect.images import LoadedImage
+from synthdetect.models.adapters.base import AdapterModel, adapter_card, local_path, split_options
+from synthdetect.models.adapters.labels import (
+    AdapterError, multi_class_mapping, parse_label_overrides, single_output_mapping,
+)
+
+PREFIX = "hf"
+OPTIONS = ("labels", "positive", "revision")
+_PROCESSOR_KEYS = ("do_resize", "size", "resample", "do_center_crop", "crop_size", "do_rescale", "rescale_factor",
+                   "do_normalize", "image_mean", "image_std", "do_convert_rgb")
+
+
+def _looks_like_path(target: str) -> bool:
+    return target.startswith(("/", "./", "../", "~", "\\")) or (len(target) > 1 and target[1] == ":")
+
+
+def resolve_source(target: str) -> str:
+    """A local directory (checked here, for a clear error) or a hub repository id."""
+    path = local_path(target)
+    if path.exists() or _looks_like_path(target):
+        if not path.is_dir():
+            raise AdapterError(f"{PREFIX}:{target}: no such directory" if not path.exists()
+                               else f"{PREFIX}:{target}: expected a model directory, got a file")
+        for required in ("config.json", "preprocessor_config.json"):
+            if not (path / required).is_file():
+                why = "not a Hugging Face model directory" if required == "config.json" else \
+                    "the preprocessing the model was published with is unknown"
+                raise AdapterError(f"{PREFIX}:{target}: no {required} ({why})")
+        return str(path)
+    if target.count("/") != 1:
+        raise AdapterError(f"{PREFIX}:{target}: not a local directory nor a hub id of the form ORG/NAME")
+    return target
+
+
+class HFModel(AdapterModel):
+    def __init__(self, card: dict[str, Any], mapping, processor: Any, module: Any):
+        super().__init__(card, mapping)
+        self.processor = processor
+        self.module = module.eval()
+
+    def raw_outputs(self, images: Sequence[LoadedImage]) -> np.ndarray:
+        import torch
+
+        inputs = self.processor(images=[im.rgb for im in images], return_tensors="pt")
+        with torch.inference_mode():
+            return self.module(**inputs).logits.float().numpy()
+
+
+def _load_error(target: str, exc: Exception) -> AdapterError:
+    import os
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    hint = (" (HF_HUB_OFFLINE is set: only the local cache is searched; download it once with internet access, "
+            "or point hf: at a local directory)") if offline else ""
+    return AdapterError(f"{PREFIX}:{target}: cannot load the model: {first}{hint}")
+
+
+def load_hf(spec: str) -> HFModel:
+    target, options = split_options(spec, OPTIONS, PREFIX)
+    source = resolve_source(target)
+    try:
+        import transformers
+        from transformers import AutoImageProcessor, AutoModelForImageClassification
+    except ImportError as exc:
+        raise AdapterError(f"{PREFIX}:{target}: needs transformers (pip install 'synthdetect[hf]'): {exc}") from exc
+    transformers.utils.logging.disable_progress_bar()
+    revision = options.get("revision")
+    kwargs = {"revision": revision} if revision else {}
+    try:
+        # backend="pil": the slow, numpy/PIL processor; the fast one needs torchvision.
+        processor = AutoImageProcessor.from_pretrained(source, backend="pil", **kwargs)
+        module = AutoModelForImageClassification.from_pretrained(source, **kwargs)
+    except (OSError, ValueError, KeyError) as exc:
+        raise _load_error(target, exc) from exc
+    config = module.config
+    labels = [str(config.id2label[i]) for i in range(config.num_labels)]
+    where = f"{PREFIX}:{target}"
+    if config.num_labels == 1:
+        mapping = single_output_mapping("sigmoid_logit", options.get("positive"), labels, where)
+    elif getattr(config, "problem_type", None) == "multi_label_classification":
+        raise AdapterError(f"{where}: multi-label heads (independent sigmoids per class) are not supported")
+    else:
+        mapping = multi_class_mapping("logits", labels, parse_label_overrides(options.get("labels")), where)
+    settings = processor.to_dict()
+    preprocessing = {"processor": type(processor).__name__,
+                     **{k: settings[k] for k in _PROCESSOR_KEYS if k in settings}}
+    card = adapter_card(
+        f"{PREFIX}:{target}", PREFIX, source=source, mapping=mapping, preprocessing=preprocessing,
+        extra={"architecture": (config.architectures or [type(module).__name__])[0],
+               "revision": revision or getattr(config, "_commit_hash", None),
+               "created_with": {"transformers": transformers.__version__}},
+    )
+    return HFModel(card, mapping, processor, module)

@@ -1,0 +1,160 @@
+"""Map other people's class names onto ``ai``/``human`` and their outputs onto log-odds of AI.
+
+Published detectors name their classes ``artificial``, ``FAKE``, ``by AI``,
+``LABEL_0``...  The fusion layer needs one number, the log-odds that an image is
+AI, so every adapter turns its model's raw output into that number here, with
+the class mapping stated on the card.  A class we cannot place is an error,
+never a guess: guessing the polarity of a detector flips every verdict.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from synthdetect.models.package import ModelPackageError
+
+AI, HUMAN = "ai", "human"
+
+_AI_NAMES = {
+    "ai", "artificial", "fake", "generated", "synthetic", "by ai", "ai generated", "ai-generated", "ai_generated",
+    "aigenerated", "ai art", "ai image", "machine generated", "computer generated", "deepfake", "1_fake",
+}
+_HUMAN_NAMES = {
+    "human", "real", "authentic", "natural", "nature", "genuine", "by human", "human made", "human-made",
+    "human_made", "human art", "photo", "camera", "not ai", "not_ai", "0_real",
+}
+#: The output kinds an adapter may declare.
+OUTPUT_KINDS = ("logits", "probabilities", "sigmoid_logit", "sigmoid_probability")
+
+
+class AdapterError(ModelPackageError):
+    """An external model cannot be loaded or its outputs cannot be read as ai/human."""
+
+
+def normalise_label(name: str) -> str | None:
+    """``'AI-generated'`` -> ``'ai'``, ``'REAL'`` -> ``'human'``; None when the name says neither."""
+    key = re.sub(r"[\s_\-]+", " ", str(name).strip().lower())
+    if key in _AI_NAMES or key.replace(" ", "_") in _AI_NAMES or key.replace(" ", "") in _AI_NAMES:
+        return AI
+    if key in _HUMAN_NAMES or key.replace(" ", "_") in _HUMAN_NAMES or key.replace(" ", "") in _HUMAN_NAMES:
+        return HUMAN
+    return None
+
+
+def parse_label_overrides(text: str | Mapping[str, str] | None) -> dict[str, str]:
+    """``'LABEL_0:human,LABEL_1:ai'`` (or a dict) -> ``{'LABEL_0': 'human', 'LABEL_1': 'ai'}``."""
+    if not text:
+        return {}
+    pairs = text.items() if isinstance(text, Mapping) else (
+        item.rsplit(":", 1) if ":" in item else (item, "") for item in str(text).split(",") if item.strip()
+    )
+    out: dict[str, str] = {}
+    for name, target in pairs:
+        target = str(target).strip().lower()
+        if target not in (AI, HUMAN):
+            raise AdapterError(f"label override '{name}:{target}': the target must be 'ai' or 'human'")
+        out[str(name).strip()] = target
+    return out
+
+
+@dataclass
+class OutputMapping:
+    """How one model's output vector becomes log-odds of AI.
+
+    ``kind`` is one of:
+    - ``logits``: C >= 2 scores fed to a softmax (HF, timm, most ONNX exports);
+    - ``probabilities``: C >= 2 values that already went through a softmax (Keras ``softmax`` heads);
+    - ``sigmoid_logit`` / ``sigmoid_probability``: one output before / after a sigmoid whose
+      positive class is ``positive`` (``ai`` or ``human``): the stated polarity.
+    """
+
+    kind: str
+    labels: list[str] = field(default_factory=list)
+    classes: list[str] = field(default_factory=list)  # ai/human for each entry of labels
+    positive: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in OUTPUT_KINDS:
+            raise AdapterError(f"unknown output kind '{self.kind}' (one of {', '.join(OUTPUT_KINDS)})")
+
+    @property
+    def single(self) -> bool:
+        return self.kind.startswith("sigmoid")
+
+    def log_odds(self, outputs: np.ndarray) -> np.ndarray:
+        """Raw model outputs (N, C) -> log-odds of AI (N,), in float64."""
+        out = np.asarray(outputs, dtype=np.float64)
+        out = out.reshape(out.shape[0], -1)
+        if self.single:
+            if out.shape[1] != 1:
+                raise AdapterError(f"expected one output per image for a sigmoid head, got {out.shape[1]}")
+            z = out[:, 0]
+            if self.kind == "sigmoid_probability":
+                p = np.clip(z, 1e-12, 1 - 1e-12)  # a float32 sigmoid saturates at exactly 0 or 1
+                z = np.log(p) - np.log1p(-p)
+            return z if self.positive == AI else -z
+        if out.shape[1] != len(self.classes):
+            raise AdapterError(f"model gave {out.shape[1]} outputs per image but has {len(self.classes)} labels")
+        ai = np.array([c == AI for c in self.classes])
+        if self.kind == "logits":
+            log_p = out - np.logaddexp.reduce(out, axis=1, keepdims=True)
+        else:
+            log_p = np.log(np.clip(out, 1e-12, None))
+        # log P(ai) - log P(human), summing classes that map to the same side.
+        return np.logaddexp.reduce(log_p[:, ai], axis=1) - np.logaddexp.reduce(log_p[:, ~ai], axis=1)
+
+    def describe(self) -> dict[str, Any]:
+        if self.single:
+            return {"output": self.kind, "positive": self.positive}
+        return {"output": self.kind, "labels": dict(zip(self.labels, self.classes))}
+
+
+def map_labels(labels: Sequence[str], overrides: Mapping[str, str] | None, where: str) -> list[str]:
+    """ai/human for each model label; overrides win; an unplaceable label is a clear error."""
+    overrides = dict(overrides or {})
+    unknown_overrides = set(overrides) - {str(l) for l in labels} - {str(i) for i in range(len(labels))}
+    if unknown_overrides:
+        raise AdapterError(
+            f"{where}: label override(s) {sorted(unknown_overrides)} name no class of this model "
+            f"(its labels: {list(labels)})"
+        )
+    classes = []
+    for index, label in enumerate(labels):
+        target = overrides.get(str(label)) or overrides.get(str(index)) or normalise_label(label)
+        classes.append(target)
+    missing = [l for l, c in zip(labels, classes) if c is None]
+    if missing:
+        raise AdapterError(
+            f"{where}: cannot tell which class means AI: labels {list(labels)} include {missing}, "
+            "which are not known names for ai/human; state them, e.g. "
+            f"'?labels={missing[0]}:ai,...' after the model name"
+        )
+    if AI not in classes or HUMAN not in classes:
+        raise AdapterError(
+            f"{where}: labels {list(labels)} map to {classes}; a detector needs at least one ai and one human class"
+        )
+    return classes
+
+
+def multi_class_mapping(kind: str, labels: Sequence[str], overrides: Mapping[str, str] | None,
+                        where: str) -> OutputMapping:
+    labels = [str(l) for l in labels]
+    return OutputMapping(kind=kind, labels=labels, classes=map_labels(labels, overrides, where))
+
+
+def single_output_mapping(kind: str, positive: str | None, labels: Sequence[str] | None, where: str) -> OutputMapping:
+    """A one-output head: the positive class is stated, or read from a single label name."""
+    if positive is None and labels and len(labels) == 1:
+        positive = normalise_label(labels[0])
+    if positive is not None:
+        positive = normalise_label(positive) or str(positive).lower()
+    if positive not in (AI, HUMAN):
+        raise AdapterError(
+            f"{where}: the model has one sigmoid output and its polarity is not stated; "
+            "say which class it scores with '?positive=ai' (or 'positive' in the sidecar JSON)"
+        )
+    return OutputMapping(kind=kind, labels=list(labels or []), positive=positive)

@@ -1,0 +1,140 @@
+"""``onnx:/path/model.onnx``: any ONNX image classifier, with a JSON sidecar stating its preprocessing and labels.
+
+An ONNX file carries the graph but not how its inputs were prepared nor what
+its outputs mean, so the sidecar (see :mod:`.sidecar`) is required.  Layout
+and input size default to what the graph's input shape fixes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from synthdetect.images import LoadedImage
+from synthdetect.models.adapters.base import AdapterModel, adapter_card, local_path, require_file, split_options
+from synthdetect.models.adapters.labels import (
+    AdapterError, OutputMapping, multi_class_mapping, parse_label_overrides, single_output_mapping,
+)
+from synthdetect.models.adapters.preprocess import ArrayPreprocess, preprocess_from_spec
+from synthdetect.models.adapters.sidecar import read_sidecar
+
+PREFIX = "onnx"
+OPTIONS = ("sidecar", "labels", "positive")
+
+
+def _fixed(dim: Any) -> int | None:
+    return dim if isinstance(dim, int) and dim > 0 else None
+
+
+def shape_defaults(shape: Sequence[Any]) -> dict[str, Any]:
+    """Layout and size the graph's input shape already fixes (``[N,3,H,W]`` or ``[N,H,W,3]``)."""
+    if len(shape) != 4:
+        raise AdapterError(f"expected a 4-D image input, the graph's input has shape {list(shape)}")
+    if _fixed(shape[1]) == 3:
+        return {"layout": "NCHW", "height": _fixed(shape[2]), "width": _fixed(shape[3])}
+    if _fixed(shape[3]) == 3:
+        return {"layout": "NHWC", "height": _fixed(shape[1]), "width": _fixed(shape[2])}
+    return {}
+
+
+def output_mapping(sidecar: dict[str, Any], options: dict[str, str], n_outputs: int | None, where: str,
+                   default_multi: str = "logits", default_single: str = "sigmoid_logit") -> OutputMapping:
+    """Shared by ONNX and Keras: sidecar labels/polarity plus name options -> mapping."""
+    labels = sidecar.get("labels")
+    if isinstance(labels, dict):  # {"0": "fake", "1": "real"}
+        labels = [labels[k] for k in sorted(labels, key=int)]
+    n = n_outputs or (len(labels) if labels else None)
+    if n == 1 or (n is None and (options.get("positive") or sidecar.get("positive"))):
+        kind = sidecar.get("output", default_single)
+        if not kind.startswith("sigmoid"):
+            raise AdapterError(f"{where}: one output per image needs output sigmoid_logit or sigmoid_probability")
+        return single_output_mapping(kind, options.get("positive") or sidecar.get("positive"), labels, where)
+    if not labels and n and options.get("labels"):
+        labels = [str(i) for i in range(n)]  # '?labels=0:ai,1:human' names classes by index
+    if not labels:
+        raise AdapterError(f"{where}: the sidecar names no labels; add \"labels\": [...] in output order")
+    if n is not None and len(labels) != n:
+        raise AdapterError(f"{where}: the model has {n} outputs but the sidecar names {len(labels)} labels")
+    kind = sidecar.get("output", default_multi)
+    if kind.startswith("sigmoid"):
+        raise AdapterError(f"{where}: {kind} needs one output per image, the model has {n}")
+    overrides = {**parse_label_overrides(sidecar.get("label_map")), **parse_label_overrides(options.get("labels"))}
+    return multi_class_mapping(kind, labels, overrides, where)
+
+
+_DYNAMIC_QUANT_OP = b"DynamicQuantizeLinear"
+
+
+def scan_model_file(path: Path) -> tuple[str, bool]:
+    """sha256 of the file and whether its graph quantises activations at run time, in one read.
+
+    Dynamic INT8 quantisation takes each activation's scale from the whole
+    batch, so an image's score would depend on its batch-mates: such models
+    must run one image per call.  Op types are plain strings in the protobuf,
+    so a byte search finds them without the ``onnx`` package (not a runtime
+    dependency).
+    """
+    digest = hashlib.sha256()
+    found, tail = False, b""
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+            found = found or _DYNAMIC_QUANT_OP in tail + chunk
+            tail = chunk[-len(_DYNAMIC_QUANT_OP):]
+    return digest.hexdigest(), found
+
+
+class OnnxModel(AdapterModel):
+    def __init__(self, card: dict[str, Any], mapping: OutputMapping, session: Any, preprocess: ArrayPreprocess,
+                 batch_size: int):
+        super().__init__(card, mapping)
+        self.session = session
+        self.preprocess = preprocess
+        self.input_name = session.get_inputs()[0].name
+        self.output_name = session.get_outputs()[0].name
+        self.batch_size = batch_size
+
+    def raw_outputs(self, images: Sequence[LoadedImage]) -> np.ndarray:
+        batch = self.preprocess([im.rgb for im in images])
+        return np.asarray(self.session.run([self.output_name], {self.input_name: batch})[0])
+
+
+def load_onnx(spec: str) -> OnnxModel:
+    from synthdetect.models.onnx_backend import make_session
+
+    target, options = split_options(spec, OPTIONS, PREFIX)
+    path = require_file(local_path(target), PREFIX, [".onnx"])
+    where = f"{PREFIX}:{target}"
+    sidecar, sidecar_path = read_sidecar(path, options.get("sidecar"), PREFIX, required=True)
+    try:
+        session = make_session(path)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors for bad files
+        raise AdapterError(f"{where}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]})") from exc
+    graph_input = session.get_inputs()[0]
+    if graph_input.type != "tensor(float)":
+        raise AdapterError(f"{where}: input '{graph_input.name}' is {graph_input.type}; "
+                           "only float32 inputs are supported")
+    try:
+        defaults = shape_defaults(graph_input.shape)
+    except AdapterError as exc:
+        raise AdapterError(f"{where}: {exc}") from None
+    preprocess = preprocess_from_spec(sidecar.get("input", {}), {k: v for k, v in defaults.items() if v}, where)
+    out_shape = session.get_outputs()[0].shape
+    n_outputs = _fixed(out_shape[-1]) if len(out_shape) >= 2 else (1 if len(out_shape) == 1 else None)
+    mapping = output_mapping(sidecar, options, n_outputs, where)
+    sha256, dynamic_quant = scan_model_file(path)
+    if _fixed(graph_input.shape[0]) == 1 or dynamic_quant:
+        batch_size, why = 1, "dynamic INT8 quantisation" if dynamic_quant else "the graph's batch dimension is 1"
+    else:
+        batch_size = int(sidecar.get("batch_size", AdapterModel.batch_size))
+        why = "sidecar" if "batch_size" in sidecar else "default"
+    card = adapter_card(
+        sidecar.get("name") or f"{PREFIX}:{target}", PREFIX, source=str(path), mapping=mapping,
+        preprocessing=preprocess.describe(),
+        extra={"sidecar": str(sidecar_path), "input_name": graph_input.name, "sha256": sha256,
+               "runtime": {"batch_size": batch_size, "why": why}},
+    )
+    return OnnxModel(card, mapping, session, preprocess, batch_size)

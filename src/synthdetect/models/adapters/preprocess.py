@@ -1,0 +1,178 @@
+"""The stated preprocessing of a Keras, ONNX or timm model, reproduced with PIL and numpy.
+
+A detector only means what it was trained to mean on inputs prepared the way
+it was trained: same resize filter, crop, scaling, channel order and layout.
+These are read from the model's own metadata (timm pretrained cfg) or its
+JSON sidecar, written onto the card, and applied here.  Hand-written rather
+than torchvision because torchvision is not installable beside our CPU torch;
+the geometry follows torchvision/timm's eval transforms step by step.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from PIL import Image, ImageChops, ImageEnhance
+
+from synthdetect.models.adapters.labels import AdapterError
+
+RESAMPLE = {
+    "nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX, "hamming": Image.Resampling.HAMMING,
+}
+
+
+def error_level_image(im: Image.Image, quality: int) -> Image.Image:
+    """Error level analysis as the published Keras ELA-CNNs compute it.
+
+    Re-save as JPEG at ``quality``, take the absolute difference, and stretch
+    its brightness so the largest difference becomes 255.
+    """
+    buffer = io.BytesIO()
+    im.convert("RGB").save(buffer, "JPEG", quality=quality)
+    resaved = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+    diff = ImageChops.difference(im.convert("RGB"), resaved)
+    max_diff = max(high for _, high in diff.getextrema()) or 1
+    return ImageEnhance.Brightness(diff).enhance(255.0 / max_diff)
+
+
+def center_crop(im: Image.Image, height: int, width: int) -> Image.Image:
+    """torchvision's CenterCrop offsets (round half to even, like its ``int(round(...))``)."""
+    top = int(round((im.height - height) / 2.0))
+    left = int(round((im.width - width) / 2.0))
+    return im.crop((left, top, left + width, top + height))  # PIL pads with zeros outside, as torchvision does
+
+
+def resize_shorter(im: Image.Image, short: int, resample: int) -> Image.Image:
+    """torchvision ``Resize(int)``: the shorter side becomes ``short``, the longer keeps the ratio (truncated)."""
+    w, h = im.size
+    if w <= h:
+        new_w, new_h = short, int(short * h / w)
+    else:
+        new_w, new_h = int(short * w / h), short
+    return im if (new_w, new_h) == (w, h) else im.resize((new_w, new_h), resample)
+
+
+def resize_keep_ratio(im: Image.Image, target_hw: tuple[int, int], resample: int, longest: bool = False) -> Image.Image:
+    """timm ``ResizeKeepRatio``: scale by the smaller side ratio (or the larger, ``longest``), rounding."""
+    ratios = [s / t for s, t in zip((im.height, im.width), target_hw)]
+    ratio = max(ratios) if longest else min(ratios)
+    new_h, new_w = (round(x / ratio) for x in (im.height, im.width))
+    return im.resize((new_w, new_h), resample)
+
+
+def center_crop_or_pad(im: Image.Image, height: int, width: int, fill: tuple[int, int, int]) -> Image.Image:
+    """timm ``CenterCropOrPad``: pad to at least the target with ``fill`` (extra pixel right/bottom), then crop."""
+    if width > im.width or height > im.height:
+        canvas = Image.new("RGB", (max(width, im.width), max(height, im.height)), fill)
+        canvas.paste(im, ((width - im.width) // 2 if width > im.width else 0,
+                          (height - im.height) // 2 if height > im.height else 0))
+        im = canvas
+    return center_crop(im, height, width)
+
+
+@dataclass(frozen=True)
+class ArrayPreprocess:
+    """Image -> float32 batch, exactly as stated: resize/crop, scale, normalise, reorder."""
+
+    height: int
+    width: int
+    resample: str = "bilinear"
+    crop_pct: float | None = None  # None: resize straight to (height, width)
+    crop_mode: str = "center"  # timm eval: center | squash | border
+    rescale: float = 1.0 / 255.0
+    mean: tuple[float, ...] = (0.0, 0.0, 0.0)
+    std: tuple[float, ...] = (1.0, 1.0, 1.0)
+    channel_order: str = "RGB"
+    layout: str = "NCHW"
+    ela_quality: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.resample not in RESAMPLE:
+            raise AdapterError(f"unknown resample filter '{self.resample}' (one of {', '.join(RESAMPLE)})")
+        if self.channel_order not in ("RGB", "BGR"):
+            raise AdapterError(f"channel_order must be RGB or BGR, not '{self.channel_order}'")
+        if self.layout not in ("NCHW", "NHWC"):
+            raise AdapterError(f"layout must be NCHW or NHWC, not '{self.layout}'")
+        if self.crop_mode not in ("center", "squash", "border"):
+            raise AdapterError(f"crop_mode '{self.crop_mode}' is not supported (center, squash or border)")
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise AdapterError("mean and std need three values (one per channel)")
+
+    def geometry(self, im: Image.Image) -> Image.Image:
+        resample = RESAMPLE[self.resample]
+        if self.ela_quality is not None:
+            im = error_level_image(im, self.ela_quality)
+        if self.crop_pct is None:
+            return im if im.size == (self.width, self.height) else im.resize((self.width, self.height), resample)
+        scale_h, scale_w = math.floor(self.height / self.crop_pct), math.floor(self.width / self.crop_pct)
+        if self.crop_mode == "squash":
+            im = im.resize((scale_w, scale_h), resample)
+        elif self.crop_mode == "border":  # whole image kept, borders filled with the mean colour
+            im = resize_keep_ratio(im, (scale_h, scale_w), resample, longest=True)
+            fill = tuple(round(255 * v) for v in self.mean)  # timm fills with the mean colour
+            return center_crop_or_pad(im, self.height, self.width, fill)
+        elif scale_h == scale_w:
+            im = resize_shorter(im, scale_h, resample)
+        else:
+            im = resize_keep_ratio(im, (scale_h, scale_w), resample)
+        return center_crop(im, self.height, self.width)
+
+    def __call__(self, images: Sequence[Image.Image]) -> np.ndarray:
+        batch = np.stack([np.asarray(self.geometry(im.convert("RGB")), dtype=np.float32) for im in images])
+        if self.channel_order == "BGR":
+            batch = batch[..., ::-1]
+        # Divide by 255 (or 127.5) rather than multiply by its float32 reciprocal: that is how published
+        # pipelines write it, and the two can differ in the last bit.
+        batch = batch / np.float32(1.0 / self.rescale)
+        batch = (batch - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        if self.layout == "NCHW":
+            batch = batch.transpose(0, 3, 1, 2)
+        return np.ascontiguousarray(batch, dtype=np.float32)
+
+    def describe(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["mean"], out["std"] = list(self.mean), list(self.std)
+        return out
+
+
+_SPEC_KEYS = {"size", "height", "width", "resample", "crop_pct", "crop_mode", "rescale", "mean", "std",
+              "channel_order", "layout", "ela_quality"}
+
+
+def preprocess_from_spec(spec: Mapping[str, Any], defaults: Mapping[str, Any], where: str) -> ArrayPreprocess:
+    """Build from a sidecar's ``input`` block, falling back to what the model file itself says."""
+    unknown = sorted(set(spec) - _SPEC_KEYS)
+    if unknown:
+        raise AdapterError(f"{where}: unknown input setting(s) {unknown} (known: {', '.join(sorted(_SPEC_KEYS))})")
+    spec = dict(spec)
+    if "size" in spec:
+        size = spec.pop("size")
+        size = [size, size] if isinstance(size, int) else list(size)
+        if len(size) != 2:
+            raise AdapterError(f"{where}: input size must be one number or [height, width]")
+        spec["height"], spec["width"] = size
+    merged = {**defaults, **spec}
+    if not merged.get("height") or not merged.get("width"):
+        raise AdapterError(f"{where}: the input size is not fixed by the model; state it as \"size\": [H, W]")
+    rescale = merged.get("rescale", 1.0 / 255.0)
+    if isinstance(rescale, str):  # "1/255" reads better in JSON than 0.00392156862745098
+        num, _, den = rescale.partition("/")
+        rescale = float(num) / float(den or 1)
+    try:
+        return ArrayPreprocess(
+            height=int(merged["height"]), width=int(merged["width"]), resample=str(merged.get("resample", "bilinear")),
+            crop_pct=merged.get("crop_pct"), crop_mode=str(merged.get("crop_mode", "center")), rescale=float(rescale),
+            mean=tuple(float(v) for v in merged.get("mean", (0.0, 0.0, 0.0))),
+            std=tuple(float(v) for v in merged.get("std", (1.0, 1.0, 1.0))),
+            channel_order=str(merged.get("channel_order", "RGB")).upper(),
+            layout=str(merged.get("layout", "NCHW")).upper(),
+            ela_quality=merged.get("ela_quality"),
+        )
+    except AdapterError as exc:
+        raise AdapterError(f"{where}: {exc}") from None
