@@ -1,7 +1,8 @@
-"""``synthdetect train``: build a model package from a labelled dataset."""
+"""``synthdetect train``: build a model package from a labelled dataset, for any registered kind."""
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -10,34 +11,105 @@ from typing import Annotated, Optional
 import typer
 
 
+def parse_label_map(items: list[str] | None) -> dict[str, int] | None:
+    """``["synthetic=ai", "photo=human"]`` -> ``{"synthetic": 1, "photo": 0}``."""
+    from synthdetect.train.datasets import AI, HUMAN
+
+    if not items:
+        return None
+    mapping = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        value = value.strip().lower()
+        if not sep or value not in ("ai", "human"):
+            raise typer.BadParameter(f"'{item}': expected NAME=ai or NAME=human", param_hint="--label")
+        mapping[name.strip().lower()] = AI if value == "ai" else HUMAN
+    return mapping
+
+
+def parse_options(items: list[str] | None) -> dict:
+    """``KEY=VALUE`` pairs; values parsed as JSON when they can be (numbers, booleans), else kept as text."""
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"'{item}': expected KEY=VALUE", param_hint="--option")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def train(
-        data: Annotated[str, typer.Argument(help="Class folders, CSV manifest, or a zip of either.")],
+        data: Annotated[str, typer.Argument(help="Class folders, CSV manifest (path,label[,source][,generator]), or a zip of either.")],
         out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the model package.")],
-        model: Annotated[str, typer.Option("--model", help="Model kind to train.")] = "small-cnn",
+        model: Annotated[str, typer.Option("--model", help="Model kind to train (small-cnn, ela-cnn, clip-head, handcrafted, efficientnet-lite0/1/2).")] = "small-cnn",
         name: Annotated[Optional[str], typer.Option(help="Name written on the card.")] = None,
         epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = 12,
         patience: Annotated[int, typer.Option(help="Stop after this many epochs without improvement.")] = 3,
+        monitor: Annotated[str, typer.Option(help="Validation metric for early stopping: loss, roc_auc or accuracy.")] = "loss",
         batch_size: Annotated[int, typer.Option(help="Training batch size.")] = 128,
         lr: Annotated[float, typer.Option(help="Peak learning rate (one-cycle).")] = 3e-3,
-        width: Annotated[int, typer.Option(help="small-cnn: channels of the first block.")] = 32,
+        width: Annotated[int, typer.Option(help="small-cnn/ela-cnn: channels of the first block.")] = 32,
+        input_size: Annotated[Optional[int], typer.Option(help="CNN input side in px (small-cnn 32, ela-cnn 128).")] = None,
+        max_short_side: Annotated[Optional[int], typer.Option(help="CNN kinds: refuse larger images when serving (0 = no limit; default 2x input).")] = None,
         seed: Annotated[int, typer.Option(help="Seed for split, init and augmentation.")] = 0,
         threads: Annotated[int, typer.Option(help="Torch threads (0 = all CPUs this process may use).")] = 0,
-        val_fraction: Annotated[float, typer.Option(help="Validation share (early stopping, calibration).")] = 0.05,
+        split: Annotated[str, typer.Option(help="random, stratified, source (whole sources held out) or loso.")] = "stratified",
+        holdout_source: Annotated[Optional[list[str]], typer.Option("--holdout-source", help="Source(s) held out as the test set (source/loso splits).")] = None,
+        val_fraction: Annotated[float, typer.Option(help="Validation share (early stopping, calibration, thresholds).")] = 0.05,
         test_fraction: Annotated[float, typer.Option(help="Held-out test share (the card's numbers).")] = 0.05,
+        augment: Annotated[Optional[str], typer.Option(help="Augmentations, e.g. flip,crop:0.6,rot:10,jpeg:0.5@60-95,blur:0.3,resize:0.3,mixup:0.2,cutmix:1.0 (default flip,shift:2).")] = None,
+        calibration: Annotated[str, typer.Option(help="Calibration fitted on validation logits: temperature or platt.")] = "temperature",
+        fpr: Annotated[Optional[list[float]], typer.Option("--fpr", help="False-positive rates to set thresholds for (first one decides 'ai').")] = None,
+        label: Annotated[Optional[list[str]], typer.Option("--label", help="Map a folder/label name: NAME=ai or NAME=human.")] = None,
+        option: Annotated[Optional[list[str]], typer.Option("--option", help="Kind-specific setting KEY=VALUE.")] = None,
     ) -> None:
-        """Train a detector and write a model package that Detector.load() reads."""
-        from synthdetect.train.small_image import train_small_cnn
+        """Train a detector and write a model package that Detector.load() reads.
+
+        Interrupted runs resume from OUT/_work/checkpoint.pt when started again with the same command.
+        """
+        from synthdetect.train.augment import parse_augment
+        from synthdetect.train.datasets import DatasetError, open_dataset
+        from synthdetect.train.registry import TrainerError, TrainRequest, get_trainer
+        from synthdetect.train.splits import SplitError, split_records
         from synthdetect.train.trainer import TrainConfig
 
-        if model != "small-cnn":
-            raise typer.BadParameter(f"unknown model kind '{model}' (available: small-cnn)", param_hint="--model")
+        try:
+            trainer = get_trainer(model)
+            augment_config = parse_augment(augment)
+            records = open_dataset(data, label_map=parse_label_map(label))
+            parts = split_records(records, split, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
+                                  holdout_sources=holdout_source or ())
+        except (TrainerError, DatasetError, SplitError, ValueError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
         config = TrainConfig(epochs=epochs, patience=patience, batch_size=batch_size, lr=lr, seed=seed,
-                             threads=threads or None)
+                             threads=threads or None, monitor=monitor, max_shift=augment_config.shift)
+        options = {"width": width, **parse_options(option)}
+        if input_size:
+            options["input_size"] = input_size
+        if max_short_side is not None:
+            options["max_short_side"] = max_short_side
         command = "synthdetect " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        package = train_small_cnn(data, out, name=name or out.name, config=config, width=width,
-                                  val_fraction=val_fraction, test_fraction=test_fraction, command=command)
-        test = package.card["metrics"]["test"]["at_0.5"]
-        typer.echo(f"wrote {package.root} (held-out test accuracy {test['accuracy']:.4f}, "
-                   f"ROC-AUC {test['roc_auc']:.4f}, ECE {test['ece']:.4f})")
+        request = TrainRequest(
+            train=parts.train, val=parts.val, test=parts.test, out=out, name=name or out.name, seed=seed,
+            threads=threads or None, augment=augment_config, options=options, command=command, config=config,
+            data=str(data), split=parts.describe(), calibration=calibration, fprs=tuple(fpr or (0.01, 0.05)),
+        )
+        typer.echo(f"split {parts.describe()['method']}: train {len(parts.train)}, validation {len(parts.val)}, "
+                   f"test {len(parts.test)}"
+                   + (f" (test sources: {', '.join(parts.held_out_sources)})" if parts.held_out_sources else ""),
+                   err=True)
+        try:
+            package = trainer(request)
+        except (TrainerError, ValueError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        metrics = package.card["metrics"]
+        where, m = ("held-out test", metrics["test"]["at_0.5"]) if "test" in metrics else ("validation", metrics["validation"])
+        auc = "n/a (one class)" if m.get("roc_auc") is None else f"{m['roc_auc']:.4f}"
+        typer.echo(f"wrote {package.root} ({where} accuracy {m['accuracy']:.4f}, ROC-AUC {auc}, ECE {m['ece']:.4f})")

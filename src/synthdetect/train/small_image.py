@@ -1,32 +1,120 @@
-"""Train the small-image CNN (``small-cnn`` kind) into a model package.
+"""Trainers for the small CNN (``small-cnn``) and the ELA-CNN (``ela-cnn``).
 
-Three-way split: train / validation (early stopping, calibration, thresholds)
-/ held-out test (the numbers on the card).  Thresholds are never chosen on the
-images they are reported on.
+Both decode the whole dataset once into uint8 arrays at the input size (the
+model's own preprocessing: a plain resize, or the Error Level Analysis image
+for the ELA-CNN), train with the shared loop in ``trainer.py``, and hand the
+validation and test logits to :func:`finalize_package`, which calibrates,
+sets thresholds on validation data and writes the package.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-import numpy as np
 import torch
 
-from synthdetect.evaluate.calibration import Calibration, operating_points
-from synthdetect.evaluate.metrics import binary_metrics
 from synthdetect.models.cnn import SmallCNN
-from synthdetect.models.package import ModelPackage, write_package
-from synthdetect.train.datasets import Record, open_dataset, stratified_split
-from synthdetect.train.trainer import TrainConfig, config_dict, decode_records, fit_classifier, predict_logits
+from synthdetect.models.package import ModelPackage
+from synthdetect.train.augment import AugmentConfig, augment_pixels, mix_batch
+from synthdetect.train.datasets import open_dataset
+from synthdetect.train.registry import TrainRequest, finalize_package, register_trainer
+from synthdetect.train.splits import split_records
+from synthdetect.train.trainer import TrainConfig, decode_records, fit_classifier, predict_logits
 
 MEAN = STD = [0.5, 0.5, 0.5]
 
 
-def _summary(records: list[Record]) -> dict[str, int]:
-    return {"n": len(records), "ai": sum(r.label for r in records), "human": sum(1 - r.label for r in records)}
+def _input_spec(options: dict[str, Any], default_size: int) -> dict[str, Any]:
+    size = int(options.get("input_size") or default_size)
+    max_short = options.get("max_short_side")
+    if max_short is None:
+        max_short = 2 * size  # a whole-image resize model should not judge images far larger than it saw
+    return {"size": [size, size], "resample": "bicubic", "mean": MEAN, "std": STD, "channel_order": "RGB",
+            "min_side": int(options.get("min_side", 8)), "max_aspect": float(options.get("max_aspect", 2.0)),
+            "max_short_side": int(max_short) or None}
+
+
+def _train_torch_cnn(
+    request: TrainRequest, *, kind: str, input_spec: dict[str, Any], description: str,
+    transform: Callable | None = None, extra_input: dict[str, Any] | None = None,
+) -> ModelPackage:
+    out = Path(request.out)
+    workdir = out / "_work"
+    size = tuple(input_spec["size"])
+    x_train, y_train, e_train = decode_records(request.train, size, description="decode train", transform=transform)
+    x_val, y_val, e_val = decode_records(request.val, size, description="decode val", transform=transform)
+    x_test, y_test, e_test = decode_records(request.test, size, description="decode test", transform=transform)
+    errors = e_train + e_val + e_test
+    config = request.config
+    torch.manual_seed(config.seed)
+    tta = str(request.options.get("tta_hflip", "")).lower() in ("1", "true", "yes", "hflip")
+    module = SmallCNN(width=int(request.options.get("width", 32)), in_channels=3, tta_hflip=tta)
+    augment = request.augment
+    result = fit_classifier(
+        module, (x_train, y_train), (x_val, y_val), config, mean=MEAN, std=STD, workdir=workdir,
+        augment=lambda x, g: augment_pixels(x, g, augment),
+        mix=(lambda x, y, g: mix_batch(x, y, g, augment)) if augment.mixes else None,
+    )
+    val_logits = predict_logits(module, x_val, MEAN, STD)
+    test_logits = predict_logits(module, x_test, MEAN, STD) if len(x_test) else None
+    weights = out / "weights.pt"
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(module.state_dict(), weights)
+    card = {
+        "version": "1.0.0",
+        "description": description,
+        "labels": {"output": "one logit: log-odds that the image is AI-generated", "positive": "ai", "negative": "human"},
+        "architecture": module.hparams,
+        "parameters": int(sum(p.numel() for p in module.parameters())),
+        "input": {**input_spec, **(extra_input or {})},
+    }
+    training = {
+        "decode_errors": errors[:50], "decode_error_count": len(errors),
+        "best_epoch": result.best_epoch, "epochs_run": len(result.history),
+        "stopped_early": result.stopped_early, "seconds": round(result.seconds, 1),
+        "threads": torch.get_num_threads(),
+    }
+    package = finalize_package(
+        request, kind=kind, card=card, val_logits=val_logits, val_labels=y_val,
+        test_logits=test_logits, test_labels=y_test if len(x_test) else None,
+        files={"weights": weights}, training=training, history=result.history,
+    )
+    for log in ("metrics.jsonl", "metrics.csv"):  # the per-epoch log stays with the package
+        if (workdir / log).exists():
+            shutil.copy2(workdir / log, out / f"training_{log}")
+    if not request.options.get("keep_workdir"):
+        shutil.rmtree(workdir, ignore_errors=True)
+    return package
+
+
+@register_trainer("small-cnn")
+def train_small_cnn_request(request: TrainRequest) -> ModelPackage:
+    """The small CNN on whole images resized to ``input_size`` (32 px: CIFAKE)."""
+    spec = _input_spec(request.options, 32)
+    return _train_torch_cnn(
+        request, kind="small-cnn", input_spec=spec,
+        description=request.options.get("description")
+        or f"Small CNN for small images (about {spec['size'][0]} px), trained with synthdetect train.",
+    )
+
+
+@register_trainer("ela-cnn")
+def train_ela_cnn(request: TrainRequest) -> ModelPackage:
+    """The Keras ELA-CNN recipe: the CNN sees the Error Level Analysis image, not the pixels."""
+    from synthdetect.models.ela_cnn import ela_input
+
+    options = dict(request.options)
+    options.setdefault("max_short_side", 0)  # ELA is computed at full resolution: any size is in domain
+    spec = _input_spec(options, 128)
+    quality = int(options.get("ela_quality", 90))
+    return _train_torch_cnn(
+        request, kind="ela-cnn", input_spec=spec, extra_input={"ela_quality": quality},
+        transform=lambda loaded, size: ela_input(loaded, size, quality),
+        description=options.get("description")
+        or f"ELA-CNN: small CNN on the JPEG quality-{quality} error-level image, resized to {spec['size'][0]} px.",
+    )
 
 
 def train_small_cnn(
@@ -43,79 +131,16 @@ def train_small_cnn(
     command: str | None = None,
     description: str | None = None,
 ) -> ModelPackage:
+    """Python entry point kept for existing callers: a stratified split, then the ``small-cnn`` trainer."""
     config = config or TrainConfig()
-    out = Path(out)
-    workdir = out / "_work"
     records = open_dataset(data)
-    train_r, val_r, test_r = stratified_split(records, [1 - val_fraction - test_fraction, val_fraction, test_fraction],
-                                              seed=config.seed)
-    size = (input_size, input_size)
-    x_train, y_train, e_train = decode_records(train_r, size, description="decode train")
-    x_val, y_val, e_val = decode_records(val_r, size, description="decode val")
-    x_test, y_test, e_test = decode_records(test_r, size, description="decode test")
-    errors = e_train + e_val + e_test
-    torch.manual_seed(config.seed)
-    module = SmallCNN(width=width)
-    result = fit_classifier(module, (x_train, y_train), (x_val, y_val), config, mean=MEAN, std=STD, workdir=workdir)
-
-    val_logits = predict_logits(module, x_val, MEAN, STD)
-    calibration = Calibration.fit(val_logits, y_val, "temperature")
-    p_val = calibration(val_logits)
-    points = operating_points(p_val, y_val)
-    test_logits = predict_logits(module, x_test, MEAN, STD)
-    p_test = calibration(test_logits)
-    decision = points["decision"]
-    test_report = {
-        "at_0.5": binary_metrics(p_test, y_test, 0.5),
-        "at_fpr_0.01_threshold": binary_metrics(p_test, y_test, points["thresholds"]["fpr_0.01"]["threshold"]),
-        "verdict_bands": _band_counts(p_test, y_test, decision),
-    }
-    card: dict[str, Any] = {
-        "name": name,
-        "version": "1.0.0",
-        "kind": "small-cnn",
-        "description": description or "Small CNN for small images (about 32 px), trained with synthdetect train.",
-        "labels": {"output": "one logit: log-odds that the image is AI-generated", "positive": "ai", "negative": "human"},
-        "architecture": module.hparams,
-        "parameters": int(sum(p.numel() for p in module.parameters())),
-        "input": {"size": [input_size, input_size], "resample": "bicubic", "mean": MEAN, "std": STD,
-                  "channel_order": "RGB", "min_side": 8, "max_aspect": 2.0, "max_short_side": max_short_side},
-        "training": {
-            "data": str(data), "command": command, "config": config_dict(config),
-            "split": {"method": "stratified random", "seed": config.seed,
-                      "train": _summary(train_r), "validation": _summary(val_r), "test": _summary(test_r)},
-            "decode_errors": errors[:50], "decode_error_count": len(errors),
-            "best_epoch": result.best_epoch, "epochs_run": len(result.history),
-            "stopped_early": result.stopped_early, "seconds": round(result.seconds, 1),
-            "threads": torch.get_num_threads(),
-        },
-        "calibration": calibration.to_dict(),
-        **points,
-        "metrics": {"validation": binary_metrics(p_val, y_val, 0.5), "test": test_report},
-        "history": result.history,
-    }
-    weights = out / "weights.pt"
-    out.mkdir(parents=True, exist_ok=True)
-    torch.save(module.state_dict(), weights)
-    package = write_package(out, card, {"weights": weights})
-    shutil.rmtree(workdir, ignore_errors=True)
-    return package
-
-
-def _band_counts(p: np.ndarray, y: np.ndarray, decision: dict[str, float]) -> dict[str, Any]:
-    ai = p >= decision["ai_at_or_above"]
-    human = p < decision["human_below"]
-    uncertain = ~(ai | human)
-    out = {}
-    for name, cls in (("ai_images", 1), ("human_images", 0)):
-        m = y == cls
-        out[name] = {"ai": int((ai & m).sum()), "human": int((human & m).sum()), "uncertain": int((uncertain & m).sum())}
-    decided = ai | human
-    correct = (ai & (y == 1)) | (human & (y == 0))
-    out["accuracy_when_decided"] = float(correct.sum() / max(decided.sum(), 1))
-    out["fraction_uncertain"] = float(uncertain.mean())
-    return out
-
-
-def card_json(package: ModelPackage) -> str:
-    return json.dumps(package.card, indent=2)
+    split = split_records(records, "stratified", val_fraction=val_fraction, test_fraction=test_fraction,
+                          seed=config.seed)
+    request = TrainRequest(
+        train=split.train, val=split.val, test=split.test, out=Path(out), name=name, seed=config.seed,
+        threads=config.threads, augment=AugmentConfig(shift=config.max_shift), config=config, command=command,
+        data=str(data), split=split.describe(),
+        options={"width": width, "input_size": input_size, "max_short_side": max_short_side,
+                 **({"description": description} if description else {})},
+    )
+    return train_small_cnn_request(request)

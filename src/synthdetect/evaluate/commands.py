@@ -1,0 +1,114 @@
+"""``synthdetect evaluate`` and ``synthdetect dataset summary``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+
+def _records(data: str, label: list[str] | None, sources: list[str] | None):
+    from synthdetect.train.commands import parse_label_map
+    from synthdetect.train.datasets import open_dataset
+
+    records = open_dataset(data, label_map=parse_label_map(label))
+    if sources:
+        known = {r.source for r in records}
+        missing = [s for s in sources if s not in known]
+        if missing:
+            raise ValueError(f"unknown source(s) {', '.join(missing)} (sources: {', '.join(sorted(str(s) for s in known))})")
+        records = [r for r in records if r.source in sources]
+    return records
+
+
+def _fmt(value) -> str:
+    return "–" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def register(app: typer.Typer) -> None:
+    dataset_app = typer.Typer(help="Inspect labelled datasets before training on them.", no_args_is_help=True)
+    app.add_typer(dataset_app, name="dataset")
+
+    @app.command()
+    def evaluate(
+        model: Annotated[str, typer.Argument(help="Model name or package path.")],
+        data: Annotated[str, typer.Argument(help="Class folders, CSV manifest, or a zip of either.")],
+        out: Annotated[Path, typer.Option("--out", "-o", help="Report directory (metrics.json, report.html).")],
+        perturb: Annotated[Optional[str], typer.Option(help="Robustness sweep, e.g. jpeg:90,jpeg:70,jpeg:50,resize:0.5,crop:0.5,blur:1.0.")] = None,
+        source: Annotated[Optional[list[str]], typer.Option("--source", help="Only these sources (e.g. the held-out one).")] = None,
+        label: Annotated[Optional[list[str]], typer.Option("--label", help="Map a folder/label name: NAME=ai or NAME=human.")] = None,
+        title: Annotated[Optional[str], typer.Option(help="Report title.")] = None,
+        batch_size: Annotated[int, typer.Option(help="Images judged together.")] = 32,
+        no_evidence: Annotated[bool, typer.Option("--no-evidence", help="Model score only, no provenance probes.")] = False,
+    ) -> None:
+        """Judge a labelled dataset with a model and write metrics.json and a self-contained report.html."""
+        from synthdetect.api import Detector
+        from synthdetect.evaluate.perturb import parse_perturbations
+        from synthdetect.evaluate.report import predict_records, write_report
+        from synthdetect.models import ModelPackageError
+
+        try:
+            perturbations = parse_perturbations(perturb) if perturb else []
+            records = _records(data, label, source)
+            detector = Detector.load(model, use_evidence=not no_evidence)
+        except (ModelPackageError, ValueError, ImportError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        predictions = predict_records(detector, records, batch_size)
+        perturbed = {p.name: predict_records(detector, records, batch_size, transform=p, description=p.name)
+                     for p in perturbations}
+        metrics = write_report(predictions, out, title=title or f"{detector.name} on {data}",
+                               perturbations=perturbed or None)
+        overall = metrics.get("overall", {})
+        table = Table("", "n", "accuracy", "ROC-AUC", "AP", "ECE", "TPR@1%FPR", "TPR@5%FPR", "uncertain",
+                      header_style="bold", title=f"{detector.name} on {data}")
+        rows = metrics.get("robustness_table") or [{"perturbation": "none", "n_scored": metrics["n_scored"], **overall,
+                                                     "fraction_uncertain": metrics["verdicts"]["fraction_uncertain"]}]
+        for r in rows:
+            table.add_row(r["perturbation"], str(r["n_scored"]), *(_fmt(r.get(k)) for k in (
+                "accuracy", "roc_auc", "average_precision", "ece", "tpr_at_fpr_0.01", "tpr_at_fpr_0.05",
+                "fraction_uncertain")))
+        Console(stderr=False, width=120).print(table)
+        typer.echo(f"wrote {out / 'metrics.json'} and {out / 'report.html'}")
+        if metrics["n_unscored"]:
+            typer.echo(f"{metrics['n_unscored']} of {metrics['n_records']} images were not scored "
+                       f"(see report.html); e.g. {metrics['unscored_examples'][0]}", err=True)
+
+    @dataset_app.command("summary")
+    def dataset_summary(
+        data: Annotated[str, typer.Argument(help="Class folders, CSV manifest, or a zip of either.")],
+        label: Annotated[Optional[list[str]], typer.Option("--label", help="Map a folder/label name: NAME=ai or NAME=human.")] = None,
+        json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    ) -> None:
+        """Per class and per source: count, formats, size distribution, and shortcut warnings."""
+        from synthdetect.train.dataset_summary import summarize_dataset
+
+        try:
+            records = _records(data, label, None)
+        except ValueError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        summary = summarize_dataset(records)
+        if json_out:
+            typer.echo(json.dumps(summary, indent=2))
+            return
+        console = Console(width=140)
+        table = Table("source", "class", "count", "formats", "short side px (min/median/max)", "file kB (median)",
+                      header_style="bold", title=f"{data}: {summary['records']} images")
+        rows = [("ALL", cls, d) for cls, d in summary["per_class"].items()]
+        rows += [(src, cls, d) for src, classes in summary["per_source"].items() for cls, d in classes.items()]
+        for src, cls, d in rows:
+            s = d["short_side_px"] or {}
+            table.add_row(src, cls, str(d["count"]), ", ".join(f"{k} {v}" for k, v in d["formats"].items()),
+                          f"{s.get('min', '–')}/{s.get('median', '–')}/{s.get('max', '–')}",
+                          str((d["file_kb"] or {}).get("median", "–")), end_section=(src == "ALL" and cls == "human"))
+        console.print(table)
+        for warning in summary["warnings"]:
+            console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+        if summary["unreadable_count"]:
+            console.print(f"[red]{summary['unreadable_count']} unreadable[/red], e.g. {summary['unreadable'][0]}",
+                          highlight=False)

@@ -1,0 +1,454 @@
+"""Evaluate a detector on labelled records and write ``metrics.json`` plus a self-contained ``report.html``.
+
+Predictions come from :meth:`Detector.detect`, the same path the CLI and the
+server take, so the numbers describe exactly what is served (evidence,
+routing, calibration and the ``uncertain`` band included).  The HTML page
+embeds every plot and thumbnail as base64 PNG: it opens offline.
+
+Other commands (``synthdetect compare``) build on the two public functions::
+
+    predictions = predict_records(detector, records)
+    metrics = write_report(predictions, "report_dir", title="my model on my data")
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from synthdetect.evaluate.metrics import binary_metrics, reliability_bins
+from synthdetect.train.datasets import Record, read_record_bytes
+
+#: A perturbation maps encoded image bytes to new encoded bytes (see perturb.py).
+BytesTransform = Callable[[bytes], bytes]
+
+
+@dataclass
+class Predictions:
+    """What a detector said about each record; ``p_ai`` is NaN where no score was given."""
+
+    records: list[Record]
+    p_ai: np.ndarray
+    labels: np.ndarray
+    errors: list[str | None]
+    model_name: str
+    seconds: float
+    #: the verdict label per record (``ai``/``human``/``uncertain``; None for a failed file)
+    verdicts: list[str | None] = field(default_factory=list)
+    #: decoded image facts per record (format, width, height, bytes); empty dict for a failed file
+    images: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def scored(self) -> np.ndarray:
+        return ~np.isnan(self.p_ai)
+
+
+def predict_records(
+    detector: Any,
+    records: Sequence[Record],
+    batch_size: int = 32,
+    *,
+    transform: BytesTransform | None = None,
+    progress: bool = True,
+    description: str = "evaluate",
+) -> Predictions:
+    """Judge every record with ``detector.detect`` (bytes in, verdicts out); failures never stop the run.
+
+    ``transform`` (a robustness perturbation) rewrites each file's bytes
+    before the detector sees them.
+    """
+    from synthdetect.train.trainer import progress_bar
+
+    records = list(records)
+    p_ai = np.full(len(records), np.nan)
+    errors: list[str | None] = [None] * len(records)
+    verdicts: list[str | None] = [None] * len(records)
+    images: list[dict[str, Any]] = [{} for _ in records]
+    started = time.perf_counter()
+    bar = progress_bar(transient=True) if progress else None
+    task = bar.add_task(description, total=len(records), status="") if bar else None
+    if bar:
+        bar.start()
+    try:
+        for start in range(0, len(records), batch_size):
+            chunk = list(range(start, min(start + batch_size, len(records))))
+            payloads, names, where = [], [], []
+            for i in chunk:
+                try:
+                    data = read_record_bytes(records[i])
+                    if transform is not None:
+                        data = transform(data)
+                except Exception as exc:  # noqa: BLE001 - one bad file must not stop an evaluation
+                    errors[i] = f"{records[i].ref}: {exc}"
+                    continue
+                payloads.append(data)
+                names.append(records[i].ref)
+                where.append(i)
+            for i, verdict, data in zip(where, detector.detect(payloads, names=names), payloads):
+                verdicts[i] = verdict.label
+                if verdict.error:
+                    errors[i] = verdict.error
+                    continue
+                images[i] = {**{k: verdict.image.get(k) for k in ("format", "width", "height")}, "bytes": len(data)}
+                if verdict.p_ai is None:
+                    errors[i] = f"{records[i].ref}: not scored: " + ("; ".join(verdict.reasons) or "no model score")
+                else:
+                    p_ai[i] = verdict.p_ai
+            if bar:
+                bar.update(task, completed=chunk[-1] + 1, status=f"{sum(e is not None for e in errors)} unscored")
+    finally:
+        if bar:
+            bar.stop()
+    return Predictions(
+        records=records, p_ai=p_ai, labels=np.array([r.label for r in records], dtype=int), errors=errors,
+        model_name=getattr(detector, "name", "model"), seconds=time.perf_counter() - started,
+        verdicts=verdicts, images=images,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# metrics
+
+
+def _verdict_summary(predictions: Predictions) -> dict[str, Any]:
+    """How the served three-way verdict (ai / human / uncertain) fares, per true class."""
+    out: dict[str, Any] = {}
+    decided = correct = 0
+    for cls, name in ((1, "ai_images"), (0, "human_images")):
+        counts = Counter(v for v, y in zip(predictions.verdicts, predictions.labels) if y == cls and v is not None)
+        out[name] = {k: counts.get(k, 0) for k in ("ai", "human", "uncertain")}
+        truth = "ai" if cls == 1 else "human"
+        decided += counts.get("ai", 0) + counts.get("human", 0)
+        correct += counts.get(truth, 0)
+    total = sum(v is not None for v in predictions.verdicts)
+    out["accuracy_when_decided"] = correct / decided if decided else None
+    out["fraction_uncertain"] = (total - decided) / total if total else None
+    out["false_ai_on_human_images"] = out["human_images"]["ai"]
+    return out
+
+
+def _group_table(predictions: Predictions, key: Callable[[Record], str | None]) -> list[dict[str, Any]]:
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, record in enumerate(predictions.records):
+        groups[key(record) or "(none)"].append(i)
+    rows = []
+    for name in sorted(groups):
+        idx = np.array(groups[name])
+        scored = idx[predictions.scored[idx]]
+        y, p = predictions.labels[scored], predictions.p_ai[scored]
+        row: dict[str, Any] = {"group": name, "n": int(idx.size), "scored": int(scored.size),
+                               "ai": int((predictions.labels[idx] == 1).sum()),
+                               "human": int((predictions.labels[idx] == 0).sum())}
+        if scored.size:
+            m = binary_metrics(p, y)
+            row.update({k: m[k] for k in ("accuracy", "roc_auc", "ece")})
+            row["mean_p_ai"] = float(p.mean())
+            labels = [predictions.verdicts[i] for i in scored]
+            row["uncertain"] = sum(v == "uncertain" for v in labels)
+        rows.append(row)
+    return rows
+
+
+def _class_format_table(predictions: Predictions) -> list[dict[str, Any]]:
+    """Format and size of each class: a model that learned "JPEG vs PNG" is not a detector."""
+    rows = []
+    for cls, name in ((1, "ai"), (0, "human")):
+        facts = [predictions.images[i] for i in range(len(predictions.records))
+                 if predictions.labels[i] == cls and predictions.images[i]]
+        formats = Counter(f.get("format") or "?" for f in facts)
+        short = np.array([min(f["width"], f["height"]) for f in facts if f.get("width")], dtype=float)
+        size = np.array([f["bytes"] for f in facts], dtype=float)
+        rows.append({
+            "class": name, "n": len(facts),
+            "formats": dict(formats.most_common()),
+            "short_side_px": _quantiles(short), "file_kb": _quantiles(size / 1024),
+        })
+    return rows
+
+
+def _quantiles(values: np.ndarray) -> dict[str, float] | None:
+    if values.size == 0:
+        return None
+    q = np.percentile(values, [0, 50, 100])
+    return {"min": round(float(q[0]), 1), "median": round(float(q[1]), 1), "max": round(float(q[2]), 1)}
+
+
+def compute_metrics(predictions: Predictions, threshold: float = 0.5) -> dict[str, Any]:
+    """Every number the report shows, as plain JSON-ready values."""
+    scored = predictions.scored
+    y, p = predictions.labels[scored], predictions.p_ai[scored]
+    out: dict[str, Any] = {
+        "model": predictions.model_name,
+        "n_records": len(predictions.records),
+        "n_scored": int(scored.sum()),
+        "n_unscored": int((~scored).sum()),
+        "seconds": round(predictions.seconds, 2),
+    }
+    if scored.any():
+        out["overall"] = binary_metrics(p, y, threshold)
+        if len(np.unique(y)) == 2:
+            from sklearn.metrics import precision_recall_curve, roc_curve
+
+            fpr, tpr, _ = roc_curve(y, p)
+            prec, rec, _ = precision_recall_curve(y, p)
+            out["curves"] = {"roc": {"fpr": fpr.tolist(), "tpr": tpr.tolist()},
+                             "pr": {"precision": prec.tolist(), "recall": rec.tolist()}}
+        out["reliability"] = reliability_bins(p, y, n_bins=10)
+    out["verdicts"] = _verdict_summary(predictions)
+    out["per_source"] = _group_table(predictions, lambda r: r.source)
+    out["per_generator"] = _group_table(predictions, lambda r: r.generator if r.label == 1 else "(human images)")
+    out["per_class_format"] = _class_format_table(predictions)
+    errors = [e for e in predictions.errors if e]
+    out["unscored_examples"] = errors[:20]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# plots (matplotlib, Agg backend, inlined as base64 PNG)
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> str:
+    plt = _figure()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _plot_curves(metrics: dict[str, Any]) -> str | None:
+    curves = metrics.get("curves")
+    if not curves:
+        return None
+    plt = _figure()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 4))
+    overall = metrics["overall"]
+    a.plot(curves["roc"]["fpr"], curves["roc"]["tpr"], lw=2, label=f"AUC {overall['roc_auc']:.3f}")
+    a.plot([0, 1], [0, 1], ls="--", c="grey", lw=1)
+    for fpr in (0.01, 0.05):
+        a.axvline(fpr, c="tab:red", ls=":", lw=1)
+    a.set(xlabel="false-positive rate (human called AI)", ylabel="true-positive rate", title="ROC")
+    a.legend(loc="lower right")
+    b.plot(curves["pr"]["recall"], curves["pr"]["precision"], lw=2, label=f"AP {overall['average_precision']:.3f}")
+    b.axhline(overall["n_ai"] / max(overall["n"], 1), c="grey", ls="--", lw=1, label="chance")
+    b.set(xlabel="recall", ylabel="precision", title="precision-recall", ylim=(0, 1.02))
+    b.legend(loc="lower left")
+    return _png(fig)
+
+
+def _plot_reliability(predictions: Predictions, metrics: dict[str, Any]) -> str | None:
+    bins = metrics.get("reliability")
+    if not bins:
+        return None
+    plt = _figure()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 4))
+    centres = [(r["lo"] + r["hi"]) / 2 for r in bins]
+    observed = [r["frac_ai"] if r["frac_ai"] is not None else np.nan for r in bins]
+    a.bar(centres, observed, width=0.09, alpha=0.7, edgecolor="k", label="observed share of AI images")
+    a.plot([0, 1], [0, 1], ls="--", c="grey", label="perfect calibration")
+    a.set(xlabel="predicted p_ai", ylabel="share that is AI", xlim=(0, 1), ylim=(0, 1),
+          title=f"reliability (ECE {metrics['overall']['ece']:.3f})")
+    a.legend(loc="upper left", fontsize=8)
+    scored = predictions.scored
+    for cls, name, colour in ((0, "human", "tab:green"), (1, "ai", "tab:red")):
+        sel = scored & (predictions.labels == cls)
+        b.hist(predictions.p_ai[sel], bins=20, range=(0, 1), alpha=0.6, color=colour, label=f"{name} images")
+    b.set(xlabel="p_ai", ylabel="images", title="score distribution per class")
+    b.legend()
+    return _png(fig)
+
+
+def _thumbnail(record: Record, size: int = 160) -> str | None:
+    from PIL import Image
+
+    from synthdetect.images import load_image
+
+    try:
+        im: Image.Image = load_image(read_record_bytes(record), name=record.ref).rgb.copy()
+    except Exception:  # noqa: BLE001 - a thumbnail is a nicety; the row still shows the file name
+        return None
+    im.thumbnail((size, size))
+    buffer = io.BytesIO()
+    im.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def worst_errors(predictions: Predictions, k: int = 12) -> list[int]:
+    """Wrong served verdicts first (whatever their score), then scores on the wrong side of 0.5, by confidence."""
+    scored = np.flatnonzero(predictions.scored)
+
+    def served_wrong(i: int) -> bool:
+        verdict = predictions.verdicts[i] if i < len(predictions.verdicts) else None
+        return verdict in ("ai", "human") and verdict != ("ai" if predictions.labels[i] == 1 else "human")
+
+    wrong = [int(i) for i in scored if served_wrong(i) or abs(predictions.p_ai[i] - predictions.labels[i]) > 0.5]
+    wrong.sort(key=lambda i: (not served_wrong(i), -abs(predictions.p_ai[i] - predictions.labels[i])))
+    return wrong[:k]
+
+
+# ---------------------------------------------------------------------------------------------
+# HTML
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return "–" if math.isnan(value) else f"{value:.3f}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {v}" for k, v in value.items())
+    return html.escape(str(value))
+
+
+#: Short column headings so wide tables fit a laptop screen.
+_HEADINGS = {"n_scored": "n", "average_precision": "AP", "roc_auc": "ROC-AUC", "tpr_at_fpr_0.01": "TPR @1% FPR",
+             "tpr_at_fpr_0.05": "TPR @5% FPR", "fraction_uncertain": "share uncertain",
+             "false_ai_on_human_images": "human called AI", "mean_p_ai": "mean p_ai", "ece": "ECE",
+             "short_side_px": "short side (px)", "file_kb": "file size (kB)"}
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    if not rows:
+        return "<p>(none)</p>"
+    head = "".join(f"<th>{html.escape(_HEADINGS.get(c, c))}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{_fmt(r.get(c))}</td>" for c in columns) + "</tr>" for r in rows)
+    return f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
+
+
+PERTURBATION_COLUMNS = ["perturbation", "n_scored", "accuracy", "roc_auc", "average_precision", "ece",
+                        "tpr_at_fpr_0.01", "tpr_at_fpr_0.05", "fraction_uncertain", "false_ai_on_human_images"]
+
+
+def perturbation_row(name: str, metrics: dict[str, Any]) -> dict[str, Any]:
+    overall = metrics.get("overall", {})
+    verdicts = metrics.get("verdicts", {})
+    return {"perturbation": name, "n_scored": metrics["n_scored"],
+            **{k: overall.get(k) for k in PERTURBATION_COLUMNS[2:8]},
+            "fraction_uncertain": verdicts.get("fraction_uncertain"),
+            "false_ai_on_human_images": verdicts.get("false_ai_on_human_images")}
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1180px;color:#222}
+h1{font-size:1.6em} h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;margin:.5em 0;font-size:.9em} th,td{border:1px solid #ddd;padding:4px 8px;text-align:right}
+th{background:#f3f3f3} td:first-child,th:first-child{text-align:left}
+.cards{display:flex;flex-wrap:wrap;gap:10px} .card{border:1px solid #ddd;border-radius:6px;padding:8px 14px;min-width:120px}
+.card b{display:block;font-size:1.4em} .note{color:#666;font-size:.9em}
+.gallery{display:flex;flex-wrap:wrap;gap:12px} figure{margin:0;width:170px;font-size:.75em;word-break:break-all}
+figure img{max-width:160px;max-height:160px;border:1px solid #ccc} .bad{color:#b00} .scroll{overflow-x:auto}
+"""
+
+
+def render_html(predictions: Predictions, metrics: dict[str, Any], *, title: str,
+                perturbations: dict[str, dict[str, Any]] | None = None) -> str:
+    overall = metrics.get("overall", {})
+    verdicts = metrics["verdicts"]
+    cm = overall.get("confusion_matrix", {}).get("rows_true_cols_pred", [[0, 0], [0, 0]])
+    cards = [("images", metrics["n_records"]), ("scored", metrics["n_scored"]), ("loss", overall.get("loss")),
+             ("accuracy @0.5", overall.get("accuracy")), ("precision", overall.get("precision")),
+             ("recall", overall.get("recall")), ("F1", overall.get("f1")), ("ROC-AUC", overall.get("roc_auc")),
+             ("avg precision", overall.get("average_precision")), ("ECE", overall.get("ece")),
+             ("TPR @1% FPR", overall.get("tpr_at_fpr_0.01")), ("TPR @5% FPR", overall.get("tpr_at_fpr_0.05"))]
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+             f"<style>{_CSS}</style></head><body>",
+             f"<h1>{html.escape(title)}</h1>",
+             f"<p class='note'>model <b>{html.escape(predictions.model_name)}</b>; {metrics['n_records']} images, "
+             f"{metrics['n_scored']} scored, {metrics['n_unscored']} not scored; "
+             f"{metrics['seconds']:.1f} s. Accuracy, precision, recall and F1 call an image AI when its calibrated "
+             f"p_ai &ge; 0.5; ROC-AUC, AP and TPR at a fixed FPR need no threshold (TPR at 1% FPR is measured "
+             f"on these images, so it is optimistic next to the card's validation thresholds). "
+             f"The served verdicts below use the model's own thresholds and its uncertain band.</p>",
+             "<div class='cards'>" + "".join(f"<div class='card'>{html.escape(k)}<b>{_fmt(v)}</b></div>" for k, v in cards)
+             + "</div>"]
+    parts.append("<h2>Confusion matrix (p_ai &ge; 0.5)</h2>" + _table(
+        [{"true \\ predicted": "human", "human": cm[0][0], "ai": cm[0][1]},
+         {"true \\ predicted": "ai", "human": cm[1][0], "ai": cm[1][1]}], ["true \\ predicted", "human", "ai"]))
+    parts.append("<h2>Served verdicts (model thresholds, with the uncertain band)</h2>" + _table(
+        [{"true class": "human", **verdicts["human_images"]}, {"true class": "ai", **verdicts["ai_images"]}],
+        ["true class", "human", "uncertain", "ai"])
+        + f"<p>accuracy when decided: {_fmt(verdicts['accuracy_when_decided'])}; "
+          f"share uncertain: {_fmt(verdicts['fraction_uncertain'])}</p>")
+    curves = _plot_curves(metrics)
+    if curves:
+        parts.append(f"<h2>ROC and precision-recall</h2><img alt='ROC and PR curves' src='{curves}'>")
+    reliability = _plot_reliability(predictions, metrics)
+    if reliability:
+        parts.append(f"<h2>Calibration</h2><img alt='reliability diagram' src='{reliability}'>")
+    if perturbations:
+        rows = [perturbation_row(name, m) for name, m in perturbations.items()]
+        parts.append("<h2>Robustness sweep</h2><p class='note'>The same images, perturbed before the detector "
+                     "sees them.</p>" + _table(rows, PERTURBATION_COLUMNS))
+    group_cols = ["group", "n", "ai", "human", "scored", "accuracy", "roc_auc", "ece", "mean_p_ai", "uncertain"]
+    parts.append("<h2>Per source</h2>" + _table(metrics["per_source"], group_cols))
+    parts.append("<h2>Per generator</h2>" + _table(metrics["per_generator"], group_cols))
+    parts.append("<h2>Format and size per class</h2><p class='note'>When the classes differ in format or size, "
+                 "a model can score well by learning the difference instead of generation artefacts.</p>"
+                 + _table(metrics["per_class_format"], ["class", "n", "formats", "short_side_px", "file_kb"]))
+    worst = worst_errors(predictions)
+    figures = []
+    for i in worst:
+        record = predictions.records[i]
+        thumb = _thumbnail(record)
+        img = f"<img src='{thumb}' alt=''>" if thumb else "<div>(no preview)</div>"
+        truth = "ai" if record.label == 1 else "human"
+        figures.append(f"<figure>{img}<figcaption><span class='bad'>true {truth}, p_ai "
+                       f"{predictions.p_ai[i]:.3f}</span> ({html.escape(str(predictions.verdicts[i]))})<br>"
+                       f"{html.escape(record.source or '')}<br>{html.escape(Path(record.ref).name)}</figcaption></figure>")
+    parts.append("<h2>Worst errors</h2><p class='note'>Wrong served verdicts first, then the most confident scores on "
+                 "the wrong side of 0.5; the verdict served is in brackets.</p>" + (f"<div class='gallery'>{''.join(figures)}</div>" if figures
+                                             else "<p>No image scored on the wrong side of 0.5.</p>"))
+    if metrics["unscored_examples"]:
+        items = "".join(f"<li>{html.escape(e)}</li>" for e in metrics["unscored_examples"])
+        parts.append(f"<h2>Not scored ({metrics['n_unscored']})</h2><ul>{items}</ul>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_report(
+    predictions: Predictions,
+    out_dir: str | Path,
+    *,
+    title: str | None = None,
+    perturbations: dict[str, Predictions] | None = None,
+) -> dict[str, Any]:
+    """Write ``metrics.json`` and ``report.html`` into ``out_dir``; return the metrics."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics = compute_metrics(predictions)
+    perturbed = {name: compute_metrics(p) for name, p in (perturbations or {}).items()}
+    if perturbed:
+        metrics["perturbations"] = {name: {k: v for k, v in m.items() if k != "curves"} for name, m in perturbed.items()}
+        metrics["robustness_table"] = [perturbation_row("none", metrics)] + [
+            perturbation_row(name, m) for name, m in perturbed.items()]
+    title = title or f"{predictions.model_name}: evaluation"
+    table = {"none": metrics, **perturbed} if perturbed else None
+    (out_dir / "report.html").write_text(render_html(predictions, metrics, title=title, perturbations=table))
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default) + "\n")
+    return metrics
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

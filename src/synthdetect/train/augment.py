@@ -1,0 +1,218 @@
+"""Seeded training augmentation: geometry, compression, blur, resize, and Mixup / CutMix.
+
+Written on torch + Pillow because torchvision cannot be installed beside the
+CPU torch build we pin.  Every random draw comes from the ``torch.Generator``
+the trainer passes in, so a seed reproduces a run, resume included.
+
+Pixel augmentations take and return a uint8-valued NHWC batch.  Mixing
+(:func:`mix_batch`) works on the normalised NCHW batch and returns *soft*
+labels, used with binary cross-entropy on the single AI logit.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageFilter
+
+
+@dataclass
+class AugmentConfig:
+    """Each augmentation is off when its strength/probability is 0 (flip and shift excepted)."""
+
+    hflip: bool = True
+    shift: int = 2  # reflect-padded translation in px (the CIFAKE recipe)
+    crop_scale: float = 0.0  # random resized crop: min area share, e.g. 0.6; 0 = off
+    rotation: float = 0.0  # max degrees either way
+    jpeg_prob: float = 0.0
+    jpeg_quality: tuple[int, int] = (60, 95)
+    blur_prob: float = 0.0
+    blur_sigma: tuple[float, float] = (0.1, 1.5)
+    resize_prob: float = 0.0
+    resize_scale: tuple[float, float] = (0.4, 0.9)  # downscale then back up: lost resolution
+    mixup: float = 0.0  # Beta(alpha, alpha); 0 = off
+    cutmix: float = 0.0
+    mix_prob: float = 1.0  # share of batches mixed when mixup/cutmix are on
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def mixes(self) -> bool:
+        return (self.mixup > 0 or self.cutmix > 0) and self.mix_prob > 0
+
+
+def _uniform(generator: torch.Generator, lo: float, hi: float) -> float:
+    return lo + (hi - lo) * float(torch.rand(1, generator=generator))
+
+
+def _numpy_rng(generator: torch.Generator) -> np.random.Generator:
+    return np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
+
+
+def random_resized_crop(x: torch.Tensor, generator: torch.Generator, min_scale: float) -> torch.Tensor:
+    """Per image: crop a random box covering ``min_scale``..1 of the area (aspect 3:4..4:3), resize back."""
+    n, h, w, _ = x.shape
+    out = torch.empty_like(x, dtype=torch.float32)
+    for i in range(n):
+        area = _uniform(generator, min_scale, 1.0) * h * w
+        aspect = math.exp(_uniform(generator, math.log(3 / 4), math.log(4 / 3)))
+        ch = min(h, max(1, int(round(math.sqrt(area / aspect)))))
+        cw = min(w, max(1, int(round(math.sqrt(area * aspect)))))
+        top = int(torch.randint(0, h - ch + 1, (1,), generator=generator))
+        left = int(torch.randint(0, w - cw + 1, (1,), generator=generator))
+        crop = x[i, top : top + ch, left : left + cw].permute(2, 0, 1).unsqueeze(0).float()
+        out[i] = F.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False)[0].permute(1, 2, 0)
+    return out
+
+
+def random_rotation(x: torch.Tensor, generator: torch.Generator, degrees: float) -> torch.Tensor:
+    """Rotate each image by up to ``degrees`` either way, reflecting at the borders."""
+    n = x.shape[0]
+    angles = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(degrees)
+    cos, sin = torch.cos(angles), torch.sin(angles)
+    theta = torch.stack([torch.stack([cos, -sin, torch.zeros(n)], 1), torch.stack([sin, cos, torch.zeros(n)], 1)], 1)
+    nchw = x.permute(0, 3, 1, 2).float()
+    grid = F.affine_grid(theta, list(nchw.shape), align_corners=False)
+    return F.grid_sample(nchw, grid, mode="bilinear", padding_mode="reflection", align_corners=False).permute(0, 2, 3, 1)
+
+
+def _pil_ops(x: torch.Tensor, generator: torch.Generator, config: AugmentConfig) -> torch.Tensor:
+    """JPEG re-compression, Gaussian blur and down-up resizing, each applied per image with its probability."""
+    arrays = x.clamp(0, 255).round().to(torch.uint8).numpy()
+    for i in range(arrays.shape[0]):
+        draws = torch.rand(3, generator=generator)
+        im = None
+        if draws[0] < config.resize_prob:
+            im = Image.fromarray(arrays[i])
+            scale = _uniform(generator, *config.resize_scale)
+            small = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
+            im = im.resize(small, Image.Resampling.BILINEAR).resize(im.size, Image.Resampling.BILINEAR)
+        if draws[1] < config.blur_prob:
+            im = im or Image.fromarray(arrays[i])
+            im = im.filter(ImageFilter.GaussianBlur(_uniform(generator, *config.blur_sigma)))
+        if draws[2] < config.jpeg_prob:
+            im = im or Image.fromarray(arrays[i])
+            lo, hi = config.jpeg_quality
+            quality = int(torch.randint(lo, hi + 1, (1,), generator=generator))
+            buffer = io.BytesIO()
+            im.save(buffer, format="JPEG", quality=quality)
+            im = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+        if im is not None:
+            arrays[i] = np.asarray(im)
+    return torch.from_numpy(arrays)
+
+
+def random_shift(x: torch.Tensor, generator: torch.Generator, max_shift: int) -> torch.Tensor:
+    """Translate the batch by up to ``max_shift`` px, reflect-padded (the same draw as the CIFAKE recipe)."""
+    _, h, w, _ = x.shape
+    padded = F.pad(x.permute(0, 3, 1, 2).float(), (max_shift,) * 4, mode="reflect")
+    dx, dy = (int(v) for v in torch.randint(0, 2 * max_shift + 1, (2,), generator=generator))
+    return padded[:, :, dy : dy + h, dx : dx + w].permute(0, 2, 3, 1)
+
+
+def augment_pixels(x: torch.Tensor, generator: torch.Generator, config: AugmentConfig) -> torch.Tensor:
+    """Apply the switched-on pixel augmentations to a uint8 NHWC batch (returns float NHWC in 0..255)."""
+    if config.crop_scale > 0:
+        x = random_resized_crop(x, generator, config.crop_scale)
+    if config.rotation > 0:
+        x = random_rotation(x, generator, config.rotation)
+    if config.jpeg_prob > 0 or config.blur_prob > 0 or config.resize_prob > 0:
+        x = _pil_ops(x, generator, config)
+    if config.hflip:
+        flip = torch.rand(x.shape[0], generator=generator) < 0.5
+        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(2), x)
+    if config.shift:
+        x = random_shift(x, generator, config.shift)
+    return x
+
+
+@dataclass
+class MixResult:
+    x: torch.Tensor
+    y: torch.Tensor
+    lam: float  # share of each image (and label) that is its own
+    perm: torch.Tensor  # index of the partner each image was mixed with
+    kind: str  # "mixup", "cutmix" or "none"
+
+
+def mixup(x: torch.Tensor, y: torch.Tensor, alpha: float, generator: torch.Generator) -> MixResult:
+    """Mixup (Zhang et al. 2018): a convex blend of image pairs; labels blend by the same weight."""
+    lam = float(_numpy_rng(generator).beta(alpha, alpha))
+    perm = torch.randperm(x.shape[0], generator=generator)
+    return MixResult(lam * x + (1 - lam) * x[perm], lam * y + (1 - lam) * y[perm], lam, perm, "mixup")
+
+
+def cutmix(x: torch.Tensor, y: torch.Tensor, alpha: float, generator: torch.Generator) -> MixResult:
+    """CutMix (Yun et al. 2019) on NCHW: paste a box from the partner; labels weight by the pasted area."""
+    n, _, h, w = x.shape
+    lam = float(_numpy_rng(generator).beta(alpha, alpha))
+    perm = torch.randperm(n, generator=generator)
+    cut = math.sqrt(1.0 - lam)
+    ch, cw = int(h * cut), int(w * cut)
+    cy = int(torch.randint(0, h, (1,), generator=generator))
+    cx = int(torch.randint(0, w, (1,), generator=generator))
+    y0, y1 = max(cy - ch // 2, 0), min(cy + ch // 2, h)
+    x0, x1 = max(cx - cw // 2, 0), min(cx + cw // 2, w)
+    mixed = x.clone()
+    mixed[:, :, y0:y1, x0:x1] = x[perm, :, y0:y1, x0:x1]
+    lam = 1.0 - (y1 - y0) * (x1 - x0) / (h * w)  # the box was clipped: weight by the area really pasted
+    return MixResult(mixed, lam * y + (1 - lam) * y[perm], lam, perm, "cutmix")
+
+
+def mix_batch(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator, config: AugmentConfig) -> MixResult:
+    """Mixup or CutMix (one of them per batch, chosen at random when both are on), with ``mix_prob``."""
+    if not config.mixes or float(torch.rand(1, generator=generator)) >= config.mix_prob:
+        return MixResult(x, y, 1.0, torch.arange(x.shape[0]), "none")
+    use_cutmix = config.cutmix > 0 and (config.mixup <= 0 or float(torch.rand(1, generator=generator)) < 0.5)
+    if use_cutmix:
+        return cutmix(x, y, config.cutmix, generator)
+    return mixup(x, y, config.mixup, generator)
+
+
+def parse_augment(spec: str | None, base: AugmentConfig | None = None) -> AugmentConfig:
+    """``"flip,crop:0.6,rot:10,jpeg:0.5@60-95,blur:0.3,resize:0.3,mixup:0.2,cutmix:1.0,noflip,shift:0"``."""
+    config = AugmentConfig(**(base or AugmentConfig()).to_dict())
+    if not spec:
+        return config
+    for item in (part.strip() for part in spec.split(",") if part.strip()):
+        name, _, value = item.partition(":")
+        name = name.lower()
+        try:
+            if name == "flip":
+                config.hflip = True
+            elif name == "noflip":
+                config.hflip = False
+            elif name == "shift":
+                config.shift = int(value)
+            elif name == "crop":
+                config.crop_scale = float(value or 0.6)
+            elif name in ("rot", "rotation"):
+                config.rotation = float(value or 10)
+            elif name in ("jpeg", "blur", "resize"):
+                prob, _, rng = (value or "0.5").partition("@")
+                setattr(config, f"{name}_prob", float(prob))
+                if rng:
+                    lo, hi = rng.split("-")
+                    if name == "jpeg":
+                        config.jpeg_quality = (int(lo), int(hi))
+                    else:
+                        setattr(config, "blur_sigma" if name == "blur" else "resize_scale", (float(lo), float(hi)))
+            elif name in ("mixup", "cutmix"):
+                setattr(config, name, float(value or (0.2 if name == "mixup" else 1.0)))
+            elif name == "mixprob":
+                config.mix_prob = float(value)
+            elif name == "none":
+                config = AugmentConfig(hflip=False, shift=0)
+            else:
+                raise ValueError(f"unknown augmentation '{name}'")
+        except ValueError as exc:
+            raise ValueError(f"--augment {item!r}: {exc} (e.g. flip,crop:0.6,rot:10,jpeg:0.5@60-95,blur:0.3,"
+                             f"resize:0.3,mixup:0.2,cutmix:1.0,noflip,shift:0,none)") from exc
+    return config

@@ -1,0 +1,95 @@
+"""What a dataset holds, per class and per source, and the shortcuts it offers a model.
+
+A classifier learns whatever separates the classes most cheaply.  When all
+AI images are PNG and all human ones JPEG, or one class is much larger, the
+cheapest rule is not about generation at all; this summary says so before
+anyone trains.  Only headers are read (Pillow opens lazily), so it is fast.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import Counter, defaultdict
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from synthdetect.train.datasets import Record, read_record_bytes
+
+#: Classes whose format mixes differ by more than this total-variation distance get a warning.
+FORMAT_TV_WARN = 0.3
+#: ... and whose median short side or file size differs by more than this factor.
+SIZE_RATIO_WARN = 1.5
+
+
+def record_facts(record: Record) -> dict[str, Any]:
+    """Format, size in px and bytes from the file header; ``error`` when it cannot be read."""
+    try:
+        data = read_record_bytes(record)
+        with Image.open(io.BytesIO(data)) as im:
+            return {"format": im.format or "?", "width": im.width, "height": im.height, "bytes": len(data)}
+    except (OSError, KeyError, UnidentifiedImageError, ValueError) as exc:
+        return {"error": f"{record.ref}: {exc}"}
+
+
+def _describe(facts: list[dict[str, Any]]) -> dict[str, Any]:
+    ok = [f for f in facts if "error" not in f]
+    short = np.array([min(f["width"], f["height"]) for f in ok], dtype=float)
+    kb = np.array([f["bytes"] / 1024 for f in ok], dtype=float)
+
+    def q(v: np.ndarray) -> dict[str, float] | None:
+        if v.size == 0:
+            return None
+        p = np.percentile(v, [0, 25, 50, 75, 100])
+        return dict(zip(("min", "p25", "median", "p75", "max"), (round(float(x), 1) for x in p)))
+
+    return {"count": len(facts), "unreadable": len(facts) - len(ok),
+            "formats": dict(Counter(f["format"] for f in ok).most_common()),
+            "short_side_px": q(short), "file_kb": q(kb)}
+
+
+def shortcut_warnings(per_class: dict[str, dict[str, Any]]) -> list[str]:
+    """Warnings when the AI and human classes differ in format mix or size."""
+    ai, human = per_class.get("ai"), per_class.get("human")
+    if not ai or not human or not ai["formats"] or not human["formats"]:
+        return []
+    warnings = []
+    formats = set(ai["formats"]) | set(human["formats"])
+    share = {name: {f: c["formats"].get(f, 0) / max(sum(c["formats"].values()), 1) for f in formats}
+             for name, c in (("ai", ai), ("human", human))}
+    tv = 0.5 * sum(abs(share["ai"][f] - share["human"][f]) for f in formats)
+    if tv > FORMAT_TV_WARN:
+        mix = "; ".join(f"{name}: " + ", ".join(f"{f} {100 * s:.0f}%" for f, s in sorted(share[name].items(), key=lambda kv: -kv[1]) if s)
+                        for name in ("ai", "human"))
+        warnings.append(f"classes differ in file format (total-variation distance {tv:.2f}; {mix}): "
+                        f"a model can separate them by format alone (the 'JPEG vs PNG' shortcut)")
+    for key, what in (("short_side_px", "image size (median short side, px)"), ("file_kb", "file size (median kB)")):
+        a, h = (ai[key] or {}).get("median"), (human[key] or {}).get("median")
+        if a and h and max(a, h) / min(a, h) > SIZE_RATIO_WARN:
+            warnings.append(f"classes differ in {what}: ai {a:g} vs human {h:g} "
+                            f"(ratio {max(a, h) / min(a, h):.1f}); a model can learn size instead of content")
+    return warnings
+
+
+def summarize_dataset(records: Sequence[Record]) -> dict[str, Any]:
+    facts = [record_facts(r) for r in records]
+    by_class: dict[str, list] = defaultdict(list)
+    by_source: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for record, fact in zip(records, facts):
+        cls = "ai" if record.label == 1 else "human"
+        by_class[cls].append(fact)
+        by_source[record.source or "(no source)"][cls].append(fact)
+    per_class = {cls: _describe(by_class[cls]) for cls in ("ai", "human") if by_class[cls]}
+    per_source = {src: {cls: _describe(v) for cls, v in sorted(classes.items())} for src, classes in sorted(by_source.items())}
+    warnings = shortcut_warnings(per_class)
+    for src, classes in per_source.items():
+        for w in shortcut_warnings(classes):
+            warnings.append(f"source {src}: {w}")
+    single = [src for src, classes in per_source.items() if len(classes) == 1 and src != "(no source)"]
+    if single and len(single) < len(per_source):
+        warnings.append(f"{len(single)} of {len(per_source)} sources hold one class only ({', '.join(single)}): "
+                        f"with a random split a model can score well by recognising the source; use --split source or loso")
+    errors = [f["error"] for f in facts if "error" in f]
+    return {"records": len(records), "per_class": per_class, "per_source": per_source,
+            "warnings": warnings, "unreadable": errors[:20], "unreadable_count": len(errors)}

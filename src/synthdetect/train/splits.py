@@ -1,0 +1,154 @@
+"""Train / validation / test splits: random, stratified, by source, and leave-one-source-out.
+
+Random splits of a scraped dataset put near-duplicates of one website or one
+generator on both sides and flatter the model.  Source splits keep every
+image of a source on one side, so validation asks the question users care
+about: does it work on a source it has never seen?  All splits are
+deterministic for a seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from synthdetect.train.datasets import AI, HUMAN, Record, stratified_split
+
+SPLIT_METHODS = ("random", "stratified", "source", "loso")
+UNKNOWN_SOURCE = "(no source)"
+
+
+class SplitError(ValueError):
+    pass
+
+
+@dataclass
+class Split:
+    train: list[Record]
+    val: list[Record]
+    test: list[Record]
+    method: str
+    held_out_sources: list[str] = field(default_factory=list)
+    val_sources: list[str] = field(default_factory=list)
+
+    def describe(self) -> dict:
+        out: dict = {"method": self.method}
+        if self.method == "stratified":
+            out["method"] = "stratified random"  # the wording existing cards use
+        if self.held_out_sources:
+            out["test_sources"] = self.held_out_sources
+        if self.val_sources:
+            out["validation_sources"] = self.val_sources
+        return out
+
+
+def source_of(record: Record) -> str:
+    return record.source or UNKNOWN_SOURCE
+
+
+def random_split(records: Sequence[Record], fractions: Sequence[float], seed: int) -> list[list[Record]]:
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(records))
+    cuts = np.cumsum(fractions)
+    if not np.isclose(cuts[-1], 1.0):
+        raise ValueError("split fractions must sum to 1")
+    bounds = [0] + [int(round(c * len(records))) for c in cuts]
+    return [[records[i] for i in order[bounds[k] : bounds[k + 1]]] for k in range(len(fractions))]
+
+
+def _by_source(records: Sequence[Record]) -> dict[str, list[Record]]:
+    groups: dict[str, list[Record]] = {}
+    for record in records:
+        groups.setdefault(source_of(record), []).append(record)
+    return groups
+
+
+def pick_sources(groups: dict[str, list[Record]], fraction: float, rng: np.random.Generator,
+                 exclude: Sequence[str] = ()) -> list[str]:
+    """Whole sources, in a seeded random order, until ``fraction`` of the images and both classes are covered.
+
+    Sources holding both classes go first: a validation set of one class
+    cannot calibrate a model or set a false-positive threshold.
+    """
+    names = [n for n in sorted(groups) if n not in exclude]
+    total = sum(len(groups[n]) for n in names)
+    order = [names[i] for i in rng.permutation(len(names))]
+    order.sort(key=lambda n: len({r.label for r in groups[n]}) < 2)  # stable: mixed sources first
+    chosen: list[str] = []
+    count, classes = 0, set()
+    target = fraction * total
+    for name in order:
+        if count >= target and classes >= {AI, HUMAN}:
+            break
+        labels, size = {r.label for r in groups[name]}, len(groups[name])
+        needed = not labels <= classes  # brings a class the selection lacks
+        if not needed and count + size > 1.5 * target and count > 0:
+            continue  # would overshoot; a smaller source later may fit
+        chosen.append(name)
+        count += size
+        classes |= labels
+    return chosen
+
+
+def split_records(
+    records: Sequence[Record],
+    method: str = "stratified",
+    *,
+    val_fraction: float = 0.05,
+    test_fraction: float = 0.05,
+    seed: int = 0,
+    holdout_sources: Sequence[str] = (),
+) -> Split:
+    """Split ``records`` into train / validation / test.
+
+    * ``random``: images shuffled; ``stratified``: the same, per class.
+    * ``source``: whole sources go to test (``holdout_sources``, or picked at
+      random for ``test_fraction``) and to validation; none is shared.
+    * ``loso``: leave-one-source-out: exactly one named source is the test
+      set; validation is made of other whole sources.
+    """
+    records = list(records)
+    if method not in SPLIT_METHODS:
+        raise SplitError(f"unknown split '{method}' (one of {', '.join(SPLIT_METHODS)})")
+    train_fraction = 1.0 - val_fraction - test_fraction
+    if method in ("random", "stratified"):
+        if holdout_sources:
+            raise SplitError(f"--holdout-source needs --split source or loso, not {method}")
+        split = random_split if method == "random" else stratified_split
+        train, val, test = split(records, [train_fraction, val_fraction, test_fraction], seed)
+        return Split(train, val, test, method)
+    groups = _by_source(records)
+    if len(groups) < 2:
+        raise SplitError("a source split needs records with at least two sources (a 'source' column)")
+    rng = np.random.default_rng(seed)
+    unknown = [s for s in holdout_sources if s not in groups]
+    if unknown:
+        raise SplitError(f"unknown source(s) {', '.join(unknown)} (sources: {', '.join(sorted(groups))})")
+    if method == "loso":
+        if len(holdout_sources) != 1:
+            raise SplitError("--split loso needs exactly one --holdout-source (the source left out)")
+        test_sources = list(holdout_sources)
+    elif holdout_sources:
+        test_sources = list(holdout_sources)
+    else:
+        test_sources = pick_sources(groups, test_fraction, rng) if test_fraction > 0 else []
+    rest = {n: g for n, g in groups.items() if n not in test_sources}
+    rest_total = sum(len(g) for g in rest.values())
+    # val_fraction is a share of all images; express it as a share of what is left after the test sources.
+    val_share = min(val_fraction * len(records) / max(rest_total, 1), 1.0)
+    val_sources = pick_sources(rest, val_share, rng)
+    train_sources = [n for n in rest if n not in val_sources]
+    if not train_sources:
+        raise SplitError("no source is left for training after holding out validation and test sources")
+    train = [r for n in sorted(train_sources) for r in groups[n]]
+    val = [r for n in sorted(val_sources) for r in groups[n]]
+    test = [r for n in sorted(test_sources) for r in groups[n]]
+    return Split(train, val, test, method, held_out_sources=sorted(test_sources), val_sources=sorted(val_sources))
+
+
+def leave_one_source_out(records: Sequence[Record], *, val_fraction: float = 0.2, seed: int = 0) -> Iterator[Split]:
+    """One split per source: that source is the test set (the LOSO folds)."""
+    for source in sorted(_by_source(records)):
+        yield split_records(records, "loso", val_fraction=val_fraction, seed=seed, holdout_sources=[source])

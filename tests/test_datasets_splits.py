@@ -1,0 +1,132 @@
+"""Dataset readers (folders, CSV, zip), splits that never leak a source, and the dataset summary."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from synth_data import write_folder, write_manifest, zip_tree
+from synthdetect.train.dataset_summary import summarize_dataset
+from synthdetect.train.datasets import AI, HUMAN, DatasetError, load_record, open_dataset, read_record_bytes
+from synthdetect.train.splits import SplitError, leave_one_source_out, split_records
+
+
+@pytest.mark.parametrize("names", [("FAKE", "REAL"), ("ai", "real"), ("ai", "human"), ("1_fake", "0_real"),
+                                   ("fake", "real")])
+def test_class_folders_common_names(tmp_path: Path, names):
+    write_folder(tmp_path, n_per_class=3, names=names)
+    records = open_dataset(tmp_path)
+    assert Counter(r.label for r in records) == {AI: 3, HUMAN: 3}
+    assert all((r.label == AI) == (f"/{names[0]}/" in r.ref) for r in records)
+
+
+def test_other_folder_names_need_a_label_map(tmp_path: Path):
+    write_folder(tmp_path, n_per_class=2, names=("diffusion", "photos"))
+    with pytest.raises(DatasetError, match="no labelled images"):
+        open_dataset(tmp_path)
+    records = open_dataset(tmp_path, label_map={"diffusion": AI, "photos": HUMAN})
+    assert Counter(r.label for r in records) == {AI: 2, HUMAN: 2}
+
+
+def test_csv_manifest_resolves_relative_paths_and_keeps_source(tmp_path: Path):
+    manifest = write_manifest(tmp_path / "d", {"s1": (2, 3), "s2": (1, 1)})
+    records = open_dataset(manifest)
+    assert len(records) == 7
+    assert {r.source for r in records} == {"s1", "s2"}
+    assert all(r.generator == f"gen-{r.source}" for r in records if r.label == AI)
+    assert load_record(records[0]).size == (24, 24)
+
+
+def test_zip_of_folders_and_zip_of_manifest_are_read_in_place(tmp_path: Path):
+    write_folder(tmp_path / "f", n_per_class=2, names=("FAKE", "REAL"))
+    records = open_dataset(zip_tree(tmp_path / "f", tmp_path / "f.zip"))
+    assert Counter(r.label for r in records) == {AI: 2, HUMAN: 2}
+    assert read_record_bytes(records[0])[:4] == b"\x89PNG"
+    write_manifest(tmp_path / "m", {"s1": (2, 2)})
+    records = open_dataset(zip_tree(tmp_path / "m", tmp_path / "m.zip"))
+    assert len(records) == 4 and all(r.source == "s1" for r in records)
+    assert load_record(records[-1]).size == (24, 24)
+
+
+def _records(tmp_path: Path):
+    sources = {"a": (10, 10), "b": (6, 9), "c": (12, 0), "d": (0, 14), "e": (5, 5), "f": (4, 7)}
+    return open_dataset(write_manifest(tmp_path, sources, size=8))
+
+
+@pytest.mark.parametrize("method", ["random", "stratified", "source"])
+def test_splits_are_deterministic_for_a_seed(tmp_path: Path, method):
+    records = _records(tmp_path)
+    one = split_records(records, method, val_fraction=0.2, test_fraction=0.2, seed=3)
+    two = split_records(records, method, val_fraction=0.2, test_fraction=0.2, seed=3)
+    assert (one.train, one.val, one.test) == (two.train, two.val, two.test)
+    assert sorted(r.ref for r in one.train + one.val + one.test) == sorted(r.ref for r in records)
+
+
+def test_stratified_split_keeps_the_class_balance(tmp_path: Path):
+    records = _records(tmp_path)
+    split = split_records(records, "stratified", val_fraction=0.25, test_fraction=0.25, seed=1)
+    for part in (split.val, split.test):
+        share = sum(r.label for r in part) / len(part)
+        assert abs(share - sum(r.label for r in records) / len(records)) < 0.05
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_source_split_never_shares_a_source(tmp_path: Path, seed):
+    records = _records(tmp_path)
+    split = split_records(records, "source", val_fraction=0.2, test_fraction=0.2, seed=seed)
+    train, val, test = ({r.source for r in part} for part in (split.train, split.val, split.test))
+    assert not train & val and not train & test and not val & test
+    assert {r.label for r in split.val} == {AI, HUMAN}  # validation can calibrate
+    assert set(split.val_sources) == val and set(split.held_out_sources) == test
+
+
+def test_leave_one_source_out_holds_out_each_source_whole(tmp_path: Path):
+    records = _records(tmp_path)
+    folds = list(leave_one_source_out(records, val_fraction=0.2, seed=0))
+    assert [f.held_out_sources for f in folds] == [[s] for s in "abcdef"]
+    for fold in folds:
+        (held,) = fold.held_out_sources
+        assert {r.source for r in fold.test} == {held}
+        assert held not in {r.source for r in fold.train + fold.val}
+        assert not {r.source for r in fold.train} & {r.source for r in fold.val}
+        assert len(fold.test) == sum(r.source == held for r in records)
+
+
+def test_split_errors_are_clear(tmp_path: Path):
+    records = _records(tmp_path)
+    with pytest.raises(SplitError, match="exactly one --holdout-source"):
+        split_records(records, "loso")
+    with pytest.raises(SplitError, match="unknown source"):
+        split_records(records, "loso", holdout_sources=["nope"])
+    with pytest.raises(SplitError, match="needs --split source or loso"):
+        split_records(records, "random", holdout_sources=["a"])
+
+
+def test_summary_warns_about_the_jpeg_vs_png_shortcut(tmp_path: Path):
+    write_folder(tmp_path / "skewed", n_per_class=6, fmt=("PNG", "JPEG"))
+    summary = summarize_dataset(open_dataset(tmp_path / "skewed"))
+    assert summary["per_class"]["ai"]["formats"] == {"PNG": 6}
+    assert summary["per_class"]["human"]["formats"] == {"JPEG": 6}
+    assert any("JPEG vs PNG" in w for w in summary["warnings"])
+    write_folder(tmp_path / "fair", n_per_class=6)
+    assert not summarize_dataset(open_dataset(tmp_path / "fair"))["warnings"]
+
+
+def test_summary_warns_about_size_differences(tmp_path: Path):
+    write_folder(tmp_path / "a", n_per_class=3, size=64)
+    write_folder(tmp_path / "b", n_per_class=3, size=16)
+    records = [r for r in open_dataset(tmp_path / "a") if r.label == AI]
+    records += [r for r in open_dataset(tmp_path / "b") if r.label == HUMAN]
+    summary = summarize_dataset(records)
+    assert summary["per_class"]["ai"]["short_side_px"]["median"] == 64
+    assert any("image size" in w for w in summary["warnings"])
+
+
+def test_wild_dev_leave_one_source_out_never_leaks(wild_dev: Path):
+    records = open_dataset(wild_dev / "manifest.csv")
+    for fold in leave_one_source_out(records, val_fraction=0.2, seed=0):
+        sources = [{r.source for r in part} for part in (fold.train, fold.val, fold.test)]
+        assert not sources[0] & sources[1] and not sources[0] & sources[2] and not sources[1] & sources[2]
+        assert {r.label for r in fold.val} == {AI, HUMAN}

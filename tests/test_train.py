@@ -1,0 +1,142 @@
+"""Training: early stopping, resume, the trainer registry, and packages that reload with identical predictions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from synth_data import write_manifest
+from synthdetect.api import Detector
+from synthdetect.cli import app
+from synthdetect.evaluate.metrics import binary_metrics
+from synthdetect.evaluate.report import predict_records
+from synthdetect.train import registry
+from synthdetect.train.datasets import open_dataset
+from synthdetect.train.trainer import TrainConfig, fit_classifier
+
+MEAN = STD = [0.5, 0.5, 0.5]
+
+
+def _arrays(n: int = 32, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8)
+    y = (np.arange(n) % 2).astype(np.float32)
+    return x, y
+
+
+def _linear() -> torch.nn.Module:
+    # no batch norm, no dropout: its output depends only on its weights
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(8 * 8 * 3, 1), torch.nn.Flatten(0))
+
+
+def test_early_stopping_stops_when_validation_does_not_improve(tmp_path: Path):
+    torch.manual_seed(0)
+    config = TrainConfig(epochs=10, patience=2, batch_size=8, lr=0.0, weight_decay=0.0, threads=1)
+    result = fit_classifier(_linear(), _arrays(), _arrays(seed=1), config, mean=MEAN, std=STD, workdir=tmp_path)
+    # lr 0: the loss never improves after epoch 1, so epochs 2 and 3 use up the patience
+    assert result.stopped_early and result.best_epoch == 1 and len(result.history) == 3
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
+    assert (tmp_path / "metrics.csv").read_text().splitlines()[0].startswith("epoch,train_loss")
+
+
+def test_best_checkpoint_is_restored(tmp_path: Path):
+    torch.manual_seed(0)
+    config = TrainConfig(epochs=4, patience=10, batch_size=8, lr=0.05, threads=1, monitor="loss")
+    module = _linear()
+    result = fit_classifier(module, _arrays(), _arrays(seed=1), config, mean=MEAN, std=STD, workdir=tmp_path)
+    best = torch.load(tmp_path / "best.pt", weights_only=True)
+    assert all(torch.equal(best[k], v) for k, v in module.state_dict().items())
+    losses = [row["val_loss"] for row in result.history]
+    assert result.best_epoch == int(np.argmin(losses)) + 1
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_resume_after_interruption_gives_the_same_model(tmp_path: Path):
+    config = TrainConfig(epochs=3, patience=10, batch_size=8, lr=0.05, threads=1)
+    train, val = _arrays(), _arrays(seed=1)
+    torch.manual_seed(0)
+    straight = _linear()
+    fit_classifier(straight, train, val, config, mean=MEAN, std=STD, workdir=tmp_path / "a")
+
+    calls = {"n": 0}
+
+    def interrupting(x, g):
+        calls["n"] += 1
+        if calls["n"] > 8:  # 4 steps per epoch: stop during epoch 3
+            raise _Interrupt
+        from synthdetect.train.trainer import augment_flip_shift
+
+        return augment_flip_shift(x, g, config.max_shift)
+
+    torch.manual_seed(0)
+    with pytest.raises(_Interrupt):
+        fit_classifier(_linear(), train, val, config, mean=MEAN, std=STD, workdir=tmp_path / "b", augment=interrupting)
+    torch.manual_seed(123)  # a fresh process would start from different random weights
+    resumed = _linear()
+    result = fit_classifier(resumed, train, val, config, mean=MEAN, std=STD, workdir=tmp_path / "b")
+    assert len(result.history) == 3
+    for key, value in straight.state_dict().items():
+        assert torch.allclose(value, resumed.state_dict()[key])
+
+
+def test_registry_errors_are_clear(monkeypatch):
+    with pytest.raises(registry.TrainerError, match="unknown model kind 'resnet9000'"):
+        registry.get_trainer("resnet9000")
+    monkeypatch.setitem(registry.TRAINER_MODULES, "ghost", "synthdetect.models.no_such_module")
+    with pytest.raises(registry.TrainerError, match="'ghost' is not available"):
+        registry.get_trainer("ghost")
+    assert registry.get_trainer("small-cnn") is registry.get_trainer("small-cnn")
+
+
+def _train_cli(tmp_path: Path, *extra: str, kind: str = "small-cnn") -> tuple[Path, Path]:
+    manifest = write_manifest(tmp_path / "data", {"a": (16, 16), "b": (12, 12), "c": (10, 10)}, size=16)
+    out = tmp_path / "pkg"
+    result = CliRunner().invoke(app, [
+        "train", str(manifest), "--out", str(out), "--model", kind, "--epochs", "3", "--patience", "2",
+        "--width", "4", "--batch-size", "16", "--input-size", "16", "--threads", "1", "--seed", "0", *extra])
+    assert result.exit_code == 0, result.output
+    return manifest, out
+
+
+@pytest.mark.parametrize("kind", ["small-cnn", "ela-cnn"])
+def test_trained_package_reloads_with_identical_predictions(tmp_path: Path, kind: str):
+    manifest, out = _train_cli(tmp_path, "--split", "loso", "--holdout-source", "a", "--val-fraction", "0.3",
+                               "--calibration", "platt", "--augment", "flip,mixup:0.2,cutmix:1.0", kind=kind)
+    card = json.loads((out / "model.json").read_text())
+    assert card["kind"] == kind
+    for key in ("input", "calibration", "thresholds", "decision", "metrics", "training"):
+        assert key in card
+    assert card["calibration"]["method"] == "platt"
+    assert card["training"]["split"]["method"] == "loso" and card["training"]["split"]["test_sources"] == ["a"]
+    assert set(card["thresholds"]) == {"fpr_0.01", "fpr_0.05"}
+    assert not (out / "_work").exists()
+    assert len((out / "training_metrics.jsonl").read_text().splitlines()) == card["training"]["epochs_run"]
+    # the card's validation numbers came from the in-memory model; the served path must reproduce them
+    records = open_dataset(manifest)
+    val = [r for r in records if r.source in card["training"]["split"]["validation_sources"]]
+    detector = Detector.load(str(out), use_evidence=False)
+    predictions = predict_records(detector, val, progress=False)
+    assert not np.isnan(predictions.p_ai).any()
+    served = binary_metrics(predictions.p_ai, predictions.labels)
+    for key in ("loss", "accuracy", "roc_auc", "ece"):
+        assert served[key] == pytest.approx(card["metrics"]["validation"][key], abs=1e-5)
+    again = predict_records(Detector.load(str(out), use_evidence=False), val, progress=False)
+    assert np.array_equal(again.p_ai, predictions.p_ai)
+
+
+def test_train_cli_rejects_unknown_kind_and_bad_split(tmp_path: Path):
+    manifest = write_manifest(tmp_path / "d", {"a": (2, 2), "b": (2, 2)}, size=8)
+    runner = CliRunner()
+    result = runner.invoke(app, ["train", str(manifest), "--out", str(tmp_path / "o"), "--model", "nope"])
+    assert result.exit_code == 2 and "unknown model kind 'nope'" in result.output
+    result = runner.invoke(app, ["train", str(manifest), "--out", str(tmp_path / "o"), "--split", "loso"])
+    assert result.exit_code == 2 and "exactly one --holdout-source" in result.output
