@@ -117,3 +117,12 @@ def test_models_list_and_show():
 def test_console_script_runs():
     result = subprocess.run([sys.executable, "-m", "synthdetect.cli", "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and __version__ in result.stdout
+
+
+def test_table_keeps_square_brackets_from_files(tmp_path):
+    # Rich markup must not swallow text from the file (model names such as "[deliberate_v2]").
+    path = tmp_path / "odd [name].png"
+    natural_image(32, 32).save(path)
+    result = invoke("detect", str(path))
+    assert result.exit_code == 0
+    assert "[name]" in result.stdout

@@ -18,6 +18,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from synthdetect import __version__
@@ -38,7 +39,10 @@ err = Console(stderr=True)
 state = {"quiet": False, "verbose": False}
 
 #: Modules that add their commands to ``app`` through a ``register(app)`` function.
-COMMAND_MODULES = ["synthdetect.train.commands"]
+COMMAND_MODULES = ["synthdetect.train.commands", "synthdetect.explain.commands", "synthdetect.server.commands", "synthdetect.evaluate.commands", "synthdetect.train.wild_commands",
+                   "synthdetect.evaluate.compare_commands", "synthdetect.scan.commands",
+                   "synthdetect.evidence.commands",
+                   "synthdetect.train.autopilot_commands"]
 
 
 class OutputFormat(str, Enum):
@@ -107,10 +111,12 @@ def render_verdicts(verdicts: list[dict], fmt: OutputFormat, out=None) -> None:
         colours = {"ai": "red", "human": "green", "uncertain": "yellow"}
         for d in verdicts:
             if d["error"]:
-                table.add_row(d["file"], "[magenta]error[/magenta]", "", d["error"].removeprefix(d["file"] + ": "))
+                table.add_row(escape(d["file"]), "[magenta]error[/magenta]", "",
+                              escape(d["error"].removeprefix(d["file"] + ": ")))
             else:
                 p = "" if d["p_ai"] is None else f"{d['p_ai']:.3f}"
-                table.add_row(d["file"], f"[{colours[d['label']]}]{d['label']}[/]", p, "; ".join(d["reasons"]))
+                table.add_row(escape(d["file"]), f"[{colours[d['label']]}]{d['label']}[/]", p,
+                              escape("; ".join(d["reasons"])))
         Console(file=out, width=max(Console().width, 120)).print(table)
 
 

@@ -1,13 +1,19 @@
 """How evidence and calibrated model scores become one labelled verdict, with reasons.
 
 Order of authority:
-1. decisive provenance (a valid signed manifest, a generator's own parameters)
-   sets the label whatever the model says;
+1. decisive provenance (a C2PA manifest from a known generator whose
+   certificate chain verifies, or the generator's own parameters) sets the
+   label whatever the model says; decisive evidence both ways is a conflict
+   and yields ``uncertain``;
 2. otherwise the calibrated model score decides against the operating
    thresholds on the model's card, with ``uncertain`` in between;
-3. with no applicable model the answer is ``uncertain`` and says why.
-Evidence that is absent contributes nothing; weak evidence is reported but
-never flips a label on its own.
+3. strong evidence that contradicts the model's label (an unsigned AI
+   declaration or a watermark against a ``human`` score; a verified camera
+   capture against an ``ai`` score) turns the label into ``uncertain`` --
+   it never sets ``ai`` or ``human`` by itself;
+4. with no applicable model the answer is ``uncertain`` and says why.
+Absent evidence contributes nothing; weak evidence, unverified claims and
+tampered manifests are reported in the reasons but never move a label.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from synthdetect.verdict import Evidence
 FALLBACK_AI_AT = 0.9
 FALLBACK_HUMAN_BELOW = 0.1
 
+_REPORTED = ("weak", "moderate", "strong", "decisive")
+
 
 @dataclass
 class Fused:
@@ -33,6 +41,21 @@ def _decisive(evidence: list[Evidence], signal: str) -> list[Evidence]:
     return [e for e in evidence if e.strength == "decisive" and e.signal == signal]
 
 
+def _strong(evidence: list[Evidence], signal: str) -> list[Evidence]:
+    return [e for e in evidence if e.strength == "strong" and e.signal == signal]
+
+
+def _context(evidence: list[Evidence], skip: list[Evidence] = ()) -> list[str]:
+    """Plain-words lines for the findings worth a reader's attention (not info-level features)."""
+    return [_line(e) for e in evidence if e.strength in _REPORTED and e.signal != "none" and e not in skip]
+
+
+def _line(e: Evidence) -> str:
+    if e.signal in ("unverified", "tampered"):
+        return e.detail
+    return f"{e.detail} ({e.strength} {e.signal} evidence)"
+
+
 def fuse(
     evidence: list[Evidence],
     score: ModelScore | None,
@@ -41,21 +64,27 @@ def fuse(
 ) -> Fused:
     decisive_ai, decisive_human = _decisive(evidence, "ai"), _decisive(evidence, "human")
     model_p = None if score is None else score.p_ai
+    model_note = f"model {score.model} p_ai {score.p_ai:.3f}" if score is not None else None
     if decisive_ai and decisive_human:
         reasons = [f"conflicting provenance: {e.detail}" for e in decisive_ai + decisive_human]
+        if model_note:
+            reasons.append(model_note)
         return Fused("uncertain", model_p, reasons)
     if decisive_ai or decisive_human:
         label = "ai" if decisive_ai else "human"
-        reasons = [e.detail for e in (decisive_ai or decisive_human)]
-        if score is not None:
-            reasons.append(f"model {score.model} p_ai {score.p_ai:.2f} (overridden by provenance)")
+        decisive = decisive_ai or decisive_human
+        reasons = [e.detail for e in decisive]
+        if model_note:
+            agrees = (score.p_ai >= 0.5) == (label == "ai")
+            reasons.append(f"{model_note} ({'agrees' if agrees else 'disagrees'}; provenance decides)")
+        reasons.extend(_context(evidence, skip=decisive))
         return Fused(label, 1.0 if label == "ai" else 0.0, reasons)
 
-    context = [e.detail for e in evidence if e.strength in ("moderate", "strong") and e.signal != "none"]
-    prefix = "no decisive provenance found"
+    found = _context(evidence)
+    prefix = "no decisive provenance found" if found else "no provenance found"
     if score is None or model is None:
         reason = abstain_reason or "no model could judge this image"
-        return Fused("uncertain", None, [reason, *context])
+        return Fused("uncertain", None, [reason, *found])
 
     ai_at = model.ai_at_or_above if model.ai_at_or_above is not None else FALLBACK_AI_AT
     human_below = model.human_below if model.human_below is not None else FALLBACK_HUMAN_BELOW
@@ -67,8 +96,12 @@ def fuse(
         label, rule = "human", f"below the human threshold {human_below:.3f} ({_rule(model, 'human_rule')})"
     else:
         label, rule = "uncertain", f"between {human_below:.3f} and {ai_at:.3f}, the uncertain band of {source}"
-    reasons = [f"{prefix}; model {score.model} p_ai {p:.3f} {rule}", *context]
-    return Fused(label, p, reasons)
+    reasons = [f"{prefix}; model {score.model} p_ai {p:.3f} {rule}"]
+    contrary = _strong(evidence, "human") if label == "ai" else _strong(evidence, "ai") if label == "human" else []
+    if contrary:
+        label = "uncertain"
+        reasons.append(f"uncertain because strong evidence contradicts the model: {contrary[0].detail}")
+    return Fused(label, p, reasons + found)
 
 
 def _rule(model: Model, key: str) -> str:

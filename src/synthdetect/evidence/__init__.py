@@ -16,26 +16,32 @@ from synthdetect.verdict import Evidence
 
 Probe = Callable[[LoadedImage], list[Evidence]]
 _PROBES: dict[str, Probe] = {}
+#: Probes run only when asked for by name (image-forensics features with no decision power of their own).
+_ON_REQUEST: set[str] = set()
 _log = logging.getLogger(__name__)
 
 
-def register_probe(name: str) -> Callable[[Probe], Probe]:
+def register_probe(name: str, *, default: bool = True) -> Callable[[Probe], Probe]:
+    """Register ``probe`` under ``name``; ``default=False`` leaves it out of ``run_probes(names=None)``."""
+
     def deco(probe: Probe) -> Probe:
         _PROBES[name] = probe
+        if not default:
+            _ON_REQUEST.add(name)
         return probe
 
     return deco
 
 
-def probe_names() -> list[str]:
+def probe_names(include_on_request: bool = True) -> list[str]:
     _import_builtin_probes()
-    return sorted(_PROBES)
+    return sorted(n for n in _PROBES if include_on_request or n not in _ON_REQUEST)
 
 
 def run_probes(image: LoadedImage, names: Iterable[str] | None = None) -> list[Evidence]:
-    """Run the named probes (all by default); a probe that crashes is reported, never fatal."""
+    """Run the named probes (the default set when ``names`` is None); a probe that crashes is reported, never fatal."""
     _import_builtin_probes()
-    selected = list(names) if names is not None else sorted(_PROBES)
+    selected = list(names) if names is not None else probe_names(include_on_request=False)
     found: list[Evidence] = []
     for name in selected:
         probe = _PROBES.get(name)
@@ -49,7 +55,7 @@ def run_probes(image: LoadedImage, names: Iterable[str] | None = None) -> list[E
     return found
 
 
-_BUILTIN_PROBES: tuple[str, ...] = ()
+_BUILTIN_PROBES: tuple[str, ...] = ("c2pa", "metadata", "genparams", "exif", "watermark", "ela", "spectrum")
 
 
 def _import_builtin_probes() -> None:

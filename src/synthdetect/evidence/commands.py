@@ -1,0 +1,105 @@
+"""``synthdetect inspect IMG...``: every probe's findings for each image, without any model.
+
+Runs all registered probes, including the on-request forensic views (ELA,
+spectrum), so a person can see exactly what provenance an image carries.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from enum import Enum
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+EXIT_SOME_FAILED = 3
+
+
+class InspectFormat(str, Enum):
+    table = "table"
+    json = "json"
+    jsonl = "jsonl"
+
+
+def inspect_file(path: str, probes: list[str] | None = None) -> dict:
+    """One file's findings as a JSON-ready dict (``error`` set, findings empty, when it cannot be read)."""
+    from synthdetect.evidence import probe_names, run_probes
+    from synthdetect.images import ImageLoadError, load_image
+
+    t0 = time.perf_counter()
+    try:
+        loaded = load_image(path, name=path)
+    except ImageLoadError as exc:
+        return {"file": path, "error": str(exc), "evidence": []}
+    evidence = run_probes(loaded, probes or probe_names())
+    return {
+        "file": path, "error": None,
+        "image": {"format": loaded.format, "width": loaded.size[0], "height": loaded.size[1],
+                  "mode": loaded.original_mode},
+        "evidence": [e.to_dict() for e in evidence],
+        "timing_ms": round((time.perf_counter() - t0) * 1000, 2),
+    }
+
+
+def _render_table(results: list[dict]) -> None:
+    console = Console(width=max(Console().width, 120))
+    colours = {"ai": "red", "human": "green", "edited": "cyan", "unverified": "yellow", "tampered": "magenta",
+               "none": "dim"}
+    for result in results:
+        if result["error"]:
+            console.print(f"[bold]{escape(result['file'])}[/bold]: [magenta]error[/magenta] "
+                          f"{escape(result['error'].removeprefix(result['file'] + ': '))}", highlight=False)
+            continue
+        image = result["image"]
+        console.print(f"[bold]{escape(result['file'])}[/bold]  {image['format']} {image['width']}x{image['height']} "
+                      f"{image['mode']}", highlight=False)
+        rank = {"decisive": 0, "strong": 1, "moderate": 2, "weak": 3, "info": 4}
+        findings = sorted(result["evidence"], key=lambda e: (e["kind"] in ("ela", "spectrum"), rank[e["strength"]]))
+        if not any(e["kind"] not in ("ela", "spectrum") for e in findings):
+            console.print("  no provenance, metadata or watermark found (absence is not evidence either way)")
+        table = Table(show_header=True, header_style="bold", box=None, padding=(0, 1))
+        for column in ("probe", "signal", "strength", "finding"):
+            table.add_column(column, overflow="fold")
+        for e in findings:
+            colour = colours.get(e["signal"], "white")
+            table.add_row(e["kind"], f"[{colour}]{e['signal']}[/]", e["strength"], escape(e["detail"]))
+        console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def inspect(
+        paths: Annotated[list[str], typer.Argument(help="Image files, folders or globs.")],
+        format: Annotated[InspectFormat, typer.Option("--format", "-f", help="Output format.")] = InspectFormat.table,
+        probe: Annotated[Optional[list[str]], typer.Option("--probe", "-p",
+                                                           help="Run only this probe (repeatable).")] = None,
+    ) -> None:
+        """Show every evidence probe's findings (C2PA, metadata, generation parameters, EXIF, watermark, ELA, spectrum)."""
+        from synthdetect.api import expand_paths
+        from synthdetect.evidence import probe_names
+
+        known = probe_names()
+        unknown = [p for p in probe or [] if p not in known]
+        if unknown:
+            Console(stderr=True).print(f"[red]error:[/red] unknown probe {', '.join(unknown)} "
+                                       f"(known: {', '.join(known)})", highlight=False)
+            raise typer.Exit(2)
+        targets, _ = expand_paths(paths)
+        results = []
+        for path, problem in targets:
+            results.append({"file": path, "error": f"{path}: {problem}", "evidence": []} if problem
+                           else inspect_file(path, probe))
+        if format is InspectFormat.json:
+            sys.stdout.write(json.dumps(results, indent=2) + "\n")
+        elif format is InspectFormat.jsonl:
+            for result in results:
+                sys.stdout.write(json.dumps(result) + "\n")
+        else:
+            _render_table(results)
+        if any(r["error"] for r in results):
+            raise typer.Exit(EXIT_SOME_FAILED)

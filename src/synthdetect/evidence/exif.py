@@ -1,0 +1,136 @@
+"""EXIF: the camera that took the picture, when and with what; the software that last wrote it.
+
+A real camera leaves a consistent set of tags (make, model, capture time,
+exposure); when they are all there this is *weak* ``human`` evidence -- EXIF
+is trivial to copy onto any file.  An editor in ``Software`` means edited,
+not generated; a generator there is strong ``ai``.  Missing EXIF is no
+evidence at all (most web images have it stripped) and yields no record.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+from PIL import Image
+
+from synthdetect.evidence import register_probe
+from synthdetect.evidence.metadata import editor_named_in, generator_named_in
+from synthdetect.images import LoadedImage
+from synthdetect.verdict import Evidence
+
+MAKE, MODEL, SOFTWARE, DATETIME = 0x010F, 0x0110, 0x0131, 0x0132
+EXIF_IFD = 0x8769
+DATETIME_ORIGINAL, EXPOSURE_TIME, FNUMBER, ISO, FOCAL_LENGTH, LENS_MAKE, LENS_MODEL = (
+    0x9003, 0x829A, 0x829D, 0x8827, 0x920A, 0xA433, 0xA434)
+_EXPOSURE_TAGS = (EXPOSURE_TIME, FNUMBER, ISO, FOCAL_LENGTH)
+_DATETIME = re.compile(r"^\d{4}:\d{2}:\d{2} \d{2}:\d{2}:\d{2}")
+
+
+def _clean(value: Any) -> str | None:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if value is None:
+        return None
+    text = str(value).replace("\x00", "").strip()
+    return text if text and text.isprintable() else None
+
+
+def _number(value: Any) -> float | None:
+    try:
+        if isinstance(value, tuple):
+            value = value[0]
+        number = float(value)  # ints, floats and Pillow's IFDRational alike
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    return number if number == number else None  # NaN from 0/0 rationals
+
+
+def read_exif(image: LoadedImage) -> dict[str, Any] | None:
+    """The camera-relevant EXIF tags by name, or None when the file carries no EXIF."""
+    exif_bytes = image.info.get("exif")
+    if not exif_bytes:
+        return None
+    exif = Image.Exif()
+    try:
+        exif.load(exif_bytes)
+        sub = exif.get_ifd(EXIF_IFD)
+    except Exception:  # noqa: BLE001 - unreadable EXIF is reported as absent, never as a signal
+        return None
+    tags = {
+        "make": _clean(exif.get(MAKE)), "model": _clean(exif.get(MODEL)), "software": _clean(exif.get(SOFTWARE)),
+        "datetime": _clean(exif.get(DATETIME)), "datetime_original": _clean(sub.get(DATETIME_ORIGINAL)),
+        "lens_make": _clean(sub.get(LENS_MAKE)), "lens_model": _clean(sub.get(LENS_MODEL)),
+        "exposure_time": _number(sub.get(EXPOSURE_TIME)), "f_number": _number(sub.get(FNUMBER)),
+        "iso": _number(sub.get(ISO)), "focal_length": _number(sub.get(FOCAL_LENGTH)),
+    }
+    return {k: v for k, v in tags.items() if v is not None}
+
+
+def camera_name(make: str | None, model: str | None) -> str:
+    """'Canon' + 'Canon EOS 5D' -> 'Canon EOS 5D' (models often repeat the make)."""
+    if make and model and model.lower().startswith(make.split()[0].lower()):
+        return model
+    return " ".join(filter(None, (make, model)))
+
+
+def _valid_time(text: str | None) -> bool:
+    if not text or not _DATETIME.match(text):
+        return False
+    try:
+        moment = datetime.strptime(text[:19], "%Y:%m:%d %H:%M:%S")
+    except ValueError:
+        return False
+    return 1990 <= moment.year <= datetime.now().year + 1
+
+
+def camera_consistency(tags: dict[str, Any]) -> list[str]:
+    """Why these tags do not look like a camera's own record (empty list: consistent)."""
+    problems = []
+    missing = [k for k in ("make", "model") if not tags.get(k)]
+    if missing:
+        problems.append(f"no camera {'/'.join(missing)}")
+    if not _valid_time(tags.get("datetime_original") or tags.get("datetime")):
+        problems.append("no valid capture time")
+    if not any(tags.get(k) for k in ("exposure_time", "f_number", "iso", "focal_length")):
+        problems.append("no exposure settings")
+    return problems
+
+
+@register_probe("exif")
+def probe_exif(image: LoadedImage) -> list[Evidence]:
+    tags = read_exif(image)
+    if not tags:
+        return []
+    found: list[Evidence] = []
+    software = tags.get("software")
+    generator = generator_named_in(software) or generator_named_in(tags.get("make")) or generator_named_in(tags.get("model"))
+    if generator:
+        found.append(Evidence("exif", "ai", "strong", f"EXIF names the generator {generator} ('{software or tags.get('make')}')",
+                              {"tags": tags, "generator": generator}))
+        return found
+    camera = camera_name(tags.get("make"), tags.get("model"))
+    problems = camera_consistency(tags)
+    if camera and not problems:
+        when = tags.get("datetime_original") or tags.get("datetime")
+        settings = []
+        if tags.get("exposure_time"):
+            settings.append(f"1/{round(1 / tags['exposure_time'])}s" if tags["exposure_time"] < 1 else f"{tags['exposure_time']}s")
+        if tags.get("f_number"):
+            settings.append(f"f/{tags['f_number']:.1f}")
+        if tags.get("iso"):
+            settings.append(f"ISO {tags['iso']:.0f}")
+        lens = tags.get("lens_model")
+        detail = f"camera EXIF: {camera}, captured {when}" + (f", {' '.join(settings)}" if settings else "")
+        detail += (f", lens {lens}" if lens else "") + " (weak: EXIF can be copied)"
+        found.append(Evidence("exif", "human", "weak", detail, {"tags": tags}))
+    elif camera:
+        found.append(Evidence("exif", "none", "info", f"EXIF names {camera} but {', '.join(problems)}",
+                              {"tags": tags, "problems": problems}))
+    editor = editor_named_in(software)
+    if editor:
+        found.append(Evidence("exif", "edited", "info",
+                              f"EXIF Software '{software}': edited in {editor} (says nothing about how it was made)",
+                              {"software": software, "editor": editor}))
+    return found

@@ -1,0 +1,229 @@
+"""Generation parameters that generator UIs embed in their own output.
+
+Stable Diffusion WebUI (AUTOMATIC1111, Forge, SD.Next) writes a ``parameters``
+text: the prompt, then ``Steps: 20, Sampler: ..., Seed: ..., Model: ...`` --
+in a PNG text chunk, or in EXIF UserComment for JPEG/WebP.  ComfyUI writes
+its node graph as ``prompt`` (API form) and ``workflow`` (editor form) JSON;
+Fooocus and SwarmUI write ``parameters`` as JSON; InvokeAI writes
+``invokeai_metadata``; NovelAI a ``Comment`` JSON with ``Software: NovelAI``.
+
+Decisive, on purpose: these structured records are written by the generator
+itself and by nothing else, which is what the product promises to recognise
+("when images carry the generator's own parameters the answer should be
+certain").  They are unsigned and can be forged or copied onto another image;
+the README says so, and every such verdict names the record it relied on.  A
+``parameters`` text without the WebUI's structure is only moderate.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from PIL import Image
+
+from synthdetect.evidence import register_probe
+from synthdetect.images import LoadedImage
+from synthdetect.verdict import Evidence
+
+EXIF_USER_COMMENT = 0x9286
+EXIF_IFD = 0x8769
+
+#: The settings line the WebUI writes after the prompt; at least two of these keys make it structured.
+_WEBUI_KEYS = ("Steps", "Sampler", "CFG scale", "Seed", "Size", "Model hash", "Model", "Schedule type")
+_WEBUI_FIELD = re.compile(r"(?:^|,\s*)([A-Z][\w ]{1,30}):\s*(\"[^\"]*\"|[^,]*)")
+
+#: ComfyUI node types whose inputs name the weights used.
+_COMFY_MODEL_INPUTS = ("ckpt_name", "unet_name", "model_name", "lora_name", "clip_name", "clip_name1",
+                       "clip_name2", "vae_name", "diffusion_model")
+
+
+def parse_webui_parameters(text: str) -> dict[str, Any] | None:
+    """Split a WebUI ``parameters`` text into prompt, negative prompt and settings; None if it has no settings line."""
+    lines = text.strip().splitlines()
+    if not lines:
+        return None
+    settings_line = lines[-1]
+    settings = {m.group(1).strip(): m.group(2).strip().strip('"') for m in _WEBUI_FIELD.finditer(settings_line)}
+    if sum(1 for key in _WEBUI_KEYS if key in settings) < 2 or "Steps" not in settings:
+        return None
+    body = "\n".join(lines[:-1])
+    prompt, _, negative = body.partition("Negative prompt:")
+    return {"prompt": prompt.strip(), "negative_prompt": negative.strip(), "settings": settings}
+
+
+def _text_value(value: Any) -> str | None:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return value if isinstance(value, str) and value.strip() else None
+
+
+def decode_user_comment(raw: bytes | str) -> str | None:
+    """EXIF UserComment: an 8-byte charset header then text (UNICODE is UTF-16, byte order varies by writer)."""
+    if isinstance(raw, str):
+        return raw
+    header, body = raw[:8], raw[8:]
+    if header.startswith(b"UNICODE"):
+        for codec in ("utf-16-be", "utf-16-le"):
+            text = body.decode(codec, "replace")
+            if text.isprintable() or "\n" in text:
+                if sum(ch.isascii() for ch in text) > 0.8 * max(len(text), 1):
+                    return text
+        return body.decode("utf-16-be", "replace")
+    if header.startswith(b"ASCII") or header == b"\x00" * 8:
+        return body.decode("utf-8", "replace")
+    return raw.decode("utf-8", "replace")
+
+
+def exif_user_comment(image: LoadedImage) -> str | None:
+    exif_bytes = image.info.get("exif")
+    if not exif_bytes:
+        return None
+    exif = Image.Exif()
+    try:
+        exif.load(exif_bytes)
+        value = exif.get_ifd(EXIF_IFD).get(EXIF_USER_COMMENT)
+    except Exception:  # noqa: BLE001 - malformed EXIF is simply "no parameters found"
+        return None
+    if value is None:
+        return None
+    text = decode_user_comment(value)
+    return text.strip("\x00 ").strip() or None
+
+
+@register_probe("genparams")
+def probe_genparams(image: LoadedImage) -> list[Evidence]:
+    found: list[Evidence] = []
+    parameters = _text_value(image.info.get("parameters"))
+    where = "PNG text chunk 'parameters'"
+    if parameters is None:
+        parameters, where = exif_user_comment(image), "EXIF UserComment"
+    if parameters:
+        found.extend(_webui(parameters, where, from_png=where.startswith("PNG")))
+    found.extend(_comfyui(image))
+    found.extend(_invokeai(image))
+    found.extend(_novelai(image))
+    return found
+
+
+def _json_parameters(text: str, where: str) -> list[Evidence]:
+    """Fooocus and SwarmUI write ``parameters`` as JSON instead of the WebUI's text form."""
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        return []
+    if not isinstance(data, dict):
+        return []
+    if isinstance(data.get("sui_image_params"), dict):
+        params = data["sui_image_params"]
+        tool, model = "swarmui", params.get("model")
+    elif "base_model" in data or data.get("metadata_scheme") == "fooocus" or "fooocus" in str(data.get("version", "")).lower():
+        params = data
+        tool, model = "fooocus", data.get("base_model")
+    else:
+        return []
+    name = {"swarmui": "SwarmUI", "fooocus": "Fooocus"}[tool]
+    detail = f"{name} generation parameters in {where}" + (f" (model {model})" if model else "")
+    settings = {k: params.get(k) for k in ("steps", "seed", "sampler", "cfgscale", "guidance_scale") if k in params}
+    return [Evidence("genparams", "ai", "decisive", detail, {"tool": tool, "where": where, "model": model,
+                                                             "settings": settings})]
+
+
+def _webui(text: str, where: str, from_png: bool) -> list[Evidence]:
+    if text.lstrip().startswith("{") and (found := _json_parameters(text, where)):
+        return found
+    parsed = parse_webui_parameters(text)
+    if parsed is None:
+        if not from_png:
+            return []  # a free-text UserComment is common in camera files and means nothing
+        return [Evidence("genparams", "ai", "moderate",
+                         f"{where} present but without the WebUI settings line", {"tool": "unknown", "text": text[:500]})]
+    settings = parsed["settings"]
+    model = settings.get("Model") or (f"hash {settings['Model hash']}" if "Model hash" in settings else None)
+    version = settings.get("Version")
+    detail = f"Stable Diffusion WebUI generation parameters in {where}"
+    extras = [f"model {model}" if model else None, f"{settings.get('Steps')} steps",
+              f"sampler {settings['Sampler']}" if "Sampler" in settings else None,
+              f"version {version}" if version else None]
+    detail += " (" + ", ".join(e for e in extras if e) + ")"
+    return [Evidence("genparams", "ai", "decisive", detail,
+                     {"tool": "a1111", "where": where, "model": model, "settings": settings,
+                      "prompt": parsed["prompt"][:1000], "negative_prompt": parsed["negative_prompt"][:500]})]
+
+
+def _json(value: Any) -> Any:
+    text = _text_value(value)
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+
+
+def comfy_models(prompt: Any, workflow: Any) -> list[str]:
+    """Weights named in a ComfyUI graph (API ``prompt`` nodes, else the editor ``workflow`` widgets)."""
+    names: list[str] = []
+    if isinstance(prompt, dict):
+        for node in prompt.values():
+            inputs = node.get("inputs", {}) if isinstance(node, dict) else {}
+            for key in _COMFY_MODEL_INPUTS:
+                if isinstance(inputs.get(key), str):
+                    names.append(inputs[key])
+    if not names and isinstance(workflow, dict):
+        for node in workflow.get("nodes", []) or []:
+            if not isinstance(node, dict) or "Loader" not in str(node.get("type", "")):
+                continue
+            for value in node.get("widgets_values", []) or []:
+                if isinstance(value, str) and value.endswith((".safetensors", ".ckpt", ".pt", ".pth", ".gguf", ".sft")):
+                    names.append(value)
+    return list(dict.fromkeys(names))
+
+
+def _is_comfy_prompt(prompt: Any) -> bool:
+    return isinstance(prompt, dict) and any(isinstance(n, dict) and "class_type" in n for n in prompt.values())
+
+
+def _is_comfy_workflow(workflow: Any) -> bool:
+    return isinstance(workflow, dict) and isinstance(workflow.get("nodes"), list) and "last_node_id" in workflow
+
+
+def _comfyui(image: LoadedImage) -> list[Evidence]:
+    prompt, workflow = _json(image.info.get("prompt")), _json(image.info.get("workflow"))
+    has_prompt, has_workflow = _is_comfy_prompt(prompt), _is_comfy_workflow(workflow)
+    if not (has_prompt or has_workflow):
+        return []
+    models = comfy_models(prompt if has_prompt else None, workflow if has_workflow else None)
+    node_types = sorted({n["class_type"] for n in prompt.values() if isinstance(n, dict) and "class_type" in n}) \
+        if has_prompt else sorted({str(n.get("type")) for n in workflow["nodes"] if isinstance(n, dict)})
+    chunks = " and ".join(name for name, ok in (("prompt", has_prompt), ("workflow", has_workflow)) if ok)
+    detail = f"ComfyUI node graph in PNG text chunk(s) {chunks}"
+    detail += f" (models: {', '.join(models)})" if models else " (no model file named)"
+    return [Evidence("genparams", "ai", "decisive", detail,
+                     {"tool": "comfyui", "models": models, "node_types": node_types[:50]})]
+
+
+def _invokeai(image: LoadedImage) -> list[Evidence]:
+    for key in ("invokeai_metadata", "sd-metadata", "Dream"):
+        meta = _json(image.info.get(key)) if key != "Dream" else _text_value(image.info.get(key))
+        if not meta:
+            continue
+        model = None
+        if isinstance(meta, dict):
+            raw_model = meta.get("model") or (meta.get("image") or {}).get("model")
+            model = raw_model.get("name") if isinstance(raw_model, dict) else raw_model
+        detail = f"InvokeAI generation metadata in PNG text chunk '{key}'" + (f" (model {model})" if model else "")
+        return [Evidence("genparams", "ai", "decisive", detail, {"tool": "invokeai", "model": model})]
+    return []
+
+
+def _novelai(image: LoadedImage) -> list[Evidence]:
+    software = _text_value(image.info.get("Software"))
+    comment = _json(image.info.get("Comment"))
+    if software and software.strip() == "NovelAI" and isinstance(comment, dict) and "steps" in comment:
+        source = _text_value(image.info.get("Source")) or "NovelAI"
+        return [Evidence("genparams", "ai", "decisive", f"NovelAI generation parameters ({source})",
+                         {"tool": "novelai", "model": source, "settings": {k: comment.get(k) for k in
+                                                                           ("steps", "sampler", "seed", "scale")}})]
+    return []

@@ -1,0 +1,216 @@
+"""XMP / IPTC / PNG text: declared source types and the names of the tools that wrote the file.
+
+These fields are unsigned: anyone can write or strip them.  So a declared
+``trainedAlgorithmicMedia`` or a generator named as the creating tool is
+*strong* evidence, never decisive; an editor's name means the file was edited
+(which says nothing about how the picture was made); no metadata at all is no
+evidence.  The one exception is Midjourney's own PNG record (a prompt ending
+in ``Job ID: <uuid>`` plus a ``u<digits>`` author), which only Midjourney
+writes: that is the generator's own record and counts as decisive, like the
+generation parameters in :mod:`synthdetect.evidence.genparams`.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+
+from synthdetect.evidence import register_probe
+from synthdetect.images import LoadedImage
+from synthdetect.verdict import Evidence
+
+IPTC_SOURCE_PREFIX = "http://cv.iptc.org/newscodes/digitalsourcetype/"
+
+#: IPTC digital source types, what each means, and which way it points.
+#: Only the *trained* (machine-learning) types point to ``ai``; plain
+#: ``algorithmicMedia`` is procedural computer graphics, not generative AI.
+SOURCE_TYPES: dict[str, tuple[str, str]] = {
+    "trainedAlgorithmicMedia": ("ai", "created by a trained generative model"),
+    "compositeWithTrainedAlgorithmicMedia": ("ai", "contains parts made by a trained generative model"),
+    "algorithmicallyEnhanced": ("edited", "enhanced by an algorithm"),
+    "algorithmicMedia": ("none", "computer-generated without training data: procedural, not generative AI"),
+    "compositeSynthetic": ("edited", "composite that includes synthetic elements"),
+    "composite": ("edited", "composite of several captures"),
+    "digitalCapture": ("human", "captured by a camera or scanner"),
+    "computationalCapture": ("human", "captured with computational photography"),
+    "negativeFilm": ("human", "scanned from a film negative"),
+    "positiveFilm": ("human", "scanned from film"),
+    "print": ("human", "scanned from a print"),
+    "minorHumanEdits": ("edited", "captured and lightly edited"),
+    "compositeCapture": ("human", "composite of captures"),
+    "digitalArt": ("human", "drawn or painted digitally by a person"),
+    "humanEdits": ("edited", "edited by a person"),
+    "screenCapture": ("none", "a screenshot"),
+    "virtualRecording": ("none", "recording of a virtual scene"),
+    "dataDrivenMedia": ("none", "data-driven media"),
+}
+
+#: Names that only generative tools write into CreatorTool / Software fields.
+GENERATOR_NAMES = (
+    "Midjourney", "DALL-E", "DALL·E", "DALLE", "Stable Diffusion", "StableDiffusion", "NovelAI", "Adobe Firefly",
+    "Firefly", "Imagen", "Ideogram", "Leonardo.Ai", "ComfyUI", "InvokeAI", "Fooocus", "AUTOMATIC1111",
+    "NightCafe", "Craiyon", "DreamStudio", "Image Creator from Designer", "Bing Image Creator", "Titan Image Generator",
+    "FLUX.1", "Sora", "GPT-4o", "Gemini", "Grok", "Kandinsky", "Playground AI", "SDXL",
+)
+_GENERATOR_RE = re.compile(
+    r"(?<![\w.])(" + "|".join(re.escape(n) for n in GENERATOR_NAMES) + r")(?![\w])", re.IGNORECASE
+)
+
+#: Editors and raw developers: their name means "edited", never "generated".
+EDITOR_NAMES = (
+    "Adobe Photoshop", "Photoshop", "Lightroom", "GIMP", "Affinity Photo", "Capture One", "darktable",
+    "RawTherapee", "Pixelmator", "Paint.NET", "Snapseed", "Luminar", "DxO", "Photos", "ImageMagick", "Canva",
+    "Krita", "Picasa", "ACDSee", "Corel",
+)
+_EDITOR_RE = re.compile(r"(?<!\w)(" + "|".join(re.escape(n) for n in EDITOR_NAMES) + r")(?!\w)", re.IGNORECASE)
+
+_MIDJOURNEY_JOB = re.compile(r"Job ID:\s*[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\s*$")
+_MIDJOURNEY_AUTHOR = re.compile(r"^u\d{6,}$")
+
+
+def generator_named_in(text: str | None) -> str | None:
+    """The generator a free-text tool field names, if any."""
+    if not text:
+        return None
+    match = _GENERATOR_RE.search(text)
+    return match.group(1) if match else None
+
+
+def editor_named_in(text: str | None) -> str | None:
+    if not text:
+        return None
+    match = _EDITOR_RE.search(text)
+    return match.group(1) if match else None
+
+
+def source_type_name(value: str) -> str:
+    """``http://cv.iptc.org/.../trainedAlgorithmicMedia`` -> ``trainedAlgorithmicMedia``."""
+    return value.strip().rstrip("/").rsplit("/", 1)[-1]
+
+
+@dataclass
+class XmpFields:
+    """The few XMP properties the probes read, by local name (namespaces vary between writers)."""
+
+    values: dict[str, list[str]] = field(default_factory=dict)
+
+    def get(self, name: str) -> list[str]:
+        return self.values.get(name, [])
+
+
+def _xmp_text(image: LoadedImage) -> str | None:
+    for key in ("xmp", "XML:com.adobe.xmp"):
+        value = image.info.get(key)
+        if value:
+            return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    raw = image.raw or b""
+    # JPEG APP1 XMP and WebP/TIFF XMP packets are plain text inside the file; Pillow
+    # does not expose them for every format, so find the packet directly.
+    start = raw.find(b"<x:xmpmeta")
+    if start < 0:
+        return None
+    end = raw.find(b"</x:xmpmeta>", start)
+    if end < 0:
+        return None
+    return raw[start : end + len(b"</x:xmpmeta>")].decode("utf-8", "replace")
+
+
+def read_xmp(image: LoadedImage) -> XmpFields | None:
+    """Parse the XMP packet into local-name -> values (attributes, element text and list items)."""
+    text = _xmp_text(image)
+    if not text:
+        return None
+    text = re.sub(r"<\?xpacket[^>]*\?>", "", text).strip()
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError:
+        return None
+    fields = XmpFields()
+
+    def add(key: str, value: str | None) -> None:
+        if value and value.strip():
+            fields.values.setdefault(key.rsplit("}", 1)[-1], []).append(value.strip())
+
+    for element in root.iter():
+        for key, value in element.attrib.items():
+            add(key, value)
+        if element.text and len(element) == 0:
+            add(element.tag, element.text)
+    return fields
+
+
+def _png_text(image: LoadedImage, key: str) -> str | None:
+    value = image.info.get(key)
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return value if isinstance(value, str) and value.strip() else None
+
+
+@register_probe("metadata")
+def probe_metadata(image: LoadedImage) -> list[Evidence]:
+    found: list[Evidence] = []
+    found.extend(_midjourney(image))
+    xmp = read_xmp(image)
+    if xmp is not None:
+        found.extend(_source_types(xmp))
+        found.extend(_xmp_tools(xmp))
+    found.extend(_png_tools(image))
+    return found
+
+
+def _midjourney(image: LoadedImage) -> list[Evidence]:
+    description, author = _png_text(image, "Description"), _png_text(image, "Author")
+    if not description or not _MIDJOURNEY_JOB.search(description):
+        return []
+    job = description.rsplit("Job ID:", 1)[1].strip()
+    author_ok = bool(author and _MIDJOURNEY_AUTHOR.match(author.strip()))
+    strength = "decisive" if author_ok else "strong"
+    detail = f"Midjourney's own PNG metadata (prompt with Job ID {job}" + (f", author {author})" if author_ok else ")")
+    return [Evidence("metadata", "ai", strength, detail,
+                     {"tool": "midjourney", "job_id": job, "author": author, "prompt": description[:500]})]
+
+
+def _source_types(xmp: XmpFields) -> list[Evidence]:
+    found = []
+    for value in dict.fromkeys(xmp.get("DigitalSourceType")):
+        name = source_type_name(value)
+        signal, meaning = SOURCE_TYPES.get(name, ("none", "an unknown source type"))
+        # Unsigned: a declared source type is strong at most, and the human
+        # types only weak (a camera-style label is the easiest thing to fake).
+        strength = {"ai": "strong", "human": "weak", "edited": "info", "none": "info"}[signal]
+        found.append(Evidence("metadata", signal, strength,
+                              f"XMP/IPTC DigitalSourceType {name} ({meaning}; unsigned metadata)",
+                              {"field": "Iptc4xmpExt:DigitalSourceType", "value": value}))
+    return found
+
+
+def _tool_evidence(field_name: str, value: str) -> Evidence | None:
+    generator = generator_named_in(value)
+    if generator:
+        return Evidence("metadata", "ai", "strong", f"{field_name} names the generator {generator!s} ('{value[:80]}')",
+                        {"field": field_name, "value": value, "generator": generator})
+    editor = editor_named_in(value)
+    if editor:
+        return Evidence("metadata", "edited", "info",
+                        f"{field_name} '{value[:80]}': edited in {editor} (says nothing about how it was made)",
+                        {"field": field_name, "value": value, "editor": editor})
+    return None
+
+
+def _xmp_tools(xmp: XmpFields) -> list[Evidence]:
+    found: list[Evidence] = []
+    for field_name, local in (("XMP CreatorTool", "CreatorTool"), ("XMP history softwareAgent", "softwareAgent")):
+        for value in dict.fromkeys(xmp.get(local)):  # a history repeats the same agent for every save
+            if record := _tool_evidence(field_name, value):
+                found.append(record)
+    return found
+
+
+def _png_tools(image: LoadedImage) -> list[Evidence]:
+    found = []
+    for key in ("Software", "Source", "Creator", "Generator"):
+        value = _png_text(image, key)
+        if value and (record := _tool_evidence(f"PNG {key}", value)):
+            found.append(record)
+    return found
