@@ -1,0 +1,106 @@
+"""``synthdetect autopilot`` and ``synthdetect distill``: thin commands over train/autopilot.py and train/distill.py."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+
+def _command_line() -> str:
+    return "synthdetect " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def _split_list(values: Optional[list[str]]) -> list[str]:
+    return [v.strip() for value in values or [] for v in value.split(",") if v.strip()]
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def autopilot(
+        data: Annotated[str, typer.Argument(help="Class folders, CSV manifest (with a 'source' column), or a zip.")],
+        out: Annotated[Path, typer.Option("--out", "-o", help="Directory for leaderboard, report and the best model.")],
+        budget: Annotated[str, typer.Option(help="Time budget for the whole run: 20m, 90s, 1h30m.")] = "20m",
+        kinds: Annotated[Optional[list[str]], typer.Option(
+            "--kind", help="Candidate (repeat or comma-separate): a default blueprint name or a model kind. "
+                           "Default: every default blueprint whose kind is available.")] = None,
+        metric: Annotated[str, typer.Option(help="Leaderboard metric on held-out sources.")] = "roc_auc",
+        holdout_sources: Annotated[Optional[list[str]], typer.Option(
+            "--holdout-source", help="Source(s) held out for the leaderboard (default: picked by seed).")] = None,
+        val_fraction: Annotated[float, typer.Option(help="Share of images in validation sources.")] = 0.15,
+        test_fraction: Annotated[float, typer.Option(help="Share of images in held-out sources.")] = 0.2,
+        seed: Annotated[int, typer.Option(help="Seed for the source split and training.")] = 0,
+        threads: Annotated[int, typer.Option(help="Torch threads per candidate (0 = all CPUs).")] = 0,
+    ) -> None:
+        """Train candidate model kinds within a time budget, rank them on held-out sources, export the best."""
+        from synthdetect.cli import fail, state
+        from synthdetect.train.autopilot import (AutopilotError, default_candidates, leaderboard_table,
+                                                 parse_budget, run_autopilot)
+        from synthdetect.train.datasets import DatasetError, open_dataset
+        from synthdetect.train.splits import SplitError
+
+        try:
+            budget_s = parse_budget(budget)
+            records = open_dataset(data)
+            result = run_autopilot(
+                records, out, budget_s=budget_s, candidates=default_candidates(_split_list(kinds)), metric=metric,
+                val_fraction=val_fraction, test_fraction=test_fraction,
+                holdout_sources=_split_list(holdout_sources), seed=seed, threads=threads or None, data=data,
+                command=_command_line(), progress=not state["quiet"],
+            )
+        except (AutopilotError, DatasetError, SplitError) as exc:
+            fail(str(exc))
+        Console(width=max(Console().width, 140)).print(
+            leaderboard_table(result.rows, metric, title=f"autopilot leaderboard ({metric} on held-out sources "
+                              f"{', '.join(result.summary['split'].get('test_sources', []))})"))
+        for line in result.summary["unavailable"]:
+            typer.echo(f"not available: {line}", err=True)
+        typer.echo(f"leaderboard: {out / 'leaderboard.csv'}, {out / 'leaderboard.json'}; report: {out / 'report.html'}")
+        if result.best is None:
+            typer.echo(f"no candidate finished within {budget_s:.0f} s; nothing exported", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"best: {result.summary['best']} -> {result.best} (elapsed {result.elapsed_s:.0f} s of "
+                   f"{budget_s:.0f} s)")
+
+    @app.command()
+    def distill(
+        data: Annotated[str, typer.Argument(help="Labelled dataset the student learns from (class folders, CSV, zip).")],
+        teachers: Annotated[list[str], typer.Option("--teacher", help="Teacher model name or package (repeat).")],
+        out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the student package and the report.")],
+        student: Annotated[str, typer.Option("--student", help="Student model kind.")] = "small-cnn",
+        alpha: Annotated[float, typer.Option(help="Weight of the teachers' soft labels (1 - alpha on hard labels).")] = 0.7,
+        combine: Annotated[str, typer.Option(help="How teachers' p_ai become one target: max or mean.")] = "max",
+        holdout_sources: Annotated[Optional[list[str]], typer.Option(
+            "--holdout-source", help="Source(s) held out for the comparison (default: picked by seed).")] = None,
+        val_fraction: Annotated[float, typer.Option(help="Share of images in validation sources.")] = 0.15,
+        test_fraction: Annotated[float, typer.Option(help="Share of images in held-out sources.")] = 0.2,
+        input_size: Annotated[int, typer.Option(help="Student input size (CNN students).")] = 128,
+        epochs: Annotated[int, typer.Option(help="Maximum epochs (CNN students).")] = 15,
+        seed: Annotated[int, typer.Option(help="Seed for split and training.")] = 0,
+        threads: Annotated[int, typer.Option(help="Torch threads (0 = all CPUs).")] = 0,
+    ) -> None:
+        """Train one student on the teachers' soft labels (plus hard labels); compare it with each teacher."""
+        from synthdetect.cli import fail
+        from synthdetect.models import ModelPackageError
+        from synthdetect.train.datasets import DatasetError, open_dataset
+        from synthdetect.train.distill import DistillError, comparison_table, run_distillation
+        from synthdetect.train.registry import TrainerError
+        from synthdetect.train.splits import SplitError
+
+        try:
+            records = open_dataset(data)
+            result = run_distillation(
+                teachers, student, records, out, alpha=alpha, combine=combine,
+                holdout_sources=_split_list(holdout_sources), val_fraction=val_fraction,
+                test_fraction=test_fraction, input_size=input_size, epochs=epochs, seed=seed,
+                threads=threads or None, data=data, command=_command_line(),
+            )
+        except (DistillError, DatasetError, SplitError, TrainerError, ModelPackageError) as exc:
+            fail(str(exc))
+        Console(width=max(Console().width, 140)).print(comparison_table(result))
+        typer.echo(f"student: {result.student_package}; report: {out / 'report.html'}; "
+                   f"comparison: {out / 'comparison.csv'}")

@@ -1,0 +1,578 @@
+"""Distillation: several specialist teachers become one student, trained on their soft labels.
+
+The recipe of the EfficientNet "AI image detect distilled" model card: three
+specialists (Midjourney vs real, Stable Diffusion vs real, SD fine-tunes vs
+real) distilled into one efficient model.  Here:
+
+* **Soft labels** are each teacher's *calibrated* ``p_ai``, obtained through
+  :class:`~synthdetect.api.Detector` (model only, no provenance evidence),
+  so a teacher's card calibration is what the student learns from.  A
+  teacher that declines an image (out of its domain) gives no vote on it.
+  Linear-head teachers (``handcrafted``, ``clip-head``) are scored from the
+  shared feature cache instead (:func:`cached_soft_labels`: the same
+  numbers, one feature pass for all teachers).
+* **Combining specialists** (``combine``): ``max`` (default) -- an image is
+  as AI as the most convinced specialist, because a Midjourney specialist
+  is *expected* to say "real" about a Stable Diffusion image and a mean
+  would wash out the one teacher that knows.  The price is that the
+  specialists' false positives add up on real images; ``mean`` is the
+  conservative alternative.
+* **Loss**: binary cross-entropy with logits against the target
+  ``t = alpha * soft + (1 - alpha) * hard`` (hard = the dataset's label).
+  BCE is linear in its target, so this is exactly
+  ``alpha * BCE(soft) + (1 - alpha) * BCE(hard)``.  Where no teacher
+  judged an image the target is the hard label.
+* Validation (early stopping, calibration, thresholds) uses **hard labels
+  of whole validation sources**; the comparison runs every teacher, the
+  combined teachers and the student on the **same held-out sources**.
+
+Students: ``small-cnn`` and ``ela-cnn`` are trained by their own registry
+trainers, whose loss (``fit_classifier``) already takes float targets, so a
+record's label simply carries the target; ``handcrafted`` and ``clip-head``
+get linear heads fitted here on soft targets (logistic regression with each
+image entered once as AI with weight ``t`` and once as human with weight
+``1 - t``: the same cross-entropy).
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from synthdetect.train.datasets import Record
+
+COMBINERS = ("max", "mean")
+#: Students whose registry trainer feeds record labels, as floats, to BCE (train/trainer.py fit_classifier).
+SOFT_RECORD_KINDS = ("small-cnn", "ela-cnn")
+#: Students whose linear heads are fitted here on soft targets.
+LINEAR_HEAD_KINDS = {"handcrafted": "handcrafted-v1", "clip-head": "clip-vit-b16-int8"}
+STUDENT_KINDS = SOFT_RECORD_KINDS + tuple(LINEAR_HEAD_KINDS)
+
+COMPARISON_COLUMNS = ["model", "role", "n_scored", "roc_auc", "average_precision", "tpr_at_fpr_0.05", "ece",
+                      "accuracy", "images_per_second", "size_mb", "saw_held_out_sources"]
+
+
+class DistillError(ValueError):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------
+# targets
+
+
+def combine_soft_labels(matrix: np.ndarray, how: str = "max") -> np.ndarray:
+    """``(teachers, images)`` calibrated p_ai, NaN where a teacher did not judge -> one soft label per image.
+
+    NaN where no teacher judged the image.
+    """
+    matrix = np.atleast_2d(np.asarray(matrix, dtype=np.float64))
+    if how not in COMBINERS:
+        raise DistillError(f"unknown combination '{how}' (one of {', '.join(COMBINERS)})")
+    judged = ~np.isnan(matrix)
+    out = np.full(matrix.shape[1], np.nan)
+    any_vote = judged.any(axis=0)
+    if how == "max":
+        out[any_vote] = np.where(judged, matrix, -np.inf).max(axis=0)[any_vote]
+    else:
+        out[any_vote] = np.where(judged, matrix, 0.0).sum(axis=0)[any_vote] / judged.sum(axis=0)[any_vote]
+    return out
+
+
+def distill_targets(soft: np.ndarray, hard: np.ndarray, alpha: float) -> np.ndarray:
+    """``alpha * soft + (1 - alpha) * hard``; the hard label alone where ``soft`` is NaN."""
+    if not 0.0 <= alpha <= 1.0:
+        raise DistillError(f"alpha must be between 0 and 1 (got {alpha})")
+    soft = np.asarray(soft, dtype=np.float64)
+    hard = np.asarray(hard, dtype=np.float64)
+    return np.where(np.isnan(soft), hard, alpha * np.nan_to_num(soft) + (1.0 - alpha) * hard)
+
+
+# ---------------------------------------------------------------------------------------------
+# teachers
+
+
+@dataclass
+class Teacher:
+    label: str  # unique display name
+    name: str  # as given (model name or package path)
+    model: Any
+    size_bytes: int | None = None
+
+    @property
+    def card(self) -> dict[str, Any]:
+        return self.model.card
+
+    def training_sources(self) -> set[str]:
+        split = (self.card.get("training") or {}).get("split") or {}
+        return {s for part in ("train", "validation") for s in ((split.get(part) or {}).get("sources") or [])}
+
+
+def load_teachers(names: Sequence[str]) -> list[Teacher]:
+    from synthdetect.models import ModelPackageError, find_package, load_model
+    from synthdetect.train.autopilot import package_bytes
+
+    if not names:
+        raise DistillError("give at least one --teacher")
+    teachers: list[Teacher] = []
+    seen: dict[str, int] = {}
+    for name in names:
+        model = load_model(name)
+        label = model.name
+        seen[label] = seen.get(label, 0) + 1
+        if seen[label] > 1:
+            label = f"{label}#{seen[label]}"
+        try:
+            package = find_package(name)
+            size = package_bytes(package.card, package.root)
+        except ModelPackageError:  # a prefixed adapter (hf:...) has no package of ours to measure
+            size = None
+        teachers.append(Teacher(label, name, model, size))
+    return teachers
+
+
+def cached_soft_labels(model: Any, records: Sequence[Record], cache: str | Path | None = None) -> np.ndarray | None:
+    """Calibrated p_ai of a linear-head teacher from the on-disk feature cache; None for other kinds.
+
+    Soft labels for hundreds of training images from three teachers cost
+    three full feature passes through the Detector; teachers built on the same
+    extractor (``handcrafted``, ``clip-head``) share one pass here.  The
+    numbers are those of :meth:`MultiViewModel.logits` (same crops, same
+    features, same members and stacker, same calibration and domain check);
+    the comparison on held-out sources still goes through the Detector.
+    """
+    scored = cached_scores(model, records, cache)
+    return None if scored is None else scored[0]
+
+
+def cached_scores(model: Any, records: Sequence[Record], cache: str | Path | None = None):
+    """``(p_ai, image facts, reasons)`` per record from the feature cache for a linear-head model, else None.
+
+    ``reasons[i]`` says why record ``i`` has no score (decode failure, out of the model's domain).
+    """
+    from types import SimpleNamespace
+
+    from synthdetect.models.view_features import MultiViewModel
+    from synthdetect.train.wild_features import extract_cached
+
+    if not isinstance(model, MultiViewModel):
+        return None
+    cached = extract_cached(records, model.policy, sorted(model.extractors), Path(cache) if cache else None,
+                            description=f"{model.name}: cached features")
+    where = {r.ref: i for i, r in enumerate(records)}
+    p = np.full(len(records), np.nan)
+    facts: list[dict[str, Any]] = [{} for _ in records]
+    reasons: list[str | None] = [None] * len(records)
+    for record, why in cached.failed:
+        reasons[where[record.ref]] = why
+    for j, (record, meta) in enumerate(zip(cached.records, cached.meta)):
+        i = where[record.ref]
+        facts[i] = {"format": meta.format, "width": meta.width, "height": meta.height, "bytes": meta.bytes}
+        problem = model.out_of_domain(SimpleNamespace(size=(meta.width, meta.height)))
+        if problem:
+            reasons[i] = f"{record.ref}: not scored: {problem}"
+            continue
+        feats = {}
+        for name in model.extractors:
+            view = cached.views[name][j]
+            feats[name] = {"global": view["global"], "crops": view.get("crops", view["global"][None])}
+        z = np.array([m.logit(feats[m.extractor]) for m in model.members]) @ model.stack_weights + model.stack_bias
+        p[i] = float(model.calibration(z))
+    return p, facts, reasons
+
+
+def score(model: Any, records: Sequence[Record], description: str):
+    """Calibrated p_ai of ``model`` through the Detector (model only), with timing, as report Predictions."""
+    from synthdetect.api import Detector
+    from synthdetect.evaluate.report import predict_records
+
+    return predict_records(Detector(model, use_evidence=False), records, description=description)
+
+
+# ---------------------------------------------------------------------------------------------
+# students
+
+
+def _soft_records(records: Sequence[Record], targets: np.ndarray) -> list[Record]:
+    # Record.label carries the float target; the torch trainers turn labels into float32 BCE targets as they are.
+    return [replace(r, label=float(t)) for r, t in zip(records, targets)]
+
+
+def train_student(kind: str, request, targets: np.ndarray):
+    """Train the student ``kind`` on ``request.train`` with ``targets`` (one per train record)."""
+    from synthdetect.train.registry import get_trainer
+
+    if kind in SOFT_RECORD_KINDS:
+        hard = list(request.train)
+        package = get_trainer(kind)(replace(request, train=_soft_records(hard, targets)))
+        return package, hard
+    if kind in LINEAR_HEAD_KINDS:
+        return train_soft_linear_heads(request, targets, LINEAR_HEAD_KINDS[kind], kind), list(request.train)
+    raise DistillError(f"student kind '{kind}' cannot learn from soft labels here (one of {', '.join(STUDENT_KINDS)})")
+
+
+def fit_soft_member(data, idx: np.ndarray, targets: np.ndarray, spec, seed: int = 0):
+    """A linear head on soft targets: each row once as AI (weight t) and once as human (weight 1 - t).
+
+    Scikit-learn's logistic regression takes only hard labels; with these
+    weights its loss is exactly the cross-entropy against ``t``.  Crops are
+    weighted 1/k so every image counts once, and the two hard classes carry
+    equal weight, as in the hard-label heads (train/wild.py).
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    from synthdetect.models.view_features import LinearMember
+    from synthdetect.train.wild import HEAD_C
+
+    if spec.view == "global":
+        x = data.global_feats[spec.extractor][idx]
+        t = targets
+        hard = data.labels[idx]
+        w = np.ones(len(idx))
+    else:
+        rows = [data.crop_feats[spec.extractor][i] for i in idx]
+        x = np.concatenate(rows)
+        t = np.concatenate([np.full(len(r), targets[j]) for j, r in enumerate(rows)])
+        hard = np.concatenate([np.full(len(r), data.labels[i]) for r, i in zip(rows, idx)])
+        w = np.concatenate([np.full(len(r), 1.0 / len(r)) for r in rows])
+    for cls in (0, 1):
+        m = hard == cls
+        if m.any():
+            w[m] *= 0.5 * w.sum() / w[m].sum()
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0) + 1e-6
+    z = (x - mean) / scale
+    model = LogisticRegression(C=HEAD_C[spec.extractor], max_iter=3000, random_state=seed)
+    model.fit(np.concatenate([z, z]), np.concatenate([np.ones(len(z)), np.zeros(len(z))]),
+              sample_weight=np.concatenate([w * t, w * (1.0 - t)]))
+    return LinearMember(spec.extractor, spec.view, mean, scale, model.coef_[0].astype(np.float64),
+                        float(model.intercept_[0]), spec.aggregate)
+
+
+def train_soft_linear_heads(request, targets: np.ndarray, extractor: str, kind: str):
+    """The ``clip-head``/``handcrafted`` package layout (global + crop-mean heads, stacker on validation), soft heads."""
+    from synthdetect.models.multicrop import CropPolicy
+    from synthdetect.models.view_features import get_extractor, save_members
+    from synthdetect.train.registry import finalize_package
+    from synthdetect.train.wild import MemberSpec, WildData, fit_stacker, member_logits
+    from synthdetect.train.wild_features import extract_cached
+
+    policy = CropPolicy(size=int(request.options.get("crop_size", 224)), native_crops=int(request.options.get("crops", 4)))
+    records = list(request.train) + list(request.val) + list(request.test)
+    cached = extract_cached(records, policy, [extractor], request.options.get("cache"))
+    data = WildData.from_cache(cached)
+    where = {r.ref: i for i, r in enumerate(cached.records)}
+    target_of = {r.ref: float(t) for r, t in zip(request.train, targets)}
+
+    def idx(part):
+        return np.array([where[r.ref] for r in part if r.ref in where], dtype=int)
+
+    train, val, test = idx(request.train), idx(request.val), idx(request.test)
+    train_targets = np.array([target_of[data.names[i]] for i in train])
+    specs = [MemberSpec(extractor, "global"), MemberSpec(extractor, "crops", "mean")]
+    members = [fit_soft_member(data, train, train_targets, spec, request.seed) for spec in specs]
+
+    def logits(part):
+        return np.stack([member_logits(data, part, m, [m.aggregate])[m.aggregate if m.view == "crops" else "global"]
+                         for m in members], 1)
+
+    z_val = logits(val)
+    weights, bias = fit_stacker(z_val, data.labels[val])
+    out = Path(request.out)
+    out.mkdir(parents=True, exist_ok=True)
+    heads = out / "heads.npz"
+    save_members(heads, members)
+    card = {
+        "description": f"Distilled student: linear heads on {extractor} features of a global view and "
+                       f"{policy.native_crops} native crops, fitted on teachers' soft labels.",
+        "input": {"min_side": 32, "max_aspect": 6.0},
+        "crop_policy": policy.to_dict(),
+        "extractors": {extractor: get_extractor(extractor).describe()},
+        "members": [m.meta() for m in members],
+        "stacker": {"weights": [float(w) for w in weights], "bias": float(bias), "fitted_on": "validation split"},
+        "labels": ["human", "ai"],
+    }
+    test_z = logits(test) @ weights + bias if len(test) else None
+    return finalize_package(request, kind=kind, card=card, val_logits=z_val @ weights + bias,
+                            val_labels=data.labels[val], test_logits=test_z,
+                            test_labels=data.labels[test] if len(test) else None, files={"heads": heads},
+                            training={"images_failed": [why for _, why in cached.failed]})
+
+
+# ---------------------------------------------------------------------------------------------
+# the run
+
+
+@dataclass
+class DistillResult:
+    student_package: Path
+    rows: list[dict[str, Any]]
+    summary: dict[str, Any]
+    out: Path
+
+
+def _metrics_row(name: str, role: str, predictions, metrics: dict[str, Any], size_bytes: int | None,
+                 saw: Sequence[str]) -> dict[str, Any]:
+    overall = metrics.get("overall", {})
+    n = len(predictions.records)
+    return {
+        "model": name, "role": role, "n_scored": metrics["n_scored"],
+        **{k: overall.get(k) for k in ("roc_auc", "average_precision", "tpr_at_fpr_0.05", "ece", "accuracy")},
+        "images_per_second": round(n / predictions.seconds, 2) if predictions.seconds else None,
+        "size_mb": None if size_bytes is None else round(size_bytes / 1e6, 3),
+        "saw_held_out_sources": ", ".join(saw) if saw else "no",
+    }
+
+
+def _write_soft_labels(path: Path, records: Sequence[Record], teachers: Sequence[Teacher], matrix: np.ndarray,
+                       soft: np.ndarray, targets: np.ndarray) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["ref", "source", "generator", "label"] + [f"p_ai:{t.label}" for t in teachers]
+                        + ["soft", "target"])
+        for i, r in enumerate(records):
+            writer.writerow([r.ref, r.source or "", r.generator or "", r.label]
+                            + ["" if math.isnan(v) else f"{v:.6f}" for v in matrix[:, i]]
+                            + ["" if math.isnan(soft[i]) else f"{soft[i]:.6f}", f"{targets[i]:.6f}"])
+
+
+def run_distillation(
+    teachers: Sequence[str],
+    student_kind: str,
+    records: Sequence[Record],
+    out: str | Path,
+    *,
+    alpha: float = 0.7,
+    combine: str = "max",
+    holdout_sources: Sequence[str] = (),
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.2,
+    input_size: int = 128,
+    epochs: int = 15,
+    seed: int = 0,
+    threads: int | None = None,
+    data: str | None = None,
+    command: str | None = None,
+    options: dict[str, Any] | None = None,
+    config: Any = None,
+    console: Any = None,
+    use_cache: bool = True,
+) -> DistillResult:
+    """Score the training images with every teacher, train the student on the combined soft labels, compare all."""
+    from rich.console import Console
+
+    from synthdetect.evaluate.report import Predictions, compute_metrics, write_report
+    from synthdetect.models import load_model
+    from synthdetect.models.package import load_package, write_package
+    from synthdetect.train.autopilot import package_bytes
+    from synthdetect.train.registry import TrainRequest
+    from synthdetect.train.splits import split_records
+    from synthdetect.train.trainer import TrainConfig, set_threads
+
+    if student_kind not in STUDENT_KINDS:
+        raise DistillError(f"student kind '{student_kind}' cannot learn from soft labels here "
+                           f"(one of {', '.join(STUDENT_KINDS)})")
+    if combine not in COMBINERS:
+        raise DistillError(f"unknown combination '{combine}' (one of {', '.join(COMBINERS)})")
+    if not 0.0 <= alpha <= 1.0:
+        raise DistillError(f"alpha must be between 0 and 1 (got {alpha})")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    threads = set_threads(threads)
+    split = split_records(records, "source", val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
+                          holdout_sources=holdout_sources)
+    if len({r.label for r in split.test}) < 2:
+        raise DistillError("the held-out sources need both AI and human images; name them with --holdout-source")
+    held_out = sorted(split.held_out_sources)
+    loaded = load_teachers(teachers)
+    started = time.perf_counter()
+    say = (console or Console(stderr=True)).print
+    say(f"distill: {len(split.train)} train / {len(split.val)} validation / {len(split.test)} held-out images; "
+        f"held-out sources: {', '.join(held_out)}; {len(loaded)} teachers, student {student_kind}, "
+        f"alpha {alpha}, combine {combine}", highlight=False)
+
+    # 1. soft labels on the training images
+    train_preds = []
+    for t in loaded:
+        say(f"teacher {t.label}: scoring {len(split.train)} training images", highlight=False)
+        fast = cached_soft_labels(t.model, split.train, (options or {}).get("cache")) if use_cache else None
+        train_preds.append(fast if fast is not None
+                           else score(t.model, split.train, f"teacher {t.label}: training images").p_ai)
+    matrix = np.stack(train_preds)
+    soft = combine_soft_labels(matrix, combine)
+    hard = np.array([r.label for r in split.train], dtype=np.float64)
+    targets = distill_targets(soft, hard, alpha)
+    _write_soft_labels(out / "soft_labels.csv", split.train, loaded, matrix, soft, targets)
+    teacher_seconds = time.perf_counter() - started
+
+    # 2. the student
+    student_dir = out / "student"
+    config = config or TrainConfig(epochs=epochs, patience=4, batch_size=32, lr=2e-3, seed=seed, threads=threads)
+    student_options = {"input_size": input_size, "max_short_side": 0, "max_aspect": 4.0, "width": 16}
+    if student_kind in LINEAR_HEAD_KINDS:
+        student_options = {}
+    student_options.update(options or {})
+    request = TrainRequest(
+        train=split.train, val=split.val, test=split.test, out=student_dir, name=f"distilled-{student_kind}",
+        seed=seed, threads=threads, options=student_options, command=command, config=config, data=data,
+        split=split.describe(),
+    )
+    say(f"student {student_kind}: training on {len(split.train)} images (soft labels from "
+        f"{int((~np.isnan(soft)).sum())})", highlight=False)
+    t0 = time.perf_counter()
+    package, hard_train = train_student(student_kind, request, targets)
+    student_seconds = time.perf_counter() - t0
+    from synthdetect.train.registry import record_summary
+
+    voted = ~np.isnan(soft)
+    agree = voted & ((soft >= 0.5) == (hard == 1))
+    card = dict(package.card)
+    card.setdefault("training", {}).setdefault("split", {})["train"] = record_summary(hard_train)
+    card["distillation"] = {
+        "teachers": [{"name": t.label, "source": t.name, "kind": t.card.get("kind"), "version": t.card.get("version"),
+                      "trained_on_sources": sorted(t.training_sources())} for t in loaded],
+        "combine": combine, "alpha": alpha,
+        "loss": "binary cross-entropy with logits against alpha * soft + (1 - alpha) * hard",
+        "soft_labels": "each teacher's calibrated p_ai (the Detector's numbers, model only; linear-head teachers "
+                       "read from the feature cache); combined per image by " + combine,
+        "train_images": len(hard), "images_with_a_teacher_vote": int(voted.sum()),
+        "teacher_agreement_with_hard_labels": float(agree.sum() / max(voted.sum(), 1)),
+        "mean_soft_on_ai_images": _nanmean(soft[hard == 1]), "mean_soft_on_human_images": _nanmean(soft[hard == 0]),
+        "teacher_seconds": round(teacher_seconds, 1), "student_seconds": round(student_seconds, 1),
+    }
+    files = {role: student_dir / entry["path"] for role, entry in (card.get("files") or {}).items()}
+    write_package(student_dir, card, files)
+    load_package(student_dir)
+
+    # 3. every model on the same held-out sources
+    rows: list[dict[str, Any]] = []
+    reports = out / "reports"
+    test_preds: dict[str, Predictions] = {}
+    say(f"comparing on {len(split.test)} held-out images", highlight=False)
+    for t in loaded:
+        preds = score(t.model, split.test, f"teacher {t.label}: held-out")
+        test_preds[t.label] = preds
+        metrics = write_report(preds, reports / _safe(t.label), title=f"teacher {t.label} on held-out sources")
+        saw = sorted(t.training_sources() & set(held_out))
+        rows.append(_metrics_row(t.label, "teacher", preds, metrics, t.size_bytes, saw))
+    combined = combine_soft_labels(np.stack([p.p_ai for p in test_preds.values()]), combine)
+    first = next(iter(test_preds.values()))
+    ensemble = Predictions(records=first.records, p_ai=combined, labels=first.labels,
+                           errors=[None if not math.isnan(p) else "no teacher judged it" for p in combined],
+                           model_name=f"teachers ({combine})", seconds=sum(p.seconds for p in test_preds.values()),
+                           verdicts=[None] * len(combined), images=first.images)
+    metrics = compute_metrics(ensemble)
+    rows.append(_metrics_row(f"teachers combined ({combine})", "ensemble", ensemble, metrics, None,
+                             sorted({s for t in loaded for s in t.training_sources() & set(held_out)})))
+    student_model = load_model(str(student_dir))
+    student_preds = score(student_model, split.test, "student: held-out")
+    student_metrics = write_report(student_preds, reports / "student",
+                                   title=f"distilled student ({student_kind}) on held-out sources")
+    rows.append(_metrics_row(student_model.name, "student", student_preds, student_metrics,
+                             package_bytes(card, student_dir), []))
+    summary = {
+        "schema": "synthdetect.distill/1", "student": str(student_dir), "student_kind": student_kind,
+        "alpha": alpha, "combine": combine, "data": data, "command": command, "seed": seed,
+        "split": {**split.describe(), "train": len(split.train), "validation": len(split.val),
+                  "test": len(split.test), "test_ai": sum(r.label for r in split.test),
+                  "test_human": sum(1 - r.label for r in split.test)},
+        "distillation": card["distillation"],
+        "student_vs_teachers": student_vs_teachers(rows),
+    }
+    _write_comparison(rows, summary, out)
+    _write_report(rows, summary, out, student_preds, student_metrics)
+    return DistillResult(student_package=student_dir, rows=rows, summary=summary, out=out)
+
+
+def _nanmean(values: np.ndarray) -> float | None:
+    values = values[~np.isnan(values)]
+    return float(values.mean()) if values.size else None
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def student_vs_teachers(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per teacher: the student's held-out ROC-AUC, TPR at 5% FPR and ECE minus the teacher's."""
+    student = next(r for r in rows if r["role"] == "student")
+    out = []
+    for row in rows:
+        if row["role"] == "student":
+            continue
+        diff: dict[str, Any] = {"versus": row["model"]}
+        for key in ("roc_auc", "tpr_at_fpr_0.05", "ece"):
+            a, b = student.get(key), row.get(key)
+            diff[f"delta_{key}"] = None if a is None or b is None else round(a - b, 4)
+        auc = diff["delta_roc_auc"]
+        diff["student_better_auc"] = None if auc is None else auc > 0
+        out.append(diff)
+    return out
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return "–" if math.isnan(value) else f"{value:.3f}"
+    return str(value)
+
+
+def comparison_table(result: DistillResult):
+    from rich.table import Table
+
+    split = result.summary["split"]
+    table = Table(title=f"student vs teachers on held-out sources {', '.join(split.get('test_sources', []))} "
+                        f"({split['test_ai']} AI, {split['test_human']} human)", header_style="bold")
+    headers = {"n_scored": "scored", "roc_auc": "AUC", "average_precision": "AP", "tpr_at_fpr_0.05": "TPR@5%FPR",
+               "ece": "ECE", "accuracy": "acc@0.5", "images_per_second": "img/s", "size_mb": "MB",
+               "saw_held_out_sources": "saw held-out?"}
+    for col in COMPARISON_COLUMNS:
+        table.add_column(headers.get(col, col), justify="left" if col in ("model", "role") else "right")
+    for row in result.rows:
+        table.add_row(*[_fmt(row.get(c)) for c in COMPARISON_COLUMNS],
+                      style="bold" if row["role"] == "student" else None)
+    return table
+
+
+def _write_comparison(rows: list[dict[str, Any]], summary: dict[str, Any], out: Path) -> None:
+    with open(out / "comparison.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COMPARISON_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows([{k: ("" if r.get(k) is None else r.get(k)) for k in COMPARISON_COLUMNS} for r in rows])
+    (out / "comparison.json").write_text(json.dumps({**summary, "comparison": rows}, indent=2, default=str) + "\n")
+
+
+def _write_report(rows, summary, out: Path, student_preds, student_metrics) -> None:
+    """``report.html``: the comparison table, then the student's full held-out evaluation; each teacher's beside it."""
+    from synthdetect.evaluate.report import render_html
+
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in COMPARISON_COLUMNS + ["report"])
+    body = []
+    for row in rows:
+        cells = "".join(f"<td>{html.escape(_fmt(row.get(c)))}</td>" for c in COMPARISON_COLUMNS)
+        name = "student" if row["role"] == "student" else _safe(row["model"])
+        path = out / "reports" / name / "report.html"
+        link = f"<a href='{html.escape(os.path.relpath(path, out))}'>report</a>" if path.exists() else "–"
+        body.append(f"<tr>{cells}<td>{link}</td></tr>")
+    d = summary["distillation"]
+    split = summary["split"]
+    note = (f"Student trained on BCE against alpha*soft + (1-alpha)*hard with alpha={summary['alpha']}, soft = "
+            f"{summary['combine']} of the teachers' calibrated p_ai ({d['images_with_a_teacher_vote']} of "
+            f"{d['train_images']} training images had a teacher vote; teachers agreed with the hard label on "
+            f"{d['teacher_agreement_with_hard_labels']:.1%}). All rows: the same held-out sources "
+            f"{', '.join(split.get('test_sources', []))}, model only (no provenance evidence). "
+            f"'saw held-out?' names held-out sources a teacher was trained or validated on.")
+    section = (f"<h2>Student vs teachers</h2><p class='note'>{html.escape(note)}</p>"
+               f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
+    page = render_html(student_preds, student_metrics, title="Distilled student on held-out sources")
+    page = page.replace("</h1>", "</h1>" + section + "<h2>The student on held-out sources</h2>", 1)
+    (out / "report.html").write_text(page)

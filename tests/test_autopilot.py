@@ -1,0 +1,212 @@
+"""Autopilot: budget parsing and sharing, leaderboard ordering, real budget enforcement, export.
+
+The budget tests run real candidates (the small-cnn trainer) in real worker
+processes: one that cannot finish (100000 epochs) must be killed at its
+share of the budget and recorded as ``stopped: budget``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from synthdetect.train.autopilot import (
+    FINISHED, SKIPPED, STOPPED, AutopilotError, Candidate, _slice_for, default_candidates, parse_budget, rank_rows,
+    run_autopilot,
+)
+from synthdetect.train.datasets import open_dataset
+
+#: Seconds a run may exceed its budget: killing a worker (SIGTERM, then SIGKILL after 2 s) and writing files.
+TOLERANCE_S = 6.0
+
+
+def make_dataset(root: Path, sources: int = 4, per_class: int = 8, size: int = 16, seed: int = 0) -> Path:
+    """AI images bright and smooth, human images dark and noisy, in ``sources`` sources holding both classes."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s in range(sources):
+        for label in ("ai", "human"):
+            for i in range(per_class):
+                if label == "ai":
+                    arr = rng.uniform(150, 230) + rng.normal(0, 4, (size, size, 3))
+                else:
+                    arr = rng.uniform(30, 110) + rng.normal(0, 30, (size, size, 3))
+                path = root / f"s{s}" / label / f"{i}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).save(path)
+                rows.append({"path": path.relative_to(root).as_posix(), "label": label, "source": f"s{s}",
+                             "generator": f"gen{s % 2}" if label == "ai" else ""})
+    manifest = root / "manifest.csv"
+    with open(manifest, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["path", "label", "source", "generator"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return manifest
+
+
+def tiny_cnn(name: str, epochs: int, weight: float = 1.0) -> Candidate:
+    return Candidate(name, "small-cnn", options={"input_size": 16, "width": 4, "max_short_side": 0},
+                     config={"epochs": epochs, "patience": epochs, "batch_size": 16}, weight=weight)
+
+
+@pytest.fixture(scope="module")
+def tiny_records(tmp_path_factory):
+    # Import the trainer registry (torch) now, so the budgets below measure scheduling, not this test's imports.
+    from synthdetect.train.autopilot import available
+
+    assert available("small-cnn") is None
+    return open_dataset(make_dataset(tmp_path_factory.mktemp("autopilot-data")))
+
+
+# -- pure functions ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text,seconds", [("20m", 1200), ("90s", 90), ("1h30m", 5400), ("45", 45), ("2.5m", 150),
+                                          ("1h 5m 10s", 3910)])
+def test_parse_budget(text, seconds):
+    assert parse_budget(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "abc", "20x", "0m", "m20"])
+def test_parse_budget_rejects_nonsense(text):
+    with pytest.raises(AutopilotError):
+        parse_budget(text)
+
+
+def test_budget_shares_follow_weights_and_roll_over():
+    cands = [tiny_cnn("a", 1, weight=1), tiny_cnn("b", 1, weight=3)]
+    assert _slice_for(cands, 0, 100.0) == pytest.approx(25.0)
+    # whatever the first candidate left is all the last one's
+    assert _slice_for(cands, 1, 90.0) == pytest.approx(90.0)
+
+
+def test_leaderboard_ordering_by_metric_then_ties_then_unfinished():
+    rows = [
+        {"candidate": "slow-stopped", "status": STOPPED},
+        {"candidate": "b", "status": FINISHED, "roc_auc": 0.80, "tpr_at_fpr_0.05": 0.3, "ece": 0.05},
+        {"candidate": "a", "status": FINISHED, "roc_auc": 0.90, "tpr_at_fpr_0.05": 0.2, "ece": 0.10},
+        {"candidate": "c-tie-better-tpr", "status": FINISHED, "roc_auc": 0.80, "tpr_at_fpr_0.05": 0.5, "ece": 0.2},
+        {"candidate": "failed", "status": "failed: boom"},
+        {"candidate": "not-installed", "status": "unavailable"},
+        {"candidate": "no-auc", "status": FINISHED, "roc_auc": None},
+    ]
+    ranked = rank_rows(rows, "roc_auc")
+    assert [r["candidate"] for r in ranked] == ["a", "c-tie-better-tpr", "b", "slow-stopped", "failed", "no-auc",
+                                                "not-installed"]
+    assert [r["rank"] for r in ranked] == [1, 2, 3, None, None, None, None]
+    # a lower-is-better metric reverses the order
+    by_ece = rank_rows(rows, "ece")
+    assert [r["candidate"] for r in by_ece][:3] == ["b", "a", "c-tie-better-tpr"]
+    with pytest.raises(AutopilotError):
+        rank_rows(rows, "vibes")
+
+
+def test_default_candidates_select_by_name_or_kind():
+    assert [c.name for c in default_candidates(["small-cnn", "clip-head"])] == ["small-cnn-96", "clip-head"]
+    assert default_candidates(["some-new-kind"])[0].kind == "some-new-kind"
+
+
+# -- real runs -----------------------------------------------------------------------------------
+
+
+def test_tiny_budget_stops_on_time_with_partial_leaderboard(tiny_records, tmp_path):
+    """A candidate that cannot finish is killed at the budget; the next is skipped; files still written."""
+    budget = 4.0
+    started = time.monotonic()
+    result = run_autopilot(tiny_records, tmp_path / "run", budget_s=budget, val_fraction=0.25, test_fraction=0.25,
+                           candidates=[tiny_cnn("endless", 100_000, weight=100), tiny_cnn("never", 1, weight=1)],
+                           threads=1, progress=False, reserve_s=0.5)
+    elapsed = time.monotonic() - started
+    assert elapsed <= budget + TOLERANCE_S, f"autopilot took {elapsed:.1f} s for a {budget:.0f} s budget"
+    status = {r["candidate"]: r["status"] for r in result.rows}
+    assert status == {"endless": STOPPED, "never": SKIPPED}
+    assert result.best is None and not (tmp_path / "run" / "model").exists()
+    saved = json.loads((tmp_path / "run" / "leaderboard.json").read_text())
+    assert [r["status"] for r in saved["leaderboard"]] == [STOPPED, SKIPPED]
+    assert (tmp_path / "run" / "leaderboard.csv").read_text().count("\n") == 3
+    assert "stopped: budget" in (tmp_path / "run" / "report.html").read_text()
+
+
+def test_unavailable_kind_is_listed_not_fatal(tiny_records, tmp_path):
+    result = run_autopilot(tiny_records, tmp_path / "run", budget_s=3, val_fraction=0.25, test_fraction=0.25,
+                           candidates=[Candidate("ghost", "no-such-kind")], progress=False, reserve_s=0.5)
+    assert result.rows[0]["status"] == "unavailable" and "no-such-kind" in result.summary["unavailable"][0]
+
+
+@pytest.mark.slow
+def test_budget_stops_one_candidate_and_exports_the_finished_one(tiny_records, tmp_path):
+    """The endless candidate is killed at its share; the quick one finishes, ranks first, is exported and loads."""
+    from synthdetect.api import Detector
+
+    budget = 60.0
+    started = time.monotonic()
+    result = run_autopilot(
+        tiny_records, tmp_path / "run", budget_s=budget, val_fraction=0.25, test_fraction=0.25, threads=1,
+        candidates=[tiny_cnn("endless", 100_000, weight=1), tiny_cnn("quick", 2, weight=11)], progress=False,
+    )
+    elapsed = time.monotonic() - started
+    assert elapsed <= budget + TOLERANCE_S
+    rows = {r["candidate"]: r for r in result.rows}
+    endless, quick = rows["endless"], rows["quick"]
+    assert endless["status"] == STOPPED
+    assert endless["train_seconds"] <= endless["slice_seconds"] + TOLERANCE_S
+    assert quick["status"] == FINISHED, quick
+    assert [r["candidate"] for r in result.rows] == ["quick", "endless"] and quick["rank"] == 1
+    for key in ("roc_auc", "tpr_at_fpr_0.05", "ece", "images_per_second", "size_mb", "train_seconds"):
+        assert quick[key] is not None, key
+    # held-out means whole sources the candidates never trained on
+    split = result.summary["split"]
+    assert split["method"] == "source" and split["test_sources"]
+    assert not set(split["test_sources"]) & set(split["validation_sources"])
+    # the export is a normal package, with how it won on its card
+    det = Detector.load(str(result.best))
+    assert det.model.card["autopilot"]["rank"] == 1
+    assert det.model.card["autopilot"]["held_out_sources"] == split["test_sources"]
+    img = tiny_records[0].ref
+    assert det(img).p_ai is not None
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert "Autopilot leaderboard" in page and "quick" in page and "stopped: budget" in page
+
+
+def test_cli_autopilot_rejects_bad_budget(tmp_path):
+    from typer.testing import CliRunner
+
+    from synthdetect.cli import app
+
+    manifest = make_dataset(tmp_path / "d", sources=2, per_class=2)
+    result = CliRunner().invoke(app, ["autopilot", str(manifest), "-o", str(tmp_path / "o"), "--budget", "soon"])
+    assert result.exit_code == 2
+    assert "cannot read budget" in result.output
+
+
+def test_linear_head_candidates_are_judged_like_the_detector(tiny_records, tmp_path, monkeypatch):
+    """The feature-cache shortcut for linear-head kinds gives the Detector's p_ai and verdicts."""
+    from synthdetect.api import Detector
+    from synthdetect.evaluate.report import predict_records
+    from synthdetect.models import load_model
+    from synthdetect.train.autopilot import judge_held_out
+    from synthdetect.train.registry import TrainRequest
+    from synthdetect.train.splits import split_records
+    from synthdetect.train.wild_trainers import train_handcrafted
+
+    monkeypatch.setenv("SYNTHDETECT_CACHE", str(tmp_path / "cache"))
+    # 40 px: linear-head kinds decline images under 32 px; two 24 px images check that they are declined alike
+    records = open_dataset(make_dataset(tmp_path / "d", per_class=4, size=40))
+    small = make_dataset(tmp_path / "small", sources=1, per_class=1, size=24)
+    split = split_records(records, "source", holdout_sources=["s3"], val_fraction=0.25, seed=0)
+    split.test.extend(open_dataset(small))
+    package = train_handcrafted(TrainRequest(train=split.train, val=split.val, test=split.test,
+                                             out=tmp_path / "hc", name="hc"))
+    model = load_model(str(package.root))
+    predictions, speed, how = judge_held_out(model, split.test, "hc", sample=4)
+    served = predict_records(Detector(model, use_evidence=False), split.test, progress=False)
+    assert np.isfinite(served.p_ai[:-2]).all() and np.isnan(served.p_ai[-2:]).all()
+    np.testing.assert_allclose(predictions.p_ai, served.p_ai, rtol=1e-6, atol=1e-9)
+    assert predictions.verdicts == served.verdicts
+    assert how.startswith("feature cache") and speed > 0
