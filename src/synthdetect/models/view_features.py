@@ -1,0 +1,167 @@
+"""Per-view feature extractors and the linear-head models built on them.
+
+A full-size model is a few *members*, each a linear head on one extractor's
+features of one view (the global view, or the native crops whose logits are
+aggregated), and an optional stacker that weighs the members' logits.  The
+kinds ``clip-head``, ``handcrafted`` and ``wild-stack`` are all this one
+class, configured by the card: the head weights are a few KB of numbers, the
+heavy encoder (CLIP) comes from an installed, hash-checked package.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from PIL import Image
+
+from synthdetect.images import LoadedImage
+from synthdetect.models.base import Model
+from synthdetect.models.multicrop import CropPolicy, aggregate
+from synthdetect.models.package import ModelPackage, ModelPackageError
+
+
+class FeatureExtractor:
+    """Maps a list of equally sized RGB crops to an ``(n, dim)`` float array."""
+
+    name: str = "?"
+    dim: int = 0
+
+    def features(self, crops: Sequence[Image.Image]) -> np.ndarray:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "dim": self.dim}
+
+
+ExtractorFactory = Callable[[], FeatureExtractor]
+_EXTRACTORS: dict[str, ExtractorFactory] = {}
+_INSTANCES: dict[str, FeatureExtractor] = {}
+
+
+def register_extractor(name: str) -> Callable[[ExtractorFactory], ExtractorFactory]:
+    def deco(factory: ExtractorFactory) -> ExtractorFactory:
+        _EXTRACTORS[name] = factory
+        return factory
+
+    return deco
+
+
+def get_extractor(name: str) -> FeatureExtractor:
+    """One shared instance per process: the CLIP session is ~90 MB and slow to build."""
+    if name not in _INSTANCES:
+        import synthdetect.models.clip_onnx  # noqa: F401  (registers "clip-vit-b16-int8")
+        import synthdetect.models.handcrafted  # noqa: F401  (registers "handcrafted-v1")
+
+        if name not in _EXTRACTORS:
+            raise ModelPackageError(f"unknown feature extractor '{name}' (known: {', '.join(sorted(_EXTRACTORS))})")
+        _INSTANCES[name] = _EXTRACTORS[name]()
+    return _INSTANCES[name]
+
+
+def view_features(extractor: FeatureExtractor, rgb: Image.Image, policy: CropPolicy) -> dict[str, np.ndarray]:
+    """``{"global": (dim,), "crops": (k, dim)}`` for one image."""
+    out: dict[str, np.ndarray] = {}
+    views: list[Image.Image] = []
+    if policy.global_view:
+        views.append(policy.global_crop(rgb))
+    crops = policy.native_crops_of(rgb) if policy.native_crops > 0 else []
+    feats = extractor.features(views + crops)
+    if policy.global_view:
+        out["global"] = feats[0]
+    if crops:
+        out["crops"] = feats[1 if policy.global_view else 0 :]
+    return out
+
+
+@dataclass
+class LinearMember:
+    """Standardise, then a logistic-regression direction; crops are aggregated after the head."""
+
+    extractor: str
+    view: str  # "global" or "crops"
+    mean: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray
+    intercept: float
+    aggregate: str = "mean"
+
+    def logit(self, feats: dict[str, np.ndarray]) -> float:
+        x = np.atleast_2d(feats[self.view])
+        z = ((x - self.mean) / self.scale) @ self.coef + self.intercept
+        return float(z[0]) if self.view == "global" else aggregate(z, self.aggregate)
+
+    def logits_of_rows(self, x: np.ndarray) -> np.ndarray:
+        return ((np.atleast_2d(x) - self.mean) / self.scale) @ self.coef + self.intercept
+
+    def meta(self) -> dict[str, Any]:
+        return {"extractor": self.extractor, "view": self.view, "aggregate": self.aggregate}
+
+
+def save_members(path, members: Sequence[LinearMember]) -> None:
+    arrays = {}
+    for i, m in enumerate(members):
+        arrays.update({f"m{i}_mean": m.mean, f"m{i}_scale": m.scale, f"m{i}_coef": m.coef,
+                       f"m{i}_intercept": np.array([m.intercept])})
+    np.savez(path, **{k: np.asarray(v, dtype=np.float64) for k, v in arrays.items()})
+
+
+def load_members(path, metas: Sequence[dict[str, Any]]) -> list[LinearMember]:
+    with np.load(path, allow_pickle=False) as data:
+        return [
+            LinearMember(meta["extractor"], meta["view"], data[f"m{i}_mean"], data[f"m{i}_scale"],
+                         data[f"m{i}_coef"], float(data[f"m{i}_intercept"][0]), meta.get("aggregate", "mean"))
+            for i, meta in enumerate(metas)
+        ]
+
+
+class MultiViewModel(Model):
+    """Members' logits, combined by the stacker weights in the card (identity for one member)."""
+
+    #: CLIP is INT8-dynamic: each crop is its own session.run, so batching buys nothing.
+    batch_size = 8
+
+    def __init__(self, card: dict[str, Any], members: list[LinearMember]):
+        super().__init__(card)
+        self.policy = CropPolicy.from_dict(card.get("crop_policy"))
+        self.members = members
+        stack = card.get("stacker") or {"weights": [1.0] * len(members), "bias": 0.0}
+        self.stack_weights = np.asarray(stack["weights"], dtype=np.float64)
+        self.stack_bias = float(stack["bias"])
+        if self.stack_weights.size != len(members):
+            raise ModelPackageError(f"{self.name}: stacker has {self.stack_weights.size} weights for {len(members)} members")
+        self.extractor_names = sorted({m.extractor for m in members})
+        self._extractors: dict[str, FeatureExtractor] | None = None
+        self._missing: str | None = None
+
+    @property
+    def extractors(self) -> dict[str, FeatureExtractor]:
+        """Built on first use: loading ``default`` must not fail (or cost a 90 MB session) when weights are absent."""
+        if self._extractors is None:
+            self._extractors = {name: get_extractor(name) for name in self.extractor_names}
+        return self._extractors
+
+    def missing_weights(self) -> str | None:
+        """Why this model cannot run here (an encoder not installed), or None."""
+        if self._extractors is None and self._missing is None:
+            try:
+                self.extractors
+            except ModelPackageError as exc:
+                self._missing = f"{self.name} cannot run: {exc}"
+        return self._missing
+
+    def out_of_domain(self, image: LoadedImage) -> str | None:
+        return super().out_of_domain(image) or self.missing_weights()
+
+    def member_logits(self, image: LoadedImage) -> np.ndarray:
+        feats = {name: view_features(ex, image.rgb, self.policy) for name, ex in self.extractors.items()}
+        return np.array([m.logit(feats[m.extractor]) for m in self.members])
+
+    def logits(self, images: Sequence[LoadedImage]) -> np.ndarray:
+        return np.array([float(self.member_logits(im) @ self.stack_weights + self.stack_bias) for im in images])
+
+
+def load_multiview(package: ModelPackage) -> Model:
+    members = load_members(package.file("heads"), package.card["members"])
+    return MultiViewModel(package.card, members)

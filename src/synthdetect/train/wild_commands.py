@@ -1,0 +1,88 @@
+"""``synthdetect train-wild``: leave-one-source-out selection and the full-size model package."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("train-wild")
+    def train_wild(
+        data: Annotated[str, typer.Argument(help="CSV manifest with path,label,source columns (e.g. wild-dev).")],
+        out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the model package.")],
+        name: Annotated[Optional[str], typer.Option(help="Name written on the card (default: the folder name).")] = None,
+        extractors: Annotated[str, typer.Option(help="Comma-separated feature extractors to consider.")] =
+            "clip-vit-b16-int8,handcrafted-v1",
+        crops: Annotated[int, typer.Option(help="Native-resolution crops per image (plus one global view).")] = 4,
+        crop_size: Annotated[int, typer.Option(help="Crop side in pixels.")] = 224,
+        candidate: Annotated[Optional[str], typer.Option(help="Ship this candidate instead of the LOSO winner.")] = None,
+        cache: Annotated[Optional[Path], typer.Option(help="Feature cache (default ~/.cache/synthdetect/features or "
+                                                           "$SYNTHDETECT_CACHE/features).")] = None,
+        report: Annotated[Optional[Path], typer.Option(help="Write the full LOSO report (JSON) here.")] = None,
+        benchmark: Annotated[Optional[Path], typer.Option(help="JSON from benchmarks/wild_peers.py to embed in the card.")] = None,
+        min_side: Annotated[int, typer.Option(help="Smallest short side the model judges.")] = 32,
+        embed_benchmark_only: Annotated[bool, typer.Option(
+            help="Only add --benchmark to the card of the package already at --out (weights untouched).")] = False,
+    ) -> None:
+        """Choose a full-size model by leave-one-source-out and write it as a package."""
+        if embed_benchmark_only:
+            from synthdetect.train.wild import embed_benchmark
+
+            if benchmark is None:
+                raise typer.BadParameter("--embed-benchmark-only needs --benchmark", param_hint="--benchmark")
+            package = embed_benchmark(out, json.loads(benchmark.read_text()))
+            typer.echo(f"added the peers benchmark to {package.root / 'model.json'} and MODEL_CARD.md")
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        from synthdetect.models.multicrop import CropPolicy
+        from synthdetect.train.datasets import open_dataset
+        from synthdetect.train.wild import (WildData, choose, dump_json, per_source_table, public,
+                                            run_loso, write_wild_package)
+        from synthdetect.train.wild_features import extract_cached
+
+        console = Console(stderr=True)
+        names = [e.strip() for e in extractors.split(",") if e.strip()]
+        policy = CropPolicy(size=crop_size, native_crops=crops)
+        records = open_dataset(data)
+        if not any(r.source for r in records):
+            raise typer.BadParameter("the manifest needs a 'source' column for leave-one-source-out", param_hint="DATA")
+        cached = extract_cached(records, policy, names, cache)
+        for record, why in cached.failed:
+            console.print(f"[yellow]skipped[/] {why}")
+        wild = WildData.from_cache(cached)
+        with console.status("leave-one-source-out") as status:
+            folds, results = run_loso(wild, names, progress=lambda s: status.update(f"leave-one-source-out: holding out {s}"))
+        table = Table(title="held-out sources, pooled")
+        for col in ("candidate", "ROC-AUC", "TPR@5%FPR", "TPR@1%FPR", "ECE", "accuracy"):
+            table.add_column(col, no_wrap=True)
+        for key, r in sorted(results.items(), key=lambda kv: -kv[1]["roc_auc"]):
+            table.add_row(key, f"{r['roc_auc']:.4f}", f"{r['tpr_at_fpr_0.05']:.3f}", f"{r['tpr_at_fpr_0.01']:.3f}",
+                          f"{r['ece']:.4f}", f"{r['accuracy']:.3f}")
+        console.print(table)
+        winner = candidate or choose(results)
+        if winner not in results:
+            raise typer.BadParameter(f"unknown candidate '{winner}' (known: {', '.join(results)})", param_hint="--candidate")
+        command = "synthdetect " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        bench = json.loads(benchmark.read_text()) if benchmark else None
+        package = write_wild_package(out, name or out.name, wild, policy, names, folds, results, winner,
+                                     command=command, data_ref=data, min_side=min_side, benchmark=bench,
+                                     failed=cached.failed)
+        if report:
+            report.parent.mkdir(parents=True, exist_ok=True)
+            dump_json(report, {"candidates": {k: public(v) for k, v in results.items()}, "winner": winner,
+                               "held_out_p_ai": {n: float(p) for n, p in zip(wild.names, results[winner]["_p"])},
+                               "per_source": {k: per_source_table(wild, v["_p"])
+                                              for k, v in results.items() if k == winner},
+                               "folds": [{"source": f.source, "n": int(f.test_idx.size), "thresholds": f.thresholds}
+                                         for f in folds]})
+        held = package.card["metrics"]["held_out_pooled"]
+        typer.echo(f"wrote {package.root} ({winner}; held-out sources pooled: ROC-AUC {held['roc_auc']:.4f}, "
+                   f"TPR@5%FPR {held['tpr_at_fpr_0.05']:.3f}, ECE {held['ece']:.4f})")

