@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+import synthdetect.images  # noqa: F401  (registers the HEIF plugin used to write photo.heic)
+
 # name -> (expected error kind, or None when the file must be judged)
 EXPECTED: dict[str, str | None] = {
     "truncated.jpg": "truncated",

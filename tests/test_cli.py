@@ -126,3 +126,11 @@ def test_table_keeps_square_brackets_from_files(tmp_path):
     result = invoke("detect", str(path))
     assert result.exit_code == 0
     assert "[name]" in result.stdout
+
+
+def test_csv_streams_batches_with_one_header(images):
+    result = invoke("-q", "detect", str(images), "--format", "csv", "--batch-size", "2")
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("file,label") and sum(l.startswith("file,label") for l in lines) == 1
+    assert len(list(csv.DictReader(io.StringIO(result.stdout)))) == 4

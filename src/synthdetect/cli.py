@@ -89,7 +89,7 @@ def verdict_row(d: dict) -> dict:
     }
 
 
-def render_verdicts(verdicts: list[dict], fmt: OutputFormat, out=None) -> None:
+def render_verdicts(verdicts: list[dict], fmt: OutputFormat, out=None, *, header: bool = True) -> None:
     out = out or sys.stdout
     if fmt is OutputFormat.jsonl:
         for d in verdicts:
@@ -99,7 +99,8 @@ def render_verdicts(verdicts: list[dict], fmt: OutputFormat, out=None) -> None:
     elif fmt is OutputFormat.csv:
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
+        if header:
+            writer.writeheader()
         for d in verdicts:
             writer.writerow(verdict_row(d))
         out.write(buffer.getvalue())
@@ -150,20 +151,35 @@ def detect(
                   f"(use --all-files to judge them), e.g. {passed_over[0]}", highlight=False)
     if not targets:
         fail("no files to judge")
-    results: list[dict] = []
+    # JSON lines and CSV stream one batch at a time (flat memory, rows appear as they are judged);
+    # the table and a JSON array need every row first.
+    streaming = format in (OutputFormat.jsonl, OutputFormat.csv)
+    counts = {"ai": 0, "human": 0, "uncertain": 0}
+    failed = total = 0
+    kept: list[dict] = []
     batches = [targets[i : i + batch_size] for i in range(0, len(targets), batch_size)]
     iterator = batches if state["quiet"] or len(batches) < 2 else track(batches, description="detect", console=err)
-    for batch in iterator:
+    for index, batch in enumerate(iterator):
         ok = [p for p, problem in batch if problem is None]
         judged = iter(detector.detect(ok, names=ok))
+        rows = []
         for path, problem in batch:
             verdict = Verdict.failed(path, f"{path}: {problem}", "not_found") if problem else next(judged)
-            results.append(verdict.to_dict())
-    render_verdicts(results, format)
-    failed = sum(1 for d in results if d["error"])
+            row = verdict.to_dict()
+            rows.append(row)
+            total += 1
+            failed += bool(row["error"])
+            if row["label"] in counts:
+                counts[row["label"]] += 1
+        if streaming:
+            render_verdicts(rows, format, header=index == 0)
+            sys.stdout.flush()
+        else:
+            kept.extend(rows)
+    if not streaming:
+        render_verdicts(kept, format)
     if not state["quiet"]:
-        counts = {k: sum(1 for d in results if d["label"] == k) for k in ("ai", "human", "uncertain")}
-        err.print(f"{len(results)} files: {counts['ai']} ai, {counts['human']} human, "
+        err.print(f"{total} files: {counts['ai']} ai, {counts['human']} human, "
                   f"{counts['uncertain']} uncertain, {failed} failed", highlight=False)
     if failed:
         raise typer.Exit(EXIT_SOME_FAILED)
