@@ -105,6 +105,10 @@ class Detector:
                 items.append(_Item(name, loaded, digest, None, 0.0))
         return self.judge(items)
 
+    def model_for(self, image: LoadedImage) -> tuple[Model | None, str | None]:
+        """The model that judges ``image`` after routing, or ``(None, reason)`` when none does (explanations)."""
+        return self._assign(image)
+
     # -- internals ----------------------------------------------------------------------------
     def _load(self, source: ImageSource, name: str | None) -> _Item:
         label = name or describe_source(source)

@@ -99,7 +99,8 @@ class Verdict:
     def __repr__(self) -> str:
         if self.error:
             return f"Verdict({self.file!r}, error={self.error!r})"
-        return f"Verdict({self.file!r}, label={self.label!r}, p_ai={self.p_ai:.3f})"
+        p_ai = "None" if self.p_ai is None else f"{self.p_ai:.3f}"
+        return f"Verdict({self.file!r}, label={self.label!r}, p_ai={p_ai})"
 
     @classmethod
     def failed(cls, file: str, error: str, kind: str, timing_ms: dict[str, float] | None = None) -> "Verdict":

@@ -1,0 +1,178 @@
+"""Why did the detector say that?  Grad-CAM, occlusion and ELA for one image, through ``Detector``.
+
+>>> from synthdetect import Detector
+>>> from synthdetect.explain import explain
+>>> ex = explain(Detector.load("default"), "photo.png")   # doctest: +SKIP
+>>> ex.occlusion.shape, ex.verdict.label                   # doctest: +SKIP
+((32, 32), 'ai')
+>>> ex.save("why.png"); ex.save_maps("why")                # doctest: +SKIP
+
+The verdict comes from the same ``Detector`` call every surface uses, and the
+maps explain the model the detector routed the image to.  When no model
+judges an image (the ``default`` router answers ``uncertain`` for sizes it has
+no model for) only ELA is drawn and ``notes`` says why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+from synthdetect.explain import render
+from synthdetect.explain.maps import ExplainUnavailable, ela_map, gradcam_map, occlusion_calls, occlusion_map
+from synthdetect.images import ImageSource, LoadedImage, describe_source, load_image
+from synthdetect.verdict import Verdict
+
+METHODS = ("gradcam", "occlusion", "ela")
+#: Larger images are explained on a downscaled copy: occlusion costs one model call per window.
+DEFAULT_MAX_SIDE = 512
+
+
+@dataclass
+class Explanation:
+    """A verdict plus the maps behind it, as arrays (``gradcam``, ``occlusion``, ``ela``) and pictures."""
+
+    verdict: Verdict
+    image: np.ndarray
+    model: str | None = None
+    target: str = "ai"
+    gradcam: np.ndarray | None = None
+    occlusion: np.ndarray | None = None
+    ela: np.ndarray | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def maps(self) -> dict[str, np.ndarray]:
+        """The maps that could be made, in display order."""
+        return {name: getattr(self, name) for name in METHODS if getattr(self, name) is not None}
+
+    def overlay(self, name: str) -> Image.Image:
+        values = self.maps().get(name)
+        if values is None:
+            prefixes = (name, "no model map") if name in ("gradcam", "occlusion") else (name,)
+            reason = next((n for n in self.notes if n.startswith(prefixes)), f"no {name} map was made")
+            raise ExplainUnavailable(reason)
+        return render.overlay(self.image, name, values)
+
+    def figure(self) -> Image.Image:
+        return render.figure(self)
+
+    def save(self, path: str | Path) -> Path:
+        """The composite figure (original, overlays, verdict) as one PNG."""
+        path = Path(path)
+        self.figure().save(path, format="PNG")
+        return path
+
+    def save_maps(self, stem: str | Path) -> dict[str, Path]:
+        """One PNG per overlay beside ``stem``: ``STEM.gradcam.png`` and so on."""
+        stem = Path(stem)
+        written = {}
+        for name in self.maps():
+            path = stem.with_name(f"{stem.name}.{name}.png")
+            self.overlay(name).save(path, format="PNG")
+            written[name] = path
+        return written
+
+    def to_dict(self) -> dict:
+        return {"verdict": self.verdict.to_dict(), "model": self.model, "target": self.target,
+                "maps": sorted(self.maps()), "notes": self.notes}
+
+
+def _working_copy(image: LoadedImage, max_side: int) -> tuple[LoadedImage, str | None]:
+    width, height = image.size
+    if max(width, height) <= max_side:
+        return image, None
+    scale = max_side / max(width, height)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    small = image.rgb.resize(size, Image.Resampling.LANCZOS)
+    note = f"maps computed on a {size[0]}x{size[1]} copy of the {width}x{height} image"
+    return replace(image, rgb=small, raw=None, notes=[]), note
+
+
+def affordable_grid(size: tuple[int, int], grid: int, model_ms: float | None, budget_s: float | None) -> int | None:
+    """The finest occlusion grid (at most ``grid``) whose model calls fit in ``budget_s``; None if none does.
+
+    The cost of one call is the model time measured for the verdict, so a
+    32 px CNN gets the full grid and a slow full-size model a coarser one.
+    """
+    if budget_s is None or not model_ms:
+        return grid
+    for candidate in range(grid, 1, -1):
+        if occlusion_calls(size[1], size[0], candidate) * model_ms / 1000 <= budget_s:
+            return candidate
+    return None
+
+
+def explain_loaded(
+    detector: "Detector",  # noqa: F821 - imported lazily to keep this module import-light
+    image: LoadedImage,
+    *,
+    methods: Sequence[str] = METHODS,
+    grid: int = 8,
+    max_side: int = DEFAULT_MAX_SIDE,
+    occlusion_budget_s: float | None = 60.0,
+    verdict: Verdict | None = None,
+) -> Explanation:
+    """Explain an image already decoded with ``load_image`` (the server decodes once and calls this).
+
+    Occlusion costs one model call per window; ``occlusion_budget_s`` caps
+    the estimated time (None: no cap) by coarsening the grid, or skips the map
+    with a note saying how long it would take.
+    """
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        raise ValueError(f"unknown explanation method(s): {', '.join(sorted(unknown))} (known: {', '.join(METHODS)})")
+    verdict = verdict or detector.judge_loaded([(image.source, image)])[0]
+    model, reason = detector.model_for(image)
+    work, note = _working_copy(image, max_side)
+    toward_ai = verdict.p_ai is None or verdict.p_ai >= 0.5
+    result = Explanation(verdict=verdict, image=np.asarray(work.rgb), model=model.name if model else None,
+                         target="ai" if toward_ai else "human", notes=[note] if note else [])
+    if model is None:
+        result.notes.append(f"no model map: {reason or 'no model judges this image'}")
+    for name in methods:
+        try:
+            if name == "ela":
+                ela = ela_map(image)
+                result.ela = ela if work is image else np.asarray(Image.fromarray(ela).resize(work.size))
+            elif model is not None and name == "gradcam":
+                result.gradcam = gradcam_map(model, work, toward_ai=toward_ai)
+            elif model is not None and name == "occlusion":
+                model_ms = verdict.timing_ms.get("model")
+                chosen = affordable_grid(work.size, grid, model_ms, occlusion_budget_s)
+                if chosen is None:
+                    calls = occlusion_calls(work.size[1], work.size[0], 2)
+                    raise ExplainUnavailable(
+                        f"skipped: even a 2x2 grid needs {calls} calls of {model.name} at about {model_ms / 1000:.1f} s "
+                        f"each, over the {occlusion_budget_s:g} s budget")
+                if chosen != grid:
+                    result.notes.append(f"occlusion on a {chosen}x{chosen} grid to fit {occlusion_budget_s:g} s "
+                                        f"({model.name} takes about {model_ms / 1000:.2f} s per call)")
+                result.occlusion = occlusion_map(model, work, grid=chosen)
+        except ExplainUnavailable as exc:
+            result.notes.append(f"{name} unavailable: {exc}")
+        except ImportError as exc:
+            result.notes.append(f"{name} unavailable: {exc}")
+    return result
+
+
+def explain(
+    detector: "Detector",  # noqa: F821
+    source: ImageSource,
+    *,
+    name: str | None = None,
+    methods: Sequence[str] = METHODS,
+    grid: int = 8,
+    max_side: int = DEFAULT_MAX_SIDE,
+    occlusion_budget_s: float | None = 60.0,
+) -> Explanation:
+    """Judge ``source`` with ``detector`` and explain the answer; raises ``ImageLoadError`` for bad input."""
+    image = load_image(source, detector.limits, name=name or describe_source(source))
+    return explain_loaded(detector, image, methods=methods, grid=grid, max_side=max_side,
+                          occlusion_budget_s=occlusion_budget_s)
+
+
+__all__ = ["Explanation", "ExplainUnavailable", "explain", "explain_loaded", "METHODS"]

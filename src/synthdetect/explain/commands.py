@@ -1,0 +1,57 @@
+"""``synthdetect explain IMG -o out.png``: the verdict and the maps behind it, as pictures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def explain(
+        image: Annotated[str, typer.Argument(help="The image to explain.")],
+        out: Annotated[Path, typer.Option("--out", "-o", help="Composite PNG: original, overlays, verdict.")],
+        model: Annotated[str, typer.Option("--model", "-m", help="Model name or package path.")] = "default",
+        maps: Annotated[bool, typer.Option("--maps", help="Also save each overlay as OUT_STEM.<map>.png.")] = False,
+        method: Annotated[Optional[list[str]], typer.Option(
+            "--method", help="gradcam, occlusion or ela (repeatable); default all.")] = None,
+        grid: Annotated[int, typer.Option(min=2, help="Occlusion windows across each side.")] = 8,
+        as_json: Annotated[bool, typer.Option("--json", help="Print the explanation summary as JSON.")] = False,
+    ) -> None:
+        """Explain one verdict with Grad-CAM, an occlusion map and error-level analysis."""
+        from synthdetect.api import Detector
+        from synthdetect.cli import EXIT_SOME_FAILED, err, fail
+        from synthdetect.explain import METHODS, explain as explain_image
+        from synthdetect.images import ImageLoadError
+        from synthdetect.models import ModelPackageError
+
+        try:
+            detector = Detector.load(model)
+        except (ModelPackageError, ValueError, ImportError) as exc:
+            fail(str(exc))
+        try:
+            result = explain_image(detector, image, name=image, methods=method or METHODS, grid=grid)
+        except ImageLoadError as exc:
+            err.print(f"[red]error:[/red] {exc}", highlight=False)
+            raise typer.Exit(EXIT_SOME_FAILED) from None
+        except ValueError as exc:
+            fail(str(exc))
+        result.save(out)
+        written = {"figure": str(out)}
+        if maps:
+            written.update({name: str(path) for name, path in result.save_maps(out.with_suffix("")).items()})
+        if as_json:
+            typer.echo(json.dumps({**result.to_dict(), "written": written}, indent=2))
+            return
+        v = result.verdict
+        p = "" if v.p_ai is None else f" p_ai {v.p_ai:.3f}"
+        typer.echo(f"{image}: {v.label}{p} (model: {result.model or 'none'})")
+        for reason in v.reasons:
+            typer.echo(f"  why: {reason}")
+        for note in result.notes:
+            typer.echo(f"  note: {note}")
+        for name, path in written.items():
+            typer.echo(f"  wrote {name}: {path}")

@@ -1,0 +1,1 @@
+"""The REST service and the web page (``synthdetect serve``); needs the ``serve`` extra (FastAPI, uvicorn)."""

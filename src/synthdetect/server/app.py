@@ -1,0 +1,314 @@
+"""The REST service and web page: ``create_app(detector)`` -> a FastAPI app.
+
+Every route goes through the one ``Detector`` loaded at start; decoding and
+inference run in a bounded worker pool so concurrent requests queue (or get
+503) instead of exhausting memory.  Clients send image bytes; the service
+never fetches URLs.  Errors are JSON: ``{"error": {"status", "kind", "message"}}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from contextlib import asynccontextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from synthdetect import __version__
+from synthdetect.api import Detector
+from synthdetect.explain import METHODS, explain_loaded
+from synthdetect.explain.maps import torch_twin
+from synthdetect.explain.render import png_bytes
+from synthdetect.images import ImageLoadError, load_image
+from synthdetect.server.limits import (
+    BodyLimitMiddleware,
+    RequestLogMiddleware,
+    ServerSettings,
+    ServiceError,
+    Ticket,
+    WorkerPool,
+)
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+#: HTTP status for each ``ImageLoadError.kind`` when no file of a request could be judged.
+LOAD_ERROR_STATUS = {
+    "too_large": 413, "too_many_pixels": 413,
+    "unsupported_format": 415, "not_an_image": 415,
+    "empty": 422, "corrupt": 422, "truncated": 422,
+}
+RAW_MEDIA_TYPES = ("application/octet-stream", "")
+
+UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {"type": "object", "properties": {
+                    "files": {"type": "array", "items": {"type": "string", "format": "binary"},
+                              "description": "one or more image files"}}},
+            },
+            "image/*": {"schema": {"type": "string", "format": "binary"},
+                        "description": "a single image as the raw request body"},
+        },
+    }
+}
+
+
+class MapChoice(str, Enum):
+    auto = "auto"
+    gradcam = "gradcam"
+    occlusion = "occlusion"
+    ela = "ela"
+    figure = "figure"
+
+
+def error_response(error: ServiceError, **extra: Any) -> JSONResponse:
+    return JSONResponse({**error.body(), **extra}, status_code=error.status, headers=error.headers)
+
+
+def load_error(exc: ImageLoadError) -> ServiceError:
+    return ServiceError(LOAD_ERROR_STATUS.get(exc.kind, 422), exc.kind, str(exc))
+
+
+async def read_uploads(request: Request, settings: ServerSettings, deadline: float,
+                       name: str | None) -> list[tuple[str, bytes]]:
+    """The images of a request: multipart file parts, or the raw body as one image."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    try:
+        async with asyncio.timeout(max(deadline - time.monotonic(), 0.001)):
+            if media == "multipart/form-data":
+                uploads = await _read_multipart(request, settings)
+            elif media.startswith("image/") or media in RAW_MEDIA_TYPES:
+                body = await request.body()
+                uploads = [(name or "upload", body)] if body else []
+            else:
+                raise ServiceError(415, "unsupported_media_type",
+                                   f"send images as multipart/form-data or as a raw image/* body, not '{media}'")
+    except TimeoutError:
+        raise ServiceError(408, "upload_timeout", f"upload not finished within {settings.timeout_s:g} s") from None
+    if not uploads:
+        raise ServiceError(422, "no_files", "no image in the request (multipart field 'files', or a raw image body)")
+    if len(uploads) > settings.max_files:
+        raise ServiceError(413, "too_many_files", f"too many files ({len(uploads)} > limit {settings.max_files})")
+    request.state.files = len(uploads)
+    return uploads
+
+
+async def _read_multipart(request: Request, settings: ServerSettings) -> list[tuple[str, bytes]]:
+    try:
+        form = await request.form(max_files=settings.max_files, max_fields=settings.max_files + 16)
+    except StarletteHTTPException as exc:
+        # Starlette reports its max_files limit as a 400 with this text; it is our 413.
+        if "Too many files" in str(exc.detail):
+            raise ServiceError(413, "too_many_files",
+                               f"too many files (more than the limit of {settings.max_files})") from None
+        raise ServiceError(400, "bad_multipart", f"malformed multipart body ({exc.detail})") from None
+    try:
+        return [(part.filename or f"upload-{i + 1}", await part.read())
+                for i, (_, part) in enumerate(form.multi_items()) if isinstance(part, UploadFile)]
+    finally:
+        await form.close()
+
+
+def create_app(detector: Detector, settings: ServerSettings | None = None) -> FastAPI:
+    """The service around an already loaded ``detector`` (its model is shared, never reloaded)."""
+    settings = settings or ServerSettings()
+    detector = Detector(detector.model, limits=settings.load_limits(), probes=detector.probes,
+                        use_evidence=detector.use_evidence)
+    pool = WorkerPool(settings.workers, settings.max_queue)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        pool.shutdown()
+
+    app = FastAPIOffline(
+        title="synthdetect", version=__version__, lifespan=lifespan,
+        description="Was this image made by a generative model? Verdicts with evidence and a calibrated p_ai.",
+        static_url="/static-docs",
+    )
+    app.state.detector, app.state.settings, app.state.pool = detector, settings, pool
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestLogMiddleware)  # added last = outermost: logs 413s from the body guard too
+
+    def remaining(deadline: float) -> float:
+        return deadline - time.monotonic()
+
+    @app.exception_handler(ServiceError)
+    async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        request.state.outcome = exc.kind
+        return error_response(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        request.state.outcome = kind
+        return error_response(ServiceError(exc.status_code, kind, str(exc.detail)))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logging.getLogger("synthdetect.server").exception("unexpected error")
+        request.state.outcome = "internal"
+        return error_response(ServiceError(500, "internal", f"internal error: {type(exc).__name__}: {exc}"))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        message = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        request.state.outcome = "invalid_request"
+        return error_response(ServiceError(422, "invalid_request", message))
+
+    @app.get("/healthz", tags=["service"])
+    async def healthz() -> dict[str, Any]:
+        """Liveness and load: the loaded model, and how many requests are running or queued."""
+        return {"status": "ok", "version": __version__, "model": detector.name, "workers": pool.workers,
+                "pending": pool.pending, "capacity": pool.capacity}
+
+    @app.get("/v1/models", tags=["models"])
+    async def models() -> dict[str, Any]:
+        """The loaded model's card summary and the models shipped with synthdetect."""
+        from synthdetect.models import builtin_names, find_package
+
+        shipped = []
+        for model_name in builtin_names():
+            try:
+                card = find_package(model_name).card
+            except Exception as exc:  # noqa: BLE001 - one broken package must not hide the others
+                shipped.append({"name": model_name, "error": str(exc)})
+                continue
+            shipped.append(_card_summary(card))
+        return {"loaded": _card_summary(detector.model.card), "shipped": shipped, "limits": _limits(settings)}
+
+    @app.post("/v1/detect", tags=["detect"], openapi_extra=UPLOAD_BODY)
+    async def detect(request: Request,
+                     name: str | None = Query(None, description="file name to report for a raw image body")
+                     ) -> JSONResponse:
+        """Judge one or many images; returns ``{"verdicts": [...]}`` (schema synthdetect.verdict/1).
+
+        If at least one file is judged the status is 200 and failed files carry
+        ``error``; if none is, the status says why (413, 415 or 422).
+        """
+        deadline = time.monotonic() + settings.timeout_s
+        async with admitted(pool) as ticket:
+            uploads = await read_uploads(request, settings, deadline, name)
+            verdicts = await _in_pool(pool, ticket, remaining(deadline), settings,
+                                      detector.detect, [raw for _, raw in uploads], [n for n, _ in uploads])
+        body: dict[str, Any] = {"request_id": request.state.request_id, "model": detector.name,
+                                "verdicts": [v.to_dict() for v in verdicts]}
+        failed = [v for v in verdicts if not v.ok]
+        if failed and len(failed) == len(verdicts):
+            first = failed[0]
+            error = ServiceError(LOAD_ERROR_STATUS.get(first.error_kind or "", 422), first.error_kind or "error",
+                                 first.error or "could not judge the image")
+            request.state.outcome = error.kind
+            return error_response(error, **body)
+        request.state.outcome = "ok" if not failed else f"ok ({len(failed)} failed)"
+        return JSONResponse(body)
+
+    @app.post("/v1/explain", tags=["explain"], openapi_extra=UPLOAD_BODY, response_class=Response,
+              responses={200: {"content": {"image/png": {}}, "description": "the map as a PNG overlay"}})
+    async def explain(request: Request,
+                      map: MapChoice = Query(MapChoice.auto, description=(
+                          "auto (Grad-CAM, else occlusion, else ELA), one map, or the composite figure")),
+                      name: str | None = Query(None, description="file name to report for a raw image body"),
+                      ) -> Response:
+        """A heatmap PNG explaining one image's verdict; the verdict travels in ``X-Synthdetect-*`` headers."""
+        deadline = time.monotonic() + settings.timeout_s
+        async with admitted(pool) as ticket:
+            uploads = await read_uploads(request, settings, deadline, name)
+            if len(uploads) != 1:
+                raise ServiceError(422, "one_file_only", f"explain takes exactly one image, got {len(uploads)}")
+            file_name, raw = uploads[0]
+            explanation, chosen, png = await _in_pool(pool, ticket, remaining(deadline), settings,
+                                                      _explain_job, detector, settings, file_name, raw, map.value)
+        verdict = explanation.verdict
+        headers = {
+            "x-synthdetect-map": chosen,
+            "x-synthdetect-label": verdict.label or "",
+            "x-synthdetect-p-ai": "" if verdict.p_ai is None else f"{verdict.p_ai:.6f}",
+            "x-synthdetect-model": explanation.model or "",
+            "x-synthdetect-notes": _header_text(" | ".join(explanation.notes)),
+        }
+        request.state.outcome = f"ok ({chosen})"
+        return Response(png, media_type="image/png", headers=headers)
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    return app
+
+
+@asynccontextmanager
+async def admitted(pool: WorkerPool) -> AsyncIterator[Ticket]:
+    """A place in the pool before the upload is read; given back here unless a worker job now holds it."""
+    ticket = pool.admit()
+    try:
+        yield ticket
+    finally:
+        if not ticket.handed_to_worker:
+            ticket.release()
+
+
+async def _in_pool(pool: WorkerPool, ticket: Ticket, seconds: float, settings: ServerSettings, fn: Any,
+                   *args: Any) -> Any:
+    try:
+        return await pool.run(ticket, fn, *args, timeout=seconds)
+    except TimeoutError:
+        raise ServiceError(504, "timeout", f"request took longer than the limit of {settings.timeout_s:g} s") from None
+
+
+def _explain_job(detector: Detector, settings: ServerSettings, name: str, raw: bytes, choice: str) -> tuple:
+    try:
+        image = load_image(raw, detector.limits, name=name)
+    except ImageLoadError as exc:
+        raise load_error(exc) from None
+    # Occlusion may take at most half the request's time; the verdict is computed once and reused.
+    options = {"grid": settings.explain_grid, "occlusion_budget_s": settings.timeout_s / 2}
+    if choice == "figure":
+        explanation = explain_loaded(detector, image, **options)
+        return explanation, "figure", png_bytes(explanation.figure())
+    verdict = detector.judge_loaded([(name, image)])[0]
+    notes: list[str] = []
+    for method in (_auto_order(detector, image) if choice == "auto" else (choice,)):
+        explanation = explain_loaded(detector, image, methods=[method], verdict=verdict, **options)
+        if method in explanation.maps():
+            explanation.notes[:0] = [n for n in notes if n not in explanation.notes]  # say why not the first choice
+            return explanation, method, png_bytes(explanation.overlay(method))
+        notes.extend(n for n in explanation.notes if n not in notes)
+    raise ServiceError(422, "map_unavailable", "; ".join(notes) or f"no {choice} map for this image")
+
+
+def _auto_order(detector: Detector, image: Any) -> tuple[str, ...]:
+    """Grad-CAM when the routed model has gradients, else occlusion, else ELA: skip maps that cannot be made."""
+    model, _ = detector.model_for(image)
+    if model is None:
+        return ("ela",)
+    return METHODS if torch_twin(model) is not None else ("occlusion", "ela")
+
+
+def _card_summary(card: dict[str, Any]) -> dict[str, Any]:
+    keys = ("name", "version", "kind", "description", "input", "decision", "routes")
+    return {k: card[k] for k in keys if k in card}
+
+
+def _limits(settings: ServerSettings) -> dict[str, Any]:
+    return {"max_body_bytes": settings.max_body_bytes, "max_file_bytes": settings.max_file_bytes,
+            "max_pixels": settings.max_pixels, "max_files": settings.max_files, "timeout_s": settings.timeout_s}
+
+
+def _header_text(text: str) -> str:
+    """HTTP header values are latin-1 and one line."""
+    return " ".join(text.encode("latin-1", "replace").decode("latin-1").split())[:1000]

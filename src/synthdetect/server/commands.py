@@ -1,0 +1,70 @@
+"""``synthdetect serve``: the REST service and web page over one Detector loaded at start."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+
+def _request_logger() -> None:
+    """One JSON line per request on stderr, whatever the CLI's log level."""
+    logger = logging.getLogger("synthdetect.server")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def serve(
+        host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = "127.0.0.1",
+        port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+        model: Annotated[str, typer.Option("--model", "-m", help="Model name or package path.")] = "default",
+        workers: Annotated[int, typer.Option(min=1, help="Images judged at once; more requests queue.")] = 2,
+        max_queue: Annotated[int, typer.Option(min=0, help="Requests allowed to wait; beyond, 503.")] = 16,
+        max_body_mb: Annotated[float, typer.Option(help="Largest request body (MB), refused while streaming.")] = 64,
+        max_file_mb: Annotated[float, typer.Option(help="Largest single image file (MB).")] = 32,
+        max_pixels: Annotated[int, typer.Option(help="Refuse images with more pixels (decompression bombs).")] = 40_000_000,
+        max_files: Annotated[int, typer.Option(min=1, help="Most images in one request.")] = 16,
+        timeout: Annotated[float, typer.Option(help="Seconds a request may take, upload included.")] = 30.0,
+    ) -> None:
+        """Run the REST service (POST /v1/detect, /v1/explain) and the web page at /."""
+        from synthdetect.cli import fail
+
+        try:
+            import uvicorn
+
+            from synthdetect.server.app import create_app
+            from synthdetect.server.limits import ServerSettings
+        except ImportError as exc:
+            fail(f"serve needs the serve extra ({exc.name} is missing): pip install 'synthdetect[serve]'")
+        import torch
+
+        from synthdetect.api import Detector
+        from synthdetect.models import ModelPackageError
+
+        settings = ServerSettings(
+            max_body_bytes=int(max_body_mb * 1024 * 1024), max_file_bytes=int(max_file_mb * 1024 * 1024),
+            max_pixels=max_pixels, max_files=max_files, workers=workers, max_queue=max_queue, timeout_s=timeout,
+        )
+        # Worker threads share the cores; without this each would start one torch thread per core.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+        try:
+            detector = Detector.load(model, limits=settings.load_limits())
+        except (ModelPackageError, ValueError, ImportError) as exc:
+            fail(str(exc))
+        _request_logger()
+        typer.echo(f"synthdetect serving model '{detector.name}' on http://{host}:{port}/ "
+                   f"(API docs at /docs)", err=True)
+        uvicorn.run(
+            create_app(detector, settings), host=host, port=port, access_log=False, log_level="warning",
+            # A cap on open connections; memory for bodies is bounded by the pool admitting requests before
+            # reading them (capacity x max body), this only stops idle sockets piling up.
+            limit_concurrency=4 * (workers + max_queue) + 16,
+        )

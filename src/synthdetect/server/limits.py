@@ -1,0 +1,205 @@
+"""What keeps the service alive under load: settings, a body-size guard, a bounded worker pool, request logs.
+
+The body guard and the request log are plain ASGI middleware (not Starlette's
+``BaseHTTPMiddleware``) so the guard can count bytes as they stream in and
+answer 413 before a large upload is held in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, TypeVar
+
+from synthdetect.images import LoadLimits
+
+log = logging.getLogger("synthdetect.server")
+T = TypeVar("T")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Every limit of the service, as explicit keywords (``synthdetect serve --help`` shows them)."""
+
+    max_body_bytes: int = 64 * 1024 * 1024
+    max_file_bytes: int = 32 * 1024 * 1024
+    max_pixels: int = 40_000_000
+    max_files: int = 16
+    workers: int = 2
+    max_queue: int = 16
+    timeout_s: float = 30.0
+    explain_grid: int = 8
+
+    def load_limits(self) -> LoadLimits:
+        return LoadLimits(max_pixels=self.max_pixels, max_bytes=self.max_file_bytes)
+
+
+class ServiceError(Exception):
+    """An error the service answers with ``{"error": {"status", "kind", "message"}}``."""
+
+    def __init__(self, status: int, kind: str, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.kind, self.message, self.headers = status, kind, message, headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"status": self.status, "kind": self.kind, "message": self.message}}
+
+
+async def send_json(send: Send, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+    payload = json.dumps(body).encode()
+    raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    raw_headers += [(k.lower().encode(), v.encode("latin-1", "replace")) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": payload})
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimitMiddleware:
+    """Refuse bodies over ``max_bytes`` with 413: at once from Content-Length, else while streaming."""
+
+    def __init__(self, app: Any, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _error(self, scope: Scope, declared: int | None) -> ServiceError:
+        scope.setdefault("state", {})["outcome"] = "body_too_large"
+        size = f"{declared:,} bytes > limit {self.max_bytes:,}" if declared is not None else (
+            f"over the limit of {self.max_bytes:,} bytes")
+        return ServiceError(413, "body_too_large", f"request body too large ({size})")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            error = self._error(scope, int(declared))
+            await send_json(send, error.status, error.body(), {"connection": "close"})
+            return
+        received = 0
+        started = False
+
+        async def limited_receive() -> dict[str, Any]:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _BodyTooLarge
+            return message
+
+        async def tracking_send(message: dict[str, Any]) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _BodyTooLarge:
+            if started:  # pragma: no cover - handlers read the body before answering
+                raise
+            error = self._error(scope, None)
+            await send_json(send, error.status, error.body(), {"connection": "close"})
+
+
+class RequestLogMiddleware:
+    """One JSON log line per request (id, method, path, status, files, outcome, ms); sets ``X-Request-ID``."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = uuid.uuid4().hex[:16]
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        status = 500
+        t0 = time.perf_counter()
+
+        async def send_with_id(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", request_id.encode())]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            log.info(json.dumps({
+                "event": "request", "id": request_id, "method": scope.get("method"), "path": scope.get("path"),
+                "status": status, "files": state.get("files", 0),
+                "outcome": state.get("outcome", "ok" if status < 400 else "error"),
+                "ms": round((time.perf_counter() - t0) * 1000, 1),
+            }))
+
+
+class Ticket:
+    """One admitted request's place in the pool, held from before its upload is read until its job ends."""
+
+    def __init__(self, pool: "WorkerPool"):
+        self._pool = pool
+        self.handed_to_worker = False
+        self._released = False
+
+    def release(self, _future: Any = None) -> None:
+        with self._pool._lock:
+            if not self._released:
+                self._released = True
+                self._pool.pending -= 1
+
+
+class WorkerPool:
+    """``workers`` threads judge images; at most ``max_queue`` more requests wait; beyond that, 503 at once.
+
+    A request is admitted *before* its body is read, so the bytes held in
+    memory are bounded by ``capacity * max_body_bytes``.  A job that outlives
+    its request's timeout keeps its thread (Python cannot kill a thread) and
+    its place until it ends, so timeouts never let more work run than allowed.
+    """
+
+    def __init__(self, workers: int, max_queue: int):
+        self.workers = workers
+        self.capacity = workers + max_queue
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="synthdetect-worker")
+        self._lock = threading.Lock()
+        self.pending = 0
+        self.peak_pending = 0
+
+    def admit(self) -> Ticket:
+        with self._lock:
+            if self.pending >= self.capacity:
+                raise ServiceError(503, "busy", f"server busy ({self.pending} requests in progress or queued); retry",
+                                   {"retry-after": "1"})
+            self.pending += 1
+            self.peak_pending = max(self.peak_pending, self.pending)
+        return Ticket(self)
+
+    async def run(self, ticket: Ticket, fn: Callable[..., T], *args: Any, timeout: float) -> T:
+        """Run ``fn`` on a worker; the ticket is released when the job ends, even after a timeout."""
+        future = self._executor.submit(fn, *args)
+        ticket.handed_to_worker = True
+        future.add_done_callback(ticket.release)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), max(timeout, 0.001))
+        except asyncio.TimeoutError:
+            future.cancel()  # succeeds only while the job still waits in the queue
+            raise
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)

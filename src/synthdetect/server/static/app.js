@@ -1,0 +1,202 @@
+// synthdetect web page: upload images, show each verdict, p_ai gauge, reasons, evidence and a heatmap toggle.
+// Plain JavaScript with no dependencies, so the page works offline and needs no build step.
+"use strict";
+
+const LABEL_TEXT = { ai: "AI-generated", human: "Human-made", uncertain: "Uncertain" };
+const MAP_TEXT = {
+  gradcam: "Grad-CAM: brighter regions pushed the model toward its answer",
+  occlusion: "Occlusion: red regions raise p_ai, blue regions lower it",
+  ela: "Error-level analysis: bright regions recompress differently",
+};
+let maxFiles = 16;
+
+const $ = (selector, root = document) => root.querySelector(selector);
+
+function setStatus(text) {
+  $("#status").textContent = text;
+}
+
+async function loadModelInfo() {
+  try {
+    const response = await fetch("/v1/models");
+    const info = await response.json();
+    maxFiles = info.limits.max_files;
+    const loaded = info.loaded;
+    $("#model-line").textContent =
+      `Model: ${loaded.name} ${loaded.version || ""} (${loaded.kind}). ` +
+      `Up to ${info.limits.max_files} images per request, ${Math.round(info.limits.max_file_bytes / 1048576)} MB each.`;
+  } catch (error) {
+    $("#model-line").textContent = "Model information unavailable: " + error;
+  }
+}
+
+function errorMessage(body, response) {
+  if (body && body.error && body.error.message) return body.error.message;
+  return `${response.status} ${response.statusText}`;
+}
+
+function createCard(file) {
+  const node = $("#result-template").content.firstElementChild.cloneNode(true);
+  const card = { node, file, objectUrl: URL.createObjectURL(file), heatmapUrl: null, showing: false };
+  $(".file-name", node).textContent = file.name;
+  const thumb = $(".thumb", node);
+  thumb.src = card.objectUrl;
+  thumb.alt = `Uploaded image ${file.name}`;
+  // A file the browser cannot show either gets a text placeholder, not a broken-image icon.
+  thumb.addEventListener("error", () => {
+    if (!card.showing) {
+      thumb.hidden = true;
+      $(".map-caption", node).textContent = "No preview: the browser cannot display this file.";
+    }
+  });
+  const toggle = $(".heatmap-toggle", node);
+  toggle.hidden = true;
+  toggle.addEventListener("click", () => toggleHeatmap(card));
+  return card;
+}
+
+function listItem(text, className) {
+  const li = document.createElement("li");
+  li.textContent = text;
+  if (className) li.className = className;
+  return li;
+}
+
+function showVerdict(card, verdict) {
+  const node = card.node;
+  card.verdict = verdict;
+  const badge = $(".label-badge", node);
+  if (verdict.error) {
+    badge.textContent = "Could not judge";
+    badge.dataset.label = "error";
+    node.dataset.label = "error";
+    $(".reasons", node).replaceChildren(listItem(verdict.error));
+    $(".evidence", node).replaceChildren(listItem("Not examined: the file could not be read as an image.", "hint"));
+    return;
+  }
+  badge.textContent = LABEL_TEXT[verdict.label] || verdict.label;
+  badge.dataset.label = verdict.label;
+  node.dataset.label = verdict.label;
+  const gauge = $(".gauge", node);
+  if (verdict.p_ai !== null && verdict.p_ai !== undefined) {
+    const percent = Math.round(verdict.p_ai * 1000) / 10;
+    gauge.hidden = false;
+    gauge.setAttribute("aria-valuenow", String(percent));
+    gauge.setAttribute("aria-valuetext", `p_ai ${verdict.p_ai.toFixed(3)}: ${percent}% probability of AI`);
+    gauge.setAttribute("aria-label", "Probability that the image is AI-generated");
+    $(".gauge-marker", node).style.left = `${percent}%`;
+    $(".gauge-marker", node).dataset.value = verdict.p_ai.toFixed(3);
+    badge.textContent += ` \u00b7 p_ai ${verdict.p_ai.toFixed(3)}`;
+  }
+  $(".reasons", node).replaceChildren(...verdict.reasons.map((r) => listItem(r)));
+  const evidence = verdict.evidence.map((e) =>
+    listItem(`${e.kind}: ${e.detail} (${e.signal}, ${e.strength})`, `signal-${e.signal}`));
+  if (!evidence.length) {
+    evidence.push(listItem("No provenance or metadata evidence found. Its absence is not evidence of AI.", "hint"));
+  }
+  $(".evidence", node).replaceChildren(...evidence);
+  const toggle = $(".heatmap-toggle", node);
+  toggle.hidden = false;
+}
+
+async function toggleHeatmap(card) {
+  const node = card.node;
+  const toggle = $(".heatmap-toggle", node);
+  const caption = $(".map-caption", node);
+  const thumb = $(".thumb", node);
+  if (!card.heatmapUrl) {
+    toggle.disabled = true;
+    caption.textContent = "Computing heatmap\u2026";
+    const form = new FormData();
+    form.append("files", card.file, card.file.name);
+    try {
+      const response = await fetch("/v1/explain?map=auto", { method: "POST", body: form });
+      if (!response.ok) {
+        const body = await response.json().catch(() => null);
+        caption.textContent = "No heatmap: " + errorMessage(body, response);
+        return;
+      }
+      card.heatmapUrl = URL.createObjectURL(await response.blob());
+      card.mapKind = response.headers.get("x-synthdetect-map");
+      // Notes that repeat a reason already listed under "Why" are left out of the caption.
+      const reasons = (card.verdict && card.verdict.reasons) || [];
+      card.mapNotes = (response.headers.get("x-synthdetect-notes") || "").split(" | ")
+        .filter((note) => note && !reasons.some((r) => note.includes(r))).join("; ");
+    } catch (error) {
+      caption.textContent = "No heatmap: " + error;
+      return;
+    } finally {
+      toggle.disabled = false;
+    }
+  }
+  card.showing = !card.showing;
+  thumb.src = card.showing ? card.heatmapUrl : card.objectUrl;
+  thumb.alt = card.showing ? `Heatmap over ${card.file.name}` : `Uploaded image ${card.file.name}`;
+  toggle.setAttribute("aria-pressed", String(card.showing));
+  toggle.textContent = card.showing ? "Show original" : "Show heatmap";
+  caption.textContent = card.showing ? `${MAP_TEXT[card.mapKind] || card.mapKind}. ${card.mapNotes}`.trim() : "";
+}
+
+async function judgeBatch(cards) {
+  const form = new FormData();
+  for (const card of cards) form.append("files", card.file, card.file.name);
+  let response;
+  let body = null;
+  try {
+    response = await fetch("/v1/detect", { method: "POST", body: form });
+    body = await response.json().catch(() => null);
+  } catch (error) {
+    cards.forEach((card) => showVerdict(card, { error: "request failed: " + error }));
+    return;
+  }
+  if (body && Array.isArray(body.verdicts)) {
+    body.verdicts.forEach((verdict, i) => showVerdict(cards[i], verdict));
+  } else {
+    const message = errorMessage(body, response);
+    cards.forEach((card) => showVerdict(card, { error: message }));
+  }
+}
+
+async function handleFiles(fileList) {
+  const files = Array.from(fileList);
+  if (!files.length) return;
+  setStatus(`Checking ${files.length} image${files.length > 1 ? "s" : ""}\u2026`);
+  const cards = files.map(createCard);
+  // Newest batch first, in the order the files were chosen.
+  $("#results").prepend(...cards.map((card) => card.node));
+  $("#empty").hidden = true;
+  for (let start = 0; start < cards.length; start += maxFiles) {
+    await judgeBatch(cards.slice(start, start + maxFiles));
+  }
+  setStatus(`Checked ${files.length} image${files.length > 1 ? "s" : ""}.`);
+}
+
+function setUpDropzone() {
+  const zone = $("#dropzone");
+  const input = $("#file-input");
+  input.addEventListener("change", () => {
+    handleFiles(input.files);
+    input.value = "";
+  });
+  for (const type of ["dragenter", "dragover"]) {
+    zone.addEventListener(type, (event) => {
+      event.preventDefault();
+      zone.classList.add("dragging");
+    });
+  }
+  for (const type of ["dragleave", "drop"]) {
+    zone.addEventListener(type, () => zone.classList.remove("dragging"));
+  }
+  zone.addEventListener("drop", (event) => {
+    event.preventDefault();
+    handleFiles(event.dataTransfer.files);
+  });
+  // Dropping outside the zone must not navigate away from the page.
+  window.addEventListener("dragover", (event) => event.preventDefault());
+  window.addEventListener("drop", (event) => event.preventDefault());
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  setUpDropzone();
+  loadModelInfo();
+});

@@ -1,0 +1,142 @@
+"""End to end: a real ``synthdetect serve`` process, driven by headless Debian Chromium through Playwright.
+
+Playwright's Python package only drives the browser; it never downloads one
+(``executable_path`` points at Debian's ``chromium``).  The test skips only
+when that browser or the package is absent, unless ``SYNTHDETECT_REQUIRE_BROWSER=1``
+(set in CI) turns the skip into a failure.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tiny_model import png_bytes, write_tiny_cnn
+
+CHROMIUM = os.environ.get("SYNTHDETECT_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def _need_browser() -> None:
+    problem = None
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        problem = "the playwright Python package is not installed (pip install '.[test]')"
+    if problem is None and not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
+        problem = f"no Chromium at {CHROMIUM} (apt-get install -y chromium)"
+    if problem:
+        if os.environ.get("SYNTHDETECT_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"browser test required but {problem}")
+        pytest.skip(problem)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(url: str, process: subprocess.Popen, seconds: float = 120) -> dict:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited with {process.returncode}: {process.stderr.read().decode()[-2000:]}")
+        try:
+            with urllib.request.urlopen(url + "/healthz", timeout=1) as response:
+                return json.load(response)
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError(f"server at {url} not healthy after {seconds} s")
+
+
+@pytest.fixture
+def server(tmp_path: Path):
+    package = write_tiny_cnn(tmp_path / "tiny")
+    port = _free_port()
+    command = [sys.executable, "-m", "synthdetect.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+               "--model", str(package), "--workers", "1"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, process)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:  # pragma: no cover
+            process.kill()
+
+
+@pytest.mark.slow
+def test_upload_in_the_browser_shows_the_verdict(server: str, tmp_path: Path):
+    _need_browser()
+    from playwright.sync_api import expect, sync_playwright
+
+    image = tmp_path / "cat.png"
+    image.write_bytes(png_bytes(seed=7))
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"this is not an image")
+    request = urllib.request.Request(server + "/v1/detect?name=cat.png", data=image.read_bytes(),
+                                     headers={"content-type": "image/png"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        expected = json.load(response)["verdicts"][0]
+    label_text = {"ai": "AI-generated", "human": "Human-made", "uncertain": "Uncertain"}[expected["label"]]
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 800})
+            # Generous ceilings for a loaded CI machine; a passing run takes a few seconds.
+            page.set_default_timeout(60_000)
+            expect.set_options(timeout=60_000)
+            page.goto(server + "/")
+            expect(page.locator("#model-line")).to_contain_text("tiny-cnn")
+            # The picker is reachable by its label, as a screen reader would find it; several files at once.
+            page.get_by_label("Choose images").set_input_files([str(broken), str(image)])
+            expect(page.locator(".result")).to_have_count(2)
+            failed = page.locator(".result", has_text="broken.png")
+            expect(failed.locator(".label-badge")).to_have_text("Could not judge")
+            expect(failed.locator(".reasons")).to_contain_text("not an image")
+            # Drag and drop: the same path as the picker.
+            drop = page.evaluate_handle("""(b64) => {
+                const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+                const transfer = new DataTransfer();
+                transfer.items.add(new File([bytes], "dropped.png", {type: "image/png"}));
+                return transfer;
+            }""", base64.b64encode(png_bytes(seed=8)).decode())
+            page.dispatch_event("#dropzone", "drop", {"dataTransfer": drop})
+            dropped = page.locator(".result", has_text="dropped.png")
+            expect(dropped.locator(".label-badge[data-label]")).to_have_count(1)
+
+            result = page.locator(".result", has_text="cat.png")
+            badge = result.locator(".label-badge[data-label]")
+            expect(badge).to_have_attribute("data-label", expected["label"])
+            expect(badge).to_contain_text(label_text)
+            expect(badge).to_contain_text(f"p_ai {expected['p_ai']:.3f}")
+            gauge = result.get_by_role("meter")
+            expect(gauge).to_have_attribute("aria-valuenow", str(round(expected["p_ai"] * 1000) / 10).removesuffix(".0"))
+            expect(result.locator(".reasons li").first).to_contain_text(expected["reasons"][0][:40])
+
+            toggle = result.get_by_role("button", name="Show heatmap")
+            toggle.focus()
+            page.keyboard.press("Enter")  # keyboard usable, not only clickable
+            expect(result.get_by_role("button", name="Show original")).to_have_attribute("aria-pressed", "true")
+            expect(result.locator(".map-caption")).to_contain_text("Grad-CAM")
+            assert result.locator(".thumb").get_attribute("src").startswith("blob:")
+            page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+        finally:
+            browser.close()
+    assert (tmp_path / "page.png").stat().st_size > 10_000

@@ -1,0 +1,323 @@
+"""REST service: every endpoint and every error path, through FastAPI's TestClient."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import re
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from synthdetect.api import Detector
+from synthdetect.models.base import Model
+from synthdetect.server.app import STATIC_DIR, create_app
+from synthdetect.server.limits import ServerSettings, ServiceError, WorkerPool
+
+from tiny_model import png_bytes, write_tiny_cnn
+
+LIMITS = ServerSettings(max_body_bytes=200_000, max_file_bytes=100_000, max_pixels=100_000, max_files=3,
+                        workers=2, max_queue=2, timeout_s=20)
+
+
+@pytest.fixture(scope="module")
+def detector(tmp_path_factory) -> Detector:
+    return Detector.load(str(write_tiny_cnn(tmp_path_factory.mktemp("tiny") / "pkg")))
+
+
+@pytest.fixture(scope="module")
+def client(detector):
+    with TestClient(create_app(detector, LIMITS)) as c:
+        yield c
+
+
+def solid_png(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (40, 90, 160)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def raw(client, data: bytes, path: str = "/v1/detect", media: str = "image/png", **params):
+    return client.post(path, content=data, headers={"content-type": media}, params=params)
+
+
+def files(*items: tuple[str, bytes]):
+    return [("files", (name, data, "image/png")) for name, data in items]
+
+
+def assert_error(response, status: int, kind: str, text: str = "") -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["error"]["status"] == status and body["error"]["kind"] == kind, body
+    assert text in body["error"]["message"]
+    return body
+
+
+# -- endpoints ---------------------------------------------------------------------------------
+
+
+def test_healthz_and_models(client):
+    health = client.get("/healthz").json()
+    assert health["status"] == "ok" and health["model"] == "tiny-cnn" and health["pending"] == 0
+    models = client.get("/v1/models").json()
+    assert models["loaded"]["name"] == "tiny-cnn" and models["loaded"]["kind"] == "small-cnn"
+    assert models["limits"]["max_files"] == 3
+    assert isinstance(models["shipped"], list)
+
+
+def test_detect_multipart_many_files_matches_the_detector(client, detector):
+    a, b = png_bytes(seed=1), png_bytes(seed=2)
+    body = client.post("/v1/detect", files=files(("a.png", a), ("b.png", b))).json()
+    assert [v["file"] for v in body["verdicts"]] == ["a.png", "b.png"]
+    direct = detector.detect([a, b], names=["a.png", "b.png"])
+    for got, want in zip(body["verdicts"], direct):
+        assert got["schema"] == "synthdetect.verdict/1"
+        assert got["label"] == want.label and got["p_ai"] == round(want.p_ai, 6)
+    assert body["model"] == "tiny-cnn" and body["request_id"]
+
+
+def test_detect_raw_body_with_name(client):
+    response = raw(client, png_bytes(seed=4), name="raw.png")
+    assert response.status_code == 200
+    verdict = response.json()["verdicts"][0]
+    assert verdict["file"] == "raw.png" and verdict["label"] in ("ai", "human", "uncertain")
+    assert response.headers["x-request-id"] == response.json()["request_id"]
+
+
+def test_one_bad_file_does_not_fail_the_batch(client):
+    response = client.post("/v1/detect", files=files(("good.png", png_bytes()), ("bad.png", b"not an image at all")))
+    assert response.status_code == 200
+    good, bad = response.json()["verdicts"]
+    assert good["error"] is None and bad["label"] is None
+    assert bad["error_kind"] == "not_an_image" and bad["error"].startswith("bad.png: ")
+
+
+def test_explain_returns_a_png_heatmap_with_the_verdict_in_headers(client, detector):
+    data = png_bytes(seed=5)
+    response = raw(client, data, "/v1/explain")
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    assert response.headers["x-synthdetect-map"] == "gradcam"
+    picture = Image.open(io.BytesIO(response.content))
+    assert picture.format == "PNG" and min(picture.size) >= 256
+    verdict = detector(data)
+    assert response.headers["x-synthdetect-label"] == verdict.label
+    assert float(response.headers["x-synthdetect-p-ai"]) == pytest.approx(verdict.p_ai, abs=1e-6)
+    for choice in ("occlusion", "ela", "figure"):
+        r = client.post(f"/v1/explain?map={choice}", files=files(("x.png", data)))
+        assert r.status_code == 200 and r.headers["x-synthdetect-map"] == choice
+        assert Image.open(io.BytesIO(r.content)).format == "PNG"
+
+
+def test_explain_large_image_falls_back_to_ela_or_says_why(client):
+    big = solid_png(200, 150)  # larger than tiny-cnn's 64 px: no model judges it
+    auto = raw(client, big, "/v1/explain")
+    assert auto.status_code == 200 and auto.headers["x-synthdetect-map"] == "ela"
+    assert "64" in auto.headers["x-synthdetect-notes"]
+    assert auto.headers["x-synthdetect-label"] == "uncertain"
+    assert_error(raw(client, big, "/v1/explain", map="gradcam"), 422, "map_unavailable", "64 px")
+
+
+def test_openapi_docs_and_page_are_served_locally(client):
+    spec = client.get("/openapi.json").json()
+    assert {"/v1/detect", "/v1/explain", "/v1/models", "/healthz"} <= set(spec["paths"])
+    assert "multipart/form-data" in spec["paths"]["/v1/detect"]["post"]["requestBody"]["content"]
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "/static-docs/swagger-ui-bundle.js" in docs.text
+    assert client.get("/static-docs/swagger-ui-bundle.js").status_code == 200
+    page = client.get("/")
+    assert page.status_code == 200 and 'id="file-input"' in page.text
+    for asset in ("/static/app.js", "/static/style.css"):
+        assert client.get(asset).status_code == 200
+    # Offline: no asset of the page may come from another host.
+    for path in STATIC_DIR.iterdir():
+        assert not re.search(r"(src|href)=[\"']?(https?:)?//", path.read_text()), path
+        assert "url(http" not in path.read_text() and "import(" not in path.read_text()
+
+
+# -- limits and errors -------------------------------------------------------------------------
+
+
+def test_body_too_large_declared(client):
+    assert_error(raw(client, b"x" * 250_000), 413, "body_too_large", "250,000 bytes")
+
+
+def test_body_too_large_while_streaming_without_content_length(client):
+    def chunks():
+        for _ in range(100):
+            yield b"x" * 10_000
+
+    assert_error(raw(client, chunks()), 413, "body_too_large", "over the limit of 200,000")
+
+
+def test_file_too_large(client):
+    big = np.random.default_rng(0).integers(0, 256, (180, 180, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(big).save(buffer, format="BMP")  # ~97 KB < body limit... padded past the file limit below
+    data = buffer.getvalue() + b"\x00" * 10_000
+    assert_error(raw(client, data, media="image/bmp"), 413, "too_large", "limit 100,000")
+
+
+def test_too_many_pixels(client):
+    assert_error(raw(client, solid_png(400, 400)), 413, "too_many_pixels", "400x400")
+
+
+def test_too_many_files(client):
+    many = files(*[(f"{i}.png", png_bytes(seed=i)) for i in range(4)])
+    assert_error(client.post("/v1/detect", files=many), 413, "too_many_files", "3")
+
+
+@pytest.mark.parametrize("data, status, kind", [
+    (b"%PDF-1.7\n...", 415, "unsupported_format"),
+    (b"just some text", 415, "not_an_image"),
+    (png_bytes()[:200], 422, "truncated"),
+])
+def test_unsupported_or_corrupt_image(client, data, status, kind):
+    body = assert_error(raw(client, data), status, kind)
+    assert body["verdicts"][0]["error_kind"] == kind
+    assert_error(raw(client, data, "/v1/explain"), status, kind)
+
+
+def test_corrupt_header(client):
+    data = bytearray(png_bytes())
+    data[1000:1040] = b"\x13" * 40  # a valid header over damaged pixel data
+    assert_error(raw(client, bytes(data)), 422, "corrupt", "corrupt image data")
+
+
+def test_no_image_in_request(client):
+    assert_error(raw(client, b""), 422, "no_files")
+    assert_error(client.post("/v1/detect", data={"url": "http://example.com/a.png"},
+                              files=[("note", (None, b"x"))]), 422, "no_files")
+
+
+def test_urls_are_never_fetched(client):
+    response = client.post("/v1/detect", json={"url": "http://127.0.0.1:9/never.png"})
+    assert_error(response, 415, "unsupported_media_type", "application/json")
+
+
+def test_explain_takes_one_image_and_validates_query(client):
+    assert_error(client.post("/v1/explain", files=files(("a.png", png_bytes()), ("b.png", png_bytes()))),
+                 422, "one_file_only")
+    assert_error(raw(client, png_bytes(), "/v1/explain", map="saliency"), 422, "invalid_request", "map")
+
+
+def test_unknown_route_and_method_are_json(client):
+    assert_error(client.get("/v2/nothing"), 404, "not_found")
+    assert_error(client.get("/v1/detect"), 405, "method_not_allowed")
+
+
+def test_one_structured_log_line_per_request(client, caplog):
+    with caplog.at_level(logging.INFO, logger="synthdetect.server"):
+        ok = client.post("/v1/detect", files=files(("a.png", png_bytes()), ("b.png", png_bytes(seed=9))))
+        bad = raw(client, b"x" * 250_000)
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "synthdetect.server"]
+    assert len(lines) == 2
+    first, second = lines
+    assert first["id"] == ok.headers["x-request-id"] and first["files"] == 2 and first["outcome"] == "ok"
+    assert first["status"] == 200 and first["ms"] > 0 and first["path"] == "/v1/detect"
+    assert second["status"] == 413 and second["outcome"] == "body_too_large"
+    assert second["id"] == bad.headers["x-request-id"]
+
+
+# -- queueing, busy and timeouts -----------------------------------------------------------------
+
+
+class GatedModel(Model):
+    """Blocks in ``logits`` until released, so tests can hold the worker pool busy."""
+
+    def __init__(self) -> None:
+        super().__init__({"name": "gated", "kind": "test", "input": {"min_side": 8}})
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    def logits(self, images):
+        self.entered.set()
+        self.gate.wait(10)
+        return np.zeros(len(images))
+
+
+def test_busy_pool_answers_503_and_recovers():
+    model = GatedModel()
+    settings = ServerSettings(workers=1, max_queue=0, timeout_s=20)
+    with TestClient(create_app(Detector(model, use_evidence=False), settings)) as c:
+        first: dict = {}
+        worker = threading.Thread(target=lambda: first.update(r=raw(c, png_bytes())))
+        worker.start()
+        assert model.entered.wait(10)
+        response = raw(c, png_bytes(seed=1))
+        assert_error(response, 503, "busy")
+        assert response.headers["retry-after"] == "1"
+        assert c.get("/healthz").json()["pending"] == 1  # health answers while the pool is full
+        model.gate.set()
+        worker.join(10)
+        assert first["r"].status_code == 200
+        assert raw(c, png_bytes(seed=2)).status_code == 200
+
+
+def test_request_timeout_is_504_and_the_slot_is_held_until_the_work_ends():
+    model = GatedModel()
+    settings = ServerSettings(workers=1, max_queue=0, timeout_s=1.0)
+    with TestClient(create_app(Detector(model, use_evidence=False), settings)) as c:
+        assert_error(raw(c, png_bytes()), 504, "timeout", "1 s")
+        assert c.get("/healthz").json()["pending"] == 1  # the timed-out job still runs: no new slot yet
+        model.gate.set()
+        deadline = time.time() + 10
+        while c.get("/healthz").json()["pending"] and time.time() < deadline:
+            time.sleep(0.05)
+        assert raw(c, png_bytes()).status_code == 200
+
+
+def test_worker_pool_bounds_concurrency_and_queue():
+    asyncio.run(_fill_the_pool())
+
+
+async def _fill_the_pool() -> None:
+    pool = WorkerPool(workers=2, max_queue=1)
+    running, peak, lock = [0], [0], threading.Lock()
+    gate = threading.Event()
+
+    def job():
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        gate.wait(5)
+        with lock:
+            running[0] -= 1
+        return "done"
+
+    tasks = [asyncio.ensure_future(pool.run(pool.admit(), job, timeout=10)) for _ in range(3)]
+    await asyncio.sleep(0.2)
+    with pytest.raises(ServiceError) as excinfo:
+        pool.admit()
+    assert excinfo.value.status == 503
+    gate.set()
+    assert await asyncio.gather(*tasks) == ["done"] * 3
+    assert peak[0] == 2 and pool.pending == 0 and pool.peak_pending == 3
+    pool.shutdown()
+
+
+def test_slow_upload_is_408(detector):
+    """TestClient buffers request bodies, so this drives the ASGI app directly with a trickling client."""
+    app = create_app(detector, ServerSettings(timeout_s=0.3))
+    sent: list[dict] = []
+
+    async def trickle() -> dict:
+        await asyncio.sleep(0.2)
+        return {"type": "http.request", "body": b"x" * 10, "more_body": True}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/v1/detect", "raw_path": b"/v1/detect", "root_path": "", "query_string": b"",
+             "headers": [(b"content-type", b"image/png")], "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+    asyncio.run(asyncio.wait_for(app(scope, trickle, send), 5))
+    assert sent[0]["status"] == 408
+    body = json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
+    assert body["error"]["kind"] == "upload_timeout"
