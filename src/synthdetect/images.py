@@ -224,7 +224,10 @@ def _decode(
         if "truncated" in message or "premature end" in message or isinstance(exc, EOFError):
             raise ImageLoadError(label, "truncated", "truncated image data") from exc
         raise ImageLoadError(label, "corrupt", f"corrupt image data ({_short(exc)})") from exc
+    if im.size != (width, height):
+        notes.append(f"decoded at {im.size[0]}x{im.size[1]} from {width}x{height} (JPEG draft mode)")
     loaded = _from_pil(im, label, limits, raw=raw, fmt=fmt)
+    loaded.original_size = (width, height)  # the stored size, also when draft mode decoded less
     loaded.frames = frames
     loaded.notes[:0] = notes
     return loaded

@@ -1,0 +1,224 @@
+"""ONNX export of torch model kinds and an ONNX Runtime path for packages that carry an ONNX file.
+
+Why: on the small CPUs this tool runs on, ONNX Runtime runs the same graph
+faster than eager torch (fused convolutions, no Python per layer), so a
+package that carries ``model.onnx`` is served by ONNX Runtime unless the
+environment asks for torch (``SYNTHDETECT_BACKEND=torch``).  Preprocessing is
+the card's, exactly as :class:`~synthdetect.models.torch_kinds.TorchModel`
+does it; ``tests/test_onnx_backend.py`` checks both paths agree.
+
+Two ways in:
+
+* ``synthdetect export MODEL --onnx --out DIR`` turns a torch package
+  (``small-cnn``) into one with both weight files; the kind stays the same and
+  its loader picks the backend;
+* the ``onnx-classifier`` kind serves any ONNX image classifier (exported from
+  another framework) with an input spec on its card, with no torch at all.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from synthdetect.images import LoadedImage
+from synthdetect.models.base import Model, register_kind
+from synthdetect.models.package import ModelPackage, ModelPackageError, write_package
+
+BACKEND_ENV = "SYNTHDETECT_BACKEND"
+BACKENDS = ("onnxruntime", "torch")
+ONNX_FILE = "model.onnx"
+INPUT_NAME = "pixels"
+OUTPUT_NAME = "logits"
+DEFAULT_OPSET = 17
+
+
+def preferred_backend(card: dict[str, Any]) -> str:
+    """``SYNTHDETECT_BACKEND`` if set, else the card's ``runtime.backend``, else onnxruntime."""
+    choice = os.environ.get(BACKEND_ENV) or (card.get("runtime") or {}).get("backend") or "onnxruntime"
+    choice = {"onnx": "onnxruntime", "ort": "onnxruntime"}.get(choice.lower(), choice.lower())
+    if choice not in BACKENDS:
+        raise ModelPackageError(f"unknown inference backend '{choice}' (one of {', '.join(BACKENDS)})")
+    return choice
+
+
+def default_threads() -> int:
+    """Threads for one session: the CPUs this process may use (scan workers decode on the others)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def make_session(path: str | Path, threads: int | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads or int(os.environ.get("SYNTHDETECT_THREADS", 0)) or default_threads()
+    options.inter_op_num_threads = 1
+    # No spin-waiting: during a scan the decode workers need the cores the idle threads would burn.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def preprocess_numpy(images: Sequence[LoadedImage], spec: dict[str, Any]) -> np.ndarray:
+    """Resize to the card's input and normalise to float32 NCHW, as TorchModel does."""
+    from synthdetect.models.torch_kinds import resize_to_input  # pure PIL; the same resize for both backends
+
+    size = tuple(spec["size"])
+    resample = spec.get("resample", "bicubic")
+    arrays = np.stack([np.asarray(resize_to_input(im.rgb, size, resample)) for im in images])
+    return normalise(arrays, spec.get("mean", [0.5, 0.5, 0.5]), spec.get("std", [0.5, 0.5, 0.5]))
+
+
+def normalise(arrays: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """uint8 NHWC -> normalised float32 NCHW (same arithmetic order as ``images_to_tensor``)."""
+    x = arrays.astype(np.float32).transpose(0, 3, 1, 2) / np.float32(255.0)
+    mean_a = np.asarray(mean, dtype=np.float32).reshape(1, -1, 1, 1)
+    std_a = np.asarray(std, dtype=np.float32).reshape(1, -1, 1, 1)
+    return np.ascontiguousarray((x - mean_a) / std_a)
+
+
+def logits_to_log_odds(raw: np.ndarray, output: dict[str, Any] | None) -> np.ndarray:
+    """One logit per image from a graph that returns either one logit or one per class."""
+    raw = np.asarray(raw, dtype=np.float64)
+    if raw.ndim == 1 or raw.shape[-1] == 1:
+        return raw.reshape(-1)
+    output = output or {}
+    ai, human = output.get("ai_index", 1), output.get("human_index", 0)
+    return raw[:, ai] - raw[:, human]
+
+
+class OnnxModel(Model):
+    """A package model served by ONNX Runtime from the ONNX file on its card."""
+
+    def __init__(self, card: dict[str, Any], onnx_path: str | Path, threads: int | None = None):
+        super().__init__(card)
+        self.onnx_path = Path(onnx_path)
+        self.session = make_session(self.onnx_path, threads)
+        self.input_spec = card["input"]
+        self.input_size = tuple(self.input_spec["size"])
+        self.output_spec = card.get("output")
+        self.input_name = self.session.get_inputs()[0].name
+        self.batch_size = int((card.get("runtime") or {}).get("batch_size", Model.batch_size))
+
+    def preprocess(self, images: Sequence[LoadedImage]) -> np.ndarray:
+        return preprocess_numpy(images, self.input_spec)
+
+    def forward(self, batch: np.ndarray) -> np.ndarray:
+        (out,) = self.session.run(None, {self.input_name: batch})
+        return logits_to_log_odds(out, self.output_spec)
+
+    def logits(self, images: Sequence[LoadedImage]) -> np.ndarray:
+        return self.forward(self.preprocess(images))
+
+
+@register_kind("onnx-classifier")
+def _load_onnx_classifier(package: ModelPackage) -> Model:
+    return OnnxModel(package.card, package.file("onnx"))
+
+
+# -- export ---------------------------------------------------------------------------------
+def export_module(module, path: str | Path, input_size: Sequence[int], opset: int = DEFAULT_OPSET) -> Path:
+    """Write ``module`` as ONNX with a dynamic batch axis.
+
+    The TorchScript-based exporter is used on purpose: it needs neither the
+    ``onnx`` nor the ``onnxscript`` package, and for plain CNNs it writes the
+    same graph as the newer exporter.
+    """
+    import torch
+
+    path = Path(path)
+    module = module.eval()
+    example = torch.zeros(2, 3, int(input_size[1]), int(input_size[0]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            module, (example,), str(path), dynamo=False, opset_version=opset,
+            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+        )
+    return path
+
+
+def parity(torch_model, onnx_model: OnnxModel, images: Sequence[LoadedImage]) -> dict[str, float]:
+    """Largest difference between the two backends' logits and probabilities on ``images``."""
+    a = np.asarray(torch_model.logits(images), dtype=np.float64)
+    b = np.asarray(onnx_model.logits(images), dtype=np.float64)
+    pa, pb = torch_model.calibration(a), onnx_model.calibration(b)
+    return {"images": len(images), "max_abs_logit_diff": float(np.max(np.abs(a - b))),
+            "max_abs_p_ai_diff": float(np.max(np.abs(pa - pb)))}
+
+
+def parity_images(input_size: Sequence[int], n: int = 16, seed: int = 0) -> list[LoadedImage]:
+    """Deterministic smooth-plus-noise images at a few sizes, so resizing is exercised too."""
+    from PIL import Image
+
+    from synthdetect.images import load_image
+
+    rng = np.random.default_rng(seed)
+    out = []
+    w, h = int(input_size[0]), int(input_size[1])
+    for i in range(n):
+        scale = (1, 2, 3)[i % 3]
+        size = (w * scale + i % 5, h * scale + i % 7)
+        yy, xx = np.mgrid[0 : size[1], 0 : size[0]]
+        base = np.stack([(xx * (i + 1)) % 256, (yy * (i + 3)) % 256, ((xx + yy) * 2) % 256], -1)
+        noise = rng.integers(0, 40, size=base.shape)
+        arr = np.clip(base + noise, 0, 255).astype(np.uint8)
+        out.append(load_image(Image.fromarray(arr, "RGB"), name=f"parity-{i}"))
+    return out
+
+
+def export_package(name: str, out: str | Path, *, opset: int = DEFAULT_OPSET, tolerance: float = 1e-4) -> ModelPackage:
+    """Export a torch package to a new package that also carries ``model.onnx``.
+
+    The parity of the two backends on generated images is measured and
+    written on the card; an export that disagrees more than ``tolerance``
+    (in probability) is refused.
+    """
+    from synthdetect.models import find_package, load_model
+    from synthdetect.models.torch_kinds import TorchModel
+
+    source = find_package(name)
+    previous = os.environ.get(BACKEND_ENV)
+    os.environ[BACKEND_ENV] = "torch"
+    try:
+        model = load_model(str(source.root))
+    finally:
+        if previous is None:
+            os.environ.pop(BACKEND_ENV, None)
+        else:
+            os.environ[BACKEND_ENV] = previous
+    if not isinstance(model, TorchModel):
+        raise ModelPackageError(
+            f"{source.name}: kind '{source.kind}' has no torch module to export "
+            "(export the models a router routes to, one by one)")
+    out = Path(out)
+    if out.resolve() == source.root.resolve():
+        raise ModelPackageError(f"{out}: choose an output directory other than the source package")
+    out.mkdir(parents=True, exist_ok=True)
+    onnx_path = export_module(model.module, out / ONNX_FILE, model.input_size, opset)
+    card = {k: v for k, v in source.card.items() if k not in ("files", "created_with")}
+    onnx_model = OnnxModel(card, onnx_path)
+    report = parity(model, onnx_model, parity_images(model.input_size))
+    if report["max_abs_p_ai_diff"] > tolerance:
+        raise ModelPackageError(
+            f"{source.name}: ONNX export disagrees with torch (max |p_ai diff| "
+            f"{report['max_abs_p_ai_diff']:.2e} > {tolerance:g}); not written")
+    files: dict[str, Path] = {"onnx": onnx_path}
+    if "weights" in source.card.get("files", {}):
+        weights = out / source.file("weights").name
+        shutil.copyfile(source.file("weights"), weights)
+        files["weights"] = weights
+    card["runtime"] = {"backend": "onnxruntime", "onnx_opset": opset, "exported_from": str(source.root),
+                       "parity": report}
+    return write_package(out, card, files)
+

@@ -1,0 +1,194 @@
+"""``synthdetect scan``, ``synthdetect scan-export`` and ``synthdetect export``: thin commands over the scan API."""
+
+from __future__ import annotations
+
+import json
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+class Engine(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+def _progress_display(quiet: bool):
+    """A Rich progress bar (files/s, ETA, errors) fed by the engine's counters, or None when quiet."""
+    if quiet:
+        return None
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]} files/s"), TextColumn("ETA"), TimeRemainingColumn(),
+        TextColumn("[red]{task.fields[errors]} errors[/red] {task.fields[cached]} cached, "
+                   "{task.fields[skipped]} unchanged"),
+        console=Console(stderr=True), transient=False,
+    )
+    task = progress.add_task("scan (discovering)", total=None, rate="-", errors=0, cached=0, skipped=0)
+    state = {"t0": time.perf_counter(), "last": 0.0}
+
+    def hook(counters, discovery_done: bool) -> None:
+        now = time.perf_counter()
+        if now - state["last"] < 0.1 and not discovery_done:
+            return
+        state["last"] = now
+        elapsed = max(now - state["t0"], 1e-9)
+        progress.update(
+            task, completed=counters.done, total=counters.queued if discovery_done else None,
+            description="scan" if discovery_done else f"scan (discovering, {counters.queued} queued)",
+            rate=f"{counters.done / elapsed:.1f}", errors=sum(counters.errors.values()),
+            cached=counters.cached, skipped=counters.skipped,
+        )
+
+    return progress, hook
+
+
+def print_summary(summary: dict, console) -> None:
+    labels = ", ".join(f"{k} {v}" for k, v in sorted(summary["labels"].items())) or "none"
+    errors = ", ".join(f"{k} {v}" for k, v in sorted(summary["errors_by_kind"].items())) or "none"
+    totals = summary["database_totals"]
+    console.print(
+        f"scanned {summary['judged'] + summary['from_cache']} files in {summary['seconds']:.1f} s "
+        f"({summary['files_per_s']} files/s; {summary['judged']} judged, {summary['from_cache']} from the "
+        f"content-hash cache); {summary['skipped_unchanged']} unchanged files skipped",
+        highlight=False,
+    )
+    console.print(f"labels: {labels}", highlight=False)
+    console.print(f"errors: {errors}", highlight=False)
+    db_labels = ", ".join(f"{k} {v}" for k, v in sorted(totals["labels"].items())) or "none"
+    db_errors = sum(totals["errors"].values())
+    console.print(f"database {summary['database']}: {totals['rows']} rows ({db_labels}; {db_errors} errors)",
+                  highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def scan(
+        sources: Annotated[list[str], typer.Argument(
+            help="Folders (recursive), list files (.txt/.lst/.list, one path per line) or globs.")],
+        out: Annotated[Path, typer.Option("--out", "-o", help="SQLite results database (created or resumed).")],
+        model: Annotated[str, typer.Option("--model", "-m", help="Model name or package path.")] = "default",
+        engine: Annotated[Engine, typer.Option(help="local: worker processes on this machine; ray: Ray Data "
+                                               "(local Ray, or the cluster at RAY_ADDRESS).")] = Engine.local,
+        workers: Annotated[int, typer.Option(help="Decode processes (ray: actors); 0 = one per CPU.")] = 0,
+        batch_size: Annotated[int, typer.Option(help="Images per model batch.")] = 32,
+        threads: Annotated[int, typer.Option(help="Inference threads (0 = the backend's default).")] = 0,
+        rescore: Annotated[bool, typer.Option("--rescore", help="Judge every file again, ignoring the cache.")] = False,
+        draft: Annotated[bool, typer.Option("--draft/--full-decode", help="Decode large JPEGs at reduced size "
+                                            "(never below what the model and routing need).")] = False,
+        all_files: Annotated[bool, typer.Option("--all-files", help="In folders, judge every file, not only "
+                                                "image suffixes.")] = False,
+        no_evidence: Annotated[bool, typer.Option("--no-evidence", help="Skip provenance/metadata probes.")] = False,
+        export: Annotated[Optional[list[Path]], typer.Option("--export", help="After the scan, also write the "
+                                                             "database as .csv, .jsonl or .parquet.")] = None,
+        max_pixels: Annotated[int, typer.Option(help="Refuse images with more pixels.")] = 80_000_000,
+        max_bytes: Annotated[int, typer.Option(help="Refuse files larger than this many bytes.")] = 100 * 1024 * 1024,
+        summary_json: Annotated[bool, typer.Option("--summary-json", help="Print the run summary as JSON on "
+                                                   "stdout.")] = False,
+    ) -> None:
+        """Scan folders of images into a resumable SQLite database, one row per file.
+
+        Kill it at any moment and run the same command again: it continues with no
+        duplicate and no missing rows; unchanged files are not judged again.
+        """
+        from rich.console import Console
+
+        from synthdetect.cli import EXIT_SOME_FAILED, fail, state
+        from synthdetect.images import LoadLimits
+        from synthdetect.models import ModelPackageError
+        from synthdetect.scan.engine import ScanOptions
+        from synthdetect.scan.store import EXPORT_FORMATS, StoreError
+        from synthdetect.scan.store import export as export_db
+
+        for target in export or []:
+            if target.suffix.lstrip(".").lower() not in EXPORT_FORMATS:
+                fail(f"--export {target}: use a .csv, .jsonl or .parquet file")
+        options = ScanOptions(
+            model=model, workers=workers or None, batch_size=batch_size, threads=threads or None, rescore=rescore,
+            draft=draft, all_files=all_files, use_evidence=not no_evidence,
+            limits=LoadLimits(max_pixels=max_pixels, max_bytes=max_bytes),
+        )
+        console = Console(stderr=True)
+        display = _progress_display(state["quiet"])
+        hook = display[1] if display else None
+        try:
+            if display:
+                display[0].start()
+            if engine is Engine.ray:
+                from synthdetect.scan.ray_engine import run_ray_scan
+
+                summary = run_ray_scan(sources, out, options, progress=hook)
+            else:
+                from synthdetect.scan.engine import run_scan
+
+                summary = run_scan(sources, out, options, progress=hook)
+        except (ModelPackageError, StoreError, ImportError) as exc:
+            if display:
+                display[0].stop()
+            fail(str(exc))
+        except KeyboardInterrupt:
+            if display:
+                display[0].stop()
+            console.print("interrupted: every committed row is kept; run the same command to continue")
+            raise typer.Exit(130)
+        if display:
+            display[0].stop()
+        for target in export or []:
+            n = export_db(out, target)
+            console.print(f"wrote {n} rows to {target}", highlight=False)
+        if summary_json:
+            typer.echo(json.dumps(summary, indent=2))
+        if not state["quiet"]:
+            print_summary(summary, console)
+        if summary["errors"]:
+            raise typer.Exit(EXIT_SOME_FAILED)
+
+    @app.command("scan-export")
+    def scan_export(
+        database: Annotated[Path, typer.Argument(help="A database written by synthdetect scan.")],
+        to: Annotated[Path, typer.Argument(help="Output file: .csv, .jsonl or .parquet.")],
+    ) -> None:
+        """Write a scan database as CSV, JSON lines (with full verdicts) or Parquet."""
+        from synthdetect.cli import fail
+        from synthdetect.scan.store import StoreError
+        from synthdetect.scan.store import export as export_db
+
+        try:
+            n = export_db(database, to)
+        except (StoreError, ValueError, ImportError) as exc:
+            fail(str(exc))
+        typer.echo(f"wrote {n} rows to {to}")
+
+    @app.command("export")
+    def export_model(
+        model: Annotated[str, typer.Argument(help="A torch model package (name or path), e.g. cifake-cnn.")],
+        out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the exported package.")],
+        onnx: Annotated[bool, typer.Option("--onnx", help="Export to ONNX (the only format so far).")] = False,
+        opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
+        tolerance: Annotated[float, typer.Option(help="Largest |p_ai| difference from torch accepted.")] = 1e-4,
+    ) -> None:
+        """Export a model package to ONNX; the new package is served by ONNX Runtime.
+
+        The exported package keeps the card (calibration, thresholds) and the torch weights;
+        ONNX-vs-torch parity on generated images is measured and written on the card.
+        """
+        from synthdetect.cli import fail
+        from synthdetect.models import ModelPackageError
+        from synthdetect.models.onnx_backend import export_package
+
+        if not onnx:
+            fail("say which format: --onnx")
+        try:
+            package = export_package(model, out, opset=opset, tolerance=tolerance)
+        except ModelPackageError as exc:
+            fail(str(exc))
+        parity = package.card["runtime"]["parity"]
+        typer.echo(f"wrote {package.root} (ONNX opset {opset}; max |logit diff| vs torch "
+                   f"{parity['max_abs_logit_diff']:.2e}, max |p_ai diff| {parity['max_abs_p_ai_diff']:.2e} "
+                   f"on {parity['images']} images)")

@@ -1,0 +1,91 @@
+"""What a decode worker does with one file: read, hash, look in the cache, decode.
+
+Shared by the local engine's worker processes and the Ray engine's actors so
+both judge exactly the same ``LoadedImage`` that ``synthdetect detect`` would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+from synthdetect.images import ImageLoadError, LoadedImage, LoadLimits, load_image
+from synthdetect.scan.store import FileStamp, cached_verdict
+
+
+@dataclass
+class Decoded:
+    """A worker's answer for one file: exactly one of ``image``, ``error`` or ``cached`` is set."""
+
+    path: str
+    stamp: FileStamp
+    image: LoadedImage | None = None
+    error: ImageLoadError | None = None
+    cached: dict[str, Any] | None = None
+    original_size: tuple[int, int] | None = None
+
+    def to_bytes(self) -> bytes:
+        """Pickled by hand so that an unpicklable field (odd image metadata) cannot lose the file."""
+        error = None if self.error is None else (self.error.source, self.error.kind, self.error.reason)
+        state = (self.path, self.stamp, self.image, error, self.cached, self.original_size)
+        try:
+            return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:  # noqa: BLE001 - metadata Pillow attached that does not pickle
+            if self.image is not None:
+                self.image.info = {k: v for k, v in self.image.info.items() if _picklable(v)}
+            return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "Decoded":
+        path, stamp, image, error, cached, original_size = pickle.loads(data)
+        return cls(path, stamp, image, ImageLoadError(*error) if error else None, cached, original_size)
+
+    @property
+    def loaded(self) -> LoadedImage | ImageLoadError:
+        return self.image if self.image is not None else self.error  # type: ignore[return-value]
+
+
+def _picklable(value: Any) -> bool:
+    try:
+        pickle.dumps(value)
+    except Exception:  # noqa: BLE001
+        return False
+    return True
+
+
+def decode_file(
+    path: str,
+    stamp: FileStamp,
+    limits: LoadLimits,
+    *,
+    draft_size: tuple[int, int] | None = None,
+    cache: sqlite3.Connection | None = None,
+    fingerprint: str | None = None,
+) -> Decoded:
+    """Decode one file; never raises for a bad file (the error travels in :class:`Decoded`)."""
+    raw: bytes | None = None
+    if stamp.size is not None and 0 < stamp.size <= limits.max_bytes:
+        try:
+            with open(path, "rb") as handle:
+                raw = handle.read()
+        except OSError:
+            raw = None  # load_image(path) below gives the canonical one-line error
+    try:
+        if raw is None:
+            image = load_image(path, limits, name=path, draft_size=draft_size)
+        else:
+            if cache is not None and fingerprint:
+                hit = cached_verdict(cache, hashlib.sha256(raw).hexdigest(), fingerprint)
+                if hit is not None:
+                    return Decoded(path, stamp, cached=hit)
+            image = load_image(raw, limits, name=path, draft_size=draft_size)
+    except ImageLoadError as exc:
+        return Decoded(path, stamp, error=exc)
+    except Exception as exc:  # noqa: BLE001 - a decoder bug on one file must not stop the scan
+        return Decoded(path, stamp, error=ImageLoadError(path, "decoder_error", f"decoder failed ({exc})"))
+    (w0, h0), (w, h) = image.original_size, image.rgb.size
+    original = (w0, h0) if w0 * h0 != w * h else None  # decoded at reduced size (draft mode)
+    return Decoded(path, stamp, image=image, original_size=original)

@@ -1,0 +1,447 @@
+"""The local streaming scan engine: discovery -> decode workers -> batched Detector -> SQLite.
+
+Four stages overlap through bounded queues, so memory stays flat however many
+files a folder holds:
+
+* a discovery thread walks the sources, skips files the database already has
+  (same size and mtime, same detector configuration) and queues the rest;
+* worker processes read each file, hash it, answer from the content-hash
+  cache when identical bytes were judged before, else decode it with
+  :func:`synthdetect.images.load_image` (exactly as ``synthdetect detect``);
+* the main process batches decoded images into ``Detector.judge_loaded``, so
+  verdicts equal ``detect``'s;
+* a writer thread commits each batch in one SQLite transaction.
+
+Loss-free under ``kill -9``: a row exists only once its batch is committed,
+rows are upserted by path, and a rerun queues every file without a row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing as mp
+import os
+import queue
+import signal
+import threading
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from synthdetect.images import ImageLoadError, LoadLimits
+from synthdetect.scan.decode import Decoded, decode_file
+from synthdetect.scan.sources import Candidate, iter_candidates
+from synthdetect.scan.store import FileStamp, ResultStore, connect, verdict_row
+
+_log = logging.getLogger(__name__)
+
+#: Paths checked against the database per query while discovering.
+RESUME_CHUNK = 256
+
+
+@dataclass
+class ScanOptions:
+    """Everything that decides what a scan computes and how hard it pushes the machine."""
+
+    model: str = "default"
+    workers: int | None = None  # decode processes; default: every CPU this process may use
+    batch_size: int = 32
+    threads: int | None = None  # inference threads; default: the model backend's own choice
+    rescore: bool = False
+    draft: bool = False
+    all_files: bool = False
+    use_evidence: bool = True
+    limits: LoadLimits = field(default_factory=LoadLimits)
+    queue_per_worker: int = 4
+    #: A batch is also sent to the model once it holds this many decoded pixels (bounded memory for big photos).
+    max_batch_pixels: int = 48_000_000
+
+
+def worker_context() -> Any:
+    """``fork`` where there is one: a spawned worker re-imports torch and the whole package, which
+    costs seconds of CPU per worker.  Forked workers only decode with Pillow, hash and read SQLite,
+    never torch or ONNX Runtime, so the threads those libraries started in the parent do not matter."""
+    methods = mp.get_all_start_methods()
+    return mp.get_context("fork" if "fork" in methods else "spawn")
+
+
+def available_cpus() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def load_detector(options: ScanOptions):
+    """The Detector a scan uses, with the inference thread count applied to both backends."""
+    from synthdetect.api import Detector
+
+    if options.threads:
+        import torch
+
+        torch.set_num_threads(options.threads)
+        os.environ["SYNTHDETECT_THREADS"] = str(options.threads)
+    return Detector.load(options.model, limits=options.limits, use_evidence=options.use_evidence)
+
+
+def _model_cards(model: Any) -> list[dict[str, Any]]:
+    cards = [model.card]
+    for sub in getattr(model, "models", {}).values():
+        cards.extend(_model_cards(sub))
+    return cards
+
+
+def draft_size_for(model: Any) -> tuple[int, int] | None:
+    """The smallest JPEG decode size that cannot change which model judges an image, or how.
+
+    Draft mode scales by 1/2, 1/4 or 1/8 but never below the requested size,
+    so asking for the largest model input *and* every size boundary on the
+    cards (routes, ``min_side``, ``max_short_side``) keeps routing and
+    out-of-domain answers as they are at full resolution.
+    """
+    cards = _model_cards(model)
+    needed = 0
+    for card in cards:
+        spec = card.get("input") or {}
+        if card.get("kind") != "router" and "size" not in spec:
+            return None  # a kind that does not state its input may need every pixel
+        needed = max([needed, *spec.get("size", [])])
+        if spec.get("max_short_side"):
+            needed = max(needed, int(spec["max_short_side"]) + 1)
+        needed = max(needed, int(spec.get("min_side", 0)))
+        for route in card.get("routes", []):
+            if route.get("max_short_side") is not None:
+                needed = max(needed, int(route["max_short_side"]) + 1)
+            if route.get("min_short_side") is not None:
+                needed = max(needed, int(route["min_short_side"]))
+    return (needed, needed) if needed else None
+
+
+def detector_fingerprint(detector: Any, draft_size: tuple[int, int] | None) -> str:
+    """Identity of everything that shapes a verdict; a cached row is reused only under the same one."""
+    from synthdetect import __version__
+    from synthdetect.evidence import probe_names
+
+    cards = [{k: v for k, v in card.items() if k != "history"} for card in _model_cards(detector.model)]
+    payload = {
+        "synthdetect": __version__, "cards": cards, "use_evidence": detector.use_evidence,
+        "probes": sorted(detector.probes) if detector.probes is not None else probe_names(),
+        "limits": asdict(detector.limits), "draft_size": draft_size,
+    }
+    blob = json.dumps(payload, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# -- decode worker processes -------------------------------------------------------------------
+def _worker_main(wid: int, tasks: Any, results: Any, current: Any, limits: LoadLimits,
+                 draft_size: tuple[int, int] | None, db_path: str, fingerprint: str, use_cache: bool) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides how Ctrl-C ends a scan
+    cache = None
+    if use_cache:
+        try:
+            cache = connect(db_path, readonly=True)
+        except Exception:  # noqa: BLE001 - without a cache every file is simply judged
+            cache = None
+    while True:
+        task = tasks.get()
+        if task is None:
+            break
+        seq, path, size, mtime = task
+        current[wid] = seq  # read by the main process if this worker dies on this file
+        decoded = decode_file(path, FileStamp(size, mtime), limits, draft_size=draft_size,
+                              cache=cache, fingerprint=fingerprint)
+        results.put((seq, decoded.to_bytes()))
+
+
+class _Pool:
+    """Decode processes that are replaced, with an error row for the file, when one dies."""
+
+    def __init__(self, n: int, worker_args: tuple, queue_per_worker: int, ctx: Any):
+        self.ctx = ctx
+        self.args = worker_args
+        self.tasks = ctx.Queue(maxsize=n * queue_per_worker)  # paths: cheap
+        # Decoded images are not: a 4 MP photo is 12 MB of RGB, so only two per worker wait here.
+        self.results = ctx.Queue(maxsize=2 * n)
+        self.current = ctx.Array("q", [-1] * n, lock=False)
+        self.procs: list[Any] = [None] * n
+        for wid in range(n):
+            self._start(wid)
+
+    def _start(self, wid: int) -> None:
+        self.current[wid] = -1
+        proc = self.ctx.Process(target=_worker_main, name=f"synthdetect-decode-{wid}", daemon=True,
+                                args=(wid, self.tasks, self.results, self.current, *self.args))
+        proc.start()
+        self.procs[wid] = proc
+
+    def reap(self) -> list[tuple[int, int]]:
+        """Restart dead workers; returns ``(seq they held, exit code)`` for each."""
+        dead = []
+        for wid, proc in enumerate(self.procs):
+            if proc is not None and not proc.is_alive():
+                dead.append((int(self.current[wid]), proc.exitcode))
+                self._start(wid)
+        return dead
+
+    def close(self, wait: bool = True) -> None:
+        if wait:
+            for _ in self.procs:
+                self.tasks.put(None)
+            for proc in self.procs:
+                proc.join(timeout=10)
+        for proc in self.procs:
+            if proc.is_alive():
+                proc.terminate()
+        for q in (self.tasks, self.results):
+            q.cancel_join_thread()
+            q.close()
+
+
+# -- the scan ----------------------------------------------------------------------------------
+@dataclass
+class ScanCounters:
+    discovered: int = 0
+    skipped: int = 0
+    queued: int = 0
+    judged: int = 0
+    cached: int = 0
+    labels: Counter = field(default_factory=Counter)
+    errors: Counter = field(default_factory=Counter)
+
+    @property
+    def done(self) -> int:
+        return self.judged + self.cached
+
+
+ProgressHook = Callable[[ScanCounters, bool], None]
+
+
+def resume_filter(candidates: Iterable[Candidate], db_path: str | Path, fingerprint: str,
+                  rescore: bool, counters: ScanCounters) -> Iterable[Candidate]:
+    """Drop files whose row is already there for this detector, unchanged since (unless rescoring)."""
+    conn = connect(db_path, readonly=True)
+    try:
+        chunk: list[Candidate] = []
+
+        def pending(chunk: list[Candidate]) -> list[Candidate]:
+            if rescore:
+                return chunk
+            done = _done(conn, [c.path for c in chunk], fingerprint)
+            keep = [c for c in chunk if done.get(c.path) != c.stamp or c.stamp.size is None]
+            counters.skipped += len(chunk) - len(keep)
+            return keep
+
+        for cand in candidates:
+            counters.discovered += 1
+            chunk.append(cand)
+            if len(chunk) >= RESUME_CHUNK:
+                yield from pending(chunk)
+                chunk = []
+        if chunk:
+            yield from pending(chunk)
+    finally:
+        conn.close()
+
+
+def _done(conn: Any, paths: Sequence[str], fingerprint: str) -> dict[str, FileStamp]:
+    query = (f"SELECT path, size, mtime_ns FROM results WHERE fingerprint = ? "
+             f"AND path IN ({', '.join('?' for _ in paths)})")
+    return {p: FileStamp(s, m) for p, s, m in conn.execute(query, (fingerprint, *paths))}
+
+
+def judge_batch(detector: Any, batch: Sequence[Decoded]) -> list[dict[str, Any]]:
+    """Verdict dicts for decoded files; a model failure on one batch falls back to file by file."""
+    try:
+        return [v.to_dict() for v in detector.judge_loaded([(d.path, d.loaded) for d in batch])]
+    except Exception:  # noqa: BLE001 - find the one file the model cannot take; the rest still count
+        if len(batch) == 1:
+            raise
+    out = []
+    for d in batch:
+        try:
+            out.extend(v.to_dict() for v in detector.judge_loaded([(d.path, d.loaded)]))
+        except Exception as exc:  # noqa: BLE001
+            from synthdetect.verdict import Verdict
+
+            _log.warning("%s: model failed: %s", d.path, exc)
+            out.append(Verdict.failed(d.path, f"{d.path}: model failed ({exc})", "model_error").to_dict())
+    return out
+
+
+def run_scan(
+    sources: Sequence[str],
+    out: str | Path,
+    options: ScanOptions | None = None,
+    progress: ProgressHook | None = None,
+) -> dict[str, Any]:
+    """Scan ``sources`` into the SQLite database ``out``; returns the summary (also stored in ``runs``)."""
+    options = options or ScanOptions()
+    out = Path(out)
+    workers = options.workers or available_cpus()
+    store = ResultStore(out)
+    ctx = worker_context()
+    started = time.perf_counter()
+    counters = ScanCounters()
+    detector = load_detector(options)
+    draft_size = draft_size_for(detector.model) if options.draft else None
+    fingerprint = detector_fingerprint(detector, draft_size)
+    run_id = store.start_run(json.dumps(list(map(str, sources))), options.model, "local")
+    pool = _Pool(workers, (options.limits, draft_size, str(out), fingerprint, not options.rescore),
+                 options.queue_per_worker, ctx)
+
+    lock = threading.Lock()
+    inflight: dict[int, tuple[str, FileStamp]] = {}
+    discovery_done = threading.Event()
+    stop = threading.Event()
+    failure: list[BaseException] = []
+
+    def discover() -> None:
+        try:
+            seq = 0
+            for cand in resume_filter(iter_candidates(sources, options.all_files), out, fingerprint,
+                                      options.rescore, counters):
+                with lock:
+                    inflight[seq] = (cand.path, cand.stamp)
+                    counters.queued += 1
+                task = (seq, cand.path, cand.stamp.size, cand.stamp.mtime_ns)
+                while not stop.is_set():
+                    try:
+                        pool.tasks.put(task, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+                seq += 1
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            failure.append(exc)
+        finally:
+            discovery_done.set()
+
+    writes: queue.Queue = queue.Queue(maxsize=8)
+
+    def write() -> None:
+        while True:
+            rows = writes.get()
+            if rows is None:
+                return
+            if failure:
+                continue  # keep draining so the main thread never blocks on a full queue
+            try:
+                store.write(rows)
+            except BaseException as exc:  # noqa: BLE001
+                failure.append(exc)
+                stop.set()
+
+    def emit(verdicts: list[dict[str, Any]], decoded: Sequence[Decoded | tuple[str, FileStamp]]) -> None:
+        rows = []
+        for verdict, d in zip(verdicts, decoded):
+            if isinstance(d, Decoded):
+                rows.append(verdict_row(verdict, d.stamp, options.model, fingerprint, d.original_size))
+            else:
+                rows.append(verdict_row(verdict, d[1], options.model, fingerprint))
+            if verdict["error"]:
+                counters.errors[verdict["error_kind"] or "error"] += 1
+            else:
+                counters.labels[verdict["label"]] += 1
+        writes.put(rows)
+
+    discoverer = threading.Thread(target=discover, name="synthdetect-discover", daemon=True)
+    writer = threading.Thread(target=write, name="synthdetect-writer", daemon=True)
+    discoverer.start()
+    writer.start()
+    pending: list[Decoded] = []
+    pending_pixels = 0
+    last_reap = time.monotonic()
+
+    def flush() -> None:
+        nonlocal pending_pixels
+        if pending:
+            emit(judge_batch(detector, pending), pending)
+            counters.judged += len(pending)
+            pending.clear()
+            pending_pixels = 0
+
+    interrupted = False
+    try:
+        while not failure:
+            with lock:
+                finished = discovery_done.is_set() and not inflight
+            if finished:
+                break
+            try:
+                seq, data = pool.results.get(timeout=0.05)
+            except queue.Empty:
+                flush()
+                if time.monotonic() - last_reap > 1.0:
+                    last_reap = time.monotonic()
+                    _reap(pool, lock, inflight, emit, counters)
+                if progress:
+                    progress(counters, discovery_done.is_set())
+                continue
+            with lock:
+                known = inflight.pop(seq, None) is not None
+            if not known:
+                continue  # already written as a crashed-decoder row
+            decoded = Decoded.from_bytes(data)
+            if decoded.cached is not None:
+                verdict = dict(decoded.cached, file=decoded.path)
+                emit([verdict], [decoded])
+                counters.cached += 1
+            else:
+                pending.append(decoded)
+                if decoded.image is not None:
+                    pending_pixels += decoded.image.size[0] * decoded.image.size[1]
+                if len(pending) >= options.batch_size or pending_pixels >= options.max_batch_pixels:
+                    flush()
+            if progress:
+                progress(counters, discovery_done.is_set())
+        flush()
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        stop.set()
+        writes.put(None)
+        writer.join()
+        pool.close(wait=not interrupted and not failure)
+        discoverer.join(timeout=5)
+    if failure:
+        store.close()
+        raise failure[0]
+    seconds = time.perf_counter() - started
+    summary = {
+        "engine": "local", "database": str(out), "model": options.model, "fingerprint": fingerprint,
+        "workers": workers, "batch_size": options.batch_size, "draft_size": draft_size,
+        "discovered": counters.discovered, "skipped_unchanged": counters.skipped,
+        "judged": counters.judged, "from_cache": counters.cached,
+        "errors": sum(counters.errors.values()), "labels": dict(counters.labels),
+        "errors_by_kind": dict(counters.errors), "seconds": round(seconds, 3),
+        "files_per_s": round(counters.done / seconds, 2) if seconds > 0 else None,
+        "interrupted": interrupted, "database_totals": store.totals(),
+    }
+    store.finish_run(run_id, summary)
+    store.close()
+    if progress:
+        progress(counters, True)
+    if interrupted:
+        raise KeyboardInterrupt
+    return summary
+
+
+def _reap(pool: _Pool, lock: threading.Lock, inflight: dict, emit: Callable, counters: ScanCounters) -> None:
+    from synthdetect.verdict import Verdict
+
+    for seq, code in pool.reap():
+        with lock:
+            entry = inflight.pop(seq, None) if seq >= 0 else None
+        if entry is None:
+            continue
+        path, stamp = entry
+        reason = f"decoder process died on this file (exit code {code})"
+        _log.warning("%s: %s", path, reason)
+        emit([Verdict.failed(path, f"{path}: {reason}", "decoder_crashed").to_dict()], [(path, stamp)])
+        counters.judged += 1

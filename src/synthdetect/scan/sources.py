@@ -1,0 +1,95 @@
+"""Streaming discovery of the files a scan judges: folders, list files and globs.
+
+Why not :func:`synthdetect.api.expand_paths`: it sorts the whole expansion in
+memory, which is right for ``detect`` and wrong for a bucket of millions of
+files.  Here folders are walked one directory at a time (each directory's
+entries sorted, so reruns see the same order) and every path is yielded as
+soon as it is found.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from synthdetect.images import IMAGE_SUFFIXES
+from synthdetect.scan.store import FileStamp
+
+#: A SOURCE file with one of these suffixes is read as a list of paths, one per line.
+LIST_SUFFIXES = frozenset({".txt", ".lst", ".list"})
+
+
+@dataclass(frozen=True)
+class Candidate:
+    path: str
+    stamp: FileStamp
+
+
+def _stamp(path: str) -> FileStamp:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return FileStamp(None, None)  # the decode worker turns this into an error row
+    return FileStamp(st.st_size, st.st_mtime_ns)
+
+
+def walk_folder(root: str, all_files: bool = False) -> Iterator[Candidate]:
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError:
+            continue
+        subfolders = []
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    subfolders.append(entry.path)
+                    continue
+                if not entry.is_file():
+                    continue
+            except OSError:
+                continue
+            if all_files or os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
+                try:
+                    st = entry.stat()
+                    stamp = FileStamp(st.st_size, st.st_mtime_ns)
+                except OSError:
+                    stamp = FileStamp(None, None)
+                yield Candidate(entry.path, stamp)
+        stack.extend(reversed(subfolders))  # depth first, in name order
+
+
+def read_list_file(path: str) -> Iterator[Candidate]:
+    """One path per line; blank lines and ``#`` comments are skipped; relative paths are relative to the list."""
+    base = Path(path).parent
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            entry = line.strip()
+            if not entry or entry.startswith("#"):
+                continue
+            full = entry if os.path.isabs(entry) else str(base / entry)
+            yield Candidate(full, _stamp(full))
+
+
+def iter_candidates(sources: Iterable[str], all_files: bool = False) -> Iterator[Candidate]:
+    """Every file named by ``sources``; a name that matches nothing is yielded too and becomes an error row."""
+    for source in sources:
+        source = str(source)
+        if os.path.isdir(source):
+            yield from walk_folder(source, all_files)
+        elif os.path.isfile(source) and os.path.splitext(source)[1].lower() in LIST_SUFFIXES:
+            yield from read_list_file(source)
+        elif os.path.exists(source):
+            yield Candidate(source, _stamp(source))
+        elif glob.has_magic(source):
+            for match in glob.iglob(source, recursive=True):
+                if os.path.isfile(match):
+                    yield Candidate(match, _stamp(match))
+        else:
+            yield Candidate(source, FileStamp(None, None))
