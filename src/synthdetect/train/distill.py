@@ -260,51 +260,19 @@ def fit_soft_member(data, idx: np.ndarray, targets: np.ndarray, spec, seed: int 
 def train_soft_linear_heads(request, targets: np.ndarray, extractor: str, kind: str):
     """The ``clip-head``/``handcrafted`` package layout (global + crop-mean heads, stacker on validation), soft heads."""
     from synthdetect.models.multicrop import CropPolicy
-    from synthdetect.models.view_features import get_extractor, save_members
-    from synthdetect.train.registry import finalize_package
-    from synthdetect.train.wild import MemberSpec, WildData, fit_stacker, member_logits
-    from synthdetect.train.wild_features import extract_cached
+    from synthdetect.train.wild_trainers import train_linear_heads
 
-    policy = CropPolicy(size=int(request.options.get("crop_size", 224)), native_crops=int(request.options.get("crops", 4)))
-    records = list(request.train) + list(request.val) + list(request.test)
-    cached = extract_cached(records, policy, [extractor], request.options.get("cache"))
-    data = WildData.from_cache(cached)
-    where = {r.ref: i for i, r in enumerate(cached.records)}
     target_of = {r.ref: float(t) for r, t in zip(request.train, targets)}
+    crops = CropPolicy(size=int(request.options.get("crop_size", 224)),
+                       native_crops=int(request.options.get("crops", 4))).native_crops
 
-    def idx(part):
-        return np.array([where[r.ref] for r in part if r.ref in where], dtype=int)
+    def fit_soft(data, train, spec, seed):
+        return fit_soft_member(data, train, np.array([target_of[data.names[i]] for i in train]), spec, seed)
 
-    train, val, test = idx(request.train), idx(request.val), idx(request.test)
-    train_targets = np.array([target_of[data.names[i]] for i in train])
-    specs = [MemberSpec(extractor, "global"), MemberSpec(extractor, "crops", "mean")]
-    members = [fit_soft_member(data, train, train_targets, spec, request.seed) for spec in specs]
-
-    def logits(part):
-        return np.stack([member_logits(data, part, m, [m.aggregate])[m.aggregate if m.view == "crops" else "global"]
-                         for m in members], 1)
-
-    z_val = logits(val)
-    weights, bias = fit_stacker(z_val, data.labels[val])
-    out = Path(request.out)
-    out.mkdir(parents=True, exist_ok=True)
-    heads = out / "heads.npz"
-    save_members(heads, members)
-    card = {
-        "description": f"Distilled student: linear heads on {extractor} features of a global view and "
-                       f"{policy.native_crops} native crops, fitted on teachers' soft labels.",
-        "input": {"min_side": 32, "max_aspect": 6.0},
-        "crop_policy": policy.to_dict(),
-        "extractors": {extractor: get_extractor(extractor).describe()},
-        "members": [m.meta() for m in members],
-        "stacker": {"weights": [float(w) for w in weights], "bias": float(bias), "fitted_on": "validation split"},
-        "labels": ["human", "ai"],
-    }
-    test_z = logits(test) @ weights + bias if len(test) else None
-    return finalize_package(request, kind=kind, card=card, val_logits=z_val @ weights + bias,
-                            val_labels=data.labels[val], test_logits=test_z,
-                            test_labels=data.labels[test] if len(test) else None, files={"heads": heads},
-                            training={"images_failed": [why for _, why in cached.failed]})
+    return train_linear_heads(
+        request, extractor, kind, fit=fit_soft,
+        description=f"Distilled student: linear heads on {extractor} features of a global view and "
+                    f"{crops} native crops, fitted on teachers' soft labels.")
 
 
 # ---------------------------------------------------------------------------------------------

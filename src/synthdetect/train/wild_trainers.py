@@ -19,8 +19,14 @@ from synthdetect.train.wild import CLIP, HANDCRAFTED, MemberSpec, WildData, fit_
 from synthdetect.train.wild_features import extract_cached
 
 
-def train_linear_heads(request: TrainRequest, extractor: str, kind: str) -> ModelPackage:
-    """Global-view and crop-mean heads fitted on ``train``; stacker on ``val``; calibrated by finalize_package."""
+def train_linear_heads(
+    request: TrainRequest, extractor: str, kind: str, *, fit=None, description: str | None = None,
+) -> ModelPackage:
+    """Global-view and crop-mean heads fitted on ``train``; stacker on ``val``; calibrated by finalize_package.
+
+    ``fit(data, train_idx, spec, seed)`` replaces the hard-label member fit (distillation passes a
+    soft-label one); ``description`` goes on the card.
+    """
     policy = CropPolicy(size=int(request.options.get("crop_size", 224)), native_crops=int(request.options.get("crops", 4)))
     records = request.train + request.val + request.test
     cache = request.options.get("cache")
@@ -35,7 +41,7 @@ def train_linear_heads(request: TrainRequest, extractor: str, kind: str) -> Mode
     if len(np.unique(data.labels[train])) < 2:
         raise TrainerError("the training split needs both AI and human images")
     specs = [MemberSpec(extractor, "global"), MemberSpec(extractor, "crops", str(request.options.get("aggregate", "mean")))]
-    members = [fit_member(data, train, spec, request.seed) for spec in specs]
+    members = [(fit or fit_member)(data, train, spec, request.seed) for spec in specs]
 
     def logits(part):
         return np.stack([member_logits(data, part, m, [m.aggregate])[m.aggregate if m.view == "crops" else "global"]
@@ -48,7 +54,8 @@ def train_linear_heads(request: TrainRequest, extractor: str, kind: str) -> Mode
     heads = out / "heads.npz"
     save_members(heads, members)
     card = {
-        "description": f"Linear heads on {extractor} features of a global view and {policy.native_crops} native crops.",
+        "description": description
+        or f"Linear heads on {extractor} features of a global view and {policy.native_crops} native crops.",
         "input": {"min_side": 32, "max_aspect": 6.0},
         "crop_policy": policy.to_dict(),
         "extractors": {extractor: get_extractor(extractor).describe()},
