@@ -23,7 +23,6 @@ import numpy as np
 from PIL import Image
 
 from synthdetect.explain import render
-from synthdetect.explain.maps import ExplainUnavailable, ela_map, gradcam_map, occlusion_calls, occlusion_map
 from synthdetect.images import ImageSource, LoadedImage, describe_source, load_image
 from synthdetect.verdict import Verdict
 
@@ -54,6 +53,8 @@ class Explanation:
         if values is None:
             prefixes = (name, "no model map") if name in ("gradcam", "occlusion") else (name,)
             reason = next((n for n in self.notes if n.startswith(prefixes)), f"no {name} map was made")
+            from synthdetect.explain.maps import ExplainUnavailable
+
             raise ExplainUnavailable(reason)
         return render.overlay(self.image, name, values)
 
@@ -98,6 +99,8 @@ def affordable_grid(size: tuple[int, int], grid: int, model_ms: float | None, bu
     The cost of one call is the model time measured for the verdict, so a
     32 px CNN gets the full grid and a slow full-size model a coarser one.
     """
+    from synthdetect.explain.maps import occlusion_calls  # torch only when explaining
+
     if budget_s is None or not model_ms:
         return grid
     for candidate in range(grid, 1, -1):
@@ -122,6 +125,9 @@ def explain_loaded(
     the estimated time (None: no cap) by coarsening the grid, or skips the map
     with a note saying how long it would take.
     """
+    from synthdetect.explain.maps import (  # torch only when explaining
+        ExplainUnavailable, ela_map, gradcam_map, occlusion_calls, occlusion_map)
+
     unknown = set(methods) - set(METHODS)
     if unknown:
         raise ValueError(f"unknown explanation method(s): {', '.join(sorted(unknown))} (known: {', '.join(METHODS)})")
@@ -173,6 +179,15 @@ def explain(
     image = load_image(source, detector.limits, name=name or describe_source(source))
     return explain_loaded(detector, image, methods=methods, grid=grid, max_side=max_side,
                           occlusion_budget_s=occlusion_budget_s)
+
+
+def __getattr__(name: str):
+    # ExplainUnavailable lives with the torch-based maps; importing it lazily keeps `synthdetect --help` light.
+    if name == "ExplainUnavailable":
+        from synthdetect.explain.maps import ExplainUnavailable
+
+        return ExplainUnavailable
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["Explanation", "ExplainUnavailable", "explain", "explain_loaded", "METHODS"]
