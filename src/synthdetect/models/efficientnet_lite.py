@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from torch import nn
 from synthdetect.models.base import Model, register_kind
 from synthdetect.models.package import ModelPackage
 from synthdetect.models.torch_kinds import TorchModel
-from synthdetect.train.registry import TrainerError, TrainRequest, finalize_package, register_trainer
+from synthdetect.train.registry import TrainerError, TrainRequest, register_trainer
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -160,6 +159,7 @@ def _input_spec(options: dict[str, Any], size: int) -> dict[str, Any]:
 def train_efficientnet_lite(request: TrainRequest, variant: str) -> ModelPackage:
     """Fine-tune from ImageNet weights: all layers, or only the new head with ``freeze_backbone=true``."""
     from synthdetect.train.augment import augment_pixels, mix_batch
+    from synthdetect.train.small_image import finish_torch_package
     from synthdetect.train.trainer import decode_records, fit_classifier, predict_logits
 
     options = request.options
@@ -202,24 +202,12 @@ def train_efficientnet_lite(request: TrainRequest, variant: str) -> ModelPackage
                        "sha256": spec.weights_sha256, "data": "ImageNet-1k", "license": "Apache-2.0"},
         "input": _input_spec(options, size),
     }
-    training = {
-        "decode_errors": errors[:50], "decode_error_count": len(errors),
-        "best_epoch": result.best_epoch, "epochs_run": len(result.history),
-        "stopped_early": result.stopped_early, "seconds": round(result.seconds, 1),
-        "threads": torch.get_num_threads(),
-        "trainable_parameters": int(sum(p.numel() for p in module.parameters() if p.requires_grad)),
-    }
-    package = finalize_package(
-        request, kind=variant, card=card, val_logits=val_logits, val_labels=y_val,
-        test_logits=test_logits, test_labels=y_test if len(x_test) else None,
-        files={"weights": weights}, training=training, history=result.history,
+    return finish_torch_package(
+        request, kind=variant, card=card, result=result, errors=errors, workdir=workdir,
+        val=(val_logits, y_val), test=(test_logits, y_test), weights=weights,
+        keep_workdir=bool(options.get("keep_workdir")),
+        extra_training={"trainable_parameters": int(sum(p.numel() for p in module.parameters() if p.requires_grad))},
     )
-    for log in ("metrics.jsonl", "metrics.csv"):  # the per-epoch log stays with the package
-        if (workdir / log).exists():
-            shutil.copy2(workdir / log, out / f"training_{log}")
-    if not options.get("keep_workdir"):
-        shutil.rmtree(workdir, ignore_errors=True)
-    return package
 
 
 def _make_trainer(variant: str):

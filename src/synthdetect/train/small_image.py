@@ -70,21 +70,33 @@ def _train_torch_cnn(
         "parameters": int(sum(p.numel() for p in module.parameters())),
         "input": {**input_spec, **(extra_input or {})},
     }
+    return finish_torch_package(request, kind=kind, card=card, result=result, errors=errors, workdir=workdir,
+                                val=(val_logits, y_val), test=(test_logits, y_test), weights=weights,
+                                keep_workdir=bool(request.options.get("keep_workdir")))
+
+
+def finish_torch_package(
+    request: TrainRequest, *, kind: str, card: dict[str, Any], result, errors: list[str], workdir: Path,
+    val: tuple, test: tuple, weights: Path, keep_workdir: bool = False, extra_training: dict | None = None,
+) -> ModelPackage:
+    """Shared end of every torch trainer: calibrate and write the package, keep the epoch logs, tidy up."""
     training = {
         "decode_errors": errors[:50], "decode_error_count": len(errors),
         "best_epoch": result.best_epoch, "epochs_run": len(result.history),
         "stopped_early": result.stopped_early, "seconds": round(result.seconds, 1),
-        "threads": torch.get_num_threads(),
+        "threads": torch.get_num_threads(), **(extra_training or {}),
     }
+    test_logits, y_test = test
     package = finalize_package(
-        request, kind=kind, card=card, val_logits=val_logits, val_labels=y_val,
-        test_logits=test_logits, test_labels=y_test if len(x_test) else None,
+        request, kind=kind, card=card, val_logits=val[0], val_labels=val[1],
+        test_logits=test_logits, test_labels=y_test if test_logits is not None else None,
         files={"weights": weights}, training=training, history=result.history,
     )
+    out = Path(request.out)
     for log in ("metrics.jsonl", "metrics.csv"):  # the per-epoch log stays with the package
         if (workdir / log).exists():
             shutil.copy2(workdir / log, out / f"training_{log}")
-    if not request.options.get("keep_workdir"):
+    if not keep_workdir:
         shutil.rmtree(workdir, ignore_errors=True)
     return package
 
