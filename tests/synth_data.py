@@ -61,6 +61,11 @@ def write_manifest(root: Path, sources: dict[str, tuple[int, int]], size: int = 
         rel = f"images/broken_{i}.png"
         (root / rel).write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
         rows.append({"path": rel, "label": "ai", "source": "broken", "generator": ""})
+    return write_manifest_rows(root, rows)
+
+
+def write_manifest_rows(root: Path, rows: list[dict]) -> Path:
+    """Write ``root/manifest.csv`` (path,label,source,generator) from row dicts."""
     manifest = root / "manifest.csv"
     with open(manifest, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["path", "label", "source", "generator"])

@@ -7,7 +7,6 @@ share of the budget and recorded as ``stopped: budget``.
 
 from __future__ import annotations
 
-import csv
 import json
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from synth_data import write_manifest_rows
 from synthdetect.train.autopilot import (
     FINISHED, SKIPPED, STOPPED, AutopilotError, Candidate, _slice_for, default_candidates, parse_budget, rank_rows,
     run_autopilot,
@@ -42,12 +42,7 @@ def make_dataset(root: Path, sources: int = 4, per_class: int = 8, size: int = 1
                 Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).save(path)
                 rows.append({"path": path.relative_to(root).as_posix(), "label": label, "source": f"s{s}",
                              "generator": f"gen{s % 2}" if label == "ai" else ""})
-    manifest = root / "manifest.csv"
-    with open(manifest, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["path", "label", "source", "generator"])
-        writer.writeheader()
-        writer.writerows(rows)
-    return manifest
+    return write_manifest_rows(root, rows)
 
 
 def tiny_cnn(name: str, epochs: int, weight: float = 1.0) -> Candidate:

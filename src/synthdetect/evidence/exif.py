@@ -47,17 +47,28 @@ def _number(value: Any) -> float | None:
     return number if number == number else None  # NaN from 0/0 rationals
 
 
-def read_exif(image: LoadedImage) -> dict[str, Any] | None:
-    """The camera-relevant EXIF tags by name, or None when the file carries no EXIF."""
+def parse_exif(image: LoadedImage) -> tuple[Image.Exif, dict] | None:
+    """The file's EXIF (IFD0, Exif sub-IFD), or None when it has none or it cannot be read.
+
+    Unreadable EXIF is reported as absent, never as a signal, by every probe that uses it.
+    """
     exif_bytes = image.info.get("exif")
     if not exif_bytes:
         return None
     exif = Image.Exif()
     try:
         exif.load(exif_bytes)
-        sub = exif.get_ifd(EXIF_IFD)
-    except Exception:  # noqa: BLE001 - unreadable EXIF is reported as absent, never as a signal
+        return exif, exif.get_ifd(EXIF_IFD)
+    except Exception:  # noqa: BLE001 - malformed EXIF of any kind means "no EXIF"
         return None
+
+
+def read_exif(image: LoadedImage) -> dict[str, Any] | None:
+    """The camera-relevant EXIF tags by name, or None when the file carries no EXIF."""
+    parsed = parse_exif(image)
+    if parsed is None:
+        return None
+    exif, sub = parsed
     tags = {
         "make": _clean(exif.get(MAKE)), "model": _clean(exif.get(MODEL)), "software": _clean(exif.get(SOFTWARE)),
         "datetime": _clean(exif.get(DATETIME)), "datetime_original": _clean(sub.get(DATETIME_ORIGINAL)),

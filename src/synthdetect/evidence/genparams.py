@@ -21,14 +21,12 @@ import json
 import re
 from typing import Any
 
-from PIL import Image
-
 from synthdetect.evidence import register_probe
+from synthdetect.evidence.exif import parse_exif
 from synthdetect.images import LoadedImage
 from synthdetect.verdict import Evidence
 
 EXIF_USER_COMMENT = 0x9286
-EXIF_IFD = 0x8769
 
 #: The settings line the WebUI writes after the prompt; at least two of these keys make it structured.
 _WEBUI_KEYS = ("Steps", "Sampler", "CFG scale", "Seed", "Size", "Model hash", "Model", "Schedule type")
@@ -77,15 +75,8 @@ def decode_user_comment(raw: bytes | str) -> str | None:
 
 
 def exif_user_comment(image: LoadedImage) -> str | None:
-    exif_bytes = image.info.get("exif")
-    if not exif_bytes:
-        return None
-    exif = Image.Exif()
-    try:
-        exif.load(exif_bytes)
-        value = exif.get_ifd(EXIF_IFD).get(EXIF_USER_COMMENT)
-    except Exception:  # noqa: BLE001 - malformed EXIF is simply "no parameters found"
-        return None
+    parsed = parse_exif(image)
+    value = None if parsed is None else parsed[1].get(EXIF_USER_COMMENT)
     if value is None:
         return None
     text = decode_user_comment(value)

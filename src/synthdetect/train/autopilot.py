@@ -174,7 +174,8 @@ def rank_rows(rows: list[dict[str, Any]], metric: str = "roc_auc") -> list[dict[
     return ordered + others
 
 
-def _cell(value: Any) -> str:
+def format_cell(value: Any) -> str:
+    """Table cell text: 3 decimals, and a dash for missing or NaN values."""
     if value is None:
         return "–"
     if isinstance(value, float):
@@ -193,7 +194,7 @@ def leaderboard_table(rows: list[dict[str, Any]], metric: str, title: str = "lea
                          overflow="fold", no_wrap=col in ("candidate", "kind", "status"))
     for row in rows:
         style = "green" if row.get("rank") == 1 else ("dim" if row.get("status") != FINISHED else None)
-        table.add_row(*[_cell(row.get(c)) for c in columns], style=style)
+        table.add_row(*[format_cell(row.get(c)) for c in columns], style=style)
     return table
 
 
@@ -213,7 +214,7 @@ def leaderboard_html(rows: list[dict[str, Any]], summary: dict[str, Any], out: P
                    for c in LEADERBOARD_COLUMNS + ["report"])
     body = []
     for row in rows:
-        cells = "".join(f"<td>{html.escape(_cell(row.get(c)))}</td>" for c in LEADERBOARD_COLUMNS)
+        cells = "".join(f"<td>{html.escape(format_cell(row.get(c)))}</td>" for c in LEADERBOARD_COLUMNS)
         report = row.get("report")
         link = f"<a href='{html.escape(os.path.relpath(report, out))}'>report</a>" if report else "–"
         body.append(f"<tr>{cells}<td>{link}</td></tr>")

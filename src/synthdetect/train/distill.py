@@ -48,6 +48,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from synthdetect.train.autopilot import format_cell
 from synthdetect.train.datasets import Record
 
 COMBINERS = ("max", "mean")
@@ -486,14 +487,6 @@ def student_vs_teachers(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return "–" if math.isnan(value) else f"{value:.3f}"
-    return str(value)
-
-
 def comparison_table(result: DistillResult):
     from rich.table import Table
 
@@ -506,7 +499,7 @@ def comparison_table(result: DistillResult):
     for col in COMPARISON_COLUMNS:
         table.add_column(headers.get(col, col), justify="left" if col in ("model", "role") else "right")
     for row in result.rows:
-        table.add_row(*[_fmt(row.get(c)) for c in COMPARISON_COLUMNS],
+        table.add_row(*[format_cell(row.get(c)) for c in COMPARISON_COLUMNS],
                       style="bold" if row["role"] == "student" else None)
     return table
 
@@ -526,7 +519,7 @@ def _write_report(rows, summary, out: Path, student_preds, student_metrics) -> N
     head = "".join(f"<th>{html.escape(c)}</th>" for c in COMPARISON_COLUMNS + ["report"])
     body = []
     for row in rows:
-        cells = "".join(f"<td>{html.escape(_fmt(row.get(c)))}</td>" for c in COMPARISON_COLUMNS)
+        cells = "".join(f"<td>{html.escape(format_cell(row.get(c)))}</td>" for c in COMPARISON_COLUMNS)
         name = "student" if row["role"] == "student" else _safe(row["model"])
         path = out / "reports" / name / "report.html"
         link = f"<a href='{html.escape(os.path.relpath(path, out))}'>report</a>" if path.exists() else "–"
