@@ -144,3 +144,23 @@ def test_loading_other_kinds_does_not_import_the_library():
             "print('efficientnet_lite_pytorch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_frozen_imagenet_features_are_a_view_extractor_for_the_full_size_candidates():
+    from PIL import Image
+
+    from synthdetect.models.efficientnet_features import NAME
+    from synthdetect.models.multicrop import CropPolicy
+    from synthdetect.models.view_features import get_extractor, view_features
+    from synthdetect.train.wild import EFFICIENTNET, default_candidates
+
+    extractor = get_extractor(NAME)
+    photo = natural_image(300, 260, 5)
+    feats = view_features(extractor, photo, CropPolicy(size=224, native_crops=4))
+    assert feats["global"].shape == (1280,) and feats["crops"].shape == (4, 1280)
+    assert np.isfinite(feats["crops"]).all() and feats["crops"].std() > 0
+    again = extractor.features([photo.crop((0, 0, 224, 224))])
+    assert np.allclose(again[0], extractor.features([photo.crop((0, 0, 224, 224)), Image.new("RGB", (224, 224))])[0],
+                       atol=1e-5)  # no batch-mate effect (float model)
+    names = {c.name for c in default_candidates(["clip-vit-b16-int8", "handcrafted-v1", EFFICIENTNET])}
+    assert {"effnet-global", "effnet-crops-trimmed_mean", "clip-global+effnet-global+effnet-crops-mean"} <= names

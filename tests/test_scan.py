@@ -218,3 +218,23 @@ def test_sigkill_mid_scan_then_rerun_gives_every_file_exactly_once(tmp_path, tin
     for path in expected:
         verdict = json.loads(rows[path]["verdict"])
         assert {k: verdict[k] for k in COMPARED} == {k: reference[path][k] for k in COMPARED}, path
+
+
+def test_workers_hand_on_the_examined_input_not_the_decoded_image(tmp_path, tiny):
+    """What crosses from a decode worker is the model's resized input plus evidence, and judges the same."""
+    from synthdetect.scan.decode import Decoded, decode_file
+    from synthdetect.scan.engine import judge_batch
+    from synthdetect.scan.store import FileStamp
+
+    path = tmp_path / "big.png"
+    path.write_bytes(png_bytes((60, 50), seed=3))
+    detector = Detector.load(str(tiny))
+    decoded = decode_file(str(path), FileStamp(path.stat().st_size, 0), LoadLimits()).examine(detector)
+    assert decoded.image is None and decoded.error is None
+    assert decoded.examined.prepared.shape == (32, 32, 3)  # the tiny model's input, not 60x50 RGB
+    assert decoded.payload_bytes == 32 * 32 * 3
+    shipped = Decoded.from_bytes(decoded.to_bytes())
+    (row,) = judge_batch(detector, [shipped])
+    (expected,) = detector.detect([str(path)], names=[str(path)])
+    assert {k: row[k] for k in COMPARED} == {k: expected.to_dict()[k] for k in COMPARED}
+    assert row["timing_ms"]["load"] > 0  # the worker's decode time is reported, not lost

@@ -140,3 +140,16 @@ def test_train_cli_rejects_unknown_kind_and_bad_split(tmp_path: Path):
     assert result.exit_code == 2 and "unknown model kind 'nope'" in result.output
     result = runner.invoke(app, ["train", str(manifest), "--out", str(tmp_path / "o"), "--split", "loso"])
     assert result.exit_code == 2 and "exactly one --holdout-source" in result.output
+
+
+def test_sgd_optimizer_trains_and_an_unknown_one_is_refused(tmp_path: Path):
+    from synthdetect.train.trainer import make_optimizer
+
+    torch.manual_seed(0)
+    config = TrainConfig(epochs=3, patience=10, batch_size=8, lr=0.05, threads=1, optimizer="sgd")
+    optimizer = make_optimizer(_linear(), config)
+    assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["nesterov"]
+    result = fit_classifier(_linear(), _arrays(), _arrays(seed=1), config, mean=MEAN, std=STD, workdir=tmp_path)
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    with pytest.raises(ValueError, match="unknown optimizer 'lamb'"):
+        make_optimizer(_linear(), TrainConfig(optimizer="lamb"))

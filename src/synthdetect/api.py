@@ -25,7 +25,7 @@ from synthdetect.fusion import fuse
 from synthdetect.images import ImageLoadError, ImageSource, LoadedImage, LoadLimits, describe_source, load_image
 from synthdetect.models import Model, load_model
 from synthdetect.models.router import RouterModel
-from synthdetect.verdict import Verdict
+from synthdetect.verdict import Evidence, Verdict
 
 
 @dataclass
@@ -35,6 +35,20 @@ class _Item:
     sha256: str | None
     error: ImageLoadError | None
     load_ms: float
+
+
+@dataclass
+class Examined:
+    """One image examined by :meth:`Detector.examine`: picklable, and small once the model has prepared its input."""
+
+    file: str
+    sha256: str | None
+    image: dict[str, Any]
+    evidence: list[Evidence]
+    model: str | None  # the model (after routing) that scores it, by name
+    reason: str | None  # why no model scores it
+    prepared: Any
+    timing_ms: dict[str, float]
 
 
 def _is_single(inputs: Any) -> bool:
@@ -56,6 +70,7 @@ class Detector:
         self.limits = limits or LoadLimits()
         self.probes = probes
         self.use_evidence = use_evidence
+        self._by_name: dict[str, Model] | None = None
 
     @classmethod
     def load(cls, name: str = "default", **kwargs: Any) -> "Detector":
@@ -129,50 +144,73 @@ class Detector:
 
     def judge(self, items: Sequence[_Item]) -> list[Verdict]:
         verdicts: list[Verdict | None] = [None] * len(items)
-        groups: dict[int, list[int]] = defaultdict(list)
-        models: dict[int, Model] = {}
-        evidence: dict[int, list] = {}
-        assigned: dict[int, tuple[Model | None, str | None]] = {}
-        probe_ms: dict[int, float] = {}
+        todo: list[tuple[int, Examined]] = []
         for i, item in enumerate(items):
             if item.error is not None:
                 verdicts[i] = Verdict.failed(item.name, str(item.error), item.error.kind, {"load": item.load_ms})
-                continue
-            t0 = time.perf_counter()
-            evidence[i] = run_probes(item.loaded, self.probes) if self.use_evidence else []
-            probe_ms[i] = (time.perf_counter() - t0) * 1000
-            model, reason = self._assign(item.loaded)
-            assigned[i] = (model, reason)
-            if model is not None:
-                groups[id(model)].append(i)
-                models[id(model)] = model
+            else:
+                todo.append((i, self.examine(item.name, item.loaded, sha256=item.sha256, load_ms=item.load_ms)))
+        for (i, _), verdict in zip(todo, self.conclude([examined for _, examined in todo])):
+            verdicts[i] = verdict
+        return verdicts  # type: ignore[return-value]
+
+    def examine(self, name: str, loaded: LoadedImage, *, sha256: str | None = None, load_ms: float = 0.0) -> Examined:
+        """Everything about one image that needs no model weights: evidence, routing, the prepared model input.
+
+        ``scan`` calls this in its decode worker processes and sends only the
+        (small) result on; :meth:`conclude` finishes the job where the weights are.
+        """
+        if sha256 is None and loaded.raw is not None:
+            sha256 = hashlib.sha256(loaded.raw).hexdigest()
+        t0 = time.perf_counter()
+        evidence = run_probes(loaded, self.probes) if self.use_evidence else []
+        probe_ms = (time.perf_counter() - t0) * 1000
+        model, reason = self._assign(loaded)
+        t0 = time.perf_counter()
+        prepared = model.prepare(loaded) if model is not None else None
+        summary = {"format": loaded.format, "width": loaded.size[0], "height": loaded.size[1],
+                   "mode": loaded.original_mode, "frames": loaded.frames, "notes": loaded.notes}
+        return Examined(file=name, sha256=sha256, image=summary, evidence=evidence,
+                        model=model.name if model is not None else None, reason=reason, prepared=prepared,
+                        timing_ms={"load": load_ms, "evidence": probe_ms, "prepare": (time.perf_counter() - t0) * 1000})
+
+    def conclude(self, examined: Sequence[Examined]) -> list[Verdict]:
+        """Verdicts for examined images: one batched forward pass per model, then fusion with the evidence."""
+        groups: dict[str, list[int]] = defaultdict(list)
+        for i, item in enumerate(examined):
+            if item.model is not None:
+                groups[item.model].append(i)
         scores: dict[int, Any] = {}
         model_ms: dict[int, float] = {}
-        for key, indices in groups.items():
-            model = models[key]
+        for name, indices in groups.items():
             t0 = time.perf_counter()
-            results = model.score([items[i].loaded for i in indices])
+            results = self._models[name].score_prepared([examined[i].prepared for i in indices])
             share = (time.perf_counter() - t0) * 1000 / max(len(indices), 1)
             for i, result in zip(indices, results):
                 scores[i], model_ms[i] = result, share
-        for i, item in enumerate(items):
-            if verdicts[i] is not None:
-                continue
-            model, reason = assigned[i]
+        verdicts = []
+        for i, item in enumerate(examined):
+            model = self._models[item.model] if item.model is not None else None
             score = scores.get(i)
-            fused = fuse(evidence[i], score, model, reason)
-            loaded = item.loaded
-            timing = {"load": item.load_ms, "evidence": probe_ms[i], "model": model_ms.get(i, 0.0)}
+            fused = fuse(item.evidence, score, model, item.reason)
+            timing = {"load": item.timing_ms.get("load", 0.0), "evidence": item.timing_ms.get("evidence", 0.0),
+                      "model": item.timing_ms.get("prepare", 0.0) + model_ms.get(i, 0.0)}
             timing["total"] = sum(timing.values())
-            verdicts[i] = Verdict(
-                file=item.name, sha256=item.sha256, label=fused.label, p_ai=fused.p_ai,
-                evidence=evidence[i], reasons=fused.reasons,
+            verdicts.append(Verdict(
+                file=item.file, sha256=item.sha256, label=fused.label, p_ai=fused.p_ai,
+                evidence=item.evidence, reasons=fused.reasons,
                 models=[score.to_dict()] if score is not None else [],
-                timing_ms=timing,
-                image={"format": loaded.format, "width": loaded.size[0], "height": loaded.size[1],
-                       "mode": loaded.original_mode, "frames": loaded.frames, "notes": loaded.notes},
-            )
-        return verdicts  # type: ignore[return-value]
+                timing_ms=timing, image=item.image,
+            ))
+        return verdicts
+
+    @property
+    def _models(self) -> dict[str, Model]:
+        """Every model this detector may score with, by name (a router's routes and the router itself)."""
+        if self._by_name is None:
+            models = [self.model, *getattr(self.model, "models", {}).values()]
+            self._by_name = {m.name: m for m in models}
+        return self._by_name
 
 
 def expand_paths(

@@ -62,11 +62,30 @@ class Model:
     def logits(self, images: Sequence[LoadedImage]) -> np.ndarray:
         raise NotImplementedError
 
+    def prepare(self, image: LoadedImage) -> Any:
+        """The weight-free part of scoring one image (resize, crops).
+
+        ``synthdetect scan`` runs it in its decode worker processes, so that
+        only this small result, not the decoded photo, crosses to the process
+        that holds the weights.  The default keeps the whole image.
+        """
+        return image
+
+    def logits_prepared(self, prepared: Sequence[Any]) -> np.ndarray:
+        """Logits from what :meth:`prepare` returned; kinds that override ``prepare`` override this too."""
+        return self.logits(prepared)
+
+    def ready(self) -> None:
+        """Load anything built lazily; called before a scan forks its workers so none of them builds it again."""
+
     def score(self, images: Sequence[LoadedImage]) -> list[ModelScore]:
+        return self.score_prepared([self.prepare(im) for im in images])
+
+    def score_prepared(self, prepared: Sequence[Any]) -> list[ModelScore]:
         out: list[ModelScore] = []
-        for start in range(0, len(images), self.batch_size):
-            chunk = images[start : start + self.batch_size]
-            raw = np.asarray(self.logits(chunk), dtype=np.float64).reshape(-1)
+        for start in range(0, len(prepared), self.batch_size):
+            chunk = prepared[start : start + self.batch_size]
+            raw = np.asarray(self.logits_prepared(chunk), dtype=np.float64).reshape(-1)
             p = self.calibration(raw)
             out.extend(ModelScore(self.name, float(r), float(q)) for r, q in zip(raw, p))
         return out

@@ -35,9 +35,8 @@ class ElaCNNModel(TorchModel):
         super().__init__(card, module)
         self.quality = int(card["input"].get("ela_quality", 90))
 
-    def preprocess(self, images: Sequence[LoadedImage]) -> torch.Tensor:
-        arrays = np.stack([np.asarray(ela_input(im, self.input_size, self.quality)) for im in images])
-        return images_to_tensor(arrays, self.mean, self.std)
+    def prepare(self, image: LoadedImage) -> np.ndarray:
+        return np.asarray(ela_input(image, self.input_size, self.quality))
 
 
 @register_kind("ela-cnn")

@@ -109,12 +109,22 @@ class OnnxModel(Model):
         self.input_name = self.session.get_inputs()[0].name
         self.batch_size = int((card.get("runtime") or {}).get("batch_size", Model.batch_size))
 
+    def prepare(self, image: LoadedImage) -> np.ndarray:
+        """The resized uint8 HWC input, as :class:`TorchModel` prepares it (parity between backends)."""
+        from synthdetect.models.torch_kinds import resize_to_input  # pure PIL
+
+        return np.asarray(resize_to_input(image.rgb, self.input_size, self.input_spec.get("resample", "bicubic")))
+
     def preprocess(self, images: Sequence[LoadedImage]) -> np.ndarray:
         return preprocess_numpy(images, self.input_spec)
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
         (out,) = self.session.run(None, {self.input_name: batch})
         return logits_to_log_odds(out, self.output_spec)
+
+    def logits_prepared(self, prepared: Sequence[np.ndarray]) -> np.ndarray:
+        spec = self.input_spec
+        return self.forward(normalise(np.stack(prepared), spec.get("mean", [0.5] * 3), spec.get("std", [0.5] * 3)))
 
     def logits(self, images: Sequence[LoadedImage]) -> np.ndarray:
         return self.forward(self.preprocess(images))

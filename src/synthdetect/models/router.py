@@ -53,6 +53,10 @@ class RouterModel(Model):
                 return model, model.out_of_domain(image)
         return None, "no route of the default model matches this image size"
 
+    def ready(self) -> None:
+        for model in self.models.values():
+            model.ready()
+
     def out_of_domain(self, image: LoadedImage) -> str | None:
         model, reason = self.route(image)
         return reason if model is None or reason else None

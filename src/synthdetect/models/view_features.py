@@ -54,6 +54,9 @@ def get_extractor(name: str) -> FeatureExtractor:
         import synthdetect.models.clip_onnx  # noqa: F401  (registers "clip-vit-b16-int8")
         import synthdetect.models.handcrafted  # noqa: F401  (registers "handcrafted-v1")
 
+        if name.startswith("efficientnet-lite"):  # imports torch: only when asked for
+            import synthdetect.models.efficientnet_features  # noqa: F401
+
         if name not in _EXTRACTORS:
             raise ModelPackageError(f"unknown feature extractor '{name}' (known: {', '.join(sorted(_EXTRACTORS))})")
         _INSTANCES[name] = _EXTRACTORS[name]()
@@ -153,6 +156,9 @@ class MultiViewModel(Model):
 
     def out_of_domain(self, image: LoadedImage) -> str | None:
         return super().out_of_domain(image) or self.missing_weights()
+
+    def ready(self) -> None:
+        self.missing_weights()
 
     def member_logits(self, image: LoadedImage) -> np.ndarray:
         feats = {name: view_features(ex, image.rgb, self.policy) for name, ex in self.extractors.items()}

@@ -1,7 +1,10 @@
-"""What a decode worker does with one file: read, hash, look in the cache, decode.
+"""What a decode worker does with one file: read, hash, look in the cache, decode, examine.
 
 Shared by the local engine's worker processes and the Ray engine's actors so
 both judge exactly the same ``LoadedImage`` that ``synthdetect detect`` would.
+Examining (evidence probes, routing, the model's resize) also happens here, so
+a worker hands on a few hundred KB per file instead of a decoded photo, and
+the probes run on every core rather than in the process that holds the model.
 """
 
 from __future__ import annotations
@@ -9,16 +12,20 @@ from __future__ import annotations
 import hashlib
 import pickle
 import sqlite3
+import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from synthdetect.images import ImageLoadError, LoadedImage, LoadLimits, load_image
 from synthdetect.scan.store import FileStamp, cached_verdict
 
+if TYPE_CHECKING:
+    from synthdetect.api import Examined
+
 
 @dataclass
 class Decoded:
-    """A worker's answer for one file: exactly one of ``image``, ``error`` or ``cached`` is set."""
+    """A worker's answer for one file: one of ``image`` / ``examined``, ``error`` or ``cached`` is set."""
 
     path: str
     stamp: FileStamp
@@ -26,26 +33,48 @@ class Decoded:
     error: ImageLoadError | None = None
     cached: dict[str, Any] | None = None
     original_size: tuple[int, int] | None = None
+    examined: Examined | None = None
+    load_ms: float = 0.0
+
+    def examine(self, detector: Any) -> "Decoded":
+        """Replace the decoded image by what ``detector`` needs of it (see :meth:`Detector.examine`)."""
+        if self.image is None:
+            return self
+        try:
+            self.examined = detector.examine(self.path, self.image, load_ms=self.load_ms)
+        except Exception as exc:  # noqa: BLE001 - a model's resize failing on one file must not stop the scan
+            self.error = ImageLoadError(self.path, "model_error", f"preparing the model input failed ({exc})")
+        self.image = None
+        return self
+
+    @property
+    def payload_bytes(self) -> int:
+        """Roughly what this file holds in memory until its batch is judged."""
+        if self.image is not None:
+            return 3 * self.image.size[0] * self.image.size[1]
+        prepared = self.examined.prepared if self.examined is not None else None
+        if isinstance(prepared, LoadedImage):
+            return 3 * prepared.size[0] * prepared.size[1]
+        return int(getattr(prepared, "nbytes", 0))
 
     def to_bytes(self) -> bytes:
         """Pickled by hand so that an unpicklable field (odd image metadata) cannot lose the file."""
         error = None if self.error is None else (self.error.source, self.error.kind, self.error.reason)
-        state = (self.path, self.stamp, self.image, error, self.cached, self.original_size)
+        state = (self.path, self.stamp, self.image, error, self.cached, self.original_size, self.examined,
+                 self.load_ms)
         try:
             return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception:  # noqa: BLE001 - metadata Pillow attached that does not pickle
-            if self.image is not None:
-                self.image.info = {k: v for k, v in self.image.info.items() if _picklable(v)}
+            for image in (self.image, getattr(self.examined, "prepared", None)):
+                if isinstance(image, LoadedImage):
+                    image.info = {k: v for k, v in image.info.items() if _picklable(v)}
             return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "Decoded":
-        path, stamp, image, error, cached, original_size = pickle.loads(data)
-        return cls(path, stamp, image, ImageLoadError(*error) if error else None, cached, original_size)
-
-    @property
-    def loaded(self) -> LoadedImage | ImageLoadError:
-        return self.image if self.image is not None else self.error  # type: ignore[return-value]
+        path, stamp, image, error, cached, original_size, examined, load_ms = pickle.loads(data)
+        return cls(path, stamp, image, ImageLoadError(*error) if error else None, cached, original_size,
+                   examined, load_ms)
 
 
 def _picklable(value: Any) -> bool:
@@ -66,6 +95,7 @@ def decode_file(
     fingerprint: str | None = None,
 ) -> Decoded:
     """Decode one file; never raises for a bad file (the error travels in :class:`Decoded`)."""
+    started = time.perf_counter()
     raw: bytes | None = None
     if stamp.size is not None and 0 < stamp.size <= limits.max_bytes:
         try:
@@ -88,4 +118,5 @@ def decode_file(
         return Decoded(path, stamp, error=ImageLoadError(path, "decoder_error", f"decoder failed ({exc})"))
     (w0, h0), (w, h) = image.original_size, image.rgb.size
     original = (w0, h0) if w0 * h0 != w * h else None  # decoded at reduced size (draft mode)
-    return Decoded(path, stamp, image=image, original_size=original)
+    return Decoded(path, stamp, image=image, original_size=original,
+                   load_ms=(time.perf_counter() - started) * 1000)

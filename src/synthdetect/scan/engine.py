@@ -7,9 +7,11 @@ files a folder holds:
   (same size and mtime, same detector configuration) and queues the rest;
 * worker processes read each file, hash it, answer from the content-hash
   cache when identical bytes were judged before, else decode it with
-  :func:`synthdetect.images.load_image` (exactly as ``synthdetect detect``);
-* the main process batches decoded images into ``Detector.judge_loaded``, so
-  verdicts equal ``detect``'s;
+  :func:`synthdetect.images.load_image` and run ``Detector.examine`` on it
+  (evidence probes, routing, the model's resize), exactly as ``synthdetect
+  detect`` does;
+* the main process batches the examined files into ``Detector.conclude``
+  (one forward pass per batch, then fusion), so verdicts equal ``detect``'s;
 * a writer thread commits each batch in one SQLite transaction.
 
 Loss-free under ``kill -9``: a row exists only once its batch is committed,
@@ -57,14 +59,15 @@ class ScanOptions:
     use_evidence: bool = True
     limits: LoadLimits = field(default_factory=LoadLimits)
     queue_per_worker: int = 4
-    #: A batch is also sent to the model once it holds this many decoded pixels (bounded memory for big photos).
-    max_batch_pixels: int = 48_000_000
+    #: A batch is also sent to the model once its inputs hold this many bytes (bounded memory for big photos).
+    max_batch_bytes: int = 144_000_000
 
 
 def worker_context() -> Any:
-    """``fork`` where there is one: a spawned worker re-imports torch and the whole package, which
-    costs seconds of CPU per worker.  Forked workers only decode with Pillow, hash and read SQLite,
-    never torch or ONNX Runtime, so the threads those libraries started in the parent do not matter."""
+    """``fork`` where there is one: a spawned worker re-imports torch and the whole package and loads
+    the model again, which costs seconds of CPU per worker.  Forked workers decode with Pillow, hash,
+    read SQLite and run the weight-free ``Detector.examine`` (NumPy, Pillow, the probes), never torch
+    or ONNX Runtime, so the threads those libraries started in the parent do not matter."""
     methods = mp.get_all_start_methods()
     return mp.get_context("fork" if "fork" in methods else "spawn")
 
@@ -137,9 +140,15 @@ def detector_fingerprint(detector: Any, draft_size: tuple[int, int] | None) -> s
 
 
 # -- decode worker processes -------------------------------------------------------------------
+#: The scan's Detector, set before workers fork so they share it instead of loading it again.
+_FORKED_DETECTOR: Any = None
+
+
 def _worker_main(wid: int, tasks: Any, results: Any, current: Any, limits: LoadLimits,
-                 draft_size: tuple[int, int] | None, db_path: str, fingerprint: str, use_cache: bool) -> None:
+                 draft_size: tuple[int, int] | None, db_path: str, fingerprint: str, use_cache: bool,
+                 options: ScanOptions) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides how Ctrl-C ends a scan
+    detector = _FORKED_DETECTOR if _FORKED_DETECTOR is not None else load_detector(options)  # spawn: own copy
     cache = None
     if use_cache:
         try:
@@ -153,7 +162,7 @@ def _worker_main(wid: int, tasks: Any, results: Any, current: Any, limits: LoadL
         seq, path, size, mtime = task
         current[wid] = seq  # read by the main process if this worker dies on this file
         decoded = decode_file(path, FileStamp(size, mtime), limits, draft_size=draft_size,
-                              cache=cache, fingerprint=fingerprint)
+                              cache=cache, fingerprint=fingerprint).examine(detector)
         results.put((seq, decoded.to_bytes()))
 
 
@@ -164,8 +173,9 @@ class _Pool:
         self.ctx = ctx
         self.args = worker_args
         self.tasks = ctx.Queue(maxsize=n * queue_per_worker)  # paths: cheap
-        # Decoded images are not: a 4 MP photo is 12 MB of RGB, so only two per worker wait here.
-        self.results = ctx.Queue(maxsize=2 * n)
+        # Examined files are small (a resized model input) unless a model needs the whole image,
+        # in which case a 4 MP photo is 12 MB of RGB: so only a few per worker wait here.
+        self.results = ctx.Queue(maxsize=queue_per_worker * n)
         self.current = ctx.Array("q", [-1] * n, lock=False)
         self.procs: list[Any] = [None] * n
         for wid in range(n):
@@ -256,20 +266,36 @@ def _done(conn: Any, paths: Sequence[str], fingerprint: str) -> dict[str, FileSt
 def judge_batch(detector: Any, batch: Sequence[Decoded]) -> list[dict[str, Any]]:
     """Verdict dicts for decoded files; a model failure on one batch falls back to file by file."""
     try:
-        return [v.to_dict() for v in detector.judge_loaded([(d.path, d.loaded) for d in batch])]
+        return _judge(detector, batch)
     except Exception:  # noqa: BLE001 - find the one file the model cannot take; the rest still count
         if len(batch) == 1:
             raise
     out = []
     for d in batch:
         try:
-            out.extend(v.to_dict() for v in detector.judge_loaded([(d.path, d.loaded)]))
+            out.extend(_judge(detector, [d]))
         except Exception as exc:  # noqa: BLE001
             from synthdetect.verdict import Verdict
 
             _log.warning("%s: model failed: %s", d.path, exc)
             out.append(Verdict.failed(d.path, f"{d.path}: model failed ({exc})", "model_error").to_dict())
     return out
+
+
+def _judge(detector: Any, batch: Sequence[Decoded]) -> list[dict[str, Any]]:
+    from synthdetect.verdict import Verdict
+
+    verdicts: list[Any] = [None] * len(batch)
+    todo = []
+    for i, d in enumerate(batch):
+        d.examine(detector)  # no-op when a worker examined it already
+        if d.error is not None:
+            verdicts[i] = Verdict.failed(d.path, str(d.error), d.error.kind, {"load": d.load_ms})
+        else:
+            todo.append((i, d.examined))
+    for (i, _), verdict in zip(todo, detector.conclude([examined for _, examined in todo])):
+        verdicts[i] = verdict
+    return [v.to_dict() for v in verdicts]
 
 
 def run_scan(
@@ -290,7 +316,10 @@ def run_scan(
     draft_size = draft_size_for(detector.model) if options.draft else None
     fingerprint = detector_fingerprint(detector, draft_size)
     run_id = store.start_run(json.dumps(list(map(str, sources))), options.model, "local")
-    pool = _Pool(workers, (options.limits, draft_size, str(out), fingerprint, not options.rescore),
+    global _FORKED_DETECTOR
+    detector.model.ready()  # build lazy sessions once, here, not in every forked worker
+    _FORKED_DETECTOR = detector if ctx.get_start_method() == "fork" else None
+    pool = _Pool(workers, (options.limits, draft_size, str(out), fingerprint, not options.rescore, options),
                  options.queue_per_worker, ctx)
 
     lock = threading.Lock()
@@ -355,16 +384,16 @@ def run_scan(
     discoverer.start()
     writer.start()
     pending: list[Decoded] = []
-    pending_pixels = 0
+    pending_bytes = 0
     last_reap = time.monotonic()
 
     def flush() -> None:
-        nonlocal pending_pixels
+        nonlocal pending_bytes
         if pending:
             emit(judge_batch(detector, pending), pending)
             counters.judged += len(pending)
             pending.clear()
-            pending_pixels = 0
+            pending_bytes = 0
 
     interrupted = False
     try:
@@ -394,9 +423,8 @@ def run_scan(
                 counters.cached += 1
             else:
                 pending.append(decoded)
-                if decoded.image is not None:
-                    pending_pixels += decoded.image.size[0] * decoded.image.size[1]
-                if len(pending) >= options.batch_size or pending_pixels >= options.max_batch_pixels:
+                pending_bytes += decoded.payload_bytes
+                if len(pending) >= options.batch_size or pending_bytes >= options.max_batch_bytes:
                     flush()
             if progress:
                 progress(counters, discovery_done.is_set())
@@ -408,6 +436,7 @@ def run_scan(
         writes.put(None)
         writer.join()
         pool.close(wait=not interrupted and not failure)
+        _FORKED_DETECTOR = None
         discoverer.join(timeout=5)
     if failure:
         store.close()

@@ -53,6 +53,9 @@ def register(app: typer.Typer) -> None:
         monitor: Annotated[str, typer.Option(help="Validation metric for early stopping: loss, roc_auc or accuracy.")] = "loss",
         batch_size: Annotated[int, typer.Option(help="Training batch size.")] = 128,
         lr: Annotated[float, typer.Option(help="Peak learning rate (one-cycle).")] = 3e-3,
+        optimizer: Annotated[str, typer.Option(help="adamw, or sgd (Nesterov momentum 0.9; use a peak --lr near 0.1).")] = "adamw",
+        weight_decay: Annotated[float, typer.Option(help="Weight decay (decoupled for adamw, L2 for sgd).")] = 5e-4,
+        label_smoothing: Annotated[float, typer.Option(help="Pull training targets towards 0.5 by this share.")] = 0.0,
         width: Annotated[int, typer.Option(help="small-cnn/ela-cnn: channels of the first block.")] = 32,
         input_size: Annotated[Optional[int], typer.Option(help="CNN input side in px (small-cnn 32, ela-cnn 128).")] = None,
         max_short_side: Annotated[Optional[int], typer.Option(help="CNN kinds: refuse larger images when serving (0 = no limit; default 2x input).")] = None,
@@ -88,7 +91,8 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
         config = TrainConfig(epochs=epochs, patience=patience, batch_size=batch_size, lr=lr, seed=seed,
-                             threads=threads or None, monitor=monitor, max_shift=augment_config.shift)
+                             threads=threads or None, monitor=monitor, max_shift=augment_config.shift,
+                             optimizer=optimizer, weight_decay=weight_decay, label_smoothing=label_smoothing)
         options = {"width": width, **parse_options(option)}
         if input_size:
             options["input_size"] = input_size

@@ -38,6 +38,8 @@ from synthdetect.train.wild_features import CachedFeatures
 
 CLIP = "clip-vit-b16-int8"
 HANDCRAFTED = "handcrafted-v1"
+EFFICIENTNET = "efficientnet-lite0-imagenet"
+SHORT_NAMES = {CLIP: "clip", HANDCRAFTED: "hc", EFFICIENTNET: "effnet"}
 #: Inverse L2 strength per extractor (standardised features).  Chosen by the outer leave-one-source-out
 #: from {1e-4, 3e-4, 1e-3, 1e-2, 1e-1} (CLIP) and {1e-2, 1e-1} (hand-crafted): strong shrinkage generalises
 #: across sources far better than a fit that can memorise each source's look (see the note in the card).
@@ -207,7 +209,7 @@ def fit_stacker(z: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
 def default_candidates(extractors: Sequence[str]) -> list[Candidate]:
     cands: list[Candidate] = []
     for e in extractors:
-        short = "clip" if e == CLIP else "hc"
+        short = SHORT_NAMES.get(e, e)
         cands.append(Candidate(f"{short}-global", (MemberSpec(e, "global").key,)))
         for how in AGGREGATIONS:
             cands.append(Candidate(f"{short}-crops-{how}", (MemberSpec(e, "crops", how).key,)))
@@ -222,6 +224,19 @@ def default_candidates(extractors: Sequence[str]) -> list[Candidate]:
         cands.append(Candidate("clip-global+hc-global+hc-crops-mean",
                                (MemberSpec(CLIP, "global").key, MemberSpec(HANDCRAFTED, "global").key,
                                 MemberSpec(HANDCRAFTED, "crops", "mean").key)))
+    if CLIP in extractors and EFFICIENTNET in extractors:
+        for how in ("mean", "trimmed_mean"):
+            cands.append(Candidate(f"clip-global+effnet-global+effnet-crops-{how}",
+                                   (MemberSpec(CLIP, "global").key, MemberSpec(EFFICIENTNET, "global").key,
+                                    MemberSpec(EFFICIENTNET, "crops", how).key)))
+            cands.append(Candidate(f"clip-global+crops-{how}+effnet-crops-{how}",
+                                   (MemberSpec(CLIP, "global").key, MemberSpec(CLIP, "crops", how).key,
+                                    MemberSpec(EFFICIENTNET, "crops", how).key)))
+        if HANDCRAFTED in extractors:
+            cands.append(Candidate("clip-global+crops-trimmed_mean+hc-crops-trimmed_mean+effnet-crops-trimmed_mean",
+                                   (MemberSpec(CLIP, "global").key, MemberSpec(CLIP, "crops", "trimmed_mean").key,
+                                    MemberSpec(HANDCRAFTED, "crops", "trimmed_mean").key,
+                                    MemberSpec(EFFICIENTNET, "crops", "trimmed_mean").key)))
     return cands
 
 
