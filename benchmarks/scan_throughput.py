@@ -335,8 +335,12 @@ def main() -> None:
     result["targets"] = {}
     for name in ("c_scan", "c_scan_draft", "c_scan_no_evidence", "c_scan_no_evidence_draft"):
         c = result[name]["images_per_s"]
-        floor = min(a["draft_224"] if "draft" in name else a["full_decode"], b)
-        result["targets"][name] = {"over_d": round(c / d, 2), "over_min_a_b": round(c / floor, 2)}
+        decode = a["draft_224"] if "draft" in name else a["full_decode"]
+        # (a) and (b) each had every core to itself; a scan decodes and infers on the same cores, so even a
+        # perfect pipeline with zero overhead runs at 1 / (1/a + 1/b), the bound reported beside the target.
+        shared = 1.0 / (1.0 / decode + 1.0 / b)
+        result["targets"][name] = {"over_d": round(c / d, 2), "over_min_a_b": round(c / min(decode, b), 2),
+                                   "shared_core_bound": round(shared, 2), "over_shared_core_bound": round(c / shared, 2)}
     checkpoint()
     if args.rss_files:
         small_folder = args.workdir / "small-jpegs"

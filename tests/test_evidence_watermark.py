@@ -84,3 +84,27 @@ def test_small_images_are_skipped():
 def test_chance_tail():
     assert wm.chance_tail(0.5, 2) == pytest.approx(0.75)
     assert wm.chance_tail(1.0, 48) == pytest.approx(2.0**-48)
+
+
+def test_haar_approximation_equals_pywavelets_bit_for_bit():
+    """The probe's own approximation band must round exactly as pywt.dwt2 does (marks sit on .5 grid points)."""
+    import pywt
+
+    rng = np.random.default_rng(0)
+    for shape in ((512, 1024), (130, 262)):
+        ints = rng.integers(0, 256, shape).astype(np.float64)
+        assert np.array_equal(wm.haar_approximation(ints), pywt.dwt2(ints, "haar")[0])
+    floats = wm.u_channel(textured_rgb(256, seed=9), float_encoder=True).astype(np.float64)
+    assert np.array_equal(wm.haar_approximation(floats), pywt.dwt2(floats, "haar")[0])
+
+
+@pytest.mark.parametrize("fmt, quality, probed", [("PNG", None, True), ("JPEG", 95, True), ("JPEG", 90, False),
+                                                  ("JPEG", 70, False)])
+def test_jpegs_too_compressed_for_a_mark_are_not_decoded(fmt, quality, probed):
+    image = load_image(encode(sd_v1_mark(textured_rgb(384, seed=1)), fmt, **({"quality": quality} if quality else {})))
+    assert wm.mark_can_survive(image) is probed
+
+
+def test_a_mark_in_a_lightly_compressed_jpeg_is_still_found():
+    record, = _watermark(encode(sd_v1_mark(textured_rgb(512, seed=1)), "JPEG", quality=97))
+    assert record.data["mark"] == "StableDiffusionV1"

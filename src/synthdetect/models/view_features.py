@@ -63,19 +63,28 @@ def get_extractor(name: str) -> FeatureExtractor:
     return _INSTANCES[name]
 
 
+def policy_views(rgb: Image.Image, policy: CropPolicy) -> tuple[list[Image.Image], bool]:
+    """The views a model looks at (global view first, then the native crops) and whether there is a global one."""
+    views: list[Image.Image] = [policy.global_crop(rgb)] if policy.global_view else []
+    views += policy.native_crops_of(rgb) if policy.native_crops > 0 else []
+    return views, policy.global_view
+
+
+def features_of_views(extractor: FeatureExtractor, views: tuple[list[Image.Image], bool]) -> dict[str, np.ndarray]:
+    """``{"global": (dim,), "crops": (k, dim)}`` from :func:`policy_views`."""
+    crops, has_global = views
+    feats = extractor.features(crops)
+    out: dict[str, np.ndarray] = {}
+    if has_global:
+        out["global"] = feats[0]
+    if len(crops) > int(has_global):
+        out["crops"] = feats[int(has_global):]
+    return out
+
+
 def view_features(extractor: FeatureExtractor, rgb: Image.Image, policy: CropPolicy) -> dict[str, np.ndarray]:
     """``{"global": (dim,), "crops": (k, dim)}`` for one image."""
-    out: dict[str, np.ndarray] = {}
-    views: list[Image.Image] = []
-    if policy.global_view:
-        views.append(policy.global_crop(rgb))
-    crops = policy.native_crops_of(rgb) if policy.native_crops > 0 else []
-    feats = extractor.features(views + crops)
-    if policy.global_view:
-        out["global"] = feats[0]
-    if crops:
-        out["crops"] = feats[1 if policy.global_view else 0 :]
-    return out
+    return features_of_views(extractor, policy_views(rgb, policy))
 
 
 @dataclass
@@ -160,12 +169,19 @@ class MultiViewModel(Model):
     def ready(self) -> None:
         self.missing_weights()
 
-    def member_logits(self, image: LoadedImage) -> np.ndarray:
-        feats = {name: view_features(ex, image.rgb, self.policy) for name, ex in self.extractors.items()}
+    def prepare(self, image: LoadedImage) -> tuple[list[Image.Image], bool]:
+        """The policy's views (at most ``1 + native_crops`` crops of ``size`` px), not the whole photo."""
+        return policy_views(image.rgb, self.policy)
+
+    def member_logits(self, views: tuple[list[Image.Image], bool]) -> np.ndarray:
+        feats = {name: features_of_views(ex, views) for name, ex in self.extractors.items()}
         return np.array([m.logit(feats[m.extractor]) for m in self.members])
 
+    def logits_prepared(self, prepared: Sequence[tuple[list[Image.Image], bool]]) -> np.ndarray:
+        return np.array([float(self.member_logits(v) @ self.stack_weights + self.stack_bias) for v in prepared])
+
     def logits(self, images: Sequence[LoadedImage]) -> np.ndarray:
-        return np.array([float(self.member_logits(im) @ self.stack_weights + self.stack_bias) for im in images])
+        return self.logits_prepared([self.prepare(im) for im in images])
 
 
 def load_multiview(package: ModelPackage) -> Model:

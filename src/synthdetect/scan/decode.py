@@ -55,6 +55,8 @@ class Decoded:
         prepared = self.examined.prepared if self.examined is not None else None
         if isinstance(prepared, LoadedImage):
             return 3 * prepared.size[0] * prepared.size[1]
+        if isinstance(prepared, tuple) and prepared and isinstance(prepared[0], list):  # multi-view crops
+            return sum(3 * im.size[0] * im.size[1] for im in prepared[0])
         return int(getattr(prepared, "nbytes", 0))
 
     def to_bytes(self) -> bytes:
