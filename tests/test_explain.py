@@ -189,3 +189,18 @@ def test_occlusion_grid_fits_the_time_budget():
     assert affordable_grid((512, 341), 8, model_ms=5000, budget_s=15) is None
     assert affordable_grid((512, 341), 8, model_ms=None, budget_s=15) == 8
     assert affordable_grid((512, 341), 8, model_ms=5000, budget_s=None) == 8
+
+
+def test_gradcam_of_a_mirror_averaging_model_covers_both_passes():
+    """A model that averages the image and its mirror gets the average of both maps (mirror-symmetric here)."""
+    from synthdetect.explain.maps import gradcam_map
+    from synthdetect.models.cnn import SmallCNN
+
+    torch.manual_seed(0)
+    model = TorchModel(dict(CARD), SmallCNN(width=8, depth=2, tta_hflip=True))
+    image = load_image(red_square_png())
+    values = gradcam_map(model, image)
+    assert values.shape == (32, 32) and np.isfinite(values).all()
+    mirrored = gradcam_map(model, load_image(Image.fromarray(np.asarray(image.rgb)[:, ::-1].copy())))
+    assert np.allclose(values, mirrored[:, ::-1], atol=1e-5)
+    assert model.module.tta_hflip  # the served module is untouched

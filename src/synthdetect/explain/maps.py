@@ -59,7 +59,10 @@ def _private_module(model: TorchModel) -> tuple[torch.nn.Module, threading.Lock]
     with _PRIVATE_LOCK:
         entry = _PRIVATE_MODULES.get(model)
         if entry is None:
-            entry = (copy.deepcopy(model.module).eval(), threading.Lock())
+            private = copy.deepcopy(model.module).eval()
+            if getattr(private, "tta_hflip", False):
+                private.tta_hflip = False  # one pass per map: Grad-CAM averages the mirrored map itself
+            entry = (private, threading.Lock())
             _PRIVATE_MODULES[model] = entry
         return entry
 
@@ -127,7 +130,10 @@ def gradcam_map(model: Model, image: LoadedImage, toward_ai: bool = True) -> np.
     batch = model.preprocess([image])
     with lock, torch.enable_grad():
         cam = attr.LayerGradCam(forward, layer).attribute(batch, target=0, relu_attributions=True)
-    values = cam[0].sum(0).detach().float().numpy()
+        values = cam[0].sum(0).detach().float().numpy()
+        if getattr(model.module, "tta_hflip", False):  # the served logit averages the image and its mirror
+            mirrored = attr.LayerGradCam(forward, layer).attribute(batch.flip(3), target=0, relu_attributions=True)
+            values = (values + mirrored[0].sum(0).detach().float().numpy()[:, ::-1]) / 2
     peak = float(values.max())
     values = values / peak if peak > 0 else np.zeros_like(values)
     return np.clip(_resize_map(values, image.size), 0.0, 1.0)
