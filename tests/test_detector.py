@@ -113,9 +113,9 @@ def test_iter_detect_streams_in_order(detector):
     assert [v.p_ai for v in streamed] == pytest.approx([v.p_ai for v in direct])
 
 
-#: Regression floor for the shipped cifake-cnn.  The issue's target is 0.975; the shipped model measures 0.9721
+#: Regression floor for the shipped cifake-cnn.  The issue's target is 0.975; the shipped model measures 0.9748
 #: on its 4,009 held-out images (README, "cifake-cnn: how it was trained"), so the floor guards what exists.
-CIFAKE_FLOOR = 0.972
+CIFAKE_FLOOR = 0.974
 
 
 def test_cifake_cnn_card_records_held_out_metrics():
