@@ -53,7 +53,9 @@ class Model:
             return f"image too small to judge ({image.size[0]}x{image.size[1]} px; {self.name} needs at least {min_side} px)"
         max_aspect = limits.get("max_aspect", 4.0)
         if long_ / short > max_aspect:
-            return f"aspect ratio {long_ / short:.0f}:1 is outside what {self.name} was trained on (max {max_aspect:g}:1)"
+            ratio = long_ / short
+            shown = f"{ratio:.0f}" if ratio >= 10 else f"{ratio:.1f}"  # 2.2:1, not a rounded "2:1" beside "max 2:1"
+            return f"aspect ratio {shown}:1 is outside what {self.name} was trained on (max {max_aspect:g}:1)"
         max_short = limits.get("max_short_side")
         if max_short and short > max_short:
             return f"image larger than {self.name} handles (short side {short} > {max_short} px)"
