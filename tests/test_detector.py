@@ -157,7 +157,6 @@ def test_detector_reproduces_card_on_held_out_cifake(cifake_zip):
 
 def test_aspect_ratio_reason_shows_the_ratio_it_refused():
     """80x36 is 2.2:1; a rounded "2:1 is outside (max 2:1)" would contradict itself."""
-
     verdict = Detector.load("cifake-cnn")(Image.new("RGB", (80, 36), (90, 120, 150)))
     assert verdict.label == "uncertain"
     assert verdict.reasons[0].startswith("aspect ratio 2.2:1 is outside what cifake-cnn was trained on (max 2:1)")
