@@ -143,16 +143,12 @@ class Detector:
         return (None, reason) if reason else (self.model, None)
 
     def judge(self, items: Sequence[_Item]) -> list[Verdict]:
-        verdicts: list[Verdict | None] = [None] * len(items)
-        todo: list[tuple[int, Examined]] = []
-        for i, item in enumerate(items):
-            if item.error is not None:
-                verdicts[i] = Verdict.failed(item.name, str(item.error), item.error.kind, {"load": item.load_ms})
-            else:
-                todo.append((i, self.examine(item.name, item.loaded, sha256=item.sha256, load_ms=item.load_ms)))
-        for (i, _), verdict in zip(todo, self.conclude([examined for _, examined in todo])):
-            verdicts[i] = verdict
-        return verdicts  # type: ignore[return-value]
+        return self.conclude([
+            Verdict.failed(item.name, str(item.error), item.error.kind, {"load": item.load_ms})
+            if item.error is not None
+            else self.examine(item.name, item.loaded, sha256=item.sha256, load_ms=item.load_ms)
+            for item in items
+        ])
 
     def examine(self, name: str, loaded: LoadedImage, *, sha256: str | None = None, load_ms: float = 0.0) -> Examined:
         """Everything about one image that needs no model weights: evidence, routing, the prepared model input.
@@ -174,11 +170,14 @@ class Detector:
                         model=model.name if model is not None else None, reason=reason, prepared=prepared,
                         timing_ms={"load": load_ms, "evidence": probe_ms, "prepare": (time.perf_counter() - t0) * 1000})
 
-    def conclude(self, examined: Sequence[Examined]) -> list[Verdict]:
-        """Verdicts for examined images: one batched forward pass per model, then fusion with the evidence."""
+    def conclude(self, examined: Sequence[Examined | Verdict]) -> list[Verdict]:
+        """Verdicts in input order: one batched forward pass per model, then fusion with the evidence.
+
+        A :class:`Verdict` in ``examined`` (a file that could not be loaded) is passed through as it is.
+        """
         groups: dict[str, list[int]] = defaultdict(list)
         for i, item in enumerate(examined):
-            if item.model is not None:
+            if isinstance(item, Examined) and item.model is not None:
                 groups[item.model].append(i)
         scores: dict[int, Any] = {}
         model_ms: dict[int, float] = {}
@@ -190,6 +189,9 @@ class Detector:
                 scores[i], model_ms[i] = result, share
         verdicts = []
         for i, item in enumerate(examined):
+            if isinstance(item, Verdict):
+                verdicts.append(item)
+                continue
             model = self._models[item.model] if item.model is not None else None
             score = scores.get(i)
             fused = fuse(item.evidence, score, model, item.reason)

@@ -62,7 +62,10 @@ class Model:
         return None
 
     def logits(self, images: Sequence[LoadedImage]) -> np.ndarray:
-        raise NotImplementedError
+        """Log-odds of AI: override this, or :meth:`prepare` and :meth:`logits_prepared` (then this composes them)."""
+        if type(self).logits_prepared is Model.logits_prepared:
+            raise NotImplementedError(f"{type(self).__name__} implements neither logits nor logits_prepared")
+        return self.logits_prepared([self.prepare(im) for im in images])
 
     def prepare(self, image: LoadedImage) -> Any:
         """The weight-free part of scoring one image (resize, crops).

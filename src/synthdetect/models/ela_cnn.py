@@ -11,7 +11,7 @@ probe and the model agree on what "ELA" means; training decodes through
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,7 +20,7 @@ from PIL import Image
 from synthdetect.images import LoadedImage
 from synthdetect.models.base import Model, register_kind
 from synthdetect.models.package import ModelPackage
-from synthdetect.models.torch_kinds import TorchModel, build_small_cnn, images_to_tensor, resize_to_input
+from synthdetect.models.torch_kinds import TorchModel, build_small_cnn, resize_to_input
 
 
 def ela_input(loaded: LoadedImage, size: tuple[int, int], quality: int = 90) -> Image.Image:

@@ -68,14 +68,20 @@ def make_session(path: str | Path, threads: int | None = None):
     return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
-def preprocess_numpy(images: Sequence[LoadedImage], spec: dict[str, Any]) -> np.ndarray:
-    """Resize to the card's input and normalise to float32 NCHW, as TorchModel does."""
+def resized_input(image: LoadedImage, spec: dict[str, Any]) -> np.ndarray:
+    """The card's input size as uint8 HWC, resized as TorchModel does (parity between backends)."""
     from synthdetect.models.torch_kinds import resize_to_input  # pure PIL; the same resize for both backends
 
-    size = tuple(spec["size"])
-    resample = spec.get("resample", "bicubic")
-    arrays = np.stack([np.asarray(resize_to_input(im.rgb, size, resample)) for im in images])
-    return normalise(arrays, spec.get("mean", [0.5, 0.5, 0.5]), spec.get("std", [0.5, 0.5, 0.5]))
+    return np.asarray(resize_to_input(image.rgb, tuple(spec["size"]), spec.get("resample", "bicubic")))
+
+
+def normalised_batch(arrays: Sequence[np.ndarray], spec: dict[str, Any]) -> np.ndarray:
+    return normalise(np.stack(arrays), spec.get("mean", [0.5, 0.5, 0.5]), spec.get("std", [0.5, 0.5, 0.5]))
+
+
+def preprocess_numpy(images: Sequence[LoadedImage], spec: dict[str, Any]) -> np.ndarray:
+    """Resize to the card's input and normalise to float32 NCHW, as TorchModel does."""
+    return normalised_batch([resized_input(im, spec) for im in images], spec)
 
 
 def normalise(arrays: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
@@ -110,24 +116,14 @@ class OnnxModel(Model):
         self.batch_size = int((card.get("runtime") or {}).get("batch_size", Model.batch_size))
 
     def prepare(self, image: LoadedImage) -> np.ndarray:
-        """The resized uint8 HWC input, as :class:`TorchModel` prepares it (parity between backends)."""
-        from synthdetect.models.torch_kinds import resize_to_input  # pure PIL
-
-        return np.asarray(resize_to_input(image.rgb, self.input_size, self.input_spec.get("resample", "bicubic")))
-
-    def preprocess(self, images: Sequence[LoadedImage]) -> np.ndarray:
-        return preprocess_numpy(images, self.input_spec)
+        return resized_input(image, self.input_spec)
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
         (out,) = self.session.run(None, {self.input_name: batch})
         return logits_to_log_odds(out, self.output_spec)
 
     def logits_prepared(self, prepared: Sequence[np.ndarray]) -> np.ndarray:
-        spec = self.input_spec
-        return self.forward(normalise(np.stack(prepared), spec.get("mean", [0.5] * 3), spec.get("std", [0.5] * 3)))
-
-    def logits(self, images: Sequence[LoadedImage]) -> np.ndarray:
-        return self.forward(self.preprocess(images))
+        return self.forward(normalised_batch(prepared, self.input_spec))
 
 
 @register_kind("onnx-classifier")

@@ -48,18 +48,18 @@ class TorchModel(Model):
         """The resized uint8 HWC input (a few KB to 150 KB, whatever the photo's size)."""
         return np.asarray(resize_to_input(image.rgb, self.input_size, self.resample))
 
+    def batch(self, prepared: Sequence[np.ndarray]) -> torch.Tensor:
+        return images_to_tensor(np.stack(prepared), self.mean, self.std)
+
     def preprocess(self, images: Sequence[LoadedImage]) -> torch.Tensor:
-        return images_to_tensor(np.stack([self.prepare(im) for im in images]), self.mean, self.std)
+        return self.batch([self.prepare(im) for im in images])
 
     @torch.inference_mode()
     def forward(self, batch: torch.Tensor) -> np.ndarray:
         return self.module(batch).float().numpy()
 
     def logits_prepared(self, prepared: Sequence[np.ndarray]) -> np.ndarray:
-        return self.forward(images_to_tensor(np.stack(prepared), self.mean, self.std))
-
-    def logits(self, images: Sequence[LoadedImage]) -> np.ndarray:
-        return self.forward(self.preprocess(images))
+        return self.forward(self.batch(prepared))
 
 
 def build_small_cnn(hparams: dict[str, Any]) -> SmallCNN:

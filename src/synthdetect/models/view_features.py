@@ -180,9 +180,6 @@ class MultiViewModel(Model):
     def logits_prepared(self, prepared: Sequence[tuple[list[Image.Image], bool]]) -> np.ndarray:
         return np.array([float(self.member_logits(v) @ self.stack_weights + self.stack_bias) for v in prepared])
 
-    def logits(self, images: Sequence[LoadedImage]) -> np.ndarray:
-        return self.logits_prepared([self.prepare(im) for im in images])
-
 
 def load_multiview(package: ModelPackage) -> Model:
     members = load_members(package.file("heads"), package.card["members"])

@@ -13,8 +13,10 @@ import hashlib
 import pickle
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
+
+from PIL import Image
 
 from synthdetect.images import ImageLoadError, LoadedImage, LoadLimits, load_image
 from synthdetect.scan.store import FileStamp, cached_verdict
@@ -35,13 +37,14 @@ class Decoded:
     original_size: tuple[int, int] | None = None
     examined: Examined | None = None
     load_ms: float = 0.0
+    sha256: str | None = None  # of the bytes read, computed once for the cache and the verdict
 
     def examine(self, detector: Any) -> "Decoded":
         """Replace the decoded image by what ``detector`` needs of it (see :meth:`Detector.examine`)."""
         if self.image is None:
             return self
         try:
-            self.examined = detector.examine(self.path, self.image, load_ms=self.load_ms)
+            self.examined = detector.examine(self.path, self.image, sha256=self.sha256, load_ms=self.load_ms)
         except Exception as exc:  # noqa: BLE001 - a model's resize failing on one file must not stop the scan
             self.error = ImageLoadError(self.path, "model_error", f"preparing the model input failed ({exc})")
         self.image = None
@@ -50,20 +53,12 @@ class Decoded:
     @property
     def payload_bytes(self) -> int:
         """Roughly what this file holds in memory until its batch is judged."""
-        if self.image is not None:
-            return 3 * self.image.size[0] * self.image.size[1]
-        prepared = self.examined.prepared if self.examined is not None else None
-        if isinstance(prepared, LoadedImage):
-            return 3 * prepared.size[0] * prepared.size[1]
-        if isinstance(prepared, tuple) and prepared and isinstance(prepared[0], list):  # multi-view crops
-            return sum(3 * im.size[0] * im.size[1] for im in prepared[0])
-        return int(getattr(prepared, "nbytes", 0))
+        return _pixel_bytes(self.image if self.image is not None else getattr(self.examined, "prepared", None))
 
     def to_bytes(self) -> bytes:
         """Pickled by hand so that an unpicklable field (odd image metadata) cannot lose the file."""
         error = None if self.error is None else (self.error.source, self.error.kind, self.error.reason)
-        state = (self.path, self.stamp, self.image, error, self.cached, self.original_size, self.examined,
-                 self.load_ms)
+        state = {f.name: getattr(self, f.name) for f in fields(self)} | {"error": error}
         try:
             return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception:  # noqa: BLE001 - metadata Pillow attached that does not pickle
@@ -74,9 +69,20 @@ class Decoded:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "Decoded":
-        path, stamp, image, error, cached, original_size, examined, load_ms = pickle.loads(data)
-        return cls(path, stamp, image, ImageLoadError(*error) if error else None, cached, original_size,
-                   examined, load_ms)
+        state = pickle.loads(data)
+        error = state.pop("error")
+        return cls(**state, error=ImageLoadError(*error) if error else None)
+
+
+def _pixel_bytes(value: Any) -> int:
+    """Pixel bytes in whatever a model prepared: arrays, images, or containers of them (e.g. multi-view crops)."""
+    if isinstance(value, LoadedImage):
+        value = value.rgb
+    if isinstance(value, Image.Image):
+        return value.width * value.height * len(value.getbands())
+    if isinstance(value, (list, tuple)):
+        return sum(_pixel_bytes(v) for v in value)
+    return int(getattr(value, "nbytes", 0))
 
 
 def _picklable(value: Any) -> bool:
@@ -99,6 +105,7 @@ def decode_file(
     """Decode one file; never raises for a bad file (the error travels in :class:`Decoded`)."""
     started = time.perf_counter()
     raw: bytes | None = None
+    digest: str | None = None
     if stamp.size is not None and 0 < stamp.size <= limits.max_bytes:
         try:
             with open(path, "rb") as handle:
@@ -109,8 +116,9 @@ def decode_file(
         if raw is None:
             image = load_image(path, limits, name=path, draft_size=draft_size)
         else:
+            digest = hashlib.sha256(raw).hexdigest()
             if cache is not None and fingerprint:
-                hit = cached_verdict(cache, hashlib.sha256(raw).hexdigest(), fingerprint)
+                hit = cached_verdict(cache, digest, fingerprint)
                 if hit is not None:
                     return Decoded(path, stamp, cached=hit)
             image = load_image(raw, limits, name=path, draft_size=draft_size)
@@ -121,4 +129,4 @@ def decode_file(
     (w0, h0), (w, h) = image.original_size, image.rgb.size
     original = (w0, h0) if w0 * h0 != w * h else None  # decoded at reduced size (draft mode)
     return Decoded(path, stamp, image=image, original_size=original,
-                   load_ms=(time.perf_counter() - started) * 1000)
+                   load_ms=(time.perf_counter() - started) * 1000, sha256=digest)

@@ -285,17 +285,12 @@ def judge_batch(detector: Any, batch: Sequence[Decoded]) -> list[dict[str, Any]]
 def _judge(detector: Any, batch: Sequence[Decoded]) -> list[dict[str, Any]]:
     from synthdetect.verdict import Verdict
 
-    verdicts: list[Any] = [None] * len(batch)
-    todo = []
-    for i, d in enumerate(batch):
+    for d in batch:
         d.examine(detector)  # no-op when a worker examined it already
-        if d.error is not None:
-            verdicts[i] = Verdict.failed(d.path, str(d.error), d.error.kind, {"load": d.load_ms})
-        else:
-            todo.append((i, d.examined))
-    for (i, _), verdict in zip(todo, detector.conclude([examined for _, examined in todo])):
-        verdicts[i] = verdict
-    return [v.to_dict() for v in verdicts]
+    return [v.to_dict() for v in detector.conclude([
+        Verdict.failed(d.path, str(d.error), d.error.kind, {"load": d.load_ms}) if d.error is not None else d.examined
+        for d in batch
+    ])]
 
 
 def run_scan(
