@@ -160,3 +160,6 @@ def test_aspect_ratio_reason_shows_the_ratio_it_refused():
     verdict = Detector.load("cifake-cnn")(Image.new("RGB", (80, 36), (90, 120, 150)))
     assert verdict.label == "uncertain"
     assert verdict.reasons[0].startswith("aspect ratio 2.2:1 is outside what cifake-cnn was trained on (max 2:1)")
+    # 65x32 is 2.03:1: one decimal would print "2.0:1" beside "max 2:1", so it takes a second one
+    near = Detector.load("cifake-cnn")(Image.new("RGB", (65, 32), (90, 120, 150)))
+    assert near.reasons[0].startswith("aspect ratio 2.03:1 is outside")

@@ -88,7 +88,8 @@ def fuse(
 
     ai_at = model.ai_at_or_above if model.ai_at_or_above is not None else FALLBACK_AI_AT
     human_below = model.human_below if model.human_below is not None else FALLBACK_HUMAN_BELOW
-    source = "its validated thresholds" if model.ai_at_or_above is not None else "default thresholds (card has none)"
+    source = ((model.card.get("decision") or {}).get("band", "its validated thresholds")
+              if model.ai_at_or_above is not None else "default thresholds (card has none)")
     p = score.p_ai
     if p >= ai_at:
         label, rule = "ai", f"at or above the AI threshold {ai_at:.3f} ({_rule(model, 'ai_rule')})"

@@ -35,11 +35,15 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(np.exp(result.x))
 
 
-def fit_platt(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """Platt scaling: p = sigmoid(a * logit + b), fitted by logistic regression."""
+def fit_platt(logits: np.ndarray, labels: np.ndarray, balanced: bool = False) -> tuple[float, float]:
+    """Platt scaling: p = sigmoid(a * logit + b), fitted by logistic regression.
+
+    ``balanced`` weighs both classes equally, so p_ai assumes even odds instead
+    of the calibration data's class balance (which, across sources, is arbitrary).
+    """
     from sklearn.linear_model import LogisticRegression
 
-    model = LogisticRegression(C=1e6, max_iter=1000)
+    model = LogisticRegression(C=1e6, max_iter=1000, class_weight="balanced" if balanced else None)
     model.fit(np.asarray(logits, dtype=np.float64).reshape(-1, 1), np.asarray(labels).astype(int))
     return float(model.coef_[0, 0]), float(model.intercept_[0])
 
@@ -78,11 +82,12 @@ class Calibration:
         return cls()
 
     @classmethod
-    def fit(cls, logits: np.ndarray, labels: np.ndarray, method: str = "temperature") -> "Calibration":
+    def fit(cls, logits: np.ndarray, labels: np.ndarray, method: str = "temperature", *,
+            balanced: bool = False) -> "Calibration":
         if method == "temperature":
             return cls(method="temperature", temperature=fit_temperature(logits, labels))
         if method == "platt":
-            a, b = fit_platt(logits, labels)
+            a, b = fit_platt(logits, labels, balanced=balanced)
             return cls(method="platt", a=a, b=b)
         if method == "identity":
             return cls()

@@ -54,7 +54,11 @@ class Model:
         max_aspect = limits.get("max_aspect", 4.0)
         if long_ / short > max_aspect:
             ratio = long_ / short
-            shown = f"{ratio:.0f}" if ratio >= 10 else f"{ratio:.1f}"  # 2.2:1, not a rounded "2:1" beside "max 2:1"
+            # Enough decimals to differ from the limit: 2.2:1 or 2.03:1, never a rounded "2.0:1" beside "max 2:1".
+            for digits in (0 if ratio >= 10 else 1, 2, 3):
+                shown = f"{ratio:.{digits}f}"
+                if float(shown) > max_aspect:
+                    break
             return f"aspect ratio {shown}:1 is outside what {self.name} was trained on (max {max_aspect:g}:1)"
         max_short = limits.get("max_short_side")
         if max_short and short > max_short:

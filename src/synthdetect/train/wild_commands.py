@@ -86,3 +86,76 @@ def register(app: typer.Typer) -> None:
         held = package.card["metrics"]["held_out_pooled"]
         typer.echo(f"wrote {package.root} ({winner}; held-out sources pooled: ROC-AUC {held['roc_auc']:.4f}, "
                    f"TPR@5%FPR {held['tpr_at_fpr_0.05']:.3f}, ECE {held['ece']:.4f})")
+
+    @app.command("calibrate-route")
+    def calibrate_route_command(
+        data: Annotated[str, typer.Argument(help="CSV manifest with path,label,source columns of full-size images "
+                                                 "(e.g. wild-dev): they are shrunk to thumbnails.")],
+        router: Annotated[str, typer.Option(help="Router package whose route is calibrated.")] = "default",
+        route_model: Annotated[Optional[str], typer.Option(
+            help="Model of the route to calibrate (default: the route with a max_short_side).")] = None,
+        what: Annotated[str, typer.Option(help="What the thumbnails are, as verdict reasons will say it.")] =
+            "thumbnails of real-world photos and art (wild-dev)",
+        report: Annotated[Optional[Path], typer.Option(help="Write the full report (JSON) here.")] = None,
+        write: Annotated[bool, typer.Option("--write/--dry-run",
+                                            help="Store the calibration on the router's card.")] = False,
+    ) -> None:
+        """Fit a router route's calibration and band on thumbnails; measure it leave-one-source-out."""
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.table import Table
+
+        from synthdetect.models import find_package
+        from synthdetect.train.datasets import open_dataset
+        from synthdetect.train.route_calibration import calibrate_route, score_thumbnails
+
+        console = Console(stderr=True)
+        package = find_package(router)
+        routes = package.card.get("routes")
+        if package.card.get("kind") != "router" or not routes:
+            raise typer.BadParameter(f"{router} is not a router package", param_hint="--router")
+        route = next((r for r in routes if (r.get("model") == route_model if route_model
+                                            else r.get("model") and r.get("max_short_side"))), None)
+        if route is None:
+            raise typer.BadParameter(f"{router} has no such route", param_hint="--route-model")
+        records = open_dataset(data)
+        if not any(r.source for r in records):
+            raise typer.BadParameter("the manifest needs a 'source' column", param_hint="DATA")
+        with Progress(TextColumn("thumbnails"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      console=console) as bar:
+            task = bar.add_task("", total=len(records))
+            scores = score_thumbnails(records, route["model"],
+                                      progress=lambda done, total: bar.update(task, completed=done))
+        for problem in scores.unreadable:
+            console.print(f"[yellow]unreadable[/] {problem}")
+        spec = calibrate_route(scores, find_package(route["model"]).card, what)
+        info = spec["calibrated_on"]
+        held = info["leave_one_source_out"]
+        table = Table(title=f"{route['model']} on {info['thumbnails']:,} thumbnails of {info['images']} images "
+                            f"(model ROC-AUC {info['model_roc_auc']:.3f})")
+        for col in ("band", "real called ai", "real called human", "AI called ai", "AI called human", "uncertain"):
+            table.add_column(col)
+
+        def row(name: str, s: dict) -> None:
+            unsure = ((s["real_called_uncertain"] or 0) * s["n_real"] + (s["ai_called_uncertain"] or 0) * s["n_ai"]
+                      ) / max(s["n_real"] + s["n_ai"], 1)
+            shown = [f"{s[k]:.1%}" if s[k] is not None else "-" for k in
+                     ("real_called_ai", "real_called_human", "ai_called_ai", "ai_called_human")]
+            table.add_row(name, *shown, f"{unsure:.1%}")
+
+        row(f"{route['model']}'s own card", info["with_the_model_card_band"])
+        row("route band, held-out sources", held["pooled"])
+        for source, s in held["per_source"].items():
+            row(f"  held out: {source} ({s['n_real']} real, {s['n_ai']} AI)", s)
+        console.print(table)
+        if report:
+            report.parent.mkdir(parents=True, exist_ok=True)
+            report.write_text(json.dumps(spec, indent=2))
+        if write:
+            info["command"] = "synthdetect " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+            route.update(spec)
+            path = package.root / "model.json"
+            path.write_text(json.dumps(package.card, indent=2) + "\n")
+            typer.echo(f"stored the {route['model']} route's calibration in {path}")
+        else:
+            typer.echo("dry run: --write stores this on the router card")
