@@ -161,6 +161,17 @@ def test_draft_size_keeps_routing_boundaries(tiny, tmp_path):
     assert any("draft" in note for note in loaded.notes)
 
 
+def test_draft_factor_asks_for_a_multiple_of_the_model_input_and_keeps_boundaries(tiny):
+    model = Detector.load(str(tiny)).model
+    side = max(model.card["input"]["size"])
+    assert draft_size_for(model, 1) == draft_size_for(model)
+    for factor in (2, 3, 8):
+        needed = max(factor * side, 65)
+        assert draft_size_for(model, factor) == (needed, needed)
+    with pytest.raises(ValueError, match="at least 1"):
+        draft_size_for(model, 0)
+
+
 def test_cli_scan_summary_and_exit_code(tmp_path, tiny):
     files = make_folder(tmp_path / "imgs", n_png=2, n_jpeg=0)
     db = tmp_path / "r.sqlite"

@@ -82,6 +82,8 @@ def register(app: typer.Typer) -> None:
         rescore: Annotated[bool, typer.Option("--rescore", help="Judge every file again, ignoring the cache.")] = False,
         draft: Annotated[bool, typer.Option("--draft/--full-decode", help="Decode large JPEGs at reduced size "
                                             "(never below what the model and routing need).")] = False,
+        draft_factor: Annotated[int, typer.Option(min=1, help="With --draft: decode to at least this many times the "
+                                                  "model input (1 is fastest; 2 or 3 move single scores less).")] = 1,
         all_files: Annotated[bool, typer.Option("--all-files", help="In folders, judge every file, not only "
                                                 "image suffixes.")] = False,
         no_evidence: Annotated[bool, typer.Option("--no-evidence", help="Skip provenance/metadata probes.")] = False,
@@ -111,7 +113,7 @@ def register(app: typer.Typer) -> None:
                 fail(f"--export {target}: use a .csv, .jsonl or .parquet file")
         options = ScanOptions(
             model=model, workers=workers or None, batch_size=batch_size, threads=threads or None, rescore=rescore,
-            draft=draft, all_files=all_files, use_evidence=not no_evidence,
+            draft=draft, draft_factor=draft_factor, all_files=all_files, use_evidence=not no_evidence,
             limits=LoadLimits(max_pixels=max_pixels, max_bytes=max_bytes),
         )
         console = Console(stderr=True)

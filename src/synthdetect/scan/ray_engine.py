@@ -87,7 +87,7 @@ def run_ray_scan(
     ray = init_ray(options.workers or available_cpus())
     store = ResultStore(out)
     detector = load_detector(options)  # the driver computes the same fingerprint the actors judge under
-    draft_size = draft_size_for(detector.model) if options.draft else None
+    draft_size = draft_size_for(detector.model, options.draft_factor) if options.draft else None
     fingerprint = detector_fingerprint(detector, draft_size)
     del detector
     run_id = store.start_run(json.dumps(list(map(str, sources))), options.model, "ray")

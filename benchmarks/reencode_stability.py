@@ -1,0 +1,114 @@
+"""Does re-encoding, stripping metadata or shrinking a real photo push the default detector towards ``ai``?  JSON.
+
+Takes the first ``--per-source`` real images of every wild-dev source, in
+manifest order (a fixed rule, not a pick by score), and judges each with the
+``default`` detector (evidence on, as users run it) as it is, and again as PNG,
+WebP q80, JPEG q95/q75/q50 (all without the original metadata), and shrunk to
+a 512 px (JPEG q90), 256 px (PNG) and 48 px (JPEG q90; the small-image route)
+short side.  Reported per variant: how many real images are called ``ai``,
+how many change label against the original, and how far p_ai moves.  wild-v1
+was fitted on all of wild-dev, so for larger variants this measures stability
+in-sample, not accuracy.
+
+    .venv/bin/python benchmarks/reencode_stability.py --per-source 8 --out reports/reencode_stability.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_MANIFEST = REPO.parent / "shared" / "datasets" / "wild-dev" / "manifest.csv"
+
+
+def variants(rgb: Image.Image) -> dict[str, bytes]:
+    out = {}
+    for name, fmt, kwargs in (("png", "PNG", {}), ("webp-q80", "WEBP", {"quality": 80}),
+                              ("jpeg-q95", "JPEG", {"quality": 95}), ("jpeg-q75", "JPEG", {"quality": 75}),
+                              ("jpeg-q50", "JPEG", {"quality": 50})):
+        buffer = io.BytesIO()
+        rgb.save(buffer, fmt, **kwargs)
+        out[name] = buffer.getvalue()
+    for short, fmt, kwargs in ((512, "JPEG", {"quality": 90}), (256, "PNG", {}), (48, "JPEG", {"quality": 90})):
+        scale = short / min(rgb.size)
+        if scale >= 1:
+            continue
+        small = rgb.resize((round(rgb.width * scale), round(rgb.height * scale)), Image.Resampling.LANCZOS)
+        buffer = io.BytesIO()
+        small.save(buffer, fmt, **kwargs)
+        out[f"{fmt.lower()}-short{short}"] = buffer.getvalue()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST)
+    parser.add_argument("--per-source", type=int, default=8)
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    if not args.manifest.is_file():
+        sys.exit(f"no manifest at {args.manifest} (wild-dev from ../shared is needed)")
+    from synthdetect import Detector
+
+    detector = Detector.load(args.model)
+    root = args.manifest.parent
+    picked: dict[str, list[Path]] = defaultdict(list)
+    for row in csv.DictReader(open(args.manifest)):
+        if row["label"] == "real" and len(picked[row["source"]]) < args.per_source:
+            picked[row["source"]].append(root / row["path"])
+    per_variant: dict[str, dict] = defaultdict(lambda: {"n": 0, "called_ai": 0, "label_changed": 0, "dp": [],
+                                                        "examples": [], "called_ai_files": []})
+    originals = {"n": 0, "called_ai": 0, "labels": defaultdict(int)}
+    for source, paths in sorted(picked.items()):
+        for path in paths:
+            original = detector(str(path))
+            if original.error:
+                continue
+            originals["n"] += 1
+            originals["labels"][original.label] += 1
+            originals["called_ai"] += original.label == "ai"
+            with Image.open(path) as im:
+                rgb = im.convert("RGB")
+            for name, data in variants(rgb).items():
+                v = detector(data)
+                row = per_variant[name]
+                row["n"] += 1
+                row["called_ai"] += v.label == "ai"
+                if v.label == "ai":
+                    row["called_ai_files"].append(f"{source}/{path.name}: p_ai {v.p_ai} ({v.reasons[0]})")
+                if v.label != original.label:
+                    row["label_changed"] += 1
+                    row["examples"].append(f"{source}/{path.name}: {original.label} -> {v.label} "
+                                           f"(p_ai {original.p_ai} -> {v.p_ai})")
+                if v.p_ai is not None and original.p_ai is not None and v.models and original.models \
+                        and v.models[0]["model"] == original.models[0]["model"]:
+                    row["dp"].append(abs(v.p_ai - original.p_ai))
+    out = {"model": args.model, "real_images": originals["n"],
+           "sources": {s: len(p) for s, p in sorted(picked.items())},
+           "original": {"called_ai": originals["called_ai"], "labels": dict(originals["labels"])},
+           "variants": {}}
+    for name, row in per_variant.items():
+        dp = np.asarray(row["dp"]) if row["dp"] else np.zeros(1)
+        out["variants"][name] = {"n": row["n"], "called_ai": row["called_ai"], "label_changed": row["label_changed"],
+                                 "abs_p_change_same_model": {"mean": round(float(dp.mean()), 4),
+                                                             "max": round(float(dp.max()), 4)},
+                                 "called_ai_files": row["called_ai_files"], "examples": row["examples"][:5]}
+    text = json.dumps(out, indent=2)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
