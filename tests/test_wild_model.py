@@ -1,4 +1,4 @@
-"""The shipped full-size model ``wild-v1`` and the ``default`` routes to it.
+"""The shipped full-size models ``wild-v1`` and ``wild-v2``, and the ``default`` routes to wild-v2.
 
 Needs the CLIP encoder installed from requirements-weights.txt (skips with
 the reason otherwise).  The re-encoding test also needs ../shared wild-dev.
@@ -18,12 +18,14 @@ from synthdetect.models import BUILTIN_DIR, clip_onnx
 MISSING = clip_onnx.encoder_available()
 needs_encoder = pytest.mark.skipif(MISSING is not None, reason=f"CLIP encoder not installed: {MISSING}")
 CARD = BUILTIN_DIR / "wild-v1" / "model.json"
+CARD_V2 = BUILTIN_DIR / "wild-v2" / "model.json"
 
 
-def test_wild_v1_card_states_policy_calibration_thresholds_and_held_out_metrics():
+@pytest.mark.parametrize("card_path", [CARD, CARD_V2], ids=["wild-v1", "wild-v2"])
+def test_wild_card_states_policy_calibration_thresholds_and_held_out_metrics(card_path):
     import json
 
-    card = json.loads(CARD.read_text())
+    card = json.loads(card_path.read_text())
     assert card["kind"] in ("clip-head", "handcrafted", "wild-stack")
     assert card["crop_policy"]["size"] == 224 and "explained" in card["crop_policy"]
     assert card["calibration"]["method"] in ("platt", "temperature")
@@ -35,26 +37,37 @@ def test_wild_v1_card_states_policy_calibration_thresholds_and_held_out_metrics(
     assert {"roc_auc", "tpr_at_fpr_0.05", "ece"} <= set(held)
     assert "leave-one-source-out" in card["metrics"]["protocol"]
     assert card["failure_cases"]["most_confident_held_out_mistakes"]
-    assert (CARD.parent / "MODEL_CARD.md").is_file()
+    assert (card_path.parent / "MODEL_CARD.md").is_file()
 
 
-def test_default_routes_small_images_to_cifake_and_the_rest_to_wild_v1():
+def test_wild_v2_judges_a_thumbnail_view_and_beats_wild_v1_held_out():
+    import json
+
+    v1, v2 = json.loads(CARD.read_text()), json.loads(CARD_V2.read_text())
+    policy = v2["crop_policy"]
+    assert policy["global_short_side"] == 48 and policy["global_jpeg_quality"] == 90
+    assert "thumbnail" in policy["explained"]
+    held_v1, held_v2 = v1["metrics"]["held_out_pooled"], v2["metrics"]["held_out_pooled"]
+    assert held_v2["roc_auc"] > held_v1["roc_auc"] and held_v2["tpr_at_fpr_0.05"] > held_v1["tpr_at_fpr_0.05"]
+
+
+def test_default_routes_small_images_to_cifake_and_the_rest_to_wild_v2():
     import json
 
     routes = json.loads((BUILTIN_DIR / "default" / "model.json").read_text())["routes"]
     assert routes[0]["model"] == "cifake-cnn" and routes[0]["max_short_side"] == 64
-    assert routes[-1]["model"] == "wild-v1"
+    assert routes[-1]["model"] == "wild-v2"
 
 
 @needs_encoder
-def test_detect_on_a_full_size_image_uses_wild_v1():
+def test_detect_on_a_full_size_image_uses_wild_v2():
     from synthdetect import Detector
 
     det = Detector.load("default")
     rng = np.random.default_rng(0)
     img = Image.fromarray(rng.integers(0, 256, (600, 800, 3), dtype=np.uint8))
     verdict = det(img)
-    assert verdict.models and verdict.models[0]["model"] == "wild-v1"
+    assert verdict.models and verdict.models[0]["model"] == "wild-v2"
     assert 0.0 <= verdict.p_ai <= 1.0
     assert verdict.label in ("ai", "human", "uncertain")
 
@@ -79,7 +92,8 @@ def _variants(img: Image.Image) -> dict[str, Image.Image]:
 
 @needs_encoder
 @pytest.mark.slow
-def test_real_photos_are_not_called_ai_after_reencoding_or_resizing(wild_dev):
+@pytest.mark.parametrize("model", ["wild-v1", "wild-v2"])
+def test_real_photos_are_not_called_ai_after_reencoding_or_resizing(wild_dev, model):
     """Format, lost metadata or a smaller size must not push a real photo over the 1% FPR threshold."""
     from synthdetect import Detector
 
@@ -93,7 +107,7 @@ def test_real_photos_are_not_called_ai_after_reencoding_or_resizing(wild_dev):
                 if im.format == "JPEG" and min(im.size) >= 600:
                     picked[r["source"]] = wild_dev / r["path"]
     assert len(picked) == 2
-    det = Detector.load("wild-v1", use_evidence=False)
+    det = Detector.load(model, use_evidence=False)
     threshold = det.model.ai_at_or_above
     report = []
     for source, path in sorted(picked.items()):

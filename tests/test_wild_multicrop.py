@@ -69,3 +69,43 @@ def test_policy_round_trips_through_the_card_and_keys_differ():
     assert CropPolicy.from_dict(policy.to_dict()) == policy
     assert policy.key() == CropPolicy.from_dict(policy.to_dict()).key()
     assert policy.key() != CropPolicy().key()
+
+
+def test_thumbnail_global_view_discards_resolution_and_keeps_old_policies_unchanged():
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from synthdetect.models.multicrop import CropPolicy
+
+    rng = np.random.default_rng(0)
+    smooth = Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)).resize((1600, 1200), Image.BICUBIC)
+    noisy = Image.fromarray(np.clip(np.asarray(smooth, dtype=np.int16) + rng.integers(-40, 41, (1200, 1600, 3)),
+                                    0, 255).astype(np.uint8))
+    thumb = CropPolicy(native_crops=0, global_short_side=48, global_jpeg_quality=90)
+    plain = CropPolicy(native_crops=0)
+    shrink_only = CropPolicy(native_crops=0, global_short_side=48)
+
+    def noise_seen(policy):
+        a, b = (np.asarray(policy.global_crop(im), dtype=np.float64) for im in (smooth, noisy))
+        return np.abs(a - b).mean()
+
+    assert thumb.global_crop(noisy).size == (224, 224)
+    assert noise_seen(shrink_only) < 0.5 * noise_seen(plain)  # the thumbnail hides most of the sensor-like noise
+    assert noise_seen(thumb) < noise_seen(plain)  # and the common JPEG pass adds back less than it hid
+    assert "global_short_side" not in plain.to_dict()  # older cards and feature caches keep their key
+    assert CropPolicy.from_dict(thumb.to_dict()) == thumb
+    small = Image.new("RGB", (40, 30), (10, 20, 30))
+    assert thumb.global_crop(small).size == (224, 224)  # smaller than the thumbnail: never enlarged first
+
+
+def test_a_member_on_crops_uses_the_global_view_when_the_policy_has_no_crops():
+    import numpy as np
+
+    from synthdetect.models.view_features import LinearMember
+
+    member = LinearMember(extractor="x", view="crops", mean=np.zeros(3), scale=np.ones(3),
+                          coef=np.array([1.0, 2.0, 3.0]), intercept=0.5, aggregate="mean")
+    feats = {"global": np.array([1.0, 1.0, 1.0])}
+    assert member.logit(feats) == 6.5

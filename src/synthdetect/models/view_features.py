@@ -100,7 +100,10 @@ class LinearMember:
     aggregate: str = "mean"
 
     def logit(self, feats: dict[str, np.ndarray]) -> float:
-        x = np.atleast_2d(feats[self.view])
+        if self.view == "crops" and "crops" not in feats:  # a policy without crops: the global view stands in,
+            x = np.atleast_2d(feats["global"])                # as it did when the heads were trained (train/wild.py)
+        else:
+            x = np.atleast_2d(feats[self.view])
         z = ((x - self.mean) / self.scale) @ self.coef + self.intercept
         return float(z[0]) if self.view == "global" else aggregate(z, self.aggregate)
 

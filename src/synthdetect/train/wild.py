@@ -460,6 +460,14 @@ def failure_cases(data: WildData, p: np.ndarray, threshold: float, limit: int = 
              "called_ai_at_1pct_fpr_threshold": bool(p[i] >= threshold)} for i in order]
 
 
+def _thumbnail_note(policy: CropPolicy) -> str:
+    if not policy.global_short_side:
+        return ""
+    jpeg = f", re-encoded as JPEG q{policy.global_jpeg_quality}" if policy.global_jpeg_quality else ""
+    return (f"the global view is taken of a thumbnail: the image shrunk to a {policy.global_short_side} px short side "
+            f"(Lanczos){jpeg}, so resolution, noise and compression do not reach the features; ")
+
+
 def write_wild_package(
     out: Path, name: str, data: WildData, policy: CropPolicy, extractors: Sequence[str], folds: Sequence[FoldResult],
     results: dict[str, dict[str, Any]], winner: str, *, command: str | None, data_ref: str, min_side: int,
@@ -488,7 +496,8 @@ def write_wild_package(
                         f"view and {policy.native_crops} native-resolution crops), calibrated by leave-one-source-out."),
         "input": {"min_side": min_side, "max_aspect": 6.0, "views": "global view + native crops (see crop_policy)"},
         "crop_policy": {**policy.to_dict(), "aggregate": [m.aggregate for m in members if m.view == "crops"],
-                        "explained": ("global view: short side resized to size (bicubic), centre crop; native crops: "
+                        "explained": (_thumbnail_note(policy) +
+                                      "global view: short side resized to size (bicubic), centre crop; native crops: "
                                       "size x size pixels at the centres of an even grid, no resampling; an image "
                                       "smaller than size on its short side is judged on its global view alone; "
                                       "per-crop logits are aggregated by the member's 'aggregate'")},

@@ -21,6 +21,10 @@ def register(app: typer.Typer) -> None:
             "clip-vit-b16-int8,handcrafted-v1",
         crops: Annotated[int, typer.Option(help="Native-resolution crops per image (plus one global view).")] = 4,
         crop_size: Annotated[int, typer.Option(help="Crop side in pixels.")] = 224,
+        global_short_side: Annotated[Optional[int], typer.Option(
+            help="Shrink each image to this short side (Lanczos) before its global view: a thumbnail view.")] = None,
+        global_jpeg_quality: Annotated[Optional[int], typer.Option(
+            help="Re-encode that thumbnail as JPEG at this quality, so every source has the same compression.")] = None,
         candidate: Annotated[Optional[str], typer.Option(help="Ship this candidate instead of the LOSO winner.")] = None,
         cache: Annotated[Optional[Path], typer.Option(help="Feature cache (default ~/.cache/synthdetect/features or "
                                                            "$SYNTHDETECT_CACHE/features).")] = None,
@@ -50,7 +54,8 @@ def register(app: typer.Typer) -> None:
 
         console = Console(stderr=True)
         names = [e.strip() for e in extractors.split(",") if e.strip()]
-        policy = CropPolicy(size=crop_size, native_crops=crops)
+        policy = CropPolicy(size=crop_size, native_crops=crops, global_short_side=global_short_side,
+                            global_jpeg_quality=global_jpeg_quality)
         records = open_dataset(data)
         if not any(r.source for r in records):
             raise typer.BadParameter("the manifest needs a 'source' column for leave-one-source-out", param_hint="DATA")
