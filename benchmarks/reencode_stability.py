@@ -6,7 +6,7 @@ manifest order (a fixed rule, not a pick by score), and judges each with the
 WebP q80, JPEG q95/q75/q50 (all without the original metadata), and shrunk to
 a 512 px (JPEG q90), 256 px (PNG) and 48 px (JPEG q90; the small-image route)
 short side.  Reported per variant: how many real images are called ``ai``,
-how many change label against the original, and how far p_ai moves.  wild-v1
+how many change label against the original, and how far p_ai moves.  wild-v2
 was fitted on all of wild-dev, so for larger variants this measures stability
 in-sample, not accuracy.
 

@@ -17,7 +17,7 @@ in-sample.  Pass ``--held-out`` (the report written by ``synthdetect train-wild
 --report``) to add the honest row: each image scored by a model that never saw
 its source.
 
-    python benchmarks/wild_peers.py --held-out reports/wild-v1-loso.json --threads 2 --out reports/wild_peers.json
+    python benchmarks/wild_peers.py --held-out reports/wild-v2-loso.json --threads 2 --out reports/wild_peers.json
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """``synthdetect train DATA --model clip-head|handcrafted``: the registry's trainers for the linear-head kinds.
 
 These use the caller's train/val/test split (``synthdetect train`` makes it);
-for the leave-one-source-out selection that produced ``wild-v1`` see
+for the leave-one-source-out selection that produced ``wild-v1`` and ``wild-v2`` see
 ``synthdetect train-wild`` (:mod:`synthdetect.train.wild`).
 """
 
