@@ -143,3 +143,14 @@ def test_real_photo_thumbnails_are_not_called_ai_by_default(wild_dev):
         for tag, data in thumbnail_variants(rgb):
             verdict = det(data)
             assert verdict.label != "ai", f"{path.name} as {tag}: {verdict.reasons[0]}"
+
+
+def test_a_route_calibration_fitted_for_other_weights_is_refused(tmp_path):
+    """Retraining cifake-cnn must not leave default scoring it with a calibration fitted for the old weights."""
+    card = json.loads((BUILTIN_DIR / "default" / "model.json").read_text())
+    assert card["routes"][0]["calibrated_on"]["model_weights"] == {
+        name: entry["sha256"] for name, entry in find_package("cifake-cnn").card["files"].items()}
+    card["routes"][0]["calibrated_on"]["model_weights"] = {"weights": "0" * 64}
+    (tmp_path / "model.json").write_text(json.dumps(card))
+    with pytest.raises(ValueError, match="fit it again: synthdetect calibrate-route"):
+        Detector.load(str(tmp_path))

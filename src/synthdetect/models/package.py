@@ -182,3 +182,8 @@ def created_with() -> dict[str, str]:
         except ImportError:
             continue
     return versions
+
+
+def weights_fingerprint(card: dict[str, Any]) -> dict[str, str]:
+    """sha256 of each weight file on a card: what a calibration fitted elsewhere (a router's route) depends on."""
+    return {name: entry["sha256"] for name, entry in sorted((card.get("files") or {}).items())}

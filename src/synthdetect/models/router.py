@@ -20,7 +20,7 @@ import numpy as np
 from synthdetect.evaluate.calibration import Calibration
 from synthdetect.images import LoadedImage
 from synthdetect.models.base import Model, register_kind
-from synthdetect.models.package import ModelPackage
+from synthdetect.models.package import ModelPackage, weights_fingerprint
 
 
 class Route:
@@ -31,6 +31,7 @@ class Route:
         self.reason: str = spec.get("reason", "no model for this image")
         self.calibration: dict[str, Any] | None = spec.get("calibration")
         self.decision: dict[str, Any] | None = spec.get("decision")
+        self.fitted_for: dict[str, str] | None = (spec.get("calibrated_on") or {}).get("model_weights")
 
     def matches(self, image: LoadedImage) -> bool:
         short = image.short_side
@@ -82,6 +83,9 @@ def as_routed(model: Model, route: Route) -> Model:
     """``model`` with the route's calibration and band (same weights, no copy of them), or ``model`` itself."""
     if route.calibration is None and route.decision is None:
         return model
+    if route.fitted_for is not None and weights_fingerprint(model.card) != route.fitted_for:
+        raise ValueError(f"the route calibration for {model.name} was fitted for other weights than those "
+                         f"installed; fit it again: synthdetect calibrate-route DATA --router ROUTER --write")
     routed = copy.copy(model)
     routed.card = dict(model.card)
     if route.calibration is not None:

@@ -25,6 +25,7 @@ from PIL import Image
 from synthdetect.evaluate.calibration import Calibration, operating_points
 from synthdetect.evaluate.metrics import binary_metrics
 from synthdetect.images import ImageLoadError
+from synthdetect.models.package import weights_fingerprint
 from synthdetect.train.datasets import Record, load_record
 
 SHORT_SIDES = (32, 48, 64)
@@ -166,6 +167,7 @@ def calibrate_route(scores: ThumbnailScores, own_card: dict[str, Any], what: str
             "with_the_model_card_band": {**band_shares(own_labels, scores.labels),
                                          "ece": binary_metrics(own_p, scores.labels)["ece"]},
             "leave_one_source_out": leave_one_source_out(scores, what),
+            "model_weights": weights_fingerprint(own_card),
             "not_judged": scores.not_judged,
             "unreadable": len(scores.unreadable),
         },
