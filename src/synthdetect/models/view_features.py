@@ -87,6 +87,14 @@ def view_features(extractor: FeatureExtractor, rgb: Image.Image, policy: CropPol
     return features_of_views(extractor, policy_views(rgb, policy))
 
 
+def member_view(feats: dict[str, np.ndarray], view: str) -> np.ndarray:
+    """A member's input view.  With no crops (a policy without them) the global view stands in for "crops",
+    as :meth:`CropPolicy.native_crops_of` gives an image too small for a crop its global view."""
+    if view == "crops" and "crops" not in feats:
+        return feats["global"][None]
+    return feats[view]
+
+
 @dataclass
 class LinearMember:
     """Standardise, then a logistic-regression direction; crops are aggregated after the head."""
@@ -100,10 +108,7 @@ class LinearMember:
     aggregate: str = "mean"
 
     def logit(self, feats: dict[str, np.ndarray]) -> float:
-        if self.view == "crops" and "crops" not in feats:  # a policy without crops: the global view stands in,
-            x = np.atleast_2d(feats["global"])                # as it did when the heads were trained (train/wild.py)
-        else:
-            x = np.atleast_2d(feats[self.view])
+        x = np.atleast_2d(member_view(feats, self.view))
         z = ((x - self.mean) / self.scale) @ self.coef + self.intercept
         return float(z[0]) if self.view == "global" else aggregate(z, self.aggregate)
 

@@ -181,10 +181,7 @@ def cached_scores(model: Any, records: Sequence[Record], cache: str | Path | Non
         if problem:
             reasons[i] = f"{record.ref}: not scored: {problem}"
             continue
-        feats = {}
-        for name in model.extractors:
-            view = cached.views[name][j]
-            feats[name] = {"global": view["global"], "crops": view.get("crops", view["global"][None])}
+        feats = {name: cached.views[name][j] for name in model.extractors}  # LinearMember handles missing crops
         z = np.array([m.logit(feats[m.extractor]) for m in model.members]) @ model.stack_weights + model.stack_bias
         p[i] = float(model.calibration(z))
     return p, facts, reasons

@@ -33,7 +33,7 @@ import numpy as np
 from synthdetect.evaluate.calibration import Calibration, operating_points
 from synthdetect.evaluate.metrics import binary_metrics, expected_calibration_error, tpr_at_fpr
 from synthdetect.models.multicrop import AGGREGATIONS, CropPolicy, aggregate
-from synthdetect.models.view_features import LinearMember
+from synthdetect.models.view_features import LinearMember, member_view
 from synthdetect.train.wild_features import CachedFeatures
 
 CLIP = "clip-vit-b16-int8"
@@ -67,7 +67,7 @@ class WildData:
     def from_cache(cls, cached: CachedFeatures) -> "WildData":
         records = cached.records
         g = {e: np.stack([v["global"] for v in views]) for e, views in cached.views.items()}
-        c = {e: [v.get("crops", v["global"][None]) for v in views] for e, views in cached.views.items()}
+        c = {e: [member_view(v, "crops") for v in views] for e, views in cached.views.items()}
         return cls(
             labels=np.array([r.label for r in records]),
             groups=np.array([r.source or "unknown" for r in records]),
