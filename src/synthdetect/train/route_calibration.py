@@ -27,6 +27,7 @@ from synthdetect.evaluate.metrics import binary_metrics
 from synthdetect.images import ImageLoadError
 from synthdetect.models.package import weights_fingerprint
 from synthdetect.train.datasets import Record, load_record
+from synthdetect.train.registry import band_counts
 
 SHORT_SIDES = (32, 48, 64)
 RESAMPLERS = {"lanczos": Image.Resampling.LANCZOS, "bicubic": Image.Resampling.BICUBIC}
@@ -109,24 +110,20 @@ def fit_route(logits: np.ndarray, labels: np.ndarray, what: str) -> dict[str, An
     return {"calibration": calibration.to_dict(), "decision": decision, "thresholds": points["thresholds"]}
 
 
-def band(p: np.ndarray, decision: dict[str, Any]) -> np.ndarray:
-    return np.where(p >= decision["ai_at_or_above"], "ai", np.where(p < decision["human_below"], "human", "uncertain"))
-
-
-def band_shares(labels_given: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
-    """How the verdicts fall for real and for AI thumbnails: the numbers a user of the band cares about."""
-    real, fake = truth < 0.5, truth > 0.5
-    out: dict[str, Any] = {"n_real": int(real.sum()), "n_ai": int(fake.sum())}
-    for name, mask in (("real", real), ("ai", fake)):
+def band_shares(counts: dict[str, dict[str, int]]) -> dict[str, Any]:
+    """:func:`band_counts` as shares per true class: how the verdicts fall for real and for AI thumbnails."""
+    classes = (("real", counts["human_images"]), ("ai", counts["ai_images"]))
+    out: dict[str, Any] = {f"n_{name}": sum(c[label] for label in LABELS) for name, c in classes}
+    for name, c in classes:
         for label in LABELS:
-            out[f"{name}_called_{label}"] = float(np.mean(labels_given[mask] == label)) if mask.any() else None
+            out[f"{name}_called_{label}"] = c[label] / out[f"n_{name}"] if out[f"n_{name}"] else None
     return out
 
 
 def leave_one_source_out(scores: ThumbnailScores, what: str) -> dict[str, Any]:
     """Fit the route on all sources but one, judge the one; pooled and per held-out source."""
     held_p = np.full(scores.logits.shape, np.nan)
-    held_label = np.empty(scores.logits.shape, dtype=object)
+    pooled_counts = {key: dict.fromkeys(LABELS, 0) for key in ("ai_images", "human_images")}
     per_source = {}
     for source in sorted(set(scores.sources.tolist())):
         test = scores.sources == source
@@ -136,12 +133,15 @@ def leave_one_source_out(scores: ThumbnailScores, what: str) -> dict[str, Any]:
         route = fit_route(scores.logits[train], scores.labels[train], what)
         p = Calibration.from_dict(route["calibration"])(scores.logits[test])
         held_p[test] = p
-        held_label[test] = band(p, route["decision"])
-        per_source[source] = {**band_shares(held_label[test], scores.labels[test]),
+        counts = band_counts(p, scores.labels[test], route["decision"])
+        for key, pooled in pooled_counts.items():
+            for label in LABELS:
+                pooled[label] += counts[key][label]
+        per_source[source] = {**band_shares(counts),
                               "ai_at_or_above": route["decision"]["ai_at_or_above"],
                               "human_below": route["decision"]["human_below"]}
     done = ~np.isnan(held_p)
-    pooled = band_shares(held_label[done], scores.labels[done])
+    pooled = band_shares(pooled_counts)
     pooled.update({k: v for k, v in binary_metrics(held_p[done], scores.labels[done]).items()
                    if k in ("roc_auc", "ece", "accuracy")})
     return {"pooled": pooled, "per_source": per_source}
@@ -151,7 +151,8 @@ def calibrate_route(scores: ThumbnailScores, own_card: dict[str, Any], what: str
     """The route spec to store on the router card, and the report behind it."""
     own = Calibration.from_dict(own_card.get("calibration"))
     own_p = own(scores.logits)
-    own_labels = band(own_p, own_card.get("decision") or {"ai_at_or_above": 0.5, "human_below": 0.5})
+    own_counts = band_counts(own_p, scores.labels,
+                             own_card.get("decision") or {"ai_at_or_above": 0.5, "human_below": 0.5})
     route = fit_route(scores.logits, scores.labels, what)
     ranking = binary_metrics(1 / (1 + np.exp(-scores.logits)), scores.labels)
     return {
@@ -164,7 +165,7 @@ def calibrate_route(scores: ThumbnailScores, own_card: dict[str, Any], what: str
             "variants": "short side " + "/".join(map(str, SHORT_SIDES)) + " px; " + ", ".join(RESAMPLERS)
                         + "; " + ", ".join(f"{f} q{q}" if q else f for f, q in ENCODINGS),
             "model_roc_auc": ranking["roc_auc"],
-            "with_the_model_card_band": {**band_shares(own_labels, scores.labels),
+            "with_the_model_card_band": {**band_shares(own_counts),
                                          "ece": binary_metrics(own_p, scores.labels)["ece"]},
             "leave_one_source_out": leave_one_source_out(scores, what),
             "model_weights": weights_fingerprint(own_card),
