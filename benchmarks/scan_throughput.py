@@ -137,11 +137,7 @@ def decode_only(files: list[str], cores: int, draft: tuple[int, int] | None) -> 
 # -- (b) model only ------------------------------------------------------------------------------------
 def network_input(model, images):
     """The batch ``model.forward`` takes, built by the model's own prepare step (its resize and normalisation)."""
-    if hasattr(model, "batch"):  # torch kinds
-        return model.batch([model.prepare(im) for im in images])
-    from synthdetect.models.onnx_backend import normalised_batch
-
-    return normalised_batch([model.prepare(im) for im in images], model.input_spec)
+    return model.batch([model.prepare(im) for im in images])
 
 
 def model_only(files: list[str], package: Path, hf_dir: Path, cores: int, batch: int, seconds: float) -> dict:

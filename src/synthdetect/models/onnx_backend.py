@@ -118,12 +118,15 @@ class OnnxModel(Model):
     def prepare(self, image: LoadedImage) -> np.ndarray:
         return resized_input(image, self.input_spec)
 
+    def batch(self, prepared: Sequence[np.ndarray]) -> np.ndarray:
+        return normalised_batch(prepared, self.input_spec)
+
     def forward(self, batch: np.ndarray) -> np.ndarray:
         (out,) = self.session.run(None, {self.input_name: batch})
         return logits_to_log_odds(out, self.output_spec)
 
     def logits_prepared(self, prepared: Sequence[np.ndarray]) -> np.ndarray:
-        return self.forward(normalised_batch(prepared, self.input_spec))
+        return self.forward(self.batch(prepared))
 
 
 @register_kind("onnx-classifier")
