@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from wild_peers import DEFAULT_MANIFEST, ClipProbePeer, OrganikaPeer, metrics  # noqa: E402
+from wild_peers import DEFAULT_MANIFEST, ClipProbePeer, OrganikaPeer, emit, metrics  # noqa: E402
 
 from synthdetect.images import ImageLoadError, LoadLimits, load_image  # noqa: E402
 
@@ -87,11 +86,7 @@ def main() -> None:
                                  "max": round(float(change.max()), 4)},
                 "label_flips_at_0.5": int(np.sum((full >= 0.5) != (draft >= 0.5))),
             }
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+    emit(out, args.out)
 
 
 if __name__ == "__main__":

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_MANIFEST = REPO.parent / "shared" / "datasets" / "wild-dev" / "manifest.csv"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from wild_peers import DEFAULT_MANIFEST, emit  # noqa: E402
 
 
 def main() -> None:
@@ -132,11 +132,7 @@ def main() -> None:
            "pooled_held_out": {"roc_auc": float(roc_auc_score(y_img, held_logit)),
                                "tpr_at_fpr_0.05": float(tpr_at_fpr(p, y_img, 0.05))},
            "per_source": per_source, "seconds": round(time.time() - started, 1)}
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+    emit(out, args.out)
 
 
 if __name__ == "__main__":

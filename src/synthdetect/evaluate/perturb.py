@@ -94,3 +94,21 @@ def parse_perturbations(spec: str) -> list[Perturbation]:
             raise ValueError(f"--perturb {item!r}: {kind} must be between {lo:g} and {hi:g}")
         out.append(Perturbation(name=f"{kind}:{value}", kind=kind, value=number))
     return out
+
+
+#: How a platform re-delivers a photo: metadata gone, another format or quality (name, format, save options).
+REENCODINGS = (("png", "PNG", {}), ("webp-q80", "WEBP", {"quality": 80}), ("jpeg-q95", "JPEG", {"quality": 95}),
+               ("jpeg-q75", "JPEG", {"quality": 75}), ("jpeg-q50", "JPEG", {"quality": 50}))
+#: Smaller copies of it (short side, format, save options), shrunk with Lanczos.
+SHRUNK_COPIES = ((512, "JPEG", {"quality": 90}), (256, "PNG", {}))
+
+
+def reencodings(image: Image.Image, shrunk: tuple = SHRUNK_COPIES) -> dict[str, bytes]:
+    """The photo re-encoded every way in ``REENCODINGS`` and shrunk to each of ``shrunk``; nothing is enlarged."""
+    out = {name: _encode(image, fmt, **kwargs) for name, fmt, kwargs in REENCODINGS}
+    for short, fmt, kwargs in shrunk:
+        scale = short / min(image.size)
+        if scale < 1:
+            size = (round(image.width * scale), round(image.height * scale))
+            out[f"{fmt.lower()}-short{short}"] = _encode(image.resize(size, Image.Resampling.LANCZOS), fmt, **kwargs)
+    return out
