@@ -107,12 +107,13 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Fit a router route's calibration and band on thumbnails; measure it leave-one-source-out."""
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
         from rich.table import Table
 
         from synthdetect.models import find_package
         from synthdetect.train.datasets import open_dataset
         from synthdetect.train.route_calibration import calibrate_route, score_thumbnails
+        from synthdetect.train.trainer import progress_bar
+        from synthdetect.train.wild import dump_json
 
         console = Console(stderr=True)
         package = find_package(router)
@@ -126,9 +127,8 @@ def register(app: typer.Typer) -> None:
         records = open_dataset(data)
         if not any(r.source for r in records):
             raise typer.BadParameter("the manifest needs a 'source' column", param_hint="DATA")
-        with Progress(TextColumn("thumbnails"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                      console=console) as bar:
-            task = bar.add_task("", total=len(records))
+        with progress_bar() as bar:
+            task = bar.add_task("thumbnails", total=len(records), status="")
             scores = score_thumbnails(records, route["model"],
                                       progress=lambda done, total: bar.update(task, completed=done))
         for problem in scores.unreadable:
@@ -155,7 +155,7 @@ def register(app: typer.Typer) -> None:
         console.print(table)
         if report:
             report.parent.mkdir(parents=True, exist_ok=True)
-            report.write_text(json.dumps(spec, indent=2))
+            dump_json(report, spec)
         if write:
             info["command"] = "synthdetect " + " ".join(shlex.quote(a) for a in sys.argv[1:])
             route.update(spec)
