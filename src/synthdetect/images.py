@@ -101,6 +101,14 @@ class LoadedImage:
         return np.asarray(self.rgb)
 
 
+def shrink_to_short_side(image: Image.Image, short: int, resample: int = Image.Resampling.LANCZOS) -> Image.Image:
+    """``image`` scaled so its short side is ``short`` px, keeping the aspect; never enlarged (returned as it is)."""
+    if min(image.size) <= short:
+        return image
+    scale = short / min(image.size)
+    return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), resample)
+
+
 def describe_source(source: Any) -> str:
     if isinstance(source, (str, os.PathLike)):
         return str(source)

@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageFilter
 
-from synthdetect.images import load_image
+from synthdetect.images import load_image, shrink_to_short_side
 
 
 @dataclass(frozen=True)
@@ -107,8 +107,6 @@ def reencodings(image: Image.Image, shrunk: tuple = SHRUNK_COPIES) -> dict[str, 
     """The photo re-encoded every way in ``REENCODINGS`` and shrunk to each of ``shrunk``; nothing is enlarged."""
     out = {name: _encode(image, fmt, **kwargs) for name, fmt, kwargs in REENCODINGS}
     for short, fmt, kwargs in shrunk:
-        scale = short / min(image.size)
-        if scale < 1:
-            size = (round(image.width * scale), round(image.height * scale))
-            out[f"{fmt.lower()}-short{short}"] = _encode(image.resize(size, Image.Resampling.LANCZOS), fmt, **kwargs)
+        if min(image.size) > short:
+            out[f"{fmt.lower()}-short{short}"] = _encode(shrink_to_short_side(image, short), fmt, **kwargs)
     return out

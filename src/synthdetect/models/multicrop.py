@@ -30,6 +30,8 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
+from synthdetect.images import shrink_to_short_side
+
 AGGREGATIONS = ("mean", "max", "trimmed_mean", "median")
 
 
@@ -70,11 +72,8 @@ class CropPolicy:
 
     def global_crop(self, rgb: Image.Image) -> Image.Image:
         """CLIP-style view: short side to ``size`` (bicubic), centre crop; through a thumbnail if the policy says so."""
-        short = self.global_short_side
-        if short and min(rgb.size) > short:
-            scale = short / min(rgb.size)
-            rgb = rgb.resize((max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale))),
-                             Image.Resampling.LANCZOS)
+        if self.global_short_side:
+            rgb = shrink_to_short_side(rgb, self.global_short_side, Image.Resampling.LANCZOS)
         if self.global_jpeg_quality:
             buffer = io.BytesIO()
             rgb.save(buffer, "JPEG", quality=self.global_jpeg_quality)
@@ -102,11 +101,8 @@ class CropPolicy:
 
     def native_crops_of(self, rgb: Image.Image) -> list[Image.Image]:
         """Native-resolution crops; an image too small for one gets its global view instead."""
-        image = rgb
-        if self.max_native_side and min(rgb.size) > self.max_native_side:
-            scale = self.max_native_side / min(rgb.size)
-            image = rgb.resize((max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale))),
-                               Image.Resampling.BICUBIC)
+        image = rgb if not self.max_native_side else shrink_to_short_side(rgb, self.max_native_side,
+                                                                          Image.Resampling.BICUBIC)
         boxes = self.native_crop_boxes(*image.size)
         if not boxes:
             return [self.global_crop(rgb)]

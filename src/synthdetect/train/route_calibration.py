@@ -24,7 +24,7 @@ from PIL import Image
 
 from synthdetect.evaluate.calibration import Calibration, operating_points
 from synthdetect.evaluate.metrics import binary_metrics
-from synthdetect.images import ImageLoadError
+from synthdetect.images import ImageLoadError, shrink_to_short_side
 from synthdetect.models.package import weights_fingerprint
 from synthdetect.train.datasets import Record, load_record
 from synthdetect.train.registry import band_counts
@@ -38,12 +38,10 @@ LABELS = ("ai", "human", "uncertain")
 def thumbnail_variants(rgb: Image.Image, short_sides: Sequence[int] = SHORT_SIDES) -> Iterator[tuple[str, bytes]]:
     """The image as thumbnails are met in the wild: several sizes, resamplers and encodings."""
     for short in short_sides:
-        scale = short / min(rgb.size)
-        if scale >= 1:
+        if min(rgb.size) <= short:
             continue  # already this small: the image itself is the thumbnail
-        size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
         for resampler, method in RESAMPLERS.items():
-            small = rgb.resize(size, method)
+            small = shrink_to_short_side(rgb, short, method)
             for fmt, quality in ENCODINGS:
                 buffer = io.BytesIO()
                 small.save(buffer, fmt, **({"quality": quality} if quality else {}))
