@@ -8,8 +8,9 @@ needs its own calibration and decision band, fitted where it is used: this
 module shrinks every image of a manifest to several thumbnail sizes,
 resamplers and encodings, scores them, fits Platt scaling (the score scale
 shifts, so a temperature alone is not enough; both classes weigh the same, so
-p_ai does not inherit the sources' arbitrary class balance) and the
-usual 1% FPR / 5% miss band, and measures that band on sources the fit never saw.
+p_ai does not inherit the sources' arbitrary class balance) and a
+1% FPR / 5% miss band whose 1% holds on every source, and measures that band on
+sources the fit never saw.
 """
 
 from __future__ import annotations
