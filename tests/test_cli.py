@@ -92,6 +92,7 @@ def test_bad_files_get_rows_and_distinct_exit_code(tmp_path):
 def test_non_image_files_in_folders_are_reported_not_silently_skipped(images):
     result = invoke("detect", str(images), "--format", "jsonl")
     assert "1 non-image file(s)" in result.stderr
+    assert "1 non-image file(s)" in invoke("-q", "detect", str(images), "--format", "jsonl").stderr
     result = invoke("-q", "detect", str(images), "--format", "jsonl", "--all-files")
     assert result.exit_code == EXIT_SOME_FAILED
     assert any(json.loads(l)["error_kind"] == "not_an_image" for l in result.stdout.splitlines())

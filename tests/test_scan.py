@@ -19,7 +19,7 @@ from synthdetect.cli import app
 from synthdetect.images import LoadLimits, load_image
 from synthdetect.scan import ScanOptions, export, run_scan
 from synthdetect.scan.engine import draft_size_for
-from synthdetect.scan.sources import iter_candidates
+from synthdetect.scan.sources import PassedOver, iter_candidates
 from tiny_model import png_bytes, write_tiny_cnn
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,6 +75,8 @@ def test_scan_rows_equal_detect_and_bad_files_become_error_rows(tmp_path, tiny):
     assert sorted(rows) == files  # one row per image file, the .md passed over
     assert summary["judged"] == len(files) and summary["errors"] == 2
     assert summary["errors_by_kind"] == {"not_an_image": 1, "truncated": 1}
+    assert summary["passed_over"]["non_image_files"] == 1  # the .md: counted, never skipped silently
+    assert summary["passed_over"]["non_image_example"].endswith("readme.md")
 
     expected = {v.file: v.to_dict() for v in Detector.load(str(tiny)).detect(files, names=files)}
     for path, row in rows.items():
@@ -183,6 +185,32 @@ def test_cli_scan_summary_and_exit_code(tmp_path, tiny):
     assert summary["judged"] == len(files) and summary["errors"] == 2
     assert "errors: not_an_image 1, truncated 1" in result.stderr
     assert (tmp_path / "r.csv").read_text().count("\n") == len(files) + 1
+    quiet = CliRunner().invoke(app, ["-q", "scan", str(tmp_path / "imgs"), "--out", str(db), "-m", str(tiny),
+                                     "--workers", "1"])
+    assert "1 non-image file(s) in the folders were not judged" in quiet.stderr  # even with -q
+
+
+def test_folders_that_cannot_be_read_are_reported(tmp_path, monkeypatch):
+    (tmp_path / "open").mkdir()
+    (tmp_path / "locked").mkdir()
+    (tmp_path / "open" / "a.png").write_bytes(png_bytes((32, 32), seed=1))
+    (tmp_path / "open" / "notes.txt").write_text("no image suffix")
+    real_scandir = os.scandir
+
+    def scandir(path):
+        if str(path).endswith("locked"):  # tests run as root, where chmod cannot lock a folder
+            raise PermissionError(13, "Permission denied")
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    passed_over = PassedOver()
+    found = [c.path for c in iter_candidates([str(tmp_path)], passed_over=passed_over)]
+    assert found == [str(tmp_path / "open" / "a.png")]
+    report = passed_over.to_dict()
+    assert report["non_image_files"] == 1 and report["unreadable_folders"] == 1
+    assert report["unreadable_folder_examples"] == [f"{tmp_path / 'locked'}: Permission denied"]
+    notes = PassedOver.lines_of(report)
+    assert len(notes) == 2 and "1 folder(s) could not be read" in notes[1]
 
 
 @pytest.mark.slow

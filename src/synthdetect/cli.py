@@ -146,7 +146,7 @@ def detect(
     except (ModelPackageError, ValueError, ImportError) as exc:
         fail(str(exc))
     targets, passed_over = expand_paths(paths, all_files=all_files)
-    if passed_over and not state["quiet"]:
+    if passed_over:  # even with -q: a file passed over must never be a silent skip
         err.print(f"note: {len(passed_over)} non-image file(s) in the folders were not judged "
                   f"(use --all-files to judge them), e.g. {passed_over[0]}", highlight=False)
     if not targets:

@@ -105,6 +105,7 @@ def register(app: typer.Typer) -> None:
         from synthdetect.images import LoadLimits
         from synthdetect.models import ModelPackageError
         from synthdetect.scan.engine import ScanOptions
+        from synthdetect.scan.sources import PassedOver
         from synthdetect.scan.store import EXPORT_FORMATS, StoreError
         from synthdetect.scan.store import export as export_db
 
@@ -146,6 +147,8 @@ def register(app: typer.Typer) -> None:
             console.print(f"wrote {n} rows to {target}", highlight=False)
         if summary_json:
             typer.echo(json.dumps(summary, indent=2))
+        for line in PassedOver.lines_of(summary.get("passed_over")):  # even with -q: never a silent skip
+            console.print(line, highlight=False)
         if not state["quiet"]:
             print_summary(summary, console)
         if summary["errors"]:

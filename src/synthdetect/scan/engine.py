@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from synthdetect.images import ImageLoadError, LoadLimits
 from synthdetect.scan.decode import Decoded, decode_file
-from synthdetect.scan.sources import Candidate, iter_candidates
+from synthdetect.scan.sources import Candidate, PassedOver, iter_candidates
 from synthdetect.scan.store import FileStamp, ResultStore, connect, verdict_row
 
 _log = logging.getLogger(__name__)
@@ -226,6 +226,7 @@ class ScanCounters:
     cached: int = 0
     labels: Counter = field(default_factory=Counter)
     errors: Counter = field(default_factory=Counter)
+    passed_over: PassedOver = field(default_factory=PassedOver)
 
     @property
     def done(self) -> int:
@@ -331,8 +332,8 @@ def run_scan(
     def discover() -> None:
         try:
             seq = 0
-            for cand in resume_filter(iter_candidates(sources, options.all_files), out, fingerprint,
-                                      options.rescore, counters):
+            found = iter_candidates(sources, options.all_files, counters.passed_over)
+            for cand in resume_filter(found, out, fingerprint, options.rescore, counters):
                 with lock:
                     inflight[seq] = (cand.path, cand.stamp)
                     counters.queued += 1
@@ -448,7 +449,8 @@ def run_scan(
         "discovered": counters.discovered, "skipped_unchanged": counters.skipped,
         "judged": counters.judged, "from_cache": counters.cached,
         "errors": sum(counters.errors.values()), "labels": dict(counters.labels),
-        "errors_by_kind": dict(counters.errors), "seconds": round(seconds, 3),
+        "errors_by_kind": dict(counters.errors), "passed_over": counters.passed_over.to_dict(),
+        "seconds": round(seconds, 3),
         "files_per_s": round(counters.done / seconds, 2) if seconds > 0 else None,
         "interrupted": interrupted, "database_totals": store.totals(),
     }

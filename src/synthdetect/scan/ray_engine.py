@@ -93,7 +93,8 @@ def run_ray_scan(
     run_id = store.start_run(json.dumps(list(map(str, sources))), options.model, "ray")
     counters = ScanCounters()
     actors = options.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-    pending = resume_filter(iter_candidates(sources, options.all_files), out, fingerprint, options.rescore, counters)
+    found = iter_candidates(sources, options.all_files, counters.passed_over)
+    pending = resume_filter(found, out, fingerprint, options.rescore, counters)
     while True:
         chunk = list(islice(pending, CHUNK))
         if not chunk:
@@ -126,6 +127,7 @@ def run_ray_scan(
         "discovered": counters.discovered, "skipped_unchanged": counters.skipped,
         "judged": counters.judged, "from_cache": 0, "errors": sum(counters.errors.values()),
         "labels": dict(counters.labels), "errors_by_kind": dict(counters.errors),
+        "passed_over": counters.passed_over.to_dict(),
         "seconds": round(seconds, 3), "files_per_s": round(counters.done / seconds, 2) if seconds > 0 else None,
         "interrupted": False, "database_totals": store.totals(),
     }

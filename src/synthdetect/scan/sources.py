@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import glob
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -28,6 +28,45 @@ class Candidate:
     stamp: FileStamp
 
 
+@dataclass
+class PassedOver:
+    """What discovery did not queue, so a scan can say so: nothing is skipped silently."""
+
+    non_image: int = 0  # files in folders without an image suffix (judged only with --all-files)
+    non_image_example: str | None = None
+    unreadable_folders: list[str] = field(default_factory=list)  # "path: reason", first MAX_EXAMPLES
+    unreadable_folder_count: int = 0
+
+    MAX_EXAMPLES = 10
+
+    def note_non_image(self, path: str) -> None:
+        self.non_image += 1
+        self.non_image_example = self.non_image_example or path
+
+    def note_unreadable(self, folder: str, exc: OSError) -> None:
+        self.unreadable_folder_count += 1
+        if len(self.unreadable_folders) < self.MAX_EXAMPLES:
+            self.unreadable_folders.append(f"{folder}: {exc.strerror or exc}")
+
+    def to_dict(self) -> dict:
+        return {"non_image_files": self.non_image, "non_image_example": self.non_image_example,
+                "unreadable_folders": self.unreadable_folder_count,
+                "unreadable_folder_examples": self.unreadable_folders}
+
+    @staticmethod
+    def lines_of(summary: dict | None) -> list[str]:
+        """One-line console notes from :meth:`to_dict` (empty when nothing was passed over)."""
+        summary = summary or {}
+        out = []
+        if summary.get("non_image_files"):
+            out.append(f"note: {summary['non_image_files']} non-image file(s) in the folders were not judged "
+                       f"(use --all-files to judge them), e.g. {summary['non_image_example']}")
+        if summary.get("unreadable_folders"):
+            out.append(f"warning: {summary['unreadable_folders']} folder(s) could not be read, e.g. "
+                       f"{summary['unreadable_folder_examples'][0]}")
+        return out
+
+
 def _stamp(path: str) -> FileStamp:
     try:
         st = os.stat(path)
@@ -36,14 +75,16 @@ def _stamp(path: str) -> FileStamp:
     return FileStamp(st.st_size, st.st_mtime_ns)
 
 
-def walk_folder(root: str, all_files: bool = False) -> Iterator[Candidate]:
+def walk_folder(root: str, all_files: bool = False, passed_over: PassedOver | None = None) -> Iterator[Candidate]:
+    passed_over = passed_over if passed_over is not None else PassedOver()
     stack = [root]
     while stack:
         folder = stack.pop()
         try:
             with os.scandir(folder) as it:
                 entries = sorted(it, key=lambda e: e.name)
-        except OSError:
+        except OSError as exc:
+            passed_over.note_unreadable(folder, exc)
             continue
         subfolders = []
         for entry in entries:
@@ -62,6 +103,8 @@ def walk_folder(root: str, all_files: bool = False) -> Iterator[Candidate]:
                 except OSError:
                     stamp = FileStamp(None, None)
                 yield Candidate(entry.path, stamp)
+            else:
+                passed_over.note_non_image(entry.path)
         stack.extend(reversed(subfolders))  # depth first, in name order
 
 
@@ -77,12 +120,17 @@ def read_list_file(path: str) -> Iterator[Candidate]:
             yield Candidate(full, _stamp(full))
 
 
-def iter_candidates(sources: Iterable[str], all_files: bool = False) -> Iterator[Candidate]:
-    """Every file named by ``sources``; a name that matches nothing is yielded too and becomes an error row."""
+def iter_candidates(sources: Iterable[str], all_files: bool = False,
+                    passed_over: PassedOver | None = None) -> Iterator[Candidate]:
+    """Every file named by ``sources``; a name that matches nothing is yielded too and becomes an error row.
+
+    Files a folder walk does not queue (no image suffix) and folders it cannot
+    read are recorded in ``passed_over``.
+    """
     for source in sources:
         source = str(source)
         if os.path.isdir(source):
-            yield from walk_folder(source, all_files)
+            yield from walk_folder(source, all_files, passed_over)
         elif os.path.isfile(source) and os.path.splitext(source)[1].lower() in LIST_SUFFIXES:
             yield from read_list_file(source)
         elif os.path.exists(source):
