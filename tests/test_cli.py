@@ -98,6 +98,27 @@ def test_non_image_files_in_folders_are_reported_not_silently_skipped(images):
     assert any(json.loads(l)["error_kind"] == "not_an_image" for l in result.stdout.splitlines())
 
 
+def test_a_folder_that_cannot_be_listed_is_an_error_row_not_a_silent_skip(tmp_path, monkeypatch):
+    import os
+
+    (tmp_path / "locked").mkdir()
+    natural_image(48, 40, seed=3).save(tmp_path / "a.png")
+    real_scandir = os.scandir
+
+    def scandir(path):
+        if str(path).endswith("locked"):  # tests run as root, where chmod cannot lock a folder
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    result = invoke("-q", "detect", str(tmp_path), "--format", "jsonl", "--no-evidence")
+    rows = {json.loads(line)["file"]: json.loads(line) for line in result.stdout.splitlines()}
+    assert result.exit_code == EXIT_SOME_FAILED
+    locked = rows[str(tmp_path / "locked")]
+    assert locked["error_kind"] == "unreadable" and "folder could not be read (Permission denied)" in locked["error"]
+    assert rows[str(tmp_path / "a.png")]["error"] is None
+
+
 def test_unknown_model_is_a_usage_error(images):
     result = invoke("detect", str(images / "img0.png"), "--model", "nonesuch")
     assert result.exit_code == 2 and "unknown model 'nonesuch'" in result.stderr

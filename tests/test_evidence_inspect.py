@@ -73,6 +73,9 @@ def test_inspect_json_and_table(tmp_path):
     bracketed.write_bytes(png_with_text(textured_rgb(300), {"parameters": params}))
     shown = runner.invoke(app, ["inspect", str(bracketed), "-p", "genparams"], env={"COLUMNS": "200"})
     assert "[deliberate_v2]" in shown.stdout, "file-supplied text must not be read as Rich markup"
+    (tmp_path / "notes.txt").write_text("no image suffix")
+    folder = runner.invoke(app, ["inspect", str(tmp_path), "--format", "json", "-p", "genparams"])
+    assert "1 non-image file(s) in the folders were not inspected" in folder.stderr  # never a silent skip
 
 
 def test_inspect_bad_files_exit_3_and_unknown_probe_exits_2(tmp_path):

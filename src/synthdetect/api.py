@@ -215,15 +215,25 @@ class Detector:
         return self._by_name
 
 
+UNREADABLE_FOLDER = "folder could not be read"
+
+
+def problem_kind(problem: str) -> str:
+    """The verdict ``error_kind`` for a problem :func:`expand_paths` attached to a path."""
+    return "unreadable" if problem.startswith(UNREADABLE_FOLDER) else "not_found"
+
+
 def expand_paths(
     patterns: Iterable[str | Path], recursive: bool = True, all_files: bool = False
 ) -> tuple[list[tuple[str, str | None]], list[str]]:
     """Expand files, folders and globs into ``(path, problem)`` pairs, in a stable order.
 
     A pattern that matches nothing is returned with a problem instead of
-    vanishing.  Inside folders, files without an image suffix are returned
-    separately (second value) so callers can say how many they passed over,
-    unless ``all_files`` asks for every file to be judged.
+    vanishing, and so is a folder that cannot be listed (``os.walk`` with an
+    error hook, because ``Path.rglob`` skips such folders without a word).
+    Inside folders, files without an image suffix are returned separately
+    (second value) so callers can say how many they passed over, unless
+    ``all_files`` asks for every file to be judged.
     """
     import glob
 
@@ -235,8 +245,16 @@ def expand_paths(
         pattern = str(pattern)
         path = Path(pattern)
         if path.is_dir():
-            walker = path.rglob("*") if recursive else path.glob("*")
-            for p in sorted(walker):
+            found: list[Path] = []
+
+            def unreadable(exc: OSError, pattern: str = pattern) -> None:
+                out.append((exc.filename or pattern, f"{UNREADABLE_FOLDER} ({exc.strerror or exc})"))
+
+            for root, dirs, files in os.walk(path, onerror=unreadable):
+                found.extend(Path(root, name) for name in files)
+                if not recursive:
+                    dirs.clear()
+            for p in sorted(found):
                 if not p.is_file():
                     continue
                 if all_files or p.suffix.lower() in IMAGE_SUFFIXES:

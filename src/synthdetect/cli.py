@@ -135,7 +135,7 @@ def detect(
     """Judge images: prints one row per file (verdict, calibrated p_ai, reasons)."""
     from rich.progress import track
 
-    from synthdetect.api import Detector, expand_paths
+    from synthdetect.api import Detector, expand_paths, problem_kind
     from synthdetect.images import LoadLimits
     from synthdetect.models import ModelPackageError
     from synthdetect.verdict import Verdict
@@ -164,7 +164,7 @@ def detect(
         judged = iter(detector.detect(ok, names=ok))
         rows = []
         for path, problem in batch:
-            verdict = Verdict.failed(path, f"{path}: {problem}", "not_found") if problem else next(judged)
+            verdict = Verdict.failed(path, f"{path}: {problem}", problem_kind(problem)) if problem else next(judged)
             row = verdict.to_dict()
             rows.append(row)
             total += 1

@@ -89,7 +89,10 @@ def register(app: typer.Typer) -> None:
             Console(stderr=True).print(f"[red]error:[/red] unknown probe {', '.join(unknown)} "
                                        f"(known: {', '.join(known)})", highlight=False)
             raise typer.Exit(2)
-        targets, _ = expand_paths(paths)
+        targets, passed_over = expand_paths(paths)
+        if passed_over:  # never a silent skip
+            Console(stderr=True).print(f"note: {len(passed_over)} non-image file(s) in the folders were not "
+                                       f"inspected, e.g. {passed_over[0]}", highlight=False)
         results = []
         for path, problem in targets:
             results.append({"file": path, "error": f"{path}: {problem}", "evidence": []} if problem
