@@ -119,6 +119,23 @@ def test_a_folder_that_cannot_be_listed_is_an_error_row_not_a_silent_skip(tmp_pa
     assert rows[str(tmp_path / "a.png")]["error"] is None
 
 
+def test_a_glob_that_matches_a_folder_walks_it_and_each_file_is_judged_once(tmp_path):
+    from synthdetect.api import expand_paths
+
+    (tmp_path / "photos" / "sub").mkdir(parents=True)
+    (tmp_path / "empty" / "inner").mkdir(parents=True)
+    for name in ("photos/a.jpg", "photos/sub/b.png"):
+        natural_image(40, 32, seed=1).save(tmp_path / name)
+    (tmp_path / "photos" / "sub" / "notes.txt").write_text("no image suffix")
+    star, over = expand_paths([str(tmp_path / "photos" / "*")])
+    assert [p for p, _ in star] == [str(tmp_path / "photos" / "a.jpg"), str(tmp_path / "photos" / "sub" / "b.png")]
+    assert over == [str(tmp_path / "photos" / "sub" / "notes.txt")]  # passed over inside the matched folder
+    double, over = expand_paths([str(tmp_path / "photos" / "**")])
+    assert len(double) == len({p for p, _ in double}) == 3 and over == []  # a file the glob names is judged
+    assert expand_paths([str(tmp_path / "empty" / "*")])[0] == [(str(tmp_path / "empty" / "*"),
+                                                                 "no files match this pattern")]
+
+
 def test_unknown_model_is_a_usage_error(images):
     result = invoke("detect", str(images / "img0.png"), "--model", "nonesuch")
     assert result.exit_code == 2 and "unknown model 'nonesuch'" in result.stderr

@@ -264,11 +264,16 @@ def expand_paths(
         elif path.exists():
             out.append((pattern, None))
         elif glob.has_magic(pattern):
-            matches = sorted(glob.glob(pattern, recursive=True))
-            files = [m for m in matches if Path(m).is_file()]
-            if not files:
+            matches = [m for m in sorted(glob.glob(pattern, recursive=True)) if os.path.exists(m)]
+            more, over = expand_paths(matches, recursive, all_files)  # a matched folder is walked like a named one
+            if not more and not over:
                 out.append((pattern, "no files match this pattern"))
-            out.extend((m, None) for m in files)
+            seen: set[str] = set()  # "dir/**" matches a folder and the files in it: each file once
+            for item in more:
+                if item[0] not in seen:
+                    seen.add(item[0])
+                    out.append(item)
+            passed_over.extend(p for p in dict.fromkeys(over) if p not in seen)  # a matched file is judged
         else:
             out.append((pattern, "file not found"))
     return out, passed_over
