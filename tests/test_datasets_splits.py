@@ -30,6 +30,16 @@ def test_other_folder_names_need_a_label_map(tmp_path: Path):
     assert Counter(r.label for r in records) == {AI: 2, HUMAN: 2}
 
 
+def test_images_under_no_class_folder_are_named_not_silently_dropped(tmp_path: Path, caplog):
+    write_folder(tmp_path, n_per_class=2, names=("FAKE", "REAL"))
+    (tmp_path / "misc").mkdir()
+    (tmp_path / "misc" / "stray.png").write_bytes(next((tmp_path / "REAL").glob("*")).read_bytes())
+    with caplog.at_level("WARNING", logger="synthdetect.train.datasets"):
+        records = open_dataset(tmp_path)
+    assert len(records) == 4
+    assert "1 image file(s) are under no class folder and were left out, e.g. misc/stray.png" in caplog.text
+
+
 def test_csv_manifest_resolves_relative_paths_and_keeps_source(tmp_path: Path):
     manifest = write_manifest(tmp_path / "d", {"s1": (2, 3), "s2": (1, 1)})
     records = open_dataset(manifest)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import threading
 import zipfile
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from synthdetect.images import IMAGE_SUFFIXES, LoadedImage, LoadLimits, load_image
+
+logger = logging.getLogger(__name__)
 
 AI, HUMAN = 1, 0
 
@@ -94,17 +97,22 @@ def _label_from_parts(parts: Sequence[str], mapping: dict[str, int] | None) -> i
 
 
 def _records_from_names(
-    names: Iterable[str], make_ref, mapping: dict[str, int] | None
+    names: Iterable[str], make_ref, mapping: dict[str, int] | None, where: str = "dataset"
 ) -> list[Record]:
     records = []
+    unlabelled: list[str] = []
     for name in sorted(names):
         if not _is_image_name(name):
             continue
         parts = PurePosixPath(name).parts
         label = _label_from_parts(parts, mapping)
         if label is None:
+            unlabelled.append(name)
             continue
         records.append(Record(ref=make_ref(name), label=label))
+    if unlabelled and records:  # with no records at all, open_dataset raises instead
+        logger.warning("%s: %d image file(s) are under no class folder and were left out, e.g. %s "
+                       "(name the folder with --label NAME=ai|human)", where, len(unlabelled), unlabelled[0])
     return records
 
 
@@ -138,13 +146,13 @@ def open_dataset(path: str | Path, *, label_map: dict[str, int] | None = None, m
                 base = PurePosixPath(csvs[0]).parent
                 text = archive.read(csvs[0]).decode("utf-8")
                 return _read_csv(text, lambda p: f"{path}!{(base / p).as_posix().lstrip('./')}", label_map, f"{path}!{csvs[0]}")
-        records = _records_from_names(names, lambda n: f"{path}!{n}", label_map)
+        records = _records_from_names(names, lambda n: f"{path}!{n}", label_map, str(path))
     elif path.is_dir():
         candidate = path / (manifest or "manifest.csv")
         if candidate.is_file():
             return open_dataset(candidate, label_map=label_map)
         names = [p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()]
-        records = _records_from_names(names, lambda n: str(path / n), label_map)
+        records = _records_from_names(names, lambda n: str(path / n), label_map, str(path))
     else:
         raise DatasetError(f"{path}: not a folder, CSV manifest or zip archive")
     if not records:
