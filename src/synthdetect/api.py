@@ -218,6 +218,12 @@ class Detector:
 UNREADABLE_FOLDER = "folder could not be read"
 
 
+def passed_over_note(count: int, example: str, verb: str = "judged",
+                     hint: str = " (use --all-files to judge them)") -> str:
+    """The one-line note every folder-walking command prints for files it did not take (shown even with -q)."""
+    return f"note: {count} non-image file(s) in the folders were not {verb}{hint}, e.g. {example}"
+
+
 def problem_kind(problem: str) -> str:
     """The verdict ``error_kind`` for a problem :func:`expand_paths` attached to a path."""
     return "unreadable" if problem.startswith(UNREADABLE_FOLDER) else "not_found"

@@ -135,7 +135,7 @@ def detect(
     """Judge images: prints one row per file (verdict, calibrated p_ai, reasons)."""
     from rich.progress import track
 
-    from synthdetect.api import Detector, expand_paths, problem_kind
+    from synthdetect.api import Detector, expand_paths, passed_over_note, problem_kind
     from synthdetect.images import LoadLimits
     from synthdetect.models import ModelPackageError
     from synthdetect.verdict import Verdict
@@ -147,8 +147,7 @@ def detect(
         fail(str(exc))
     targets, passed_over = expand_paths(paths, all_files=all_files)
     if passed_over:  # even with -q: a file passed over must never be a silent skip
-        err.print(f"note: {len(passed_over)} non-image file(s) in the folders were not judged "
-                  f"(use --all-files to judge them), e.g. {passed_over[0]}", highlight=False)
+        err.print(passed_over_note(len(passed_over), passed_over[0]), highlight=False)
     if not targets:
         fail("no files to judge")
     # JSON lines and CSV stream one batch at a time (flat memory, rows appear as they are judged);

@@ -80,7 +80,7 @@ def register(app: typer.Typer) -> None:
                                                            help="Run only this probe (repeatable).")] = None,
     ) -> None:
         """Show every evidence probe's findings (C2PA, metadata, generation parameters, EXIF, watermark, ELA, spectrum)."""
-        from synthdetect.api import expand_paths
+        from synthdetect.api import expand_paths, passed_over_note
         from synthdetect.evidence import probe_names
 
         known = probe_names()
@@ -91,8 +91,8 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(2)
         targets, passed_over = expand_paths(paths)
         if passed_over:  # never a silent skip
-            Console(stderr=True).print(f"note: {len(passed_over)} non-image file(s) in the folders were not "
-                                       f"inspected, e.g. {passed_over[0]}", highlight=False)
+            Console(stderr=True).print(passed_over_note(len(passed_over), passed_over[0], "inspected", ""),
+                                       highlight=False)
         results = []
         for path, problem in targets:
             results.append({"file": path, "error": f"{path}: {problem}", "evidence": []} if problem

@@ -56,11 +56,12 @@ class PassedOver:
     @staticmethod
     def lines_of(summary: dict | None) -> list[str]:
         """One-line console notes from :meth:`to_dict` (empty when nothing was passed over)."""
+        from synthdetect.api import passed_over_note
+
         summary = summary or {}
         out = []
         if summary.get("non_image_files"):
-            out.append(f"note: {summary['non_image_files']} non-image file(s) in the folders were not judged "
-                       f"(use --all-files to judge them), e.g. {summary['non_image_example']}")
+            out.append(passed_over_note(summary["non_image_files"], summary["non_image_example"]))
         if summary.get("unreadable_folders"):
             out.append(f"warning: {summary['unreadable_folders']} folder(s) could not be read, e.g. "
                        f"{summary['unreadable_folder_examples'][0]}")
