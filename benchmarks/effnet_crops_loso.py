@@ -17,7 +17,6 @@ runs ``--epochs`` passes over the crops with horizontal flips.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -26,22 +25,18 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from wild_peers import DEFAULT_MANIFEST, emit  # noqa: E402
+from wild_peers import emit, parse_wild_dev_args, wild_dev_parser  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST)
+    parser = wild_dev_parser(__doc__)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--frozen-blocks", type=float, default=0.5, help="share of the blocks kept frozen")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path)
-    args = parser.parse_args()
-    if not args.manifest.is_file():
-        sys.exit(f"no manifest at {args.manifest} (wild-dev from ../shared is needed)")
+    args = parse_wild_dev_args(parser)
 
     import torch
     import torch.nn.functional as F

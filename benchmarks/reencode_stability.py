@@ -15,7 +15,6 @@ in-sample, not accuracy.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import sys
 from collections import defaultdict
@@ -25,18 +24,14 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from wild_peers import DEFAULT_MANIFEST, emit  # noqa: E402
+from wild_peers import emit, parse_wild_dev_args, wild_dev_parser  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST)
+    parser = wild_dev_parser(__doc__)
     parser.add_argument("--per-source", type=int, default=8)
     parser.add_argument("--model", default="default")
-    parser.add_argument("--out", type=Path)
-    args = parser.parse_args()
-    if not args.manifest.is_file():
-        sys.exit(f"no manifest at {args.manifest} (wild-dev from ../shared is needed)")
+    args = parse_wild_dev_args(parser)
     from synthdetect import Detector
     from synthdetect.evaluate.perturb import SHRUNK_COPIES, reencodings
 

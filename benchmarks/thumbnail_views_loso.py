@@ -18,7 +18,6 @@ train-wild (``SYNTHDETECT_CACHE``); the mirrored views are computed each run.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -26,21 +25,17 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from wild_peers import DEFAULT_MANIFEST, emit  # noqa: E402
+from wild_peers import emit, parse_wild_dev_args, wild_dev_parser  # noqa: E402
 
 METRICS = ("roc_auc", "tpr_at_fpr_0.05", "tpr_at_fpr_0.01", "ece", "accuracy")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST)
+    parser = wild_dev_parser(__doc__)
     parser.add_argument("--sizes", type=lambda s: [int(v) for v in s.split(",")], default=[32, 40, 48, 56, 64])
     parser.add_argument("--jpeg-quality", type=int, default=90)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path)
-    args = parser.parse_args()
-    if not args.manifest.exists():
-        sys.exit(f"benchmark needs {args.manifest}")
+    args = parse_wild_dev_args(parser)
 
     from PIL import ImageOps
 

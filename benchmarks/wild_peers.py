@@ -62,6 +62,22 @@ def fetch_peer_file(version: str, member: str, cache: Path) -> Path:
     return target
 
 
+def wild_dev_parser(doc: str) -> argparse.ArgumentParser:
+    """Every wild-dev benchmark's parser: its first docstring line, ``--manifest`` and ``--out``."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST)
+    parser.add_argument("--out", type=Path, help="also write the JSON here")
+    return parser
+
+
+def parse_wild_dev_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parse, and stop with one clear line when wild-dev (from ../shared) is not there."""
+    args = parser.parse_args()
+    if not args.manifest.is_file():
+        sys.exit(f"no manifest at {args.manifest} (wild-dev from ../shared is needed)")
+    return args
+
+
 def emit(result: dict, out: Path | None) -> None:
     """Every wild-dev benchmark's ending: the JSON on stdout and, with ``--out``, in that file too."""
     text = json.dumps(result, indent=2)
@@ -124,8 +140,7 @@ def metrics(p: np.ndarray, y: np.ndarray) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST)
+    parser = wild_dev_parser(__doc__)
     parser.add_argument("--model", default="default", help="synthdetect model to compare (default: default)")
     parser.add_argument("--held-out", type=Path, help="train-wild --report JSON: adds the leave-one-source-out row")
     parser.add_argument("--peers-cache", type=Path, default=Path.home() / ".cache" / "synthdetect" / "peers")
@@ -133,8 +148,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=0, help="score only the first N images (0 = all)")
     parser.add_argument("--per-source", type=int, default=0,
                         help="score only the first N images of each (source, class) in manifest order (0 = all)")
-    parser.add_argument("--out", type=Path, help="also write the JSON here")
-    args = parser.parse_args()
+    args = parse_wild_dev_args(parser)
 
     os.environ["SYNTHDETECT_THREADS"] = str(args.threads)
     import torch
