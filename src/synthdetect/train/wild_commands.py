@@ -110,6 +110,7 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         from synthdetect.models import find_package
+        from synthdetect.models.package import CARD_FILE
         from synthdetect.train.datasets import open_dataset
         from synthdetect.train.route_calibration import calibrate_route, score_thumbnails
         from synthdetect.train.trainer import progress_bar
@@ -159,8 +160,8 @@ def register(app: typer.Typer) -> None:
         if write:
             info["command"] = "synthdetect " + " ".join(shlex.quote(a) for a in sys.argv[1:])
             route.update(spec)
-            path = package.root / "model.json"
-            path.write_text(json.dumps(package.card, indent=2) + "\n")
+            path = package.root / CARD_FILE
+            dump_json(path, package.card)
             typer.echo(f"stored the {route['model']} route's calibration in {path}")
         else:
             typer.echo("dry run: --write stores this on the router card")
