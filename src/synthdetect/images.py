@@ -101,6 +101,15 @@ class LoadedImage:
         return np.asarray(self.rgb)
 
 
+def encode_image(image: Image.Image, fmt: str, **options) -> bytes:
+    """``image`` saved as ``fmt`` (Pillow save options) into bytes: a re-encoded copy, as a platform would make one."""
+    if fmt == "PNG":
+        options.setdefault("compress_level", 1)  # lossless either way; level 1 encodes large images several times faster
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
 def shrink_to_short_side(image: Image.Image, short: int, resample: int = Image.Resampling.LANCZOS) -> Image.Image:
     """``image`` scaled so its short side is ``short`` px, keeping the aspect; never enlarged (returned as it is)."""
     if min(image.size) <= short:

@@ -9,14 +9,13 @@ Either way metadata is dropped, as most platforms do on re-upload.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageFilter
 
-from synthdetect.images import load_image, shrink_to_short_side
+from synthdetect.images import encode_image, load_image, shrink_to_short_side
 
 
 @dataclass(frozen=True)
@@ -30,36 +29,28 @@ class Perturbation:
         return _APPLY[self.kind](image, self.value)
 
 
-def _encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
-    if fmt == "PNG":
-        kwargs.setdefault("compress_level", 1)  # lossless either way; level 1 encodes large images several times faster
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **kwargs)
-    return buffer.getvalue()
-
-
 def _jpeg(image: Image.Image, quality: float) -> bytes:
-    return _encode(image, "JPEG", quality=int(quality))
+    return encode_image(image, "JPEG", quality=int(quality))
 
 
 def _webp(image: Image.Image, quality: float) -> bytes:
-    return _encode(image, "WEBP", quality=int(quality))
+    return encode_image(image, "WEBP", quality=int(quality))
 
 
 def _resize(image: Image.Image, scale: float) -> bytes:
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    return _encode(image.resize(size, Image.Resampling.BICUBIC), "PNG")
+    return encode_image(image.resize(size, Image.Resampling.BICUBIC), "PNG")
 
 
 def _crop(image: Image.Image, keep: float) -> bytes:
     """Centre crop keeping ``keep`` of each side."""
     w, h = max(1, round(image.width * keep)), max(1, round(image.height * keep))
     left, top = (image.width - w) // 2, (image.height - h) // 2
-    return _encode(image.crop((left, top, left + w, top + h)), "PNG")
+    return encode_image(image.crop((left, top, left + w, top + h)), "PNG")
 
 
 def _blur(image: Image.Image, sigma: float) -> bytes:
-    return _encode(image.filter(ImageFilter.GaussianBlur(sigma)), "PNG")
+    return encode_image(image.filter(ImageFilter.GaussianBlur(sigma)), "PNG")
 
 
 def _noise(image: Image.Image, sigma: float) -> bytes:
@@ -67,7 +58,7 @@ def _noise(image: Image.Image, sigma: float) -> bytes:
     array = np.asarray(image, dtype=np.float32)
     rng = np.random.default_rng(int(array.sum()) % (2**32))
     noisy = np.clip(array + rng.normal(0.0, sigma, array.shape), 0, 255).astype(np.uint8)
-    return _encode(Image.fromarray(noisy), "PNG")
+    return encode_image(Image.fromarray(noisy), "PNG")
 
 
 _APPLY: dict[str, Callable[[Image.Image, float], bytes]] = {
@@ -105,8 +96,8 @@ SHRUNK_COPIES = ((512, "JPEG", {"quality": 90}), (256, "PNG", {}))
 
 def reencodings(image: Image.Image, shrunk: tuple = SHRUNK_COPIES) -> dict[str, bytes]:
     """The photo re-encoded every way in ``REENCODINGS`` and shrunk to each of ``shrunk``; nothing is enlarged."""
-    out = {name: _encode(image, fmt, **kwargs) for name, fmt, kwargs in REENCODINGS}
+    out = {name: encode_image(image, fmt, **kwargs) for name, fmt, kwargs in REENCODINGS}
     for short, fmt, kwargs in shrunk:
         if min(image.size) > short:
-            out[f"{fmt.lower()}-short{short}"] = _encode(shrink_to_short_side(image, short), fmt, **kwargs)
+            out[f"{fmt.lower()}-short{short}"] = encode_image(shrink_to_short_side(image, short), fmt, **kwargs)
     return out

@@ -30,7 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-from synthdetect.images import shrink_to_short_side
+from synthdetect.images import encode_image, shrink_to_short_side
 
 AGGREGATIONS = ("mean", "max", "trimmed_mean", "median")
 
@@ -75,9 +75,7 @@ class CropPolicy:
         if self.global_short_side:
             rgb = shrink_to_short_side(rgb, self.global_short_side, Image.Resampling.LANCZOS)
         if self.global_jpeg_quality:
-            buffer = io.BytesIO()
-            rgb.save(buffer, "JPEG", quality=self.global_jpeg_quality)
-            rgb = Image.open(buffer).convert("RGB")
+            rgb = Image.open(io.BytesIO(encode_image(rgb, "JPEG", quality=self.global_jpeg_quality))).convert("RGB")
         return resize_short_center_crop(rgb, self.size)
 
     def native_crop_boxes(self, width: int, height: int) -> list[tuple[int, int, int, int]]:

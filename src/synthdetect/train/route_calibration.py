@@ -15,7 +15,6 @@ sources the fit never saw.
 
 from __future__ import annotations
 
-import io
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
@@ -25,7 +24,7 @@ from PIL import Image
 
 from synthdetect.evaluate.calibration import Calibration, operating_points, threshold_at_fpr
 from synthdetect.evaluate.metrics import binary_metrics
-from synthdetect.images import ImageLoadError, shrink_to_short_side
+from synthdetect.images import ImageLoadError, encode_image, shrink_to_short_side
 from synthdetect.models.package import weights_fingerprint
 from synthdetect.train.datasets import Record, load_record
 from synthdetect.train.registry import band_counts
@@ -44,9 +43,8 @@ def thumbnail_variants(rgb: Image.Image, short_sides: Sequence[int] = SHORT_SIDE
         for resampler, method in RESAMPLERS.items():
             small = shrink_to_short_side(rgb, short, method)
             for fmt, quality in ENCODINGS:
-                buffer = io.BytesIO()
-                small.save(buffer, fmt, **({"quality": quality} if quality else {}))
-                yield f"{short}px-{resampler}-{fmt.lower()}{quality or ''}", buffer.getvalue()
+                data = encode_image(small, fmt, **({"quality": quality} if quality else {}))
+                yield f"{short}px-{resampler}-{fmt.lower()}{quality or ''}", data
 
 
 @dataclass
