@@ -16,7 +16,6 @@ change against the full decode, label flips at 0.5, and decode time.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import sys
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from wild_peers import DEFAULT_MANIFEST, ClipProbePeer, OrganikaPeer, emit, metrics  # noqa: E402
+from wild_peers import ClipProbePeer, OrganikaPeer, emit, metrics, parse_wild_dev_args, wild_dev_parser  # noqa: E402
 
 from synthdetect.images import ImageLoadError, LoadLimits, load_image  # noqa: E402
 
@@ -33,14 +32,12 @@ INPUT = 224
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST)
+    parser = wild_dev_parser(__doc__)
     parser.add_argument("--peers-cache", type=Path, default=Path.home() / ".cache" / "synthdetect" / "peers")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--factors", type=int, nargs="+", default=[1],
                         help="draft decodes keep at least this many times the model input")
-    parser.add_argument("--out", type=Path)
-    args = parser.parse_args()
+    args = parse_wild_dev_args(parser)
     modes = ["full", *(f"draft_x{f}" for f in args.factors)]
     root = args.manifest.parent
     rows = list(csv.DictReader(open(args.manifest)))
