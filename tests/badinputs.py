@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -105,3 +106,18 @@ def make_corpus(root: Path) -> dict[str, Path]:
     save("photo.avif", photo, format="AVIF", quality=80)
     save("photo.heic", photo, format="HEIF", quality=80)
     return paths
+
+
+def refuse_listing(monkeypatch, folder_name: str) -> None:
+    """Make ``os.scandir`` fail with "Permission denied" on folders named ``folder_name``.
+
+    The tests run as root, where ``chmod`` cannot lock a folder.
+    """
+    real_scandir = os.scandir
+
+    def scandir(path):
+        if str(path).endswith(folder_name):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)

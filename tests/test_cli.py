@@ -11,7 +11,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from badinputs import EXPECTED, make_corpus, natural_image
+from badinputs import EXPECTED, make_corpus, natural_image, refuse_listing
 from synthdetect import __version__
 from synthdetect.cli import EXIT_SOME_FAILED, app
 
@@ -99,18 +99,9 @@ def test_non_image_files_in_folders_are_reported_not_silently_skipped(images):
 
 
 def test_a_folder_that_cannot_be_listed_is_an_error_row_not_a_silent_skip(tmp_path, monkeypatch):
-    import os
-
     (tmp_path / "locked").mkdir()
     natural_image(48, 40, seed=3).save(tmp_path / "a.png")
-    real_scandir = os.scandir
-
-    def scandir(path):
-        if str(path).endswith("locked"):  # tests run as root, where chmod cannot lock a folder
-            raise PermissionError(13, "Permission denied", str(path))
-        return real_scandir(path)
-
-    monkeypatch.setattr(os, "scandir", scandir)
+    refuse_listing(monkeypatch, "locked")
     result = invoke("-q", "detect", str(tmp_path), "--format", "jsonl", "--no-evidence")
     rows = {json.loads(line)["file"]: json.loads(line) for line in result.stdout.splitlines()}
     assert result.exit_code == EXIT_SOME_FAILED

@@ -8,6 +8,7 @@ leave-one-source-out) on thumbnails of wild-dev by ``synthdetect calibrate-route
 from __future__ import annotations
 
 import csv
+import io
 import json
 import shutil
 
@@ -61,7 +62,7 @@ def test_default_route_card_states_what_it_was_fitted_on_and_held_out_numbers():
 def test_thumbnail_variants_cover_sizes_resamplers_and_encodings():
     tags = [t for t, _ in thumbnail_variants(photo(2, (300, 200)))]
     assert len(tags) == len(set(tags)) == 3 * 2 * 3
-    small = Image.open(__import__("io").BytesIO(dict(thumbnail_variants(photo(2, (300, 200))))["48px-lanczos-png"]))
+    small = Image.open(io.BytesIO(dict(thumbnail_variants(photo(2, (300, 200))))["48px-lanczos-png"]))
     assert min(small.size) == 48 and small.format == "PNG"
     assert list(thumbnail_variants(photo(3, (40, 30)))) == []  # nothing is enlarged
 

@@ -20,6 +20,7 @@ from synthdetect.images import LoadLimits, load_image
 from synthdetect.scan import ScanOptions, export, run_scan
 from synthdetect.scan.engine import draft_size_for
 from synthdetect.scan.sources import PassedOver, iter_candidates
+from badinputs import refuse_listing
 from tiny_model import png_bytes, write_tiny_cnn
 
 REPO = Path(__file__).resolve().parents[1]
@@ -195,14 +196,7 @@ def test_folders_that_cannot_be_read_are_reported(tmp_path, monkeypatch):
     (tmp_path / "locked").mkdir()
     (tmp_path / "open" / "a.png").write_bytes(png_bytes((32, 32), seed=1))
     (tmp_path / "open" / "notes.txt").write_text("no image suffix")
-    real_scandir = os.scandir
-
-    def scandir(path):
-        if str(path).endswith("locked"):  # tests run as root, where chmod cannot lock a folder
-            raise PermissionError(13, "Permission denied")
-        return real_scandir(path)
-
-    monkeypatch.setattr(os, "scandir", scandir)
+    refuse_listing(monkeypatch, "locked")
     passed_over = PassedOver()
     found = [c.path for c in iter_candidates([str(tmp_path)], passed_over=passed_over)]
     assert found == [str(tmp_path / "open" / "a.png")]
