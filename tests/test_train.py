@@ -45,6 +45,21 @@ def test_early_stopping_stops_when_validation_does_not_improve(tmp_path: Path):
     assert (tmp_path / "metrics.csv").read_text().splitlines()[0].startswith("epoch,train_loss")
 
 
+def test_early_stop_during_high_learning_rate_is_called_out(caplog):
+    """22-epoch one-cycle runs stopped at epochs 10 and 14, the LR at 77% and 43% of its peak; the log says so."""
+    from synthdetect.train.trainer import _warn_if_stopped_at_high_lr
+
+    config = TrainConfig(epochs=22, patience=6, lr=0.1)
+    for lr, epoch in ((0.077, 10), (0.043, 14)):
+        with caplog.at_level("WARNING", logger="synthdetect.train.trainer"):
+            _warn_if_stopped_at_high_lr(lr, config, epoch=epoch, best_epoch=4)
+        assert f"epoch {epoch} of 22" in caplog.text and "--patience" in caplog.text
+        caplog.clear()
+    with caplog.at_level("WARNING", logger="synthdetect.train.trainer"):
+        _warn_if_stopped_at_high_lr(0.01, config, epoch=20, best_epoch=14)  # annealed: a real plateau
+    assert caplog.text == ""
+
+
 def test_best_checkpoint_is_restored(tmp_path: Path):
     torch.manual_seed(0)
     config = TrainConfig(epochs=4, patience=10, batch_size=8, lr=0.05, threads=1, monitor="loss")
