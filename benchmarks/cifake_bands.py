@@ -2,7 +2,8 @@
 
 The `default` router judges 32 px images with a band fitted on real-world
 thumbnails (see the README's "Small images"); this shows what that band costs
-on CIFAKE itself, next to `cifake-cnn`'s own CIFAKE band.  The split is the
+on CIFAKE itself, next to `cifake-cnn`'s own CIFAKE band, with each model's ROC-AUC, accuracy at
+p_ai 0.5, ECE and TPR at 1% FPR on the images it scored.  The split is the
 one `synthdetect train` made for the shipped `cifake-cnn` (stratified, seed 0,
 5% validation, 5% test), so these images were never trained on.
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -30,7 +32,10 @@ def main() -> None:
     if not args.zip.exists():
         sys.exit(f"benchmark needs {args.zip}")
 
+    import numpy as np
+
     from synthdetect import Detector
+    from synthdetect.evaluate.metrics import binary_metrics
     from synthdetect.train.datasets import open_dataset, read_record_bytes
     from synthdetect.train.splits import split_records
     from synthdetect.train.trainer import set_threads
@@ -41,9 +46,16 @@ def main() -> None:
     truth = ["ai" if r.label else "real" for r in test]
     out = {"split": "cifake-cnn's held-out test split (stratified, seed 0)", "images": Counter(truth), "models": {}}
     for name in args.models:
+        started = time.perf_counter()
         verdicts = Detector.load(name, use_evidence=False).detect(images)
+        seconds = time.perf_counter() - started
         counts = Counter(f"{t} called {v.label}" for t, v in zip(truth, verdicts))
-        out["models"][name] = dict(sorted(counts.items()))
+        # Ranking and calibration too, so a model can be weighed as the small-image route, not only by its band.
+        scored = [(v.p_ai, t == "ai") for t, v in zip(truth, verdicts) if v.p_ai is not None]
+        metrics = binary_metrics(np.array([p for p, _ in scored]), np.array([y for _, y in scored]))
+        out["models"][name] = {**dict(sorted(counts.items())), "scored": len(scored),
+                               **{k: round(metrics[k], 4) for k in ("roc_auc", "accuracy", "ece", "tpr_at_fpr_0.01")},
+                               "seconds": round(seconds, 1)}
     print(json.dumps(out, indent=2))
 
 
