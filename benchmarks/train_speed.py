@@ -1,12 +1,13 @@
 """Does a small-cnn recipe fit its training-time bound on this machine today?  Printed as JSON.
 
-Times the training step of the recipe on the shipped `cifake-cnn` card (or with --width/--depth/--batch-size/
---epochs changed): augmentation, forward, backward and optimizer step on random 32 px images, then projects
-seconds per epoch and minutes per run for the card's training-set size.  It needs no dataset, so it answers in
+Times the training step of the recipe on the shipped `cifake-cnn` card (or with --width/--depth/--layout/
+--batch-size/--epochs changed): augmentation, forward, backward and optimizer step on random 32 px images, then
+projects seconds per epoch and minutes per run for the card's training-set size.  It needs no dataset, so it answers in
 about half a minute what a full run answers in half an hour; the same host ran this recipe at 121-143 s per epoch
 one day and 161-192 s another, which decides whether 12 epochs fit 30 minutes.
 
-    .venv/bin/python benchmarks/train_speed.py [--width 16] [--epochs 22] [--steps 40] [--budget-min 30]
+    .venv/bin/python benchmarks/train_speed.py [--width 16] [--layout pool-mid] [--epochs 22] [--steps 40]
+        [--budget-min 30]
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ def main() -> None:
     parser.add_argument("--model", default="cifake-cnn", help="card whose architecture and recipe are timed")
     parser.add_argument("--width", type=int, help="override the card's first-block width")
     parser.add_argument("--depth", type=int, help="override the card's number of blocks")
+    parser.add_argument("--layout", choices=("vgg", "pool-mid"), help="override the card's block layout")
     parser.add_argument("--batch-size", type=int, help="override the card's batch size")
     parser.add_argument("--epochs", type=int, help="override the card's epoch count")
     parser.add_argument("--threads", type=int, default=2)
@@ -45,7 +47,8 @@ def main() -> None:
 
     card = find_package(args.model).card
     arch, training = dict(card["architecture"]), card["training"]
-    arch.update({k: v for k, v in (("width", args.width), ("depth", args.depth)) if v is not None})
+    arch.update({k: v for k, v in (("width", args.width), ("depth", args.depth),
+                                                            ("layout", args.layout)) if v is not None})
     config = TrainConfig(**{k: v for k, v in training["config"].items() if k in TrainConfig.__dataclass_fields__})
     batch_size = args.batch_size or config.batch_size
     epochs = args.epochs or config.epochs

@@ -168,3 +168,33 @@ def test_sgd_optimizer_trains_and_an_unknown_one_is_refused(tmp_path: Path):
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     with pytest.raises(ValueError, match="unknown optimizer 'lamb'"):
         make_optimizer(_linear(), TrainConfig(optimizer="lamb"))
+
+
+def test_pool_mid_layout_halves_the_deeper_blocks_and_round_trips_through_a_package(tmp_path: Path):
+    from synthdetect.models.cnn import SmallCNN
+
+    def conv_macs(module: torch.nn.Module) -> int:
+        total = 0
+
+        def count(conv, _inputs, output):
+            nonlocal total
+            total += output.numel() * conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
+
+        hooks = [m.register_forward_hook(count) for m in module.modules() if isinstance(m, torch.nn.Conv2d)]
+        module.eval()(torch.zeros(1, 3, 32, 32))
+        for hook in hooks:
+            hook.remove()
+        return total
+
+    vgg, pool_mid = SmallCNN(width=32, depth=4), SmallCNN(width=32, depth=4, layout="pool-mid")
+    assert sum(p.numel() for p in vgg.parameters()) == sum(p.numel() for p in pool_mid.parameters())
+    assert conv_macs(vgg) == 52_789_248 and conv_macs(pool_mid) == 31_555_584  # the block-1 convs are unchanged
+    assert "layout" not in vgg.hparams  # cards written before the option load unchanged
+    with pytest.raises(ValueError, match="unknown small-cnn layout 'resnet'"):
+        SmallCNN(layout="resnet")
+
+    manifest, out = _train_cli(tmp_path, "--option", "layout=pool-mid", "--option", "depth=2")
+    card = json.loads((out / "model.json").read_text())
+    assert card["architecture"]["layout"] == "pool-mid" and card["architecture"]["depth"] == 2
+    detector = Detector.load(str(out), use_evidence=False)
+    assert detector.model.module.hparams["layout"] == "pool-mid"

@@ -1,9 +1,15 @@
 """The small CNN for small images (CIFAKE-sized, 32 px).
 
-Three VGG-style blocks with batch norm: generator artefacts at this size are
-high-frequency, so the first block runs at full resolution and only pooling,
-not strided convolution, reduces it.  Width is a hyperparameter so the same
-architecture serves the ELA-CNN kind.
+VGG-style blocks with batch norm: generator artefacts at this size are
+high-frequency, so the first block runs both its convolutions at full
+resolution and only pooling, not strided convolution, reduces it.  Width is
+a hyperparameter so the same architecture serves the ELA-CNN kind.
+
+``layout="pool-mid"`` pools *between* the two convolutions of every block
+after the first (as fast CIFAR-10 trainers such as airbench do): the deeper
+blocks' second convolution runs at half resolution, which cuts the
+arithmetic of the 4-block, width-32 network by 40% (52.8 to 31.6 M MAC per
+image) with the same parameters.  On 2 CPU cores the time is that arithmetic.
 """
 
 from __future__ import annotations
@@ -12,33 +18,38 @@ import torch
 from torch import nn
 
 
-def _block(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
-        nn.BatchNorm2d(cout),
-        nn.ReLU(inplace=True),
-        nn.Conv2d(cout, cout, 3, padding=1, bias=False),
-        nn.BatchNorm2d(cout),
-        nn.ReLU(inplace=True),
-        nn.MaxPool2d(2),
-    )
+LAYOUTS = ("vgg", "pool-mid")
+
+
+def _conv_bn_relu(cin: int, cout: int) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+
+def _block(cin: int, cout: int, pool_mid: bool = False) -> nn.Sequential:
+    if pool_mid:
+        return nn.Sequential(*_conv_bn_relu(cin, cout), nn.MaxPool2d(2), *_conv_bn_relu(cout, cout))
+    return nn.Sequential(*_conv_bn_relu(cin, cout), *_conv_bn_relu(cout, cout), nn.MaxPool2d(2))
 
 
 class SmallCNN(nn.Module):
     """Outputs one logit per image: log-odds that the image is AI-generated."""
 
     def __init__(self, width: int = 32, depth: int = 3, dropout: float = 0.2, in_channels: int = 3,
-                 tta_hflip: bool = False):
+                 tta_hflip: bool = False, layout: str = "vgg"):
         super().__init__()
+        if layout not in LAYOUTS:
+            raise ValueError(f"unknown small-cnn layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
         self.hparams = {"width": width, "depth": depth, "dropout": dropout, "in_channels": in_channels}
         if tta_hflip:  # only recorded when used, so older cards load unchanged
             self.hparams["tta_hflip"] = True
+        if layout != "vgg":
+            self.hparams["layout"] = layout
         self.tta_hflip = tta_hflip
         layers = []
         cin = in_channels
         for i in range(depth):
             cout = width * (2**i)
-            layers.append(_block(cin, cout))
+            layers.append(_block(cin, cout, pool_mid=layout == "pool-mid" and i > 0))
             cin = cout
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)

@@ -51,7 +51,7 @@ def _train_torch_cnn(
     torch.manual_seed(config.seed)
     tta = str(request.options.get("tta_hflip", "")).lower() in ("1", "true", "yes", "hflip")
     module = SmallCNN(width=int(request.options.get("width", 32)), depth=int(request.options.get("depth", 3)),
-                      in_channels=3, tta_hflip=tta)
+                      in_channels=3, tta_hflip=tta, layout=str(request.options.get("layout", "vgg")))
     augment = request.augment
     result = fit_classifier(
         module, (x_train, y_train), (x_val, y_val), config, mean=MEAN, std=STD, workdir=workdir,
