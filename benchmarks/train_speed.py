@@ -23,11 +23,13 @@ OVERHEAD_MIN = 1.0
 
 
 def main() -> None:
+    from synthdetect.models.cnn import LAYOUTS, SmallCNN
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="cifake-cnn", help="card whose architecture and recipe are timed")
     parser.add_argument("--width", type=int, help="override the card's first-block width")
     parser.add_argument("--depth", type=int, help="override the card's number of blocks")
-    parser.add_argument("--layout", choices=("vgg", "pool-mid"), help="override the card's block layout")
+    parser.add_argument("--layout", choices=LAYOUTS, help="override the card's block layout")
     parser.add_argument("--batch-size", type=int, help="override the card's batch size")
     parser.add_argument("--epochs", type=int, help="override the card's epoch count")
     parser.add_argument("--threads", type=int, default=2)
@@ -40,7 +42,6 @@ def main() -> None:
     import torch.nn.functional as F
 
     from synthdetect.models import find_package
-    from synthdetect.models.cnn import SmallCNN
     from synthdetect.models.torch_kinds import images_to_tensor
     from synthdetect.train.augment import AugmentConfig, augment_pixels
     from synthdetect.train.trainer import TrainConfig, make_optimizer, set_threads
