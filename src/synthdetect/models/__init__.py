@@ -18,7 +18,8 @@ BUILTIN_DIR = Path(__file__).resolve().parent.parent / "weights"
 #: Modules that register model kinds when imported.
 _KIND_MODULES = ["synthdetect.models.torch_kinds", "synthdetect.models.router", "synthdetect.models.ela_cnn",
                  "synthdetect.models.onnx_backend", "synthdetect.models.clip_onnx", "synthdetect.models.handcrafted",
-                 "synthdetect.models.adapters", "synthdetect.models.efficientnet_lite"]
+                 "synthdetect.models.adapters", "synthdetect.models.efficientnet_lite",
+                 "synthdetect.models.pair"]
 
 PrefixLoader = Callable[[str], Model]
 _PREFIXES: dict[str, PrefixLoader] = {}

@@ -144,7 +144,7 @@ for _variant in VARIANTS:
     register_kind(_variant)(_load_efficientnet_lite)
 
 
-def _flag(value: Any) -> bool:
+def option_flag(value: Any) -> bool:
     return str(value).lower() in ("1", "true", "yes", "on")
 
 
@@ -165,7 +165,7 @@ def train_efficientnet_lite(request: TrainRequest, variant: str) -> ModelPackage
     options = request.options
     spec = VARIANTS[variant]
     size = int(options.get("input_size") or spec.image_size)
-    freeze = _flag(options.get("freeze_backbone", False))
+    freeze = option_flag(options.get("freeze_backbone", False))
     weights_path = locate_imagenet_weights(variant)  # fail before decoding anything
     torch.manual_seed(request.config.seed)
     module = EfficientNetLiteDetector(variant, size, freeze_backbone=freeze)

@@ -46,7 +46,7 @@ def register(app: typer.Typer) -> None:
     def train(
         data: Annotated[str, typer.Argument(help="Class folders, CSV manifest (path,label[,source][,generator]), or a zip of either.")],
         out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the model package.")],
-        model: Annotated[str, typer.Option("--model", help="Model kind to train (small-cnn, ela-cnn, clip-head, handcrafted, efficientnet-lite0/1/2).")] = "small-cnn",
+        model: Annotated[str, typer.Option("--model", help="Model kind to train (small-cnn, small-pair, ela-cnn, clip-head, handcrafted, efficientnet-lite0/1/2).")] = "small-cnn",
         name: Annotated[Optional[str], typer.Option(help="Name written on the card.")] = None,
         epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = 12,
         patience: Annotated[int, typer.Option(help="Stop after this many epochs without improvement.")] = 3,

@@ -39,6 +39,7 @@ from synthdetect.train.trainer import TrainConfig, config_dict
 TRAINER_MODULES: dict[str, str] = {
     "small-cnn": "synthdetect.train.small_image",
     "ela-cnn": "synthdetect.train.small_image",
+    "small-pair": "synthdetect.train.small_pair",
     "clip-head": "synthdetect.train.wild_trainers",
     "handcrafted": "synthdetect.train.wild_trainers",
     "efficientnet-lite0": "synthdetect.models.efficientnet_lite",

@@ -1,0 +1,82 @@
+"""The ``small-pair`` kind: a from-scratch small CNN and an ImageNet-pretrained EfficientNet-Lite, one logit out.
+
+Why two networks: on CIFAKE, small CNNs trained from scratch with different
+recipes and layouts level off together and miss the *same* images, so
+averaging them gains little.  A fine-tuned EfficientNet-Lite0 starts from
+ImageNet features and misses different ones: half of the small CNN's
+validation misses are right in it, and a weighted sum of the two logits
+beats either alone.  The weights and bias of that sum are fitted on the
+validation split by the trainer and stored on the card
+(``architecture.combiner``).
+
+Both members read the same 32 px image: the card normalises it for the
+small CNN (mean and std 0.5) and the module re-normalises it with ImageNet
+statistics for the Lite member, so serving, Grad-CAM and ONNX export see
+one input and one logit.  Weights are stored int8 (see ``weight_codec``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from synthdetect.models.base import Model, register_kind
+from synthdetect.models.cnn import SmallCNN
+from synthdetect.models.efficientnet_lite import IMAGENET_MEAN, IMAGENET_STD, EfficientNetLiteDetector
+from synthdetect.models.onnx_backend import OnnxModel, preferred_backend
+from synthdetect.models.package import ModelPackage
+from synthdetect.models.torch_kinds import TorchModel
+from synthdetect.models.weight_codec import unpack
+
+#: The card's input normalisation (the small CNN's); the Lite member's is derived from it.
+PAIR_MEAN = PAIR_STD = [0.5, 0.5, 0.5]
+
+
+class PairNet(nn.Module):
+    """``w_cnn * cnn(x) + w_lite * lite(x) + bias``; the member logits come out of :meth:`member_logits`."""
+
+    def __init__(self, cnn: dict[str, Any], lite: dict[str, Any], combiner: dict[str, Any] | None = None):
+        super().__init__()
+        self.cnn = SmallCNN(**cnn)
+        self.lite = EfficientNetLiteDetector(lite["variant"], int(lite["image_size"]))
+        combiner = combiner or {"weights": [0.5, 0.5], "bias": 0.0}
+        self.combiner = {"weights": [float(w) for w in combiner["weights"]], "bias": float(combiner["bias"])}
+        self.hparams = {"cnn": dict(self.cnn.hparams), "lite": dict(self.lite.hparams), "combiner": dict(self.combiner)}
+        # x_lite = (x01 - m) / s with x01 = x * std_pair + mean_pair: one multiply-add per channel
+        mean, std = torch.tensor(PAIR_MEAN), torch.tensor(PAIR_STD)
+        m, s = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+        self.register_buffer("lite_scale", (std / s).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("lite_shift", ((mean - m) / s).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def tta_hflip(self) -> bool:
+        """The small CNN's mirror averaging (Grad-CAM turns it off and mirrors the map itself)."""
+        return self.cnn.tta_hflip
+
+    @tta_hflip.setter
+    def tta_hflip(self, value: bool) -> None:
+        self.cnn.tta_hflip = bool(value)
+
+    def member_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.cnn(x), self.lite(x * self.lite_scale + self.lite_shift)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z_cnn, z_lite = self.member_logits(x)
+        w_cnn, w_lite = self.combiner["weights"]
+        return w_cnn * z_cnn + w_lite * z_lite + self.combiner["bias"]
+
+
+def build_pair(architecture: dict[str, Any]) -> PairNet:
+    return PairNet(architecture["cnn"], architecture["lite"], architecture.get("combiner"))
+
+
+@register_kind("small-pair")
+def _load_small_pair(package: ModelPackage) -> Model:
+    if "onnx" in package.card.get("files", {}) and preferred_backend(package.card) == "onnxruntime":
+        return OnnxModel(package.card, package.file("onnx"))
+    module = build_pair(package.card["architecture"])
+    state = torch.load(package.file("weights"), map_location="cpu", weights_only=True)
+    module.load_state_dict(unpack(state))
+    return TorchModel(package.card, module)

