@@ -1,10 +1,11 @@
-"""Does a small-cnn recipe fit its training-time bound on this machine today?  Printed as JSON.
+"""Does the cifake-cnn recipe fit its training-time bound on this machine today?  Printed as JSON.
 
 Times the training step of the recipe on the shipped `cifake-cnn` card (or with --width/--depth/--layout/
---batch-size/--epochs changed): augmentation, forward, backward and optimizer step on random 32 px images, then
-projects seconds per epoch and minutes per run for the card's training-set size.  It needs no dataset, so it answers in
-about half a minute what a full run answers in half an hour; the same host ran this recipe at 121-143 s per epoch
-one day and 161-192 s another, which decides whether 12 epochs fit 30 minutes.
+--batch-size/--epochs changed for its small CNN): augmentation, forward, backward and optimizer step on random 32 px
+images, then projects seconds per epoch and minutes per run for the card's training-set size.  A `small-pair` card
+trains two members one after the other, so both are timed with their own recipes and the run is their sum.  It needs
+no dataset, so it answers in about a minute what a full run answers in half an hour; the same host ran one recipe at
+121-143 s per epoch one day and 161-192 s another, which decides whether a run fits 30 minutes.
 
     .venv/bin/python benchmarks/train_speed.py [--width 16] [--layout pool-mid] [--epochs 22] [--steps 40]
         [--budget-min 30]
@@ -22,51 +23,24 @@ import time
 OVERHEAD_MIN = 1.0
 
 
-def main() -> None:
-    from synthdetect.models.cnn import LAYOUTS, SmallCNN
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="cifake-cnn", help="card whose architecture and recipe are timed")
-    parser.add_argument("--width", type=int, help="override the card's first-block width")
-    parser.add_argument("--depth", type=int, help="override the card's number of blocks")
-    parser.add_argument("--layout", choices=LAYOUTS, help="override the card's block layout")
-    parser.add_argument("--batch-size", type=int, help="override the card's batch size")
-    parser.add_argument("--epochs", type=int, help="override the card's epoch count")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=40, help="timed steps (after 5 warm-up steps)")
-    parser.add_argument("--budget-min", type=float, default=30.0, help="the run's time bound, in minutes")
-    args = parser.parse_args()
-
+def time_steps(module, config, augment, mean, std, side, batch_size: int, steps: int) -> dict[str, float]:
+    """Mean seconds of each phase of one training step, after 5 warm-up steps."""
     import numpy as np
     import torch
     import torch.nn.functional as F
 
-    from synthdetect.models import find_package
     from synthdetect.models.torch_kinds import images_to_tensor
-    from synthdetect.train.augment import AugmentConfig, augment_pixels
-    from synthdetect.train.trainer import TrainConfig, make_optimizer, set_threads
+    from synthdetect.train.augment import augment_pixels
+    from synthdetect.train.trainer import make_optimizer
 
-    card = find_package(args.model).card
-    arch, training = dict(card["architecture"]), card["training"]
-    arch.update({k: v for k, v in (("width", args.width), ("depth", args.depth),
-                                                            ("layout", args.layout)) if v is not None})
-    config = TrainConfig(**{k: v for k, v in training["config"].items() if k in TrainConfig.__dataclass_fields__})
-    batch_size = args.batch_size or config.batch_size
-    epochs = args.epochs or config.epochs
-    n_train = training["split"]["train"]["n"]
-    side = card["input"]["size"]
-    augment = AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in training["augment"].items()})
-    mean, std = card["input"]["mean"], card["input"]["std"]
-
-    threads = set_threads(args.threads)
-    module = SmallCNN(**arch).train().to(memory_format=torch.channels_last)
+    module = module.train().to(memory_format=torch.channels_last)
     optimizer = make_optimizer(module, config)
     generator = torch.Generator().manual_seed(0)
     rng = np.random.default_rng(0)
     pixels = torch.from_numpy(rng.integers(0, 256, (batch_size, side[1], side[0], 3), dtype=np.uint8))
     labels = torch.from_numpy(rng.integers(0, 2, batch_size).astype(np.float32))
     parts = {"augment": 0.0, "forward": 0.0, "backward": 0.0, "step": 0.0}
-    for i in range(args.steps + 5):
+    for i in range(steps + 5):
         t0 = time.perf_counter()
         x = images_to_tensor(augment_pixels(pixels, generator, augment).to(torch.uint8).numpy(), mean, std)
         t1 = time.perf_counter()
@@ -81,16 +55,75 @@ def main() -> None:
         if i >= 5:
             for key, (a, b) in zip(parts, ((t0, t1), (t1, t2), (t2, t3), (t3, t4))):
                 parts[key] += b - a
-    step_ms = {key: round(value / args.steps * 1000, 1) for key, value in parts.items()}
-    epoch_s = sum(parts.values()) / args.steps * -(-n_train // batch_size)
+    return {key: value / steps for key, value in parts.items()}
+
+
+def main() -> None:
+    from synthdetect.models.cnn import LAYOUTS, SmallCNN
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="cifake-cnn", help="card whose architecture and recipe are timed")
+    parser.add_argument("--width", type=int, help="override the small CNN's first-block width")
+    parser.add_argument("--depth", type=int, help="override the small CNN's number of blocks")
+    parser.add_argument("--layout", choices=LAYOUTS, help="override the small CNN's block layout")
+    parser.add_argument("--batch-size", type=int, help="override the card's batch size")
+    parser.add_argument("--epochs", type=int, help="override the small CNN's epoch count")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=40, help="timed steps (after 5 warm-up steps)")
+    parser.add_argument("--budget-min", type=float, default=30.0, help="the run's time bound, in minutes")
+    args = parser.parse_args()
+
+    from synthdetect.models import find_package
+    from synthdetect.train.augment import AugmentConfig
+    from synthdetect.train.trainer import TrainConfig, set_threads
+
+    card = find_package(args.model).card
+    training = card["training"]
+    pair = card["kind"] == "small-pair"
+    arch = dict(card["architecture"]["cnn"] if pair else card["architecture"])
+    arch.update({k: v for k, v in (("width", args.width), ("depth", args.depth),
+                                                            ("layout", args.layout)) if v is not None})
+
+    def config_of(raw: dict) -> TrainConfig:
+        return TrainConfig(**{k: v for k, v in raw.items() if k in TrainConfig.__dataclass_fields__})
+
+    config = config_of(training["members"]["cnn"]["config"] if pair else training["config"])
+    batch_size = args.batch_size or config.batch_size
+    epochs = args.epochs or config.epochs
+    n_train = training["split"]["train"]["n"]
+    steps_per_epoch = -(-n_train // batch_size)
+    side = card["input"]["size"]
+    augment = AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in training["augment"].items()})
+    mean, std = card["input"]["mean"], card["input"]["std"]
+
+    threads = set_threads(args.threads)
+    module = SmallCNN(**arch)
+    parts = time_steps(module, config, augment, mean, std, side, batch_size, args.steps)
+    epoch_s = sum(parts.values()) * steps_per_epoch
     run_min = epoch_s * epochs / 60
+    members = []
+    if pair:
+        from synthdetect.models.efficientnet_lite import IMAGENET_MEAN, IMAGENET_STD, EfficientNetLiteDetector
+
+        lite_arch = card["architecture"]["lite"]
+        lite_config = config_of(training["members"]["lite"]["config"])
+        lite = EfficientNetLiteDetector(lite_arch["variant"], lite_arch["image_size"])  # ImageNet init: same cost
+        lite_parts = time_steps(lite, lite_config, augment, IMAGENET_MEAN, IMAGENET_STD, side, batch_size, args.steps)
+        lite_epoch_s = sum(lite_parts.values()) * steps_per_epoch
+        members.append({"member": "lite", "variant": lite_arch["variant"], "epochs": lite_config.epochs,
+                        "step_ms": {k: round(v * 1000, 1) for k, v in lite_parts.items()},
+                        "projected_epoch_s": round(lite_epoch_s, 1),
+                        "projected_min": round(lite_epoch_s * lite_config.epochs / 60, 1)})
+    total_min = run_min + sum(m["projected_min"] for m in members)
     print(json.dumps({
-        "model": args.model, "architecture": arch, "parameters": sum(p.numel() for p in module.parameters()),
+        "model": args.model, "kind": card["kind"], "architecture": arch,
+        "parameters": sum(p.numel() for p in module.parameters()),
         "batch_size": batch_size, "epochs": epochs, "train_images": n_train, "threads": threads,
-        "load_average_1min": round(os.getloadavg()[0], 2), "step_ms": step_ms,
-        "projected_epoch_s": round(epoch_s, 1), "projected_run_min": round(run_min, 1),
+        "load_average_1min": round(os.getloadavg()[0], 2), "step_ms": {k: round(v * 1000, 1) for k, v in parts.items()},
+        "projected_epoch_s": round(epoch_s, 1), "projected_cnn_min": round(run_min, 1), "other_members": members,
+        "projected_run_min": round(total_min, 1),
         "overhead_min": OVERHEAD_MIN, "budget_min": args.budget_min,
-        "fits_budget": run_min + OVERHEAD_MIN < args.budget_min,
+        "fits_budget": total_min + OVERHEAD_MIN < args.budget_min,
     }, indent=1))
 
 
