@@ -91,6 +91,8 @@ def test_small_pair_trains_both_members_and_serves_what_its_card_measured(tmp_pa
     assert training["combiner"]["weights"] == arch["combiner"]["weights"]
     assert training["weight_storage"]["validation_max_abs_logit_change"] >= 0
     assert len((out / "training_metrics.jsonl").read_text().splitlines()) == 3  # both members' epochs
+    rendered = (out / "MODEL_CARD.md").read_text()
+    assert "## Members" in rendered and "5-fold cross-validation" in rendered and "decisions changed" in rendered
     stored = torch.load(out / "weights.pt", weights_only=True)
     assert any(k.endswith("::int8") and v.dtype == torch.int8 for k, v in stored.items())
 

@@ -103,6 +103,12 @@ def test_resume_after_interruption_gives_the_same_model(tmp_path: Path):
         assert torch.allclose(value, resumed.state_dict()[key])
 
 
+def test_option_switches_read_strings_as_the_command_line_gives_them():
+    # --option keep_workdir=false once kept the work directory: bool("false") is True
+    assert [registry.option_flag(v) for v in ("true", "1", "yes", "on", True)] == [True] * 5
+    assert [registry.option_flag(v) for v in ("false", "0", "no", "off", "", False, None)] == [False] * 7
+
+
 def test_registry_errors_are_clear(monkeypatch):
     with pytest.raises(registry.TrainerError, match="unknown model kind 'resnet9000'"):
         registry.get_trainer("resnet9000")

@@ -24,7 +24,7 @@ from torch import nn
 from synthdetect.models.base import Model, register_kind
 from synthdetect.models.package import ModelPackage
 from synthdetect.models.torch_kinds import TorchModel
-from synthdetect.train.registry import TrainerError, TrainRequest, register_trainer
+from synthdetect.train.registry import TrainerError, TrainRequest, option_flag, register_trainer
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -144,10 +144,6 @@ for _variant in VARIANTS:
     register_kind(_variant)(_load_efficientnet_lite)
 
 
-def option_flag(value: Any) -> bool:
-    return str(value).lower() in ("1", "true", "yes", "on")
-
-
 def _input_spec(options: dict[str, Any], size: int) -> dict[str, Any]:
     max_short = options.get("max_short_side")
     return {"size": [size, size], "resample": "bicubic", "mean": IMAGENET_MEAN, "std": IMAGENET_STD,
@@ -205,7 +201,7 @@ def train_efficientnet_lite(request: TrainRequest, variant: str) -> ModelPackage
     return finish_torch_package(
         request, kind=variant, card=card, result=result, errors=errors, workdir=workdir,
         val=(val_logits, y_val), test=(test_logits, y_test), weights=weights,
-        keep_workdir=bool(options.get("keep_workdir")),
+        keep_workdir=option_flag(options.get("keep_workdir", False)),
         extra_training={"trainable_parameters": int(sum(p.numel() for p in module.parameters() if p.requires_grad))},
     )
 

@@ -161,6 +161,25 @@ def card_markdown(card: dict[str, Any]) -> str:
             matrix = (m.get("confusion_matrix") or {}).get("rows_true_cols_pred")
             if matrix:
                 lines.append(f"|  | confusion (rows true human/ai, cols predicted human/ai): {matrix} |||||||")
+    members = training.get("members") or {}
+    if members:  # a model of several trained networks (small-pair): what each contributes, and how they combine
+        lines += ["", "## Members (validation accuracy of each alone)", "",
+                  "| member | epochs | seconds | validation accuracy |", "|---|---|---|---|"]
+        for member, entry in members.items():
+            lines.append(f"| {member} | {entry.get('epochs_run')} | {entry.get('seconds')} | "
+                         f"{_fmt(entry.get('validation_accuracy'))} |")
+        combiner = training.get("combiner") or {}
+        if combiner:
+            lines += ["", f"Combined by {combiner.get('method')}, fitted on {combiner.get('fitted_on')}: weights "
+                      f"{[round(w, 4) for w in combiner.get('weights', [])]}, bias {_fmt(combiner.get('bias'))}; "
+                      f"validation accuracy {_fmt(combiner.get('validation_accuracy_cv'))} by "
+                      f"{combiner.get('cv_folds')}-fold cross-validation."]
+        storage = training.get("weight_storage") or {}
+        if "validation_max_abs_logit_change" in storage:
+            lines += ["", f"Weights stored as {storage['format']}: validation logits moved by "
+                      f"{_fmt(storage['validation_mean_abs_logit_change'])} on average (at most "
+                      f"{_fmt(storage['validation_max_abs_logit_change'])}); "
+                      f"{storage['validation_decisions_changed_at_logit_0']} decisions changed."]
     for key in ("known_failures", "limitations"):
         if card.get(key):
             lines += ["", f"## {key.replace('_', ' ').capitalize()}", ""]

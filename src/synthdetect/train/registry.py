@@ -74,6 +74,11 @@ class TrainRequest:
     fprs: tuple[float, ...] = (0.01, 0.05)
 
 
+def option_flag(value: Any) -> bool:
+    """A ``--option KEY=VALUE`` switch: options arrive as strings, so ``bool("false")`` would read as on."""
+    return str(value).lower() in ("1", "true", "yes", "on")
+
+
 Trainer = Callable[[TrainRequest], ModelPackage]
 _TRAINERS: dict[str, Trainer] = {}
 

@@ -19,7 +19,7 @@ from synthdetect.models.cnn import SmallCNN
 from synthdetect.models.package import ModelPackage
 from synthdetect.train.augment import AugmentConfig, augment_pixels, mix_batch
 from synthdetect.train.datasets import open_dataset
-from synthdetect.train.registry import TrainRequest, finalize_package, register_trainer
+from synthdetect.train.registry import TrainRequest, finalize_package, option_flag, register_trainer
 from synthdetect.train.splits import split_records
 from synthdetect.train.trainer import TrainConfig, decode_records, fit_classifier, predict_logits
 
@@ -73,7 +73,7 @@ def _train_torch_cnn(
     }
     return finish_torch_package(request, kind=kind, card=card, result=result, errors=errors, workdir=workdir,
                                 val=(val_logits, y_val), test=(test_logits, y_test), weights=weights,
-                                keep_workdir=bool(request.options.get("keep_workdir")))
+                                keep_workdir=option_flag(request.options.get("keep_workdir", False)))
 
 
 def finish_torch_package(

@@ -25,7 +25,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
 from synthdetect.models.cnn import SmallCNN
 from synthdetect.models.efficientnet_lite import (
-    IMAGENET_MEAN, IMAGENET_STD, LIBRARY_REQUIREMENT, VARIANTS, EfficientNetLiteDetector, option_flag, load_imagenet_state,
+    IMAGENET_MEAN, IMAGENET_STD, LIBRARY_REQUIREMENT, VARIANTS, EfficientNetLiteDetector, load_imagenet_state,
     locate_imagenet_weights,
 )
 from synthdetect.models.package import ModelPackage
@@ -33,7 +33,7 @@ from synthdetect.models.pair import PAIR_MEAN, PAIR_STD, PairNet
 from synthdetect.models.torch_kinds import images_to_tensor
 from synthdetect.models.weight_codec import pack_int8, round_trip
 from synthdetect.train.augment import augment_pixels, mix_batch
-from synthdetect.train.registry import TrainerError, TrainRequest, register_trainer
+from synthdetect.train.registry import TrainerError, TrainRequest, option_flag, register_trainer
 from synthdetect.train.small_image import _input_spec, finish_torch_package
 from synthdetect.train.trainer import TrainResult, decode_records, fit_classifier, predict_logits
 
@@ -168,7 +168,7 @@ def train_small_pair(request: TrainRequest) -> ModelPackage:
     package = finish_torch_package(
         request, kind="small-pair", card=card, result=result, errors=e_train + e_val + e_test, workdir=workdir,
         val=(val_logits, y_val), test=(test_logits, y_test), weights=weights,
-        keep_workdir=bool(options.get("keep_workdir")),
+        keep_workdir=option_flag(options.get("keep_workdir", False)),
         extra_training={"members": members, "combiner": combiner, "weight_storage": storage_report},
     )
     return package
