@@ -3,9 +3,11 @@
 Why two networks: on CIFAKE, small CNNs trained from scratch with different
 recipes and layouts level off together and miss the *same* images, so
 averaging them gains little.  A fine-tuned EfficientNet-Lite0 starts from
-ImageNet features and misses different ones: half of the small CNN's
-validation misses are right in it, and a weighted sum of the two logits
-beats either alone.  The weights and bias of that sum are fitted on the
+ImageNet features and, on the validation split, misses different ones (it
+gets half of the small CNN's misses right).  On the held-out split that
+overlap was larger and the pair gained little over its CNN (README,
+"cifake-cnn: how it was trained"), so it is a kind to train and measure,
+not the shipped model.  The weights and bias of that sum are fitted on the
 validation split by the trainer and stored on the card
 (``architecture.combiner``).
 
