@@ -23,7 +23,7 @@ from torch import nn
 
 from synthdetect.models.base import Model, register_kind
 from synthdetect.models.package import ModelPackage
-from synthdetect.models.torch_kinds import TorchModel
+from synthdetect.models.torch_kinds import TorchModel, load_weights
 from synthdetect.train.registry import TrainerError, TrainRequest, option_flag, register_trainer
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -136,7 +136,7 @@ class EfficientNetLiteDetector(nn.Module):
 def _load_efficientnet_lite(package: ModelPackage) -> Model:
     arch = package.card["architecture"]
     module = EfficientNetLiteDetector(arch["variant"], arch["image_size"])
-    module.load_state_dict(torch.load(package.file("weights"), map_location="cpu", weights_only=True))
+    module.load_state_dict(load_weights(package))
     return TorchModel(package.card, module)
 
 

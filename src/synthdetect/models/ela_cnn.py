@@ -20,7 +20,7 @@ from PIL import Image
 from synthdetect.images import LoadedImage
 from synthdetect.models.base import Model, register_kind
 from synthdetect.models.package import ModelPackage
-from synthdetect.models.torch_kinds import TorchModel, build_small_cnn, resize_to_input
+from synthdetect.models.torch_kinds import TorchModel, build_small_cnn, load_weights, resize_to_input
 
 
 def ela_input(loaded: LoadedImage, size: tuple[int, int], quality: int = 90) -> Image.Image:
@@ -42,5 +42,5 @@ class ElaCNNModel(TorchModel):
 @register_kind("ela-cnn")
 def _load_ela_cnn(package: ModelPackage) -> Model:
     module = build_small_cnn(package.card["architecture"])
-    module.load_state_dict(torch.load(package.file("weights"), map_location="cpu", weights_only=True))
+    module.load_state_dict(load_weights(package))
     return ElaCNNModel(package.card, module)

@@ -27,10 +27,8 @@ from torch import nn
 from synthdetect.models.base import Model, register_kind
 from synthdetect.models.cnn import SmallCNN
 from synthdetect.models.efficientnet_lite import IMAGENET_MEAN, IMAGENET_STD, EfficientNetLiteDetector
-from synthdetect.models.onnx_backend import OnnxModel, preferred_backend
 from synthdetect.models.package import ModelPackage
-from synthdetect.models.torch_kinds import TorchModel
-from synthdetect.models.weight_codec import unpack
+from synthdetect.models.torch_kinds import serve_torch_package
 
 #: The card's input normalisation (the small CNN's); the Lite member's is derived from it.
 PAIR_MEAN = PAIR_STD = [0.5, 0.5, 0.5]
@@ -76,9 +74,4 @@ def build_pair(architecture: dict[str, Any]) -> PairNet:
 
 @register_kind("small-pair")
 def _load_small_pair(package: ModelPackage) -> Model:
-    if "onnx" in package.card.get("files", {}) and preferred_backend(package.card) == "onnxruntime":
-        return OnnxModel(package.card, package.file("onnx"))
-    module = build_pair(package.card["architecture"])
-    state = torch.load(package.file("weights"), map_location="cpu", weights_only=True)
-    module.load_state_dict(unpack(state))
-    return TorchModel(package.card, module)
+    return serve_torch_package(package, build_pair)

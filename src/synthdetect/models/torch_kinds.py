@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -13,6 +13,7 @@ from synthdetect.models.base import Model, register_kind
 from synthdetect.models.cnn import SmallCNN
 from synthdetect.models.onnx_backend import OnnxModel, preferred_backend
 from synthdetect.models.package import ModelPackage
+from synthdetect.models.weight_codec import unpack
 
 _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,
              "nearest": Image.Resampling.NEAREST, "lanczos": Image.Resampling.LANCZOS}
@@ -66,13 +67,24 @@ def build_small_cnn(hparams: dict[str, Any]) -> SmallCNN:
     return SmallCNN(**hparams)
 
 
-@register_kind("small-cnn")
-def _load_small_cnn(package: ModelPackage) -> Model:
-    # A package exported with `synthdetect export --onnx` also carries model.onnx: served by
-    # ONNX Runtime (measured faster on CPU) unless SYNTHDETECT_BACKEND=torch asks otherwise.
+def load_weights(package: ModelPackage) -> dict[str, torch.Tensor]:
+    """The package's float32 state dict; weights stored as int8 (``weight_codec``) are expanded here, for every kind."""
+    return unpack(torch.load(package.file("weights"), map_location="cpu", weights_only=True))
+
+
+def serve_torch_package(package: ModelPackage, build: Callable[[dict[str, Any]], torch.nn.Module]) -> Model:
+    """The package's network with its weights, or the ONNX file it was exported to.
+
+    A package exported with `synthdetect export --onnx` also carries model.onnx: served by ONNX Runtime
+    (measured faster on CPU) unless SYNTHDETECT_BACKEND=torch asks otherwise.
+    """
     if "onnx" in package.card.get("files", {}) and preferred_backend(package.card) == "onnxruntime":
         return OnnxModel(package.card, package.file("onnx"))
-    module = build_small_cnn(package.card["architecture"])
-    state = torch.load(package.file("weights"), map_location="cpu", weights_only=True)
-    module.load_state_dict(state)
+    module = build(package.card["architecture"])
+    module.load_state_dict(load_weights(package))
     return TorchModel(package.card, module)
+
+
+@register_kind("small-cnn")
+def _load_small_cnn(package: ModelPackage) -> Model:
+    return serve_torch_package(package, build_small_cnn)
