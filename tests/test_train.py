@@ -193,14 +193,29 @@ def test_pool_mid_layout_halves_the_deeper_blocks_and_round_trips_through_a_pack
         return total
 
     vgg, pool_mid = SmallCNN(width=32, depth=4), SmallCNN(width=32, depth=4, layout="pool-mid")
+    s2d = SmallCNN(width=32, depth=4, layout="s2d")
     assert sum(p.numel() for p in vgg.parameters()) == sum(p.numel() for p in pool_mid.parameters())
     assert conv_macs(vgg) == 52_789_248 and conv_macs(pool_mid) == 31_555_584  # the block-1 convs are unchanged
+    # s2d drops the full-resolution block: blocks 2-4 as in vgg, the first fed 12 channels at 16 px, not 32.
+    assert conv_macs(s2d) == 52_789_248 - 32 * 32 * (3 * 32 + 32 * 32) * 9 - 16 * 16 * 64 * (32 - 12) * 9
+    x = torch.rand(2, 3, 32, 32)
+    stem = s2d.features[0]
+    assert stem(x).shape == (2, 12, 16, 16) and torch.equal(torch.nn.functional.pixel_shuffle(stem(x), 2), x)
     assert "layout" not in vgg.hparams  # cards written before the option load unchanged
     with pytest.raises(ValueError, match="unknown small-cnn layout 'resnet'"):
         SmallCNN(layout="resnet")
 
-    manifest, out = _train_cli(tmp_path, "--option", "layout=pool-mid", "--option", "depth=2")
-    card = json.loads((out / "model.json").read_text())
-    assert card["architecture"]["layout"] == "pool-mid" and card["architecture"]["depth"] == 2
-    detector = Detector.load(str(out), use_evidence=False)
-    assert detector.model.module.hparams["layout"] == "pool-mid"
+    for layout in ("pool-mid", "s2d"):
+        manifest, out = _train_cli(tmp_path / layout, "--option", f"layout={layout}", "--option", "depth=2")
+        card = json.loads((out / "model.json").read_text())
+        assert card["architecture"]["layout"] == layout and card["architecture"]["depth"] == 2
+        detector = Detector.load(str(out), use_evidence=False)
+        assert detector.model.module.hparams["layout"] == layout
+    # the space-to-depth stem exports to ONNX with parity, and Grad-CAM still finds a convolution to look at
+    from synthdetect.explain import explain
+    from synthdetect.models.onnx_backend import export_package
+
+    exported = export_package(str(out), tmp_path / "s2d-onnx")
+    assert exported.card["runtime"]["parity"]["max_abs_p_ai_diff"] < 1e-4
+    image = next(p for p in (manifest.parent).rglob("*.png"))
+    assert explain(detector, str(image)).gradcam is not None
