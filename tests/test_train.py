@@ -161,6 +161,12 @@ def test_train_cli_rejects_unknown_kind_and_bad_split(tmp_path: Path):
     assert result.exit_code == 2 and "unknown model kind 'nope'" in result.output
     result = runner.invoke(app, ["train", str(manifest), "--out", str(tmp_path / "o"), "--split", "loso"])
     assert result.exit_code == 2 and "exactly one --holdout-source" in result.output
+    s2d = ["train", str(manifest), "--out", str(tmp_path / "o"), "--option", "layout=s2d"]
+    result = runner.invoke(app, [*s2d, "--input-size", "15"])
+    assert result.exit_code == 2 and "input size must be even, not 15x15" in result.output
+    result = runner.invoke(app, [*s2d, "--option", "depth=1"])
+    assert result.exit_code == 2 and "'s2d' replaces the first block, so it needs depth 2" in result.output
+    assert not (tmp_path / "o" / "model.json").exists()
 
 
 def test_sgd_optimizer_trains_and_an_unknown_one_is_refused(tmp_path: Path):
@@ -176,7 +182,7 @@ def test_sgd_optimizer_trains_and_an_unknown_one_is_refused(tmp_path: Path):
         make_optimizer(_linear(), TrainConfig(optimizer="lamb"))
 
 
-def test_pool_mid_layout_halves_the_deeper_blocks_and_round_trips_through_a_package(tmp_path: Path):
+def test_cheaper_layouts_cut_the_arithmetic_and_round_trip_through_a_package(tmp_path: Path):
     from synthdetect.models.cnn import SmallCNN
 
     def conv_macs(module: torch.nn.Module) -> int:

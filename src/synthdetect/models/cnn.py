@@ -47,6 +47,8 @@ class SmallCNN(nn.Module):
         super().__init__()
         if layout not in LAYOUTS:
             raise ValueError(f"unknown small-cnn layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
+        if layout == "s2d" and depth < 2:
+            raise ValueError("small-cnn layout 's2d' replaces the first block, so it needs depth 2 or more")
         self.hparams = {"width": width, "depth": depth, "dropout": dropout, "in_channels": in_channels}
         if tta_hflip:  # only recorded when used, so older cards load unchanged
             self.hparams["tta_hflip"] = True

@@ -19,7 +19,9 @@ from synthdetect.models.cnn import SmallCNN
 from synthdetect.models.package import ModelPackage
 from synthdetect.train.augment import AugmentConfig, augment_pixels, mix_batch
 from synthdetect.train.datasets import open_dataset
-from synthdetect.train.registry import TrainRequest, finalize_package, option_flag, register_trainer
+from synthdetect.train.registry import (
+    TrainerError, TrainRequest, finalize_package, option_flag, register_trainer,
+)
 from synthdetect.train.splits import split_records
 from synthdetect.train.trainer import TrainConfig, decode_records, fit_classifier, predict_logits
 
@@ -43,15 +45,23 @@ def _train_torch_cnn(
     out = Path(request.out)
     workdir = out / "_work"
     size = tuple(input_spec["size"])
+    config = request.config
+    torch.manual_seed(config.seed)
+    tta = str(request.options.get("tta_hflip", "")).lower() in ("1", "true", "yes", "hflip")
+    layout = str(request.options.get("layout", "vgg"))
+    if layout == "s2d" and (size[0] % 2 or size[1] % 2):
+        raise TrainerError(f"layout s2d folds 2x2 pixel patches into channels, so the input size must be even, "
+                           f"not {size[0]}x{size[1]}")
+    try:
+        module = SmallCNN(width=int(request.options.get("width", 32)), depth=int(request.options.get("depth", 3)),
+                          in_channels=3, tta_hflip=tta, layout=layout)
+    except ValueError as exc:
+        raise TrainerError(str(exc)) from exc
+    # decoding takes minutes on a large zip, so a bad layout or size is refused before it, not after
     x_train, y_train, e_train = decode_records(request.train, size, description="decode train", transform=transform)
     x_val, y_val, e_val = decode_records(request.val, size, description="decode val", transform=transform)
     x_test, y_test, e_test = decode_records(request.test, size, description="decode test", transform=transform)
     errors = e_train + e_val + e_test
-    config = request.config
-    torch.manual_seed(config.seed)
-    tta = str(request.options.get("tta_hflip", "")).lower() in ("1", "true", "yes", "hflip")
-    module = SmallCNN(width=int(request.options.get("width", 32)), depth=int(request.options.get("depth", 3)),
-                      in_channels=3, tta_hflip=tta, layout=str(request.options.get("layout", "vgg")))
     augment = request.augment
     result = fit_classifier(
         module, (x_train, y_train), (x_val, y_val), config, mean=MEAN, std=STD, workdir=workdir,
