@@ -128,3 +128,7 @@ def test_small_pair_refuses_unknown_settings_before_decoding(tmp_path: Path):
     assert result.exit_code == 2 and "unknown lite_variant 'efficientnet-lite9'" in result.output
     _, _, result = _train_pair(tmp_path, "--option", "weight_storage=int4")
     assert result.exit_code == 2 and "weight_storage must be one of int8, float32, not 'int4'" in result.output
+    _, _, result = _train_pair(tmp_path, "--option", "layout=s2d", "--input-size", "15")
+    assert result.exit_code == 2 and "input size must be even, not 15x15" in result.output
+    _, _, result = _train_pair(tmp_path, "--option", "layout=resnet")
+    assert result.exit_code == 2 and "unknown small-cnn layout 'resnet'" in result.output

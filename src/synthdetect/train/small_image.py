@@ -48,16 +48,7 @@ def _train_torch_cnn(
     config = request.config
     torch.manual_seed(config.seed)
     tta = str(request.options.get("tta_hflip", "")).lower() in ("1", "true", "yes", "hflip")
-    layout = str(request.options.get("layout", "vgg"))
-    if layout == "s2d" and (size[0] % 2 or size[1] % 2):
-        raise TrainerError(f"layout s2d folds 2x2 pixel patches into channels, so the input size must be even, "
-                           f"not {size[0]}x{size[1]}")
-    try:
-        module = SmallCNN(width=int(request.options.get("width", 32)), depth=int(request.options.get("depth", 3)),
-                          in_channels=3, tta_hflip=tta, layout=layout)
-    except ValueError as exc:
-        raise TrainerError(str(exc)) from exc
-    # decoding takes minutes on a large zip, so a bad layout or size is refused before it, not after
+    module = small_cnn_from_options(request.options, size, tta_hflip=tta)
     x_train, y_train, e_train = decode_records(request.train, size, description="decode train", transform=transform)
     x_val, y_val, e_val = decode_records(request.val, size, description="decode val", transform=transform)
     x_test, y_test, e_test = decode_records(request.test, size, description="decode test", transform=transform)
@@ -84,6 +75,24 @@ def _train_torch_cnn(
     return finish_torch_package(request, kind=kind, card=card, result=result, errors=errors, workdir=workdir,
                                 val=(val_logits, y_val), test=(test_logits, y_test), weights=weights,
                                 keep_workdir=option_flag(request.options.get("keep_workdir", False)))
+
+
+def small_cnn_from_options(options: dict[str, Any], size: tuple[int, ...], *, tta_hflip: bool, depth: int = 3,
+                           layout: str = "vgg") -> SmallCNN:
+    """The small CNN that ``--option width/depth/layout`` ask for (``depth`` and ``layout`` give the kind's defaults).
+
+    Every trainer of a small CNN builds it here, before decoding: decoding a large zip takes minutes, so a bad
+    layout, depth or input size is refused first, as one TrainerError.
+    """
+    layout = str(options.get("layout", layout))
+    if layout == "s2d" and (size[0] % 2 or size[1] % 2):
+        raise TrainerError(f"layout s2d folds 2x2 pixel patches into channels, so the input size must be even, "
+                           f"not {size[0]}x{size[1]}")
+    try:
+        return SmallCNN(width=int(options.get("width", 32)), depth=int(options.get("depth", depth)), in_channels=3,
+                        tta_hflip=tta_hflip, layout=layout)
+    except ValueError as exc:
+        raise TrainerError(str(exc)) from exc
 
 
 def finish_torch_package(

@@ -23,7 +23,6 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-from synthdetect.models.cnn import SmallCNN
 from synthdetect.models.efficientnet_lite import (
     IMAGENET_MEAN, IMAGENET_STD, LIBRARY_REQUIREMENT, VARIANTS, EfficientNetLiteDetector, load_imagenet_state,
     locate_imagenet_weights,
@@ -34,7 +33,7 @@ from synthdetect.models.torch_kinds import images_to_tensor
 from synthdetect.models.weight_codec import pack_int8, round_trip
 from synthdetect.train.augment import augment_pixels, mix_batch
 from synthdetect.train.registry import TrainerError, TrainRequest, option_flag, register_trainer
-from synthdetect.train.small_image import _input_spec, finish_torch_package
+from synthdetect.train.small_image import _input_spec, finish_torch_package, small_cnn_from_options
 from synthdetect.train.trainer import TrainResult, decode_records, fit_classifier, predict_logits
 
 WEIGHT_STORAGE = ("int8", "float32")
@@ -91,6 +90,10 @@ def train_small_pair(request: TrainRequest) -> ModelPackage:
     weights_path = locate_imagenet_weights(variant)  # fail before decoding anything
     spec = _input_spec(options, 32)
     size = tuple(spec["size"])
+    cnn_config = dataclasses.replace(request.config, epochs=int(options.get("cnn_epochs", request.config.epochs)))
+    torch.manual_seed(cnn_config.seed)
+    cnn = small_cnn_from_options(options, size, tta_hflip=option_flag(options.get("tta_hflip", True)), depth=4,
+                                 layout="pool-mid")
     out = Path(request.out)
     workdir = out / "_work"
     x_train, y_train, e_train = decode_records(request.train, size, description="decode train")
@@ -100,10 +103,6 @@ def train_small_pair(request: TrainRequest) -> ModelPackage:
     augment_fn = lambda x, g: augment_pixels(x, g, augment)  # noqa: E731
     mix_fn = (lambda x, y, g: mix_batch(x, y, g, augment)) if augment.mixes else None
 
-    cnn_config = dataclasses.replace(request.config, epochs=int(options.get("cnn_epochs", request.config.epochs)))
-    torch.manual_seed(cnn_config.seed)
-    cnn = SmallCNN(width=int(options.get("width", 32)), depth=int(options.get("depth", 4)), in_channels=3,
-                   tta_hflip=option_flag(options.get("tta_hflip", True)), layout=str(options.get("layout", "pool-mid")))
     cnn_result = fit_classifier(cnn, (x_train, y_train), (x_val, y_val), cnn_config, mean=PAIR_MEAN, std=PAIR_STD,
                                 workdir=workdir / "cnn", augment=augment_fn, mix=mix_fn)
 
