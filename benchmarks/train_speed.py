@@ -1,19 +1,21 @@
 """Does the cifake-cnn recipe fit its training-time bound on this machine today?  Printed as JSON.
 
 Times the training step of the recipe on the shipped `cifake-cnn` card (or with --width/--depth/--layout/
---batch-size/--epochs changed for its small CNN): augmentation, forward, backward and optimizer step on random 32 px
-images, then projects seconds per epoch and minutes per run for the card's training-set size.  A `small-pair` card
+--batch-size/--epochs/--hard-fraction/--hard-after changed for its small CNN): augmentation, forward, backward and optimizer step on random 32 px
+images, then projects seconds per epoch and minutes per run for the card's training-set size (selective backprop's
+part-epochs counted at their share).  A `small-pair` card
 trains two members one after the other, so both are timed with their own recipes and the run is their sum.  It needs
 no dataset, so it answers in about a minute what a full run answers in half an hour; the same host ran one recipe at
 121-143 s per epoch one day and 161-192 s another, which decides whether a run fits 30 minutes.
 
     .venv/bin/python benchmarks/train_speed.py [--width 16] [--layout pool-mid] [--epochs 22] [--steps 40]
-        [--budget-min 30]
+        [--hard-fraction 0.5 --hard-after 3] [--budget-min 30]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -68,6 +70,8 @@ def main() -> None:
     parser.add_argument("--layout", choices=LAYOUTS, help="override the small CNN's block layout")
     parser.add_argument("--batch-size", type=int, help="override the card's batch size")
     parser.add_argument("--epochs", type=int, help="override the small CNN's epoch count")
+    parser.add_argument("--hard-fraction", type=float, help="override the selective-backprop share (1 = off)")
+    parser.add_argument("--hard-after", type=int, help="override the full epochs before selection starts")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=40, help="timed steps (after 5 warm-up steps)")
     parser.add_argument("--budget-min", type=float, default=30.0, help="the run's time bound, in minutes")
@@ -90,8 +94,11 @@ def main() -> None:
     config = config_of(training["members"]["cnn"]["config"] if pair else training["config"])
     batch_size = args.batch_size or config.batch_size
     epochs = args.epochs or config.epochs
+    config = dataclasses.replace(config, **{k: v for k, v in (("hard_fraction", args.hard_fraction),
+                                                              ("hard_after", args.hard_after)) if v is not None})
     n_train = training["split"]["train"]["n"]
     steps_per_epoch = -(-n_train // batch_size)
+    epoch_equivalents = sum(config.images_per_epoch(e, n_train) for e in range(epochs)) / n_train
     side = card["input"]["size"]
     augment = AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in training["augment"].items()})
     mean, std = card["input"]["mean"], card["input"]["std"]
@@ -100,7 +107,7 @@ def main() -> None:
     module = SmallCNN(**arch)
     parts = time_steps(module, config, augment, mean, std, side, batch_size, args.steps)
     epoch_s = sum(parts.values()) * steps_per_epoch
-    run_min = epoch_s * epochs / 60
+    run_min = epoch_s * epoch_equivalents / 60
     members = []
     if pair:
         from synthdetect.models.efficientnet_lite import IMAGENET_MEAN, IMAGENET_STD, EfficientNetLiteDetector
@@ -118,7 +125,9 @@ def main() -> None:
     print(json.dumps({
         "model": args.model, "kind": card["kind"], "architecture": arch,
         "parameters": sum(p.numel() for p in module.parameters()),
-        "batch_size": batch_size, "epochs": epochs, "train_images": n_train, "threads": threads,
+        "batch_size": batch_size, "epochs": epochs, "hard_fraction": config.hard_fraction,
+        "hard_after": config.hard_after, "epoch_equivalents": round(epoch_equivalents, 2),
+        "train_images": n_train, "threads": threads,
         "load_average_1min": round(os.getloadavg()[0], 2), "step_ms": {k: round(v * 1000, 1) for k, v in parts.items()},
         "projected_epoch_s": round(epoch_s, 1), "projected_cnn_min": round(run_min, 1), "other_members": members,
         "projected_run_min": round(total_min, 1),

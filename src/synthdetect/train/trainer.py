@@ -105,7 +105,21 @@ class TrainConfig:
     max_shift: int = 2
     label_smoothing: float = 0.0
     optimizer: str = "adamw"  # "adamw", or "sgd" (Nesterov momentum 0.9), which often generalises better on small CNNs
+    hard_fraction: float = 1.0  # < 1: selective backprop, see choose_hard_images
+    hard_after: int = 3  # full epochs before selection starts, so every image has a loss to rank
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.hard_fraction <= 1:
+            raise ValueError(f"hard fraction must be in (0, 1], got {self.hard_fraction}")
+        if self.hard_after < 1:
+            raise ValueError(f"hard-after must be at least 1 full epoch, got {self.hard_after}")
+
+    def images_per_epoch(self, epoch: int, n_images: int) -> int:
+        """Epochs are 0-based; full epochs first, then ``hard_fraction`` of the images."""
+        if self.hard_fraction >= 1 or epoch < self.hard_after:
+            return n_images
+        return max(1, round(self.hard_fraction * n_images))
 
 
 @dataclass
@@ -134,6 +148,28 @@ def make_optimizer(module: torch.nn.Module, config: TrainConfig) -> torch.optim.
     raise ValueError(f"unknown optimizer {config.optimizer!r}: expected adamw or sgd")
 
 
+def choose_hard_images(losses: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
+    """Selective backprop (Jiang et al. 2019, "focusing on the biggest losers") on stale losses.
+
+    Image i is kept with probability percentile_i ** beta, beta = n / count - 1, so ``count`` images are expected
+    and the largest recent losses are nearly always kept while easy images still come back now and then (their
+    stale loss is refreshed when they do).  The draw is then trimmed or topped up at random to exactly ``count`` so
+    the one-cycle schedule knows its length in advance.  ``losses`` holds each image's loss from the last time it
+    was trained on; no extra forward pass is spent on ranking.
+    """
+    n = len(losses)
+    if count >= n:
+        return torch.randperm(n, generator=generator)
+    percentile = (torch.argsort(torch.argsort(losses)).double() + 1) / n
+    keep = torch.rand(n, generator=generator, dtype=torch.float64) < percentile ** (n / count - 1)
+    chosen, rest = keep.nonzero().flatten(), (~keep).nonzero().flatten()
+    if len(chosen) > count:
+        chosen = chosen[torch.randperm(len(chosen), generator=generator)[:count]]
+    elif len(chosen) < count:
+        chosen = torch.cat([chosen, rest[torch.randperm(len(rest), generator=generator)[: count - len(chosen)]]])
+    return chosen[torch.randperm(len(chosen), generator=generator)]
+
+
 def _better(metric: str, new: float, best: float | None) -> bool:
     if best is None:
         return True
@@ -152,14 +188,17 @@ def fit_classifier(
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
     mix: Callable[[torch.Tensor, torch.Tensor, torch.Generator], Any] | None = None,
 ) -> TrainResult:
-    """Train ``module`` (one logit out) with AdamW + one-cycle LR, early stopping and resume.
+    """Train ``module`` (one logit out) with AdamW or SGD + one-cycle LR, early stopping and resume.
 
     ``workdir`` receives ``metrics.jsonl`` (one line per epoch), ``checkpoint.pt``
     (resumable state after every epoch) and ``best.pt`` (restored at the end);
     ``metrics.csv`` repeats the epoch log for spreadsheets.  ``mix(x, y, g)``
     (Mixup/CutMix) returns an object with ``.x`` and soft labels ``.y``; the
-    loss is binary cross-entropy against those soft targets.
+    loss is binary cross-entropy against those soft targets.  ``config.hard_fraction`` < 1 turns on selective
+    backprop (see ``choose_hard_images``); it needs one loss per image, so it refuses ``mix``.
     """
+    if mix is not None and config.hard_fraction < 1:
+        raise ValueError("selective backprop (hard fraction < 1) needs one loss per image; it cannot run with Mixup/CutMix")
     workdir.mkdir(parents=True, exist_ok=True)
     set_threads(config.threads)
     torch.manual_seed(config.seed)
@@ -167,10 +206,11 @@ def fit_classifier(
     module = module.to(memory_format=torch.channels_last)
     x_train = torch.from_numpy(train[0])
     y_train = torch.from_numpy(train[1]).float()
-    steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
+    epoch_steps = [math.ceil(config.images_per_epoch(e, len(x_train)) / config.batch_size) for e in range(config.epochs)]
+    image_losses = torch.full((len(x_train),), float("inf"))  # never trained on ranks as hardest
     optimizer = make_optimizer(module, config)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.2
+        optimizer, max_lr=config.lr, total_steps=sum(epoch_steps), pct_start=0.2
     )
     log_path, ckpt_path, best_path = workdir / "metrics.jsonl", workdir / "checkpoint.pt", workdir / "best.pt"
     history: list[dict[str, Any]] = []
@@ -184,6 +224,7 @@ def fit_classifier(
         start_epoch, best_value, best_epoch, bad_epochs = (
             state["epoch"] + 1, state["best_value"], state["best_epoch"], state["bad_epochs"])
         history = state["history"]
+        image_losses = state.get("image_losses", image_losses)
     augment = augment or (lambda x, g: augment_flip_shift(x, g, config.max_shift))
     started = time.time()
     stopped_early = False
@@ -191,7 +232,12 @@ def fit_classifier(
         epoch_task = bar.add_task("epochs", total=config.epochs, completed=start_epoch, status="")
         for epoch in range(start_epoch, config.epochs):
             module.train()
-            order = torch.randperm(len(x_train), generator=generator)
+            count = config.images_per_epoch(epoch, len(x_train))
+            if count < len(x_train):
+                order = choose_hard_images(image_losses, count, generator)
+            else:
+                order = torch.randperm(len(x_train), generator=generator)
+            steps_per_epoch = epoch_steps[epoch]
             step_task = bar.add_task(f"epoch {epoch + 1}", total=steps_per_epoch, status="")
             running, seen, t0 = 0.0, 0, time.time()
             for step in range(steps_per_epoch):
@@ -204,7 +250,10 @@ def fit_classifier(
                     xb, yb = mixed.x, mixed.y
                 if config.label_smoothing:
                     yb = yb * (1 - config.label_smoothing) + 0.5 * config.label_smoothing
-                loss = F.binary_cross_entropy_with_logits(module(xb), yb)
+                per_image = F.binary_cross_entropy_with_logits(module(xb), yb, reduction="none")
+                if mix is None:
+                    image_losses[idx] = per_image.detach()
+                loss = per_image.mean()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -216,7 +265,7 @@ def fit_classifier(
             bar.remove_task(step_task)
             val_logits = predict_logits(module, val[0], mean, std)
             val_metrics = binary_metrics(1 / (1 + np.exp(-val_logits)), val[1])
-            row = {"epoch": epoch + 1, "train_loss": running / max(seen, 1), "seconds": time.time() - t0,
+            row = {"epoch": epoch + 1, "train_loss": running / max(seen, 1), "images": seen, "seconds": time.time() - t0,
                    "lr": scheduler.get_last_lr()[0],
                    **{f"val_{k}": v for k, v in val_metrics.items() if isinstance(v, (int, float))}}
             history.append(row)
@@ -234,7 +283,7 @@ def fit_classifier(
             torch.save({"model": module.state_dict(), "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "generator": generator.get_state(), "epoch": epoch,
                         "best_value": best_value, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
-                        "history": history}, ckpt_path)
+                        "history": history, "image_losses": image_losses}, ckpt_path)
             if bad_epochs >= config.patience:
                 stopped_early = True
                 _warn_if_stopped_at_high_lr(row["lr"], config, epoch + 1, best_epoch)
