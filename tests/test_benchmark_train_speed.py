@@ -8,13 +8,26 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_train_speed_projects_the_shipped_recipe():
+def _run(*args: str) -> dict:
     out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "train_speed.py"), "--steps", "1",
-                          "--width", "8", "--layout", "pool-mid", "--threads", "1"],
-                         capture_output=True, text=True, check=True, timeout=120)
-    result = json.loads(out.stdout)
+                          "--threads", "1", *args], capture_output=True, text=True, check=True, timeout=120)
+    return json.loads(out.stdout)
+
+
+def test_train_speed_projects_the_shipped_recipe():
+    card = json.loads((REPO / "src" / "synthdetect" / "weights" / "cifake-cnn" / "model.json").read_text())
+    result = _run("--width", "8", "--layout", "pool-mid")
     assert result["architecture"]["width"] == 8 and result["architecture"]["depth"] == 4  # override + card
     assert result["architecture"]["layout"] == "pool-mid"
-    assert result["epochs"] == 12 and result["train_images"] == 72154 and result["batch_size"] == 128
-    assert abs(result["projected_run_min"] - result["projected_epoch_s"] * 12 / 60) <= 0.11  # both rounded
+    assert result["epochs"] == card["training"]["config"]["epochs"]
+    assert result["train_images"] == 72154 and result["batch_size"] == 128
+    projected = result["projected_epoch_s"] * result["epoch_equivalents"] / 60
+    assert abs(result["projected_run_min"] - projected) <= 0.11  # both rounded
     assert result["fits_budget"] == (result["projected_run_min"] + result["overhead_min"] < 30)
+
+
+def test_train_speed_counts_selective_backprop_epochs_at_their_share():
+    result = _run("--width", "8", "--epochs", "16", "--hard-fraction", "0.5", "--hard-after", "3")
+    assert result["hard_fraction"] == 0.5 and result["epoch_equivalents"] == 9.5  # 3 full + 13 halves
+    full = _run("--width", "8", "--epochs", "16", "--hard-fraction", "1")
+    assert full["epoch_equivalents"] == 16

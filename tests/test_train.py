@@ -75,8 +75,11 @@ class _Interrupt(Exception):
     pass
 
 
-def test_resume_after_interruption_gives_the_same_model(tmp_path: Path):
-    config = TrainConfig(epochs=3, patience=10, batch_size=8, lr=0.05, threads=1)
+@pytest.mark.parametrize("hard_fraction", [1.0, 0.5])
+def test_resume_after_interruption_gives_the_same_model(tmp_path: Path, hard_fraction: float):
+    # with selective backprop, epoch 3 draws its images from the per-image losses the checkpoint must carry
+    config = TrainConfig(epochs=3, patience=10, batch_size=8, lr=0.05, threads=1, hard_fraction=hard_fraction,
+                         hard_after=2)
     train, val = _arrays(), _arrays(seed=1)
     torch.manual_seed(0)
     straight = _linear()
@@ -101,6 +104,46 @@ def test_resume_after_interruption_gives_the_same_model(tmp_path: Path):
     assert len(result.history) == 3
     for key, value in straight.state_dict().items():
         assert torch.allclose(value, resumed.state_dict()[key])
+    # epoch 3's small late-schedule steps barely move the weights, so compare the losses that drive the draw
+    straight_losses, resumed_losses = (torch.load(tmp_path / run / "checkpoint.pt", weights_only=False)["image_losses"]
+                                       for run in ("a", "b"))
+    assert torch.isfinite(resumed_losses).all() and torch.allclose(straight_losses, resumed_losses)
+
+
+def test_selective_backprop_draws_towards_the_largest_losses():
+    from synthdetect.train.trainer import choose_hard_images
+
+    generator = torch.Generator().manual_seed(0)
+    losses = torch.rand(2000, generator=generator)
+    kept = torch.zeros(2000)
+    for _ in range(40):
+        chosen = choose_hard_images(losses, 1000, generator)
+        assert len(chosen) == 1000 and len(set(chosen.tolist())) == 1000
+        kept[chosen] += 1
+    rank = torch.argsort(torch.argsort(losses))
+    # kept with probability = loss percentile: about 0.95 for the hardest tenth, 0.05 for the easiest
+    assert kept[rank >= 1800].mean() / 40 > 0.9 and kept[rank < 200].mean() / 40 < 0.1
+    assert 0.45 < kept[(rank >= 900) & (rank < 1100)].mean() / 40 < 0.55
+    assert sorted(choose_hard_images(losses, 2000, generator).tolist()) == list(range(2000))
+
+
+def test_selective_backprop_trains_on_a_share_after_the_full_epochs(tmp_path: Path):
+    config = TrainConfig(epochs=4, patience=10, batch_size=8, lr=0.05, threads=1, hard_fraction=0.5, hard_after=2)
+    torch.manual_seed(0)
+    result = fit_classifier(_linear(), _arrays(), _arrays(seed=1), config, mean=MEAN, std=STD, workdir=tmp_path)
+    # one-cycle was sized for 4 + 4 + 2 + 2 steps; a miscount would overrun the scheduler and raise
+    assert [row["images"] for row in result.history] == [32, 32, 16, 16]
+    assert config.images_per_epoch(1, 32) == 32 and config.images_per_epoch(2, 32) == 16
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert torch.isfinite(state["image_losses"]).all()  # the full epochs gave every image a loss to rank
+    for bad, message in (({"hard_fraction": 0.0}, "hard fraction must be in"),
+                         ({"hard_fraction": 1.5}, "hard fraction must be in"),
+                         ({"hard_after": 0}, "at least 1 full epoch")):
+        with pytest.raises(ValueError, match=message):
+            TrainConfig(**bad)
+    with pytest.raises(ValueError, match="Mixup/CutMix"):
+        fit_classifier(_linear(), _arrays(), _arrays(seed=1), config, mean=MEAN, std=STD, workdir=tmp_path / "m",
+                       mix=lambda x, y, g: None)
 
 
 def test_option_switches_read_strings_as_the_command_line_gives_them():
@@ -166,6 +209,11 @@ def test_train_cli_rejects_unknown_kind_and_bad_split(tmp_path: Path):
     assert result.exit_code == 2 and "input size must be even, not 15x15" in result.output
     result = runner.invoke(app, [*s2d, "--option", "depth=1"])
     assert result.exit_code == 2 and "'s2d' replaces the first block, so it needs depth 2" in result.output
+    plain = ["train", str(manifest), "--out", str(tmp_path / "o")]
+    result = runner.invoke(app, [*plain, "--hard-fraction", "0"])
+    assert result.exit_code == 2 and "hard fraction must be in (0, 1], got 0.0" in result.output
+    result = runner.invoke(app, [*plain, "--hard-fraction", "0.5", "--augment", "flip,mixup:0.2"])
+    assert result.exit_code == 2 and "cannot be combined with mixup/cutmix" in result.output
     assert not (tmp_path / "o" / "model.json").exists()
 
 

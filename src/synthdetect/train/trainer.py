@@ -198,7 +198,8 @@ def fit_classifier(
     backprop (see ``choose_hard_images``); it needs one loss per image, so it refuses ``mix``.
     """
     if mix is not None and config.hard_fraction < 1:
-        raise ValueError("selective backprop (hard fraction < 1) needs one loss per image; it cannot run with Mixup/CutMix")
+        raise ValueError("selective backprop (hard fraction < 1) needs one loss per image; "
+                         "it cannot run with Mixup/CutMix")
     workdir.mkdir(parents=True, exist_ok=True)
     set_threads(config.threads)
     torch.manual_seed(config.seed)
@@ -206,7 +207,8 @@ def fit_classifier(
     module = module.to(memory_format=torch.channels_last)
     x_train = torch.from_numpy(train[0])
     y_train = torch.from_numpy(train[1]).float()
-    epoch_steps = [math.ceil(config.images_per_epoch(e, len(x_train)) / config.batch_size) for e in range(config.epochs)]
+    epoch_steps = [math.ceil(config.images_per_epoch(e, len(x_train)) / config.batch_size)
+                   for e in range(config.epochs)]
     image_losses = torch.full((len(x_train),), float("inf"))  # never trained on ranks as hardest
     optimizer = make_optimizer(module, config)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
@@ -265,7 +267,8 @@ def fit_classifier(
             bar.remove_task(step_task)
             val_logits = predict_logits(module, val[0], mean, std)
             val_metrics = binary_metrics(1 / (1 + np.exp(-val_logits)), val[1])
-            row = {"epoch": epoch + 1, "train_loss": running / max(seen, 1), "images": seen, "seconds": time.time() - t0,
+            row = {"epoch": epoch + 1, "train_loss": running / max(seen, 1), "images": seen,
+                   "seconds": time.time() - t0,
                    "lr": scheduler.get_last_lr()[0],
                    **{f"val_{k}": v for k, v in val_metrics.items() if isinstance(v, (int, float))}}
             history.append(row)
