@@ -141,7 +141,7 @@ def test_selective_backprop_trains_on_a_share_after_the_full_epochs(tmp_path: Pa
                          ({"hard_after": 0}, "at least 1 full epoch")):
         with pytest.raises(ValueError, match=message):
             TrainConfig(**bad)
-    with pytest.raises(ValueError, match="Mixup/CutMix"):
+    with pytest.raises(ValueError, match="cannot be combined with mixup/cutmix"):
         fit_classifier(_linear(), _arrays(), _arrays(seed=1), config, mean=MEAN, std=STD, workdir=tmp_path / "m",
                        mix=lambda x, y, g: None)
 

@@ -56,7 +56,7 @@ def register(app: typer.Typer) -> None:
         optimizer: Annotated[str, typer.Option(help="adamw, or sgd (Nesterov momentum 0.9; use a peak --lr near 0.1).")] = "adamw",
         weight_decay: Annotated[float, typer.Option(help="Weight decay (decoupled for adamw, L2 for sgd).")] = 5e-4,
         label_smoothing: Annotated[float, typer.Option(help="Pull training targets towards 0.5 by this share.")] = 0.0,
-        hard_fraction: Annotated[float, typer.Option(help="Selective backprop: after --hard-after full epochs, train each epoch on this share of the images, drawn towards those with the largest recent loss (1 = off).")] = 1.0,
+        hard_fraction: Annotated[float, typer.Option(help="Selective backprop: after --hard-after full epochs, train each epoch on this share of the images, drawn towards those with the largest recent loss (1 = off; kinds trained by the torch loop: small-cnn, ela-cnn, small-pair, efficientnet-lite).")] = 1.0,
         hard_after: Annotated[int, typer.Option(help="Full epochs before --hard-fraction applies.")] = 3,
         width: Annotated[int, typer.Option(help="small-cnn/ela-cnn: channels of the first block.")] = 32,
         input_size: Annotated[Optional[int], typer.Option(help="CNN input side in px (small-cnn 32, ela-cnn 128).")] = None,
@@ -81,18 +81,17 @@ def register(app: typer.Typer) -> None:
         from synthdetect.train.datasets import DatasetError, open_dataset
         from synthdetect.train.registry import TrainerError, TrainRequest, get_trainer
         from synthdetect.train.splits import SplitError, split_records
-        from synthdetect.train.trainer import TrainConfig
+        from synthdetect.train.trainer import TrainConfig, refuse_selection_with_mixing
 
         try:
             trainer = get_trainer(model)
             augment_config = parse_augment(augment)
-            records = open_dataset(data, label_map=parse_label_map(label))
             config = TrainConfig(epochs=epochs, patience=patience, batch_size=batch_size, lr=lr, seed=seed,
                                  threads=threads or None, monitor=monitor, max_shift=augment_config.shift,
                                  optimizer=optimizer, weight_decay=weight_decay, label_smoothing=label_smoothing,
                                  hard_fraction=hard_fraction, hard_after=hard_after)
-            if hard_fraction < 1 and augment_config.mixes:
-                raise ValueError("--hard-fraction needs one loss per image; it cannot be combined with mixup/cutmix")
+            refuse_selection_with_mixing(config, augment_config.mixes)
+            records = open_dataset(data, label_map=parse_label_map(label))
             parts = split_records(records, split, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
                                   holdout_sources=holdout_source or ())
         except (TrainerError, DatasetError, SplitError, ValueError) as exc:

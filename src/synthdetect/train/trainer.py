@@ -148,14 +148,24 @@ def make_optimizer(module: torch.nn.Module, config: TrainConfig) -> torch.optim.
     raise ValueError(f"unknown optimizer {config.optimizer!r}: expected adamw or sgd")
 
 
-def choose_hard_images(losses: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
-    """Selective backprop (Jiang et al. 2019, "focusing on the biggest losers") on stale losses.
+def refuse_selection_with_mixing(config: TrainConfig, mixes: bool) -> None:
+    """Selective backprop ranks images by their own loss, and Mixup/CutMix leave no loss per image.
 
-    Image i is kept with probability percentile_i ** beta, beta = n / count - 1, so ``count`` images are expected
-    and the largest recent losses are nearly always kept while easy images still come back now and then (their
-    stale loss is refreshed when they do).  The draw is then trimmed or topped up at random to exactly ``count`` so
-    the one-cycle schedule knows its length in advance.  ``losses`` holds each image's loss from the last time it
-    was trained on; no extra forward pass is spent on ranking.
+    Called by the CLI before decoding and by ``fit_classifier`` for every other caller.
+    """
+    if mixes and config.hard_fraction < 1:
+        raise ValueError("--hard-fraction below 1 needs one loss per image, so it cannot be combined with mixup/cutmix")
+
+
+def choose_hard_images(losses: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
+    """The images of one epoch, shuffled: all of them when ``count`` covers them, else selective backprop.
+
+    Selective backprop (Jiang et al. 2019, "focusing on the biggest losers") on stale losses: image i is kept
+    with probability percentile_i ** beta, beta = n / count - 1, so ``count`` images are expected and the largest
+    recent losses are nearly always kept while easy images still come back now and then (their stale loss is
+    refreshed when they do).  The draw is then trimmed or topped up at random to exactly ``count`` so the
+    one-cycle schedule knows its length in advance.  ``losses`` holds each image's loss from the last time it was
+    trained on; no extra forward pass is spent on ranking.
     """
     n = len(losses)
     if count >= n:
@@ -197,9 +207,7 @@ def fit_classifier(
     loss is binary cross-entropy against those soft targets.  ``config.hard_fraction`` < 1 turns on selective
     backprop (see ``choose_hard_images``); it needs one loss per image, so it refuses ``mix``.
     """
-    if mix is not None and config.hard_fraction < 1:
-        raise ValueError("selective backprop (hard fraction < 1) needs one loss per image; "
-                         "it cannot run with Mixup/CutMix")
+    refuse_selection_with_mixing(config, mixes=mix is not None)
     workdir.mkdir(parents=True, exist_ok=True)
     set_threads(config.threads)
     torch.manual_seed(config.seed)
@@ -207,8 +215,8 @@ def fit_classifier(
     module = module.to(memory_format=torch.channels_last)
     x_train = torch.from_numpy(train[0])
     y_train = torch.from_numpy(train[1]).float()
-    epoch_steps = [math.ceil(config.images_per_epoch(e, len(x_train)) / config.batch_size)
-                   for e in range(config.epochs)]
+    epoch_images = [config.images_per_epoch(e, len(x_train)) for e in range(config.epochs)]
+    epoch_steps = [math.ceil(n / config.batch_size) for n in epoch_images]
     image_losses = torch.full((len(x_train),), float("inf"))  # never trained on ranks as hardest
     optimizer = make_optimizer(module, config)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
@@ -234,11 +242,7 @@ def fit_classifier(
         epoch_task = bar.add_task("epochs", total=config.epochs, completed=start_epoch, status="")
         for epoch in range(start_epoch, config.epochs):
             module.train()
-            count = config.images_per_epoch(epoch, len(x_train))
-            if count < len(x_train):
-                order = choose_hard_images(image_losses, count, generator)
-            else:
-                order = torch.randperm(len(x_train), generator=generator)
+            order = choose_hard_images(image_losses, epoch_images[epoch], generator)
             steps_per_epoch = epoch_steps[epoch]
             step_task = bar.add_task(f"epoch {epoch + 1}", total=steps_per_epoch, status="")
             running, seen, t0 = 0.0, 0, time.time()
