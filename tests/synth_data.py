@@ -80,3 +80,20 @@ def zip_tree(root: Path, archive: Path) -> Path:
             if path.is_file():
                 z.write(path, path.relative_to(root).as_posix())
     return archive
+
+
+def add_copies(manifest: Path, copies: list[tuple[int, str, str | None]]) -> Path:
+    """Append byte-identical copies of manifest rows, as CIFAKE's zip holds 599 pairs of identical AI images.
+
+    Each copy is ``(row index, source of the copy, label of the copy or None for the row's own)``.
+    """
+    root = manifest.parent
+    with open(manifest, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for k, (index, source, label) in enumerate(copies):
+        row = rows[index]
+        rel = f"images/{source}/copy_{k:03d}_{Path(row['path']).name}"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes((root / row["path"]).read_bytes())
+        rows.append({**row, "path": rel, "source": source, "label": label or row["label"]})
+    return write_manifest_rows(root, rows)

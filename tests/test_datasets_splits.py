@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from synth_data import write_folder, write_manifest, zip_tree
+from synth_data import add_copies, write_folder, write_manifest, zip_tree
 from synthdetect.train.dataset_summary import summarize_dataset
 from synthdetect.train.datasets import AI, HUMAN, DatasetError, load_record, open_dataset, read_record_bytes
+from synthdetect.train.duplicates import LISTED_COPIES, file_digest
 from synthdetect.train.splits import SplitError, leave_one_source_out, split_records
 
 
@@ -112,6 +113,51 @@ def test_split_errors_are_clear(tmp_path: Path):
         split_records(records, "loso", holdout_sources=["nope"])
     with pytest.raises(SplitError, match="needs --split source or loso"):
         split_records(records, "random", holdout_sources=["a"])
+    with pytest.raises(SplitError, match="unknown copies rule 'drop' \\(one of exclude, keep\\)"):
+        split_records(records, "stratified", copies="drop")
+
+
+def _records_with_copies(tmp_path: Path):
+    """48 images in sources a, b, c, and two copies of each AI image: one in its own source, one in the next."""
+    manifest = write_manifest(tmp_path, {"a": (8, 8), "b": (8, 8), "c": (8, 8)}, size=8)
+    source_of_row = {row: "abc"[row // 16] for row in range(48)}
+    ai_rows = [row for row in range(48) if row % 16 < 8]
+    copies = [(row, source_of_row[row], None) for row in ai_rows]
+    copies += [(row, "bca"["abc".index(source_of_row[row])], None) for row in ai_rows]
+    return open_dataset(add_copies(manifest, copies))
+
+
+@pytest.mark.parametrize("method", ["random", "stratified", "source"])
+def test_validation_and_test_never_score_a_copy_of_an_earlier_file(tmp_path: Path, method):
+    records = _records_with_copies(tmp_path)
+    kept = split_records(records, method, val_fraction=0.25, test_fraction=0.25, seed=2, copies="keep")
+    split = split_records(records, method, val_fraction=0.25, test_fraction=0.25, seed=2)
+    assert split.train == kept.train  # training is the same either way
+    train_digests = {file_digest(r) for r in split.train}
+    scored = [file_digest(r) for r in split.val + split.test]
+    assert len(set(scored)) == len(scored) and not set(scored) & train_digests
+    # nothing silently lost: every validation/test file is scored or named with the file it copies
+    assert sorted([r.ref for r in split.val + split.test] + [c.ref for c in split.unscored]) == sorted(
+        r.ref for r in kept.val + kept.test)
+    assert split.unscored, "the copies should have put some validation or test file out of scoring"
+    for copy in split.unscored:
+        assert Path(copy.ref).read_bytes() == Path(copy.copy_of).read_bytes() and copy.ref != copy.copy_of
+        assert copy.copy_of_part in ("train", "validation", "test")
+    described = split.describe()["copies_not_scored"]
+    assert sum(described["counts"].values()) == len(split.unscored) == described["listed"]
+    assert described["files"][0]["copy_of"] == split.unscored[0].copy_of
+    assert kept.describe()["copies_not_scored"].startswith("not looked for")
+
+
+def test_the_card_lists_the_first_unscored_copies_and_counts_all(tmp_path: Path, monkeypatch):
+    import synthdetect.train.duplicates as duplicates
+
+    records = _records_with_copies(tmp_path)
+    monkeypatch.setattr(duplicates, "LISTED_COPIES", 3)
+    described = split_records(records, "stratified", val_fraction=0.25, test_fraction=0.25, seed=2).describe()
+    assert len(described["copies_not_scored"]["files"]) == described["copies_not_scored"]["listed"] == 3
+    assert sum(described["copies_not_scored"]["counts"].values()) > 3
+    assert LISTED_COPIES == 100
 
 
 def test_summary_warns_about_the_jpeg_vs_png_shortcut(tmp_path: Path):
@@ -122,6 +168,17 @@ def test_summary_warns_about_the_jpeg_vs_png_shortcut(tmp_path: Path):
     assert any("JPEG vs PNG" in w for w in summary["warnings"])
     write_folder(tmp_path / "fair", n_per_class=6)
     assert not summarize_dataset(open_dataset(tmp_path / "fair"))["warnings"]
+
+
+def test_summary_counts_identical_files_and_copies_labelled_both_ways(tmp_path: Path):
+    manifest = write_manifest(tmp_path / "copied", {"a": (3, 3)}, size=8)
+    summary = summarize_dataset(open_dataset(add_copies(manifest, [(0, "a", None), (0, "b", None), (4, "b", "ai")])))
+    assert summary["identical_files"] == {"groups": 2, "files": 5, "both_labels": 1}
+    copies = [w for w in summary["warnings"] if "byte-identical" in w]
+    assert copies and copies[0].startswith("5 files are byte-identical copies of one another (2 groups, e.g. ")
+    assert any(w.startswith("identical files carry both labels in 1 group(s) (e.g. ") for w in summary["warnings"])
+    plain = summarize_dataset(open_dataset(write_manifest(tmp_path / "plain", {"a": (3, 3)}, size=8)))
+    assert plain["identical_files"] == {"groups": 0, "files": 0, "both_labels": 0}
 
 
 def test_summary_warns_about_size_differences(tmp_path: Path):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from synth_data import write_manifest
+from synth_data import add_copies, write_manifest
 from synthdetect.api import Detector
 from synthdetect.cli import app
 from synthdetect.evaluate.metrics import binary_metrics
@@ -195,6 +195,27 @@ def test_trained_package_reloads_with_identical_predictions(tmp_path: Path, kind
         assert served[key] == pytest.approx(card["metrics"]["validation"][key], abs=1e-5)
     again = predict_records(Detector.load(str(out), use_evidence=False), val, progress=False)
     assert np.array_equal(again.p_ai, predictions.p_ai)
+
+
+def test_train_cli_names_the_copies_it_does_not_score(tmp_path: Path):
+    manifest = write_manifest(tmp_path / "data", {"a": (20, 20)}, size=16)
+    add_copies(manifest, [(row, "a", None) for row in range(20)])  # every AI image twice
+    out = tmp_path / "pkg"
+    result = CliRunner().invoke(app, [
+        "train", str(manifest), "--out", str(out), "--epochs", "1", "--width", "4", "--batch-size", "16",
+        "--input-size", "16", "--threads", "1", "--val-fraction", "0.2", "--test-fraction", "0.2"])
+    assert result.exit_code == 0, result.output
+    card = json.loads((out / "model.json").read_text())
+    copies = card["training"]["split"]["copies_not_scored"]
+    counts = copies["counts"]
+    assert sum(counts.values()) == len(copies["files"]) > 0
+    line = "not scored, identical to an earlier file (listed in the card): " + ", ".join(
+        f"{n} {part}" for part, n in counts.items())
+    assert line in result.output
+    assert card["metrics"]["test"]["at_0.5"]["n"] == 12 - counts.get("test", 0)
+    assert "listed in model.json" in (out / "MODEL_CARD.md").read_text()
+    result = CliRunner().invoke(app, ["train", str(manifest), "--out", str(out), "--copies", "drop"])
+    assert result.exit_code == 2 and "error: unknown copies rule 'drop' (one of exclude, keep)" in result.output
 
 
 def test_train_cli_rejects_unknown_kind_and_bad_split(tmp_path: Path):

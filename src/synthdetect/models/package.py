@@ -108,6 +108,15 @@ def write_package(root: str | Path, card: dict[str, Any], files: dict[str, Path]
     return ModelPackage(root=root, card=card)
 
 
+def add_card_metrics(root: str | Path, blocks: dict[str, Any]) -> ModelPackage:
+    """Add blocks measured after training to a card's metrics; the weights and their hashes stay as they are."""
+    package = load_package(root)
+    card = dict(package.card)
+    card["metrics"] = {**card.get("metrics", {}), **blocks}
+    files = {role: package.root / entry["path"] for role, entry in card.pop("files").items()}
+    return write_package(package.root, card, files)
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4f}"
@@ -129,7 +138,11 @@ def card_markdown(card: dict[str, Any]) -> str:
         lines.append(f"- data: `{training['data']}`")
     split = training.get("split") or {}
     if split:
-        lines.append(f"- split: {json.dumps(split)}")
+        shown = dict(split)
+        copies = shown.get("copies_not_scored")
+        if isinstance(copies, dict):  # the named files stay in model.json; people need the counts
+            shown["copies_not_scored"] = {"counts": copies.get("counts"), "files": "listed in model.json"}
+        lines.append(f"- split: {json.dumps(shown)}")
     calibration = card.get("calibration")
     if calibration:
         lines.append(f"- calibration: {json.dumps(calibration)}")

@@ -67,6 +67,7 @@ def register(app: typer.Typer) -> None:
         holdout_source: Annotated[Optional[list[str]], typer.Option("--holdout-source", help="Source(s) held out as the test set (source/loso splits).")] = None,
         val_fraction: Annotated[float, typer.Option(help="Validation share (early stopping, calibration, thresholds).")] = 0.05,
         test_fraction: Annotated[float, typer.Option(help="Held-out test share (the card's numbers).")] = 0.05,
+        copies: Annotated[str, typer.Option(help="Validation/test files byte-identical to an earlier file: exclude them from scoring, or keep them (as cards made before 2026-11-22 did).")] = "exclude",
         augment: Annotated[Optional[str], typer.Option(help="Augmentations, e.g. flip,crop:0.6,rot:10,jpeg:0.5@60-95,blur:0.3,resize:0.3,mixup:0.2,cutmix:1.0 (default flip,shift:2).")] = None,
         calibration: Annotated[str, typer.Option(help="Calibration fitted on validation logits: temperature or platt.")] = "temperature",
         fpr: Annotated[Optional[list[float]], typer.Option("--fpr", help="False-positive rates to set thresholds for (first one decides 'ai').")] = None,
@@ -93,7 +94,7 @@ def register(app: typer.Typer) -> None:
             refuse_selection_with_mixing(config, augment_config.mixes)
             records = open_dataset(data, label_map=parse_label_map(label))
             parts = split_records(records, split, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
-                                  holdout_sources=holdout_source or ())
+                                  holdout_sources=holdout_source or (), copies=copies)
         except (TrainerError, DatasetError, SplitError, ValueError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
@@ -112,6 +113,10 @@ def register(app: typer.Typer) -> None:
                    f"test {len(parts.test)}"
                    + (f" (test sources: {', '.join(parts.held_out_sources)})" if parts.held_out_sources else ""),
                    err=True)
+        if parts.unscored:
+            counts = parts.describe()["copies_not_scored"]["counts"]
+            typer.echo("not scored, identical to an earlier file (listed in the card): "
+                       + ", ".join(f"{n} {part}" for part, n in counts.items()), err=True)
         try:
             package = trainer(request)
         except (TrainerError, ValueError) as exc:

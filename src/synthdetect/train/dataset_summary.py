@@ -3,11 +3,13 @@
 A classifier learns whatever separates the classes most cheaply.  When all
 AI images are PNG and all human ones JPEG, or one class is much larger, the
 cheapest rule is not about generation at all; this summary says so before
-anyone trains.  Only headers are read (Pillow opens lazily), so it is fast.
+anyone trains.  Only headers are decoded (Pillow opens lazily), so it is
+fast; the bytes are hashed too, to count identical files.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 from collections import Counter, defaultdict
 from typing import Any, Sequence
@@ -28,7 +30,8 @@ def record_facts(record: Record) -> dict[str, Any]:
     try:
         data = read_record_bytes(record)
         with Image.open(io.BytesIO(data)) as im:
-            return {"format": im.format or "?", "width": im.width, "height": im.height, "bytes": len(data)}
+            return {"format": im.format or "?", "width": im.width, "height": im.height, "bytes": len(data),
+                    "sha256": hashlib.sha256(data).hexdigest()}
     except (OSError, KeyError, UnidentifiedImageError, ValueError) as exc:
         return {"error": f"{record.ref}: {exc}"}
 
@@ -72,6 +75,28 @@ def shortcut_warnings(per_class: dict[str, dict[str, Any]]) -> list[str]:
     return warnings
 
 
+def identical_files(records: Sequence[Record], facts: Sequence[dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:
+    """Counts of byte-identical files, and warnings; copies labelled both ways are label errors."""
+    groups: dict[str, list[Record]] = defaultdict(list)
+    for record, fact in zip(records, facts):
+        if "sha256" in fact:
+            groups[fact["sha256"]].append(record)
+    repeated = [g for g in groups.values() if len(g) > 1]
+    conflicting = [g for g in repeated if len({r.label for r in g}) > 1]
+    counts = {"groups": len(repeated), "files": sum(len(g) for g in repeated), "both_labels": len(conflicting)}
+    warnings = []
+    if repeated:
+        a, b = repeated[0][:2]
+        warnings.append(f"{counts['files']} files are byte-identical copies of one another ({counts['groups']} groups, "
+                        f"e.g. {a.ref} = {b.ref}): synthdetect train does not score validation or test copies of an "
+                        f"earlier file, so its held-out numbers never credit memory")
+    if conflicting:
+        a, b = next((x, y) for x in conflicting[0] for y in conflicting[0] if x.label != y.label)
+        warnings.append(f"identical files carry both labels in {len(conflicting)} group(s) (e.g. {a.ref} and "
+                        f"{b.ref}): one of the labels is wrong")
+    return counts, warnings
+
+
 def summarize_dataset(records: Sequence[Record]) -> dict[str, Any]:
     facts = [record_facts(r) for r in records]
     by_class: dict[str, list] = defaultdict(list)
@@ -90,6 +115,8 @@ def summarize_dataset(records: Sequence[Record]) -> dict[str, Any]:
     if single and len(single) < len(per_source):
         warnings.append(f"{len(single)} of {len(per_source)} sources hold one class only ({', '.join(single)}): "
                         f"with a random split a model can score well by recognising the source; use --split source or loso")
+    identical, copy_warnings = identical_files(records, facts)
+    warnings += copy_warnings
     errors = [f["error"] for f in facts if "error" in f]
-    return {"records": len(records), "per_class": per_class, "per_source": per_source,
+    return {"records": len(records), "per_class": per_class, "per_source": per_source, "identical_files": identical,
             "warnings": warnings, "unreadable": errors[:20], "unreadable_count": len(errors)}

@@ -4,7 +4,9 @@ Random splits of a scraped dataset put near-duplicates of one website or one
 generator on both sides and flatter the model.  Source splits keep every
 image of a source on one side, so validation asks the question users care
 about: does it work on a source it has never seen?  All splits are
-deterministic for a seed.
+deterministic for a seed.  Whatever the method, validation and test files
+that are byte-identical to an earlier file are not scored (see
+:mod:`synthdetect.train.duplicates`).
 """
 
 from __future__ import annotations
@@ -15,8 +17,11 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from synthdetect.train.datasets import AI, HUMAN, Record, stratified_split
+from synthdetect.train.duplicates import UnscoredCopy, describe_unscored, drop_scored_copies
 
 SPLIT_METHODS = ("random", "stratified", "source", "loso")
+#: exclude: copies of earlier files are not scored; keep: every file is scored, as cards made before 2026-11-22 were.
+COPY_RULES = ("exclude", "keep")
 UNKNOWN_SOURCE = "(no source)"
 
 
@@ -32,6 +37,8 @@ class Split:
     method: str
     held_out_sources: list[str] = field(default_factory=list)
     val_sources: list[str] = field(default_factory=list)
+    copies: str = "keep"  # "exclude" once without_copies() has looked
+    unscored: list[UnscoredCopy] = field(default_factory=list)
 
     def describe(self) -> dict:
         out: dict = {"method": self.method}
@@ -41,7 +48,17 @@ class Split:
             out["test_sources"] = self.held_out_sources
         if self.val_sources:
             out["validation_sources"] = self.val_sources
+        if self.copies == "exclude":
+            out["copies_not_scored"] = describe_unscored(self.unscored)
+        else:
+            out["copies_not_scored"] = "not looked for: copies of training files may be scored"
         return out
+
+    def without_copies(self) -> Split:
+        """The same split with validation and test copies of earlier files taken out of scoring."""
+        (train, val, test), unscored = drop_scored_copies([("train", self.train), ("validation", self.val),
+                                                           ("test", self.test)])
+        return Split(train, val, test, self.method, self.held_out_sources, self.val_sources, "exclude", unscored)
 
 
 def source_of(record: Record) -> str:
@@ -100,6 +117,7 @@ def split_records(
     test_fraction: float = 0.05,
     seed: int = 0,
     holdout_sources: Sequence[str] = (),
+    copies: str = "exclude",
 ) -> Split:
     """Split ``records`` into train / validation / test.
 
@@ -108,8 +126,19 @@ def split_records(
       random for ``test_fraction``) and to validation; none is shared.
     * ``loso``: leave-one-source-out: exactly one named source is the test
       set; validation is made of other whole sources.
+
+    With ``copies="exclude"`` (the default) the split is drawn as with
+    ``"keep"``, then validation and test lose the files identical to an
+    earlier one; training is the same either way.
     """
-    records = list(records)
+    if copies not in COPY_RULES:
+        raise SplitError(f"unknown copies rule '{copies}' (one of {', '.join(COPY_RULES)})")
+    split = _draw_split(list(records), method, val_fraction, test_fraction, seed, holdout_sources)
+    return split.without_copies() if copies == "exclude" else split
+
+
+def _draw_split(records: list[Record], method: str, val_fraction: float, test_fraction: float, seed: int,
+                holdout_sources: Sequence[str]) -> Split:
     if method not in SPLIT_METHODS:
         raise SplitError(f"unknown split '{method}' (one of {', '.join(SPLIT_METHODS)})")
     train_fraction = 1.0 - val_fraction - test_fraction

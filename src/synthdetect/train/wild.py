@@ -549,13 +549,9 @@ def write_wild_package(
 
 def embed_benchmark(root: Path, benchmark: dict[str, Any]):
     """Add a benchmarks/wild_peers.py result to an existing card (the weights and their hashes stay as they are)."""
-    from synthdetect.models.package import load_package, write_package
+    from synthdetect.models.package import add_card_metrics
 
-    package = load_package(root)
-    card = dict(package.card)
-    card["metrics"] = {**card["metrics"], "peers_benchmark": benchmark}
-    files = {role: package.root / entry["path"] for role, entry in card.pop("files").items()}
-    package = write_package(package.root, card, files)
+    package = add_card_metrics(root, {"peers_benchmark": benchmark})
     (package.root / "MODEL_CARD.md").write_text(render_model_card(package.card))
     return package
 

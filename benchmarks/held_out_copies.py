@@ -1,0 +1,91 @@
+"""What copies of training files did to a CIFAKE model's card: its accuracy with and without them, as JSON.
+
+CIFAKE's training zip holds 599 pairs of byte-identical AI images.  Cards made
+before `synthdetect train` excluded such copies (2026-11-22) scored them: on
+the shipped split, 48 validation and 57 held-out images are copies of a file
+that came earlier (in training, or earlier in validation/test).  This scores
+each package, through the Detector, on the split its card names (rebuilt with
+`--copies keep`), and reports accuracy on all images, on the copies, and on
+the rest; "rest" is what `--copies exclude` scores.
+
+    .venv/bin/python benchmarks/held_out_copies.py cifake-cnn /work/runs/cifake-cnn-sb-v1 [--data PATH] [--write]
+
+``--write`` adds the "without copies" metrics to each package's card (model.json
+and MODEL_CARD.md) as ``validation_without_copies`` and ``test_without_copies``,
+leaving the card's original numbers as they were measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_ZIP = REPO.parent / "shared" / "datasets" / "cifake-train-80k.zip"
+ROUND = 5
+
+
+def card_split(card: dict) -> tuple[float, float, int]:
+    """Validation and test fractions and seed that reproduce the card's split sizes."""
+    split = card["training"]["split"]
+    sizes = [split[part]["n"] for part in ("train", "validation", "test")]
+    return round(sizes[1] / sum(sizes), 2), round(sizes[2] / sum(sizes), 2), split["seed"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="+", help="package names or directories trained on the CIFAKE zip")
+    parser.add_argument("--data", type=Path, default=DEFAULT_ZIP, help="the dataset the packages were trained on")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--write", action="store_true", help="add the numbers without copies to each card")
+    args = parser.parse_args()
+    if not args.data.exists():
+        sys.exit(f"benchmark needs {args.data}")
+
+    import numpy as np
+
+    from synthdetect import Detector
+    from synthdetect.evaluate.metrics import binary_metrics
+    from synthdetect.models import find_package
+    from synthdetect.models.package import add_card_metrics
+    from synthdetect.train.datasets import open_dataset, read_record_bytes
+    from synthdetect.train.splits import split_records
+    from synthdetect.train.trainer import set_threads
+
+    set_threads(args.threads)
+    records = open_dataset(args.data)
+    out: dict = {"data": str(args.data), "models": {}}
+    for name in args.models:
+        package = find_package(name)
+        val_fraction, test_fraction, seed = card_split(package.card)
+        kept = split_records(records, "stratified", val_fraction=val_fraction, test_fraction=test_fraction,
+                             seed=seed, copies="keep")
+        copies = {c.ref for c in kept.without_copies().unscored}
+        detector = Detector.load(name, use_evidence=False)
+        result = {}
+        for part, part_records in (("validation", kept.val), ("test", kept.test)):
+            p_ai = np.array([v.p_ai for v in detector.detect([read_record_bytes(r) for r in part_records])])
+            labels = np.array([r.label for r in part_records])
+            right = (p_ai >= 0.5) == (labels == 1)
+            is_copy = np.array([r.ref in copies for r in part_records])
+            rest = binary_metrics(p_ai[~is_copy], labels[~is_copy])
+            result[part] = {
+                "all": {"n": len(right), "right": int(right.sum()), "accuracy": round(float(right.mean()), ROUND)},
+                "copies": {"n": int(is_copy.sum()), "right": int(right[is_copy].sum())},
+                "without_copies": {"right": int(right[~is_copy].sum()),
+                                   **{k: (round(v, ROUND) if isinstance(v, float) else v) for k, v in rest.items()}},
+            }
+        out["models"][name] = result
+        if args.write:
+            add_card_metrics(package.root, {
+                f"{part}_without_copies": {
+                    **{k: v for k, v in result[part]["without_copies"].items() if k != "right"},
+                    "copies_excluded": result[part]["copies"]["n"], "measured_by": "benchmarks/held_out_copies.py"}
+                for part in ("validation", "test")})
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
