@@ -98,10 +98,15 @@ def test_resume_after_interruption_gives_the_same_model(tmp_path: Path, hard_fra
     torch.manual_seed(0)
     with pytest.raises(_Interrupt):
         fit_classifier(_linear(), train, val, config, mean=MEAN, std=STD, workdir=tmp_path / "b", augment=interrupting)
+    # as if killed after logging epoch 3 but before its checkpoint: the resumed log must not repeat the epoch
+    log = tmp_path / "b" / "metrics.jsonl"
+    log.write_text(log.read_text() + json.dumps({"epoch": 3, "train_loss": 0.0}) + "\n")
     torch.manual_seed(123)  # a fresh process would start from different random weights
     resumed = _linear()
     result = fit_classifier(resumed, train, val, config, mean=MEAN, std=STD, workdir=tmp_path / "b")
     assert len(result.history) == 3
+    assert [json.loads(line)["epoch"] for line in log.read_text().splitlines()] == [1, 2, 3]
+    assert len((tmp_path / "b" / "metrics.csv").read_text().splitlines()) == 1 + 3
     for key, value in straight.state_dict().items():
         assert torch.allclose(value, resumed.state_dict()[key])
     # epoch 3's small late-schedule steps barely move the weights, so compare the losses that drive the draw
@@ -230,6 +235,11 @@ def test_train_cli_rejects_unknown_kind_and_bad_split(tmp_path: Path):
     assert result.exit_code == 2 and "input size must be even, not 15x15" in result.output
     result = runner.invoke(app, [*s2d, "--option", "depth=1"])
     assert result.exit_code == 2 and "'s2d' replaces the first block, so it needs depth 2" in result.output
+    heads = ["train", str(manifest), "--out", str(tmp_path / "o"), "--model", "handcrafted"]
+    result = runner.invoke(app, [*heads, "--epochs", "5", "--seed", "1", "--hard-fraction", "0.5"])
+    assert result.exit_code == 2 and ("error: handcrafted fits linear heads on frozen features, so --epochs, "
+                                      "--hard-fraction would be ignored; leave them out") in result.output
+    assert registry.uses_torch_loop("small-cnn") and not registry.uses_torch_loop("clip-head")
     plain = ["train", str(manifest), "--out", str(tmp_path / "o")]
     result = runner.invoke(app, [*plain, "--hard-fraction", "0"])
     assert result.exit_code == 2 and "hard fraction must be in (0, 1], got 0.0" in result.output

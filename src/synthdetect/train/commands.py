@@ -41,9 +41,24 @@ def parse_options(items: list[str] | None) -> dict:
     return out
 
 
+#: ``synthdetect train`` options that only the torch loop reads; kinds registered with ``torch_loop=False`` refuse them.
+TORCH_LOOP_OPTIONS = ("epochs", "patience", "monitor", "batch_size", "lr", "optimizer", "weight_decay",
+                      "label_smoothing", "hard_fraction", "hard_after", "augment", "width", "input_size")
+
+
+def torch_loop_options_given(ctx: typer.Context) -> list[str]:
+    """The torch-loop options typed on the command line (a default value is not a request).
+
+    Compared by name: Typer vendors its own Click, whose ParameterSource is not ``click.core``'s.
+    """
+    return ["--" + name.replace("_", "-") for name in TORCH_LOOP_OPTIONS
+            if getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"]
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def train(
+        ctx: typer.Context,
         data: Annotated[str, typer.Argument(help="Class folders, CSV manifest (path,label[,source][,generator]), or a zip of either.")],
         out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the model package.")],
         model: Annotated[str, typer.Option("--model", help="Model kind to train (small-cnn, small-pair, ela-cnn, clip-head, handcrafted, efficientnet-lite0/1/2).")] = "small-cnn",
@@ -80,12 +95,16 @@ def register(app: typer.Typer) -> None:
         """
         from synthdetect.train.augment import parse_augment
         from synthdetect.train.datasets import DatasetError, open_dataset
-        from synthdetect.train.registry import TrainerError, TrainRequest, get_trainer
+        from synthdetect.train.registry import TrainerError, TrainRequest, get_trainer, uses_torch_loop
         from synthdetect.train.splits import SplitError, split_records
         from synthdetect.train.trainer import TrainConfig, refuse_selection_with_mixing
 
         try:
             trainer = get_trainer(model)
+            ignored = [] if uses_torch_loop(model) else torch_loop_options_given(ctx)
+            if ignored:
+                raise TrainerError(f"{model} fits linear heads on frozen features, so {', '.join(ignored)} would be "
+                                   f"ignored; leave them out (they are for the kinds trained by the torch loop)")
             augment_config = parse_augment(augment)
             config = TrainConfig(epochs=epochs, patience=patience, batch_size=batch_size, lr=lr, seed=seed,
                                  threads=threads or None, monitor=monitor, max_shift=augment_config.shift,

@@ -81,14 +81,25 @@ def option_flag(value: Any) -> bool:
 
 Trainer = Callable[[TrainRequest], ModelPackage]
 _TRAINERS: dict[str, Trainer] = {}
+#: kinds that do not train by gradient descent in the torch loop, so its settings (epochs, lr, ...) mean nothing
+_NO_TORCH_LOOP: set[str] = set()
 
 
-def register_trainer(kind: str) -> Callable[[Trainer], Trainer]:
+def register_trainer(kind: str, *, torch_loop: bool = True) -> Callable[[Trainer], Trainer]:
+    """``torch_loop=False`` declares that the kind ignores :class:`TrainConfig` and augmentation, so that
+    ``synthdetect train`` can refuse those settings instead of dropping them without a word."""
     def deco(fn: Trainer) -> Trainer:
         _TRAINERS[kind] = fn
+        if not torch_loop:
+            _NO_TORCH_LOOP.add(kind)
         return fn
 
     return deco
+
+
+def uses_torch_loop(kind: str) -> bool:
+    get_trainer(kind)  # imports the module that declares it
+    return kind not in _NO_TORCH_LOOP
 
 
 def trainer_kinds() -> list[str]:

@@ -47,7 +47,7 @@ def _train_torch_cnn(
     size = tuple(input_spec["size"])
     config = request.config
     torch.manual_seed(config.seed)
-    tta = str(request.options.get("tta_hflip", "")).lower() in ("1", "true", "yes", "hflip")
+    tta = option_flag(request.options.get("tta_hflip"))
     module = small_cnn_from_options(request.options, size, tta_hflip=tta)
     x_train, y_train, e_train = decode_records(request.train, size, description="decode train", transform=transform)
     x_val, y_val, e_val = decode_records(request.val, size, description="decode val", transform=transform)

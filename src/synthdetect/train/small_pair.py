@@ -14,7 +14,6 @@ the stored (int8) weights.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ from synthdetect.models.weight_codec import pack_int8, round_trip
 from synthdetect.train.augment import augment_pixels, mix_batch
 from synthdetect.train.registry import TrainerError, TrainRequest, option_flag, register_trainer
 from synthdetect.train.small_image import _input_spec, finish_torch_package, small_cnn_from_options
-from synthdetect.train.trainer import TrainResult, decode_records, fit_classifier, predict_logits
+from synthdetect.train.trainer import TrainResult, decode_records, fit_classifier, predict_logits, write_epoch_log
 
 WEIGHT_STORAGE = ("int8", "float32")
 
@@ -62,19 +61,6 @@ def fit_combiner(val_logits: np.ndarray, val_labels: np.ndarray, seed: int) -> d
 
 def _member_history(member: str, result: TrainResult) -> list[dict[str, Any]]:
     return [{"member": member, **row} for row in result.history]
-
-
-def _write_epoch_log(workdir: Path, history: list[dict[str, Any]]) -> None:
-    """One log for both members, where finish_torch_package copies it from."""
-    import csv
-
-    with open(workdir / "metrics.jsonl", "w") as log:
-        log.writelines(json.dumps(row) + "\n" for row in history)
-    fields = list(dict.fromkeys(k for row in history for k in row))
-    with open(workdir / "metrics.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(history)
 
 
 @register_trainer("small-pair")
@@ -160,7 +146,7 @@ def train_small_pair(request: TrainRequest) -> ModelPackage:
     }
     workdir.mkdir(parents=True, exist_ok=True)
     history = _member_history("cnn", cnn_result) + _member_history("lite", lite_result)
-    _write_epoch_log(workdir, history)
+    write_epoch_log(workdir, history)  # one log for both members, where finish_torch_package copies it from
     result = TrainResult(best_epoch=cnn_result.best_epoch, history=history,
                          stopped_early=cnn_result.stopped_early or lite_result.stopped_early,
                          seconds=cnn_result.seconds + lite_result.seconds)

@@ -222,7 +222,7 @@ def fit_classifier(
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.lr, total_steps=sum(epoch_steps), pct_start=0.2
     )
-    log_path, ckpt_path, best_path = workdir / "metrics.jsonl", workdir / "checkpoint.pt", workdir / "best.pt"
+    ckpt_path, best_path = workdir / "checkpoint.pt", workdir / "best.pt"
     history: list[dict[str, Any]] = []
     start_epoch, best_value, best_epoch, bad_epochs = 0, None, -1, 0
     if ckpt_path.exists():  # resume after interruption
@@ -276,9 +276,7 @@ def fit_classifier(
                    "lr": scheduler.get_last_lr()[0],
                    **{f"val_{k}": v for k, v in val_metrics.items() if isinstance(v, (int, float))}}
             history.append(row)
-            with open(log_path, "a") as log:
-                log.write(json.dumps(row) + "\n")
-            _append_csv(workdir / "metrics.csv", row)
+            write_epoch_log(workdir, history)
             value = val_metrics[config.monitor]
             if _better(config.monitor, value, best_value):
                 best_value, best_epoch, bad_epochs = value, epoch + 1, 0
@@ -311,15 +309,22 @@ def _warn_if_stopped_at_high_lr(lr: float, config: TrainConfig, epoch: int, best
             "schedule anneal.", epoch, config.epochs, lr, config.lr, best_epoch)
 
 
-def _append_csv(path: Path, row: dict[str, Any]) -> None:
+def write_epoch_log(workdir: Path, history: list[dict[str, Any]]) -> None:
+    """``metrics.jsonl`` and ``metrics.csv`` rewritten from the whole history after every epoch.
+
+    Rewriting (a few hundred rows at most) rather than appending means a run
+    resumed from its checkpoint never repeats an epoch logged after the last
+    checkpoint, and a log of two members with different columns (``small-pair``)
+    gets every column.
+    """
     import csv
 
-    new = not path.exists()
-    with open(path, "a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(row))
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
+    with open(workdir / "metrics.jsonl", "w") as log:
+        log.writelines(json.dumps(row) + "\n" for row in history)
+    with open(workdir / "metrics.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(k for row in history for k in row)))
+        writer.writeheader()
+        writer.writerows(history)
 
 
 def config_dict(config: TrainConfig) -> dict[str, Any]:

@@ -70,11 +70,11 @@ def train_linear_heads(
                             training={"images_failed": [why for _, why in cached.failed]})
 
 
-@register_trainer("clip-head")
+@register_trainer("clip-head", torch_loop=False)
 def train_clip_head(request: TrainRequest) -> ModelPackage:
     return train_linear_heads(request, CLIP, "clip-head")
 
 
-@register_trainer("handcrafted")
+@register_trainer("handcrafted", torch_loop=False)
 def train_handcrafted(request: TrainRequest) -> ModelPackage:
     return train_linear_heads(request, HANDCRAFTED, "handcrafted")
