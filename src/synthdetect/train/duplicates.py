@@ -1,12 +1,13 @@
 """Byte-identical files in a dataset, so that no copy of a training image is scored as held out.
 
 CIFAKE's training zip holds 599 pairs of identical AI images under different
-names.  A random split put 57 copies of training files among the 4,009
-held-out images; the shipped model got all of them right, so the held-out
-accuracy measured memory as well as detection.  Files are compared by the
-sha256 of their bytes: exact copies are certain leaks.  Near-duplicates
-(re-encoded, resized, cropped) need a similarity threshold and are not
-looked for here.
+names.  A random split put 57 copies of earlier files (50 of them copies of
+training files) among the 4,009 held-out images; the shipped model got all of
+them right, so the held-out accuracy measured memory as well as detection.
+Files are compared by the sha256 of their bytes: exact copies are certain
+leaks.  Near-duplicates (re-encoded, resized, cropped) need a similarity
+threshold and are not looked for here; ``benchmarks/near_copies.py`` counts
+them in a split.
 """
 
 from __future__ import annotations
