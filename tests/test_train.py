@@ -132,12 +132,17 @@ def test_selective_backprop_draws_towards_the_largest_losses():
     assert sorted(choose_hard_images(losses, 2000, generator).tolist()) == list(range(2000))
 
 
-def test_selective_backprop_trains_on_a_share_after_the_full_epochs(tmp_path: Path):
+def test_selective_backprop_trains_on_a_share_after_the_full_epochs(tmp_path: Path, capsys):
     config = TrainConfig(epochs=4, patience=10, batch_size=8, lr=0.05, threads=1, hard_fraction=0.5, hard_after=2)
     torch.manual_seed(0)
     result = fit_classifier(_linear(), _arrays(), _arrays(seed=1), config, mean=MEAN, std=STD, workdir=tmp_path)
     # one-cycle was sized for 4 + 4 + 2 + 2 steps; a miscount would overrun the scheduler and raise
     assert [row["images"] for row in result.history] == [32, 32, 16, 16]
+    # not a terminal, so no live bar: one line per epoch, for logs, with the ETA over the images still to train
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ") and "/4: " in line]
+    assert [line.split(":")[0] for line in lines] == [f"epoch {e}/4" for e in range(1, 5)]
+    assert lines[2].startswith("epoch 3/4: 16 images in ") and "val acc " in lines[2]
+    assert lines[-1].endswith("eta 0.0 min")
     assert config.images_per_epoch(1, 32) == 32 and config.images_per_epoch(2, 32) == 16
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
     assert torch.isfinite(state["image_losses"]).all()  # the full epochs gave every image a loss to rank

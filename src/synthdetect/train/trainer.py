@@ -285,6 +285,9 @@ def fit_classifier(
                 bad_epochs += 1
             bar.update(epoch_task, completed=epoch + 1,
                        status=f"val acc {val_metrics['accuracy']:.4f} auc {val_metrics['roc_auc']:.4f} best@{best_epoch}")
+            if not bar.console.is_terminal:  # a log file gets no live bar, so it gets one line per epoch
+                bar.console.print(epoch_line(history, config.epochs, best_epoch, epoch_images[epoch + 1:]),
+                                  highlight=False, soft_wrap=True)
             torch.save({"model": module.state_dict(), "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "generator": generator.get_state(), "epoch": epoch,
                         "best_value": best_value, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
@@ -296,6 +299,16 @@ def fit_classifier(
     module.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True))
     return TrainResult(best_epoch=best_epoch, history=history, stopped_early=stopped_early,
                        seconds=time.time() - started)
+
+
+def epoch_line(history: list[dict[str, Any]], epochs: int, best_epoch: int, images_left: Sequence[int]) -> str:
+    """One epoch for a log: its numbers, and an ETA from this run's images per second so far."""
+    row = history[-1]
+    rate = sum(r["seconds"] for r in history) / max(sum(r["images"] for r in history), 1)
+    eta_min = rate * sum(images_left) / 60
+    return (f"epoch {row['epoch']}/{epochs}: {row['images']} images in {row['seconds']:.0f} s, train loss "
+            f"{row['train_loss']:.4f}, val loss {row['val_loss']:.4f}, val acc {row['val_accuracy']:.4f}, "
+            f"best epoch {best_epoch}, eta {eta_min:.1f} min")
 
 
 def _warn_if_stopped_at_high_lr(lr: float, config: TrainConfig, epoch: int, best_epoch: int) -> None:
