@@ -40,13 +40,14 @@ def main() -> None:
 
     from synthdetect import Detector
     from synthdetect.evaluate.metrics import binary_metrics
+    from synthdetect.models import find_package
     from synthdetect.train.datasets import open_dataset, read_record_bytes
-    from synthdetect.train.splits import split_records
+    from synthdetect.train.splits import rebuild_card_split
     from synthdetect.train.trainer import set_threads
 
     set_threads(args.threads)
-    test = split_records(open_dataset(args.zip), "stratified", val_fraction=0.05, test_fraction=0.05, seed=0,
-                         copies=args.copies).test
+    recorded = find_package("cifake-cnn").card["training"]["split"]
+    test = rebuild_card_split(open_dataset(args.zip), recorded, copies=args.copies).test
     images = [read_record_bytes(r) for r in test]
     truth = ["ai" if r.label else "real" for r in test]
     out = {"split": f"cifake-cnn's held-out test split (stratified, seed 0; copies {args.copies})",

@@ -27,13 +27,6 @@ DEFAULT_ZIP = REPO.parent / "shared" / "datasets" / "cifake-train-80k.zip"
 ROUND = 5
 
 
-def card_split(card: dict) -> tuple[float, float, int]:
-    """Validation and test fractions and seed that reproduce the card's split sizes."""
-    split = card["training"]["split"]
-    sizes = [split[part]["n"] for part in ("train", "validation", "test")]
-    return round(sizes[1] / sum(sizes), 2), round(sizes[2] / sum(sizes), 2), split["seed"]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+", help="package names or directories trained on the CIFAKE zip")
@@ -51,7 +44,7 @@ def main() -> None:
     from synthdetect.models import find_package
     from synthdetect.models.package import add_card_metrics
     from synthdetect.train.datasets import open_dataset, read_record_bytes
-    from synthdetect.train.splits import split_records
+    from synthdetect.train.splits import rebuild_card_split
     from synthdetect.train.trainer import set_threads
 
     set_threads(args.threads)
@@ -59,9 +52,7 @@ def main() -> None:
     out: dict = {"data": str(args.data), "models": {}}
     for name in args.models:
         package = find_package(name)
-        val_fraction, test_fraction, seed = card_split(package.card)
-        kept = split_records(records, "stratified", val_fraction=val_fraction, test_fraction=test_fraction,
-                             seed=seed, copies="keep")
+        kept = rebuild_card_split(records, package.card["training"]["split"], copies="keep")
         copies = {c.ref for c in kept.without_copies().unscored}
         detector = Detector.load(name, use_evidence=False)
         result = {}

@@ -136,16 +136,13 @@ def test_cifake_cnn_card_records_held_out_metrics():
 def test_detector_reproduces_card_on_held_out_cifake(cifake_zip):
     """Scoring the card's held-out test split through the Detector gives the card's accuracy."""
     from synthdetect.models import find_package
-    from synthdetect.train.datasets import open_dataset, read_record_bytes, stratified_split
+    from synthdetect.train.datasets import open_dataset, read_record_bytes
+    from synthdetect.train.splits import rebuild_card_split
 
     card = find_package("cifake-cnn").card
     split = card["training"]["split"]
-    n_total = split["train"]["n"] + split["validation"]["n"] + split["test"]["n"]
-    val_f = split["validation"]["n"] / n_total
-    test_f = split["test"]["n"] / n_total
-    records = open_dataset(cifake_zip)
-    _, _, test_records = stratified_split(records, [1 - round(val_f, 2) - round(test_f, 2), round(val_f, 2),
-                                                    round(test_f, 2)], seed=split["seed"])
+    kept = rebuild_card_split(open_dataset(cifake_zip), split, copies="keep")
+    test_records = kept.test
     assert len(test_records) == split["test"]["n"]
     det = Detector.load("cifake-cnn", use_evidence=False)
     verdicts = det.detect([read_record_bytes(r) for r in test_records])
@@ -155,10 +152,7 @@ def test_detector_reproduces_card_on_held_out_cifake(cifake_zip):
     assert accuracy == pytest.approx(card["metrics"]["test"]["at_0.5"]["accuracy"], abs=1e-9)
     assert accuracy >= CIFAKE_FLOOR
     # the block added after the copies were found: the same images less the copies of earlier files
-    from synthdetect.train.splits import split_records
-
-    unique = {r.ref for r in split_records(records, "stratified", val_fraction=round(val_f, 2),
-                                           test_fraction=round(test_f, 2), seed=split["seed"]).test}
+    unique = {r.ref for r in kept.without_copies().test}
     keep = np.array([r.ref in unique for r in test_records])
     block = card["metrics"]["test_without_copies"]
     assert keep.sum() == block["n"] == split["test"]["n"] - block["copies_excluded"]

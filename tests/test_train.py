@@ -17,6 +17,7 @@ from synthdetect.evaluate.metrics import binary_metrics
 from synthdetect.evaluate.report import predict_records
 from synthdetect.train import registry
 from synthdetect.train.datasets import open_dataset
+from synthdetect.train.splits import rebuild_card_split
 from synthdetect.train.trainer import TrainConfig, fit_classifier
 
 MEAN = STD = [0.5, 0.5, 0.5]
@@ -223,6 +224,10 @@ def test_train_cli_names_the_copies_it_does_not_score(tmp_path: Path):
         f"{n} {part}" for part, n in counts.items())
     assert line in result.output
     assert card["metrics"]["test"]["at_0.5"]["n"] == 12 - counts.get("test", 0)
+    # the card's recorded sizes, with its unscored copies counted back, draw the same split again
+    rebuilt = rebuild_card_split(open_dataset(manifest), card["training"]["split"], copies="exclude")
+    assert [len(rebuilt.val), len(rebuilt.test)] == [card["training"]["split"][p]["n"] for p in ("validation", "test")]
+    assert rebuilt.unscored and len(rebuilt.unscored) == sum(counts.values())
     assert "listed in model.json" in (out / "MODEL_CARD.md").read_text()
     result = CliRunner().invoke(app, ["train", str(manifest), "--out", str(out), "--copies", "drop"])
     assert result.exit_code == 2 and "error: unknown copies rule 'drop' (one of exclude, keep)" in result.output

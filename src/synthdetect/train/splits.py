@@ -137,6 +137,22 @@ def split_records(
     return split.without_copies() if copies == "exclude" else split
 
 
+def rebuild_card_split(records: Sequence[Record], recorded: dict, copies: str = "keep") -> Split:
+    """The stratified split a card records (``training.split``), drawn again from the same records.
+
+    Cards store each part's size and the seed, not the fractions asked for, so
+    the fractions are read back from the sizes (rounded to whole percent, as
+    ``--val-fraction``/``--test-fraction`` are given), counting the copies a
+    card left unscored.
+    """
+    unscored = recorded.get("copies_not_scored")
+    counts = unscored.get("counts", {}) if isinstance(unscored, dict) else {}
+    sizes = {part: recorded[part]["n"] + counts.get(part, 0) for part in ("train", "validation", "test")}
+    total = sum(sizes.values())
+    return split_records(records, "stratified", val_fraction=round(sizes["validation"] / total, 2),
+                         test_fraction=round(sizes["test"] / total, 2), seed=recorded["seed"], copies=copies)
+
+
 def _draw_split(records: list[Record], method: str, val_fraction: float, test_fraction: float, seed: int,
                 holdout_sources: Sequence[str]) -> Split:
     if method not in SPLIT_METHODS:
