@@ -102,10 +102,15 @@ def test_resume_after_interruption_gives_the_same_model(tmp_path: Path, hard_fra
     # as if killed after logging epoch 3 but before its checkpoint: the resumed log must not repeat the epoch
     log = tmp_path / "b" / "metrics.jsonl"
     log.write_text(log.read_text() + json.dumps({"epoch": 3, "train_loss": 0.0}) + "\n")
+    # a checkpoint written before epochs logged their image count still resumes (and prints its epoch lines)
+    ckpt = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)
+    for row in ckpt["history"]:
+        del row["images"]
+    torch.save(ckpt, tmp_path / "b" / "checkpoint.pt")
     torch.manual_seed(123)  # a fresh process would start from different random weights
     resumed = _linear()
     result = fit_classifier(resumed, train, val, config, mean=MEAN, std=STD, workdir=tmp_path / "b")
-    assert len(result.history) == 3
+    assert len(result.history) == 3 and [row["images"] for row in result.history] == [32, 32, 32 * hard_fraction]
     assert [json.loads(line)["epoch"] for line in log.read_text().splitlines()] == [1, 2, 3]
     assert len((tmp_path / "b" / "metrics.csv").read_text().splitlines()) == 1 + 3
     for key, value in straight.state_dict().items():

@@ -234,6 +234,8 @@ def fit_classifier(
         start_epoch, best_value, best_epoch, bad_epochs = (
             state["epoch"] + 1, state["best_value"], state["best_epoch"], state["bad_epochs"])
         history = state["history"]
+        for row in history:  # checkpoints written before epochs logged their image count: full epochs
+            row.setdefault("images", epoch_images[row["epoch"] - 1])
         image_losses = state.get("image_losses", image_losses)
     augment = augment or (lambda x, g: augment_flip_shift(x, g, config.max_shift))
     started = time.time()
