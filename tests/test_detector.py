@@ -113,9 +113,9 @@ def test_iter_detect_streams_in_order(detector):
     assert [v.p_ai for v in streamed] == pytest.approx([v.p_ai for v in direct])
 
 
-#: Regression floor for the shipped cifake-cnn.  The issue's target is 0.975; the shipped model measures 0.9748
-#: on its 4,009 held-out images and 0.9744 on the 3,952 that are not copies of an earlier file (README,
-#: "cifake-cnn: how it was trained"), so the floor guards what exists.
+#: Regression floor for the shipped cifake-cnn.  The issue's target is 0.975; the shipped model (1.1.0) measures
+#: 0.9747 on its 3,952 held-out images, which leave out copies of earlier files (README, "cifake-cnn: how it was
+#: trained"), so the floor guards what exists.
 CIFAKE_FLOOR = 0.974
 
 
@@ -124,12 +124,15 @@ def test_cifake_cnn_card_records_held_out_metrics():
 
     card = find_package("cifake-cnn").card
     test = card["metrics"]["test"]["at_0.5"]
-    assert test["n"] >= 4000
+    assert test["n"] >= 3900
     assert test["accuracy"] >= CIFAKE_FLOOR, test
     for key in ("precision", "recall", "f1", "roc_auc", "confusion_matrix", "ece"):
         assert key in test
     assert card["calibration"]["method"] == "temperature"
     assert card["decision"]["human_below"] <= card["decision"]["ai_at_or_above"]
+    # trained with copies excluded: the card counts the held-out files it did not score, and lists them
+    unscored = card["training"]["split"]["copies_not_scored"]
+    assert unscored["counts"] == {"validation": 48, "test": 57} and len(unscored["files"]) == 100
 
 
 @pytest.mark.slow
@@ -141,8 +144,7 @@ def test_detector_reproduces_card_on_held_out_cifake(cifake_zip):
 
     card = find_package("cifake-cnn").card
     split = card["training"]["split"]
-    kept = rebuild_card_split(open_dataset(cifake_zip), split, copies="keep")
-    test_records = kept.test
+    test_records = rebuild_card_split(open_dataset(cifake_zip), split, copies="exclude").test
     assert len(test_records) == split["test"]["n"]
     det = Detector.load("cifake-cnn", use_evidence=False)
     verdicts = det.detect([read_record_bytes(r) for r in test_records])
@@ -151,14 +153,6 @@ def test_detector_reproduces_card_on_held_out_cifake(cifake_zip):
     accuracy = float(np.mean((p >= 0.5) == (y == 1)))
     assert accuracy == pytest.approx(card["metrics"]["test"]["at_0.5"]["accuracy"], abs=1e-9)
     assert accuracy >= CIFAKE_FLOOR
-    # the block added after the copies were found: the same images less the copies of earlier files
-    unique = {r.ref for r in kept.without_copies().test}
-    keep = np.array([r.ref in unique for r in test_records])
-    block = card["metrics"]["test_without_copies"]
-    assert keep.sum() == block["n"] == split["test"]["n"] - block["copies_excluded"]
-    unique_accuracy = float(np.mean((p[keep] >= 0.5) == (y[keep] == 1)))
-    assert unique_accuracy == pytest.approx(block["accuracy"], abs=1e-5)
-    assert unique_accuracy >= CIFAKE_FLOOR
 
 
 def test_aspect_ratio_reason_shows_the_ratio_it_refused():
