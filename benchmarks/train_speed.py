@@ -9,7 +9,7 @@ no dataset, so it answers in about a minute what a full run answers in half an h
 121-143 s per epoch one day and 161-192 s another, which decides whether a run fits 30 minutes.
 
 The speed also moves within minutes: on 2026-11-22 one projection said 155 s per full epoch and the run started
-right after it took 179-214 s (29 min 20 s against 22.7 projected).  So the steps are timed in ``--rounds``
+right after it took 179-214 s (29 min 20 s against 22.0 projected).  So the steps are timed in ``--rounds``
 rounds, the projection is their median, and ``fits_budget`` is judged on the slowest round.
 
     .venv/bin/python benchmarks/train_speed.py [--width 16] [--layout pool-mid] [--epochs 22] [--steps 40]
