@@ -26,11 +26,13 @@ DEFAULT_ZIP = REPO.parent / "shared" / "datasets" / "cifake-train-80k.zip"
 
 
 def main() -> None:
+    from synthdetect.train.splits import COPY_RULES
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--zip", type=Path, default=DEFAULT_ZIP)
     parser.add_argument("--models", nargs="+", default=["default", "cifake-cnn"])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--copies", choices=["exclude", "keep"], default="exclude",
+    parser.add_argument("--copies", choices=COPY_RULES, default="exclude",
                         help="score the held-out copies of earlier files too (keep), or not (exclude)")
     args = parser.parse_args()
     if not args.zip.exists():
