@@ -76,29 +76,35 @@ class _Interrupt(Exception):
     pass
 
 
-@pytest.mark.parametrize("hard_fraction", [1.0, 0.5])
-def test_resume_after_interruption_gives_the_same_model(tmp_path: Path, hard_fraction: float):
-    # with selective backprop, epoch 3 draws its images from the per-image losses the checkpoint must carry
+@pytest.mark.parametrize("hard_fraction, hard_after, alternate_flip", [(1.0, 2, False), (0.5, 2, False), (0.5, 1, True)])
+def test_resume_after_interruption_gives_the_same_model(tmp_path: Path, hard_fraction: float, hard_after: int,
+                                                        alternate_flip: bool):
+    # with selective backprop, epoch 3 draws its images from the per-image losses the checkpoint must carry;
+    # with alternating flips, each image's mirror in epoch 3 depends on how often it was drawn before (once or
+    # twice after a full epoch and a half one, so counts the checkpoint lost would show)
     config = TrainConfig(epochs=3, patience=10, batch_size=8, lr=0.05, threads=1, hard_fraction=hard_fraction,
-                         hard_after=2)
+                         hard_after=hard_after)
+    planned = [config.images_per_epoch(epoch, 32) for epoch in range(3)]
     train, val = _arrays(), _arrays(seed=1)
     torch.manual_seed(0)
     straight = _linear()
-    fit_classifier(straight, train, val, config, mean=MEAN, std=STD, workdir=tmp_path / "a")
+    fit_classifier(straight, train, val, config, mean=MEAN, std=STD, workdir=tmp_path / "a",
+                   alternate_flip=alternate_flip)
 
     calls = {"n": 0}
 
-    def interrupting(x, g):
+    def interrupting(x, g, flip=None):
         calls["n"] += 1
-        if calls["n"] > 8:  # 4 steps per epoch: stop during epoch 3
+        if calls["n"] > (planned[0] + planned[1]) // 8:  # batches of 8: stop during epoch 3
             raise _Interrupt
         from synthdetect.train.trainer import augment_flip_shift
 
-        return augment_flip_shift(x, g, config.max_shift)
+        return augment_flip_shift(x, g, config.max_shift, flip)
 
     torch.manual_seed(0)
     with pytest.raises(_Interrupt):
-        fit_classifier(_linear(), train, val, config, mean=MEAN, std=STD, workdir=tmp_path / "b", augment=interrupting)
+        fit_classifier(_linear(), train, val, config, mean=MEAN, std=STD, workdir=tmp_path / "b", augment=interrupting,
+                       alternate_flip=alternate_flip)
     # as if killed after logging epoch 3 but before its checkpoint: the resumed log must not repeat the epoch
     log = tmp_path / "b" / "metrics.jsonl"
     log.write_text(log.read_text() + json.dumps({"epoch": 3, "train_loss": 0.0}) + "\n")
@@ -109,8 +115,9 @@ def test_resume_after_interruption_gives_the_same_model(tmp_path: Path, hard_fra
     torch.save(ckpt, tmp_path / "b" / "checkpoint.pt")
     torch.manual_seed(123)  # a fresh process would start from different random weights
     resumed = _linear()
-    result = fit_classifier(resumed, train, val, config, mean=MEAN, std=STD, workdir=tmp_path / "b")
-    assert len(result.history) == 3 and [row["images"] for row in result.history] == [32, 32, 32 * hard_fraction]
+    result = fit_classifier(resumed, train, val, config, mean=MEAN, std=STD, workdir=tmp_path / "b",
+                            alternate_flip=alternate_flip)
+    assert len(result.history) == 3 and [row["images"] for row in result.history] == planned
     assert [json.loads(line)["epoch"] for line in log.read_text().splitlines()] == [1, 2, 3]
     assert len((tmp_path / "b" / "metrics.csv").read_text().splitlines()) == 1 + 3
     for key, value in straight.state_dict().items():
@@ -187,12 +194,21 @@ def _train_cli(tmp_path: Path, *extra: str, kind: str = "small-cnn") -> tuple[Pa
     return manifest, out
 
 
-@pytest.mark.parametrize("kind", ["small-cnn", "ela-cnn"])
-def test_trained_package_reloads_with_identical_predictions(tmp_path: Path, kind: str):
+def test_alternating_flip_reaches_the_training_loop_from_the_command_line(tmp_path: Path):
+    _, out = _train_cli(tmp_path, "--augment", "flip:alt", "--option", "keep_workdir=true")
+    state = torch.load(out / "_work" / "checkpoint.pt", weights_only=False)
+    trained = sum(row["images"] for row in state["history"])
+    # every draw was counted, so the mirrors the loop chose were the alternating ones
+    assert int(state["flips"]["draws"].sum()) == trained and int(state["flips"]["draws"].max()) == 3
+
+
+@pytest.mark.parametrize("kind, flip", [("small-cnn", "flip:alt"), ("ela-cnn", "flip")])
+def test_trained_package_reloads_with_identical_predictions(tmp_path: Path, kind: str, flip: str):
     manifest, out = _train_cli(tmp_path, "--split", "loso", "--holdout-source", "a", "--val-fraction", "0.3",
-                               "--calibration", "platt", "--augment", "flip,mixup:0.2,cutmix:1.0", kind=kind)
+                               "--calibration", "platt", "--augment", f"{flip},mixup:0.2,cutmix:1.0", kind=kind)
     card = json.loads((out / "model.json").read_text())
     assert card["kind"] == kind
+    assert card["training"]["augment"]["flip_mode"] == ("alternate" if flip == "flip:alt" else "random")
     for key in ("input", "calibration", "thresholds", "decision", "metrics", "training"):
         assert key in card
     assert card["calibration"]["method"] == "platt"

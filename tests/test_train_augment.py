@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from synthdetect.train.augment import AugmentConfig, augment_pixels, cutmix, mix_batch, mixup, parse_augment
+from synthdetect.train.augment import (
+    AlternatingFlip, AugmentConfig, augment_pixels, cutmix, mix_batch, mixup, parse_augment,
+)
 
 
 def _constant_batch(n: int = 6, size: int = 16):
@@ -73,3 +75,31 @@ def test_parse_augment_grammar_and_errors():
     assert parse_augment(None) == AugmentConfig()
     with pytest.raises(ValueError, match="unknown augmentation 'sharpen'"):
         parse_augment("sharpen")
+
+
+def test_alternating_flip_shows_the_other_mirror_on_every_draw():
+    flips = AlternatingFlip(1000, torch.Generator().manual_seed(0))
+    everyone = torch.arange(1000)
+    first = flips(everyone)
+    assert 400 < int(first.sum()) < 600  # the first draw is a coin toss per image
+    some = torch.tensor([3, 7, 500])
+    assert torch.equal(flips(some), ~first[some])  # their second draw
+    second = flips(everyone)  # the third draw for 3, 7 and 500, the second for the rest
+    expected = ~first
+    expected[some] = first[some]
+    assert torch.equal(second, expected)
+    restored = AlternatingFlip(1000, torch.Generator().manual_seed(99))
+    restored.load_state_dict(flips.state_dict())
+    assert torch.equal(restored(everyone), flips(everyone))
+
+
+def test_a_given_flip_mask_mirrors_exactly_those_images():
+    config = parse_augment("flip:alt,shift:0")
+    assert config.alternates_flip and config.flip_mode == "alternate"
+    assert parse_augment("flip").flip_mode == "random" and not parse_augment("flip:alt,noflip").alternates_flip
+    x = torch.randint(0, 256, (4, 8, 8, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    mask = torch.tensor([True, False, False, True])
+    out = augment_pixels(x, torch.Generator().manual_seed(1), config, flip=mask)
+    assert torch.equal(out[mask], x[mask].flip(2)) and torch.equal(out[~mask], x[~mask])
+    with pytest.raises(ValueError, match="flip mode 'sometimes'"):
+        parse_augment("flip:sometimes")

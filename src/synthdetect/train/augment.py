@@ -27,6 +27,7 @@ class AugmentConfig:
     """Each augmentation is off when its strength/probability is 0 (flip and shift excepted)."""
 
     hflip: bool = True
+    flip_mode: str = "random"  # or "alternate": each image shows the other mirror each time it is drawn
     shift: int = 2  # reflect-padded translation in px (the CIFAKE recipe)
     crop_scale: float = 0.0  # random resized crop: min area share, e.g. 0.6; 0 = off
     rotation: float = 0.0  # max degrees either way
@@ -42,6 +43,10 @@ class AugmentConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def alternates_flip(self) -> bool:
+        return self.hflip and self.flip_mode == "alternate"
 
     @property
     def mixes(self) -> bool:
@@ -117,16 +122,53 @@ def random_shift(x: torch.Tensor, generator: torch.Generator, max_shift: int) ->
     return padded[:, :, dy : dy + h, dx : dx + w].permute(0, 2, 3, 1)
 
 
-def augment_pixels(x: torch.Tensor, generator: torch.Generator, config: AugmentConfig) -> torch.Tensor:
-    """Apply the switched-on pixel augmentations to a uint8 NHWC batch (returns float NHWC in 0..255)."""
+class AlternatingFlip:
+    """Derandomised mirroring (Jordan 2024, airbench's "alternating flip"): each image shows the other mirror
+    every time it is drawn, its first draw a coin toss.
+
+    A coin toss per draw shows some images the same way several draws running, so short schedules spend steps on
+    views already seen; alternating shows both views in any two consecutive draws.  Counting *draws* rather than
+    epochs keeps the alternation under selective backprop, where an image can sit out epochs.
+    """
+
+    def __init__(self, n_images: int, generator: torch.Generator):
+        self.first = torch.rand(n_images, generator=generator) < 0.5
+        self.draws = torch.zeros(n_images, dtype=torch.int64)
+
+    def __call__(self, idx: torch.Tensor) -> torch.Tensor:
+        """The mirror mask for the images ``idx`` (distinct, as in one batch); counts this draw."""
+        flip = self.first[idx] ^ (self.draws[idx] % 2 == 1)
+        self.draws[idx] += 1
+        return flip
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"first": self.first.clone(), "draws": self.draws.clone()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.first, self.draws = state["first"].clone(), state["draws"].clone()
+
+
+def pixel_augmenter(config: AugmentConfig):
+    """The ``augment(x, generator, flip=None)`` callable the training loop takes, for ``config``."""
+    return lambda x, generator, flip=None: augment_pixels(x, generator, config, flip)
+
+
+def augment_pixels(x: torch.Tensor, generator: torch.Generator, config: AugmentConfig,
+                   flip: torch.Tensor | None = None) -> torch.Tensor:
+    """Apply the switched-on pixel augmentations to a uint8 NHWC batch (returns float NHWC in 0..255).
+
+    ``flip`` (one bool per image) is the training loop's mirror schedule for ``flip_mode="alternate"``;
+    without it a switched-on flip is a coin toss per image.
+    """
     if config.crop_scale > 0:
         x = random_resized_crop(x, generator, config.crop_scale)
     if config.rotation > 0:
         x = random_rotation(x, generator, config.rotation)
     if config.jpeg_prob > 0 or config.blur_prob > 0 or config.resize_prob > 0:
         x = _pil_ops(x, generator, config)
-    if config.hflip:
+    if flip is None and config.hflip:
         flip = torch.rand(x.shape[0], generator=generator) < 0.5
+    if flip is not None:
         x = torch.where(flip.view(-1, 1, 1, 1), x.flip(2), x)
     if config.shift:
         x = random_shift(x, generator, config.shift)
@@ -177,7 +219,10 @@ def mix_batch(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator, conf
 
 
 def parse_augment(spec: str | None, base: AugmentConfig | None = None) -> AugmentConfig:
-    """``"flip,crop:0.6,rot:10,jpeg:0.5@60-95,blur:0.3,resize:0.3,mixup:0.2,cutmix:1.0,noflip,shift:0"``."""
+    """``"flip,crop:0.6,rot:10,jpeg:0.5@60-95,blur:0.3,resize:0.3,mixup:0.2,cutmix:1.0,noflip,shift:0"``.
+
+    ``flip:alt`` mirrors each image every other time it is drawn instead of at random (see ``AlternatingFlip``).
+    """
     config = AugmentConfig(**(base or AugmentConfig()).to_dict())
     if not spec:
         return config
@@ -186,7 +231,10 @@ def parse_augment(spec: str | None, base: AugmentConfig | None = None) -> Augmen
         name = name.lower()
         try:
             if name == "flip":
+                if value not in ("", "random", "alt", "alternate"):
+                    raise ValueError(f"flip mode {value!r} is not 'random' or 'alt'")
                 config.hflip = True
+                config.flip_mode = "alternate" if value.startswith("alt") else "random"
             elif name == "noflip":
                 config.hflip = False
             elif name == "shift":
@@ -214,5 +262,5 @@ def parse_augment(spec: str | None, base: AugmentConfig | None = None) -> Augmen
                 raise ValueError(f"unknown augmentation '{name}'")
         except ValueError as exc:
             raise ValueError(f"--augment {item!r}: {exc} (e.g. flip,crop:0.6,rot:10,jpeg:0.5@60-95,blur:0.3,"
-                             f"resize:0.3,mixup:0.2,cutmix:1.0,noflip,shift:0,none)") from exc
+                             f"resize:0.3,mixup:0.2,cutmix:1.0,flip:alt,noflip,shift:0,none)") from exc
     return config

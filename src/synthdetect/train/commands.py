@@ -83,7 +83,7 @@ def register(app: typer.Typer) -> None:
         val_fraction: Annotated[float, typer.Option(help="Validation share (early stopping, calibration, thresholds).")] = 0.05,
         test_fraction: Annotated[float, typer.Option(help="Held-out test share (the card's numbers).")] = 0.05,
         copies: Annotated[str, typer.Option(help="Validation/test files byte-identical to an earlier file: exclude them from scoring, or keep them (as cards made before 2026-11-22 did).")] = "exclude",
-        augment: Annotated[Optional[str], typer.Option(help="Augmentations, e.g. flip,crop:0.6,rot:10,jpeg:0.5@60-95,blur:0.3,resize:0.3,mixup:0.2,cutmix:1.0 (default flip,shift:2).")] = None,
+        augment: Annotated[Optional[str], typer.Option(help="Augmentations, e.g. flip,crop:0.6,rot:10,jpeg:0.5@60-95,blur:0.3,resize:0.3,mixup:0.2,cutmix:1.0; flip:alt mirrors each image every other time it is drawn (default flip,shift:2).")] = None,
         calibration: Annotated[str, typer.Option(help="Calibration fitted on validation logits: temperature or platt.")] = "temperature",
         fpr: Annotated[Optional[list[float]], typer.Option("--fpr", help="False-positive rates to set thresholds for (first one decides 'ai').")] = None,
         label: Annotated[Optional[list[str]], typer.Option("--label", help="Map a folder/label name: NAME=ai or NAME=human.")] = None,

@@ -27,6 +27,7 @@ from PIL import Image
 
 from synthdetect.images import ImageLoadError, LoadedImage
 from synthdetect.models.torch_kinds import images_to_tensor, resize_to_input
+from synthdetect.train.augment import AlternatingFlip
 from synthdetect.train.datasets import Record, load_record
 
 logger = logging.getLogger(__name__)
@@ -80,10 +81,12 @@ def decode_records(
     return arrays[keep], labels[keep], errors
 
 
-def augment_flip_shift(x: torch.Tensor, generator: torch.Generator, max_shift: int = 2) -> torch.Tensor:
-    """Random horizontal flip and a reflect-padded shift of up to ``max_shift`` px (uint8 NHWC in, NHWC out)."""
+def augment_flip_shift(x: torch.Tensor, generator: torch.Generator, max_shift: int = 2,
+                       flip: torch.Tensor | None = None) -> torch.Tensor:
+    """Horizontal flip (random, or the ``flip`` mask given) and a reflect-padded shift of up to ``max_shift`` px."""
     n, h, w, _ = x.shape
-    flip = torch.rand(n, generator=generator) < 0.5
+    if flip is None:
+        flip = torch.rand(n, generator=generator) < 0.5
     x = torch.where(flip.view(-1, 1, 1, 1), x.flip(2), x)
     if max_shift:
         padded = F.pad(x.permute(0, 3, 1, 2).float(), (max_shift,) * 4, mode="reflect")
@@ -195,8 +198,9 @@ def fit_classifier(
     mean: Sequence[float],
     std: Sequence[float],
     workdir: Path,
-    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+    augment: Callable[..., torch.Tensor] | None = None,
     mix: Callable[[torch.Tensor, torch.Tensor, torch.Generator], Any] | None = None,
+    alternate_flip: bool = False,
 ) -> TrainResult:
     """Train ``module`` (one logit out) with AdamW or SGD + one-cycle LR, early stopping and resume.
 
@@ -206,6 +210,8 @@ def fit_classifier(
     (Mixup/CutMix) returns an object with ``.x`` and soft labels ``.y``; the
     loss is binary cross-entropy against those soft targets.  ``config.hard_fraction`` < 1 turns on selective
     backprop (see ``choose_hard_images``); it needs one loss per image, so it refuses ``mix``.
+    ``alternate_flip`` mirrors each image on every other draw (``AlternatingFlip``) and hands ``augment`` that
+    mask as ``flip=``; otherwise ``augment(x, generator)`` flips as it likes.
     """
     refuse_selection_with_mixing(config, mixes=mix is not None)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -218,6 +224,7 @@ def fit_classifier(
     epoch_images = [config.images_per_epoch(e, len(x_train)) for e in range(config.epochs)]
     epoch_steps = [math.ceil(n / config.batch_size) for n in epoch_images]
     image_losses = torch.full((len(x_train),), float("inf"))  # never trained on ranks as hardest
+    flips = AlternatingFlip(len(x_train), generator) if alternate_flip else None
     optimizer = make_optimizer(module, config)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.lr, total_steps=sum(epoch_steps), pct_start=0.2
@@ -237,7 +244,9 @@ def fit_classifier(
         for row in history:  # checkpoints written before epochs logged their image count: full epochs
             row.setdefault("images", epoch_images[row["epoch"] - 1])
         image_losses = state.get("image_losses", image_losses)
-    augment = augment or (lambda x, g: augment_flip_shift(x, g, config.max_shift))
+        if flips is not None:
+            flips.load_state_dict(state["flips"])
+    augment = augment or (lambda x, g, flip=None: augment_flip_shift(x, g, config.max_shift, flip))
     started = time.time()
     stopped_early = False
     with progress_bar() as bar:
@@ -250,7 +259,7 @@ def fit_classifier(
             running, seen, t0 = 0.0, 0, time.time()
             for step in range(steps_per_epoch):
                 idx = order[step * config.batch_size : (step + 1) * config.batch_size]
-                xb = augment(x_train[idx], generator)
+                xb = augment(x_train[idx], generator, flip=flips(idx)) if flips is not None else augment(x_train[idx], generator)
                 xb = images_to_tensor(xb.to(torch.uint8).numpy(), mean, std)
                 yb = y_train[idx]
                 if mix is not None:
@@ -293,7 +302,8 @@ def fit_classifier(
             torch.save({"model": module.state_dict(), "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "generator": generator.get_state(), "epoch": epoch,
                         "best_value": best_value, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
-                        "history": history, "image_losses": image_losses}, ckpt_path)
+                        "history": history, "image_losses": image_losses,
+                        **({"flips": flips.state_dict()} if flips is not None else {})}, ckpt_path)
             if bad_epochs >= config.patience:
                 stopped_early = True
                 _warn_if_stopped_at_high_lr(row["lr"], config, epoch + 1, best_epoch)
