@@ -16,6 +16,7 @@ from synthdetect.cli import app
 from synthdetect.evaluate.metrics import binary_metrics
 from synthdetect.evaluate.report import predict_records
 from synthdetect.train import registry
+from synthdetect.train.augment import AugmentConfig, PixelAugmenter
 from synthdetect.train.datasets import open_dataset
 from synthdetect.train.splits import rebuild_card_split
 from synthdetect.train.trainer import TrainConfig, fit_classifier
@@ -85,26 +86,26 @@ def test_resume_after_interruption_gives_the_same_model(tmp_path: Path, hard_fra
     config = TrainConfig(epochs=3, patience=10, batch_size=8, lr=0.05, threads=1, hard_fraction=hard_fraction,
                          hard_after=hard_after)
     planned = [config.images_per_epoch(epoch, 32) for epoch in range(3)]
+    augment = PixelAugmenter(AugmentConfig(shift=config.max_shift,
+                                           flip_mode="alternate" if alternate_flip else "random"))
     train, val = _arrays(), _arrays(seed=1)
     torch.manual_seed(0)
     straight = _linear()
-    fit_classifier(straight, train, val, config, mean=MEAN, std=STD, workdir=tmp_path / "a",
-                   alternate_flip=alternate_flip)
+    fit_classifier(straight, train, val, config, mean=MEAN, std=STD, workdir=tmp_path / "a", augment=augment)
 
     calls = {"n": 0}
 
-    def interrupting(x, g, flip=None):
-        calls["n"] += 1
-        if calls["n"] > (planned[0] + planned[1]) // 8:  # batches of 8: stop during epoch 3
-            raise _Interrupt
-        from synthdetect.train.trainer import augment_flip_shift
-
-        return augment_flip_shift(x, g, config.max_shift, flip)
+    class Interrupting(PixelAugmenter):
+        def __call__(self, x, generator, flip=None):
+            calls["n"] += 1
+            if calls["n"] > (planned[0] + planned[1]) // 8:  # batches of 8: stop during epoch 3
+                raise _Interrupt
+            return super().__call__(x, generator, flip)
 
     torch.manual_seed(0)
     with pytest.raises(_Interrupt):
-        fit_classifier(_linear(), train, val, config, mean=MEAN, std=STD, workdir=tmp_path / "b", augment=interrupting,
-                       alternate_flip=alternate_flip)
+        fit_classifier(_linear(), train, val, config, mean=MEAN, std=STD, workdir=tmp_path / "b",
+                       augment=Interrupting(augment.config))
     # as if killed after logging epoch 3 but before its checkpoint: the resumed log must not repeat the epoch
     log = tmp_path / "b" / "metrics.jsonl"
     log.write_text(log.read_text() + json.dumps({"epoch": 3, "train_loss": 0.0}) + "\n")
@@ -116,7 +117,7 @@ def test_resume_after_interruption_gives_the_same_model(tmp_path: Path, hard_fra
     torch.manual_seed(123)  # a fresh process would start from different random weights
     resumed = _linear()
     result = fit_classifier(resumed, train, val, config, mean=MEAN, std=STD, workdir=tmp_path / "b",
-                            alternate_flip=alternate_flip)
+                            augment=augment)
     assert len(result.history) == 3 and [row["images"] for row in result.history] == planned
     assert [json.loads(line)["epoch"] for line in log.read_text().splitlines()] == [1, 2, 3]
     assert len((tmp_path / "b" / "metrics.csv").read_text().splitlines()) == 1 + 3

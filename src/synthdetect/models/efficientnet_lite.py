@@ -154,7 +154,7 @@ def _input_spec(options: dict[str, Any], size: int) -> dict[str, Any]:
 
 def train_efficientnet_lite(request: TrainRequest, variant: str) -> ModelPackage:
     """Fine-tune from ImageNet weights: all layers, or only the new head with ``freeze_backbone=true``."""
-    from synthdetect.train.augment import mix_batch, pixel_augmenter
+    from synthdetect.train.augment import PixelAugmenter, mix_batch
     from synthdetect.train.small_image import finish_torch_package
     from synthdetect.train.trainer import decode_records, fit_classifier, predict_logits
 
@@ -176,7 +176,7 @@ def train_efficientnet_lite(request: TrainRequest, variant: str) -> ModelPackage
     augment = request.augment
     result = fit_classifier(
         module, (x_train, y_train), (x_val, y_val), request.config, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-        workdir=workdir, augment=pixel_augmenter(augment), alternate_flip=augment.alternates_flip,
+        workdir=workdir, augment=PixelAugmenter(augment),
         mix=(lambda x, y, g: mix_batch(x, y, g, augment)) if augment.mixes else None,
     )
     val_logits = predict_logits(module, x_val, IMAGENET_MEAN, IMAGENET_STD, batch_size=64)

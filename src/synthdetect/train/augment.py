@@ -148,9 +148,23 @@ class AlternatingFlip:
         self.first, self.draws = state["first"].clone(), state["draws"].clone()
 
 
-def pixel_augmenter(config: AugmentConfig):
-    """The ``augment(x, generator, flip=None)`` callable the training loop takes, for ``config``."""
-    return lambda x, generator, flip=None: augment_pixels(x, generator, config, flip)
+@dataclass(frozen=True)
+class PixelAugmenter:
+    """The training loop's ``augment(x, generator, flip=None)`` for one config.
+
+    It carries ``alternates_flip`` so the loop reads the flip schedule from the
+    augmentation it was given, rather than from a second argument that could
+    disagree with it.
+    """
+
+    config: AugmentConfig
+
+    @property
+    def alternates_flip(self) -> bool:
+        return self.config.alternates_flip
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator, flip: torch.Tensor | None = None) -> torch.Tensor:
+        return augment_pixels(x, generator, self.config, flip)
 
 
 def augment_pixels(x: torch.Tensor, generator: torch.Generator, config: AugmentConfig,

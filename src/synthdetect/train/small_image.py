@@ -17,7 +17,7 @@ import torch
 
 from synthdetect.models.cnn import SmallCNN
 from synthdetect.models.package import ModelPackage
-from synthdetect.train.augment import AugmentConfig, mix_batch, pixel_augmenter
+from synthdetect.train.augment import AugmentConfig, PixelAugmenter, mix_batch
 from synthdetect.train.datasets import open_dataset
 from synthdetect.train.registry import (
     TrainerError, TrainRequest, finalize_package, option_flag, register_trainer,
@@ -56,7 +56,7 @@ def _train_torch_cnn(
     augment = request.augment
     result = fit_classifier(
         module, (x_train, y_train), (x_val, y_val), config, mean=MEAN, std=STD, workdir=workdir,
-        augment=pixel_augmenter(augment), alternate_flip=augment.alternates_flip,
+        augment=PixelAugmenter(augment),
         mix=(lambda x, y, g: mix_batch(x, y, g, augment)) if augment.mixes else None,
     )
     val_logits = predict_logits(module, x_val, MEAN, STD)

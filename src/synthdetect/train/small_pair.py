@@ -30,7 +30,7 @@ from synthdetect.models.package import ModelPackage
 from synthdetect.models.pair import PAIR_MEAN, PAIR_STD, PairNet
 from synthdetect.models.torch_kinds import images_to_tensor
 from synthdetect.models.weight_codec import pack_int8, round_trip
-from synthdetect.train.augment import mix_batch, pixel_augmenter
+from synthdetect.train.augment import PixelAugmenter, mix_batch
 from synthdetect.train.registry import TrainerError, TrainRequest, option_flag, register_trainer
 from synthdetect.train.small_image import _input_spec, finish_torch_package, small_cnn_from_options
 from synthdetect.train.trainer import TrainResult, decode_records, fit_classifier, predict_logits, write_epoch_log
@@ -86,12 +86,11 @@ def train_small_pair(request: TrainRequest) -> ModelPackage:
     x_val, y_val, e_val = decode_records(request.val, size, description="decode val")
     x_test, y_test, e_test = decode_records(request.test, size, description="decode test")
     augment = request.augment
-    augment_fn = pixel_augmenter(augment)
+    augment_fn = PixelAugmenter(augment)
     mix_fn = (lambda x, y, g: mix_batch(x, y, g, augment)) if augment.mixes else None
 
     cnn_result = fit_classifier(cnn, (x_train, y_train), (x_val, y_val), cnn_config, mean=PAIR_MEAN, std=PAIR_STD,
-                                workdir=workdir / "cnn", augment=augment_fn, mix=mix_fn,
-                                alternate_flip=augment.alternates_flip)
+                                workdir=workdir / "cnn", augment=augment_fn, mix=mix_fn)
 
     lite_epochs = int(options.get("lite_epochs", 2))
     lite_config = dataclasses.replace(
@@ -101,8 +100,7 @@ def train_small_pair(request: TrainRequest) -> ModelPackage:
     lite = EfficientNetLiteDetector(variant, size[0])
     lite.load_imagenet(load_imagenet_state(variant, weights_path))
     lite_result = fit_classifier(lite, (x_train, y_train), (x_val, y_val), lite_config, mean=IMAGENET_MEAN,
-                                 std=IMAGENET_STD, workdir=workdir / "lite", augment=augment_fn, mix=mix_fn,
-                                 alternate_flip=augment.alternates_flip)
+                                 std=IMAGENET_STD, workdir=workdir / "lite", augment=augment_fn, mix=mix_fn)
 
     # The combiner is fitted on the members as they will be stored, so it weighs what is shipped.
     pair = PairNet(cnn.hparams, lite.hparams)

@@ -27,7 +27,7 @@ from PIL import Image
 
 from synthdetect.images import ImageLoadError, LoadedImage
 from synthdetect.models.torch_kinds import images_to_tensor, resize_to_input
-from synthdetect.train.augment import AlternatingFlip
+from synthdetect.train.augment import AlternatingFlip, AugmentConfig, PixelAugmenter
 from synthdetect.train.datasets import Record, load_record
 
 logger = logging.getLogger(__name__)
@@ -79,20 +79,6 @@ def decode_records(
                 bar.update(task, completed=i + 1, status=f"{len(errors)} errors")
     labels = np.array([r.label for r in records], dtype=np.float32)
     return arrays[keep], labels[keep], errors
-
-
-def augment_flip_shift(x: torch.Tensor, generator: torch.Generator, max_shift: int = 2,
-                       flip: torch.Tensor | None = None) -> torch.Tensor:
-    """Horizontal flip (random, or the ``flip`` mask given) and a reflect-padded shift of up to ``max_shift`` px."""
-    n, h, w, _ = x.shape
-    if flip is None:
-        flip = torch.rand(n, generator=generator) < 0.5
-    x = torch.where(flip.view(-1, 1, 1, 1), x.flip(2), x)
-    if max_shift:
-        padded = F.pad(x.permute(0, 3, 1, 2).float(), (max_shift,) * 4, mode="reflect")
-        dx, dy = (int(v) for v in torch.randint(0, 2 * max_shift + 1, (2,), generator=generator))
-        x = padded[:, :, dy : dy + h, dx : dx + w].permute(0, 2, 3, 1)
-    return x
 
 
 @dataclass
@@ -200,7 +186,6 @@ def fit_classifier(
     workdir: Path,
     augment: Callable[..., torch.Tensor] | None = None,
     mix: Callable[[torch.Tensor, torch.Tensor, torch.Generator], Any] | None = None,
-    alternate_flip: bool = False,
 ) -> TrainResult:
     """Train ``module`` (one logit out) with AdamW or SGD + one-cycle LR, early stopping and resume.
 
@@ -210,8 +195,9 @@ def fit_classifier(
     (Mixup/CutMix) returns an object with ``.x`` and soft labels ``.y``; the
     loss is binary cross-entropy against those soft targets.  ``config.hard_fraction`` < 1 turns on selective
     backprop (see ``choose_hard_images``); it needs one loss per image, so it refuses ``mix``.
-    ``alternate_flip`` mirrors each image on every other draw (``AlternatingFlip``) and hands ``augment`` that
-    mask as ``flip=``; otherwise ``augment(x, generator)`` flips as it likes.
+    ``augment`` defaults to a random flip and a ``config.max_shift`` px shift.  An ``augment`` whose
+    ``alternates_flip`` is true (``PixelAugmenter`` for ``--augment flip:alt``) is handed each batch's mirror mask
+    as ``flip=`` (``AlternatingFlip``); any other is called as ``augment(x, generator)`` and flips as it likes.
     """
     refuse_selection_with_mixing(config, mixes=mix is not None)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -224,7 +210,8 @@ def fit_classifier(
     epoch_images = [config.images_per_epoch(e, len(x_train)) for e in range(config.epochs)]
     epoch_steps = [math.ceil(n / config.batch_size) for n in epoch_images]
     image_losses = torch.full((len(x_train),), float("inf"))  # never trained on ranks as hardest
-    flips = AlternatingFlip(len(x_train), generator) if alternate_flip else None
+    augment = augment or PixelAugmenter(AugmentConfig(shift=config.max_shift))
+    flips = AlternatingFlip(len(x_train), generator) if getattr(augment, "alternates_flip", False) else None
     optimizer = make_optimizer(module, config)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.lr, total_steps=sum(epoch_steps), pct_start=0.2
@@ -246,7 +233,6 @@ def fit_classifier(
         image_losses = state.get("image_losses", image_losses)
         if flips is not None:
             flips.load_state_dict(state["flips"])
-    augment = augment or (lambda x, g, flip=None: augment_flip_shift(x, g, config.max_shift, flip))
     started = time.time()
     stopped_early = False
     with progress_bar() as bar:
