@@ -293,6 +293,48 @@ def test_sgd_optimizer_trains_and_an_unknown_one_is_refused(tmp_path: Path):
         make_optimizer(_linear(), TrainConfig(optimizer="lamb"))
 
 
+@pytest.mark.parametrize("n_images, epochs", [(40, 1), (16, 1), (8, 1), (16, 2)])
+def test_runs_of_a_handful_of_steps_train(tmp_path: Path, n_images: int, epochs: int):
+    """One epoch of 40 images at batch 8 is 5 steps, where torch's OneCycleLR divided by zero."""
+    torch.manual_seed(0)
+    config = TrainConfig(epochs=epochs, patience=10, batch_size=8, lr=0.05, threads=1, optimizer="sgd")
+    result = fit_classifier(_linear(), _arrays(n_images), _arrays(seed=1), config, mean=MEAN, std=STD,
+                            workdir=tmp_path)
+    assert len(result.history) == epochs and all(np.isfinite(row["train_loss"]) for row in result.history)
+
+
+def test_device_is_chosen_explicitly_and_a_missing_gpu_is_an_error(tmp_path: Path):
+    from synthdetect.train.trainer import resolve_device
+
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="unknown device 'gpu0'"):
+        resolve_device("gpu0")
+    manifest = write_manifest(tmp_path / "d", {"a": (2, 2), "b": (2, 2)}, size=8)
+    runner = CliRunner()
+    result = runner.invoke(app, ["train", str(manifest), "--out", str(tmp_path / "o"), "--model", "handcrafted",
+                                 "--device", "cuda"])
+    assert result.exit_code == 2 and "--device would be ignored" in result.output
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="sees no CUDA GPU"):
+            resolve_device("cuda")
+        result = runner.invoke(app, ["train", str(manifest), "--out", str(tmp_path / "o"), "--device", "cuda"])
+        assert result.exit_code == 2 and "use --device cpu" in result.output
+        assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch sees none here)")
+def test_training_on_a_gpu_hands_back_a_cpu_module_with_the_best_weights(tmp_path: Path):
+    torch.manual_seed(0)
+    config = TrainConfig(epochs=3, patience=10, batch_size=8, lr=0.05, threads=1, optimizer="sgd", device="cuda")
+    module = _linear()
+    result = fit_classifier(module, _arrays(), _arrays(seed=1), config, mean=MEAN, std=STD, workdir=tmp_path)
+    assert next(module.parameters()).device.type == "cpu"
+    best = torch.load(tmp_path / "best.pt", map_location="cpu", weights_only=True)
+    assert all(torch.equal(best[k], v) for k, v in module.state_dict().items())
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+
+
 def test_cheaper_layouts_cut_the_arithmetic_and_round_trip_through_a_package(tmp_path: Path):
     from synthdetect.models.cnn import SmallCNN
 

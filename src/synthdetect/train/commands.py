@@ -43,7 +43,7 @@ def parse_options(items: list[str] | None) -> dict:
 
 #: ``synthdetect train`` options that only the torch loop reads; kinds registered with ``torch_loop=False`` refuse them.
 TORCH_LOOP_OPTIONS = ("epochs", "patience", "monitor", "batch_size", "lr", "optimizer", "weight_decay",
-                      "label_smoothing", "hard_fraction", "hard_after", "augment", "width", "input_size")
+                      "label_smoothing", "hard_fraction", "hard_after", "augment", "width", "input_size", "device")
 
 
 def torch_loop_options_given(ctx: typer.Context) -> list[str]:
@@ -78,6 +78,7 @@ def register(app: typer.Typer) -> None:
         max_short_side: Annotated[Optional[int], typer.Option(help="CNN kinds: refuse larger images when serving (0 = no limit; default 2x input).")] = None,
         seed: Annotated[int, typer.Option(help="Seed for split, init and augmentation.")] = 0,
         threads: Annotated[int, typer.Option(help="Torch threads (0 = all CPUs this process may use).")] = 0,
+        device: Annotated[str, typer.Option(help="Where the torch loop trains: cpu, cuda, cuda:N or auto (a GPU when torch sees one). The package is scored, calibrated and served on the CPU either way.")] = "cpu",
         split: Annotated[str, typer.Option(help="random, stratified, source (whole sources held out) or loso.")] = "stratified",
         holdout_source: Annotated[Optional[list[str]], typer.Option("--holdout-source", help="Source(s) held out as the test set (source/loso splits).")] = None,
         val_fraction: Annotated[float, typer.Option(help="Validation share (early stopping, calibration, thresholds).")] = 0.05,
@@ -97,7 +98,7 @@ def register(app: typer.Typer) -> None:
         from synthdetect.train.datasets import DatasetError, open_dataset
         from synthdetect.train.registry import TrainerError, TrainRequest, get_trainer, uses_torch_loop
         from synthdetect.train.splits import SplitError, split_records
-        from synthdetect.train.trainer import TrainConfig, refuse_selection_with_mixing
+        from synthdetect.train.trainer import TrainConfig, refuse_selection_with_mixing, resolve_device
 
         try:
             trainer = get_trainer(model)
@@ -109,7 +110,8 @@ def register(app: typer.Typer) -> None:
             config = TrainConfig(epochs=epochs, patience=patience, batch_size=batch_size, lr=lr, seed=seed,
                                  threads=threads or None, monitor=monitor, max_shift=augment_config.shift,
                                  optimizer=optimizer, weight_decay=weight_decay, label_smoothing=label_smoothing,
-                                 hard_fraction=hard_fraction, hard_after=hard_after)
+                                 hard_fraction=hard_fraction, hard_after=hard_after, device=device)
+            resolve_device(device)
             refuse_selection_with_mixing(config, augment_config.mixes)
             records = open_dataset(data, label_map=parse_label_map(label))
             parts = split_records(records, split, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,

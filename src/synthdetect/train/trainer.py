@@ -96,6 +96,7 @@ class TrainConfig:
     optimizer: str = "adamw"  # "adamw", or "sgd" (Nesterov momentum 0.9), which often generalises better on small CNNs
     hard_fraction: float = 1.0  # < 1: selective backprop, see choose_hard_images
     hard_after: int = 3  # full epochs before selection starts, so every image has a loss to rank
+    device: str = "cpu"  # "cpu", "cuda[:N]" or "auto"; the package is read on the CPU either way
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -119,12 +120,31 @@ class TrainResult:
     seconds: float
 
 
+def resolve_device(name: str) -> torch.device:
+    """``auto`` takes a CUDA GPU when torch sees one; asking for CUDA without one is an error, not a silent CPU run."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"unknown device {name!r}: expected cpu, cuda, cuda:N or auto") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} was asked for, but this torch build sees no CUDA GPU "
+                         f"(torch {torch.__version__}); use --device cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {name!r} is not supported: expected cpu, cuda, cuda:N or auto")
+    return device
+
+
 def predict_logits(module: torch.nn.Module, arrays: np.ndarray, mean, std, batch_size: int = 512) -> np.ndarray:
+    """Logits for uint8 NHWC ``arrays``, computed on whichever device ``module`` sits."""
     module.eval()
+    device = next(module.parameters()).device
     out = []
     with torch.inference_mode():
         for start in range(0, len(arrays), batch_size):
-            out.append(module(images_to_tensor(arrays[start : start + batch_size], mean, std)).float().numpy())
+            batch = images_to_tensor(arrays[start : start + batch_size], mean, std).to(device)
+            out.append(module(batch).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0)
 
 
@@ -135,6 +155,19 @@ def make_optimizer(module: torch.nn.Module, config: TrainConfig) -> torch.optim.
         return torch.optim.SGD(module.parameters(), lr=config.lr, momentum=0.9, nesterov=True,
                                weight_decay=config.weight_decay)
     raise ValueError(f"unknown optimizer {config.optimizer!r}: expected adamw or sgd")
+
+
+def one_cycle(optimizer: torch.optim.Optimizer, lr: float, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """One-cycle LR, warming up over the first 20% of the steps.
+
+    Torch's OneCycleLR divides by the length of each phase, so a run of a handful of steps (one epoch of a few
+    hundred images) crashed with ZeroDivisionError: the warm-up gets at least 2 steps, and a run of 1-2 steps keeps
+    the peak LR throughout.
+    """
+    if total_steps < 3:
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total_steps,
+                                               pct_start=max(0.2, 2.0 / total_steps))
 
 
 def refuse_selection_with_mixing(config: TrainConfig, mixes: bool) -> None:
@@ -204,7 +237,8 @@ def fit_classifier(
     set_threads(config.threads)
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    module = module.to(memory_format=torch.channels_last)
+    device = resolve_device(config.device)
+    module = module.to(device=device, memory_format=torch.channels_last)
     x_train = torch.from_numpy(train[0])
     y_train = torch.from_numpy(train[1]).float()
     epoch_images = [config.images_per_epoch(e, len(x_train)) for e in range(config.epochs)]
@@ -213,9 +247,7 @@ def fit_classifier(
     augment = augment or PixelAugmenter(AugmentConfig(shift=config.max_shift))
     flips = AlternatingFlip(len(x_train), generator) if getattr(augment, "alternates_flip", False) else None
     optimizer = make_optimizer(module, config)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.lr, total_steps=sum(epoch_steps), pct_start=0.2
-    )
+    scheduler = one_cycle(optimizer, config.lr, sum(epoch_steps))
     ckpt_path, best_path = workdir / "checkpoint.pt", workdir / "best.pt"
     history: list[dict[str, Any]] = []
     start_epoch, best_value, best_epoch, bad_epochs = 0, None, -1, 0
@@ -246,8 +278,8 @@ def fit_classifier(
             for step in range(steps_per_epoch):
                 idx = order[step * config.batch_size : (step + 1) * config.batch_size]
                 xb = augment(x_train[idx], generator, flip=flips(idx)) if flips is not None else augment(x_train[idx], generator)
-                xb = images_to_tensor(xb.to(torch.uint8).numpy(), mean, std)
-                yb = y_train[idx]
+                xb = images_to_tensor(xb.to(torch.uint8).numpy(), mean, std).to(device, non_blocking=True)
+                yb = y_train[idx].to(device)
                 if mix is not None:
                     mixed = mix(xb, yb, generator)
                     xb, yb = mixed.x, mixed.y
@@ -255,7 +287,7 @@ def fit_classifier(
                     yb = yb * (1 - config.label_smoothing) + 0.5 * config.label_smoothing
                 per_image = F.binary_cross_entropy_with_logits(module(xb), yb, reduction="none")
                 if mix is None:
-                    image_losses[idx] = per_image.detach()
+                    image_losses[idx] = per_image.detach().cpu()
                 loss = per_image.mean()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -295,6 +327,7 @@ def fit_classifier(
                 _warn_if_stopped_at_high_lr(row["lr"], config, epoch + 1, best_epoch)
                 break
     module.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True))
+    module.to("cpu")  # callers score, calibrate and export on the CPU, as serving does
     return TrainResult(best_epoch=best_epoch, history=history, stopped_early=stopped_early,
                        seconds=time.time() - started)
 
