@@ -24,10 +24,30 @@ import json
 import os
 import statistics
 import time
+from pathlib import Path
 
 #: Decoding the zip, validation after every epoch and the final calibration: a width-16 run projected at 20.0 min
 #: of training steps took 20 min 53 s from start to written package.
 OVERHEAD_MIN = 1.0
+
+
+def host_facts() -> dict[str, str | int]:
+    """The processor behind the projection: the same recipe projected 20 minutes on a 2-core Intel host with AVX-512
+    and 65 on a 2-core AMD EPYC with AVX2 only (2026-12-04), so a projection means little without it."""
+    import platform
+
+    import torch
+
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": model, "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)}
 
 
 def time_steps(module, config, augment, mean, std, side, batch_size: int, steps: int) -> dict[str, float]:
@@ -148,7 +168,7 @@ def main() -> None:
         "parameters": sum(p.numel() for p in module.parameters()),
         "batch_size": batch_size, "epochs": epochs, "hard_fraction": config.hard_fraction,
         "hard_after": config.hard_after, "epoch_equivalents": round(epoch_equivalents, 2),
-        "train_images": n_train, "threads": threads,
+        "train_images": n_train, "threads": threads, "host": host_facts(),
         "load_average_1min": round(os.getloadavg()[0], 2), "step_ms": {k: round(v * 1000, 1) for k, v in parts.items()},
         "projected_epoch_s": round(epoch_s, 1), "projected_epoch_s_rounds": [round(v, 1) for v in round_epoch_s],
         "projected_cnn_min": round(run_min, 1), "other_members": members,

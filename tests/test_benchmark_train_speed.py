@@ -28,6 +28,8 @@ def test_train_speed_projects_the_shipped_recipe():
     assert len(rounds) == 3 and result["projected_epoch_s"] == sorted(rounds)[1]
     assert abs(result["projected_run_min_slowest"] - max(rounds) * result["epoch_equivalents"] / 60) <= 0.11
     assert result["fits_budget"] == (result["projected_run_min_slowest"] + result["overhead_min"] < 30)
+    assert result["host"]["cpu"] and isinstance(result["host"]["torch_cpu_capability"], str)
+    assert result["host"]["cpus_usable"] >= 1
 
 
 def test_train_speed_counts_selective_backprop_epochs_at_their_share():
