@@ -32,7 +32,7 @@ OVERHEAD_MIN = 1.0
 
 
 def host_facts() -> dict[str, str | int]:
-    """The processor behind the projection: the same recipe projected 20 minutes on a 2-core Intel host with AVX-512
+    """The processor behind the projection: the same recipe projected 20 minutes on a 2-core host with AVX-512
     and 65 on a 2-core AMD EPYC with AVX2 only (2026-12-04), so a projection means little without it."""
     import platform
 
