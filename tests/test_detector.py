@@ -61,7 +61,9 @@ def test_list_of_paths_bytes_and_pil(detector, tmp_path):
     verdicts = detector([str(path), buffer.getvalue(), image])
     assert isinstance(verdicts, list) and len(verdicts) == 3
     p = [v.p_ai for v in verdicts]
-    assert p[0] == pytest.approx(p[1], abs=1e-9) and p[1] == pytest.approx(p[2], abs=1e-9)
+    # The same pixels, so the same score up to float32 rounding: on an AVX2-only host (2026-12-04) the three
+    # rows of one batch differed by 1e-8; a different decode (alpha, colour conversion) moves it by far more.
+    assert p[0] == pytest.approx(p[1], abs=1e-6) and p[1] == pytest.approx(p[2], abs=1e-6)
     assert verdicts[2].sha256 is None  # a PIL image has no original bytes
 
 
