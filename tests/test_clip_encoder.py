@@ -64,3 +64,16 @@ def test_non_224_crop_is_a_clear_error():
 
     with pytest.raises(ValueError, match="224x224"):
         get_extractor("clip-vit-b16-int8").embed(Image.new("RGB", (100, 100)))
+
+
+@needs_encoder
+def test_every_integer_product_of_the_encoder_is_made_exact():
+    """All 73 uint8 x int8 products are re-stored as uint8 x uint8 (see onnx_integer: AVX2 CPUs saturate int8)."""
+    import onnx
+
+    from synthdetect.models.onnx_integer import has_int8_weights, shift_int8_weights_to_uint8
+
+    model = onnx.load(str(clip_onnx.encoder_path()))
+    assert has_int8_weights(model)
+    assert shift_int8_weights_to_uint8(model) == 73
+    assert not has_int8_weights(model)

@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from synthdetect.models.base import Model, register_kind
+from synthdetect.models.onnx_integer import exact_integer_source
 from synthdetect.models.package import ModelPackage, ModelPackageError, sha256_file
 from synthdetect.models.view_features import FeatureExtractor, load_multiview, register_extractor
 
@@ -93,7 +94,8 @@ def make_session(path: Path, threads: int | None = None):
     # Spinning worker threads burn the cores other processes (and our own decode) need; on a shared
     # 2-core machine that made each crop several times slower.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    # int8 weights are re-stored as uint8 so the integer products are exact on AVX2-only CPUs too (onnx_integer)
+    return ort.InferenceSession(exact_integer_source(path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
 @register_extractor("clip-vit-b16-int8")

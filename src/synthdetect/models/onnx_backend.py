@@ -28,6 +28,7 @@ import numpy as np
 
 from synthdetect.images import LoadedImage
 from synthdetect.models.base import Model, register_kind
+from synthdetect.models.onnx_integer import exact_integer_source
 from synthdetect.models.package import ModelPackage, ModelPackageError, write_package
 
 BACKEND_ENV = "SYNTHDETECT_BACKEND"
@@ -65,7 +66,8 @@ def make_session(path: str | Path, threads: int | None = None):
     # No spin-waiting: during a scan the decode workers need the cores the idle threads would burn.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    # int8 weights are re-stored as uint8 so the integer products are exact on AVX2-only CPUs too (onnx_integer)
+    return ort.InferenceSession(exact_integer_source(path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
 def resized_input(image: LoadedImage, spec: dict[str, Any]) -> np.ndarray:

@@ -46,8 +46,14 @@ class CachedFeatures:
     failed: list[tuple[Record, str]]
 
 
+#: A new folder name for an extractor whose cached features may be wrong.  CLIP features cached before 2026-12-04 on
+#: an AVX2-only CPU came from saturated integer products (cosine 0.40-0.51 to the float encoder's; see
+#: models/onnx_integer.py), so they are computed again rather than trusted.
+CACHE_REVISIONS = {"clip-vit-b16-int8": "clip-vit-b16-int8@exact-int"}
+
+
 def _cache_file(cache_dir: Path, policy: CropPolicy, extractor: str, digest: str) -> Path:
-    return cache_dir / policy.key() / extractor / f"{digest}.npz"
+    return cache_dir / policy.key() / CACHE_REVISIONS.get(extractor, extractor) / f"{digest}.npz"
 
 
 def extract_cached(
