@@ -87,14 +87,17 @@ def pack(zip_path: str, folder: Path) -> str:
     with zipfile.ZipFile(zip_path) as archive:
         names = sorted(n for n in archive.namelist() if not n.endswith("/"))
         filters = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME, "dict_size": 192 << 20}]
-        with lzma.open(folder / "cifake.tar.xz", "wb", format=lzma.FORMAT_XZ, filters=filters) as raw, \
-                tarfile.open(fileobj=raw, mode="w") as tar:
-            for name in names:
-                data = archive.read(name)
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-        digest = member_digest((n, archive.read(n)) for n in names)
+        def members():  # each member read once: into the tar, then into the digest
+            with lzma.open(folder / "cifake.tar.xz", "wb", format=lzma.FORMAT_XZ, filters=filters) as raw, \
+                    tarfile.open(fileobj=raw, mode="w") as tar:
+                for name in names:
+                    data = archive.read(name)
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+                    yield name, data
+
+        digest = member_digest(members())
     (folder / "members.sha256").write_text(digest + "\n")
     return digest
 
@@ -158,7 +161,7 @@ def cost(args: list[str]) -> dict[str, float]:
     config = TrainConfig(epochs=int(flag(args, "--epochs", "12")),
                          hard_fraction=float(flag(args, "--hard-fraction", "1")),
                          hard_after=int(flag(args, "--hard-after", "3")))
-    equivalents = sum(config.images_per_epoch(e, 10**6) for e in range(config.epochs)) / 10**6
+    equivalents = config.epoch_equivalents(10**6)
     macs = macs_per_image(args)
     return {"epoch_equivalents": equivalents, "mmac_per_image": macs / 1e6, "cost": equivalents * macs / 1e6}
 

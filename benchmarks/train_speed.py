@@ -46,8 +46,10 @@ def host_facts() -> dict[str, str | int]:
                 break
     except OSError:
         pass
+    from synthdetect.models.onnx_backend import default_threads
+
     return {"cpu": model, "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)}
+            "cpus_usable": default_threads()}
 
 
 def time_steps(module, config, augment, mean, std, side, batch_size: int, steps: int) -> dict[str, float]:
@@ -128,11 +130,12 @@ def main() -> None:
     config = config_of(training["members"]["cnn"]["config"] if pair else training["config"])
     batch_size = args.batch_size or config.batch_size
     epochs = args.epochs or config.epochs
-    config = dataclasses.replace(config, **{k: v for k, v in (("hard_fraction", args.hard_fraction),
-                                                              ("hard_after", args.hard_after)) if v is not None})
+    config = dataclasses.replace(config, epochs=epochs,
+                                 **{k: v for k, v in (("hard_fraction", args.hard_fraction),
+                                                      ("hard_after", args.hard_after)) if v is not None})
     n_train = training["split"]["train"]["n"]
     steps_per_epoch = -(-n_train // batch_size)
-    epoch_equivalents = sum(config.images_per_epoch(e, n_train) for e in range(epochs)) / n_train
+    epoch_equivalents = config.epoch_equivalents(n_train)
     side = card["input"]["size"]
     augment = AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in training["augment"].items()})
     mean, std = card["input"]["mean"], card["input"]["std"]

@@ -21,14 +21,17 @@ import numpy as np
 
 #: Integer ops whose input 1 is the weight and input 3 its zero point (ONNX spec, both ops).
 INTEGER_OPS = ("MatMulInteger", "ConvInteger")
-_INT8, _UINT8 = 3, 2  # onnx.TensorProto.INT8 / UINT8, named here so the module imports without onnx
+_INT8 = 3  # onnx.TensorProto.INT8, named here so the module imports without onnx
+
+
+def _is_int8_initializer(name: str, inits: dict) -> bool:
+    return name in inits and inits[name].data_type == _INT8
 
 
 def has_int8_weights(model) -> bool:
     inits = {init.name: init for init in model.graph.initializer}
-    return any(node.op_type in INTEGER_OPS and len(node.input) > 1 and node.input[1] in inits
-               and inits[node.input[1]].data_type == _INT8 for node in model.graph.node)
-
+    return any(node.op_type in INTEGER_OPS and len(node.input) > 1 and _is_int8_initializer(node.input[1], inits)
+               for node in model.graph.node)
 
 
 def shift_int8_weights_to_uint8(model) -> int:
@@ -51,10 +54,10 @@ def shift_int8_weights_to_uint8(model) -> int:
         if node.op_type not in INTEGER_OPS or len(node.input) < 2:
             continue
         weight = node.input[1]
-        if weight not in inits or inits[weight].data_type != _INT8:
+        if not _is_int8_initializer(weight, inits):
             continue
         zero_point = node.input[3] if len(node.input) > 3 and node.input[3] else None
-        if zero_point is not None and (zero_point not in inits or inits[zero_point].data_type != _INT8):
+        if zero_point is not None and not _is_int8_initializer(zero_point, inits):
             continue  # a zero point computed at run time cannot be shifted here; leave the op as it is
         node.input[1] = uint8_twin(weight)
         if zero_point is None:  # absent means 0, which becomes 128
@@ -81,7 +84,6 @@ def exact_integer_source(path: str | Path) -> str | bytes:
     import onnx
 
     model = onnx.load(str(path))
-    if not has_int8_weights(model):
+    if shift_int8_weights_to_uint8(model) == 0:
         return str(path)
-    shift_int8_weights_to_uint8(model)
     return model.SerializeToString()

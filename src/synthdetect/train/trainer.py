@@ -111,6 +111,10 @@ class TrainConfig:
             return n_images
         return max(1, round(self.hard_fraction * n_images))
 
+    def epoch_equivalents(self, n_images: int) -> float:
+        """The run's training arithmetic in full epochs (selective backprop's part-epochs at their share)."""
+        return sum(self.images_per_epoch(e, n_images) for e in range(self.epochs)) / n_images
+
 
 @dataclass
 class TrainResult:
