@@ -1,4 +1,4 @@
-"""The shipped full-size models ``wild-v1`` and ``wild-v2``, and the ``default`` routes to wild-v2.
+"""The shipped full-size models ``wild-v1``, ``wild-v2`` and ``wild-v3``, and the ``default`` routes to wild-v3.
 
 Needs the CLIP encoder installed from requirements-weights.txt (skips with
 the reason otherwise).  The re-encoding test also needs ../shared wild-dev.
@@ -18,9 +18,10 @@ MISSING = clip_onnx.encoder_available()
 needs_encoder = pytest.mark.skipif(MISSING is not None, reason=f"CLIP encoder not installed: {MISSING}")
 CARD = BUILTIN_DIR / "wild-v1" / "model.json"
 CARD_V2 = BUILTIN_DIR / "wild-v2" / "model.json"
+CARD_V3 = BUILTIN_DIR / "wild-v3" / "model.json"
 
 
-@pytest.mark.parametrize("card_path", [CARD, CARD_V2], ids=["wild-v1", "wild-v2"])
+@pytest.mark.parametrize("card_path", [CARD, CARD_V2, CARD_V3], ids=["wild-v1", "wild-v2", "wild-v3"])
 def test_wild_card_states_policy_calibration_thresholds_and_held_out_metrics(card_path):
     import json
 
@@ -50,30 +51,42 @@ def test_wild_v2_judges_a_thumbnail_view_and_beats_wild_v1_held_out():
     assert held_v2["roc_auc"] > held_v1["roc_auc"] and held_v2["tpr_at_fpr_0.05"] > held_v1["tpr_at_fpr_0.05"]
 
 
-def test_default_routes_small_images_to_cifake_and_the_rest_to_wild_v2():
+def test_wild_v3_is_wild_v2_on_float32_clip_features():
+    """Same view and procedure; only the extractor differs (the int8 path's rounding made p_ai chaotic)."""
+    import json
+
+    v2, v3 = json.loads(CARD_V2.read_text()), json.loads(CARD_V3.read_text())
+    view = ("size", "native_crops", "global_view", "global_short_side", "global_jpeg_quality")
+    assert {k: v3["crop_policy"][k] for k in view} == {k: v2["crop_policy"][k] for k in view}
+    assert {m["extractor"] for m in v3["members"]} == {"clip-vit-b16-f32"}
+    assert "clip-vit-b16-int8" not in v3["extractors"]
+    assert v3["metrics"]["held_out_pooled"]["roc_auc"] >= 0.9
+
+
+def test_default_routes_small_images_to_cifake_and_the_rest_to_wild_v3():
     import json
 
     routes = json.loads((BUILTIN_DIR / "default" / "model.json").read_text())["routes"]
     assert routes[0]["model"] == "cifake-cnn" and routes[0]["max_short_side"] == 64
-    assert routes[-1]["model"] == "wild-v2"
+    assert routes[-1]["model"] == "wild-v3"
 
 
 @needs_encoder
-def test_detect_on_a_full_size_image_uses_wild_v2():
+def test_detect_on_a_full_size_image_uses_wild_v3():
     from synthdetect import Detector
 
     det = Detector.load("default")
     rng = np.random.default_rng(0)
     img = Image.fromarray(rng.integers(0, 256, (600, 800, 3), dtype=np.uint8))
     verdict = det(img)
-    assert verdict.models and verdict.models[0]["model"] == "wild-v2"
+    assert verdict.models and verdict.models[0]["model"] == "wild-v3"
     assert 0.0 <= verdict.p_ai <= 1.0
     assert verdict.label in ("ai", "human", "uncertain")
 
 
 @needs_encoder
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["wild-v1", "wild-v2"])
+@pytest.mark.parametrize("model", ["wild-v1", "wild-v2", "wild-v3"])
 def test_real_photos_are_not_called_ai_after_reencoding_or_resizing(wild_dev, model):
     """Format, lost metadata or a smaller size must not push a real photo over the 1% FPR threshold."""
     from synthdetect import Detector

@@ -55,7 +55,7 @@ COMBINERS = ("max", "mean")
 #: Students whose registry trainer feeds record labels, as floats, to BCE (train/trainer.py fit_classifier).
 SOFT_RECORD_KINDS = ("small-cnn", "ela-cnn")
 #: Students whose linear heads are fitted here on soft targets.
-LINEAR_HEAD_KINDS = {"handcrafted": "handcrafted-v1", "clip-head": "clip-vit-b16-int8"}
+LINEAR_HEAD_KINDS = {"handcrafted": "handcrafted-v1", "clip-head": "clip-vit-b16-f32"}
 STUDENT_KINDS = SOFT_RECORD_KINDS + tuple(LINEAR_HEAD_KINDS)
 
 COMPARISON_COLUMNS = ["model", "role", "n_scored", "roc_auc", "average_precision", "tpr_at_fpr_0.05", "ece",

@@ -36,16 +36,21 @@ from synthdetect.models.multicrop import AGGREGATIONS, CropPolicy, aggregate
 from synthdetect.models.view_features import LinearMember, member_view
 from synthdetect.train.wild_features import CachedFeatures
 
-CLIP = "clip-vit-b16-int8"
+#: CLIP with float32 activations (batch-invariant, deterministic); wild-v1 and wild-v2 were trained on the int8
+#: path, which stays usable by naming it in --extractors.  Either plays the "clip" part of every candidate.
+CLIP = "clip-vit-b16-f32"
+CLIP_INT8 = "clip-vit-b16-int8"
+CLIP_EXTRACTORS = (CLIP, CLIP_INT8)
 HANDCRAFTED = "handcrafted-v1"
 EFFICIENTNET = "efficientnet-lite0-imagenet"
-SHORT_NAMES = {CLIP: "clip", HANDCRAFTED: "hc", EFFICIENTNET: "effnet"}
+SHORT_NAMES = {CLIP: "clip", CLIP_INT8: "clip", HANDCRAFTED: "hc", EFFICIENTNET: "effnet"}
 #: Inverse L2 strength per extractor (standardised features).  Chosen by the outer leave-one-source-out
 #: from {1e-4, 3e-4, 1e-3, 1e-2, 1e-1} (CLIP) and {1e-2, 1e-1} (hand-crafted): strong shrinkage generalises
 #: across sources far better than a fit that can memorise each source's look (see the note in the card).
 #: EfficientNet-Lite0's 1280-d pooled features reuse CLIP's value untuned (an embedding of similar size), so its
-#: leave-one-source-out numbers carry no selection optimism from the head strength.
-HEAD_C = {CLIP: 1e-4, HANDCRAFTED: 0.1, EFFICIENTNET: 1e-4}
+#: leave-one-source-out numbers carry no selection optimism from the head strength.  The float32 CLIP path reuses
+#: the value chosen on the int8 one, untuned, for the same reason.
+HEAD_C = {CLIP: 1e-4, CLIP_INT8: 1e-4, HANDCRAFTED: 0.1, EFFICIENTNET: 1e-4}
 CALIBRATION_METHOD = "platt (slope >= 0)"
 
 
@@ -208,7 +213,16 @@ def fit_stacker(z: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
     return fit_positive_logistic(z, y)
 
 
+def clip_of(extractors: Sequence[str]) -> str | None:
+    """The one CLIP extractor among ``extractors`` (two would give candidates of the same name)."""
+    clips = [e for e in extractors if e in CLIP_EXTRACTORS]
+    if len(clips) > 1:
+        raise ValueError(f"choose one CLIP extractor, not {' and '.join(clips)}")
+    return clips[0] if clips else None
+
+
 def default_candidates(extractors: Sequence[str]) -> list[Candidate]:
+    clip = clip_of(extractors)
     cands: list[Candidate] = []
     for e in extractors:
         short = SHORT_NAMES.get(e, e)
@@ -218,25 +232,25 @@ def default_candidates(extractors: Sequence[str]) -> list[Candidate]:
         for how in ("mean", "max", "trimmed_mean"):
             cands.append(Candidate(f"{short}-global+crops-{how}",
                                    (MemberSpec(e, "global").key, MemberSpec(e, "crops", how).key)))
-    if CLIP in extractors and HANDCRAFTED in extractors:
+    if clip and HANDCRAFTED in extractors:
         for how in ("mean", "trimmed_mean"):
             cands.append(Candidate(f"clip-global+crops-{how}+hc-crops-{how}",
-                                   (MemberSpec(CLIP, "global").key, MemberSpec(CLIP, "crops", how).key,
+                                   (MemberSpec(clip, "global").key, MemberSpec(clip, "crops", how).key,
                                     MemberSpec(HANDCRAFTED, "crops", how).key)))
         cands.append(Candidate("clip-global+hc-global+hc-crops-mean",
-                               (MemberSpec(CLIP, "global").key, MemberSpec(HANDCRAFTED, "global").key,
+                               (MemberSpec(clip, "global").key, MemberSpec(HANDCRAFTED, "global").key,
                                 MemberSpec(HANDCRAFTED, "crops", "mean").key)))
-    if CLIP in extractors and EFFICIENTNET in extractors:
+    if clip and EFFICIENTNET in extractors:
         for how in ("mean", "trimmed_mean"):
             cands.append(Candidate(f"clip-global+effnet-global+effnet-crops-{how}",
-                                   (MemberSpec(CLIP, "global").key, MemberSpec(EFFICIENTNET, "global").key,
+                                   (MemberSpec(clip, "global").key, MemberSpec(EFFICIENTNET, "global").key,
                                     MemberSpec(EFFICIENTNET, "crops", how).key)))
             cands.append(Candidate(f"clip-global+crops-{how}+effnet-crops-{how}",
-                                   (MemberSpec(CLIP, "global").key, MemberSpec(CLIP, "crops", how).key,
+                                   (MemberSpec(clip, "global").key, MemberSpec(clip, "crops", how).key,
                                     MemberSpec(EFFICIENTNET, "crops", how).key)))
         if HANDCRAFTED in extractors:
             cands.append(Candidate("clip-global+crops-trimmed_mean+hc-crops-trimmed_mean+effnet-crops-trimmed_mean",
-                                   (MemberSpec(CLIP, "global").key, MemberSpec(CLIP, "crops", "trimmed_mean").key,
+                                   (MemberSpec(clip, "global").key, MemberSpec(clip, "crops", "trimmed_mean").key,
                                     MemberSpec(HANDCRAFTED, "crops", "trimmed_mean").key,
                                     MemberSpec(EFFICIENTNET, "crops", "trimmed_mean").key)))
     return cands
@@ -441,7 +455,7 @@ def dump_json(path: Path, obj: Any) -> None:
 
 
 # -- package ----------------------------------------------------------------------------------
-KIND_FOR_EXTRACTORS = {(CLIP,): "clip-head", (HANDCRAFTED,): "handcrafted"}
+KIND_FOR_EXTRACTORS = {(CLIP,): "clip-head", (CLIP_INT8,): "clip-head", (HANDCRAFTED,): "handcrafted"}
 
 
 def candidate_from_name(name: str, extractors: Sequence[str]) -> Candidate:

@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the model package.")],
         name: Annotated[Optional[str], typer.Option(help="Name written on the card (default: the folder name).")] = None,
         extractors: Annotated[str, typer.Option(help="Comma-separated feature extractors to consider.")] =
-            "clip-vit-b16-int8,handcrafted-v1",
+            "clip-vit-b16-f32,handcrafted-v1",
         crops: Annotated[int, typer.Option(help="Native-resolution crops per image (plus one global view).")] = 4,
         crop_size: Annotated[int, typer.Option(help="Crop side in pixels.")] = 224,
         global_short_side: Annotated[Optional[int], typer.Option(
