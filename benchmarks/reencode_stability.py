@@ -6,9 +6,9 @@ manifest order (a fixed rule, not a pick by score), and judges each with the
 WebP q80, JPEG q95/q75/q50 (all without the original metadata), and shrunk to
 a 512 px (JPEG q90), 256 px (PNG) and 48 px (JPEG q90; the small-image route)
 short side.  Reported per variant: how many real images are called ``ai``,
-how many change label against the original, and how far p_ai moves.  wild-v2
-was fitted on all of wild-dev, so for larger variants this measures stability
-in-sample, not accuracy.
+how many change label against the original, and how far p_ai moves.  The
+full-size model (wild-v3; wild-v2 before it) was fitted on all of wild-dev, so
+for larger variants this measures stability in-sample, not accuracy.
 
     .venv/bin/python benchmarks/reencode_stability.py --per-source 8 --out reports/reencode_stability.json
 """
