@@ -254,6 +254,30 @@ def test_dynamically_quantised_onnx_runs_one_image_per_call(onnx_model, tmp_path
     assert together == alone  # a batch-mate never changes an image's score
 
 
+def test_dynamically_quantised_onnx_can_run_on_float32_activations_and_batch(onnx_model, tmp_path):
+    """?activations=float32: the dequantised weights, batched, near the float model the file was quantised from."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    module, path = onnx_model
+    int8 = tmp_path / "tiny.int8.onnx"
+    quantize_dynamic(str(path), str(int8), weight_type=QuantType.QInt8, op_types_to_quantize=["Conv", "MatMul", "Gemm"])
+    (tmp_path / "tiny.int8.onnx.json").write_text(json.dumps(ONNX_SIDECAR))
+    model = load_model(f"onnx:{int8}?activations=float32")
+    assert model.card["runtime"]["batch_size"] == 16 and "float32" in model.card["runtime"]["activations"]
+    assert model.session.synthdetect_rewritten >= 1
+    paths = write_images(tmp_path / "imgs", 4)
+    images = [load_image(p) for p in paths]
+    together = np.array([s.logit for s in model.score(images)])
+    alone = np.array([model.score([im])[0].logit for im in images])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+    reference = _reference_torch_logits(module, paths)
+    assert np.ptp(reference) > 0.2  # images that score differently, so the comparison below means something
+    assert np.abs(together - reference).max() < 0.02  # only the weights' rounding separates them (measured 0.0014)
+    with pytest.raises(AdapterError, match="activations 'int4' is not one of"):
+        load_model(f"onnx:{int8}?activations=int4")
+    assert "activations" not in load_model(f"onnx:{path}?activations=float32").card["runtime"]  # a float file as is
+
+
 def test_onnx_errors_are_clear(onnx_model, tmp_path):
     _, path = onnx_model
     with pytest.raises(AdapterError, match="file not found"):

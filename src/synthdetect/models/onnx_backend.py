@@ -56,7 +56,8 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def make_session(path: str | Path, threads: int | None = None):
+def make_session(path: str | Path, threads: int | None = None, *, float_activations: bool = False):
+    """``float_activations``: run a dynamically quantised graph on its dequantised weights (onnx_float)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -66,6 +67,10 @@ def make_session(path: str | Path, threads: int | None = None):
     # No spin-waiting: during a scan the decode workers need the cores the idle threads would burn.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
+    if float_activations:
+        from synthdetect.models.onnx_float import make_float_session
+
+        return make_float_session(path, options)
     # int8 weights are re-stored as uint8 so the integer products are exact on AVX2-only CPUs too (onnx_integer)
     return ort.InferenceSession(exact_integer_source(path), sess_options=options, providers=["CPUExecutionProvider"])
 

@@ -3,6 +3,13 @@
 An ONNX file carries the graph but not how its inputs were prepared nor what
 its outputs mean, so the sidecar (see :mod:`.sidecar`) is required.  Layout
 and input size default to what the graph's input shape fixes.
+
+A dynamically quantised graph runs one image per call, as published, unless
+``?activations=float32`` (or ``"activations": "float32"`` in the sidecar)
+asks for its weights dequantised and float32 activations (``onnx_float``):
+then an image's score no longer depends on its batch-mates or on rounding,
+and images are batched.  The scores are the float network's, close to the
+int8 file's but not equal, so the card says which ran.
 """
 
 from __future__ import annotations
@@ -20,9 +27,11 @@ from synthdetect.models.adapters.labels import (
 )
 from synthdetect.models.adapters.preprocess import ArrayPreprocess, preprocess_from_spec
 from synthdetect.models.adapters.sidecar import read_sidecar
+from synthdetect.models.onnx_float import NotDynamicQuantized
 
 PREFIX = "onnx"
-OPTIONS = ("sidecar", "labels", "positive")
+OPTIONS = ("sidecar", "labels", "positive", "activations")
+ACTIVATIONS = ("as-published", "float32")
 
 
 def _fixed(dim: Any) -> int | None:
@@ -109,8 +118,15 @@ def load_onnx(spec: str) -> OnnxModel:
     path = require_file(local_path(target), PREFIX, [".onnx"])
     where = f"{PREFIX}:{target}"
     sidecar, sidecar_path = read_sidecar(path, options.get("sidecar"), PREFIX, required=True)
+    activations = options.get("activations") or sidecar.get("activations") or "as-published"
+    if activations not in ACTIVATIONS:
+        raise AdapterError(f"{where}: activations '{activations}' is not one of {', '.join(ACTIVATIONS)}")
+    sha256, dynamic_quant = scan_model_file(path)
+    float_activations = dynamic_quant and activations == "float32"
     try:
-        session = make_session(path)
+        session = make_session(path, float_activations=float_activations)
+    except NotDynamicQuantized as exc:
+        raise AdapterError(f"{where}: cannot run with float32 activations ({exc})") from None
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors for bad files
         raise AdapterError(f"{where}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]})") from exc
     graph_input = session.get_inputs()[0]
@@ -125,16 +141,17 @@ def load_onnx(spec: str) -> OnnxModel:
     out_shape = session.get_outputs()[0].shape
     n_outputs = _fixed(out_shape[-1]) if len(out_shape) >= 2 else (1 if len(out_shape) == 1 else None)
     mapping = output_mapping(sidecar, options, n_outputs, where)
-    sha256, dynamic_quant = scan_model_file(path)
-    if _fixed(graph_input.shape[0]) == 1 or dynamic_quant:
+    if _fixed(graph_input.shape[0]) == 1 or (dynamic_quant and not float_activations):
         batch_size, why = 1, "dynamic INT8 quantisation" if dynamic_quant else "the graph's batch dimension is 1"
     else:
         batch_size = int(sidecar.get("batch_size", AdapterModel.batch_size))
         why = "sidecar" if "batch_size" in sidecar else "default"
+    runtime: dict[str, Any] = {"batch_size": batch_size, "why": why}
+    if float_activations:
+        runtime["activations"] = "float32: the int8 weights dequantised, activations not quantised"
     card = adapter_card(
         sidecar.get("name") or f"{PREFIX}:{target}", PREFIX, source=str(path), mapping=mapping,
         preprocessing=preprocess.describe(),
-        extra={"sidecar": str(sidecar_path), "input_name": graph_input.name, "sha256": sha256,
-               "runtime": {"batch_size": batch_size, "why": why}},
+        extra={"sidecar": str(sidecar_path), "input_name": graph_input.name, "sha256": sha256, "runtime": runtime},
     )
     return OnnxModel(card, mapping, session, preprocess, batch_size)

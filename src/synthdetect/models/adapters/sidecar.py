@@ -9,7 +9,8 @@
       "labels": ["artificial", "human"],        # output order; or "positive": "ai" for one output
       "label_map": {"LABEL_0": "ai"},           # optional, for names we cannot place
       "output": "logits",                       # logits | probabilities | sigmoid_logit | sigmoid_probability
-      "batch_size": 16                          # optional; dynamically quantised graphs always run one at a time
+      "batch_size": 16,                         # optional; dynamically quantised graphs run one at a time...
+      "activations": "float32"                  # ...unless their weights are dequantised (ONNX only; see adapters.onnx)
     }
 """
 
@@ -21,7 +22,8 @@ from typing import Any
 
 from synthdetect.models.adapters.labels import OUTPUT_KINDS, AdapterError
 
-SIDECAR_KEYS = {"input", "labels", "label_map", "output", "positive", "name", "description", "source", "batch_size"}
+SIDECAR_KEYS = {"input", "labels", "label_map", "output", "positive", "name", "description", "source", "batch_size",
+                "activations"}
 
 
 def sidecar_candidates(model_path: Path) -> list[Path]:
