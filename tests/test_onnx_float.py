@@ -42,9 +42,7 @@ def _dequantised_weight(model: onnx.ModelProto, op_type: str) -> np.ndarray:
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     node = next(n for n in model.graph.node if n.op_type == op_type)
     w, zero = inits[node.input[1]].astype(np.float32), inits[node.input[3]].astype(np.float32)
-    scale = next(v for k, v in inits.items() if k == node.input[1].replace("_quantized", "_scale"))
-    if op_type == "ConvInteger" and np.ndim(scale) == 1 and scale.size > 1:
-        zero, scale = zero.reshape(-1, 1, 1, 1), scale.reshape(-1, 1, 1, 1)
+    scale = inits[node.input[1].replace("_quantized", "_scale")]  # per tensor, or per MatMul column: broadcasts
     return (w - zero) * scale
 
 

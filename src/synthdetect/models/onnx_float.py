@@ -20,11 +20,13 @@ into the model bytes: that halves the peak memory of building a session (2.2 GB 
 from __future__ import annotations
 
 import collections
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from synthdetect.models.onnx_integer import drop_initializers_no_longer_read
 
 #: The float op that replaces each integer op; their attributes (pads, strides, group, ...) carry over.
 FLOAT_OF = {"MatMulInteger": "MatMul", "ConvInteger": "Conv"}
@@ -40,8 +42,8 @@ class FloatGraph:
     """A dequantised model: graph bytes whose float weights are placeholders, and those weights."""
 
     model_bytes: bytes
-    weights: dict[str, np.ndarray] = field(default_factory=dict)
-    rewritten: int = 0
+    weights: dict[str, np.ndarray]
+    rewritten: int
 
 
 def _weight_scale_name(scale_mul, inits: dict) -> str:
@@ -95,10 +97,10 @@ def dequantize_dynamic(path: str | Path) -> FloatGraph:
             raise NotDynamicQuantized(f"{node.op_type} {node.name}: weight or its zero point is not a constant")
         cast = only_consumer(node.output[0], "Cast")
         rescale = only_consumer(cast.output[0], "Mul")
-        scale_in = next(name for name in rescale.input if name != cast.output[0])
-        scale_name = _weight_scale_name(producer[scale_in], inits) if scale_in in producer else None
-        if scale_name is None:
+        scale_mul = producer.get(next(name for name in rescale.input if name != cast.output[0]))
+        if scale_mul is None:
             raise NotDynamicQuantized(f"{node.op_type} {node.name}: no weight scale")
+        scale_name = _weight_scale_name(scale_mul, inits)
         float_name = f"{node.input[1]}__float32"
         if float_name not in weights:
             w = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
@@ -119,12 +121,11 @@ def dequantize_dynamic(path: str | Path) -> FloatGraph:
         if len(live) == len(nodes):
             break
         nodes = live
+    kept_ids = {id(node) for node in nodes}
+    replaced_inputs = {name for node in graph.node if id(node) not in kept_ids for name in node.input}
     del graph.node[:]
     graph.node.extend(nodes)
-    used = {name for node in nodes for name in node.input}
-    kept = [init for init in graph.initializer if init.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
+    drop_initializers_no_longer_read(graph, replaced_inputs)
     for name, values in weights.items():
         graph.initializer.append(_placeholder(name, values))
     return FloatGraph(model.SerializeToString(), weights, len(replaced))

@@ -71,11 +71,17 @@ def shift_int8_weights_to_uint8(model) -> int:
         else:
             node.input[3] = uint8_twin(zero_point)
         changed += 1
-    used = {name for node in model.graph.node for name in node.input}
-    keep = [init for init in model.graph.initializer if init.name in used or init.name not in shifted]
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(keep)
+    drop_initializers_no_longer_read(model.graph, shifted)
     return changed
+
+
+def drop_initializers_no_longer_read(graph, names) -> None:
+    """Remove those of ``names`` (initializers a rewrite replaced) that no node reads any more; other initializers
+    stay, read or not, as the model had them (an unread one may still be a graph input's default)."""
+    used = {name for node in graph.node for name in node.input}
+    keep = [init for init in graph.initializer if init.name in used or init.name not in names]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
 
 
 def exact_integer_source(path: str | Path) -> str | bytes:
