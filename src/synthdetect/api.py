@@ -70,7 +70,6 @@ class Detector:
         self.limits = limits or LoadLimits()
         self.probes = probes
         self.use_evidence = use_evidence
-        self._by_name: dict[str, Model] | None = None
 
     @classmethod
     def load(cls, name: str = "default", **kwargs: Any) -> "Detector":
@@ -183,7 +182,7 @@ class Detector:
         model_ms: dict[int, float] = {}
         for name, indices in groups.items():
             t0 = time.perf_counter()
-            results = self._models[name].score_prepared([examined[i].prepared for i in indices])
+            results = self._model_named(name).score_prepared([examined[i].prepared for i in indices])
             share = (time.perf_counter() - t0) * 1000 / max(len(indices), 1)
             for i, result in zip(indices, results):
                 scores[i], model_ms[i] = result, share
@@ -192,7 +191,7 @@ class Detector:
             if isinstance(item, Verdict):
                 verdicts.append(item)
                 continue
-            model = self._models[item.model] if item.model is not None else None
+            model = self._model_named(item.model) if item.model is not None else None
             score = scores.get(i)
             fused = fuse(item.evidence, score, model, item.reason)
             timing = {"load": item.timing_ms.get("load", 0.0), "evidence": item.timing_ms.get("evidence", 0.0),
@@ -206,13 +205,14 @@ class Detector:
             ))
         return verdicts
 
-    @property
-    def _models(self) -> dict[str, Model]:
-        """Every model this detector may score with, by name (a router's routes and the router itself)."""
-        if self._by_name is None:
-            models = [self.model, *getattr(self.model, "models", {}).values()]
-            self._by_name = {m.name: m for m in models}
-        return self._by_name
+    def _model_named(self, name: str) -> Model:
+        """The model a verdict names: a router's routed model (built on first use), or the detector's own."""
+        routed = self.model.model_named(name) if isinstance(self.model, RouterModel) else None
+        if routed is not None:
+            return routed
+        if name != self.model.name:
+            raise KeyError(f"{name} is not a model of this detector ({self.model.name})")
+        return self.model
 
 
 UNREADABLE_FOLDER = "folder could not be read"

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.optimize import minimize_scalar
 
 
 def sigmoid(x: np.ndarray | float) -> np.ndarray:
@@ -27,6 +26,8 @@ def _nll(logits: np.ndarray, labels: np.ndarray) -> float:
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     """Temperature scaling (Guo et al. 2017): one scalar, so ranking is unchanged."""
+    from scipy.optimize import minimize_scalar  # imported here: it costs 0.7 s, and serving never fits
+
     logits = np.asarray(logits, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.float64)
     result = minimize_scalar(

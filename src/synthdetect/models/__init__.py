@@ -10,16 +10,13 @@ import importlib
 from pathlib import Path
 from typing import Callable
 
-from synthdetect.models.base import Model, ModelScore, build_model, model_kinds, register_kind
+from synthdetect.models.base import Model, ModelScore, build_model, import_all_kinds, model_kinds, register_kind
 from synthdetect.models.package import ModelPackage, ModelPackageError, load_package
 
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "weights"
 
-#: Modules that register model kinds when imported.
-_KIND_MODULES = ["synthdetect.models.torch_kinds", "synthdetect.models.router", "synthdetect.models.ela_cnn",
-                 "synthdetect.models.onnx_backend", "synthdetect.models.clip_onnx", "synthdetect.models.handcrafted",
-                 "synthdetect.models.adapters", "synthdetect.models.efficientnet_lite",
-                 "synthdetect.models.pair"]
+#: Registers the ``hf:``, ``timm:``, ``keras:`` and ``onnx:`` prefixes when imported.
+_ADAPTERS = "synthdetect.models.adapters"
 
 PrefixLoader = Callable[[str], Model]
 _PREFIXES: dict[str, PrefixLoader] = {}
@@ -36,8 +33,9 @@ def register_prefix(prefix: str) -> Callable[[PrefixLoader], PrefixLoader]:
 
 
 def _import_kinds() -> None:
-    for module in _KIND_MODULES:
-        importlib.import_module(module)
+    """Register every kind and prefix (``load_model`` imports only what a name needs)."""
+    import_all_kinds()
+    importlib.import_module(_ADAPTERS)
 
 
 def builtin_names() -> list[str]:
@@ -55,10 +53,11 @@ def find_package(name: str) -> ModelPackage:
 
 
 def load_model(name: str) -> Model:
-    _import_kinds()
     prefix, sep, rest = name.partition(":")
-    if sep and prefix in _PREFIXES and len(prefix) > 1:  # len>1 keeps Windows drive letters paths
-        return _PREFIXES[prefix](rest)
+    if sep and len(prefix) > 1:  # len>1 keeps Windows drive letters paths
+        importlib.import_module(_ADAPTERS)
+        if prefix in _PREFIXES:
+            return _PREFIXES[prefix](rest)
     return build_model(find_package(name))
 
 

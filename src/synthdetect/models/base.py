@@ -7,6 +7,7 @@ from a package card.  The Detector only ever talks to :class:`Model`.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -106,6 +107,23 @@ class Model:
 ModelFactory = Callable[[ModelPackage], Model]
 _KINDS: dict[str, ModelFactory] = {}
 
+#: kind -> the module that registers it, imported when a package of that kind is first built.  Eager imports made
+#: every ``synthdetect detect`` pay for torch, scikit-learn and SciPy (about 6 of its 9 seconds, measured with
+#: ``benchmarks/cli_latency.py``) although a photo needs none of them.
+KIND_MODULES: dict[str, str] = {
+    "small-cnn": "synthdetect.models.torch_kinds",
+    "ela-cnn": "synthdetect.models.ela_cnn",
+    "small-pair": "synthdetect.models.pair",
+    "onnx-classifier": "synthdetect.models.onnx_backend",
+    "router": "synthdetect.models.router",
+    "clip-head": "synthdetect.models.clip_onnx",
+    "wild-stack": "synthdetect.models.clip_onnx",
+    "handcrafted": "synthdetect.models.handcrafted",
+    "efficientnet-lite0": "synthdetect.models.efficientnet_lite",
+    "efficientnet-lite1": "synthdetect.models.efficientnet_lite",
+    "efficientnet-lite2": "synthdetect.models.efficientnet_lite",
+}
+
 
 def register_kind(kind: str) -> Callable[[ModelFactory], ModelFactory]:
     def deco(factory: ModelFactory) -> ModelFactory:
@@ -115,15 +133,21 @@ def register_kind(kind: str) -> Callable[[ModelFactory], ModelFactory]:
     return deco
 
 
+def import_all_kinds() -> None:
+    for module in dict.fromkeys(KIND_MODULES.values()):
+        importlib.import_module(module)
+
+
 def model_kinds() -> list[str]:
     return sorted(_KINDS)
 
 
 def build_model(package: ModelPackage) -> Model:
-    try:
-        factory = _KINDS[package.kind]
-    except KeyError:
+    if package.kind not in _KINDS and package.kind in KIND_MODULES:
+        importlib.import_module(KIND_MODULES[package.kind])
+    if package.kind not in _KINDS:
+        import_all_kinds()  # so the error lists every kind there is
         raise ModelPackageError(
             f"{package.name}: unknown model kind '{package.kind}' (known: {', '.join(model_kinds())})"
-        ) from None
-    return factory(package)
+        )
+    return _KINDS[package.kind](package)

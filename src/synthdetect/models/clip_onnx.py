@@ -176,7 +176,3 @@ def _load_clip_head(package: ModelPackage) -> Model:
 def _load_wild_stack(package: ModelPackage) -> Model:
     return load_multiview(package)
 
-
-# The trainers for this kind live with the other full-size training code; importing them registers them
-# with synthdetect.train.registry, which imports this module when `synthdetect train --model KIND` asks.
-import synthdetect.train.wild_trainers  # noqa: E402,F401

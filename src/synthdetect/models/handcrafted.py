@@ -89,7 +89,3 @@ class HandcraftedFeatures(FeatureExtractor):
 def _load_handcrafted(package: ModelPackage) -> Model:
     return load_multiview(package)
 
-
-# The trainers for this kind live with the other full-size training code; importing them registers them
-# with synthdetect.train.registry, which imports this module when `synthdetect train --model KIND` asks.
-import synthdetect.train.wild_trainers  # noqa: E402,F401

@@ -13,13 +13,15 @@ calibrate-route`` fits them.
 from __future__ import annotations
 
 import copy
+import threading
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from synthdetect.evaluate.calibration import Calibration
 from synthdetect.images import LoadedImage
-from synthdetect.models.base import Model, register_kind
+from synthdetect.models.base import Model, build_model, register_kind
 from synthdetect.models.package import ModelPackage, weights_fingerprint
 
 
@@ -43,33 +45,67 @@ class Route:
 
 
 class RouterModel(Model):
+    """Routes images to the models its card names.  Each routed model's card (with the route's calibration and
+    band) is read, hash-checked and matched to the route at load; its weights and libraries load when an image is
+    first routed to it, so a detector that only ever sees photos never imports torch for the thumbnail model."""
+
     def __init__(self, card: dict[str, Any]):
         super().__init__(card)
-        from synthdetect.models import load_model  # late: the registry imports this module
+        from synthdetect.models import find_package, load_model  # late: the registry imports this module
 
         self.routes = [Route(spec) for spec in card["routes"]]
-        self.models: dict[str, Model] = {}
+        self._route_of: dict[str, Route] = {}  # routed model name -> its route
+        self._packages: dict[str, ModelPackage] = {}  # not built yet
+        self._built: dict[str, Model] = {}
+        #: routed model name -> its card as routed; what scan fingerprints and draft sizes read
+        self.member_cards: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
         named = [r for r in self.routes if r.model_name]
         for route in named:
-            shared = [r for r in named if r.model_name == route.model_name]
+            name = route.model_name
+            shared = [r for r in named if r.model_name == name]
             if len(shared) > 1 and any(r.calibration or r.decision for r in shared):
-                raise ValueError(f"router {self.name}: {route.model_name} is on two routes and one recalibrates "
+                raise ValueError(f"router {self.name}: {name} is on two routes and one recalibrates "
                                  "it; verdicts name the model, not the route, so each may have one calibration")
-            if route.model_name not in self.models:
-                self.models[route.model_name] = as_routed(load_model(route.model_name), route)
+            if name in self._route_of:
+                continue
+            self._route_of[name] = route
+            if _is_adapter_name(name):  # no package card to read: load it now
+                self._built[name] = as_routed(load_model(name), route)
+                self.member_cards[name] = self._built[name].card
+            else:
+                self._packages[name] = package = find_package(name)
+                self.member_cards[name] = routed_card(package.card, route)
+        self._by_model_name = {card["name"]: name for name, card in self.member_cards.items()}
+
+    def member(self, name: str) -> Model:
+        """The model routed as ``name`` (a route's ``model``), built on first use."""
+        model = self._built.get(name)
+        if model is None:
+            with self._lock:  # the server's worker threads may route their first images at once
+                model = self._built.get(name)
+                if model is None:
+                    model = as_routed(build_model(self._packages[name]), self._route_of[name])
+                    self._built[name] = model
+        return model
+
+    def model_named(self, model_name: str) -> Model | None:
+        """The routed model whose card is named ``model_name`` (what verdicts record), or None."""
+        name = self._by_model_name.get(model_name)
+        return self.member(name) if name is not None else None
 
     def route(self, image: LoadedImage) -> tuple[Model | None, str | None]:
         for route in self.routes:
             if route.matches(image):
                 if route.model_name is None:
                     return None, route.reason
-                model = self.models[route.model_name]
+                model = self.member(route.model_name)
                 return model, model.out_of_domain(image)
         return None, "no route of the default model matches this image size"
 
     def ready(self) -> None:
-        for model in self.models.values():
-            model.ready()
+        for name in self._route_of:
+            self.member(name).ready()
 
     def out_of_domain(self, image: LoadedImage) -> str | None:
         model, reason = self.route(image)
@@ -79,20 +115,34 @@ class RouterModel(Model):
         raise TypeError("a router is not scored directly; the Detector routes each image to a model")
 
 
+def _is_adapter_name(name: str) -> bool:
+    """``hf:ORG/NAME``, ``onnx:PATH`` and the like (a one-letter prefix is a Windows drive, so a path)."""
+    prefix, sep, _ = name.partition(":")
+    return bool(sep) and len(prefix) > 1 and not Path(name).expanduser().exists()
+
+
+def routed_card(card: dict[str, Any], route: Route) -> dict[str, Any]:
+    """``card`` with the route's calibration and band; refused if the route was fitted for other weights."""
+    if route.fitted_for is not None and weights_fingerprint(card) != route.fitted_for:
+        raise ValueError(f"the route calibration for {card['name']} was fitted for other weights than those "
+                         f"installed; fit it again: synthdetect calibrate-route DATA --router ROUTER --write")
+    routed = dict(card)
+    if route.calibration is not None:
+        routed["calibration"] = route.calibration
+    if route.decision is not None:
+        routed["decision"] = route.decision
+    return routed
+
+
 def as_routed(model: Model, route: Route) -> Model:
     """``model`` with the route's calibration and band (same weights, no copy of them), or ``model`` itself."""
     if route.calibration is None and route.decision is None:
         return model
-    if route.fitted_for is not None and weights_fingerprint(model.card) != route.fitted_for:
-        raise ValueError(f"the route calibration for {model.name} was fitted for other weights than those "
-                         f"installed; fit it again: synthdetect calibrate-route DATA --router ROUTER --write")
     routed = copy.copy(model)
-    routed.card = dict(model.card)
+    routed.card = routed_card(model.card, route)
     if route.calibration is not None:
         routed.calibration = Calibration.from_dict(route.calibration)
-        routed.card["calibration"] = route.calibration
     if route.decision is not None:
-        routed.card["decision"] = route.decision
         routed.ai_at_or_above = route.decision.get("ai_at_or_above")
         routed.human_below = route.decision.get("human_below")
     return routed

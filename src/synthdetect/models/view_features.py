@@ -10,6 +10,7 @@ heavy encoder (CLIP) comes from an installed, hash-checked package.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -48,16 +49,24 @@ def register_extractor(name: str) -> Callable[[ExtractorFactory], ExtractorFacto
     return deco
 
 
+#: extractor name -> the module that registers it (imported on first use: the hand-crafted one pulls SciPy, 1.2 s;
+#: EfficientNet pulls torch).
+EXTRACTOR_MODULES: dict[str, str] = {
+    "clip-vit-b16-int8": "synthdetect.models.clip_onnx",
+    "clip-vit-b16-f32": "synthdetect.models.clip_onnx",
+    "handcrafted-v1": "synthdetect.models.handcrafted",
+    "efficientnet-lite0-imagenet": "synthdetect.models.efficientnet_features",
+}
+
+
 def get_extractor(name: str) -> FeatureExtractor:
     """One shared instance per process: the CLIP session is ~90 MB and slow to build."""
     if name not in _INSTANCES:
-        import synthdetect.models.clip_onnx  # noqa: F401  (registers the CLIP extractors)
-        import synthdetect.models.handcrafted  # noqa: F401  (registers "handcrafted-v1")
-
-        if name.startswith("efficientnet-lite"):  # imports torch: only when asked for
-            import synthdetect.models.efficientnet_features  # noqa: F401
-
+        if name not in _EXTRACTORS and name in EXTRACTOR_MODULES:
+            importlib.import_module(EXTRACTOR_MODULES[name])
         if name not in _EXTRACTORS:
+            for module in dict.fromkeys(EXTRACTOR_MODULES.values()):  # so the error lists every extractor
+                importlib.import_module(module)
             raise ModelPackageError(f"unknown feature extractor '{name}' (known: {', '.join(sorted(_EXTRACTORS))})")
         _INSTANCES[name] = _EXTRACTORS[name]()
     return _INSTANCES[name]

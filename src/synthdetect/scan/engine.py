@@ -93,9 +93,10 @@ def load_detector(options: ScanOptions):
 
 
 def _model_cards(model: Any) -> list[dict[str, Any]]:
+    """The model's card and, for a router, every routed model's card as routed (none of them needs building)."""
     cards = [model.card]
-    for sub in getattr(model, "models", {}).values():
-        cards.extend(_model_cards(sub))
+    for name, card in getattr(model, "member_cards", {}).items():
+        cards.extend(_model_cards(model.member(name)) if card.get("kind") == "router" else [card])
     return cards
 
 

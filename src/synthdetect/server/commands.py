@@ -57,6 +57,7 @@ def register(app: typer.Typer) -> None:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
         try:
             detector = Detector.load(model, limits=settings.load_limits())
+            detector.model.ready()  # build what loads lazily now, not while the first request waits
         except (ModelPackageError, ValueError, ImportError) as exc:
             fail(str(exc))
         _request_logger()
