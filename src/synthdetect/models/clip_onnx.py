@@ -20,7 +20,6 @@ so one image's embedding changes with its batch-mates.  Two extractors use it:
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -28,8 +27,7 @@ import numpy as np
 from PIL import Image
 
 from synthdetect.models.base import Model, register_kind
-from synthdetect.models.onnx_float import make_float_session
-from synthdetect.models.onnx_integer import exact_integer_source
+from synthdetect.models.onnx_backend import make_session
 from synthdetect.models.package import ModelPackage, ModelPackageError, sha256_file
 from synthdetect.models.view_features import FeatureExtractor, load_multiview, register_extractor
 
@@ -84,34 +82,6 @@ def clip_tensor(crop: Image.Image) -> np.ndarray:
     return np.ascontiguousarray(arr.transpose(2, 0, 1)[None])
 
 
-def onnx_threads() -> int:
-    """Threads per ONNX session: SYNTHDETECT_THREADS, else onnxruntime's default (0)."""
-    try:
-        return max(0, int(os.environ.get("SYNTHDETECT_THREADS", "0")))
-    except ValueError:
-        return 0
-
-
-def session_options(threads: int | None = None):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = onnx_threads() if threads is None else threads
-    options.inter_op_num_threads = 1
-    # Spinning worker threads burn the cores other processes (and our own decode) need; on a shared
-    # 2-core machine that made each crop several times slower.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return options
-
-
-def make_session(path: Path, threads: int | None = None):
-    import onnxruntime as ort
-
-    # int8 weights are re-stored as uint8 so the integer products are exact on AVX2-only CPUs too (onnx_integer)
-    return ort.InferenceSession(exact_integer_source(path), sess_options=session_options(threads),
-                                providers=["CPUExecutionProvider"])
-
-
 @register_extractor("clip-vit-b16-int8")
 class ClipEncoder(FeatureExtractor):
     """L2-normalised 512-d CLIP image embeddings, one crop per ``session.run``."""
@@ -157,7 +127,7 @@ class FloatClipEncoder(ClipEncoder):
     name = "clip-vit-b16-f32"
 
     def build_session(self, threads: int | None):
-        return make_float_session(self.path, session_options(threads))
+        return make_session(self.path, threads, float_activations=True)
 
     def features(self, crops: Sequence[Image.Image]) -> np.ndarray:
         return self.embed_batch(crops).astype(np.float32) if crops else np.zeros((0, self.dim), np.float32)

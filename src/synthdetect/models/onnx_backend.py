@@ -56,13 +56,25 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def threads_from_environment() -> int:
+    """SYNTHDETECT_THREADS (0 or unset: not set)."""
+    value = os.environ.get("SYNTHDETECT_THREADS", "").strip()
+    if not value:
+        return 0
+    if not value.isdigit():
+        raise ValueError(f"SYNTHDETECT_THREADS must be a whole number of threads, not {value!r}")
+    return int(value)
+
+
 def make_session(path: str | Path, threads: int | None = None, *, float_activations: bool = False):
-    """``float_activations``: run a dynamically quantised graph on its dequantised weights (onnx_float)."""
+    """The one way synthdetect opens an ONNX Runtime session (shipped models, the CLIP encoder, ONNX peers).
+
+    ``float_activations``: run a dynamically quantised graph on its dequantised weights (onnx_float)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads or int(os.environ.get("SYNTHDETECT_THREADS", 0)) or default_threads()
+    options.intra_op_num_threads = threads or threads_from_environment() or default_threads()
     options.inter_op_num_threads = 1
     # No spin-waiting: during a scan the decode workers need the cores the idle threads would burn.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
