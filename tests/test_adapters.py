@@ -307,3 +307,19 @@ def test_adapter_prefixes_do_not_import_heavy_libraries():
             "[m for m in ('transformers', 'keras', 'timm') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "['hf', 'keras', 'onnx', 'timm'] []"
+
+
+def test_a_router_can_route_to_a_prefixed_model(onnx_model, tmp_path):
+    """A route may name an adapter (no package card to read beforehand): it is loaded with the router."""
+    module, path = onnx_model
+    card = {"name": "mixed", "kind": "router", "version": "0.0.1",
+            "routes": [{"max_short_side": 64, "model": "cifake-cnn"}, {"model": f"onnx:{path}"}]}
+    (tmp_path / "router").mkdir()
+    (tmp_path / "router" / "model.json").write_text(json.dumps(card))
+    detector = Detector.load(str(tmp_path / "router"), use_evidence=False)
+    assert detector.model.member_cards[f"onnx:{path}"]["name"] == f"onnx:{path}"
+    large = write_images(tmp_path / "imgs", 1, sizes=((120, 100),))
+    verdict = detector(str(large[0]))
+    assert verdict.models[0]["model"] == f"onnx:{path}"
+    assert verdict.p_ai == pytest.approx(1 / (1 + np.exp(-_reference_torch_logits(module, large)[0])), abs=1e-4)
+    assert detector(str(write_images(tmp_path / "small", 1, sizes=((32, 32),))[0])).models[0]["model"] == "cifake-cnn"

@@ -52,13 +52,19 @@ def find_package(name: str) -> ModelPackage:
     raise ModelPackageError(f"unknown model '{name}' (shipped models: {known}; or give a package path)")
 
 
-def load_model(name: str) -> Model:
+def adapter_for(name: str) -> Callable[[], Model] | None:
+    """A loader for a prefixed name such as ``hf:ORG/NAME``, or None for a package name or path."""
     prefix, sep, rest = name.partition(":")
-    if sep and len(prefix) > 1:  # len>1 keeps Windows drive letters paths
-        importlib.import_module(_ADAPTERS)
-        if prefix in _PREFIXES:
-            return _PREFIXES[prefix](rest)
-    return build_model(find_package(name))
+    if not sep or len(prefix) < 2:  # a one-letter prefix is a Windows drive: a path
+        return None
+    importlib.import_module(_ADAPTERS)
+    loader = _PREFIXES.get(prefix)
+    return (lambda: loader(rest)) if loader is not None else None
+
+
+def load_model(name: str) -> Model:
+    adapter = adapter_for(name)
+    return adapter() if adapter is not None else build_model(find_package(name))
 
 
 __all__ = [

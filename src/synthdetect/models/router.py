@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import threading
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -51,7 +50,7 @@ class RouterModel(Model):
 
     def __init__(self, card: dict[str, Any]):
         super().__init__(card)
-        from synthdetect.models import find_package, load_model  # late: the registry imports this module
+        from synthdetect.models import adapter_for, find_package  # late: the registry imports this module
 
         self.routes = [Route(spec) for spec in card["routes"]]
         self._route_of: dict[str, Route] = {}  # routed model name -> its route
@@ -70,8 +69,9 @@ class RouterModel(Model):
             if name in self._route_of:
                 continue
             self._route_of[name] = route
-            if _is_adapter_name(name):  # no package card to read: load it now
-                self._built[name] = as_routed(load_model(name), route)
+            adapter = adapter_for(name)
+            if adapter is not None:  # no package card to read: load it now
+                self._built[name] = as_routed(adapter(), route)
                 self.member_cards[name] = self._built[name].card
             else:
                 self._packages[name] = package = find_package(name)
@@ -113,12 +113,6 @@ class RouterModel(Model):
 
     def logits(self, images: Sequence[LoadedImage]) -> np.ndarray:  # pragma: no cover - Detector routes first
         raise TypeError("a router is not scored directly; the Detector routes each image to a model")
-
-
-def _is_adapter_name(name: str) -> bool:
-    """``hf:ORG/NAME``, ``onnx:PATH`` and the like (a one-letter prefix is a Windows drive, so a path)."""
-    prefix, sep, _ = name.partition(":")
-    return bool(sep) and len(prefix) > 1 and not Path(name).expanduser().exists()
 
 
 def routed_card(card: dict[str, Any], route: Route) -> dict[str, Any]:
