@@ -164,3 +164,10 @@ def test_csv_streams_batches_with_one_header(images):
     lines = result.stdout.splitlines()
     assert lines[0].startswith("file,label") and sum(l.startswith("file,label") for l in lines) == 1
     assert len(list(csv.DictReader(io.StringIO(result.stdout)))) == 4
+
+
+def test_a_bad_thread_setting_is_one_line_before_any_image_is_judged(tmp_path):
+    """Models load with their first image, so the setting is checked when the command starts, not mid-batch."""
+    result = runner.invoke(app, ["detect", str(tmp_path)], env={"SYNTHDETECT_THREADS": "two"})
+    assert result.exit_code == 2
+    assert result.output.strip() == "error: SYNTHDETECT_THREADS must be a whole number of threads, not 'two'"

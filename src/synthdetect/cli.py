@@ -66,6 +66,12 @@ def main_callback(
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Debug logging to stderr.")] = False,
 ) -> None:
     state["quiet"], state["verbose"] = quiet, verbose
+    from synthdetect.models.onnx_backend import threads_from_environment
+
+    try:  # checked here: models load lazily, so a bad value would otherwise surface mid-batch as a traceback
+        threads_from_environment()
+    except ValueError as exc:
+        fail(str(exc))
     logging.basicConfig(level=logging.DEBUG if verbose else (logging.ERROR if quiet else logging.WARNING),
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
