@@ -100,3 +100,14 @@ def test_the_scan_fingerprint_is_the_same_before_and_after_the_routed_models_are
     routed = detector.model.model_named("cifake-cnn")
     assert routed.card == detector.model.member_cards["cifake-cnn"]
     assert routed.calibration.to_dict() == detector.model.member_cards["cifake-cnn"]["calibration"]
+
+
+def test_a_route_to_a_model_of_an_unknown_kind_fails_at_load(tmp_path):
+    routed = tmp_path / "odd"
+    routed.mkdir()
+    (routed / "model.json").write_text(json.dumps({"name": "odd", "kind": "no-such-kind", "version": "0.0.1"}))
+    card = json.loads((BUILTIN_DIR / "default" / "model.json").read_text())
+    card["routes"][-1]["model"] = str(routed)
+    (tmp_path / "model.json").write_text(json.dumps(card))
+    with pytest.raises(ModelPackageError, match="odd: unknown model kind 'no-such-kind'"):
+        Detector.load(str(tmp_path))

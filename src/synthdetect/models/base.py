@@ -142,12 +142,17 @@ def model_kinds() -> list[str]:
     return sorted(_KINDS)
 
 
+def check_kind(package: ModelPackage) -> None:
+    """Refuse a package of a kind nothing registers, without importing the kind's module if it is known."""
+    if package.kind not in _KINDS and package.kind not in KIND_MODULES:
+        import_all_kinds()  # a kind registered elsewhere, or else so the error lists every kind there is
+        if package.kind not in _KINDS:
+            raise ModelPackageError(
+                f"{package.name}: unknown model kind '{package.kind}' (known: {', '.join(model_kinds())})")
+
+
 def build_model(package: ModelPackage) -> Model:
-    if package.kind not in _KINDS and package.kind in KIND_MODULES:
-        importlib.import_module(KIND_MODULES[package.kind])
+    check_kind(package)
     if package.kind not in _KINDS:
-        import_all_kinds()  # so the error lists every kind there is
-        raise ModelPackageError(
-            f"{package.name}: unknown model kind '{package.kind}' (known: {', '.join(model_kinds())})"
-        )
+        importlib.import_module(KIND_MODULES[package.kind])
     return _KINDS[package.kind](package)

@@ -20,7 +20,7 @@ import numpy as np
 
 from synthdetect.evaluate.calibration import Calibration
 from synthdetect.images import LoadedImage
-from synthdetect.models.base import Model, build_model, register_kind
+from synthdetect.models.base import Model, build_model, check_kind, register_kind
 from synthdetect.models.package import ModelPackage, weights_fingerprint
 
 
@@ -75,6 +75,7 @@ class RouterModel(Model):
                 self.member_cards[name] = self._built[name].card
             else:
                 self._packages[name] = package = find_package(name)
+                check_kind(package)  # its module, and the libraries that brings, load with its first image
                 self.member_cards[name] = routed_card(package.card, route)
         self._by_model_name = {card["name"]: name for name, card in self.member_cards.items()}
 
