@@ -111,3 +111,29 @@ def test_a_route_to_a_model_of_an_unknown_kind_fails_at_load(tmp_path):
     (tmp_path / "model.json").write_text(json.dumps(card))
     with pytest.raises(ModelPackageError, match="odd: unknown model kind 'no-such-kind'"):
         Detector.load(str(tmp_path))
+
+
+def test_a_routed_model_that_cannot_load_is_a_one_line_error_at_its_first_image(tmp_path):
+    """Its card and hash are fine, so the router loads; the weights are not a torch file."""
+    import hashlib
+    import shutil
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "weights.pt").write_bytes(b"not a torch file" * 64)
+    card = json.loads((BUILTIN_DIR / "cifake-cnn" / "model.json").read_text())
+    card["name"] = "bad"
+    card["files"] = {"weights": {"path": "weights.pt", "bytes": 1024,
+                                 "sha256": hashlib.sha256((bad / "weights.pt").read_bytes()).hexdigest()}}
+    (bad / "model.json").write_text(json.dumps(card))
+    router = json.loads((BUILTIN_DIR / "default" / "model.json").read_text())
+    router["routes"] = [{"max_short_side": 64, "model": str(bad)}, {"model": "wild-v3"}]
+    (tmp_path / "router").mkdir()
+    (tmp_path / "router" / "model.json").write_text(json.dumps(router))
+    image = tmp_path / "small.jpg"
+    shutil.copy(BUILTIN_DIR.parent / "samples" / "coffee-32px.jpg", image)
+    done = subprocess.run([sys.executable, "-m", "synthdetect.cli", "detect", "-m", str(tmp_path / "router"), str(image)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {bad} (routed by default) could not be loaded: "), done.stderr

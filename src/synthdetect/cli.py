@@ -76,8 +76,13 @@ def main_callback(
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
+def print_error(message: str) -> None:
+    """One line on stderr however long (soft wrap: the terminal folds it, rich does not break it)."""
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+
+
 def fail(message: str, code: int = 2) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
+    print_error(message)
     raise typer.Exit(code)
 
 
@@ -251,7 +256,13 @@ _register_commands()
 
 
 def main() -> None:
-    app()
+    from synthdetect.models import ModelPackageError
+
+    try:
+        app()
+    except ModelPackageError as exc:  # a routed model loads with its first image, after the command's own checks
+        print_error(str(exc))
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -86,9 +86,9 @@ def register(app: typer.Typer) -> None:
         known = probe_names()
         unknown = [p for p in probe or [] if p not in known]
         if unknown:
-            Console(stderr=True).print(f"[red]error:[/red] unknown probe {', '.join(unknown)} "
-                                       f"(known: {', '.join(known)})", highlight=False)
-            raise typer.Exit(2)
+            from synthdetect.cli import fail
+
+            fail(f"unknown probe {', '.join(unknown)} (known: {', '.join(known)})")
         targets, passed_over = expand_paths(paths)
         if passed_over:  # never a silent skip
             Console(stderr=True).print(passed_over_note(len(passed_over), passed_over[0], "inspected", ""),

@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Explain one verdict with Grad-CAM, an occlusion map and error-level analysis."""
         from synthdetect.api import Detector
-        from synthdetect.cli import EXIT_SOME_FAILED, err, fail
+        from synthdetect.cli import EXIT_SOME_FAILED, fail, print_error
         from synthdetect.explain import METHODS, explain as explain_image
         from synthdetect.images import ImageLoadError
         from synthdetect.models import ModelPackageError
@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
         try:
             result = explain_image(detector, image, name=image, methods=method or METHODS, grid=grid)
         except ImageLoadError as exc:
-            err.print(f"[red]error:[/red] {exc}", highlight=False)
+            print_error(str(exc))
             raise typer.Exit(EXIT_SOME_FAILED) from None
         except ValueError as exc:
             fail(str(exc))

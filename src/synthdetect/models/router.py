@@ -21,7 +21,7 @@ import numpy as np
 from synthdetect.evaluate.calibration import Calibration
 from synthdetect.images import LoadedImage
 from synthdetect.models.base import Model, build_model, check_kind, register_kind
-from synthdetect.models.package import ModelPackage, weights_fingerprint
+from synthdetect.models.package import ModelPackage, ModelPackageError, weights_fingerprint
 
 
 class Route:
@@ -86,7 +86,14 @@ class RouterModel(Model):
             with self._lock:  # the server's worker threads may route their first images at once
                 model = self._built.get(name)
                 if model is None:
-                    model = as_routed(build_model(self._packages[name]), self._route_of[name])
+                    try:
+                        model = as_routed(build_model(self._packages[name]), self._route_of[name])
+                    except ModelPackageError:
+                        raise
+                    except Exception as exc:  # a library missing, weights unreadable: say which model
+                        why = " ".join(str(exc).split())  # one line, whatever the library wrote
+                        raise ModelPackageError(f"{name} (routed by {self.name}) could not be loaded: "
+                                                f"{type(exc).__name__}: {why}") from exc
                     self._built[name] = model
         return model
 
