@@ -26,6 +26,15 @@ def run_python(code: str) -> str:
     return done.stdout
 
 
+def default_routed_to(folder, last_model: str) -> str:
+    """A copy of the default router card in ``folder`` whose last (full-size) route names ``last_model``."""
+    card = json.loads((BUILTIN_DIR / "default" / "model.json").read_text())
+    card["routes"][-1]["model"] = last_model
+    folder.mkdir(exist_ok=True)
+    (folder / "model.json").write_text(json.dumps(card))
+    return str(folder)
+
+
 def test_the_kind_and_extractor_tables_name_the_module_that_registers_each():
     """A kind registered by a module the table does not name would be unknown to a fresh process."""
     code = (
@@ -63,11 +72,8 @@ def test_a_photo_is_judged_without_torch_scipy_or_sklearn_and_a_thumbnail_loads_
 
 
 def test_a_route_to_a_model_that_is_not_there_fails_at_load(tmp_path):
-    card = json.loads((BUILTIN_DIR / "default" / "model.json").read_text())
-    card["routes"][-1]["model"] = "no-such-model"
-    (tmp_path / "model.json").write_text(json.dumps(card))
     with pytest.raises(ModelPackageError, match="unknown model 'no-such-model'"):
-        Detector.load(str(tmp_path))
+        Detector.load(default_routed_to(tmp_path, "no-such-model"))
 
 
 def test_a_routed_model_is_built_once_when_threads_first_need_it_together(monkeypatch):
@@ -106,17 +112,13 @@ def test_a_route_to_a_model_of_an_unknown_kind_fails_at_load(tmp_path):
     routed = tmp_path / "odd"
     routed.mkdir()
     (routed / "model.json").write_text(json.dumps({"name": "odd", "kind": "no-such-kind", "version": "0.0.1"}))
-    card = json.loads((BUILTIN_DIR / "default" / "model.json").read_text())
-    card["routes"][-1]["model"] = str(routed)
-    (tmp_path / "model.json").write_text(json.dumps(card))
     with pytest.raises(ModelPackageError, match="odd: unknown model kind 'no-such-kind'"):
-        Detector.load(str(tmp_path))
+        Detector.load(default_routed_to(tmp_path, str(routed)))
 
 
 def test_a_routed_model_that_cannot_load_is_a_one_line_error_at_its_first_image(tmp_path):
     """Its card and hash are fine, so the router loads; the weights are not a torch file."""
     import hashlib
-    import shutil
 
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -130,8 +132,7 @@ def test_a_routed_model_that_cannot_load_is_a_one_line_error_at_its_first_image(
     router["routes"] = [{"max_short_side": 64, "model": str(bad)}, {"model": "wild-v3"}]
     (tmp_path / "router").mkdir()
     (tmp_path / "router" / "model.json").write_text(json.dumps(router))
-    image = tmp_path / "small.jpg"
-    shutil.copy(BUILTIN_DIR.parent / "samples" / "coffee-32px.jpg", image)
+    image = BUILTIN_DIR.parent / "samples" / "coffee-32px.jpg"
     done = subprocess.run([sys.executable, "-m", "synthdetect.cli", "detect", "-m", str(tmp_path / "router"), str(image)],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 2

@@ -43,14 +43,14 @@ CLIP_INT8 = "clip-vit-b16-int8"
 CLIP_EXTRACTORS = (CLIP, CLIP_INT8)
 HANDCRAFTED = "handcrafted-v1"
 EFFICIENTNET = "efficientnet-lite0-imagenet"
-SHORT_NAMES = {CLIP: "clip", CLIP_INT8: "clip", HANDCRAFTED: "hc", EFFICIENTNET: "effnet"}
+SHORT_NAMES = {**dict.fromkeys(CLIP_EXTRACTORS, "clip"), HANDCRAFTED: "hc", EFFICIENTNET: "effnet"}
 #: Inverse L2 strength per extractor (standardised features).  Chosen by the outer leave-one-source-out
 #: from {1e-4, 3e-4, 1e-3, 1e-2, 1e-1} (CLIP) and {1e-2, 1e-1} (hand-crafted): strong shrinkage generalises
 #: across sources far better than a fit that can memorise each source's look (see the note in the card).
 #: EfficientNet-Lite0's 1280-d pooled features reuse CLIP's value untuned (an embedding of similar size), so its
 #: leave-one-source-out numbers carry no selection optimism from the head strength.  The float32 CLIP path reuses
 #: the value chosen on the int8 one, untuned, for the same reason.
-HEAD_C = {CLIP: 1e-4, CLIP_INT8: 1e-4, HANDCRAFTED: 0.1, EFFICIENTNET: 1e-4}
+HEAD_C = {**dict.fromkeys(CLIP_EXTRACTORS, 1e-4), HANDCRAFTED: 0.1, EFFICIENTNET: 1e-4}
 CALIBRATION_METHOD = "platt (slope >= 0)"
 
 
@@ -455,7 +455,7 @@ def dump_json(path: Path, obj: Any) -> None:
 
 
 # -- package ----------------------------------------------------------------------------------
-KIND_FOR_EXTRACTORS = {(CLIP,): "clip-head", (CLIP_INT8,): "clip-head", (HANDCRAFTED,): "handcrafted"}
+KIND_FOR_EXTRACTORS = {**{(clip,): "clip-head" for clip in CLIP_EXTRACTORS}, (HANDCRAFTED,): "handcrafted"}
 
 
 def candidate_from_name(name: str, extractors: Sequence[str]) -> Candidate:
