@@ -16,6 +16,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
 from rich.console import Console
 from rich.progress import track
 
@@ -92,3 +93,15 @@ def describe_unscored(unscored: Sequence[UnscoredCopy]) -> dict:
                   for c in unscored[:LISTED_COPIES]],
         "listed": min(len(unscored), LISTED_COPIES),
     }
+
+
+def copies_of(digests: Sequence[str | None], held_out: np.ndarray) -> np.ndarray:
+    """Which files are byte-identical to a held-out one (``held_out``: a boolean mask over ``digests``).
+
+    Leave-one-source-out folds train on every other source: a file that
+    also sits in the held-out source under another name would let the fold
+    score memory.  Fold code trains on ``~held_out & ~copies_of(...)``, so
+    every file is still scored once, by a model that never saw its copy.
+    """
+    held = {d for d, h in zip(digests, held_out) if h and d is not None}
+    return np.array([bool(d is not None and d in held and not h) for d, h in zip(digests, held_out)], dtype=bool)

@@ -15,6 +15,7 @@ sources the fit never saw.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
@@ -27,6 +28,7 @@ from synthdetect.evaluate.metrics import binary_metrics
 from synthdetect.images import ImageLoadError, encode_image, shrink_to_short_side
 from synthdetect.models.package import weights_fingerprint
 from synthdetect.train.datasets import Record, load_record
+from synthdetect.train.duplicates import copies_of
 from synthdetect.train.registry import band_counts
 
 SHORT_SIDES = (32, 48, 64)
@@ -58,6 +60,8 @@ class ThumbnailScores:
     images: int
     not_judged: dict[str, int] = field(default_factory=dict)  # reason -> thumbnails (uncertain by routing)
     unreadable: list[str] = field(default_factory=list)
+    #: sha256 of each thumbnail's full-size file; empty when unknown (then no copies rule can apply)
+    image_digests: list[str] = field(default_factory=list)
 
 
 def score_thumbnails(
@@ -68,16 +72,17 @@ def score_thumbnails(
     from synthdetect.api import Detector
 
     detector = Detector.load(model, use_evidence=False)
-    logits, labels, sources, variants = [], [], [], []
+    logits, labels, sources, variants, digests = [], [], [], [], []
     not_judged: dict[str, int] = {}
     unreadable: list[str] = []
     images = 0
     for i, record in enumerate(records):
         try:
-            rgb = load_record(record).rgb
+            loaded = load_record(record)
         except (ImageLoadError, OSError, KeyError) as exc:
             unreadable.append(f"{record.ref}: {exc}")
             continue
+        rgb, digest = loaded.rgb, hashlib.sha256(loaded.raw or b"").hexdigest()
         thumbs = list(thumbnail_variants(rgb, short_sides))
         images += bool(thumbs)
         for (tag, _), verdict in zip(thumbs, detector.detect([data for _, data in thumbs])):
@@ -90,10 +95,11 @@ def score_thumbnails(
             labels.append(float(record.label))
             sources.append(record.source or "unknown")
             variants.append(tag)
+            digests.append(digest)
         if progress:
             progress(i + 1, len(records))
     return ThumbnailScores(np.asarray(logits, dtype=np.float64), np.asarray(labels), np.asarray(sources),
-                           variants, images, not_judged, unreadable)
+                           variants, images, not_judged, unreadable, digests)
 
 
 def fit_route(logits: np.ndarray, labels: np.ndarray, what: str, sources: np.ndarray | None = None) -> dict[str, Any]:
@@ -135,13 +141,18 @@ def band_shares(counts: dict[str, dict[str, int]]) -> dict[str, Any]:
 
 
 def leave_one_source_out(scores: ThumbnailScores, what: str) -> dict[str, Any]:
-    """Fit the route on all sources but one, judge the one; pooled and per held-out source."""
+    """Fit the route on all sources but one, judge the one; pooled and per held-out source.
+
+    A fit never sees a thumbnail of a file byte-identical to a held-out one (the same image filed under two
+    sources), when the scores carry their files' digests.
+    """
     held_p = np.full(scores.logits.shape, np.nan)
     pooled_counts = {key: dict.fromkeys(LABELS, 0) for key in ("ai_images", "human_images")}
     per_source = {}
     for source in sorted(set(scores.sources.tolist())):
         test = scores.sources == source
-        train = ~test
+        copies = copies_of(scores.image_digests, test) if scores.image_digests else np.zeros_like(test)
+        train = ~test & ~copies
         if len(np.unique(scores.labels[train])) < 2:
             continue  # the other sources cannot calibrate: this source is left out of the held-out numbers
         route = fit_route(scores.logits[train], scores.labels[train], what, scores.sources[train])
@@ -154,6 +165,8 @@ def leave_one_source_out(scores: ThumbnailScores, what: str) -> dict[str, Any]:
         per_source[source] = {**band_shares(counts),
                               "ai_at_or_above": route["decision"]["ai_at_or_above"],
                               "human_below": route["decision"]["human_below"]}
+        if copies.any():
+            per_source[source]["copies_left_out_of_fit"] = int(copies.sum())
     done = ~np.isnan(held_p)
     pooled = band_shares(pooled_counts)
     pooled.update({k: v for k, v in binary_metrics(held_p[done], scores.labels[done]).items()

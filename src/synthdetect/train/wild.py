@@ -34,6 +34,7 @@ from synthdetect.evaluate.calibration import Calibration, operating_points
 from synthdetect.evaluate.metrics import binary_metrics, expected_calibration_error, tpr_at_fpr
 from synthdetect.models.multicrop import AGGREGATIONS, CropPolicy, aggregate
 from synthdetect.models.view_features import LinearMember, member_view
+from synthdetect.train.duplicates import copies_of
 from synthdetect.train.wild_features import CachedFeatures
 
 #: CLIP with float32 activations (batch-invariant, deterministic); wild-v1 and wild-v2 were trained on the int8
@@ -67,6 +68,7 @@ class WildData:
     bytes_per_pixel: np.ndarray
     global_feats: dict[str, np.ndarray]  # extractor -> (n, d)
     crop_feats: dict[str, list[np.ndarray]]  # extractor -> n x (k_i, d)
+    digests: list[str]  # sha256 of each file: folds never train on a copy of a held-out file
 
     @classmethod
     def from_cache(cls, cached: CachedFeatures) -> "WildData":
@@ -80,11 +82,18 @@ class WildData:
             formats=np.array([m.format for m in cached.meta]),
             short_side=np.array([min(m.width, m.height) for m in cached.meta]),
             bytes_per_pixel=np.array([m.bytes / max(m.width * m.height, 1) for m in cached.meta]),
-            global_feats=g, crop_feats=c,
+            global_feats=g, crop_feats=c, digests=list(cached.digests),
         )
 
     def __len__(self) -> int:
         return int(self.labels.size)
+
+    def fold(self, idx: np.ndarray, source: str) -> tuple[np.ndarray, np.ndarray, int]:
+        """Among ``idx``: the images of ``source`` (held out), the rest minus copies of them (training), and
+        how many copies were left out of training."""
+        held = self.groups[idx] == source
+        copies = copies_of([self.digests[i] for i in idx], held)
+        return idx[held], idx[~held & ~copies], int(copies.sum())
 
 
 # -- members ----------------------------------------------------------------------------------
@@ -268,7 +277,8 @@ def inner_oof(data: WildData, idx: np.ndarray, extractors: Sequence[str]) -> dic
     out: dict[str, np.ndarray] = {}
     for source in np.unique(data.groups[idx]):
         hold = data.groups[idx] == source
-        z = base_logits(data, idx[~hold], idx[hold], extractors)
+        test, train, _ = data.fold(idx, source)
+        z = base_logits(data, train, test, extractors)
         for key, values in z.items():
             out.setdefault(key, np.zeros(len(idx)))[hold] = values
     return out
@@ -282,11 +292,11 @@ class FoldResult:
     p: dict[str, np.ndarray]  # candidate -> calibrated p on test
     thresholds: dict[str, dict[str, float]]  # candidate -> {"fpr_0.01": t, "fpr_0.05": t, "human_below": t}
     base: dict[str, np.ndarray]  # base member key -> logits on test (fitted on the outer training sources)
+    copies_left_out: int = 0  # training files byte-identical to a held-out file, not trained on in this fold
 
 
 def outer_fold(data: WildData, source: str, extractors: Sequence[str], cands: Sequence[Candidate]) -> FoldResult:
-    test = np.flatnonzero(data.groups == source)
-    train = np.flatnonzero(data.groups != source)
+    test, train, copies = data.fold(np.arange(len(data)), source)
     oof = inner_oof(data, train, extractors)
     test_logits = base_logits(data, train, test, extractors)
     y_train = data.labels[train]
@@ -304,7 +314,7 @@ def outer_fold(data: WildData, source: str, extractors: Sequence[str], cands: Se
             "fpr_0.05": points["thresholds"]["fpr_0.05"]["threshold"],
             "human_below": points["decision"]["human_below"],
         }
-    return FoldResult(source, test, logits, probs, thresholds, test_logits)
+    return FoldResult(source, test, logits, probs, thresholds, test_logits, copies)
 
 
 # -- metrics ----------------------------------------------------------------------------------
@@ -427,6 +437,12 @@ def fit_final(data: WildData, cand: Candidate, oof_members: dict[str, np.ndarray
     return members, (weights, bias), calibration, points, z
 
 
+def loso_copies(folds: Sequence[FoldResult]) -> dict[str, Any]:
+    """The card's account of the copies rule: per outer fold, how many training files were left out."""
+    return {"rule": "training files byte-identical (sha256) to a held-out file are not trained on in that fold",
+            "per_held_out_source": {f.source: f.copies_left_out for f in folds if f.copies_left_out}}
+
+
 def outer_member_oof(data: WildData, folds: Sequence[FoldResult]) -> dict[str, np.ndarray]:
     """Outer out-of-fold base logits (the stacker of the final model is fitted on these)."""
     out: dict[str, np.ndarray] = {}
@@ -485,7 +501,7 @@ def _thumbnail_note(policy: CropPolicy) -> str:
 def write_wild_package(
     out: Path, name: str, data: WildData, policy: CropPolicy, extractors: Sequence[str], folds: Sequence[FoldResult],
     results: dict[str, dict[str, Any]], winner: str, *, command: str | None, data_ref: str, min_side: int,
-    benchmark: dict[str, Any] | None = None, failed: Sequence[tuple[Any, str]] = (),
+    benchmark: dict[str, Any] | None = None, failed: Sequence[tuple[Any, str]] = (), version: str = "1.0.0",
 ):
     from synthdetect.models.package import write_package
     from synthdetect.models.view_features import get_extractor, save_members
@@ -505,7 +521,7 @@ def write_wild_package(
         m = data.groups == source
         sources[source] = {"ai": int(data.labels[m].sum()), "human": int((1 - data.labels[m]).sum())}
     card: dict[str, Any] = {
-        "name": name, "version": "1.0.0", "kind": kind,
+        "name": name, "version": version, "kind": kind,
         "description": (f"Full-size photos and art: {winner} (linear heads on {', '.join(used)} features of a global "
                         f"view and {policy.native_crops} native-resolution crops), calibrated by leave-one-source-out."),
         "input": {"min_side": min_side, "max_aspect": 6.0, "views": "global view + native crops (see crop_policy)"},
@@ -529,10 +545,13 @@ def write_wild_package(
         "protocol": ("leave-one-source-out on wild-dev: each source name held out in turn (both classes of mixed "
                      "sources together); stacker, calibration and thresholds of each fold fitted by an inner "
                      "leave-one-source-out on the training sources only; held-out predictions pooled over folds. "
+                     "A training file byte-identical to a held-out one (the same image under another source) is "
+                     "left out of that fold's training, outer and inner, so no held-out score credits memory. "
                      "Caveat: the head regularisation and source-balanced weighting, and the choice among the "
                      "candidates, were made on these same outer folds, so the winner's numbers carry some "
                      "selection optimism"),
         "held_out_pooled": public(held),
+        "copies_left_out_of_training": loso_copies(folds),
         "held_out_per_source": per_source_table(data, p_oof),
         "shortcut_checks": format_shortcut_checks(data, p_oof),
         "candidates": {k: {m: public(v)[m] for m in ("roc_auc", "tpr_at_fpr_0.05", "ece", "accuracy")}

@@ -19,6 +19,8 @@ def register(app: typer.Typer) -> None:
         name: Annotated[Optional[str], typer.Option(help="Name written on the card (default: the folder name).")] = None,
         extractors: Annotated[str, typer.Option(help="Comma-separated feature extractors to consider.")] =
             "clip-vit-b16-f32,handcrafted-v1",
+        package_version: Annotated[str, typer.Option(help="Version written on the card (a retrained package of the "
+                                                          "same name gets a new one).")] = "1.0.0",
         crops: Annotated[int, typer.Option(help="Native-resolution crops per image (plus one global view).")] = 4,
         crop_size: Annotated[int, typer.Option(help="Crop side in pixels.")] = 224,
         global_short_side: Annotated[Optional[int], typer.Option(
@@ -66,8 +68,10 @@ def register(app: typer.Typer) -> None:
         with console.status("leave-one-source-out") as status:
             folds, results = run_loso(wild, names, progress=lambda s: status.update(f"leave-one-source-out: holding out {s}"))
         table = Table(title="held-out sources, pooled")
-        for col in ("candidate", "ROC-AUC", "TPR@5%FPR", "TPR@1%FPR", "ECE", "accuracy"):
-            table.add_column(col, no_wrap=True)
+        # Numbers never wrap or get cut; a long candidate name folds instead (a log file is 80 columns wide).
+        table.add_column("candidate", overflow="fold")
+        for col in ("ROC-AUC", "TPR@5%FPR", "TPR@1%FPR", "ECE", "accuracy"):
+            table.add_column(col, no_wrap=True, min_width=len(col))
         for key, r in sorted(results.items(), key=lambda kv: -kv[1]["roc_auc"]):
             table.add_row(key, f"{r['roc_auc']:.4f}", f"{r['tpr_at_fpr_0.05']:.3f}", f"{r['tpr_at_fpr_0.01']:.3f}",
                           f"{r['ece']:.4f}", f"{r['accuracy']:.3f}")
@@ -79,15 +83,15 @@ def register(app: typer.Typer) -> None:
         bench = json.loads(benchmark.read_text()) if benchmark else None
         package = write_wild_package(out, name or out.name, wild, policy, names, folds, results, winner,
                                      command=command, data_ref=data, min_side=min_side, benchmark=bench,
-                                     failed=cached.failed)
+                                     failed=cached.failed, version=package_version)
         if report:
             report.parent.mkdir(parents=True, exist_ok=True)
             dump_json(report, {"candidates": {k: public(v) for k, v in results.items()}, "winner": winner,
                                "held_out_p_ai": {n: float(p) for n, p in zip(wild.names, results[winner]["_p"])},
                                "per_source": {k: per_source_table(wild, v["_p"])
                                               for k, v in results.items() if k == winner},
-                               "folds": [{"source": f.source, "n": int(f.test_idx.size), "thresholds": f.thresholds}
-                                         for f in folds]})
+                               "folds": [{"source": f.source, "n": int(f.test_idx.size), "thresholds": f.thresholds,
+                                          "copies_left_out_of_training": f.copies_left_out} for f in folds]})
         held = package.card["metrics"]["held_out_pooled"]
         typer.echo(f"wrote {package.root} ({winner}; held-out sources pooled: ROC-AUC {held['roc_auc']:.4f}, "
                    f"TPR@5%FPR {held['tpr_at_fpr_0.05']:.3f}, ECE {held['ece']:.4f})")

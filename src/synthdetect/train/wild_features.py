@@ -44,6 +44,7 @@ class CachedFeatures:
     meta: list[ImageMeta]
     views: dict[str, list[dict[str, np.ndarray]]]  # extractor -> per image {"global", "crops"}
     failed: list[tuple[Record, str]]
+    digests: list[str]  # sha256 of each kept file's bytes: copies under other names are found by it
 
 
 #: A new folder name for an extractor whose cached features may be wrong.  CLIP features cached before 2026-12-04 on
@@ -65,6 +66,7 @@ def extract_cached(
     views: dict[str, list[dict[str, np.ndarray]]] = {name: [] for name in extractors}
     kept: list[Record] = []
     meta: list[ImageMeta] = []
+    digests: list[str] = []
     failed: list[tuple[Record, str]] = []
     with progress_bar() as bar:
         task = bar.add_task(description, total=len(records), status="")
@@ -96,12 +98,13 @@ def extract_cached(
                     w, h, nbytes = (int(v) for v in data["meta"])
                 kept.append(record)
                 meta.append(ImageMeta(fmt or "?", w, h, nbytes))
+                digests.append(digest)
                 for name in extractors:
                     views[name].append(per_image[name])
             except (ImageLoadError, OSError, ValueError) as exc:
                 failed.append((record, str(exc)))
             bar.update(task, advance=1, status=f"{len(failed)} failed")
-    return CachedFeatures(kept, meta, views, failed)
+    return CachedFeatures(kept, meta, views, failed, digests)
 
 
 def _sniff_format(raw: bytes) -> str:

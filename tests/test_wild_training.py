@@ -1,0 +1,103 @@
+"""``synthdetect train-wild`` end to end, and the copies rule of its leave-one-source-out folds.
+
+A manifest may file one image under two sources (wild-dev does: one AI image sits in ``web-mixed-a`` and in
+``ai-art-scrape``).  Holding out one of them while training on the other would score memory, so each fold
+leaves such copies out of its training, outer and inner, and every image is still scored once.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from synthdetect import Detector
+from synthdetect.cli import app
+from synthdetect.train.duplicates import copies_of
+from synthdetect.train.route_calibration import ThumbnailScores, leave_one_source_out
+from synthdetect.train.wild import WildData
+from synth_data import add_copies, make_image, write_manifest
+
+
+def test_copies_of_marks_training_files_identical_to_a_held_out_one():
+    digests = ["a", "b", "a", "c", None, None, "b"]
+    held_out = np.array([True, False, False, False, True, False, False])
+    assert copies_of(digests, held_out).tolist() == [False, False, True, False, False, False, False]
+    # an unreadable file (no digest) is nobody's copy; a copy inside the held-out part is not training anyway
+    assert not copies_of(["x", "x"], np.array([True, True])).any()
+
+
+def test_route_calibration_folds_never_fit_on_a_copy_of_the_held_out_source():
+    rng = np.random.default_rng(3)
+    logits, labels, sources, digests = [], [], [], []
+    for source in ("a", "b", "c"):
+        for label in (0, 1):
+            for i in range(60):
+                logits.append(rng.normal(2.0 * label - 1.0, 1.0)), labels.append(label)
+                sources.append(source), digests.append(f"{source}{label}{i}")
+    # five thumbnails of one held-out image of 'a' also filed under 'b'
+    for _ in range(5):
+        logits.append(9.0), labels.append(0), sources.append("b"), digests.append("a00")
+        logits.append(9.0), labels.append(0), sources.append("a"), digests.append("a00")
+    scores = ThumbnailScores(np.asarray(logits), np.asarray(labels, dtype=float), np.asarray(sources),
+                             ["x"] * len(logits), images=len(logits), image_digests=digests)
+    with_rule = leave_one_source_out(scores, "synthetic")
+    assert with_rule["per_source"]["a"]["copies_left_out_of_fit"] == 5
+    assert with_rule["per_source"]["b"]["copies_left_out_of_fit"] == 6  # 'a00' itself and its 5 twins in 'a'
+    assert "copies_left_out_of_fit" not in with_rule["per_source"]["c"]
+    without_digests = leave_one_source_out(
+        ThumbnailScores(scores.logits, scores.labels, scores.sources, scores.variants, images=scores.images),
+        "synthetic")
+    assert "copies_left_out_of_fit" not in without_digests["per_source"]["a"]
+    # the fit for 'a' lost real thumbnails scored 9.0, so its band moved
+    assert with_rule["per_source"]["a"]["ai_at_or_above"] != without_digests["per_source"]["a"]["ai_at_or_above"]
+
+
+def test_a_fold_trains_on_the_other_sources_minus_copies_of_its_held_out_images():
+    groups = np.array(["a", "a", "b", "b", "c", "c"])
+    n = len(groups)
+    data = WildData(labels=np.array([1, 0, 1, 0, 1, 0]), groups=groups, names=[str(i) for i in range(n)],
+                    formats=np.array(["PNG"] * n), short_side=np.full(n, 64), bytes_per_pixel=np.ones(n),
+                    global_feats={}, crop_feats={}, digests=["x", "y", "x", "z", "w", "v"])
+    test, train, copies = data.fold(np.arange(n), "a")
+    assert test.tolist() == [0, 1] and train.tolist() == [3, 4, 5] and copies == 1  # 2 is a copy of 0
+    inner = np.array([2, 3, 4, 5])  # an inner fold inside the outer fold that held out 'a'
+    test, train, copies = data.fold(inner, "c")
+    assert test.tolist() == [4, 5] and train.tolist() == [2, 3] and copies == 0
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("wild")
+    manifest = write_manifest(root / "data", {"alpha": (6, 6), "beta": (6, 6), "gamma": (6, 6)}, size=64)
+    add_copies(manifest, [(0, "beta", None), (1, "gamma", None)])  # two AI images of 'alpha' under other sources
+    out, report = root / "pkg", root / "loso.json"
+    result = CliRunner().invoke(app, [
+        "train-wild", str(manifest), "--out", str(out), "--name", "wild-test", "--extractors", "handcrafted-v1",
+        "--crops", "0", "--crop-size", "64", "--package-version", "2.0.1", "--cache", str(root / "cache"), "--report", str(report)])
+    assert result.exit_code == 0, result.output
+    return out, json.loads(report.read_text()), result.output
+
+
+def test_train_wild_writes_a_package_the_detector_loads(trained):
+    out, report, output = trained
+    card = json.loads((out / "model.json").read_text())
+    assert card["name"] == "wild-test" and card["kind"] == "handcrafted" and card["version"] == "2.0.1"
+    assert card["training"]["images_used"] == 38 and card["training"]["data"].endswith("manifest.csv")
+    assert report["winner"] in report["candidates"] and len(report["held_out_p_ai"]) == 38
+    verdict = Detector.load(str(out), use_evidence=False)(make_image(1, seed=99, size=64))
+    assert verdict.error is None and verdict.models[0]["model"] == "wild-test" and 0.0 <= verdict.p_ai <= 1.0
+    assert "wrote" in output
+
+
+def test_train_wild_folds_leave_copies_of_the_held_out_source_out_of_training(trained):
+    out, report, _ = trained
+    folds = {f["source"]: f["copies_left_out_of_training"] for f in report["folds"]}
+    # holding out 'alpha' drops its two copies from beta and gamma; holding out beta (or gamma) drops the
+    # original in alpha that its copy duplicates
+    assert folds == {"alpha": 2, "beta": 1, "gamma": 1}
+    card = json.loads((out / "model.json").read_text())
+    assert card["metrics"]["copies_left_out_of_training"]["per_held_out_source"] == folds
+    assert "byte-identical" in card["metrics"]["protocol"]
