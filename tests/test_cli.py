@@ -171,3 +171,50 @@ def test_a_bad_thread_setting_is_one_line_before_any_image_is_judged(tmp_path):
     result = runner.invoke(app, ["detect", str(tmp_path)], env={"SYNTHDETECT_THREADS": "two"})
     assert result.exit_code == 2
     assert result.output.strip() == "error: SYNTHDETECT_THREADS must be a whole number of threads, not 'two'"
+
+
+def test_an_image_piped_to_standard_input_is_judged_in_its_place(images):
+    png = (images / "img1.png").read_bytes()
+    result = runner.invoke(app, ["-q", "detect", str(images / "img0.png"), "-", "--format", "jsonl"], input=png)
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["file"] for r in rows] == [str(images / "img0.png"), "<stdin>"]
+    alone = json.loads(invoke("-q", "detect", str(images / "img1.png"), "--format", "jsonl").stdout)
+    assert rows[1]["sha256"] == alone["sha256"] and rows[1]["p_ai"] == alone["p_ai"]  # the same bytes, the same verdict
+
+
+def test_standard_input_that_is_not_an_image_or_too_large_is_an_error_row(images):
+    text = runner.invoke(app, ["-q", "detect", "-", "--format", "jsonl"], input=b"hello, not an image")
+    assert text.exit_code == EXIT_SOME_FAILED
+    row = json.loads(text.stdout)
+    assert row["file"] == "<stdin>" and row["error"].startswith("<stdin>: ") and row["label"] is None
+    png = (images / "img1.png").read_bytes()
+    big = runner.invoke(app, ["-q", "detect", "-", "--format", "jsonl", "--max-bytes", "100"], input=png)
+    assert big.exit_code == EXIT_SOME_FAILED
+    row = json.loads(big.stdout)
+    assert row["error_kind"] == "too_large" and f"({len(png):,} bytes > limit 100)" in row["error"]
+
+
+def test_files_from_a_list_judges_each_listed_path_and_names_the_missing_one(images, tmp_path):
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{images / 'img0.png'}\n\n{images / 'sub'}\n{tmp_path / 'gone.png'}\n")
+    result = invoke("-q", "detect", "--files-from", str(listing), str(images / "img2.png"), "--format", "jsonl")
+    assert result.exit_code == EXIT_SOME_FAILED
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["file"] for r in rows] == [str(images / "img2.png"), str(images / "img0.png"),
+                                         str(images / "sub" / "deep.jpg"), str(tmp_path / "gone.png")]
+    assert rows[-1]["error_kind"] == "not_found" and all(r["error"] is None for r in rows[:-1])
+    piped = runner.invoke(app, ["-q", "detect", "--files-from", "-", "--format", "jsonl"],
+                          input=f"{images / 'img0.png'}\n")
+    assert piped.exit_code == 0 and json.loads(piped.stdout)["file"] == str(images / "img0.png")
+
+
+def test_standard_input_misuse_is_a_one_line_usage_error(tmp_path):
+    twice = invoke("detect", "-", "-")
+    assert twice.exit_code == 2 and "only once" in twice.output
+    both = runner.invoke(app, ["detect", "-", "--files-from", "-"], input=b"x")
+    assert both.exit_code == 2 and "both an image" in both.output
+    missing = invoke("detect", "--files-from", str(tmp_path / "nope.txt"))
+    assert missing.exit_code == 2 and "nope.txt" in missing.output and len(missing.output.strip().splitlines()) == 1
+    nothing = invoke("detect")
+    assert nothing.exit_code == 2 and "no files to judge" in nothing.output

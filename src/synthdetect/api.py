@@ -16,7 +16,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, BinaryIO, Iterable, Iterator, Sequence, TextIO
 
 from PIL import Image
 
@@ -224,9 +224,34 @@ def passed_over_note(count: int, example: str, verb: str = "judged",
     return f"note: {count} non-image file(s) in the folders were not {verb}{hint}, e.g. {example}"
 
 
+TOO_LARGE = "file too large"
+
+
 def problem_kind(problem: str) -> str:
-    """The verdict ``error_kind`` for a problem :func:`expand_paths` attached to a path."""
+    """The verdict ``error_kind`` for a problem found before decoding (by :func:`expand_paths`, or standard input
+    over the byte limit)."""
+    if problem.startswith(TOO_LARGE):
+        return "too_large"
     return "unreadable" if problem.startswith(UNREADABLE_FOLDER) else "not_found"
+
+
+def read_limited(stream: BinaryIO, max_bytes: int, chunk: int = 1 << 20) -> tuple[bytes | None, int]:
+    """All of ``stream``: its bytes, or None past ``max_bytes`` (then drained and counted, never held), and its
+    size.  The loader's own limit cannot help here: it sees bytes only once they are all in memory."""
+    parts: list[bytes] = []
+    size = 0
+    while block := stream.read(chunk):
+        size += len(block)
+        if size <= max_bytes:
+            parts.append(block)
+        else:
+            parts.clear()
+    return (b"".join(parts) if size <= max_bytes else None), size
+
+
+def read_path_list(stream: TextIO) -> list[str]:
+    """Paths one per line (as ``find`` prints them); blank lines are skipped, spaces inside a name kept."""
+    return [line.rstrip("\r\n") for line in stream if line.strip()]
 
 
 def expand_paths(

@@ -132,9 +132,61 @@ def render_verdicts(verdicts: list[dict], fmt: OutputFormat, out=None, *, header
         Console(file=out, width=max(Console().width, 120)).print(table)
 
 
+#: The file name verdicts give an image read from standard input (``synthdetect detect -``).
+STDIN_NAME = "<stdin>"
+
+
+def read_stdin_image(max_bytes: int) -> tuple[bytes | None, str | None]:
+    """The image piped in for ``-``: its bytes, or the problem that stops it being judged."""
+    from synthdetect.api import TOO_LARGE, read_limited
+
+    if sys.stdin is None or sys.stdin.isatty():
+        fail("- reads one image from standard input, which is a terminal here (pipe an image in: "
+             "cat photo.jpg | synthdetect detect -)")
+    data, size = read_limited(sys.stdin.buffer, max_bytes)
+    return (data, None) if data is not None else (None, f"{TOO_LARGE} ({size:,} bytes > limit {max_bytes:,})")
+
+
+def detect_targets(paths: list[str], files_from: str | None, all_files: bool, max_bytes: int):
+    """What ``detect`` judges, in order: ``(name, problem, source)`` per file, and the files passed over.
+
+    ``-`` among the paths is one image from standard input; ``--files-from`` adds a list of paths (``-``: read
+    the list from standard input), so any number of files fits, past the shell's argument limit."""
+    from synthdetect.api import expand_paths, read_path_list
+
+    if paths.count("-") > 1:
+        fail("- (one image from standard input) can be given only once")
+    if files_from == "-" and "-" in paths:
+        fail("standard input cannot hold both an image (-) and the list of paths (--files-from -)")
+    if files_from is not None:
+        try:
+            if files_from == "-":
+                paths = paths + read_path_list(sys.stdin)
+            else:
+                with open(files_from, encoding="utf-8") as handle:
+                    paths = paths + read_path_list(handle)
+        except (OSError, UnicodeDecodeError) as exc:
+            fail(f"--files-from {files_from}: {getattr(exc, 'strerror', None) or exc}")
+    targets: list[tuple[str, str | None, object]] = []
+    passed_over: list[str] = []
+    for path in paths:
+        if path == "-":
+            data, problem = read_stdin_image(max_bytes)
+            targets.append((STDIN_NAME, problem, data))
+            continue
+        found, over = expand_paths([path], all_files=all_files)
+        targets += [(name, problem, name) for name, problem in found]
+        passed_over += over
+    return targets, passed_over
+
+
 @app.command()
 def detect(
-    paths: Annotated[list[str], typer.Argument(help="Image files, folders (searched recursively) or globs.")],
+    paths: Annotated[Optional[list[str]], typer.Argument(
+        help="Image files, folders (searched recursively) or globs; - reads one image from standard input.")] = None,
+    files_from: Annotated[Optional[str], typer.Option(
+        "--files-from", help="Also judge the paths listed in this file, one per line (- reads the list from "
+                             "standard input, e.g. from find).")] = None,
     model: Annotated[str, typer.Option("--model", "-m", help="Model name or package path.")] = "default",
     format: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")] = OutputFormat.table,
     batch_size: Annotated[int, typer.Option(help="Images decoded and scored together.")] = 32,
@@ -146,7 +198,7 @@ def detect(
     """Judge images: prints one row per file (verdict, calibrated p_ai, reasons)."""
     from rich.progress import track
 
-    from synthdetect.api import Detector, expand_paths, passed_over_note, problem_kind
+    from synthdetect.api import Detector, passed_over_note, problem_kind
     from synthdetect.images import LoadLimits
     from synthdetect.models import ModelPackageError
     from synthdetect.verdict import Verdict
@@ -156,11 +208,11 @@ def detect(
                                  use_evidence=not no_evidence)
     except (ModelPackageError, ValueError, ImportError) as exc:
         fail(str(exc))
-    targets, passed_over = expand_paths(paths, all_files=all_files)
+    targets, passed_over = detect_targets(list(paths or []), files_from, all_files, max_bytes)
     if passed_over:  # even with -q: a file passed over must never be a silent skip
         err.print(passed_over_note(len(passed_over), passed_over[0]), highlight=False)
     if not targets:
-        fail("no files to judge")
+        fail("no files to judge (give files, folders or globs, - for an image on standard input, or --files-from)")
     # JSON lines and CSV stream one batch at a time (flat memory, rows appear as they are judged);
     # the table and a JSON array need every row first.
     streaming = format in (OutputFormat.jsonl, OutputFormat.csv)
@@ -170,10 +222,10 @@ def detect(
     batches = [targets[i : i + batch_size] for i in range(0, len(targets), batch_size)]
     iterator = batches if state["quiet"] or len(batches) < 2 else track(batches, description="detect", console=err)
     for index, batch in enumerate(iterator):
-        ok = [p for p, problem in batch if problem is None]
-        judged = iter(detector.detect(ok, names=ok))
+        ok = [(name, source) for name, problem, source in batch if problem is None]
+        judged = iter(detector.detect([source for _, source in ok], names=[name for name, _ in ok]))
         rows = []
-        for path, problem in batch:
+        for path, problem, _ in batch:
             verdict = Verdict.failed(path, f"{path}: {problem}", problem_kind(problem)) if problem else next(judged)
             row = verdict.to_dict()
             rows.append(row)
