@@ -54,7 +54,7 @@ def register(app: typer.Typer) -> None:
                                             run_loso, write_wild_package)
         from synthdetect.train.wild_features import extract_cached
 
-        console = Console(stderr=True)
+        console = Console(stderr=True, width=max(Console().width, 120))  # tables stay readable in a log
         names = [e.strip() for e in extractors.split(",") if e.strip()]
         policy = CropPolicy(size=crop_size, native_crops=crops, global_short_side=global_short_side,
                             global_jpeg_quality=global_jpeg_quality)
@@ -120,7 +120,7 @@ def register(app: typer.Typer) -> None:
         from synthdetect.train.trainer import progress_bar
         from synthdetect.train.wild import dump_json
 
-        console = Console(stderr=True)
+        console = Console(stderr=True, width=max(Console().width, 120))  # tables stay readable in a log
         package = find_package(router)
         routes = package.card.get("routes")
         if package.card.get("kind") != "router" or not routes:
@@ -143,8 +143,9 @@ def register(app: typer.Typer) -> None:
         held = info["leave_one_source_out"]
         table = Table(title=f"{route['model']} on {info['thumbnails']:,} thumbnails of {info['images']} images "
                             f"(model ROC-AUC {info['model_roc_auc']:.3f})")
-        for col in ("band", "real called ai", "real called human", "AI called ai", "AI called human", "uncertain"):
-            table.add_column(col)
+        table.add_column("band", overflow="fold")
+        for col in ("real\ncalled ai", "real\ncalled human", "AI\ncalled ai", "AI\ncalled human", "uncertain"):
+            table.add_column(col, no_wrap=True)
 
         def row(name: str, s: dict) -> None:
             unsure = ((s["real_called_uncertain"] or 0) * s["n_real"] + (s["ai_called_uncertain"] or 0) * s["n_ai"]
