@@ -17,6 +17,7 @@ runs ``--epochs`` passes over the crops with horizontal flips.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 import time
@@ -48,21 +49,23 @@ def main() -> None:
                                                       load_imagenet_state)
     from synthdetect.models.multicrop import CropPolicy
     from synthdetect.train.datasets import load_record, open_dataset
+    from synthdetect.train.duplicates import copies_of
     from synthdetect.train.trainer import images_to_tensor, progress_bar
 
     torch.set_num_threads(args.threads)
     policy = CropPolicy(size=224, native_crops=4)
     records = open_dataset(str(args.manifest))
-    crops, owner, labels, sources, failed = [], [], [], [], []
+    crops, owner, labels, sources, digests, failed = [], [], [], [], [], []
     with progress_bar() as bar:
         task = bar.add_task("crops", total=len(records), status="")
         for record in records:
             try:
-                rgb = load_record(record).rgb
+                loaded = load_record(record)
             except (ImageLoadError, OSError) as exc:
                 failed.append(f"{record.ref}: {exc}")
                 continue
-            for crop in policy.native_crops_of(rgb):
+            digests.append(hashlib.sha256(loaded.raw or b"").hexdigest())
+            for crop in policy.native_crops_of(loaded.rgb):
                 crops.append(np.asarray(crop.convert("RGB").resize((224, 224)), dtype=np.uint8))
                 owner.append(len(labels))
             labels.append(record.label)
@@ -75,7 +78,9 @@ def main() -> None:
     per_source, started = {}, time.time()
     for source in sorted(set(sources)):
         test_img = src_img == source
-        train_crops = np.flatnonzero(~test_img[owner])
+        # a copy of a held-out image filed under another source is not trained on (train-wild's rule)
+        train_img = ~test_img & ~copies_of(digests, test_img)
+        train_crops = np.flatnonzero(train_img[owner])
         torch.manual_seed(args.seed)
         model = EfficientNetLiteDetector("efficientnet-lite0", 224)
         model.load_imagenet(state)
