@@ -197,7 +197,7 @@ def test_standard_input_that_is_not_an_image_or_too_large_is_an_error_row(images
 
 def test_files_from_a_list_judges_each_listed_path_and_names_the_missing_one(images, tmp_path):
     listing = tmp_path / "list.txt"
-    listing.write_text(f"{images / 'img0.png'}\n\n{images / 'sub'}\n{tmp_path / 'gone.png'}\n")
+    listing.write_text(f"{images / 'img0.png'}\n\n# a comment\n{images / 'sub'}\ngone.png\n")  # relative: to the list
     result = invoke("-q", "detect", "--files-from", str(listing), str(images / "img2.png"), "--format", "jsonl")
     assert result.exit_code == EXIT_SOME_FAILED
     rows = [json.loads(line) for line in result.stdout.splitlines()]

@@ -16,7 +16,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable, Iterator, Sequence, TextIO
+from typing import Any, BinaryIO, Iterable, Iterator, Sequence
 
 from PIL import Image
 
@@ -248,10 +248,6 @@ def read_limited(stream: BinaryIO, max_bytes: int, chunk: int = 1 << 20) -> tupl
             parts.clear()
     return (b"".join(parts) if size <= max_bytes else None), size
 
-
-def read_path_list(stream: TextIO) -> list[str]:
-    """Paths one per line (as ``find`` prints them); blank lines are skipped, spaces inside a name kept."""
-    return [line.rstrip("\r\n") for line in stream if line.strip()]
 
 
 def expand_paths(

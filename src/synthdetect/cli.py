@@ -151,8 +151,10 @@ def detect_targets(paths: list[str], files_from: str | None, all_files: bool, ma
     """What ``detect`` judges, in order: ``(name, problem, source)`` per file, and the files passed over.
 
     ``-`` among the paths is one image from standard input; ``--files-from`` adds a list of paths (``-``: read
-    the list from standard input), so any number of files fits, past the shell's argument limit."""
-    from synthdetect.api import expand_paths, read_path_list
+    the list from standard input), so any number of files fits, past the shell's argument limit.  A list reads
+    as ``scan`` reads list files: ``#`` comments skipped, relative paths relative to the list's folder."""
+    from synthdetect.api import expand_paths
+    from synthdetect.scan.sources import iter_listed_paths
 
     if paths.count("-") > 1:
         fail("- (one image from standard input) can be given only once")
@@ -161,10 +163,10 @@ def detect_targets(paths: list[str], files_from: str | None, all_files: bool, ma
     if files_from is not None:
         try:
             if files_from == "-":
-                paths = paths + read_path_list(sys.stdin)
+                paths = paths + list(iter_listed_paths(sys.stdin))
             else:
                 with open(files_from, encoding="utf-8") as handle:
-                    paths = paths + read_path_list(handle)
+                    paths = paths + list(iter_listed_paths(handle, Path(files_from).parent))
         except (OSError, UnicodeDecodeError) as exc:
             fail(f"--files-from {files_from}: {getattr(exc, 'strerror', None) or exc}")
     targets: list[tuple[str, str | None, object]] = []
@@ -185,8 +187,8 @@ def detect(
     paths: Annotated[Optional[list[str]], typer.Argument(
         help="Image files, folders (searched recursively) or globs; - reads one image from standard input.")] = None,
     files_from: Annotated[Optional[str], typer.Option(
-        "--files-from", help="Also judge the paths listed in this file, one per line (- reads the list from "
-                             "standard input, e.g. from find).")] = None,
+        "--files-from", help="Also judge the paths listed in this file, one per line, relative to its folder "
+                             "(- reads the list from standard input, e.g. from find).")] = None,
     model: Annotated[str, typer.Option("--model", "-m", help="Model name or package path.")] = "default",
     format: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")] = OutputFormat.table,
     batch_size: Annotated[int, typer.Option(help="Images decoded and scored together.")] = 32,

@@ -109,15 +109,19 @@ def walk_folder(root: str, all_files: bool = False, passed_over: PassedOver | No
         stack.extend(reversed(subfolders))  # depth first, in name order
 
 
+def iter_listed_paths(lines: Iterable[str], base: Path | None = None) -> Iterator[str]:
+    """The paths of a list, one per line; blank lines and ``#`` comments are skipped; a relative path is relative
+    to ``base`` (the list file's folder), or to the working directory for a list piped in (as ``find`` prints)."""
+    for line in lines:
+        entry = line.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        yield entry if base is None or os.path.isabs(entry) else str(base / entry)
+
+
 def read_list_file(path: str) -> Iterator[Candidate]:
-    """One path per line; blank lines and ``#`` comments are skipped; relative paths are relative to the list."""
-    base = Path(path).parent
     with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            entry = line.strip()
-            if not entry or entry.startswith("#"):
-                continue
-            full = entry if os.path.isabs(entry) else str(base / entry)
+        for full in iter_listed_paths(handle, Path(path).parent):
             yield Candidate(full, _stamp(full))
 
 
