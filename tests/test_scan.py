@@ -191,6 +191,19 @@ def test_cli_scan_summary_and_exit_code(tmp_path, tiny):
     assert "1 non-image file(s) in the folders were not judged" in quiet.stderr  # even with -q
 
 
+def test_a_list_of_paths_on_standard_input_is_scanned_as_a_list_file_is(tmp_path, tiny):
+    files = make_folder(tmp_path / "imgs", n_png=2, n_jpeg=0)
+    db = tmp_path / "r.sqlite"
+    gone = str(tmp_path / "gone.png")
+    listing = f"# from find\n{files[0]}\n\n{files[1]}\n{gone}\n"
+    result = CliRunner().invoke(app, ["-q", "scan", "-", "--out", str(db), "-m", str(tiny), "--workers", "1",
+                                      "--summary-json"], input=listing)
+    assert result.exit_code == 3, result.output  # the missing path is an error row, as in a list file
+    summary = json.loads(result.stdout)
+    assert summary["judged"] == 3 and summary["errors_by_kind"] == {"not_found": 1}
+    assert sorted(db_rows(db)) == sorted([files[0], files[1], gone])
+
+
 def test_folders_that_cannot_be_read_are_reported(tmp_path, monkeypatch):
     (tmp_path / "open").mkdir()
     (tmp_path / "locked").mkdir()

@@ -71,7 +71,8 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def scan(
         sources: Annotated[list[str], typer.Argument(
-            help="Folders (recursive), list files (.txt/.lst/.list, one path per line) or globs.")],
+            help="Folders (recursive), list files (.txt/.lst/.list, one path per line), globs, or - for a list "
+                 "of paths on standard input.")],
         out: Annotated[Path, typer.Option("--out", "-o", help="SQLite results database (created or resumed).")],
         model: Annotated[str, typer.Option("--model", "-m", help="Model name or package path.")] = "default",
         engine: Annotated[Engine, typer.Option(help="local: worker processes on this machine; ray: Ray Data "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import glob
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -20,6 +21,8 @@ from synthdetect.scan.store import FileStamp
 
 #: A SOURCE file with one of these suffixes is read as a list of paths, one per line.
 LIST_SUFFIXES = frozenset({".txt", ".lst", ".list"})
+#: The SOURCE that reads such a list from standard input (``find /data -name '*.jpg' | synthdetect scan - ...``).
+STDIN_LIST = "-"
 
 
 @dataclass(frozen=True)
@@ -134,7 +137,9 @@ def iter_candidates(sources: Iterable[str], all_files: bool = False,
     """
     for source in sources:
         source = str(source)
-        if os.path.isdir(source):
+        if source == STDIN_LIST:  # streamed: a list of millions of paths is never held whole
+            yield from (Candidate(path, _stamp(path)) for path in iter_listed_paths(sys.stdin))
+        elif os.path.isdir(source):
             yield from walk_folder(source, all_files, passed_over)
         elif os.path.isfile(source) and os.path.splitext(source)[1].lower() in LIST_SUFFIXES:
             yield from read_list_file(source)
