@@ -302,8 +302,8 @@ def test_onnx_errors_are_clear(onnx_model, tmp_path):
 def test_adapter_prefixes_do_not_import_heavy_libraries():
     import subprocess
 
-    code = ("import sys; from synthdetect.models import load_model, _PREFIXES, _import_kinds; _import_kinds(); "
-            "print(sorted(p for p in _PREFIXES if p in ('hf','timm','keras','onnx')), "
+    code = ("import sys; from synthdetect.models import load_model, PREFIXES, _import_kinds; _import_kinds(); "
+            "print(sorted(p for p in PREFIXES.entries if p in ('hf','timm','keras','onnx')), "
             "[m for m in ('transformers', 'keras', 'timm') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "['hf', 'keras', 'onnx', 'timm'] []"

@@ -117,8 +117,8 @@ def test_float32_path_is_not_moved_by_noise_far_below_one_pixel_level():
 @needs_encoder
 @pytest.mark.parametrize("name", ["clip-vit-b16-int8", "clip-vit-b16-f32"])
 def test_both_encoder_paths_open_their_session_the_one_way_every_onnx_model_does(name, monkeypatch):
-    from synthdetect.models.view_features import _EXTRACTORS
+    from synthdetect.models.view_features import EXTRACTORS
 
     monkeypatch.setenv("SYNTHDETECT_THREADS", "1")
-    encoder = _EXTRACTORS[name]()  # a fresh instance, not the process-wide one
+    encoder = EXTRACTORS.get(name)()  # a fresh instance, not the process-wide one
     assert encoder.session.get_session_options().intra_op_num_threads == 1

@@ -35,21 +35,25 @@ def default_routed_to(folder, last_model: str) -> str:
     return str(folder)
 
 
-def test_the_kind_and_extractor_tables_name_the_module_that_registers_each():
-    """A kind registered by a module the table does not name would be unknown to a fresh process."""
+def test_every_lazy_registry_table_names_the_module_that_registers_each_entry():
+    """An entry registered by a module its table does not name would be unknown to a fresh process."""
     code = (
-        "import importlib, json, synthdetect.models as m\n"
+        "import json, synthdetect.models as m\n"
         "from synthdetect.models import base, view_features as vf\n"
-        "m._import_kinds()\n"
-        "for module in vf.EXTRACTOR_MODULES.values(): importlib.import_module(module)\n"
-        "print(json.dumps({'kinds': {k: f.__module__ for k, f in base._KINDS.items()},\n"
-        "                  'extractors': {k: f.__module__ for k, f in vf._EXTRACTORS.items()}}))\n"
+        "from synthdetect.train import registry as tr\n"
+        "tables = {'kinds': base.KINDS, 'extractors': vf.EXTRACTORS, 'trainers': tr.TRAINERS, 'prefixes': m.PREFIXES}\n"
+        "for table in tables.values(): table.import_all()\n"
+        "print(json.dumps({name: {k: f.__module__ for k, f in t.entries.items()} for name, t in tables.items()}))\n"
     )
     registered = json.loads(run_python(code))
-    from synthdetect.models.view_features import EXTRACTOR_MODULES
+    from synthdetect.models import PREFIXES
+    from synthdetect.models.view_features import EXTRACTORS
+    from synthdetect.train.registry import TRAINERS
 
-    assert registered["kinds"] == model_base.KIND_MODULES
-    assert registered["extractors"] == EXTRACTOR_MODULES
+    assert registered["kinds"] == model_base.KINDS.modules
+    assert registered["extractors"] == EXTRACTORS.modules
+    assert registered["trainers"] == TRAINERS.modules
+    assert registered["prefixes"] == PREFIXES.modules
 
 
 def test_a_photo_is_judged_without_torch_scipy_or_sklearn_and_a_thumbnail_loads_torch():

@@ -249,7 +249,6 @@ def read_limited(stream: BinaryIO, max_bytes: int, chunk: int = 1 << 20) -> tupl
     return (b"".join(parts) if size <= max_bytes else None), size
 
 
-
 def expand_paths(
     patterns: Iterable[str | Path], recursive: bool = True, all_files: bool = False
 ) -> tuple[list[tuple[str, str | None]], list[str]]:

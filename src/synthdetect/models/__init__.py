@@ -6,10 +6,10 @@ path to a package directory or card, a model shipped with synthdetect.
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Callable
 
+from synthdetect.lazy_registry import LazyRegistry
 from synthdetect.models.base import Model, ModelScore, build_model, import_all_kinds, model_kinds, register_kind
 from synthdetect.models.package import ModelPackage, ModelPackageError, load_package
 
@@ -19,23 +19,15 @@ BUILTIN_DIR = Path(__file__).resolve().parent.parent / "weights"
 _ADAPTERS = "synthdetect.models.adapters"
 
 PrefixLoader = Callable[[str], Model]
-_PREFIXES: dict[str, PrefixLoader] = {}
-
-
-def register_prefix(prefix: str) -> Callable[[PrefixLoader], PrefixLoader]:
-    """Register a loader for names such as ``hf:ORG/NAME`` (``prefix='hf'``)."""
-
-    def deco(loader: PrefixLoader) -> PrefixLoader:
-        _PREFIXES[prefix] = loader
-        return loader
-
-    return deco
+#: Loaders for names such as ``hf:ORG/NAME``; ``register_prefix("x")`` adds one (the adapters register theirs).
+PREFIXES: LazyRegistry[PrefixLoader] = LazyRegistry(dict.fromkeys(("hf", "timm", "keras", "onnx"), _ADAPTERS))
+register_prefix = PREFIXES.register
 
 
 def _import_kinds() -> None:
     """Register every kind and prefix (``load_model`` imports only what a name needs)."""
     import_all_kinds()
-    importlib.import_module(_ADAPTERS)
+    PREFIXES.import_all()
 
 
 def builtin_names() -> list[str]:
@@ -57,8 +49,7 @@ def adapter_for(name: str) -> Callable[[], Model] | None:
     prefix, sep, rest = name.partition(":")
     if not sep or len(prefix) < 2:  # a one-letter prefix is a Windows drive: a path
         return None
-    importlib.import_module(_ADAPTERS)
-    loader = _PREFIXES.get(prefix)
+    loader = PREFIXES.get(prefix)
     return (lambda: loader(rest)) if loader is not None else None
 
 

@@ -7,7 +7,6 @@ from a package card.  The Detector only ever talks to :class:`Model`.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -15,6 +14,7 @@ import numpy as np
 
 from synthdetect.evaluate.calibration import Calibration
 from synthdetect.images import LoadedImage
+from synthdetect.lazy_registry import LazyRegistry
 from synthdetect.models.package import ModelPackage, ModelPackageError
 
 
@@ -105,12 +105,11 @@ class Model:
 
 
 ModelFactory = Callable[[ModelPackage], Model]
-_KINDS: dict[str, ModelFactory] = {}
 
 #: kind -> the module that registers it, imported when a package of that kind is first built.  Eager imports made
 #: every ``synthdetect detect`` pay for torch, scikit-learn and SciPy (about 6 of its 9 seconds, measured with
 #: ``benchmarks/cli_latency.py``) although a photo needs none of them.
-KIND_MODULES: dict[str, str] = {
+KINDS: LazyRegistry[ModelFactory] = LazyRegistry({
     "small-cnn": "synthdetect.models.torch_kinds",
     "ela-cnn": "synthdetect.models.ela_cnn",
     "small-pair": "synthdetect.models.pair",
@@ -122,37 +121,28 @@ KIND_MODULES: dict[str, str] = {
     "efficientnet-lite0": "synthdetect.models.efficientnet_lite",
     "efficientnet-lite1": "synthdetect.models.efficientnet_lite",
     "efficientnet-lite2": "synthdetect.models.efficientnet_lite",
-}
-
-
-def register_kind(kind: str) -> Callable[[ModelFactory], ModelFactory]:
-    def deco(factory: ModelFactory) -> ModelFactory:
-        _KINDS[kind] = factory
-        return factory
-
-    return deco
-
-
-def import_all_kinds() -> None:
-    for module in dict.fromkeys(KIND_MODULES.values()):
-        importlib.import_module(module)
+})
+KIND_MODULES = KINDS.modules
+register_kind = KINDS.register
+import_all_kinds = KINDS.import_all
 
 
 def model_kinds() -> list[str]:
-    return sorted(_KINDS)
+    return sorted(KINDS.entries)
 
 
 def check_kind(package: ModelPackage) -> None:
     """Refuse a package of a kind nothing registers, without importing the kind's module if it is known."""
-    if package.kind not in _KINDS and package.kind not in KIND_MODULES:
+    if package.kind not in KINDS:
         import_all_kinds()  # a kind registered elsewhere, or else so the error lists every kind there is
-        if package.kind not in _KINDS:
+        if package.kind not in KINDS.entries:
             raise ModelPackageError(
                 f"{package.name}: unknown model kind '{package.kind}' (known: {', '.join(model_kinds())})")
 
 
 def build_model(package: ModelPackage) -> Model:
     check_kind(package)
-    if package.kind not in _KINDS:
-        importlib.import_module(KIND_MODULES[package.kind])
-    return _KINDS[package.kind](package)
+    factory = KINDS.get(package.kind)
+    if factory is None:
+        raise ModelPackageError(f"{package.name}: {KIND_MODULES[package.kind]} registers no kind '{package.kind}'")
+    return factory(package)

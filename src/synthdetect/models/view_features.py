@@ -10,7 +10,6 @@ heavy encoder (CLIP) comes from an installed, hash-checked package.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -18,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from synthdetect.images import LoadedImage
+from synthdetect.lazy_registry import LazyRegistry
 from synthdetect.models.base import Model
 from synthdetect.models.multicrop import CropPolicy, aggregate
 from synthdetect.models.package import ModelPackage, ModelPackageError
@@ -37,38 +37,27 @@ class FeatureExtractor:
 
 
 ExtractorFactory = Callable[[], FeatureExtractor]
-_EXTRACTORS: dict[str, ExtractorFactory] = {}
-_INSTANCES: dict[str, FeatureExtractor] = {}
-
-
-def register_extractor(name: str) -> Callable[[ExtractorFactory], ExtractorFactory]:
-    def deco(factory: ExtractorFactory) -> ExtractorFactory:
-        _EXTRACTORS[name] = factory
-        return factory
-
-    return deco
-
-
 #: extractor name -> the module that registers it (imported on first use: the hand-crafted one pulls SciPy, 1.2 s;
 #: EfficientNet pulls torch).
-EXTRACTOR_MODULES: dict[str, str] = {
+EXTRACTORS: LazyRegistry[ExtractorFactory] = LazyRegistry({
     "clip-vit-b16-int8": "synthdetect.models.clip_onnx",
     "clip-vit-b16-f32": "synthdetect.models.clip_onnx",
     "handcrafted-v1": "synthdetect.models.handcrafted",
     "efficientnet-lite0-imagenet": "synthdetect.models.efficientnet_features",
-}
+})
+EXTRACTOR_MODULES = EXTRACTORS.modules
+register_extractor = EXTRACTORS.register
+_INSTANCES: dict[str, FeatureExtractor] = {}
 
 
 def get_extractor(name: str) -> FeatureExtractor:
     """One shared instance per process: the CLIP session is ~90 MB and slow to build."""
     if name not in _INSTANCES:
-        if name not in _EXTRACTORS and name in EXTRACTOR_MODULES:
-            importlib.import_module(EXTRACTOR_MODULES[name])
-        if name not in _EXTRACTORS:
-            for module in dict.fromkeys(EXTRACTOR_MODULES.values()):  # so the error lists every extractor
-                importlib.import_module(module)
-            raise ModelPackageError(f"unknown feature extractor '{name}' (known: {', '.join(sorted(_EXTRACTORS))})")
-        _INSTANCES[name] = _EXTRACTORS[name]()
+        factory = EXTRACTORS.get(name)
+        if factory is None:
+            EXTRACTORS.import_all()  # so the error lists every extractor
+            raise ModelPackageError(f"unknown feature extractor '{name}' (known: {', '.join(sorted(EXTRACTORS.entries))})")
+        _INSTANCES[name] = factory()
     return _INSTANCES[name]
 
 

@@ -21,7 +21,6 @@ fusion step read: ``calibration``, ``thresholds``, ``decision``, plus
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -30,22 +29,11 @@ import numpy as np
 
 from synthdetect.evaluate.calibration import Calibration, operating_points
 from synthdetect.evaluate.metrics import binary_metrics
+from synthdetect.lazy_registry import LazyRegistry
 from synthdetect.models.package import ModelPackage, write_package
 from synthdetect.train.augment import AugmentConfig
 from synthdetect.train.datasets import Record
 from synthdetect.train.trainer import TrainConfig, config_dict
-
-#: kind -> module that registers its trainer when imported.
-TRAINER_MODULES: dict[str, str] = {
-    "small-cnn": "synthdetect.train.small_image",
-    "ela-cnn": "synthdetect.train.small_image",
-    "small-pair": "synthdetect.train.small_pair",
-    "clip-head": "synthdetect.train.wild_trainers",
-    "handcrafted": "synthdetect.train.wild_trainers",
-    "efficientnet-lite0": "synthdetect.models.efficientnet_lite",
-    "efficientnet-lite1": "synthdetect.models.efficientnet_lite",
-    "efficientnet-lite2": "synthdetect.models.efficientnet_lite",
-}
 
 
 class TrainerError(ValueError):
@@ -80,7 +68,18 @@ def option_flag(value: Any) -> bool:
 
 
 Trainer = Callable[[TrainRequest], ModelPackage]
-_TRAINERS: dict[str, Trainer] = {}
+#: kind -> module that registers its trainer when imported.
+TRAINERS: LazyRegistry[Trainer] = LazyRegistry({
+    "small-cnn": "synthdetect.train.small_image",
+    "ela-cnn": "synthdetect.train.small_image",
+    "small-pair": "synthdetect.train.small_pair",
+    "clip-head": "synthdetect.train.wild_trainers",
+    "handcrafted": "synthdetect.train.wild_trainers",
+    "efficientnet-lite0": "synthdetect.models.efficientnet_lite",
+    "efficientnet-lite1": "synthdetect.models.efficientnet_lite",
+    "efficientnet-lite2": "synthdetect.models.efficientnet_lite",
+})
+TRAINER_MODULES = TRAINERS.modules
 #: kinds that do not train by gradient descent in the torch loop, so its settings (epochs, lr, ...) mean nothing
 _NO_TORCH_LOOP: set[str] = set()
 
@@ -89,7 +88,7 @@ def register_trainer(kind: str, *, torch_loop: bool = True) -> Callable[[Trainer
     """``torch_loop=False`` declares that the kind ignores :class:`TrainConfig` and augmentation, so that
     ``synthdetect train`` can refuse those settings instead of dropping them without a word."""
     def deco(fn: Trainer) -> Trainer:
-        _TRAINERS[kind] = fn
+        TRAINERS.register(kind)(fn)
         if not torch_loop:
             _NO_TORCH_LOOP.add(kind)
         return fn
@@ -103,22 +102,20 @@ def uses_torch_loop(kind: str) -> bool:
 
 
 def trainer_kinds() -> list[str]:
-    return sorted(set(TRAINER_MODULES) | set(_TRAINERS))
+    return TRAINERS.names()
 
 
 def get_trainer(kind: str) -> Trainer:
-    if kind not in _TRAINERS:
-        module = TRAINER_MODULES.get(kind)
-        if module is None:
-            raise TrainerError(f"unknown model kind '{kind}' (available: {', '.join(trainer_kinds())})")
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            raise TrainerError(f"model kind '{kind}' is not available: {exc.name} is not installed "
-                               f"(module {module})") from exc
-    if kind not in _TRAINERS:
+    if kind not in TRAINERS:
+        raise TrainerError(f"unknown model kind '{kind}' (available: {', '.join(trainer_kinds())})")
+    try:
+        trainer = TRAINERS.get(kind)
+    except ModuleNotFoundError as exc:
+        raise TrainerError(f"model kind '{kind}' is not available: {exc.name} is not installed "
+                           f"(module {TRAINER_MODULES[kind]})") from exc
+    if trainer is None:
         raise TrainerError(f"model kind '{kind}': module {TRAINER_MODULES.get(kind)} registers no trainer for it")
-    return _TRAINERS[kind]
+    return trainer
 
 
 def record_summary(records: list[Record]) -> dict[str, Any]:
