@@ -86,3 +86,21 @@ def test_inspect_bad_files_exit_3_and_unknown_probe_exits_2(tmp_path):
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert all(r["error"] for r in lines) and "not an image" in lines[0]["error"]
     assert CliRunner().invoke(app, ["inspect", str(broken), "--probe", "nope"]).exit_code == 2
+
+
+def test_inspect_reads_an_image_piped_in_and_a_list_of_paths(tmp_path):
+    """``curl -s URL | synthdetect inspect -``: provenance of a picture that was never saved."""
+    data = png_with_text(textured_rgb(300), {"parameters": WEBUI_PARAMETERS})
+    piped = CliRunner().invoke(app, ["inspect", "-", "-f", "jsonl", "-p", "genparams"], input=data)
+    assert piped.exit_code == 0, piped.output
+    row = json.loads(piped.stdout)
+    assert row["file"] == "<stdin>" and [e["signal"] for e in row["evidence"]] == ["ai"]
+    saved = tmp_path / "webui.png"
+    saved.write_bytes(data)
+    (tmp_path / "list.txt").write_text("webui.png\nmissing.png\n")  # relative to the list's folder
+    listed = CliRunner().invoke(app, ["inspect", "--files-from", str(tmp_path / "list.txt"), "-f", "jsonl",
+                                      "-p", "genparams"])
+    assert listed.exit_code == 3
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert [r["file"] for r in rows] == [str(saved), str(tmp_path / "missing.png")]
+    assert rows[0]["evidence"] == row["evidence"] and rows[1]["error"].endswith("file not found")

@@ -132,7 +132,7 @@ def render_verdicts(verdicts: list[dict], fmt: OutputFormat, out=None, *, header
         Console(file=out, width=max(Console().width, 120)).print(table)
 
 
-#: The file name verdicts give an image read from standard input (``synthdetect detect -``).
+#: The file name verdicts give an image read from standard input (``synthdetect detect -``, ``inspect -``).
 STDIN_NAME = "<stdin>"
 
 
@@ -147,8 +147,8 @@ def read_stdin_image(max_bytes: int) -> tuple[bytes | None, str | None]:
     return (data, None) if data is not None else (None, f"{TOO_LARGE} ({size:,} bytes > limit {max_bytes:,})")
 
 
-def detect_targets(paths: list[str], files_from: str | None, all_files: bool, max_bytes: int):
-    """What ``detect`` judges, in order: ``(name, problem, source)`` per file, and the files passed over.
+def gather_inputs(paths: list[str], files_from: str | None, all_files: bool, max_bytes: int):
+    """What ``detect`` (or ``inspect``) reads, in order: ``(name, problem, source)`` per file, and the files passed over.
 
     ``-`` among the paths is one image from standard input; ``--files-from`` adds a list of paths (``-``: read
     the list from standard input), so any number of files fits, past the shell's argument limit.  A list reads
@@ -210,7 +210,7 @@ def detect(
                                  use_evidence=not no_evidence)
     except (ModelPackageError, ValueError, ImportError) as exc:
         fail(str(exc))
-    targets, passed_over = detect_targets(list(paths or []), files_from, all_files, max_bytes)
+    targets, passed_over = gather_inputs(list(paths or []), files_from, all_files, max_bytes)
     if passed_over:  # even with -q: a file passed over must never be a silent skip
         err.print(passed_over_note(len(passed_over), passed_over[0]), highlight=False)
     if not targets:

@@ -26,14 +26,16 @@ class InspectFormat(str, Enum):
     jsonl = "jsonl"
 
 
-def inspect_file(path: str, probes: list[str] | None = None) -> dict:
-    """One file's findings as a JSON-ready dict (``error`` set, findings empty, when it cannot be read)."""
+def inspect_file(path: str, probes: list[str] | None = None, source: str | bytes | None = None) -> dict:
+    """One file's findings as a JSON-ready dict (``error`` set, findings empty, when it cannot be read).
+
+    ``source``: the bytes to read instead of the file ``path`` names (an image piped in)."""
     from synthdetect.evidence import probe_names, run_probes
     from synthdetect.images import ImageLoadError, load_image
 
     t0 = time.perf_counter()
     try:
-        loaded = load_image(path, name=path)
+        loaded = load_image(path if source is None else source, name=path)
     except ImageLoadError as exc:
         return {"file": path, "error": str(exc), "evidence": []}
     evidence = run_probes(loaded, probes or probe_names())
@@ -74,29 +76,35 @@ def _render_table(results: list[dict]) -> None:
 def register(app: typer.Typer) -> None:
     @app.command()
     def inspect(
-        paths: Annotated[list[str], typer.Argument(help="Image files, folders or globs.")],
+        paths: Annotated[Optional[list[str]], typer.Argument(
+            help="Image files, folders or globs; - reads one image from standard input.")] = None,
+        files_from: Annotated[Optional[str], typer.Option(
+            "--files-from", help="Also inspect the paths listed in this file, one per line (- reads the list from "
+                                 "standard input).")] = None,
         format: Annotated[InspectFormat, typer.Option("--format", "-f", help="Output format.")] = InspectFormat.table,
         probe: Annotated[Optional[list[str]], typer.Option("--probe", "-p",
                                                            help="Run only this probe (repeatable).")] = None,
     ) -> None:
         """Show every evidence probe's findings (C2PA, metadata, generation parameters, EXIF, watermark, ELA, spectrum)."""
-        from synthdetect.api import expand_paths, passed_over_note
+        from synthdetect.api import passed_over_note
+        from synthdetect.cli import fail, gather_inputs
         from synthdetect.evidence import probe_names
+        from synthdetect.images import DEFAULT_MAX_BYTES
 
         known = probe_names()
         unknown = [p for p in probe or [] if p not in known]
         if unknown:
-            from synthdetect.cli import fail
-
             fail(f"unknown probe {', '.join(unknown)} (known: {', '.join(known)})")
-        targets, passed_over = expand_paths(paths)
+        targets, passed_over = gather_inputs(list(paths or []), files_from, False, DEFAULT_MAX_BYTES)
+        if not targets:
+            fail("no files to inspect (give files, folders or globs, - for an image on standard input, or --files-from)")
         if passed_over:  # never a silent skip
             Console(stderr=True).print(passed_over_note(len(passed_over), passed_over[0], "inspected", ""),
                                        highlight=False)
         results = []
-        for path, problem in targets:
+        for path, problem, source in targets:
             results.append({"file": path, "error": f"{path}: {problem}", "evidence": []} if problem
-                           else inspect_file(path, probe))
+                           else inspect_file(path, probe, source))
         if format is InspectFormat.json:
             sys.stdout.write(json.dumps(results, indent=2) + "\n")
         elif format is InspectFormat.jsonl:
