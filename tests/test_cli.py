@@ -137,6 +137,9 @@ def test_models_list_and_show():
     assert result.exit_code == 0
     names = [m["name"] for m in json.loads(result.stdout)]
     assert "default" in names and "cifake-cnn" in names
+    held = {m["name"]: m["held_out"] for m in json.loads(result.stdout)}
+    assert held["cifake-cnn"].startswith("accuracy 0.97") and "test split" in held["cifake-cnn"]
+    assert "leave-one-source-out" in held["wild-v3"] and held["default"] == "see the routed models"
     shown = json.loads(invoke("models", "show", "cifake-cnn", "--format", "json").stdout)
     assert shown["kind"] == "small-cnn" and "metrics" in shown
     table = invoke("models", "show", "default")

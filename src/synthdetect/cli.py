@@ -262,15 +262,34 @@ def models_list(
         test = (card.get("metrics") or {}).get("test", {}).get("at_0.5", {})
         rows.append({"name": name, "kind": card["kind"], "version": card.get("version", ""),
                      "description": card.get("description", ""),
-                     "test_accuracy": test.get("accuracy"), "test_roc_auc": test.get("roc_auc")})
+                     "test_accuracy": test.get("accuracy"), "test_roc_auc": test.get("roc_auc"),
+                     "held_out": held_out_summary(card)})
     if format in (OutputFormat.json, OutputFormat.jsonl):
         typer.echo(json.dumps(rows, indent=2))
         return
-    table = Table("name", "kind", "version", "held-out acc", "description", header_style="bold")
+    table = Table("name", "kind", "version", "held out", header_style="bold")
+    table.add_column("description", overflow="fold")
     for r in rows:
-        acc = "" if r["test_accuracy"] is None else f"{r['test_accuracy']:.4f}"
-        table.add_row(r["name"], r["kind"], r["version"], acc, r["description"])
-    Console().print(table)
+        table.add_row(r["name"], r["kind"], r["version"], r["held_out"], r["description"])
+    Console(width=max(Console().width, 120)).print(table)
+
+
+def held_out_summary(card: dict) -> str:
+    """A card's headline held-out numbers in one line, whichever protocol measured them (a test split for
+    ``synthdetect train``, leave-one-source-out for ``train-wild``); a router points to its routed models."""
+    metrics = card.get("metrics") or {}
+    test = metrics.get("test", {}).get("at_0.5")
+    if test and test.get("accuracy") is not None:
+        n = test.get("n")
+        size = f", {n:,} images" if isinstance(n, int) else ""
+        return f"accuracy {test['accuracy']:.4f}, ROC-AUC {test.get('roc_auc', float('nan')):.4f} (test split{size})"
+    pooled = metrics.get("held_out_pooled")
+    if pooled:
+        return (f"ROC-AUC {pooled['roc_auc']:.3f}, TPR {pooled['tpr_at_fpr_0.05']:.1%} at 5% FPR, "
+                f"ECE {pooled['ece']:.3f} (leave-one-source-out)")
+    if card.get("kind") == "router":
+        return "see the routed models"
+    return "none on the card"
 
 
 @models_app.command("show")
