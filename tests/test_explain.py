@@ -164,6 +164,11 @@ def test_cli_explain_writes_the_figure_and_maps(tmp_path: Path):
     assert result.exit_code == 3
     assert "bad.png" in result.output
 
+    piped = CliRunner().invoke(app, ["explain", "-", "-o", str(tmp_path / "p.png"), "--model", str(package),
+                                     "--method", "ela", "--json"], input=image.read_bytes())
+    assert piped.exit_code == 0, piped.output
+    assert json.loads(piped.stdout)["verdict"]["file"] == "<stdin>" and (tmp_path / "p.png").is_file()
+
 
 @pytest.mark.slow  # the ONNX export (torch.onnx import, parity check) takes several seconds
 def test_onnx_served_package_gets_gradcam_from_its_torch_weights(tmp_path: Path, monkeypatch):

@@ -12,7 +12,7 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command()
     def explain(
-        image: Annotated[str, typer.Argument(help="The image to explain.")],
+        image: Annotated[str, typer.Argument(help="The image to explain; - reads it from standard input.")],
         out: Annotated[Path, typer.Option("--out", "-o", help="Composite PNG: original, overlays, verdict.")],
         model: Annotated[str, typer.Option("--model", "-m", help="Model name or package path.")] = "default",
         maps: Annotated[bool, typer.Option("--maps", help="Also save each overlay as OUT_STEM.<map>.png.")] = False,
@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Explain one verdict with Grad-CAM, an occlusion map and error-level analysis."""
         from synthdetect.api import Detector
-        from synthdetect.cli import EXIT_SOME_FAILED, fail, print_error
+        from synthdetect.cli import EXIT_SOME_FAILED, STDIN_NAME, fail, print_error, read_stdin_image
         from synthdetect.explain import METHODS, explain as explain_image
         from synthdetect.images import ImageLoadError
         from synthdetect.models import ModelPackageError
@@ -32,8 +32,15 @@ def register(app: typer.Typer) -> None:
             detector = Detector.load(model)
         except (ModelPackageError, ValueError, ImportError) as exc:
             fail(str(exc))
+        source, name = image, image
+        if image == "-":
+            source, problem = read_stdin_image(detector.limits.max_bytes)
+            name = STDIN_NAME
+            if problem:
+                print_error(f"{name}: {problem}")
+                raise typer.Exit(EXIT_SOME_FAILED)
         try:
-            result = explain_image(detector, image, name=image, methods=method or METHODS, grid=grid)
+            result = explain_image(detector, source, name=name, methods=method or METHODS, grid=grid)
         except ImageLoadError as exc:
             print_error(str(exc))
             raise typer.Exit(EXIT_SOME_FAILED) from None
@@ -48,7 +55,7 @@ def register(app: typer.Typer) -> None:
             return
         v = result.verdict
         p = "" if v.p_ai is None else f" p_ai {v.p_ai:.3f}"
-        typer.echo(f"{image}: {v.label}{p} (model: {result.model or 'none'})")
+        typer.echo(f"{name}: {v.label}{p} (model: {result.model or 'none'})")
         for reason in v.reasons:
             typer.echo(f"  why: {reason}")
         for note in result.notes:
