@@ -117,6 +117,37 @@ def test_pil_and_bytes_inputs():
     assert np.array_equal(from_bytes.array(), from_pil.array())
 
 
+def test_binary_streams_load_within_the_byte_limit_and_name_their_file(tmp_path):
+    """An upload's file object or ``open(path, "rb")`` is read, never as more than the limit allows."""
+    buffer = io.BytesIO()
+    natural_image(50, 40).save(buffer, format="PNG")
+    data = buffer.getvalue()
+    from_stream = load_image(io.BytesIO(data))
+    assert from_stream.raw == data and from_stream.source == "<BytesIO>"
+    path = tmp_path / "photo.png"
+    path.write_bytes(data)
+    with open(path, "rb") as handle:
+        assert load_image(handle).source == str(path)  # an open file is named by its path
+    with pytest.raises(ImageLoadError) as info:
+        load_image(io.BytesIO(data), LoadLimits(max_bytes=100))
+    assert info.value.kind == "too_large" and f"({len(data):,} bytes > limit 100)" in str(info.value)
+    with open(path, encoding="latin-1") as text, pytest.raises(ImageLoadError, match="binary mode"):
+        load_image(text)
+    with pytest.raises(ImageLoadError) as info:
+        load_image(io.BytesIO(b""))
+    assert info.value.kind == "empty"
+
+
+def test_the_detector_takes_a_stream_as_one_image():
+    from synthdetect import Detector
+
+    buffer = io.BytesIO()
+    natural_image(32, 32).save(buffer, format="PNG")
+    verdict = Detector.load("cifake-cnn", use_evidence=False)(io.BytesIO(buffer.getvalue()))
+    assert verdict.error is None and verdict.file == "<BytesIO>"
+    assert verdict.p_ai == Detector.load("cifake-cnn", use_evidence=False)(buffer.getvalue()).p_ai
+
+
 def test_missing_file_and_directory(tmp_path):
     with pytest.raises(ImageLoadError) as info:
         load_image(tmp_path / "nope.jpg")

@@ -16,13 +16,14 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from PIL import Image
 
 from synthdetect.evidence import run_probes
 from synthdetect.fusion import fuse
-from synthdetect.images import ImageLoadError, ImageSource, LoadedImage, LoadLimits, describe_source, load_image
+from synthdetect.images import (ImageLoadError, ImageSource, LoadedImage, LoadLimits, describe_source, is_stream,
+                                load_image)
 from synthdetect.models import Model, load_model
 from synthdetect.models.router import RouterModel
 from synthdetect.verdict import Evidence, Verdict
@@ -52,11 +53,11 @@ class Examined:
 
 
 def _is_single(inputs: Any) -> bool:
-    return isinstance(inputs, (str, os.PathLike, bytes, bytearray, memoryview, Image.Image))
+    return isinstance(inputs, (str, os.PathLike, bytes, bytearray, memoryview, Image.Image)) or is_stream(inputs)
 
 
 class Detector:
-    """Loads a model once; judges paths, bytes or PIL images into :class:`Verdict` objects."""
+    """Loads a model once; judges paths, bytes, binary streams or PIL images into :class:`Verdict` objects."""
 
     def __init__(
         self,
@@ -224,29 +225,9 @@ def passed_over_note(count: int, example: str, verb: str = "judged",
     return f"note: {count} non-image file(s) in the folders were not {verb}{hint}, e.g. {example}"
 
 
-TOO_LARGE = "file too large"
-
-
 def problem_kind(problem: str) -> str:
-    """The verdict ``error_kind`` for a problem found before decoding (by :func:`expand_paths`, or standard input
-    over the byte limit)."""
-    if problem.startswith(TOO_LARGE):
-        return "too_large"
+    """The verdict ``error_kind`` for a problem :func:`expand_paths` attached to a path."""
     return "unreadable" if problem.startswith(UNREADABLE_FOLDER) else "not_found"
-
-
-def read_limited(stream: BinaryIO, max_bytes: int, chunk: int = 1 << 20) -> tuple[bytes | None, int]:
-    """All of ``stream``: its bytes, or None past ``max_bytes`` (then drained and counted, never held), and its
-    size.  The loader's own limit cannot help here: it sees bytes only once they are all in memory."""
-    parts: list[bytes] = []
-    size = 0
-    while block := stream.read(chunk):
-        size += len(block)
-        if size <= max_bytes:
-            parts.append(block)
-        else:
-            parts.clear()
-    return (b"".join(parts) if size <= max_bytes else None), size
 
 
 def expand_paths(

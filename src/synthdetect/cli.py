@@ -136,18 +136,15 @@ def render_verdicts(verdicts: list[dict], fmt: OutputFormat, out=None, *, header
 STDIN_NAME = "<stdin>"
 
 
-def read_stdin_image(max_bytes: int) -> tuple[bytes | None, str | None]:
-    """The image piped in for ``-``: its bytes, or the problem that stops it being judged."""
-    from synthdetect.api import TOO_LARGE, read_limited
-
+def stdin_image():
+    """The binary stream ``-`` reads one image from; the loader applies the byte limit as it reads."""
     if sys.stdin is None or sys.stdin.isatty():
         fail("- reads one image from standard input, which is a terminal here (pipe an image in: "
              "cat photo.jpg | synthdetect detect -)")
-    data, size = read_limited(sys.stdin.buffer, max_bytes)
-    return (data, None) if data is not None else (None, f"{TOO_LARGE} ({size:,} bytes > limit {max_bytes:,})")
+    return sys.stdin.buffer
 
 
-def gather_inputs(paths: list[str], files_from: str | None, all_files: bool, max_bytes: int):
+def gather_inputs(paths: list[str], files_from: str | None, all_files: bool):
     """What ``detect`` (or ``inspect``) reads, in order: ``(name, problem, source)`` per file, and the files passed over.
 
     ``-`` among the paths is one image from standard input; ``--files-from`` adds a list of paths (``-``: read
@@ -173,8 +170,7 @@ def gather_inputs(paths: list[str], files_from: str | None, all_files: bool, max
     passed_over: list[str] = []
     for path in paths:
         if path == "-":
-            data, problem = read_stdin_image(max_bytes)
-            targets.append((STDIN_NAME, problem, data))
+            targets.append((STDIN_NAME, None, stdin_image()))
             continue
         found, over = expand_paths([path], all_files=all_files)
         targets += [(name, problem, name) for name, problem in found]
@@ -210,7 +206,7 @@ def detect(
                                  use_evidence=not no_evidence)
     except (ModelPackageError, ValueError, ImportError) as exc:
         fail(str(exc))
-    targets, passed_over = gather_inputs(list(paths or []), files_from, all_files, max_bytes)
+    targets, passed_over = gather_inputs(list(paths or []), files_from, all_files)
     if passed_over:  # even with -q: a file passed over must never be a silent skip
         err.print(passed_over_note(len(passed_over), passed_over[0]), highlight=False)
     if not targets:

@@ -14,7 +14,7 @@ import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, BinaryIO, Union
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -38,7 +38,31 @@ DEFAULT_MAX_PIXELS = 80_000_000  # ~ a 10k x 8k photo; larger is almost surely a
 DEFAULT_MAX_BYTES = 100 * 1024 * 1024
 DEFAULT_BACKGROUND = (255, 255, 255)
 
-ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image]
+ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, BinaryIO]
+#: How every "file too large" reason starts (the CLI matches it to give the error its kind).
+TOO_LARGE = "file too large"
+
+
+def is_stream(source: Any) -> bool:
+    """A file object or other binary stream (``open(p, "rb")``, ``io.BytesIO``, an upload's file)."""
+    return hasattr(source, "read") and not isinstance(source, (str, os.PathLike, bytes, bytearray, memoryview,
+                                                              Image.Image))
+
+
+def read_limited(stream: BinaryIO, max_bytes: int, chunk: int = 1 << 20) -> tuple[bytes | None, int]:
+    """All of ``stream``: its bytes, or None past ``max_bytes`` (then drained and counted, never held), and its
+    size.  A stream has no size to check beforehand, and its bytes cannot be refused once all in memory."""
+    parts: list[bytes] = []
+    size = 0
+    while block := stream.read(chunk):
+        if isinstance(block, str):
+            raise TypeError("a text stream: open the file in binary mode ('rb')")
+        size += len(block)
+        if size <= max_bytes:
+            parts.append(block)
+        else:
+            parts.clear()
+    return (b"".join(parts) if size <= max_bytes else None), size
 
 # Magic numbers of formats people send that Pillow cannot decode; naming them
 # turns "not an image" into the more useful "unsupported format: PDF".
@@ -125,6 +149,8 @@ def describe_source(source: Any) -> str:
         return f"<bytes:{len(source)}>"
     if isinstance(source, Image.Image):
         return f"<PIL.Image {source.mode} {source.size[0]}x{source.size[1]}>"
+    if is_stream(source) and isinstance(getattr(source, "name", None), str):
+        return source.name  # an open file: its path
     return f"<{type(source).__name__}>"
 
 
@@ -163,19 +189,29 @@ def _read_bytes(source: ImageSource, label: str, limits: LoadLimits) -> bytes:
             raise ImageLoadError(label, "unreadable", f"cannot read file ({exc.strerror})") from exc
         if size > limits.max_bytes:
             raise ImageLoadError(
-                label, "too_large", f"file too large ({size:,} bytes > limit {limits.max_bytes:,})"
+                label, "too_large", f"{TOO_LARGE} ({size:,} bytes > limit {limits.max_bytes:,})"
             )
         try:
             raw = path.read_bytes()
         except OSError as exc:
             raise ImageLoadError(label, "unreadable", f"cannot read file ({exc.strerror})") from exc
+    elif is_stream(source):
+        try:
+            read, size = read_limited(source, limits.max_bytes)
+        except TypeError as exc:
+            raise ImageLoadError(label, "not_an_image", str(exc)) from None
+        except OSError as exc:
+            raise ImageLoadError(label, "unreadable", f"cannot read stream ({exc.strerror or exc})") from exc
+        if read is None:
+            raise ImageLoadError(label, "too_large", f"{TOO_LARGE} ({size:,} bytes > limit {limits.max_bytes:,})")
+        raw = read
     else:
         raise ImageLoadError(label, "not_an_image", f"unsupported input type {type(source).__name__}")
     if not raw:
         raise ImageLoadError(label, "empty", "empty file (0 bytes)")
     if len(raw) > limits.max_bytes:
         raise ImageLoadError(
-            label, "too_large", f"file too large ({len(raw):,} bytes > limit {limits.max_bytes:,})"
+            label, "too_large", f"{TOO_LARGE} ({len(raw):,} bytes > limit {limits.max_bytes:,})"
         )
     return raw
 

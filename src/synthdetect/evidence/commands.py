@@ -10,7 +10,7 @@ import json
 import sys
 import time
 from enum import Enum
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -26,10 +26,10 @@ class InspectFormat(str, Enum):
     jsonl = "jsonl"
 
 
-def inspect_file(path: str, probes: list[str] | None = None, source: str | bytes | None = None) -> dict:
+def inspect_file(path: str, probes: list[str] | None = None, source: Any = None) -> dict:
     """One file's findings as a JSON-ready dict (``error`` set, findings empty, when it cannot be read).
 
-    ``source``: the bytes to read instead of the file ``path`` names (an image piped in)."""
+    ``source``: what to read instead of the file ``path`` names (bytes or a stream: an image piped in)."""
     from synthdetect.evidence import probe_names, run_probes
     from synthdetect.images import ImageLoadError, load_image
 
@@ -89,13 +89,12 @@ def register(app: typer.Typer) -> None:
         from synthdetect.api import passed_over_note
         from synthdetect.cli import fail, gather_inputs
         from synthdetect.evidence import probe_names
-        from synthdetect.images import DEFAULT_MAX_BYTES
 
         known = probe_names()
         unknown = [p for p in probe or [] if p not in known]
         if unknown:
             fail(f"unknown probe {', '.join(unknown)} (known: {', '.join(known)})")
-        targets, passed_over = gather_inputs(list(paths or []), files_from, False, DEFAULT_MAX_BYTES)
+        targets, passed_over = gather_inputs(list(paths or []), files_from, False)
         if not targets:
             fail("no files to inspect (give files, folders or globs, - for an image on standard input, or --files-from)")
         if passed_over:  # never a silent skip

@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Explain one verdict with Grad-CAM, an occlusion map and error-level analysis."""
         from synthdetect.api import Detector
-        from synthdetect.cli import EXIT_SOME_FAILED, STDIN_NAME, fail, print_error, read_stdin_image
+        from synthdetect.cli import EXIT_SOME_FAILED, STDIN_NAME, fail, print_error, stdin_image
         from synthdetect.explain import METHODS, explain as explain_image
         from synthdetect.images import ImageLoadError
         from synthdetect.models import ModelPackageError
@@ -32,13 +32,7 @@ def register(app: typer.Typer) -> None:
             detector = Detector.load(model)
         except (ModelPackageError, ValueError, ImportError) as exc:
             fail(str(exc))
-        source, name = image, image
-        if image == "-":
-            source, problem = read_stdin_image(detector.limits.max_bytes)
-            name = STDIN_NAME
-            if problem:
-                print_error(f"{name}: {problem}")
-                raise typer.Exit(EXIT_SOME_FAILED)
+        source, name = (stdin_image(), STDIN_NAME) if image == "-" else (image, image)
         try:
             result = explain_image(detector, source, name=name, methods=method or METHODS, grid=grid)
         except ImageLoadError as exc:
