@@ -39,14 +39,12 @@ DEFAULT_MAX_BYTES = 100 * 1024 * 1024
 DEFAULT_BACKGROUND = (255, 255, 255)
 
 ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, BinaryIO]
-#: How every "file too large" reason starts (the CLI matches it to give the error its kind).
-TOO_LARGE = "file too large"
 
 
 def is_stream(source: Any) -> bool:
-    """A file object or other binary stream (``open(p, "rb")``, ``io.BytesIO``, an upload's file)."""
-    return hasattr(source, "read") and not isinstance(source, (str, os.PathLike, bytes, bytearray, memoryview,
-                                                              Image.Image))
+    """A file object or other binary stream (``open(p, "rb")``, ``io.BytesIO``, an upload's file); none of the
+    other input types has ``read``."""
+    return hasattr(source, "read")
 
 
 def read_limited(stream: BinaryIO, max_bytes: int, chunk: int = 1 << 20) -> tuple[bytes | None, int]:
@@ -174,6 +172,10 @@ def load_image(
     return _decode(raw, label, limits, draft_size)
 
 
+def _too_large(label: str, size: int, limits: LoadLimits) -> ImageLoadError:
+    return ImageLoadError(label, "too_large", f"file too large ({size:,} bytes > limit {limits.max_bytes:,})")
+
+
 def _read_bytes(source: ImageSource, label: str, limits: LoadLimits) -> bytes:
     if isinstance(source, (bytes, bytearray, memoryview)):
         raw = bytes(source)
@@ -188,9 +190,7 @@ def _read_bytes(source: ImageSource, label: str, limits: LoadLimits) -> bytes:
         except OSError as exc:
             raise ImageLoadError(label, "unreadable", f"cannot read file ({exc.strerror})") from exc
         if size > limits.max_bytes:
-            raise ImageLoadError(
-                label, "too_large", f"{TOO_LARGE} ({size:,} bytes > limit {limits.max_bytes:,})"
-            )
+            raise _too_large(label, size, limits)
         try:
             raw = path.read_bytes()
         except OSError as exc:
@@ -203,16 +203,14 @@ def _read_bytes(source: ImageSource, label: str, limits: LoadLimits) -> bytes:
         except OSError as exc:
             raise ImageLoadError(label, "unreadable", f"cannot read stream ({exc.strerror or exc})") from exc
         if read is None:
-            raise ImageLoadError(label, "too_large", f"{TOO_LARGE} ({size:,} bytes > limit {limits.max_bytes:,})")
+            raise _too_large(label, size, limits)
         raw = read
     else:
         raise ImageLoadError(label, "not_an_image", f"unsupported input type {type(source).__name__}")
     if not raw:
         raise ImageLoadError(label, "empty", "empty file (0 bytes)")
     if len(raw) > limits.max_bytes:
-        raise ImageLoadError(
-            label, "too_large", f"{TOO_LARGE} ({len(raw):,} bytes > limit {limits.max_bytes:,})"
-        )
+        raise _too_large(label, len(raw), limits)
     return raw
 
 
