@@ -80,7 +80,7 @@ def strip_metadata(data: bytes) -> bytes:
 
 
 # -- C2PA -----------------------------------------------------------------------------------------
-def make_cert_chain(org: str = "Synthdetect Test Generator"):
+def make_cert_chain(org: str = "Synthdetect Test Generator", leaf_serial: int | None = None):
     """A root CA, an intermediate and an end-entity signing certificate, C2PA-profile compliant (ES256)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -94,9 +94,9 @@ def make_cert_chain(org: str = "Synthdetect Test Generator"):
                           x509.NameAttribute(NameOID.ORGANIZATION_NAME, o),
                           x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
-    def build(subject, issuer, key, issuer_key, ca: bool, path_len=None):
+    def build(subject, issuer, key, issuer_key, ca: bool, path_len=None, serial=None):
         builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(key.public_key())
-                   .serial_number(x509.random_serial_number())
+                   .serial_number(serial or x509.random_serial_number())
                    .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=365))
                    .add_extension(x509.BasicConstraints(ca=ca, path_length=path_len), critical=True)
                    .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
@@ -116,11 +116,45 @@ def make_cert_chain(org: str = "Synthdetect Test Generator"):
     root_name, inter_name = name("Test Root CA", org), name("Test Intermediate CA", org)
     root = build(root_name, root_name, root_key, root_key, True, 1)
     inter = build(inter_name, root_name, inter_key, root_key, True, 0)
-    leaf = build(name("Test Signer", org), inter_name, leaf_key, inter_key, False)
+    leaf = build(name("Test Signer", org), inter_name, leaf_key, inter_key, False, serial=leaf_serial)
     pem = lambda c: c.public_bytes(serialization.Encoding.PEM)  # noqa: E731
     key_pem = leaf_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                      serialization.NoEncryption())
-    return {"chain_pem": pem(leaf) + pem(inter), "key_pem": key_pem, "root": root, "root_pem": pem(root)}
+    return {"chain_pem": pem(leaf) + pem(inter), "key_pem": key_pem, "root": root, "root_pem": pem(root),
+            "leaf": leaf, "intermediate": inter}
+
+
+def pin_intermediate(chain: dict, monkeypatch, name: str = "test-pinned CA") -> None:
+    """Pin the chain's intermediate CA, as a deployment pins a vendor's CA."""
+    import hashlib
+
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from synthdetect.evidence import c2pa as c2pa_probe
+
+    der = chain["intermediate"].public_bytes(Encoding.DER)
+    monkeypatch.setitem(c2pa_probe.PINNED_CAS, hashlib.sha256(der).hexdigest(), name)
+
+
+def plant_in_comment(jpeg: bytes, payloads: list[bytes]) -> bytes:
+    """Put bytes in JPEG comment segments right after SOI: present in the file, part of no manifest."""
+    segments = b"".join(b"\xff\xfe" + (len(p) + 2).to_bytes(2, "big") + p for p in payloads)
+    return jpeg[:2] + segments + jpeg[2:]
+
+
+def c2pa_sign_over_parent(parent: bytes, mime: str, chain: dict, actions: list[dict]) -> bytes:
+    """Sign ``parent`` again as an edit: the new manifest lists ``actions`` and holds the old one as parentOf."""
+    import c2pa
+
+    manifest = {"claim_generator_info": [{"name": "synthdetect-tests-editor", "version": "1.0"}], "title": "edit.jpg",
+                "assertions": [{"label": "c2pa.actions", "data": {"actions": actions}}]}
+    signer = c2pa.Signer.from_info(c2pa.C2paSignerInfo(b"es256", chain["chain_pem"], chain["key_pem"], None))
+    with c2pa.Builder(json.dumps(manifest)) as builder:
+        builder.add_ingredient(json.dumps({"title": "parent.jpg", "relationship": "parentOf", "label": "parent",
+                                           "instance_id": "parent"}), mime, io.BytesIO(parent))
+        out = io.BytesIO()
+        builder.sign(signer, mime, io.BytesIO(parent), out)
+    return out.getvalue()
 
 
 def c2pa_sign(image: bytes, mime: str, chain: dict, source_type: str = "trainedAlgorithmicMedia",

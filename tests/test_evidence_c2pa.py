@@ -6,7 +6,8 @@ import hashlib
 
 import pytest
 
-from evidence_fakes import c2pa_sign, encode, make_cert_chain, tamper_pixels, textured_rgb
+from evidence_fakes import (c2pa_sign, c2pa_sign_over_parent, encode, make_cert_chain, pin_intermediate,
+                            plant_in_comment, tamper_pixels, textured_rgb)
 from synthdetect.evidence import c2pa as c2pa_probe
 from synthdetect.evidence import run_probes
 from synthdetect.images import load_image
@@ -63,22 +64,77 @@ def test_a_vendor_name_in_a_self_made_certificate_is_not_trusted(jpeg):
 
 def test_pinned_ca_and_known_vendor_make_the_claim_decisive(jpeg, monkeypatch):
     """The trusted path, exercised with a CA this test creates and pins (as a deployment would pin a vendor's CA)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives.serialization import Encoding
-
     chain = make_cert_chain("OpenAI")
-    intermediate = x509.load_pem_x509_certificates(chain["chain_pem"])[1]
-    fingerprint = hashlib.sha256(intermediate.public_bytes(Encoding.DER)).hexdigest()
-    monkeypatch.setitem(c2pa_probe.PINNED_CAS, fingerprint, "test-pinned CA")
+    pin_intermediate(chain, monkeypatch)
     record = _c2pa(c2pa_sign(jpeg, "image/jpeg", chain))[0]
     assert (record.signal, record.strength) == ("ai", "decisive")
     assert "signed by OpenAI declares trainedAlgorithmicMedia" in record.detail
     assert record.data["pinned_ca"] == "test-pinned CA"
+    assert record.data["signing_certificates"][0]["serial"] == format(chain["leaf"].serial_number, "x")
     # the same pinned CA vouching for an organisation that is not a known generator: still only a claim
     other = make_cert_chain("Some Startup")
-    inter2 = x509.load_pem_x509_certificates(other["chain_pem"])[1]
-    monkeypatch.setitem(c2pa_probe.PINNED_CAS, hashlib.sha256(inter2.public_bytes(Encoding.DER)).hexdigest(), "x")
-    assert _c2pa(c2pa_sign(jpeg, "image/jpeg", other))[0].signal == "unverified"
+    pin_intermediate(other, monkeypatch, "x")
+    record = _c2pa(c2pa_sign(jpeg, "image/jpeg", other))[0]
+    assert record.signal == "unverified" and "'Some Startup' is not a known generator" in record.detail
+
+
+def test_a_vendor_certificate_planted_beside_a_forged_signature_is_not_trusted(jpeg, monkeypatch):
+    """The vendor's real certificates elsewhere in the file, the forger's copying its name and serial: untrusted.
+
+    Trust is read from the certificate that made the signature, never from a certificate found by serial number.
+    """
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    vendor = make_cert_chain("OpenAI")
+    pin_intermediate(vendor, monkeypatch)
+    forger = make_cert_chain("OpenAI", leaf_serial=vendor["leaf"].serial_number)
+    planted = [vendor[k].public_bytes(Encoding.DER) for k in ("leaf", "intermediate")]
+    forged = c2pa_sign(plant_in_comment(jpeg, planted), "image/jpeg", forger)
+    assert planted[0] in forged
+    record = _c2pa(forged)[0]
+    assert record.data["signer"] == "OpenAI" and not record.data["integrity_failures"]
+    assert record.signal == "unverified" and record.data["pinned_ca"] is None
+    assert "no certificate chain to a pinned CA" in record.detail
+
+
+def test_an_inherited_declaration_is_trusted_only_through_trusted_signers(jpeg, monkeypatch):
+    """The manifest that makes the declaration must verify, and so must every manifest signed over it."""
+    vendor, editor = make_cert_chain("OpenAI"), make_cert_chain("Adobe Inc.")
+    pin_intermediate(vendor, monkeypatch, "vendor CA")
+    pin_intermediate(editor, monkeypatch, "editor CA")
+    edit = [{"action": "c2pa.opened", "parameters": {"ingredientIds": ["parent"]}},
+            {"action": "c2pa.color_adjustments", "softwareAgent": "Photo Editor 1.0"}]
+    # trusted generator, trusted editor: decisive, and the detail names who declared what
+    both = _c2pa(c2pa_sign_over_parent(c2pa_sign(jpeg, "image/jpeg", vendor), "image/jpeg", editor, edit))[0]
+    assert (both.signal, both.strength) == ("ai", "decisive"), both.detail
+    assert "signed by Adobe Inc. holds a parent ingredient whose manifest, signed by OpenAI, declares" in both.detail
+    assert both.data["pinned_ca"] == "vendor CA" and len(both.data["signing_certificates"]) == 2
+    # a self-made 'generator' under a trusted editor: the editor vouches for its edit, not for the parent's claim
+    stranger = c2pa_sign(jpeg, "image/jpeg", make_cert_chain("Random Person"))
+    record = _c2pa(c2pa_sign_over_parent(stranger, "image/jpeg", editor, edit))[0]
+    assert record.signal == "unverified" and "that ingredient's signer 'Random Person'" in record.detail
+    # a trusted generator's manifest re-signed by a self-made certificate: the file's own signer is not trusted
+    resigned = c2pa_sign_over_parent(c2pa_sign(jpeg, "image/jpeg", vendor), "image/jpeg",
+                                     make_cert_chain("Someone"), edit)
+    record = _c2pa(resigned)[0]
+    assert record.signal == "unverified" and "its signer 'Someone'" in record.detail
+
+
+def test_trusted_algorithmic_media_is_not_generative_ai(jpeg, monkeypatch):
+    """IPTC algorithmicMedia is procedural graphics made without training data: reported, never 'ai'."""
+    vendor = make_cert_chain("Adobe Inc.")
+    pin_intermediate(vendor, monkeypatch)
+    record = _c2pa(c2pa_sign(jpeg, "image/jpeg", vendor, source_type="algorithmicMedia"))[0]
+    assert (record.signal, record.strength) == ("none", "info")
+    assert "not by a generative model" in record.detail
+
+
+def test_unreadable_signature_data_gives_no_chain():
+    from synthdetect.evidence.c2pa_signers import pinned_ca, signer_of, signing_chain
+
+    assert signing_chain(b"", "urn:x") == [] and signing_chain(b"\x00\x00\x00\x10jumbgarbage!", "urn:x") == []
+    assert pinned_ca([], {}) is None
+    assert signer_of(None, "urn:x", {}).pinned_ca is None
 
 
 def test_png_manifest_and_capture_claim(own_chain):

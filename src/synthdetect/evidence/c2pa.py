@@ -6,13 +6,16 @@ of the assertions and of the image bytes.  With no network there is no
 official C2PA trust list, so c2pa-rs reports every signer as
 ``signingCredential.untrusted``; *trust* is decided here instead:
 
-* the signing certificate must chain, by verified signatures on the
-  certificates embedded in the manifest, to one of the CA certificates pinned
-  in :data:`PINNED_CAS` (by SHA-256 of the certificate; taken from public
-  Content Credentials of these vendors), and
-* its subject organisation must be a known AI vendor (:data:`AI_VENDORS`) for
-  an AI declaration to be decisive, or a known capture vendor
-  (:data:`CAPTURE_VENDORS`) for a camera-capture declaration to count.
+* the certificate that made the signature (read from the signature itself,
+  :mod:`synthdetect.evidence.c2pa_signers`) must chain, by verified
+  signatures within that signature's own certificate chain, to one of the CA
+  certificates pinned in :data:`PINNED_CAS` (by SHA-256 of the certificate;
+  taken from public Content Credentials of these vendors),
+* so must the signer of every manifest between this file and the ingredient
+  manifest that makes the declaration, when the declaration is inherited, and
+* the declaring certificate's subject organisation must be a known AI vendor
+  (:data:`AI_VENDORS`) for an AI declaration to be decisive, or a known
+  capture vendor (:data:`CAPTURE_VENDORS`) for a camera capture to count.
 
 A claim by any other signer -- test certificates, a self-made certificate,
 a vendor certificate that does not chain to a pinned CA -- is reported as an
@@ -25,15 +28,15 @@ vendor's "this is AI" on a picture whose bytes still match the signature.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from synthdetect.evidence import register_probe
+from synthdetect.evidence.c2pa_signers import Signer, manifest_store, signer_of
 from synthdetect.evidence.metadata import SOURCE_TYPES, generator_named_in, source_type_name
 from synthdetect.images import LoadedImage
 from synthdetect.verdict import Evidence
@@ -78,8 +81,14 @@ class ManifestFacts:
     integrity_failures: list[str]
     structure_problems: list[str]
     credential_notes: list[str]
-    pinned_ca: str | None = None
+    #: who signed each manifest from the active one down to where the claim was made (the declarer last)
+    signers: list[Signer] = field(default_factory=list)
+    pinned_ca: str | None = None  # the declarer's pinned CA, when every signer on that path chains to one
     data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def declarer(self) -> Signer | None:
+        return self.signers[-1] if self.signers else None
 
 
 def _agent_name(agent: Any) -> str | None:
@@ -96,25 +105,25 @@ def _actions_of(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     return actions
 
 
-def _manifest_chain(store: dict[str, Any]) -> list[dict[str, Any]]:
-    """The active manifest, then its parentOf ingredients' manifests (where an image's history starts)."""
+def _manifest_chain(store: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(label, manifest): the active manifest, then its parentOf ingredients' (where an image's history starts)."""
     manifests = store.get("manifests", {}) or {}
     chain, label, seen = [], store.get("active_manifest"), set()
     while label and label in manifests and label not in seen:
         seen.add(label)
         manifest = manifests[label]
-        chain.append(manifest)
+        chain.append((label, manifest))
         parents = [i for i in manifest.get("ingredients", []) or [] if i.get("relationship") == "parentOf"]
         label = parents[0].get("active_manifest") if parents else None
     return chain
 
 
-def _classify_claim(chain: list[dict[str, Any]]) -> tuple[str, str | None, str | None, list[str]]:
-    """(claim, declared source type or phrase, software agent, action names) across the manifest chain."""
+def _classify_claim(chain: list[dict[str, Any]]) -> tuple[str, str | None, str | None, list[str], int]:
+    """(claim, declared source type or phrase, software agent, action names, index of the declaring manifest)."""
     action_names: list[str] = []
-    best: tuple[str, str | None, str | None] = ("none", None, None)
+    best: tuple[str, str | None, str | None, int] = ("none", None, None, 0)
     rank = {"none": 0, "edited": 1, "capture": 2, "algorithmic": 3, "ai": 4}
-    for manifest in chain:
+    for depth, manifest in enumerate(chain):
         for action in _actions_of(manifest):
             name = str(action.get("action", ""))
             action_names.append(name)
@@ -133,67 +142,14 @@ def _classify_claim(chain: list[dict[str, Any]]) -> tuple[str, str | None, str |
             elif name not in ("c2pa.created", "c2pa.opened", "c2pa.placed", "c2pa.converted"):
                 claim = "edited"
             if rank[claim] > rank[best[0]]:
-                best = (claim, declared, agent)
+                best = (claim, declared, agent, depth)
         for assertion in manifest.get("assertions", []) or []:
             data = assertion.get("data") or {}
             if assertion.get("label") == "stds.exif" and isinstance(data, dict) and (
                     data.get("EXIF:Make") or data.get("tiff:Make")) and rank["capture"] > rank[best[0]]:
                 best = ("capture", f"camera EXIF {data.get('EXIF:Make') or data.get('tiff:Make')} "
-                                   f"{data.get('EXIF:Model') or data.get('tiff:Model') or ''}".strip(), None)
-    return best[0], best[1], best[2], action_names
-
-
-def _certificates(raw: bytes) -> list[Any]:
-    """DER certificates embedded in the file (the manifests' x5chain and timestamp chains).
-
-    c2pa-python reports the signer's name but not its certificate chain, so the
-    DER sequences are found in the bytes and parsed with ``cryptography``;
-    anything that does not parse as a certificate is skipped.
-    """
-    from cryptography import x509
-
-    found, i = [], 0
-    while (i := raw.find(b"\x30\x82", i)) >= 0:
-        length = int.from_bytes(raw[i + 2 : i + 4], "big") + 4
-        if length > 300:
-            try:
-                found.append(x509.load_der_x509_certificate(raw[i : i + length]))
-                i += length
-                continue
-            except ValueError:
-                pass
-        i += 2
-    return found
-
-
-def pinned_chain(raw: bytes, serial: str | None, extra_pins: dict[str, str] | None = None) -> str | None:
-    """Name of the pinned CA the signer's certificate chains to (signatures verified), or None."""
-    from cryptography.hazmat.primitives.serialization import Encoding
-
-    if not serial:
-        return None
-    pins = {**PINNED_CAS, **(extra_pins or {})}
-    certs = _certificates(raw)
-    current = next((c for c in certs if str(c.serial_number) == str(serial)), None)
-    for _ in range(6):
-        if current is None:
-            return None
-        fingerprint = hashlib.sha256(current.public_bytes(Encoding.DER)).hexdigest()
-        if fingerprint in pins:
-            return pins[fingerprint]
-        issuer = None
-        for candidate in certs:
-            if candidate.subject == current.issuer and candidate is not current:
-                try:
-                    current.verify_directly_issued_by(candidate)
-                except Exception:  # noqa: BLE001 - wrong key/algorithm: not this certificate's issuer
-                    continue
-                issuer = candidate
-                break
-        if issuer is None or issuer.subject == issuer.issuer and issuer is current:
-            return None
-        current = issuer
-    return None
+                                   f"{data.get('EXIF:Model') or data.get('tiff:Model') or ''}".strip(), None, depth)
+    return best[0], best[1], best[2], action_names, best[3]
 
 
 _CONTEXTS: dict[int, Any] = {}
@@ -222,6 +178,7 @@ def read_manifest(raw: bytes) -> ManifestFacts | None:
     with reader:
         store = json.loads(reader.json())
         state = reader.get_validation_state()
+        jumbf = manifest_store(reader, str(store.get("active_manifest")))
     active = (store.get("manifests") or {}).get(store.get("active_manifest"), {})
     results = (store.get("validation_results") or {}).get("activeManifest") or {}
     failures = results.get("failure", []) or store.get("validation_status", []) or []
@@ -242,7 +199,9 @@ def read_manifest(raw: bytes) -> ManifestFacts | None:
             if not code.startswith(_CREDENTIAL_CODES):
                 integrity.append(f"ingredient {code} ({failure.get('explanation', '')})")
     chain = _manifest_chain(store)
-    claim, declared, agent, actions = _classify_claim(chain)
+    claim, declared, agent, actions, depth = _classify_claim([manifest for _, manifest in chain])
+    pins = dict(PINNED_CAS)
+    signers = [signer_of(jumbf, label, pins) for label, _ in chain[:depth + 1]]
     signature = active.get("signature_info") or {}
     generator = active.get("claim_generator") or ", ".join(
         str(g.get("name")) for g in active.get("claim_generator_info", []) or [] if isinstance(g, dict))
@@ -252,15 +211,24 @@ def read_manifest(raw: bytes) -> ManifestFacts | None:
         signer_org=signature.get("issuer"), signer_cn=signature.get("common_name"), issuer=signature.get("issuer"),
         claim_generator=generator or None, claim=claim, declared=declared, agent=agent, actions=actions,
         ingredients=ingredients, state=state, integrity_failures=integrity, structure_problems=structure,
-        credential_notes=credential,
+        credential_notes=credential, signers=signers,
     )
-    facts.pinned_ca = pinned_chain(raw, signature.get("cert_serial_number"))
+    if signers and all(s.pinned_ca for s in signers) and signers[0].serial == _hex_serial(signature):
+        facts.pinned_ca = facts.declarer.pinned_ca
     facts.data = {"validation_state": state, "signer": signature.get("issuer"), "signer_cn": signature.get("common_name"),
                   "signed_at": signature.get("time"), "claim_generator": facts.claim_generator, "claim": claim,
-                  "declared": declared, "software_agent": agent, "actions": actions, "ingredients": ingredients,
+                  "declared": declared, "declared_in": "active manifest" if depth == 0 else f"ingredient manifest "
+                  f"{depth} level(s) down", "software_agent": agent, "actions": actions, "ingredients": ingredients,
+                  "signing_certificates": [asdict(s) for s in signers],
                   "pinned_ca": facts.pinned_ca, "integrity_failures": integrity, "structure_problems": structure,
                   "credential_notes": credential}
     return facts
+
+
+def _hex_serial(signature: dict[str, Any]) -> str | None:
+    """c2pa-rs reports the serial in decimal; the signing certificate read here gives it in hex."""
+    serial = str(signature.get("cert_serial_number") or "")
+    return format(int(serial), "x") if serial.isdigit() else None
 
 
 def _might_have_manifest(raw: bytes) -> bool:
@@ -297,6 +265,9 @@ def describe(facts: ManifestFacts) -> Evidence:
     if facts.claim in ("ai", "algorithmic"):
         extras = [m for m in (meaning, facts.agent) if m and m not in (facts.declared or "")]
         declares += f" ({', '.join(extras)})" if extras else ""
+    if len(facts.signers) > 1:
+        declares = (f"holds a parent ingredient whose manifest, signed by "
+                    f"{facts.declarer.organisation or 'an unnamed signer'}, {declares}")
     notes = "; ".join(facts.credential_notes)
     suffix = f"; note: {notes}" if notes else ""
     data = facts.data
@@ -304,34 +275,50 @@ def describe(facts: ManifestFacts) -> Evidence:
         return Evidence("c2pa", "tampered", "strong",
                         f"C2PA manifest signed by {signer} {declares}, but it no longer matches this file "
                         f"({'; '.join(facts.integrity_failures[:3])}): the file was changed after signing", data)
-    trusted_ai = facts.pinned_ca is not None and facts.signer_org in AI_VENDORS
-    trusted_capture = facts.pinned_ca is not None and facts.signer_org in CAPTURE_VENDORS
+    declarer = facts.declarer.organisation if facts.declarer else None
+    trusted_ai = facts.pinned_ca is not None and declarer in AI_VENDORS
+    trusted_capture = facts.pinned_ca is not None and declarer in CAPTURE_VENDORS
     if facts.structure_problems:
         return Evidence("c2pa", "unverified", "weak",
                         f"C2PA manifest signed by {signer} {declares}; the image hash matches but the manifest is "
                         f"non-conforming ({'; '.join(facts.structure_problems)}), so it is a claim, not proof{suffix}",
                         data)
+    verified = f"(certificate chain verified to {facts.pinned_ca})"
+    if facts.claim == "algorithmic" and facts.pinned_ca is not None:
+        # IPTC algorithmicMedia is procedural graphics made without training data: not what 'ai' means here
+        return Evidence("c2pa", "none", "info", f"C2PA manifest signed by {signer} {declares} {verified}: "
+                        f"computer-made, but not by a generative model{suffix}", data)
     if facts.claim in ("ai", "algorithmic"):
         if trusted_ai:
-            strength = "decisive" if facts.claim == "ai" else "strong"
-            return Evidence("c2pa", "ai", strength,
-                            f"C2PA manifest signed by {signer} {declares} (certificate chain verified to "
-                            f"{facts.pinned_ca}){suffix}", data)
+            return Evidence("c2pa", "ai", "decisive", f"C2PA manifest signed by {signer} {declares} {verified}"
+                            f"{suffix}", data)
         return Evidence("c2pa", "unverified", "moderate",
-                        f"C2PA manifest {declares}, but its signer '{signer}' ({facts.signer_cn}) is not a known "
-                        f"generator with a verified certificate chain{_test_note(facts)}: an unverified claim, "
-                        f"not proof{suffix}", data)
+                        f"C2PA manifest {declares}, but {_why_untrusted(facts, 'a known generator')}"
+                        f"{_test_note(facts)}: an unverified claim, not proof{suffix}", data)
     if facts.claim == "capture":
         if trusted_capture:
-            return Evidence("c2pa", "human", "strong",
-                            f"C2PA manifest signed by {signer} {declares} (certificate chain verified to "
-                            f"{facts.pinned_ca}){suffix}", data)
+            return Evidence("c2pa", "human", "strong", f"C2PA manifest signed by {signer} {declares} {verified}"
+                            f"{suffix}", data)
         return Evidence("c2pa", "unverified", "weak",
-                        f"C2PA manifest {declares}, but its signer '{signer}' is not a verified capture "
-                        f"vendor{_test_note(facts)}: an unverified claim{suffix}", data)
+                        f"C2PA manifest {declares}, but {_why_untrusted(facts, 'a capture vendor')}"
+                        f"{_test_note(facts)}: an unverified claim{suffix}", data)
     signal = "edited" if facts.claim == "edited" else "none"
     generator = f" (claim generator {facts.claim_generator})" if facts.claim_generator else ""
     return Evidence("c2pa", signal, "info", f"C2PA manifest signed by {signer}{generator} {declares}{suffix}", data)
+
+
+def _why_untrusted(facts: ManifestFacts, vendor: str) -> str:
+    """The first link that fails, from the file's own signer down to the manifest that made the claim."""
+    for depth, signer in enumerate(facts.signers):
+        whose = "its signer" if depth == 0 else "that ingredient's signer"
+        name = f"'{signer.organisation or facts.signer_org or 'unnamed'}' ({signer.common_name or facts.signer_cn})"
+        if signer.serial is None:
+            return f"{whose}'s certificate could not be read from the signature"
+        if signer.pinned_ca is None:
+            return f"{whose} {name} has no certificate chain to a pinned CA"
+    if facts.pinned_ca is None:  # every chain verified, yet the certificate is not the one c2pa-rs reported
+        return "the signing certificate does not match the one the signature was checked with"
+    return f"its signer '{facts.declarer.organisation}' is not {vendor}"
 
 
 def _test_note(facts: ManifestFacts) -> str:
