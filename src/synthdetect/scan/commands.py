@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import time
 from enum import Enum
 from pathlib import Path
@@ -59,6 +60,9 @@ def print_summary(summary: dict, console) -> None:
         f"content-hash cache); {summary['skipped_unchanged']} unchanged files skipped",
         highlight=False,
     )
+    if summary.get("pruned"):
+        console.print(f"pruned {summary['pruned']} rows of files that no longer exist, e.g. "
+                      f"{summary['pruned_example']}", highlight=False)
     console.print(f"labels: {labels}", highlight=False)
     console.print(f"errors: {errors}", highlight=False)
     db_labels = ", ".join(f"{k} {v}" for k, v in sorted(totals["labels"].items())) or "none"
@@ -77,9 +81,9 @@ def register(app: typer.Typer) -> None:
         model: Annotated[str, typer.Option("--model", "-m", help="Model name or package path.")] = "default",
         engine: Annotated[Engine, typer.Option(help="local: worker processes on this machine; ray: Ray Data "
                                                "(local Ray, or the cluster at RAY_ADDRESS).")] = Engine.local,
-        workers: Annotated[int, typer.Option(help="Decode processes (ray: actors); 0 = one per CPU.")] = 0,
-        batch_size: Annotated[int, typer.Option(help="Images per model batch.")] = 32,
-        threads: Annotated[int, typer.Option(help="Inference threads (0 = the backend's default).")] = 0,
+        workers: Annotated[int, typer.Option(min=0, help="Decode processes (ray: actors); 0 = one per CPU.")] = 0,
+        batch_size: Annotated[int, typer.Option(min=1, help="Images per model batch.")] = 32,
+        threads: Annotated[int, typer.Option(min=0, help="Inference threads (0 = the backend's default).")] = 0,
         rescore: Annotated[bool, typer.Option("--rescore", help="Judge every file again, ignoring the cache.")] = False,
         draft: Annotated[bool, typer.Option("--draft/--full-decode", help="Decode large JPEGs at reduced size "
                                             "(never below what the model and routing need).")] = False,
@@ -92,6 +96,8 @@ def register(app: typer.Typer) -> None:
                                                              "database as .csv, .jsonl or .parquet.")] = None,
         max_pixels: Annotated[int, typer.Option(help="Refuse images with more pixels.")] = 80_000_000,
         max_bytes: Annotated[int, typer.Option(help="Refuse files larger than this many bytes.")] = 100 * 1024 * 1024,
+        prune: Annotated[bool, typer.Option("--prune", help="First drop the rows of files that no longer exist "
+                                            "(relative paths are looked up from the working directory).")] = False,
         summary_json: Annotated[bool, typer.Option("--summary-json", help="Print the run summary as JSON on "
                                                    "stdout.")] = False,
     ) -> None:
@@ -107,16 +113,24 @@ def register(app: typer.Typer) -> None:
         from synthdetect.models import ModelPackageError
         from synthdetect.scan.engine import ScanOptions
         from synthdetect.scan.sources import PassedOver
-        from synthdetect.scan.store import EXPORT_FORMATS, StoreError
+        from synthdetect.scan.store import EXPORT_FORMATS, StoreError, check_export_target, connect
         from synthdetect.scan.store import export as export_db
 
-        for target in export or []:
+        for target in export or []:  # checked now, not after an hour of scanning
             if target.suffix.lstrip(".").lower() not in EXPORT_FORMATS:
                 fail(f"--export {target}: use a .csv, .jsonl or .parquet file")
+            try:
+                check_export_target(target)
+            except StoreError as exc:
+                fail(f"--export {exc}")
+        try:  # before the progress bar: a bad --out is one line, not a traceback after it
+            connect(out).close()
+        except StoreError as exc:
+            fail(f"--out {exc}")
         options = ScanOptions(
             model=model, workers=workers or None, batch_size=batch_size, threads=threads or None, rescore=rescore,
             draft=draft, draft_factor=draft_factor, all_files=all_files, use_evidence=not no_evidence,
-            limits=LoadLimits(max_pixels=max_pixels, max_bytes=max_bytes),
+            limits=LoadLimits(max_pixels=max_pixels, max_bytes=max_bytes), prune=prune,
         )
         console = Console(stderr=True)
         display = _progress_display(state["quiet"])
@@ -136,15 +150,18 @@ def register(app: typer.Typer) -> None:
             if display:
                 display[0].stop()
             fail(str(exc))
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             if display:
                 display[0].stop()
             console.print("interrupted: every committed row is kept; run the same command to continue")
-            raise typer.Exit(130)
+            raise typer.Exit(128 + getattr(exc, "signum", signal.SIGINT))  # 130 for Ctrl-C, 143 for SIGTERM
         if display:
             display[0].stop()
         for target in export or []:
-            n = export_db(out, target)
+            try:
+                n = export_db(out, target)
+            except (StoreError, ValueError, ImportError) as exc:
+                fail(str(exc))
             console.print(f"wrote {n} rows to {target}", highlight=False)
         if summary_json:
             typer.echo(json.dumps(summary, indent=2))

@@ -10,6 +10,7 @@ the probes run on every core rather than in the process that holds the model.
 from __future__ import annotations
 
 import hashlib
+import os
 import pickle
 import sqlite3
 import time
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 
 from synthdetect.images import ImageLoadError, LoadedImage, LoadLimits, load_image
+from synthdetect.scan.sources import not_a_regular_file
 from synthdetect.scan.store import FileStamp, cached_verdict
 
 if TYPE_CHECKING:
@@ -101,17 +103,20 @@ def decode_file(
     draft_size: tuple[int, int] | None = None,
     cache: sqlite3.Connection | None = None,
     fingerprint: str | None = None,
+    problem: tuple[str, str] | None = None,
 ) -> Decoded:
-    """Decode one file; never raises for a bad file (the error travels in :class:`Decoded`)."""
+    """Decode one file; never raises for a bad file (the error travels in :class:`Decoded`).
+
+    ``problem`` is what discovery already found wrong (a FIFO, a broken link): the file is not opened.
+    """
     started = time.perf_counter()
-    raw: bytes | None = None
+    if problem is not None:
+        return Decoded(path, stamp, error=ImageLoadError(path, *problem))
+    try:
+        raw = _read_regular_file(path, limits)
+    except ImageLoadError as exc:
+        return Decoded(path, stamp, error=exc)
     digest: str | None = None
-    if stamp.size is not None and 0 < stamp.size <= limits.max_bytes:
-        try:
-            with open(path, "rb") as handle:
-                raw = handle.read()
-        except OSError:
-            raw = None  # load_image(path) below gives the canonical one-line error
     try:
         if raw is None:
             image = load_image(path, limits, name=path, draft_size=draft_size)
@@ -130,3 +135,24 @@ def decode_file(
     original = (w0, h0) if w0 * h0 != w * h else None  # decoded at reduced size (draft mode)
     return Decoded(path, stamp, image=image, original_size=original,
                    load_ms=(time.perf_counter() - started) * 1000, sha256=digest)
+
+
+def _read_regular_file(path: str, limits: LoadLimits) -> bytes | None:
+    """The file's bytes, or None to let ``load_image(path)`` give its canonical error (missing, unreadable,
+    empty, too large).  Opened without blocking and checked with ``fstat``: a FIFO that replaced the file since
+    discovery would otherwise block the worker forever."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return None
+    with open(fd, "rb") as handle:
+        st = os.fstat(fd)
+        why = not_a_regular_file(st.st_mode)
+        if why:
+            raise ImageLoadError(path, "not_a_file", why)
+        if not 0 < st.st_size <= limits.max_bytes:
+            return None
+        try:
+            return handle.read()
+        except OSError:
+            return None

@@ -15,7 +15,9 @@ files a folder holds:
 * a writer thread commits each batch in one SQLite transaction.
 
 Loss-free under ``kill -9``: a row exists only once its batch is committed,
-rows are upserted by path, and a rerun queues every file without a row.
+rows are upserted by path, and a rerun queues every file without a row (and
+every error row that a second try may fix).  SIGTERM ends a scan as Ctrl-C
+does, and a worker whose parent died exits on its own.
 """
 
 from __future__ import annotations
@@ -36,13 +38,23 @@ from typing import Any, Callable, Iterable, Sequence
 
 from synthdetect.images import ImageLoadError, LoadLimits
 from synthdetect.scan.decode import Decoded, decode_file
-from synthdetect.scan.sources import Candidate, PassedOver, iter_candidates
-from synthdetect.scan.store import FileStamp, ResultStore, connect, verdict_row
+from synthdetect.scan.sources import Candidate, PassedOver, database_files, iter_candidates
+from synthdetect.scan.store import CONTENT_ERROR_KINDS, FileStamp, ResultStore, connect, path_key, verdict_row
 
 _log = logging.getLogger(__name__)
 
 #: Paths checked against the database per query while discovering.
 RESUME_CHUNK = 256
+#: How often an idle decode worker checks that the scan that started it is still alive (seconds).
+PARENT_CHECK_S = 1.0
+
+
+class ScanInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM: what was judged is committed; ``signum`` says which, for the exit code."""
+
+    def __init__(self, signum: int = signal.SIGINT):
+        super().__init__(signum)
+        self.signum = signum
 
 
 @dataclass
@@ -62,6 +74,13 @@ class ScanOptions:
     queue_per_worker: int = 4
     #: A batch is also sent to the model once its inputs hold this many bytes (bounded memory for big photos).
     max_batch_bytes: int = 144_000_000
+    prune: bool = False  # first drop rows whose file no longer exists
+
+    def __post_init__(self) -> None:
+        for name, least in (("workers", 0), ("threads", 0), ("batch_size", 1), ("queue_per_worker", 1)):
+            value = getattr(self, name)
+            if value is not None and value < least:
+                raise ValueError(f"{name} must be at least {least}, not {value}")
 
 
 def worker_context() -> Any:
@@ -152,8 +171,9 @@ _FORKED_DETECTOR: Any = None
 
 def _worker_main(wid: int, tasks: Any, results: Any, current: Any, limits: LoadLimits,
                  draft_size: tuple[int, int] | None, db_path: str, fingerprint: str, use_cache: bool,
-                 options: ScanOptions) -> None:
+                 options: ScanOptions, parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides how Ctrl-C ends a scan
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the scan's handler, inherited through fork
     detector = _FORKED_DETECTOR if _FORKED_DETECTOR is not None else load_detector(options)  # spawn: own copy
     cache = None
     if use_cache:
@@ -162,14 +182,26 @@ def _worker_main(wid: int, tasks: Any, results: Any, current: Any, limits: LoadL
         except Exception:  # noqa: BLE001 - without a cache every file is simply judged
             cache = None
     while True:
-        task = tasks.get()
+        try:
+            task = tasks.get(timeout=PARENT_CHECK_S)
+        except queue.Empty:
+            if os.getppid() != parent:
+                return  # the scan was killed: nobody will read what this worker makes
+            continue
         if task is None:
             break
-        seq, path, size, mtime = task
+        seq, path, size, mtime, problem = task
         current[wid] = seq  # read by the main process if this worker dies on this file
         decoded = decode_file(path, FileStamp(size, mtime), limits, draft_size=draft_size,
-                              cache=cache, fingerprint=fingerprint).examine(detector)
-        results.put((seq, decoded.to_bytes()))
+                              cache=cache, fingerprint=fingerprint, problem=problem).examine(detector)
+        data = (seq, decoded.to_bytes())
+        while True:
+            try:
+                results.put(data, timeout=PARENT_CHECK_S)
+                break
+            except queue.Full:
+                if os.getppid() != parent:
+                    return
 
 
 class _Pool:
@@ -190,7 +222,7 @@ class _Pool:
     def _start(self, wid: int) -> None:
         self.current[wid] = -1
         proc = self.ctx.Process(target=_worker_main, name=f"synthdetect-decode-{wid}", daemon=True,
-                                args=(wid, self.tasks, self.results, self.current, *self.args))
+                                args=(wid, self.tasks, self.results, self.current, *self.args, os.getpid()))
         proc.start()
         self.procs[wid] = proc
 
@@ -222,6 +254,7 @@ class _Pool:
 class ScanCounters:
     discovered: int = 0
     skipped: int = 0
+    pruned: int = 0
     queued: int = 0
     judged: int = 0
     cached: int = 0
@@ -265,9 +298,15 @@ def resume_filter(candidates: Iterable[Candidate], db_path: str | Path, fingerpr
 
 
 def _done(conn: Any, paths: Sequence[str], fingerprint: str) -> dict[str, FileStamp]:
+    """Stamps of the rows that need no second look: judged, or refused for their content (which a retry
+    with the same bytes would refuse again).  Other error rows (unreadable, not found, not a regular file,
+    a crashed decoder) are tried again on every resume."""
+    keys = {path_key(p): p for p in paths}
+    content = tuple(sorted(CONTENT_ERROR_KINDS))
     query = (f"SELECT path, size, mtime_ns FROM results WHERE fingerprint = ? "
-             f"AND path IN ({', '.join('?' for _ in paths)})")
-    return {p: FileStamp(s, m) for p, s, m in conn.execute(query, (fingerprint, *paths))}
+             f"AND (error IS NULL OR error_kind IN ({', '.join('?' for _ in content)})) "
+             f"AND path IN ({', '.join('?' for _ in keys)})")
+    return {keys[k]: FileStamp(s, m) for k, s, m in conn.execute(query, (fingerprint, *content, *keys))}
 
 
 def judge_batch(detector: Any, batch: Sequence[Decoded]) -> list[dict[str, Any]]:
@@ -314,6 +353,9 @@ def run_scan(
     ctx = worker_context()
     started = time.perf_counter()
     counters = ScanCounters()
+    prune_example = None
+    if options.prune:
+        counters.pruned, prune_example = store.prune_missing()
     detector = load_detector(options)
     draft_size = draft_size_for(detector.model, options.draft_factor) if options.draft else None
     fingerprint = detector_fingerprint(detector, draft_size)
@@ -333,12 +375,12 @@ def run_scan(
     def discover() -> None:
         try:
             seq = 0
-            found = iter_candidates(sources, options.all_files, counters.passed_over)
+            found = iter_candidates(sources, options.all_files, counters.passed_over, exclude=database_files(out))
             for cand in resume_filter(found, out, fingerprint, options.rescore, counters):
                 with lock:
                     inflight[seq] = (cand.path, cand.stamp)
                     counters.queued += 1
-                task = (seq, cand.path, cand.stamp.size, cand.stamp.mtime_ns)
+                task = (seq, cand.path, cand.stamp.size, cand.stamp.mtime_ns, cand.problem)
                 while not stop.is_set():
                     try:
                         pool.tasks.put(task, timeout=0.2)
@@ -397,7 +439,14 @@ def run_scan(
             pending.clear()
             pending_bytes = 0
 
-    interrupted = False
+    interrupted: int | None = None  # the signal that ended the scan early
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        raise ScanInterrupted(signum)
+
+    previous_sigterm = None
+    if threading.current_thread() is threading.main_thread():
+        previous_sigterm = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         while not failure:
             with lock:
@@ -431,13 +480,15 @@ def run_scan(
             if progress:
                 progress(counters, discovery_done.is_set())
         flush()
-    except KeyboardInterrupt:
-        interrupted = True
+    except KeyboardInterrupt as exc:
+        interrupted = getattr(exc, "signum", signal.SIGINT)
     finally:
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
         stop.set()
         writes.put(None)
         writer.join()
-        pool.close(wait=not interrupted and not failure)
+        pool.close(wait=interrupted is None and not failure)
         _FORKED_DETECTOR = None
         discoverer.join(timeout=5)
     if failure:
@@ -448,19 +499,20 @@ def run_scan(
         "engine": "local", "database": str(out), "model": options.model, "fingerprint": fingerprint,
         "workers": workers, "batch_size": options.batch_size, "draft_size": draft_size,
         "discovered": counters.discovered, "skipped_unchanged": counters.skipped,
+        "pruned": counters.pruned, "pruned_example": prune_example,
         "judged": counters.judged, "from_cache": counters.cached,
         "errors": sum(counters.errors.values()), "labels": dict(counters.labels),
         "errors_by_kind": dict(counters.errors), "passed_over": counters.passed_over.to_dict(),
         "seconds": round(seconds, 3),
         "files_per_s": round(counters.done / seconds, 2) if seconds > 0 else None,
-        "interrupted": interrupted, "database_totals": store.totals(),
+        "interrupted": interrupted is not None, "database_totals": store.totals(),
     }
     store.finish_run(run_id, summary)
     store.close()
     if progress:
         progress(counters, True)
-    if interrupted:
-        raise KeyboardInterrupt
+    if interrupted is not None:
+        raise ScanInterrupted(interrupted)
     return summary
 
 

@@ -27,7 +27,7 @@ from synthdetect.scan.engine import (
     ProgressHook, ScanCounters, ScanOptions, available_cpus, detector_fingerprint, draft_size_for, judge_batch,
     load_detector, resume_filter,
 )
-from synthdetect.scan.sources import iter_candidates
+from synthdetect.scan.sources import database_files, iter_candidates
 from synthdetect.scan.store import COLUMNS, FileStamp, ResultStore, verdict_row
 
 _LABEL, _ERROR, _ERROR_KIND = COLUMNS.index("label"), COLUMNS.index("error"), COLUMNS.index("error_kind")
@@ -48,9 +48,13 @@ class JudgeFiles:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[str]]:
         decoded = []
-        for path, size, mtime in zip(batch["path"], batch["size"], batch["mtime_ns"]):
+        for path, size, mtime, kind, reason in zip(batch["path"], batch["size"], batch["mtime_ns"],
+                                                   batch["problem_kind"], batch["problem_reason"]):
             stamp = FileStamp(None if size < 0 else int(size), None if mtime < 0 else int(mtime))
-            decoded.append(decode_file(str(path), stamp, self.options.limits, draft_size=self.draft_size))
+            problem = (str(kind), str(reason)) if kind else None
+            path = os.fsdecode(path) if isinstance(path, bytes) else str(path)  # bytes: any file name survives
+            decoded.append(decode_file(path, stamp, self.options.limits, draft_size=self.draft_size,
+                                       problem=problem))
         verdicts = judge_batch(self.detector, decoded)
         rows = [verdict_row(v, d.stamp, self.options.model, self.fingerprint, d.original_size)
                 for v, d in zip(verdicts, decoded)]
@@ -92,16 +96,21 @@ def run_ray_scan(
     del detector
     run_id = store.start_run(json.dumps(list(map(str, sources))), options.model, "ray")
     counters = ScanCounters()
+    prune_example = None
+    if options.prune:
+        counters.pruned, prune_example = store.prune_missing()
     actors = options.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-    found = iter_candidates(sources, options.all_files, counters.passed_over)
+    found = iter_candidates(sources, options.all_files, counters.passed_over, exclude=database_files(out))
     pending = resume_filter(found, out, fingerprint, options.rescore, counters)
     while True:
         chunk = list(islice(pending, CHUNK))
         if not chunk:
             break
         counters.queued += len(chunk)
-        items = [{"path": c.path, "size": -1 if c.stamp.size is None else c.stamp.size,
-                  "mtime_ns": -1 if c.stamp.mtime_ns is None else c.stamp.mtime_ns} for c in chunk]
+        items = [{"path": os.fsencode(c.path), "size": -1 if c.stamp.size is None else c.stamp.size,
+                  "mtime_ns": -1 if c.stamp.mtime_ns is None else c.stamp.mtime_ns,
+                  "problem_kind": c.problem[0] if c.problem else "",
+                  "problem_reason": c.problem[1] if c.problem else ""} for c in chunk]
         blocks = max(actors, min(actors * 4, -(-len(items) // options.batch_size)))  # not one task per file
         dataset = ray.data.from_items(items, override_num_blocks=blocks).map_batches(
             JudgeFiles, fn_constructor_kwargs={"options": options, "draft_size": draft_size,
@@ -125,6 +134,7 @@ def run_ray_scan(
         "workers": actors, "batch_size": options.batch_size, "draft_size": draft_size,
         "ray_address": os.environ.get("RAY_ADDRESS") or "local",
         "discovered": counters.discovered, "skipped_unchanged": counters.skipped,
+        "pruned": counters.pruned, "pruned_example": prune_example,
         "judged": counters.judged, "from_cache": 0, "errors": sum(counters.errors.values()),
         "labels": dict(counters.labels), "errors_by_kind": dict(counters.errors),
         "passed_over": counters.passed_over.to_dict(),

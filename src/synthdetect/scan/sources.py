@@ -5,12 +5,20 @@ memory, which is right for ``detect`` and wrong for a bucket of millions of
 files.  Here folders are walked one directory at a time (each directory's
 entries sorted, so reruns see the same order) and every path is yielded as
 soon as it is found.
+
+Every path is normalised (``os.path.normpath``: ``./B/x.jpg`` is ``B/x.jpg``),
+and only regular files are ever opened: a FIFO named ``.jpg`` would block the
+reader forever, so it, a broken link or a link loop becomes an error row
+instead (decided here from ``os.stat``, before any worker opens it).
 """
 
 from __future__ import annotations
 
+import errno
 import glob
+import io
 import os
+import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,10 +33,17 @@ LIST_SUFFIXES = frozenset({".txt", ".lst", ".list"})
 STDIN_LIST = "-"
 
 
+#: A list file's or standard input's bytes that are not UTF-8 (a Latin-1 file name) are kept as surrogates,
+#: so the path opens the very file named and the store keeps it losslessly.
+LIST_ERRORS = "surrogateescape"
+
+
 @dataclass(frozen=True)
 class Candidate:
     path: str
     stamp: FileStamp
+    #: ``(error kind, reason)`` when discovery already knows the file cannot be judged; it is never opened.
+    problem: tuple[str, str] | None = None
 
 
 @dataclass
@@ -39,12 +54,18 @@ class PassedOver:
     non_image_example: str | None = None
     unreadable_folders: list[str] = field(default_factory=list)  # "path: reason", first MAX_EXAMPLES
     unreadable_folder_count: int = 0
+    linked_folders: int = 0  # symbolic links to folders: not followed (a link can loop)
+    linked_folder_example: str | None = None
 
     MAX_EXAMPLES = 10
 
     def note_non_image(self, path: str) -> None:
         self.non_image += 1
         self.non_image_example = self.non_image_example or path
+
+    def note_linked_folder(self, path: str) -> None:
+        self.linked_folders += 1
+        self.linked_folder_example = self.linked_folder_example or path
 
     def note_unreadable(self, folder: str, exc: OSError) -> None:
         self.unreadable_folder_count += 1
@@ -54,7 +75,8 @@ class PassedOver:
     def to_dict(self) -> dict:
         return {"non_image_files": self.non_image, "non_image_example": self.non_image_example,
                 "unreadable_folders": self.unreadable_folder_count,
-                "unreadable_folder_examples": self.unreadable_folders}
+                "unreadable_folder_examples": self.unreadable_folders,
+                "linked_folders": self.linked_folders, "linked_folder_example": self.linked_folder_example}
 
     @staticmethod
     def lines_of(summary: dict | None) -> list[str]:
@@ -68,18 +90,44 @@ class PassedOver:
         if summary.get("unreadable_folders"):
             out.append(f"warning: {summary['unreadable_folders']} folder(s) could not be read, e.g. "
                        f"{summary['unreadable_folder_examples'][0]}")
+        if summary.get("linked_folders"):
+            out.append(f"note: {summary['linked_folders']} symbolic link(s) to folders were not followed "
+                       f"(scan the target to include it), e.g. {summary['linked_folder_example']}")
         return out
 
 
-def _stamp(path: str) -> FileStamp:
+_FILE_TYPES = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
+               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+               (stat.S_ISDIR, "a folder"))
+
+
+def not_a_regular_file(mode: int) -> str | None:
+    """Why a file of this ``st_mode`` is refused, or None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((name for test, name in _FILE_TYPES if test(mode)), "a special file")
+    return f"is {kind}, not an image file"
+
+
+def inspect(path: str) -> Candidate:
+    """A candidate with its size and mtime, or with the problem that keeps it from being opened."""
     try:
         st = os.stat(path)
-    except OSError:
-        return FileStamp(None, None)  # the decode worker turns this into an error row
-    return FileStamp(st.st_size, st.st_mtime_ns)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            return Candidate(path, FileStamp(None, None), ("not_found", "broken symbolic link (its target does "
+                                                                         "not exist)"))
+        return Candidate(path, FileStamp(None, None))  # the decode worker says "file not found"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return Candidate(path, FileStamp(None, None), ("unreadable", "symbolic link loop"))
+        return Candidate(path, FileStamp(None, None), ("unreadable", f"cannot read file ({exc.strerror or exc})"))
+    why = not_a_regular_file(st.st_mode)
+    return Candidate(path, FileStamp(st.st_size, st.st_mtime_ns), ("not_a_file", why) if why else None)
 
 
-def walk_folder(root: str, all_files: bool = False, passed_over: PassedOver | None = None) -> Iterator[Candidate]:
+def walk_folder(root: str, all_files: bool = False, passed_over: PassedOver | None = None,
+                excluded: "_Exclusions | None" = None) -> Iterator[Candidate]:
     passed_over = passed_over if passed_over is not None else PassedOver()
     stack = [root]
     while stack:
@@ -96,17 +144,15 @@ def walk_folder(root: str, all_files: bool = False, passed_over: PassedOver | No
                 if entry.is_dir(follow_symlinks=False):
                     subfolders.append(entry.path)
                     continue
-                if not entry.is_file():
-                    continue
+                linked_folder = entry.is_symlink() and entry.is_dir()
             except OSError:
+                linked_folder = False  # a link loop: judged below, as an error row
+            if excluded and entry.path in excluded:
                 continue
             if all_files or os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
-                try:
-                    st = entry.stat()
-                    stamp = FileStamp(st.st_size, st.st_mtime_ns)
-                except OSError:
-                    stamp = FileStamp(None, None)
-                yield Candidate(entry.path, stamp)
+                yield inspect(entry.path)
+            elif linked_folder:
+                passed_over.note_linked_folder(entry.path)
             else:
                 passed_over.note_non_image(entry.path)
         stack.extend(reversed(subfolders))  # depth first, in name order
@@ -119,35 +165,109 @@ def iter_listed_paths(lines: Iterable[str], base: Path | None = None) -> Iterato
         entry = line.strip()
         if not entry or entry.startswith("#"):
             continue
-        yield entry if base is None or os.path.isabs(entry) else str(base / entry)
+        yield os.path.normpath(entry if base is None or os.path.isabs(entry) else os.path.join(base, entry))
 
 
 def read_list_file(path: str) -> Iterator[Candidate]:
-    with open(path, encoding="utf-8") as handle:
+    with open(path, encoding="utf-8", errors=LIST_ERRORS) as handle:
         for full in iter_listed_paths(handle, Path(path).parent):
-            yield Candidate(full, _stamp(full))
+            yield inspect(full)
+
+
+def _stdin_lines() -> Iterator[str]:
+    """Standard input as text that keeps any byte (``find`` prints names as they are on disk)."""
+    buffer = getattr(sys.stdin, "buffer", None)
+    if buffer is None:  # already text (a test harness): nothing to re-decode
+        yield from sys.stdin
+        return
+    text = io.TextIOWrapper(buffer, encoding="utf-8", errors=LIST_ERRORS)
+    try:
+        yield from text
+    finally:
+        text.detach()  # standard input stays open for whoever reads it next
+
+
+def _expand(source: str, all_files: bool, passed_over: PassedOver, excluded: "_Exclusions") -> Iterator[Candidate]:
+    if source == STDIN_LIST:  # streamed: a list of millions of paths is never held whole
+        yield from (inspect(path) for path in iter_listed_paths(_stdin_lines()))
+        return
+    source = os.path.normpath(source)
+    if os.path.isdir(source):
+        yield from walk_folder(source, all_files, passed_over, excluded)
+    elif os.path.isfile(source) and os.path.splitext(source)[1].lower() in LIST_SUFFIXES:
+        yield from read_list_file(source)
+    elif os.path.lexists(source):
+        yield inspect(source)
+    elif glob.has_magic(source):
+        matched = False
+        walked: set[str] = set()
+        for match in glob.iglob(source, recursive=True):  # lazily: a pattern can match millions of files
+            matched = True
+            match = os.path.normpath(match)
+            if not os.path.isdir(match):
+                yield inspect(match)
+            elif not _inside_any(match, walked):  # "B/**" matches B and every folder in it: walk B once
+                walked.add(match)
+                yield from walk_folder(match, all_files, passed_over, excluded)  # as `detect` does
+        if not matched:
+            yield Candidate(source, FileStamp(None, None), ("not_found", "no files match this pattern"))
+    else:
+        yield Candidate(source, FileStamp(None, None))
+
+
+def _inside_any(folder: str, roots: set[str]) -> bool:
+    while True:
+        parent = os.path.dirname(folder)
+        if parent in roots:
+            return True
+        if not parent or parent == folder:
+            return False
+        folder = parent
+
+
+class _Exclusions:
+    """The scan's own database files: never judged, however the sources reach them."""
+
+    def __init__(self, paths: Iterable[str | os.PathLike]):
+        self.by_name: dict[str, set[str]] = {}
+        for path in paths:
+            self.by_name.setdefault(os.path.basename(path), set()).add(os.path.realpath(path))
+
+    def __bool__(self) -> bool:
+        return bool(self.by_name)
+
+    def __contains__(self, path: str) -> bool:
+        names = self.by_name.get(os.path.basename(path))  # cheap: realpath only for a same-named file
+        return bool(names) and os.path.realpath(path) in names
+
+
+def database_files(database: str | os.PathLike) -> list[str]:
+    """A SQLite database and the files SQLite keeps beside it."""
+    return [f"{database}{suffix}" for suffix in ("", "-wal", "-shm", "-journal")]
 
 
 def iter_candidates(sources: Iterable[str], all_files: bool = False,
-                    passed_over: PassedOver | None = None) -> Iterator[Candidate]:
-    """Every file named by ``sources``; a name that matches nothing is yielded too and becomes an error row.
+                    passed_over: PassedOver | None = None,
+                    exclude: Iterable[str | os.PathLike] = ()) -> Iterator[Candidate]:
+    """Every file named by ``sources``, each once; a name that matches nothing is yielded too and becomes an
+    error row.
 
     Files a folder walk does not queue (no image suffix) and folders it cannot
-    read are recorded in ``passed_over``.
+    read are recorded in ``passed_over``; paths in ``exclude`` (the scan's own
+    database) are left out.  With more than one source, or a glob, a file
+    reached twice (``scan B B/x``, ``B/**``) is queued once: the paths already
+    queued are remembered, which a single folder or list does not need.
     """
+    passed_over = passed_over if passed_over is not None else PassedOver()
+    sources = [str(s) for s in sources]
+    excluded = _Exclusions(exclude)
+    seen: set[str] | None = set() if len(sources) > 1 or any(map(glob.has_magic, sources)) else None
     for source in sources:
-        source = str(source)
-        if source == STDIN_LIST:  # streamed: a list of millions of paths is never held whole
-            yield from (Candidate(path, _stamp(path)) for path in iter_listed_paths(sys.stdin))
-        elif os.path.isdir(source):
-            yield from walk_folder(source, all_files, passed_over)
-        elif os.path.isfile(source) and os.path.splitext(source)[1].lower() in LIST_SUFFIXES:
-            yield from read_list_file(source)
-        elif os.path.exists(source):
-            yield Candidate(source, _stamp(source))
-        elif glob.has_magic(source):
-            for match in glob.iglob(source, recursive=True):
-                if os.path.isfile(match):
-                    yield Candidate(match, _stamp(match))
-        else:
-            yield Candidate(source, FileStamp(None, None))
+        for cand in _expand(source, all_files, passed_over, excluded):
+            if excluded and cand.path in excluded:
+                continue
+            if seen is not None:
+                if cand.path in seen:
+                    continue
+                seen.add(cand.path)
+            yield cand

@@ -6,12 +6,18 @@ killed process.  Rows are keyed by path and written with an upsert, so a
 batch that is judged twice (killed after judging, before committing) still
 leaves exactly one row.  The sha256 column doubles as a content-hash cache:
 an unchanged file is never rescored.
+
+The key is the path as the scan found it, normalised (``os.path.normpath``).
+A name that is not valid UTF-8 (Linux allows any bytes but ``/`` and NUL)
+is stored as its raw bytes, a BLOB, so every file gets a row and the name
+comes back exactly; text columns show such bytes as ``\\xNN``.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -74,6 +80,47 @@ class StoreError(RuntimeError):
     """The results file cannot be opened as a synthdetect scan database."""
 
 
+#: Error kinds that the same bytes under the same detector always give again; a resume retries every other
+#: error (a file that was unreadable, missing or not a regular file may have been fixed without a new mtime).
+CONTENT_ERROR_KINDS = frozenset({
+    "not_an_image", "corrupt", "truncated", "empty", "too_large", "too_many_pixels", "unsupported_format",
+    "decoder_error",
+})
+
+
+def path_key(path: str) -> str | bytes:
+    """The ``path`` column value: the text itself, or its raw file-system bytes when it is not valid UTF-8
+    (a name read with surrogateescape), which SQLite text cannot hold."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(path)
+    return path
+
+
+def path_from_key(value: str | bytes) -> str:
+    """The inverse of :func:`path_key`: the same ``str`` the scan found (surrogate-escaped if need be)."""
+    return os.fsdecode(value) if isinstance(value, bytes) else value
+
+
+def display_text(text: str) -> str:
+    """Valid UTF-8 text for a string that may hold surrogate-escaped bytes: each such byte becomes ``\\xNN``."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that did not come from a file name
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _storable(row: Sequence[Any]) -> tuple:
+    """A row SQLite accepts: the path as its key, every other text made valid UTF-8 (error messages name it)."""
+    return (path_key(row[0]), *(display_text(v) if isinstance(v, str) else v for v in row[1:]))
+
+
 def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -106,20 +153,31 @@ def verdict_row(verdict: dict[str, Any], stamp: FileStamp, detector: str, finger
 
 
 def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
-    """A connection in WAL mode; ``readonly`` ones are for decode workers' cache look-ups."""
+    """A connection in WAL mode; ``readonly`` ones are for decode workers' cache look-ups and exports."""
     path = Path(path)
     if readonly:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30, check_same_thread=False)
         conn.execute("PRAGMA query_only = ON")
         return conn
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, timeout=30, check_same_thread=False)
+    if path.is_dir():
+        raise StoreError(f"{path}: is a folder; give the results database a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, timeout=30, check_same_thread=False)
+    except FileExistsError as exc:  # a file where a folder of the path should be
+        raise StoreError(f"{path}: cannot create the results database ({exc.filename} is not a folder)") from exc
+    except (OSError, sqlite3.Error) as exc:
+        raise StoreError(f"{path}: cannot create the results database ({getattr(exc, 'strerror', None) or exc})") \
+            from exc
     try:
         # WAL: readers (workers, `synthdetect scan` reruns) never block the writer, and a
         # commit is durable once its frames are in the log, even if the process is killed.
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.executescript(_CREATE)
+    except sqlite3.OperationalError as exc:  # unwritable folder or file, full disk, locked
+        conn.close()
+        raise StoreError(f"{path}: cannot write the results database ({exc})") from exc
     except sqlite3.DatabaseError as exc:
         conn.close()
         raise StoreError(f"{path}: not a synthdetect scan database ({exc})") from exc
@@ -155,7 +213,7 @@ class ResultStore:
         if not rows:
             return
         with self.conn:
-            self.conn.executemany(_UPSERT, rows)
+            self.conn.executemany(_UPSERT, [_storable(row) for row in rows])
 
     def start_run(self, source: str, detector: str, engine: str) -> int:
         with self.conn:
@@ -182,9 +240,24 @@ class ResultStore:
         return {"rows": self.count(), "labels": labels, "errors": errors}
 
     def rows(self) -> Iterator[dict[str, Any]]:
-        cur = self.conn.execute(f"SELECT {', '.join(COLUMNS)} FROM results ORDER BY path")
-        for values in cur:
-            yield dict(zip(COLUMNS, values))
+        return _iter_rows(self.conn)
+
+    def prune_missing(self, chunk: int = 10_000) -> tuple[int, str | None]:
+        """Delete rows whose file no longer exists (a relative path is looked up from the working directory);
+        returns how many, and one example.  Walked by rowid so millions of rows are never held at once."""
+        pruned, example, last = 0, None, 0
+        while True:
+            batch = self.conn.execute("SELECT rowid, path FROM results WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                                      (last, chunk)).fetchall()
+            if not batch:
+                return pruned, example
+            last = batch[-1][0]
+            gone = [rowid for rowid, key in batch if not os.path.lexists(path_from_key(key))]
+            if gone:
+                with self.conn:
+                    self.conn.executemany("DELETE FROM results WHERE rowid = ?", [(r,) for r in gone])
+                example = example or display_text(path_from_key(dict(batch)[gone[0]]))
+                pruned += len(gone)
 
 
 def cached_verdict(conn: sqlite3.Connection, sha256: str, fingerprint: str) -> dict[str, Any] | None:
@@ -205,12 +278,15 @@ FLAT_COLUMNS = tuple(c for c in COLUMNS if c != "verdict")
 def export(db_path: str | Path, out: str | Path, fmt: str | None = None) -> int:
     """Write every row of the database to CSV, JSON lines or Parquet; returns the row count."""
     out = Path(out)
+    check_export_target(out, fmt)
     fmt = (fmt or out.suffix.lstrip(".")).lower()
-    if fmt not in EXPORT_FORMATS:
-        raise ValueError(f"{out}: unknown export format '{fmt}' (one of {', '.join(EXPORT_FORMATS)})")
     if not Path(db_path).is_file():
         raise StoreError(f"{db_path}: no scan database here")
-    conn = connect(db_path, readonly=True)
+    try:
+        conn = connect(db_path, readonly=True)
+        conn.execute("SELECT path FROM results LIMIT 1").fetchall()  # before the output file is created
+    except sqlite3.Error as exc:
+        raise StoreError(f"{db_path}: not a synthdetect scan database ({exc})") from exc
     try:
         rows = _iter_rows(conn)
         if fmt == "csv":
@@ -218,33 +294,59 @@ def export(db_path: str | Path, out: str | Path, fmt: str | None = None) -> int:
         if fmt == "jsonl":
             return _export_jsonl(rows, out)
         return _export_parquet(rows, out)
+    except OSError as exc:
+        raise StoreError(f"{out}: cannot write ({exc.strerror or exc})") from exc
     finally:
         conn.close()
 
 
+def check_export_target(out: str | Path, fmt: str | None = None) -> None:
+    """Refuse an export that cannot be written before any work is done (a scan checks this before scanning)."""
+    out = Path(out)
+    fmt = (fmt or out.suffix.lstrip(".")).lower()
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"{out}: unknown export format '{fmt}' (one of {', '.join(EXPORT_FORMATS)})")
+    folder = out.parent
+    if not folder.is_dir():
+        raise StoreError(f"{out}: folder {folder} does not exist")
+    if out.is_dir():
+        raise StoreError(f"{out}: is a folder")
+    if not os.access(folder, os.W_OK):
+        raise StoreError(f"{out}: folder {folder} is not writable")
+
+
 def _iter_rows(conn: sqlite3.Connection) -> Iterator[dict[str, Any]]:
+    """Rows with the path as the ``str`` the scan found."""
     for values in conn.execute(f"SELECT {', '.join(COLUMNS)} FROM results ORDER BY path"):
-        yield dict(zip(COLUMNS, values))
+        row = dict(zip(COLUMNS, values))
+        row["path"] = path_from_key(row["path"])
+        yield row
+
+
+def _exported(row: dict[str, Any]) -> dict[str, Any]:
+    """The flat columns, the path as valid UTF-8 (text formats cannot carry a file name's raw bytes)."""
+    return {c: display_text(row[c]) if c == "path" else row[c] for c in FLAT_COLUMNS}
 
 
 def _export_csv(rows: Iterable[dict[str, Any]], out: Path) -> int:
     n = 0
-    with open(out, "w", newline="") as handle:
+    with open(out, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=FLAT_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
-            writer.writerow(row)
+            writer.writerow(_exported(row))
             n += 1
     return n
 
 
 def _export_jsonl(rows: Iterable[dict[str, Any]], out: Path) -> int:
     n = 0
-    with open(out, "w") as handle:
+    with open(out, "w", encoding="utf-8") as handle:
         for row in rows:
-            record = {c: row[c] for c in FLAT_COLUMNS}
+            record = _exported(row)
             record["evidence"] = json.loads(row["evidence"]) if row["evidence"] else []
             record["verdict"] = json.loads(row["verdict"])
+            record["verdict"]["file"] = record["path"]
             handle.write(json.dumps(record) + "\n")
             n += 1
     return n
@@ -269,7 +371,7 @@ def _export_parquet(rows: Iterable[dict[str, Any]], out: Path, chunk: int = 50_0
     with pq.ParquetWriter(out, schema) as writer:
         buffer: list[dict[str, Any]] = []
         for row in rows:
-            buffer.append({c: row[c] for c in FLAT_COLUMNS})
+            buffer.append(_exported(row))
             if len(buffer) >= chunk:
                 writer.write_table(pa.Table.from_pylist(buffer, schema=schema))
                 n += len(buffer)

@@ -1,0 +1,307 @@
+"""`synthdetect scan` on hostile inputs: odd names, globs, special files, bad options, overlaps, signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from synthdetect.cli import app
+from synthdetect.images import LoadLimits
+from synthdetect.scan import ScanOptions, export, run_scan
+from synthdetect.scan.decode import decode_file
+from synthdetect.scan.sources import PassedOver, iter_candidates
+from synthdetect.scan.store import FileStamp, ResultStore
+from tiny_model import png_bytes, write_tiny_cnn
+
+SYNTHDETECT = Path(sys.executable).with_name("synthdetect")
+#: b"bad\xff.png" as Python names it on Linux: the byte that is not UTF-8 becomes a surrogate.
+LATIN1_NAME = os.fsdecode(b"bad\xff.png")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return write_tiny_cnn(tmp_path_factory.mktemp("model") / "tiny")
+
+
+def options(tiny: Path, **kw) -> ScanOptions:
+    return ScanOptions(model=str(tiny), workers=1, batch_size=4, **kw)
+
+
+def images(folder: Path, n: int, prefix: str = "img") -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        path = folder / f"{prefix}{i}.png"
+        path.write_bytes(png_bytes((32, 32), seed=i))
+        paths.append(str(path))
+    return paths
+
+
+def row_paths(db: Path) -> list[str]:
+    with ResultStore(db) as store:
+        return sorted(row["path"] for row in store.rows())
+
+
+def scan_cli(*args: str):
+    return CliRunner().invoke(app, ["-q", "scan", *args])
+
+
+class FifoReleaser:
+    """Keeps a writer on a FIFO so a reader that (wrongly) blocks on it gets end-of-file instead of hanging."""
+
+    def __init__(self, fifo: Path):
+        self.fifo = fifo
+        self.thread = threading.Thread(target=self._write, daemon=True)
+        self.stop = False
+        self.thread.start()
+
+    def _write(self) -> None:
+        while not self.stop:
+            fd = os.open(self.fifo, os.O_WRONLY)  # blocks until someone opens the FIFO to read
+            os.close(fd)
+
+    def close(self) -> None:
+        self.stop = True
+        fd = os.open(self.fifo, os.O_RDONLY | os.O_NONBLOCK)  # lets a writer blocked in open() return
+        time.sleep(0.05)
+        os.close(fd)
+        self.thread.join(timeout=2)
+
+
+# 1 -------------------------------------------------------------------------------------------------------------
+def test_names_that_are_not_utf8_get_rows_resume_and_export(tmp_path, tiny):
+    folder = tmp_path / "imgs"
+    good = images(folder, 1)
+    weird = str(folder / LATIN1_NAME)
+    Path(weird).write_bytes(png_bytes((32, 32), seed=5))
+    listing = tmp_path / "latin1.txt"
+    listing.write_bytes(b"imgs/bad\xff.png\nimgs/img0.png\n")
+    db = tmp_path / "r.sqlite"
+
+    summary = run_scan([str(folder)], db, options(tiny))
+    assert summary["judged"] == 2 and summary["errors"] == 0
+    assert row_paths(db) == sorted([*good, weird])  # the name comes back exactly, bytes and all
+    assert [c.path for c in iter_candidates([str(listing)])] == [weird, good[0]]  # a Latin-1 list is read
+    again = run_scan([str(listing)], db, options(tiny))
+    assert again["skipped_unchanged"] == 2 and again["judged"] == 0  # the byte-named row is found again
+
+    shown = str(folder / "bad\\xff.png")  # text formats hold UTF-8: the byte is written as \xff
+    assert export(db, tmp_path / "r.csv") == 2
+    assert shown in (tmp_path / "r.csv").read_text(encoding="utf-8")
+    assert export(db, tmp_path / "r.jsonl") == 2
+    records = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert sorted(r["path"] for r in records) == sorted([good[0], shown])
+    pytest.importorskip("pyarrow")
+    assert export(db, tmp_path / "r.parquet") == 2
+
+
+# 2 -------------------------------------------------------------------------------------------------------------
+def test_a_glob_walks_the_folders_it_matches_and_one_matching_nothing_is_an_error_row(tmp_path, tiny):
+    files = images(tmp_path / "B" / "x", 2) + images(tmp_path / "B" / "y", 2)
+    found = sorted(c.path for c in iter_candidates([str(tmp_path / "B" / "*")]))
+    assert found == sorted(files)
+    assert sorted(c.path for c in iter_candidates([str(tmp_path / "B" / "**")])) == sorted(files)  # each once
+
+    pattern = str(tmp_path / "nothing" / "*.jpg")
+    db = tmp_path / "r.sqlite"
+    result = scan_cli(pattern, "--out", str(db), "-m", str(tiny), "--workers", "1")
+    assert result.exit_code == 3, result.output  # like detect: a pattern that matches nothing is a failure
+    (row,) = sqlite3.connect(db).execute("SELECT path, error_kind, error FROM results").fetchall()
+    assert row == (pattern, "not_found", f"{pattern}: no files match this pattern")
+
+
+# 3 -------------------------------------------------------------------------------------------------------------
+def test_a_resume_retries_error_rows_a_second_try_may_fix_but_not_content_errors(tmp_path, tiny):
+    good = images(tmp_path / "imgs", 2)
+    text = tmp_path / "imgs" / "notes.png"
+    text.write_text("not an image")
+    db = tmp_path / "r.sqlite"
+    run_scan([str(tmp_path / "imgs")], db, options(tiny))
+    with sqlite3.connect(db) as conn:  # as if the first scan had found img0 unreadable (chmod 000, since fixed)
+        conn.execute("UPDATE results SET label = NULL, error = 'cannot read file (Permission denied)', "
+                     "error_kind = 'unreadable' WHERE path = ?", (good[0],))
+    again = run_scan([str(tmp_path / "imgs")], db, options(tiny))
+    assert again["judged"] == 1 and again["skipped_unchanged"] == 2  # img0 again; img1 and notes.png skipped
+    kinds = dict(sqlite3.connect(db).execute("SELECT path, error_kind FROM results").fetchall())
+    assert kinds == {good[0]: None, good[1]: None, str(text): "not_an_image"}
+
+
+# 4 -------------------------------------------------------------------------------------------------------------
+def test_only_regular_files_are_opened_and_every_other_one_is_reported(tmp_path, tiny):
+    folder = tmp_path / "imgs"
+    good = images(folder, 1)
+    os.mkfifo(folder / "fifo.jpg")
+    os.symlink(tmp_path / "missing.jpg", folder / "broken.jpg")
+    os.symlink(folder / "loopb.jpg", folder / "loopa.jpg")
+    os.symlink(folder / "loopa.jpg", folder / "loopb.jpg")
+    (tmp_path / "elsewhere").mkdir()
+    os.symlink(tmp_path / "elsewhere", folder / "linked")
+    releaser = FifoReleaser(folder / "fifo.jpg")  # without the fix the scan would block on the FIFO forever
+    try:
+        summary = run_scan([str(folder)], tmp_path / "r.sqlite", options(tiny))
+        race = decode_file(str(folder / "fifo.jpg"), FileStamp(0, 0), LoadLimits())  # became a FIFO after discovery
+    finally:
+        releaser.close()
+    rows = dict(sqlite3.connect(tmp_path / "r.sqlite").execute("SELECT path, error FROM results").fetchall())
+    assert rows == {
+        good[0]: None,
+        str(folder / "fifo.jpg"): f"{folder / 'fifo.jpg'}: is a named pipe (FIFO), not an image file",
+        str(folder / "broken.jpg"): f"{folder / 'broken.jpg'}: broken symbolic link (its target does not exist)",
+        str(folder / "loopa.jpg"): f"{folder / 'loopa.jpg'}: symbolic link loop",
+        str(folder / "loopb.jpg"): f"{folder / 'loopb.jpg'}: symbolic link loop",
+    }
+    assert summary["errors_by_kind"] == {"not_a_file": 1, "not_found": 1, "unreadable": 2}
+    assert summary["passed_over"]["linked_folders"] == 1  # not followed, but said
+    assert any("symbolic link(s) to folders" in line for line in PassedOver.lines_of(summary["passed_over"]))
+    assert race.error is not None and race.error.kind == "not_a_file"
+
+
+# 5 -------------------------------------------------------------------------------------------------------------
+def test_counts_below_their_minimum_are_refused_as_usage_errors(tmp_path, tiny):
+    images(tmp_path / "imgs", 1)
+    base = [str(tmp_path / "imgs"), "--out", str(tmp_path / "r.sqlite"), "-m", str(tiny)]
+    for bad in (["--threads", "-1"], ["--batch-size", "0"], ["--workers", "-1"]):  # workers -1 used to hang
+        result = scan_cli(*base, *bad)
+        assert result.exit_code == 2 and "Invalid value" in result.output, (bad, result.output)
+    with pytest.raises(ValueError, match="workers must be at least 0"):
+        ScanOptions(workers=-1)
+
+
+# 6 -------------------------------------------------------------------------------------------------------------
+def test_bad_output_paths_are_one_line_errors_before_any_scanning(tmp_path, tiny):
+    images(tmp_path / "imgs", 1)
+    db = tmp_path / "r.sqlite"
+    not_a_db = tmp_path / "photo.png"
+    not_a_db.write_bytes(png_bytes((8, 8)))
+    scan = [str(tmp_path / "imgs"), "-m", str(tiny), "--workers", "1"]
+    cases = {
+        "is a folder": ["scan", *scan, "--out", str(tmp_path)],
+        "is not a folder": ["scan", *scan, "--out", str(not_a_db / "r.sqlite")],
+        "folder nodir does not exist": ["scan", *scan, "--out", str(db), "--export", "nodir/x.csv"],
+        f"{tmp_path / 'nodir'} does not exist": ["scan-export", str(not_a_db), str(tmp_path / "nodir" / "x.csv")],
+        "not a synthdetect scan database": ["scan-export", str(not_a_db), str(tmp_path / "x.csv")],
+    }
+    for message, args in cases.items():
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2, (args, result.output, result.exception)
+        assert "error:" in result.stderr and message in result.stderr, (args, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not db.exists()  # the --export check came before the scan
+    assert not (tmp_path / "x.csv").exists()
+
+
+# 7 -------------------------------------------------------------------------------------------------------------
+def test_the_scan_leaves_its_own_database_out(tmp_path, tiny):
+    files = images(tmp_path / "imgs", 2)
+    db = tmp_path / "imgs" / "results.sqlite"
+    for _ in range(2):  # the second run finds the database, its -wal and -shm in the folder
+        summary = run_scan([str(tmp_path / "imgs")], db, options(tiny, all_files=True))
+        assert summary["errors"] == 0, summary["errors_by_kind"]
+    listing = tmp_path / "all.txt"
+    listing.write_text(f"{db}\n{db}-wal\n{files[0]}\n")
+    run_scan([str(listing)], db, options(tiny))
+    assert row_paths(db) == files
+
+
+# 8 -------------------------------------------------------------------------------------------------------------
+def test_one_file_is_one_row_however_it_is_spelled_and_however_often_named(tmp_path, tiny, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    files = images(Path("B"), 3)
+    overlap = run_scan(["B", "B/img0.png", "./B/"], "r.sqlite", options(tiny))
+    assert overlap["judged"] == 3 and overlap["discovered"] == 3  # named three times, judged once
+    again = run_scan(["./B"], "r.sqlite", options(tiny))
+    assert again["skipped_unchanged"] == 3 and again["judged"] == 0
+    assert row_paths(tmp_path / "r.sqlite") == sorted(files)
+
+
+# 9 -------------------------------------------------------------------------------------------------------------
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as handle:
+        return [int(p) for p in handle.read().split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _start_scan(tmp_path: Path, tiny: Path, name: str) -> tuple[subprocess.Popen, list[int], Path]:
+    """A real scan with two decode workers, once it has committed some rows."""
+    folder = tmp_path / "imgs"
+    if not folder.exists():
+        images(folder, 300)
+    db = tmp_path / f"{name}.sqlite"
+    proc = subprocess.Popen([str(SYNTHDETECT), "-q", "scan", str(folder), "--out", str(db), "-m", str(tiny),
+                             "--workers", "2", "--batch-size", "2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 120
+    rows = 0
+    while rows < 4 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+        try:
+            with sqlite3.connect(db, timeout=1) as conn:
+                rows = conn.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+        except sqlite3.Error:
+            rows = 0
+    assert proc.poll() is None and rows >= 4, "the scan ended before it could be signalled"
+    workers = _children(proc.pid)
+    assert len(workers) >= 2
+    return proc, workers, db
+
+
+def _wait_gone(pids: list[int], seconds: float = 10) -> list[int]:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and any(map(_alive, pids)):
+        time.sleep(0.1)
+    return [p for p in pids if _alive(p)]
+
+
+@pytest.mark.slow
+def test_sigterm_ends_a_scan_like_ctrl_c_and_no_worker_outlives_its_scan(tmp_path, tiny):
+    proc, workers, db = _start_scan(tmp_path, tiny, "term")
+    proc.send_signal(signal.SIGTERM)
+    code = proc.wait(timeout=60)
+    left = _wait_gone(workers)
+    for pid in left:  # do not leave them behind if the test fails
+        os.kill(pid, signal.SIGKILL)
+    assert not left, "decode workers outlived a SIGTERM-ed scan"
+    assert code == 128 + signal.SIGTERM
+    assert "interrupted" in proc.stderr.read().decode()
+    assert json.loads(sqlite3.connect(db).execute("SELECT summary FROM runs").fetchone()[0])["interrupted"]
+
+    proc, workers, _ = _start_scan(tmp_path, tiny, "kill")
+    proc.kill()  # no handler runs: the workers must notice on their own
+    proc.wait(timeout=60)
+    left = _wait_gone(workers)
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, "decode workers outlived a SIGKILL-ed scan"
+
+
+# 10 ------------------------------------------------------------------------------------------------------------
+def test_prune_drops_the_rows_of_deleted_files(tmp_path, tiny):
+    files = images(tmp_path / "imgs", 3)
+    db = tmp_path / "r.sqlite"
+    run_scan([str(tmp_path / "imgs")], db, options(tiny))
+    os.remove(files[1])
+    kept = run_scan([str(tmp_path / "imgs")], db, options(tiny))
+    assert kept["pruned"] == 0 and len(row_paths(db)) == 3  # only on request
+    result = scan_cli(str(tmp_path / "imgs"), "--out", str(db), "-m", str(tiny), "--workers", "1", "--prune",
+                      "--summary-json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["pruned"] == 1 and summary["pruned_example"] == files[1]
+    assert row_paths(db) == [files[0], files[2]]
