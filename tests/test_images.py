@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -163,3 +164,67 @@ def test_draft_mode_decodes_large_jpeg_smaller():
     loaded = load_image(buffer.getvalue(), draft_size=(400, 300))
     assert loaded.size[0] < 1600 and loaded.size[0] >= 400
     assert Image.open(io.BytesIO(buffer.getvalue())).size == (1600, 1200)
+
+
+def test_paths_that_are_not_regular_files_fail_with_what_they_are(tmp_path):
+    """A FIFO would block the loader for ever; links that lead nowhere must say so rather than vanish."""
+    import os
+
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    (tmp_path / "dangling.jpg").symlink_to(tmp_path / "gone.jpg")
+    (tmp_path / "loop_a.jpg").symlink_to(tmp_path / "loop_b.jpg")
+    (tmp_path / "loop_b.jpg").symlink_to(tmp_path / "loop_a.jpg")
+    expected = {"pipe.jpg": ("not_a_file", "named pipe (FIFO)"), "dangling.jpg": ("not_found", "broken symbolic link"),
+                "loop_a.jpg": ("not_a_file", "symbolic link loop")}
+    for name, (kind, words) in expected.items():
+        with pytest.raises(ImageLoadError) as err:
+            load_image(tmp_path / name)
+        assert err.value.kind == kind and words in str(err.value), str(err.value)
+
+
+def test_a_folder_walk_keeps_broken_links_and_fifos_as_error_rows(tmp_path):
+    import os
+
+    from synthdetect.api import expand_paths
+
+    natural_image(32, 32).save(tmp_path / "good.png")
+    os.mkfifo(tmp_path / "pipe.png")
+    (tmp_path / "dangling.png").symlink_to(tmp_path / "gone.png")
+    found, _ = expand_paths([tmp_path])
+    assert sorted(Path(p).name for p, _ in found) == ["dangling.png", "good.png", "pipe.png"]
+    named, _ = expand_paths([tmp_path / "dangling.png"])
+    assert named[0][1].startswith("broken symbolic link")
+
+
+def test_pil_images_that_cannot_decode_or_convert_are_load_errors(tmp_path):
+    """A caller's lazy PIL image is decoded inside the loader, so its failure is a verdict error, not a crash."""
+    data = io.BytesIO()
+    natural_image(64, 64).save(data, "JPEG", quality=90)
+    (tmp_path / "cut.jpg").write_bytes(data.getvalue()[: len(data.getvalue()) // 2])
+    with pytest.raises(ImageLoadError) as err:
+        load_image(Image.open(tmp_path / "cut.jpg"))
+    assert err.value.kind == "truncated"
+    closed = Image.open(io.BytesIO(data.getvalue()))
+    closed.close()
+    with pytest.raises(ImageLoadError) as err:
+        load_image(closed)
+    assert "closed" in str(err.value)
+    # premultiplied grey + alpha (a TIFF with associated alpha opens so): Pillow cannot take it straight to RGBA
+    loaded = load_image(Image.new("La", (8, 8), (120, 255)))
+    assert loaded.had_alpha and loaded.rgb.getpixel((0, 0)) == (120, 120, 120)
+
+
+def test_a_huge_compressed_png_text_chunk_does_not_hide_the_pixels():
+    """Pillow refuses a zTXt chunk that inflates past 1 MB; the picture is still judged, with a note."""
+    import zlib
+
+    png = io.BytesIO()
+    natural_image(40, 40).save(png, "PNG")
+    raw = png.getvalue()
+    body = b"parameters\x00\x00" + zlib.compress(b"a" * (3 << 20))
+    chunk = len(body).to_bytes(4, "big") + b"zTXt" + body + zlib.crc32(b"zTXt" + body).to_bytes(4, "big")
+    with_text = raw[:33] + chunk + raw[33:]  # after the 8-byte signature and the 25-byte IHDR chunk
+    loaded = load_image(with_text)
+    assert loaded.rgb.size == (40, 40) and loaded.raw == with_text
+    assert any("1 MB text limit" in note for note in loaded.notes)

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 import time
 from collections import defaultdict
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
+import numpy as np
 from PIL import Image
 
 from synthdetect.evidence import run_probes
@@ -52,8 +54,51 @@ class Examined:
     timing_ms: dict[str, float]
 
 
+ACCEPTED = "a path, bytes, a binary stream, a PIL image, an HxW or HxWxC uint8 array, or an upload"
+
+
 def _is_single(inputs: Any) -> bool:
-    return isinstance(inputs, (str, os.PathLike, bytes, bytearray, memoryview, Image.Image)) or is_stream(inputs)
+    return (isinstance(inputs, (str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray))
+            or is_stream(inputs))
+
+
+def _as_list(inputs: Any) -> list[Any]:
+    """One image or many as a list: a string is one path, an array one image (never iterated into rows)."""
+    if _is_single(inputs):
+        return [inputs]
+    if inputs is None or isinstance(inputs, (dict, set, frozenset)) or not hasattr(inputs, "__iter__"):
+        raise TypeError(f"Detector takes an image ({ACCEPTED}) or a list of them, not {type(inputs).__name__}")
+    return list(inputs)
+
+
+def _is_upload(source: Any) -> bool:
+    """A Starlette/FastAPI ``UploadFile``, recognised by shape so the core never imports starlette."""
+    return (hasattr(source, "file") and hasattr(source, "filename")
+            and inspect.iscoroutinefunction(getattr(source, "read", None)))
+
+
+def _plain_source(source: Any, label: str) -> ImageSource:
+    """What :func:`load_image` reads: an upload's file, an array as a PIL image; a one-line refusal otherwise."""
+    if _is_upload(source):
+        return source.file
+    if isinstance(source, np.ndarray):
+        shape = "x".join(map(str, source.shape))
+        if source.dtype != np.uint8 or source.ndim not in (2, 3) or (source.ndim == 3 and source.shape[2] > 4):
+            raise ImageLoadError(label, "not_an_image",
+                                 f"unsupported array ({shape} {source.dtype}): send an HxW or HxWxC uint8 array")
+        try:
+            return Image.fromarray(source[:, :, 0] if source.ndim == 3 and source.shape[2] == 1 else source)
+        except (TypeError, ValueError) as exc:
+            raise ImageLoadError(label, "not_an_image", f"unsupported array ({shape} uint8): {exc}") from None
+    return source
+
+
+def _source_name(source: Any) -> str:
+    if _is_upload(source) and source.filename:
+        return str(source.filename)
+    if isinstance(source, np.ndarray):
+        return f"<array {'x'.join(map(str, source.shape))} {source.dtype}>"
+    return describe_source(source)
 
 
 class Detector:
@@ -83,18 +128,25 @@ class Detector:
 
     # -- public calls -------------------------------------------------------------------------
     def __call__(self, inputs: ImageSource | Sequence[ImageSource]) -> Verdict | list[Verdict]:
+        """One image in, one Verdict out; a list (or any iterable) in, a list out."""
         if _is_single(inputs):
             return self.detect([inputs])[0]
-        return self.detect(list(inputs))
+        return self.detect(inputs)
 
-    def detect(self, inputs: Sequence[ImageSource], names: Sequence[str] | None = None) -> list[Verdict]:
-        items = [self._load(src, names[i] if names else None) for i, src in enumerate(inputs)]
-        return self.judge(items)
+    def detect(self, inputs: ImageSource | Sequence[ImageSource],
+               names: Sequence[str] | None = None) -> list[Verdict]:
+        """A list of Verdicts, one per input (a single input counts as a list of one); ``names`` label them."""
+        sources = _as_list(inputs)
+        if isinstance(names, str):
+            names = [names]
+        if names is not None and len(names) != len(sources):
+            raise ValueError(f"names has {len(names)} entries for {len(sources)} inputs: give one name per input")
+        return self.judge([self._load(src, names[i] if names else None) for i, src in enumerate(sources)])
 
     def iter_detect(self, inputs: Iterable[ImageSource], batch_size: int = 32) -> Iterator[Verdict]:
         """Stream verdicts in input order, holding at most ``batch_size`` decoded images."""
         batch: list[ImageSource] = []
-        for src in inputs:
+        for src in [inputs] if _is_single(inputs) else inputs:  # a lone path is one image, not its characters
             batch.append(src)
             if len(batch) >= batch_size:
                 yield from self.detect(batch)
@@ -126,10 +178,10 @@ class Detector:
 
     # -- internals ----------------------------------------------------------------------------
     def _load(self, source: ImageSource, name: str | None) -> _Item:
-        label = name or describe_source(source)
+        label = name or _source_name(source)
         t0 = time.perf_counter()
         try:
-            loaded = load_image(source, self.limits, name=label)
+            loaded = load_image(_plain_source(source, label), self.limits, name=label)
         except ImageLoadError as exc:
             return _Item(label, None, None, exc, (time.perf_counter() - t0) * 1000)
         digest = hashlib.sha256(loaded.raw).hexdigest() if loaded.raw is not None else None
@@ -261,9 +313,7 @@ def expand_paths(
                 found.extend(Path(root, name) for name in files)
                 if not recursive:
                     dirs.clear()
-            for p in sorted(found):
-                if not p.is_file():
-                    continue
+            for p in sorted(found):  # broken links and FIFOs stay in: the loader names what each one is
                 if all_files or p.suffix.lower() in IMAGE_SUFFIXES:
                     out.append((str(p), None))
                 else:
@@ -282,5 +332,16 @@ def expand_paths(
                     out.append(item)
             passed_over.extend(p for p in dict.fromkeys(over) if p not in seen)  # a matched file is judged
         else:
-            out.append((pattern, "file not found"))
+            out.append((pattern, missing_reason(path)))
     return out, passed_over
+
+
+def missing_reason(path: Path) -> str:
+    """Why a named path that does not exist cannot be judged (a dangling or looping link says so)."""
+    from synthdetect.images import ImageLoadError, regular_file_size
+
+    try:
+        regular_file_size(path, str(path))
+    except ImageLoadError as exc:
+        return exc.reason
+    return "file not found"

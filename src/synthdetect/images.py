@@ -10,8 +10,10 @@ see the file exactly as it arrived.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Union
@@ -181,14 +183,7 @@ def _read_bytes(source: ImageSource, label: str, limits: LoadLimits) -> bytes:
         raw = bytes(source)
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
-        if not path.exists():
-            raise ImageLoadError(label, "not_found", "file not found")
-        if path.is_dir():
-            raise ImageLoadError(label, "not_a_file", "is a directory, not an image file")
-        try:
-            size = path.stat().st_size
-        except OSError as exc:
-            raise ImageLoadError(label, "unreadable", f"cannot read file ({exc.strerror})") from exc
+        size = regular_file_size(path, label)
         if size > limits.max_bytes:
             raise _too_large(label, size, limits)
         try:
@@ -212,6 +207,26 @@ def _read_bytes(source: ImageSource, label: str, limits: LoadLimits) -> bytes:
     if len(raw) > limits.max_bytes:
         raise _too_large(label, len(raw), limits)
     return raw
+
+
+def regular_file_size(path: Path, label: str) -> int:
+    """Size of ``path``, refusing anything but a regular file before it is opened (a FIFO would block for ever)."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        reason = "broken symbolic link (its target does not exist)" if path.is_symlink() else "file not found"
+        raise ImageLoadError(label, "not_found", reason) from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ImageLoadError(label, "not_a_file", "symbolic link loop") from None
+        raise ImageLoadError(label, "unreadable", f"cannot read file ({exc.strerror})") from exc
+    if stat.S_ISDIR(info.st_mode):
+        raise ImageLoadError(label, "not_a_file", "is a directory, not an image file")
+    if not stat.S_ISREG(info.st_mode):
+        kind = ("named pipe (FIFO)" if stat.S_ISFIFO(info.st_mode) else "socket" if stat.S_ISSOCK(info.st_mode)
+                else "device")
+        raise ImageLoadError(label, "not_a_file", f"is a {kind}, not a regular file")
+    return info.st_size
 
 
 def _sniff_unsupported(raw: bytes) -> str | None:
@@ -248,8 +263,19 @@ def _decode(
         if _looks_like_text(raw):
             raise ImageLoadError(label, "not_an_image", "not an image (the file contains text)") from exc
         raise ImageLoadError(label, "not_an_image", "not an image (unrecognised data)") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
+    except ValueError as exc:
+        if "MAX_TEXT_" not in str(exc) or not raw.startswith(_PNG_SIGNATURE):
+            raise ImageLoadError(label, "corrupt", f"corrupt image header ({_short(exc)})") from exc
+        # Pillow refuses a text chunk that inflates past 1 MB (a decompression-bomb guard); the pixels are fine
+        try:
+            im = Image.open(io.BytesIO(_without_png_text(raw)))
+        except (OSError, SyntaxError, ValueError) as again:
+            raise ImageLoadError(label, "corrupt", f"corrupt image header ({_short(again)})") from exc
+        text_note = "PNG text chunks not read: one inflates past Pillow's 1 MB text limit"
+    except (OSError, SyntaxError) as exc:
         raise ImageLoadError(label, "corrupt", f"corrupt image header ({_short(exc)})") from exc
+    else:
+        text_note = None
 
     width, height = im.size
     if width <= 0 or height <= 0:
@@ -262,19 +288,13 @@ def _decode(
         )
     fmt = im.format
     frames = getattr(im, "n_frames", 1) or 1
-    notes: list[str] = []
+    notes: list[str] = [text_note] if text_note else []
     if frames > 1:
         im.seek(0)
         notes.append(f"{frames} frames; judged the first")
     if draft_size and fmt == "JPEG":
         im.draft("RGB", draft_size)
-    try:
-        im.load()
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        message = str(exc).lower()
-        if "truncated" in message or "premature end" in message or isinstance(exc, EOFError):
-            raise ImageLoadError(label, "truncated", "truncated image data") from exc
-        raise ImageLoadError(label, "corrupt", f"corrupt image data ({_short(exc)})") from exc
+    _load_pixels(im, label)
     if im.size != (width, height):
         notes.append(f"decoded at {im.size[0]}x{im.size[1]} from {width}x{height} (JPEG draft mode)")
     loaded = _from_pil(im, label, limits, raw=raw, fmt=fmt)
@@ -282,6 +302,34 @@ def _decode(
     loaded.frames = frames
     loaded.notes[:0] = notes
     return loaded
+
+
+def _load_pixels(im: Image.Image, label: str) -> None:
+    """Decode now, so a truncated or corrupt file is an error of its own and not a crash in a model."""
+    try:
+        im.load()
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        message = str(exc).lower()
+        if "truncated" in message or "premature end" in message or isinstance(exc, EOFError):
+            raise ImageLoadError(label, "truncated", "truncated image data") from exc
+        if "closed image" in message:
+            raise ImageLoadError(label, "unreadable", "the PIL image was closed before it was judged") from exc
+        raise ImageLoadError(label, "corrupt", f"corrupt image data ({_short(exc)})") from exc
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _without_png_text(raw: bytes) -> bytes:
+    """The PNG with its tEXt/zTXt/iTXt chunks left out (chunk walk: length, type, data, CRC)."""
+    kept, offset = [raw[:8]], 8
+    while offset + 12 <= len(raw):
+        length = int.from_bytes(raw[offset:offset + 4], "big")
+        end = offset + 12 + length
+        if raw[offset + 4:offset + 8] not in (b"tEXt", b"zTXt", b"iTXt"):
+            kept.append(raw[offset:end])
+        offset = end
+    return b"".join(kept)
 
 
 def _from_pil(
@@ -299,6 +347,8 @@ def _from_pil(
             "too_many_pixels",
             f"too many pixels ({width}x{height} = {width * height:,} > limit {limits.max_pixels:,})",
         )
+    if raw is None:  # a caller's PIL image may still be lazy: decode it here, inside the error handling
+        _load_pixels(im, label)
     original_mode = im.mode
     original_size = im.size
     info = dict(im.info)
@@ -311,7 +361,11 @@ def _from_pil(
         oriented = ImageOps.exif_transpose(im) if orientation not in (None, 1) else im
     except Exception:  # noqa: BLE001 - a malformed orientation tag leaves the image as stored
         oriented = im
-    rgb, had_alpha = to_rgb(oriented, limits.background)
+    try:
+        rgb, had_alpha = to_rgb(oriented, limits.background)
+    except (ValueError, OSError) as exc:
+        raise ImageLoadError(label, "unsupported_format", f"cannot convert colour mode {im.mode} to RGB "
+                                                          f"({_short(exc)})") from exc
     notes = []
     if had_alpha:
         notes.append(f"alpha composited on RGB{limits.background}")
@@ -345,6 +399,8 @@ def to_rgb(im: Image.Image, background: tuple[int, int, int] = DEFAULT_BACKGROUN
         return Image.fromarray(arr8, "L").convert("RGB"), False
     if mode in ("RGB",):
         return im, False
+    if mode == "La":  # premultiplied alpha; Pillow converts it to straight alpha only as LA
+        im, mode = im.convert("LA"), "LA"
     has_alpha = mode in ("RGBA", "LA", "La", "RGBa", "PA") or (
         mode == "P" and "transparency" in im.info
     ) or (mode in ("L", "RGB") and "transparency" in im.info)
