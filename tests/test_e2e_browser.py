@@ -140,3 +140,39 @@ def test_upload_in_the_browser_shows_the_verdict(server: str, tmp_path: Path):
         finally:
             browser.close()
     assert (tmp_path / "page.png").stat().st_size > 10_000
+
+
+def test_page_splits_uploads_by_count_and_by_body_size():
+    """The page's batching on its own, in the browser (no server): 16 phone photos must not make one 80 MB body."""
+    _need_browser()
+    from playwright.sync_api import sync_playwright
+
+    from synthdetect.server.app import STATIC_DIR
+
+    mb = 1024 * 1024
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.set_content("<!doctype html><title>batching</title>")
+            page.add_script_tag(content=(STATIC_DIR / "app.js").read_text())  # after load: sets up no page
+
+            def plan(sizes: list[int], max_files: int = 16, max_bytes: int = 64 * mb) -> list[list[int]]:
+                return page.evaluate("([sizes, maxFiles, maxBytes]) => planBatches("
+                                     "sizes.map((size, i) => ({name: `IMG_${i}.jpg`, size})), maxFiles, maxBytes)",
+                                     [sizes, max_files, max_bytes])
+
+            phones = plan([5 * mb] * 16)
+            assert [len(b) for b in phones] == [12, 4]  # 12 x 5 MB + framing fits under 64 MB, 13 would not
+            assert [len(b) for b in plan([1000] * 40)] == [16, 16, 8]  # small files: by count, as before
+            assert plan([10, 70 * mb, 10]) == [[0], [1], [2]]  # too big for any request: alone, in order
+            assert plan([]) == []
+            sizes = [(i * 7919) % (20 * mb) for i in range(60)]
+            batches = plan(sizes, 5, 40 * mb)
+            assert [i for b in batches for i in b] == list(range(60))
+            for batch in batches:
+                body = page.evaluate("(sizes) => requestBytes(sizes.map((size) => ({name: 'IMG_00.jpg', size})))",
+                                     [sizes[i] for i in batch])
+                assert len(batch) <= 5 and (body <= 40 * mb or len(batch) == 1)
+        finally:
+            browser.close()

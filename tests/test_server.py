@@ -57,6 +57,7 @@ def assert_error(response, status: int, kind: str, text: str = "") -> dict:
     body = response.json()
     assert body["error"]["status"] == status and body["error"]["kind"] == kind, body
     assert text in body["error"]["message"]
+    assert body["request_id"] == response.headers["x-request-id"], "an error names its request"
     return body
 
 
@@ -191,9 +192,44 @@ def test_corrupt_header(client):
 
 
 def test_no_image_in_request(client):
-    assert_error(raw(client, b""), 422, "no_files")
+    assert_error(client.post("/v1/detect"), 422, "no_files")
     assert_error(client.post("/v1/detect", data={"url": "http://example.com/a.png"},
-                              files=[("note", (None, b"x"))]), 422, "no_files")
+                              files=[("note", (None, b"x")), ("files", (None, b""))]), 422, "no_files")
+
+
+def test_empty_raw_image_is_empty_not_no_files(client):
+    body = assert_error(raw(client, b""), 422, "empty", "empty file")
+    assert body["verdicts"][0]["error_kind"] == "empty"
+
+
+def test_errors_from_the_body_guard_and_the_request_checks_carry_the_request_id(client):
+    for response in (raw(client, b"x" * 250_000), client.post("/v1/detect"), raw(client, b"{}", media="text/plain")):
+        assert response.status_code >= 400
+        assert response.json()["request_id"] == response.headers["x-request-id"]
+
+
+def test_multipart_parts_without_a_file_name_are_images(client, detector):
+    """curl -F 'files=<x.png' and some clients send no filename; Starlette would hand those over as text."""
+    a, b = png_bytes(seed=11), png_bytes(seed=12)
+    response = client.post("/v1/detect", files=[("files", (None, a)), ("photo", (None, b, "image/png")),
+                                                ("note", (None, b"just a caption"))])
+    assert response.status_code == 200, response.text
+    verdicts = response.json()["verdicts"]
+    assert [v["file"] for v in verdicts] == ["upload-1", "upload-2"]
+    direct = detector.detect([a, b])
+    assert [v["p_ai"] for v in verdicts] == [round(v.p_ai, 6) for v in direct]
+
+
+def test_unicode_file_names_and_malformed_multipart(client):
+    response = client.post("/v1/detect", files=files(("ракета 🚀.png", png_bytes())))
+    assert response.json()["verdicts"][0]["file"] == "ракета 🚀.png"
+    assert_error(client.post("/v1/detect", content=b"--x\r\nno headers",
+                             headers={"content-type": "multipart/form-data"}), 400, "bad_multipart", "boundary")
+
+
+def test_head_of_the_page(client):
+    response = client.head("/")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
 
 
 def test_urls_are_never_fetched(client):
@@ -210,6 +246,32 @@ def test_explain_takes_one_image_and_validates_query(client):
 def test_unknown_route_and_method_are_json(client):
     assert_error(client.get("/v2/nothing"), 404, "not_found")
     assert_error(client.get("/v1/detect"), 405, "method_not_allowed")
+
+
+def test_openapi_documents_the_error_body_not_fastapis_validation_error(client):
+    spec = client.get("/openapi.json").json()
+    assert "ErrorBody" in spec["components"]["schemas"]
+    assert "HTTPValidationError" not in json.dumps(spec["paths"])
+    for path in ("/v1/detect", "/v1/explain"):
+        responses = spec["paths"][path]["post"]["responses"]
+        for status in ("400", "408", "413", "415", "422", "500", "503", "504"):
+            schema = responses[status]["content"]["application/json"]["schema"]
+            assert schema == {"$ref": "#/components/schemas/ErrorBody"}, (path, status)
+    assert "one_file_only" in spec["paths"]["/v1/explain"]["post"]["responses"]["422"]["description"]
+
+
+def test_unexpected_exception_is_a_json_500_with_the_request_id(detector, caplog, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(Detector, "detect", broken)
+    with TestClient(create_app(detector, LIMITS)) as c, caplog.at_level(logging.INFO, logger="synthdetect.server"):
+        response = raw(c, png_bytes())
+    body = assert_error(response, 500, "internal", "RuntimeError: a bug")
+    lines = [json.loads(r.getMessage()) for r in caplog.records
+             if r.name == "synthdetect.server" and r.getMessage().startswith("{")]
+    assert [(line["id"], line["status"], line["outcome"]) for line in lines] == [(body["request_id"], 500, "internal")]
+    assert any(r.exc_info and "a bug" in str(r.exc_info[1]) for r in caplog.records), "the traceback is logged"
 
 
 def test_one_structured_log_line_per_request(client, caplog):

@@ -3,13 +3,12 @@
 Every route goes through the one ``Detector`` loaded at start; decoding and
 inference run in a bounded worker pool so concurrent requests queue (or get
 503) instead of exhausting memory.  Clients send image bytes; the service
-never fetches URLs.  Errors are JSON: ``{"error": {"status", "kind", "message"}}``.
+never fetches URLs.  Errors are JSON: ``{"error": {"status", "kind", "message"}, "request_id"}``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from contextlib import asynccontextmanager
 from enum import Enum
@@ -21,7 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
-from starlette.datastructures import UploadFile
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from synthdetect import __version__
@@ -30,6 +29,7 @@ from synthdetect.explain import METHODS, explain_loaded
 from synthdetect.explain.maps import torch_twin
 from synthdetect.explain.render import png_bytes
 from synthdetect.images import ImageLoadError, load_image
+from synthdetect.server.forms import image_parts
 from synthdetect.server.limits import (
     BodyLimitMiddleware,
     RequestLogMiddleware,
@@ -73,8 +73,43 @@ class MapChoice(str, Enum):
     figure = "figure"
 
 
-def error_response(error: ServiceError, **extra: Any) -> JSONResponse:
-    return JSONResponse({**error.body(), **extra}, status_code=error.status, headers=error.headers)
+class ErrorDetail(BaseModel):
+    status: int = Field(description="the HTTP status again")
+    kind: str = Field(description="machine-readable, e.g. body_too_large, not_an_image, no_files, busy, timeout")
+    message: str = Field(description="one line for people, naming the file and the numbers")
+
+
+class ErrorBody(BaseModel):
+    """Every error the service sends; /v1/detect adds ``model`` and ``verdicts`` when no file could be judged."""
+
+    error: ErrorDetail
+    request_id: str | None = Field(None, description="also the X-Request-ID header and the id in the log line")
+    model: str | None = None
+    verdicts: list[dict[str, Any]] | None = Field(None, description="one failed Verdict per file (/v1/detect)")
+
+
+def _documented(errors: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    return {status: {"model": ErrorBody, "description": kinds} for status, kinds in errors.items()}
+
+
+#: The ``kind`` values each error status carries, for OpenAPI (FastAPI would document a 422 shape we never send).
+UPLOAD_ERRORS = {
+    400: "bad_multipart: a malformed multipart body",
+    408: "upload_timeout: the upload did not finish within the request timeout",
+    413: "body_too_large, too_many_files, too_large (one file), too_many_pixels",
+    415: "unsupported_media_type (neither an image nor a multipart body), not_an_image, unsupported_format",
+    422: "no_files, empty, corrupt, truncated, invalid_request (a bad query parameter)",
+    500: "internal: a bug; quote the request_id",
+    503: "busy: every worker busy and the queue full; retry after Retry-After seconds",
+    504: "timeout: judging took longer than the request timeout",
+}
+EXPLAIN_ERRORS = {**UPLOAD_ERRORS, 422: UPLOAD_ERRORS[422] + ", one_file_only, map_unavailable"}
+
+
+def error_response(request: Request, error: ServiceError, **extra: Any) -> JSONResponse:
+    request.state.outcome = error.kind
+    body = {**error.body(getattr(request.state, "request_id", None)), **extra}
+    return JSONResponse(body, status_code=error.status, headers=error.headers)
 
 
 def load_error(exc: ImageLoadError) -> ServiceError:
@@ -88,10 +123,12 @@ async def read_uploads(request: Request, settings: ServerSettings, deadline: flo
     try:
         async with asyncio.timeout(max(deadline - time.monotonic(), 0.001)):
             if media == "multipart/form-data":
-                uploads = await _read_multipart(request, settings)
+                uploads = await image_parts(request.headers["content-type"], request.stream(),
+                                            settings.max_files, settings.max_files + 16)
             elif media.startswith("image/") or media in RAW_MEDIA_TYPES:
                 body = await request.body()
-                uploads = [(name or "upload", body)] if body else []
+                # An empty body that says it is an image is an empty image; with no type at all, no image was sent.
+                uploads = [(name or "upload", body)] if body or media else []
             else:
                 raise ServiceError(415, "unsupported_media_type",
                                    f"send images as multipart/form-data or as a raw image/* body, not '{media}'")
@@ -103,22 +140,6 @@ async def read_uploads(request: Request, settings: ServerSettings, deadline: flo
         raise ServiceError(413, "too_many_files", f"too many files ({len(uploads)} > limit {settings.max_files})")
     request.state.files = len(uploads)
     return uploads
-
-
-async def _read_multipart(request: Request, settings: ServerSettings) -> list[tuple[str, bytes]]:
-    try:
-        form = await request.form(max_files=settings.max_files, max_fields=settings.max_files + 16)
-    except StarletteHTTPException as exc:
-        # Starlette reports its max_files limit as a 400 with this text; it is our 413.
-        if "Too many files" in str(exc.detail):
-            raise ServiceError(413, "too_many_files",
-                               f"too many files (more than the limit of {settings.max_files})") from None
-        raise ServiceError(400, "bad_multipart", f"malformed multipart body ({exc.detail})") from None
-    try:
-        return [(part.filename or f"upload-{i + 1}", await part.read())
-                for i, (_, part) in enumerate(form.multi_items()) if isinstance(part, UploadFile)]
-    finally:
-        await form.close()
 
 
 def create_app(detector: Detector, settings: ServerSettings | None = None) -> FastAPI:
@@ -145,28 +166,20 @@ def create_app(detector: Detector, settings: ServerSettings | None = None) -> Fa
     def remaining(deadline: float) -> float:
         return deadline - time.monotonic()
 
+    # Unexpected exceptions are answered by RequestLogMiddleware, so the 500 carries the request ID.
     @app.exception_handler(ServiceError)
     async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
-        request.state.outcome = exc.kind
-        return error_response(exc)
+        return error_response(request, exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        request.state.outcome = kind
-        return error_response(ServiceError(exc.status_code, kind, str(exc.detail)))
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        logging.getLogger("synthdetect.server").exception("unexpected error")
-        request.state.outcome = "internal"
-        return error_response(ServiceError(500, "internal", f"internal error: {type(exc).__name__}: {exc}"))
+        return error_response(request, ServiceError(exc.status_code, kind, str(exc.detail)))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         message = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        request.state.outcome = "invalid_request"
-        return error_response(ServiceError(422, "invalid_request", message))
+        return error_response(request, ServiceError(422, "invalid_request", message))
 
     @app.get("/healthz", tags=["service"])
     async def healthz() -> dict[str, Any]:
@@ -189,7 +202,7 @@ def create_app(detector: Detector, settings: ServerSettings | None = None) -> Fa
             shipped.append(_card_summary(card))
         return {"loaded": _card_summary(detector.model.card), "shipped": shipped, "limits": _limits(settings)}
 
-    @app.post("/v1/detect", tags=["detect"], openapi_extra=UPLOAD_BODY)
+    @app.post("/v1/detect", tags=["detect"], openapi_extra=UPLOAD_BODY, responses=_documented(UPLOAD_ERRORS))
     async def detect(request: Request,
                      name: str | None = Query(None, description="file name to report for a raw image body")
                      ) -> JSONResponse:
@@ -210,13 +223,13 @@ def create_app(detector: Detector, settings: ServerSettings | None = None) -> Fa
             first = failed[0]
             error = ServiceError(LOAD_ERROR_STATUS.get(first.error_kind or "", 422), first.error_kind or "error",
                                  first.error or "could not judge the image")
-            request.state.outcome = error.kind
-            return error_response(error, **body)
+            return error_response(request, error, **body)
         request.state.outcome = "ok" if not failed else f"ok ({len(failed)} failed)"
         return JSONResponse(body)
 
     @app.post("/v1/explain", tags=["explain"], openapi_extra=UPLOAD_BODY, response_class=Response,
-              responses={200: {"content": {"image/png": {}}, "description": "the map as a PNG overlay"}})
+              responses={200: {"content": {"image/png": {}}, "description": "the map as a PNG overlay"},
+                         **_documented(EXPLAIN_ERRORS)})
     async def explain(request: Request,
                       map: MapChoice = Query(MapChoice.auto, description=(
                           "auto (Grad-CAM, else occlusion, else ELA), one map, or the composite figure")),
@@ -242,7 +255,7 @@ def create_app(detector: Detector, settings: ServerSettings | None = None) -> Fa
         request.state.outcome = f"ok ({chosen})"
         return Response(png, media_type="image/png", headers=headers)
 
-    @app.get("/", include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)  # HEAD: uptime checkers
     async def index() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
 

@@ -17,6 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, TypeVar
 
+from starlette.requests import ClientDisconnect
+
 from synthdetect.images import LoadLimits
 
 log = logging.getLogger("synthdetect.server")
@@ -51,8 +53,11 @@ class ServiceError(Exception):
         super().__init__(message)
         self.status, self.kind, self.message, self.headers = status, kind, message, headers or {}
 
-    def body(self) -> dict[str, Any]:
-        return {"error": {"status": self.status, "kind": self.kind, "message": self.message}}
+    def body(self, request_id: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"error": {"status": self.status, "kind": self.kind, "message": self.message}}
+        if request_id:
+            body["request_id"] = request_id  # what a user quotes in a bug report, matched to the log line
+        return body
 
 
 async def send_json(send: Send, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
@@ -74,11 +79,13 @@ class BodyLimitMiddleware:
         self.app = app
         self.max_bytes = max_bytes
 
-    def _error(self, scope: Scope, declared: int | None) -> ServiceError:
-        scope.setdefault("state", {})["outcome"] = "body_too_large"
+    async def _refuse(self, scope: Scope, send: Send, declared: int | None) -> None:
+        state = scope.setdefault("state", {})
+        state["outcome"] = "body_too_large"
         size = f"{declared:,} bytes > limit {self.max_bytes:,}" if declared is not None else (
             f"over the limit of {self.max_bytes:,} bytes")
-        return ServiceError(413, "body_too_large", f"request body too large ({size})")
+        error = ServiceError(413, "body_too_large", f"request body too large ({size})")
+        await send_json(send, error.status, error.body(state.get("request_id")), {"connection": "close"})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -86,8 +93,7 @@ class BodyLimitMiddleware:
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            error = self._error(scope, int(declared))
-            await send_json(send, error.status, error.body(), {"connection": "close"})
+            await self._refuse(scope, send, int(declared))
             return
         received = 0
         started = False
@@ -111,12 +117,16 @@ class BodyLimitMiddleware:
         except _BodyTooLarge:
             if started:  # pragma: no cover - handlers read the body before answering
                 raise
-            error = self._error(scope, None)
-            await send_json(send, error.status, error.body(), {"connection": "close"})
+            await self._refuse(scope, send, None)
 
 
 class RequestLogMiddleware:
-    """One JSON log line per request (id, method, path, status, files, outcome, ms); sets ``X-Request-ID``."""
+    """One JSON log line per request (id, method, path, status, files, outcome, ms); sets ``X-Request-ID``.
+
+    It also answers unexpected exceptions with the JSON 500 itself: an exception
+    handler on the app runs outside every middleware, so its 500 would carry no
+    request ID and log as a plain "error".
+    """
 
     def __init__(self, app: Any):
         self.app = app
@@ -129,17 +139,27 @@ class RequestLogMiddleware:
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         status = 500
+        started = False
         t0 = time.perf_counter()
 
         async def send_with_id(message: dict[str, Any]) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started = message["status"], True
                 message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", request_id.encode())]}
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
+        except ClientDisconnect:
+            state["outcome"] = "client_disconnected"  # nobody is left to answer; not a bug of ours
+        except Exception as exc:
+            log.exception("unexpected error in request %s", request_id)
+            state["outcome"] = "internal"
+            if started:  # half a response is out: nothing valid can follow, the server closes the connection
+                raise
+            error = ServiceError(500, "internal", f"internal error: {type(exc).__name__}: {exc}")
+            await send_json(send_with_id, error.status, error.body(request_id))
         finally:
             log.info(json.dumps({
                 "event": "request", "id": request_id, "method": scope.get("method"), "path": scope.get("path"),

@@ -8,7 +8,11 @@ const MAP_TEXT = {
   occlusion: "Occlusion: red regions raise p_ai, blue regions lower it",
   ela: "Error-level analysis: bright regions recompress differently",
 };
+// The server's limits until /v1/models says otherwise (its defaults).
 let maxFiles = 16;
+let maxBodyBytes = 64 * 1048576;
+// Multipart framing per file (boundary, part headers) besides its bytes and name; generous on purpose.
+const PART_OVERHEAD_BYTES = 1024;
 
 const $ = (selector, root = document) => root.querySelector(selector);
 
@@ -21,6 +25,7 @@ async function loadModelInfo() {
     const response = await fetch("/v1/models");
     const info = await response.json();
     maxFiles = info.limits.max_files;
+    maxBodyBytes = info.limits.max_body_bytes;
     const loaded = info.loaded;
     $("#model-line").textContent =
       `Model: ${loaded.name} ${loaded.version || ""} (${loaded.kind}). ` +
@@ -157,6 +162,35 @@ async function judgeBatch(cards) {
   }
 }
 
+// Requests of at most maxFiles files and maxBytes of body, in order: by count alone, 16 phone photos of 5 MB
+// each would make one 80 MB body and all fail with 413. Returns arrays of indices into files; a file too big
+// for any request gets a batch of its own, and requestBytes() tells the caller so.
+function planBatches(files, maxFiles, maxBytes) {
+  const batches = [];
+  let batch = [];
+  let bytes = PART_OVERHEAD_BYTES;  // the closing boundary
+  files.forEach((file, i) => {
+    const cost = partBytes(file);
+    if (batch.length && (batch.length >= maxFiles || bytes + cost > maxBytes)) {
+      batches.push(batch);
+      batch = [];
+      bytes = PART_OVERHEAD_BYTES;
+    }
+    batch.push(i);
+    bytes += cost;
+  });
+  if (batch.length) batches.push(batch);
+  return batches;
+}
+
+function partBytes(file) {
+  return file.size + PART_OVERHEAD_BYTES + 3 * file.name.length;  // a name's UTF-8 is at most 3 bytes per unit
+}
+
+function requestBytes(files) {
+  return files.reduce((sum, file) => sum + partBytes(file), PART_OVERHEAD_BYTES);
+}
+
 async function handleFiles(fileList) {
   const files = Array.from(fileList);
   if (!files.length) return;
@@ -165,8 +199,18 @@ async function handleFiles(fileList) {
   // Newest batch first, in the order the files were chosen.
   $("#results").prepend(...cards.map((card) => card.node));
   $("#empty").hidden = true;
-  for (let start = 0; start < cards.length; start += maxFiles) {
-    await judgeBatch(cards.slice(start, start + maxFiles));
+  for (const indices of planBatches(files, maxFiles, maxBodyBytes)) {
+    const batch = indices.map((i) => cards[i]);
+    if (requestBytes(batch.map((card) => card.file)) > maxBodyBytes) {
+      // Not sent: the server would refuse it unread, and a browser often reports that as a bare network error.
+      const limit = (maxBodyBytes / 1048576).toFixed(1);
+      batch.forEach((card) => showVerdict(card, {
+        error: `${card.file.name}: file too large (${card.file.size.toLocaleString("en")} bytes; ` +
+          `this server takes at most ${limit} MB per request)`,
+      }));
+      continue;
+    }
+    await judgeBatch(batch);
   }
   setStatus(`Checked ${files.length} image${files.length > 1 ? "s" : ""}.`);
 }

@@ -1,0 +1,109 @@
+"""The image parts of a ``multipart/form-data`` body, read with python-multipart's streaming parser.
+
+Starlette's ``request.form()`` makes a part a file only when it has a
+``filename``; a part without one (``curl -F 'files=<x.jpg'``, some HTTP
+clients) becomes a text field capped at 1 MB and the image is lost.  Here a
+part is an image when it has a filename, is a non-empty part of the ``files``
+field, or declares an ``image/*`` or ``application/octet-stream`` type; other
+fields are skipped.  Parts are held as bytes: the body guard bounds the total.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import AsyncIterator
+
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from synthdetect.server.limits import ServiceError
+
+FILES_FIELD = "files"
+BINARY_TYPES = (b"application/octet-stream",)
+
+
+@dataclass
+class _Part:
+    header_name: bytearray = field(default_factory=bytearray)
+    header_value: bytearray = field(default_factory=bytearray)
+    headers: dict[bytes, bytes] = field(default_factory=dict)
+    name: str = ""
+    filename: str | None = None
+    is_image: bool = False
+    data: bytearray = field(default_factory=bytearray)
+
+
+def _text(raw: bytes) -> str:
+    """Browsers send UTF-8 names; anything else is kept byte for byte as latin-1, as Starlette does."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+class _ImageCollector:
+    """python-multipart callbacks that keep image parts and count everything against the limits."""
+
+    def __init__(self) -> None:
+        self.part = _Part()
+        self.images: list[tuple[str | None, bytes]] = []
+        self.fields = 0
+
+    def on_part_begin(self) -> None:
+        self.part = _Part()
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self.part.header_name += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self.part.header_value += data[start:end]
+
+    def on_header_end(self) -> None:
+        self.part.headers[bytes(self.part.header_name).lower()] = bytes(self.part.header_value)
+        self.part.header_name, self.part.header_value = bytearray(), bytearray()
+
+    def on_headers_finished(self) -> None:
+        part = self.part
+        _, options = parse_options_header(part.headers.get(b"content-disposition", b"").decode("latin-1"))
+        part.name = _text(options.get(b"name", b""))
+        part.filename = _text(options[b"filename"]) if b"filename" in options else None
+        media, _ = parse_options_header(part.headers.get(b"content-type", b"").decode("latin-1"))
+        part.is_image = (part.filename is not None or part.name == FILES_FIELD
+                         or media.startswith(b"image/") or media in BINARY_TYPES)
+        if not part.is_image:
+            self.fields += 1
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if self.part.is_image:  # other fields are never needed: their bytes are not kept
+            self.part.data += data[start:end]
+
+    def on_part_end(self) -> None:
+        part = self.part
+        # A named file is kept even when empty (its verdict says "empty file"); a bare empty field is no upload.
+        if part.is_image and (part.filename is not None or part.data):
+            self.images.append((part.filename, bytes(part.data)))
+
+
+async def image_parts(content_type: str, chunks: AsyncIterator[bytes], max_files: int,
+                      max_fields: int) -> list[tuple[str, bytes]]:
+    """``(file name, bytes)`` per image part; a part without a file name is called ``upload-N``."""
+    _, options = parse_options_header(content_type)
+    boundary = options.get(b"boundary")
+    if not boundary:
+        raise ServiceError(400, "bad_multipart", "malformed multipart body (no boundary in the content type)")
+    collector = _ImageCollector()
+    callbacks = {name: getattr(collector, name) for name in (
+        "on_part_begin", "on_header_field", "on_header_value", "on_header_end", "on_headers_finished",
+        "on_part_data", "on_part_end")}
+    try:
+        parser = MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
+        async for chunk in chunks:
+            parser.write(chunk)
+            if len(collector.images) > max_files:
+                raise ServiceError(413, "too_many_files", f"too many files (more than the limit of {max_files})")
+            if collector.fields > max_fields:
+                raise ServiceError(400, "bad_multipart", f"too many form fields (more than {max_fields})")
+        parser.finalize()
+    except FormParserError as exc:
+        raise ServiceError(400, "bad_multipart", f"malformed multipart body ({exc})") from None
+    return [(name or f"upload-{i + 1}", data) for i, (name, data) in enumerate(collector.images)]
