@@ -181,3 +181,34 @@ def test_provenance_decides_and_stripped_copies_fall_back_to_the_model(full_size
         assert not [e for e in verdict.evidence if e.signal != "none"], (name, verdict.evidence)
         assert verdict.reasons[0].startswith("no provenance found; model tiny-any-size p_ai"), verdict.reasons
         assert verdict.p_ai == pytest.approx(verdict.models[0]["p_ai"])
+
+
+def test_one_malformed_record_does_not_hide_a_valid_one():
+    """A ComfyUI graph of odd shape (a list where a name belongs) beside valid WebUI parameters."""
+    odd_graph = json.dumps({"3": {"class_type": ["KSampler"], "inputs": {"ckpt_name": ["a", "b"]}}})
+    found = _genparams(png_with_text(PIXELS, {"parameters": WEBUI_PARAMETERS, "prompt": odd_graph,
+                                              "invokeai_metadata": json.dumps({"image": "not a dict", "seed": 1})}))
+    assert any(e.data.get("tool") == "a1111" and e.strength == "decisive" for e in found), found
+    assert not any(e.data.get("probe_failed") for e in found), found
+
+
+def test_invokeai_chunk_names_are_decisive_only_with_invokeai_settings():
+    dream = '"a castle on a hill" -s 50 -S 1234 -W 512 -H 512 -C 7.5 -A k_lms'
+    record, = _genparams(png_with_text(PIXELS, {"Dream": dream}))
+    assert (record.signal, record.strength) == ("ai", "decisive")
+    for chunks in ({"Dream": "my holiday photo"}, {"invokeai_metadata": "true"}, {"sd-metadata": "[1]"}):
+        record, = _genparams(png_with_text(PIXELS, chunks))
+        assert (record.signal, record.strength) == ("ai", "moderate"), chunks
+        assert "without InvokeAI's settings" in record.detail
+
+
+def test_xmp_resource_form_and_packets_that_are_not_well_formed():
+    resource = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+                '<rdf:Description xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/">'
+                '<Iptc4xmpExt:DigitalSourceType rdf:resource="http://cv.iptc.org/newscodes/digitalsourcetype/'
+                'trainedAlgorithmicMedia"/></rdf:Description></rdf:RDF></x:xmpmeta>')
+    undeclared = resource.replace(' xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/"', "")
+    for xmp, note in ((resource, False), (undeclared, True)):
+        found = [e for e in _evidence(png_with_text(PIXELS, {"XML:com.adobe.xmp": xmp})) if e.kind == "metadata"]
+        assert [(e.signal, e.strength) for e in found] == [("ai", "strong")], xmp
+        assert ("not well-formed" in found[0].detail) is note

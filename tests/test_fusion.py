@@ -98,3 +98,16 @@ def test_card_without_thresholds_uses_the_fallback_band():
     bare = FixedModel({"name": "bare", "kind": "test"})
     assert "default thresholds" in fuse([], score(0.5), bare).reasons[0]
     assert fuse([], score(0.95), bare).label == "ai"
+
+
+@pytest.mark.parametrize("p,stance", [(0.95, "agrees"), (0.5, "alone it would say uncertain"), (0.05, "disagrees")])
+def test_the_model_beside_decisive_provenance_is_read_with_its_own_thresholds(model, p, stance):
+    """'agrees' means the model's own band says ai, not that p_ai passed 0.5."""
+    assert fuse([C2PA_AI], score(p), model).reasons[1] == f"model wild-v1 p_ai {p:.3f} ({stance}; provenance decides)"
+
+
+def test_a_record_that_could_not_be_read_is_not_reported_as_no_provenance(model):
+    failed = Evidence("genparams", "none", "info", "ComfyUI graph present but unreadable (TypeError: ...)",
+                      {"probe_failed": True})
+    reason = fuse([failed], score(0.5), model).reasons[0]
+    assert reason.startswith("no provenance found (but 1 record(s) could not be read: ComfyUI graph present")

@@ -75,19 +75,23 @@ def fuse(
         decisive = decisive_ai or decisive_human
         reasons = [e.detail for e in decisive]
         if model_note:
-            agrees = (score.p_ai >= 0.5) == (label == "ai")
-            reasons.append(f"{model_note} ({'agrees' if agrees else 'disagrees'}; provenance decides)")
+            alone = _model_label(score.p_ai, model) if model is not None else None
+            stance = ("agrees" if alone == label else f"alone it would say {alone}" if alone == "uncertain"
+                      else "disagrees")
+            reasons.append(f"{model_note} ({stance}; provenance decides)")
         reasons.extend(_context(evidence, skip=decisive))
         return Fused(label, 1.0 if label == "ai" else 0.0, reasons)
 
     found = _context(evidence)
     prefix = "no decisive provenance found" if found else "no provenance found"
+    failed = [e for e in evidence if e.data.get("probe_failed")]
+    if failed:  # "none found" must not read as "none there" when a record could not be read
+        prefix += f" (but {len(failed)} record(s) could not be read: {failed[0].detail})"
     if score is None or model is None:
         reason = abstain_reason or "no model could judge this image"
         return Fused("uncertain", None, [reason, *found])
 
-    ai_at = model.ai_at_or_above if model.ai_at_or_above is not None else FALLBACK_AI_AT
-    human_below = model.human_below if model.human_below is not None else FALLBACK_HUMAN_BELOW
+    ai_at, human_below = _thresholds(model)
     source = ((model.card.get("decision") or {}).get("band", "its validated thresholds")
               if model.ai_at_or_above is not None else "default thresholds (card has none)")
     p = score.p_ai
@@ -103,6 +107,17 @@ def fuse(
         label = "uncertain"
         reasons.append(f"uncertain because strong evidence contradicts the model: {contrary[0].detail}")
     return Fused(label, p, reasons + found)
+
+
+def _thresholds(model: Model) -> tuple[float, float]:
+    """(AI at or above, human below): the card's validated band, else the fallback."""
+    return (model.ai_at_or_above if model.ai_at_or_above is not None else FALLBACK_AI_AT,
+            model.human_below if model.human_below is not None else FALLBACK_HUMAN_BELOW)
+
+
+def _model_label(p: float, model: Model) -> str:
+    ai_at, human_below = _thresholds(model)
+    return "ai" if p >= ai_at else "human" if p < human_below else "uncertain"
 
 
 def _rule(model: Model, key: str) -> str:

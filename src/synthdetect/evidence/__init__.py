@@ -51,7 +51,8 @@ def run_probes(image: LoadedImage, names: Iterable[str] | None = None) -> list[E
             found.extend(probe(image))
         except Exception as exc:  # noqa: BLE001 - one broken probe must not lose the verdict
             _log.warning("%s: probe %s failed: %s", image.source, name, exc)
-            found.append(Evidence(kind=name, signal="none", strength="info", detail=f"probe failed: {exc}"))
+            found.append(Evidence(kind=name, signal="none", strength="info", detail=f"probe failed: {exc}",
+                                  data={"probe_failed": True, "error": str(exc)[:200]}))
     return found
 
 

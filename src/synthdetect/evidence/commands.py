@@ -70,7 +70,8 @@ def _render_table(results: list[dict]) -> None:
         for e in findings:
             colour = colours.get(e["signal"], "white")
             table.add_row(e["kind"], f"[{colour}]{e['signal']}[/]", e["strength"], escape(e["detail"]))
-        console.print(table)
+        if findings:  # an empty table would print only its header
+            console.print(table)
 
 
 def register(app: typer.Typer) -> None:

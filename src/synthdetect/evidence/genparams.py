@@ -90,11 +90,15 @@ def probe_genparams(image: LoadedImage) -> list[Evidence]:
     where = "PNG text chunk 'parameters'"
     if parameters is None:
         parameters, where = exif_user_comment(image), "EXIF UserComment"
-    if parameters:
-        found.extend(_webui(parameters, where, from_png=where.startswith("PNG")))
-    found.extend(_comfyui(image))
-    found.extend(_invokeai(image))
-    found.extend(_novelai(image))
+    readers = [("WebUI parameters", lambda: _webui(parameters, where, from_png=where.startswith("PNG"))
+                if parameters else []), ("ComfyUI graph", lambda: _comfyui(image)),
+               ("InvokeAI record", lambda: _invokeai(image)), ("NovelAI record", lambda: _novelai(image))]
+    for name, read in readers:
+        try:  # one malformed record must not hide another tool's valid one in the same file
+            found.extend(read())
+        except Exception as exc:  # noqa: BLE001 - records are untrusted input of any shape
+            found.append(Evidence("genparams", "none", "info", f"{name} present but unreadable ({type(exc).__name__}: "
+                                  f"{str(exc)[:120]})", {"probe_failed": True, "error": str(exc)[:200]}))
     return found
 
 
@@ -186,13 +190,20 @@ def _comfyui(image: LoadedImage) -> list[Evidence]:
     if not (has_prompt or has_workflow):
         return []
     models = comfy_models(prompt if has_prompt else None, workflow if has_workflow else None)
-    node_types = sorted({n["class_type"] for n in prompt.values() if isinstance(n, dict) and "class_type" in n}) \
+    node_types = sorted({str(n["class_type"]) for n in prompt.values() if isinstance(n, dict) and "class_type" in n}) \
         if has_prompt else sorted({str(n.get("type")) for n in workflow["nodes"] if isinstance(n, dict)})
     chunks = " and ".join(name for name, ok in (("prompt", has_prompt), ("workflow", has_workflow)) if ok)
     detail = f"ComfyUI node graph in PNG text chunk(s) {chunks}"
     detail += f" (models: {', '.join(models)})" if models else " (no model file named)"
     return [Evidence("genparams", "ai", "decisive", detail,
                      {"tool": "comfyui", "models": models, "node_types": node_types[:50]})]
+
+
+#: Keys an InvokeAI metadata record carries (any one of them makes a JSON object a record, not a stray value).
+_INVOKE_KEYS = frozenset({"model", "model_weights", "steps", "seed", "cfg_scale", "positive_prompt", "prompt",
+                          "scheduler", "sampler", "image", "generation_mode", "app_version"})
+#: InvokeAI's "Dream" command line: a quoted prompt followed by flags such as -s 50 -S 42 -W 512 -C 7.5.
+_DREAM_FLAGS = re.compile(r"\s-(?:s|S|W|H|C|A)\s*[\w.]+")
 
 
 def _invokeai(image: LoadedImage) -> list[Evidence]:
@@ -202,8 +213,15 @@ def _invokeai(image: LoadedImage) -> list[Evidence]:
             continue
         model = None
         if isinstance(meta, dict):
-            raw_model = meta.get("model") or (meta.get("image") or {}).get("model")
+            image_part = meta.get("image") if isinstance(meta.get("image"), dict) else {}
+            raw_model = meta.get("model") or image_part.get("model")
             model = raw_model.get("name") if isinstance(raw_model, dict) else raw_model
+            model = model if isinstance(model, str) else None
+        structured = (isinstance(meta, dict) and bool(_INVOKE_KEYS & set(meta))) or (
+            isinstance(meta, str) and len(_DREAM_FLAGS.findall(meta)) >= 2)
+        if not structured:  # the chunk name alone: unsigned and free to write, so not decisive
+            return [Evidence("genparams", "ai", "moderate", f"PNG text chunk '{key}' (an InvokeAI name) present but "
+                             f"without InvokeAI's settings", {"tool": "invokeai", "text": str(meta)[:200]})]
         detail = f"InvokeAI generation metadata in PNG text chunk '{key}'" + (f" (model {model})" if model else "")
         return [Evidence("genparams", "ai", "decisive", detail, {"tool": "invokeai", "model": model})]
     return []

@@ -94,6 +94,7 @@ class XmpFields:
     """The few XMP properties the probes read, by local name (namespaces vary between writers)."""
 
     values: dict[str, list[str]] = field(default_factory=dict)
+    well_formed: bool = True  # False: read by pattern from a packet that does not parse as XML
 
     def get(self, name: str) -> list[str]:
         return self.values.get(name, [])
@@ -125,7 +126,7 @@ def read_xmp(image: LoadedImage) -> XmpFields | None:
     try:
         root = ET.fromstring(text)
     except ET.ParseError:
-        return None
+        return _xmp_by_pattern(text)
     fields = XmpFields()
 
     def add(key: str, value: str | None) -> None:
@@ -135,9 +136,28 @@ def read_xmp(image: LoadedImage) -> XmpFields | None:
     for element in root.iter():
         for key, value in element.attrib.items():
             add(key, value)
-        if element.text and len(element) == 0:
-            add(element.tag, element.text)
+        if len(element) == 0:
+            # a property's value is its text, or (RDF's resource form) its rdf:resource attribute
+            add(element.tag, element.text or element.attrib.get(_RDF_RESOURCE))
     return fields
+
+
+_RDF_RESOURCE = "{http://www.w3.org/1999/02/22-rdf-syntax-ns#}resource"
+#: The properties the probes read, as attribute, element text or rdf:resource, in any prefix.
+_XMP_PROPERTY = re.compile(
+    r"[\w.-]+:(DigitalSourceType|CreatorTool|softwareAgent)"
+    r"(?:\s*=\s*[\"']([^\"']*)[\"']|\s*>([^<]*)<|\s+[\w.-]+:resource\s*=\s*[\"']([^\"']*)[\"'])")
+
+
+def _xmp_by_pattern(text: str) -> XmpFields | None:
+    """Writers do emit XMP that is not well-formed (an undeclared prefix is enough to fail the parser);
+    the few properties read here are still found by pattern rather than dropping the packet unread."""
+    fields = XmpFields(well_formed=False)
+    for match in _XMP_PROPERTY.finditer(text):
+        value = next((v for v in match.groups()[1:] if v and v.strip()), None)
+        if value:
+            fields.values.setdefault(match.group(1), []).append(value.strip())
+    return fields if fields.values else None
 
 
 def _png_text(image: LoadedImage, key: str) -> str | None:
@@ -180,7 +200,8 @@ def _source_types(xmp: XmpFields) -> list[Evidence]:
         # types only weak (a camera-style label is the easiest thing to fake).
         strength = {"ai": "strong", "human": "weak", "edited": "info", "none": "info"}[signal]
         found.append(Evidence("metadata", signal, strength,
-                              f"XMP/IPTC DigitalSourceType {name} ({meaning}; unsigned metadata)",
+                              f"XMP/IPTC DigitalSourceType {name} ({meaning}; unsigned metadata"
+                              f"{'' if xmp.well_formed else ', in an XMP packet that is not well-formed XML'})",
                               {"field": "Iptc4xmpExt:DigitalSourceType", "value": value}))
     return found
 
