@@ -165,3 +165,25 @@ def test_aspect_ratio_reason_shows_the_ratio_it_refused():
     # 65x32 is 2.03:1: one decimal would print "2.0:1" beside "max 2:1", so it takes a second one
     near = Detector.load("cifake-cnn")(Image.new("RGB", (65, 32), (90, 120, 150)))
     assert near.reasons[0].startswith("aspect ratio 2.03:1 is outside")
+
+
+def test_two_colour_images_are_uncertain_not_scored(tmp_path):
+    """1-bit scans and line art are outside what any shipped model saw: an honest 'uncertain', not a score.
+
+    A card whose model did train on them opts in with ``input.two_colour_images``.
+    """
+    from conftest import build_tiny_package
+
+    rng = np.random.default_rng(0)
+    line_art = Image.fromarray(rng.random((48, 48)) > 0.5)  # mode "1"
+    verdict = Detector.load("default")(line_art)
+    assert verdict.label == "uncertain" and verdict.p_ai is None
+    assert verdict.reasons[0].startswith("only 2 colours in the image (1-bit, line art or flat): cifake-cnn was not")
+    flat = Detector.load("default")(Image.new("RGB", (300, 200), (27, 175, 77)))
+    assert flat.label == "uncertain" and flat.reasons[0].startswith("only 1 colour in the image")
+    build_tiny_package(tmp_path / "tiny")
+    card_path = tmp_path / "tiny" / "model.json"
+    card = json.loads(card_path.read_text())
+    card["input"]["two_colour_images"] = True
+    card_path.write_text(json.dumps(card))
+    assert Detector.load(str(card_path.parent))(line_art).p_ai is not None

@@ -18,6 +18,13 @@ from synthdetect.lazy_registry import LazyRegistry
 from synthdetect.models.package import ModelPackage, ModelPackageError
 
 
+def _at_most_two_colours(image: LoadedImage) -> int:
+    """The number of distinct colours when it is at most two, else 0 (Pillow stops counting at the third)."""
+    rgb = getattr(image, "rgb", None)
+    colours = rgb.getcolors(2) if rgb is not None else None
+    return len(colours) if colours else 0
+
+
 @dataclass
 class ModelScore:
     """One model's opinion on one image: raw logit and calibrated probability."""
@@ -64,6 +71,11 @@ class Model:
         max_short = limits.get("max_short_side")
         if max_short and short > max_short:
             return f"image larger than {self.name} handles (short side {short} > {max_short} px)"
+        if not limits.get("two_colour_images") and (colours := _at_most_two_colours(image)):
+            # 1-bit scans and line art: no shipped model saw one, and on them the small CNN called
+            # real drawings 'ai' (14 of 30 thumbnails); a card that trained on them can say so
+            return (f"only {colours} colour{'s' if colours > 1 else ''} in the image (1-bit, line art or flat): "
+                    f"{self.name} was not trained on such images")
         return None
 
     def logits(self, images: Sequence[LoadedImage]) -> np.ndarray:
