@@ -197,3 +197,62 @@ def test_wild_dev_leave_one_source_out_never_leaks(wild_dev: Path):
         sources = [{r.source for r in part} for part in (fold.train, fold.val, fold.test)]
         assert not sources[0] & sources[1] and not sources[0] & sources[2] and not sources[1] & sources[2]
         assert {r.label for r in fold.val} == {AI, HUMAN}
+
+
+# -- labels, manifests and archives as people make them ------------------------------------------
+
+
+def test_the_outermost_class_folder_decides_the_label(tmp_path: Path, caplog):
+    """``nature``, ``natural`` and ``camera`` are human aliases; ``ai/nature/x.png`` is still an AI image."""
+    write_folder(tmp_path / "ai" / "nature", n_per_class=2, names=("a", "b"))
+    write_folder(tmp_path / "real" / "camera", n_per_class=2, names=("a", "b"))
+    with caplog.at_level("WARNING", logger="synthdetect.train.datasets"):
+        records = open_dataset(tmp_path, label_map={"a": AI, "b": HUMAN})
+    assert all(r.label == (AI if "/ai/" in r.ref else HUMAN) for r in records) and len(records) == 8
+    assert "folders naming both classes, e.g. ai/nature/a/000.png; the outermost class folder decided (ai)" in caplog.text
+    summary = summarize_dataset(records)
+    assert summary["per_class"]["ai"]["count"] == summary["per_class"]["human"]["count"] == 4
+
+
+def test_csv_manifests_as_spreadsheets_write_them(tmp_path: Path):
+    write_folder(tmp_path, n_per_class=2, names=("FAKE", "REAL"))
+    rows = "FAKE/000.png, ai\r\nREAL/000.png , human\r\n"
+    (tmp_path / "bom.csv").write_bytes("\ufeffpath,label\r\n".encode() + rows.encode())
+    (tmp_path / "spaces.csv").write_text(" path , Label \n" + rows)
+    for name in ("bom.csv", "spaces.csv"):
+        assert [r.label for r in open_dataset(tmp_path / name)] == [AI, HUMAN]
+    (tmp_path / "short.csv").write_text("path,label\nFAKE/000.png,ai\nREAL/000.png\n")
+    with pytest.raises(DatasetError, match=r"short.csv:3: no label \(1 of 2 columns"):
+        open_dataset(tmp_path / "short.csv")
+    (tmp_path / "cols.csv").write_text("file,class\nFAKE/000.png,ai\n")
+    with pytest.raises(DatasetError, match=r"cols.csv: a manifest needs 'path' and 'label' columns \(found 'file', 'class'\)"):
+        open_dataset(tmp_path / "cols.csv")
+    (tmp_path / "digits.csv").write_text("path,label\nFAKE/000.png,1\n")
+    with pytest.raises(DatasetError, match=r"digits.csv:2: unknown label '1' .*--label 1=ai --label 0=human"):
+        open_dataset(tmp_path / "digits.csv")
+
+
+def test_zip_reads_only_its_manifest_and_skips_macos_metadata(tmp_path: Path):
+    import zipfile
+
+    write_folder(tmp_path / "f", n_per_class=2, names=("fake", "real"))
+    (tmp_path / "f" / "fake" / "metadata.csv").write_text("prompt,seed\na cat,1\n")  # a generator's notes: data
+    (tmp_path / "f" / "__MACOSX" / "fake").mkdir(parents=True)
+    (tmp_path / "f" / "__MACOSX" / "fake" / "._000.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    (tmp_path / "f" / "real" / "._001.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    for data in (tmp_path / "f", zip_tree(tmp_path / "f", tmp_path / "f.zip")):
+        records = open_dataset(data)
+        assert Counter(r.label for r in records) == {AI: 2, HUMAN: 2}
+        summary = summarize_dataset(records)
+        assert summary["skipped"] == {"macOS metadata (__MACOSX/, ._*)": 2} and summary["unreadable_count"] == 0
+    with zipfile.ZipFile(tmp_path / "dot.zip", "w") as z:
+        z.write(tmp_path / "f" / "fake" / "000.png", ".hidden/fake/000.png")
+        z.write(tmp_path / "f" / "real" / "000.png", ".hidden/real/000.png")
+        z.writestr("manifest.csv", "path,label\n./.hidden/fake/000.png,ai\n./.hidden/real/000.png,human\n")
+        z.writestr(".hidden/bad.png", b"not an image at all")
+        z.writestr("data.csv", "path,label\n./.hidden/bad.png,ai\n")
+    records = open_dataset(tmp_path / "dot.zip")
+    assert [r.ref.split("!")[1] for r in records] == [".hidden/fake/000.png", ".hidden/real/000.png"]
+    assert all(load_record(r).size == (24, 24) for r in records)
+    summary = summarize_dataset(open_dataset(tmp_path / "dot.zip", manifest="data.csv"))
+    assert summary["unreadable"] == [f"{tmp_path / 'dot.zip'}!.hidden/bad.png: not an image (the file contains text)"]

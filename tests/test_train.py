@@ -262,7 +262,8 @@ def test_train_cli_rejects_unknown_kind_and_bad_split(tmp_path: Path):
     assert result.exit_code == 2 and "unknown model kind 'nope'" in result.output
     result = runner.invoke(app, ["train", str(manifest), "--out", str(tmp_path / "o"), "--split", "loso"])
     assert result.exit_code == 2 and "exactly one --holdout-source" in result.output
-    s2d = ["train", str(manifest), "--out", str(tmp_path / "o"), "--option", "layout=s2d"]
+    s2d = ["train", str(manifest), "--out", str(tmp_path / "o"), "--option", "layout=s2d",
+           "--val-fraction", "0.3"]  # validation needs both classes, checked before the model is built
     result = runner.invoke(app, [*s2d, "--input-size", "15"])
     assert result.exit_code == 2 and "input size must be even, not 15x15" in result.output
     result = runner.invoke(app, [*s2d, "--option", "depth=1"])
@@ -378,3 +379,84 @@ def test_cheaper_layouts_cut_the_arithmetic_and_round_trip_through_a_package(tmp
     assert exported.card["runtime"]["parity"]["max_abs_p_ai_diff"] < 1e-4
     image = next(p for p in (manifest.parent).rglob("*.png"))
     assert explain(detector, str(image)).gradcam is not None
+
+
+# -- settings and data refused before the work, and runs that are what they say ------------------
+
+
+def _quick_train(data: Path, out: Path, *extra: str):
+    return CliRunner().invoke(app, [
+        "train", str(data), "--out", str(out), "--epochs", "1", "--width", "4", "--batch-size", "16",
+        "--input-size", "16", "--threads", "1", "--val-fraction", "0.3", "--test-fraction", "0.2", *extra])
+
+
+def test_the_first_fpr_decides_the_ai_cut(tmp_path: Path):
+    manifest = write_manifest(tmp_path / "data", {"a": (20, 20)}, size=16)
+    result = _quick_train(manifest, tmp_path / "pkg", "--fpr", "0.2", "--fpr", "0.05")
+    assert result.exit_code == 0, result.output
+    card = json.loads((tmp_path / "pkg" / "model.json").read_text())
+    assert card["decision"]["ai_at_or_above"] == card["thresholds"]["fpr_0.2"]["threshold"]
+    assert card["decision"]["ai_rule"] == "p_ai at or above the 0.2 FPR threshold"
+
+
+def test_a_retry_never_resumes_another_runs_checkpoint(tmp_path: Path):
+    manifest = write_manifest(tmp_path / "data", {"a": (12, 12)}, size=16)
+    other = write_manifest(tmp_path / "other", {"a": (12, 10)}, size=16)
+    out = tmp_path / "pkg"
+    assert _quick_train(manifest, out, "--option", "keep_workdir=true").exit_code == 0
+    checkpoint = out / "_work" / "checkpoint.pt"
+    for data, extra, what in ((manifest, ["--epochs", "2"], "--epochs differs"),
+                              (manifest, ["--width", "8"], "--width differs"),
+                              (other, [], "dataset differs")):
+        result = _quick_train(data, out, "--option", "keep_workdir=true", *extra)
+        assert result.exit_code == 2
+        assert f"error: {checkpoint} belongs to a different run ({what}); delete it or choose another --out" in result.output
+    # where it runs and how the card is finished may change on a retry
+    result = _quick_train(manifest, out, "--option", "keep_workdir=true", "--threads", "2", "--fpr", "0.1")
+    assert result.exit_code == 0, result.output
+    # the loop keeps its own fingerprint for callers that give none
+    from synthdetect.train.trainer import CheckpointMismatch
+
+    fit_classifier(_linear(), _arrays(), _arrays(seed=1), TrainConfig(epochs=1, batch_size=8, threads=1),
+                   mean=MEAN, std=STD, workdir=tmp_path / "w")
+    with pytest.raises(CheckpointMismatch, match=r"config.epochs differs"):
+        fit_classifier(_linear(), _arrays(), _arrays(seed=1), TrainConfig(epochs=3, batch_size=8, threads=1),
+                       mean=MEAN, std=STD, workdir=tmp_path / "w")
+
+
+def test_one_class_data_is_refused_before_decoding(tmp_path: Path):
+    from synth_data import write_folder
+    from synthdetect.train.trainer import epoch_line
+
+    write_folder(tmp_path / "data", n_per_class=3, names=("real", "human"))
+    (tmp_path / "data" / "fake").mkdir()  # an empty class folder
+    result = _quick_train(tmp_path / "data", tmp_path / "pkg")
+    assert result.exit_code == 2 and f"error: {tmp_path / 'data'}: needs both classes: 6 human, 0 ai" in result.output
+    assert not (tmp_path / "pkg").exists()
+    row = {"epoch": 1, "images": 8, "seconds": 1.0, "train_loss": 0.7, "val_loss": 0.6, "val_accuracy": None}
+    assert "val acc n/a" in epoch_line([row], 2, 1, [8])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--calibration", "foo"], "--calibration 'foo': expected temperature or platt"),
+    (["--optimizer", "foo"], "--optimizer 'foo': expected adamw or sgd"),
+    (["--lr", "-1"], "--lr -1: the learning rate must be above 0"),
+    (["--monitor", "foo"], "--monitor 'foo': expected loss, roc_auc or accuracy"),
+    (["--batch-size", "0"], "Invalid value for '--batch-size'"),
+    (["--epochs", "0"], "Invalid value for '--epochs'"),
+    (["--val-fraction", "0"], "--val-fraction 0: expected above 0 and below 1"),
+    (["--val-fraction", "0.7", "--test-fraction", "0.5"], "their sum must be below 1"),
+    (["--fpr", "2", "--fpr", "0"], "--fpr 2, 0: a false-positive rate is above 0 and below 1"),
+])
+def test_bad_settings_are_refused_before_the_data_is_read(tmp_path: Path, args: list[str], message: str):
+    # the data does not exist: a setting checked first is named, not the missing data
+    result = CliRunner().invoke(app, ["train", str(tmp_path / "nothing"), "--out", str(tmp_path / "o"), *args])
+    assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
+    assert "dataset not found" not in result.output
+
+
+def test_an_out_that_is_a_file_is_refused_before_the_work(tmp_path: Path):
+    (tmp_path / "afile").write_text("x")
+    for out in (tmp_path / "afile", tmp_path / "afile" / "sub"):
+        result = CliRunner().invoke(app, ["train", str(tmp_path / "nothing"), "--out", str(out)])
+        assert result.exit_code == 2 and f"error: {out}: " in result.output and "a file, not a directory" in result.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shlex
 import sys
@@ -41,6 +42,65 @@ def parse_options(items: list[str] | None) -> dict:
     return out
 
 
+def out_dir_problem(out: Path) -> str | None:
+    """Why ``-o OUT`` cannot become a directory (a file is in the way), said before any work rather than after."""
+    for path in (out, *out.parents):
+        if path.exists():
+            return None if path.is_dir() else f"{out}: {'exists and is' if path == out else f'{path} is'} a file, not a directory"
+    return None
+
+
+MONITORS = ("loss", "roc_auc", "accuracy")
+OPTIMIZERS = ("adamw", "sgd")
+CALIBRATIONS = ("temperature", "platt", "identity")
+
+
+def option_problems(*, monitor: str, optimizer: str, calibration: str, lr: float, label_smoothing: float,
+                    val_fraction: float, test_fraction: float, fprs: list[float]) -> list[str]:
+    """Settings that would fail only after decoding or training; checked first (ranges typer checks are not here)."""
+    problems = []
+    if monitor not in MONITORS:
+        problems.append(f"--monitor {monitor!r}: expected loss, roc_auc or accuracy")
+    if optimizer not in OPTIMIZERS:
+        problems.append(f"--optimizer {optimizer!r}: expected {' or '.join(OPTIMIZERS)}")
+    if calibration not in CALIBRATIONS:
+        problems.append(f"--calibration {calibration!r}: expected temperature or platt")
+    if not lr > 0:
+        problems.append(f"--lr {lr:g}: the learning rate must be above 0")
+    if not 0 <= label_smoothing < 1:
+        problems.append(f"--label-smoothing {label_smoothing:g}: expected at least 0 and below 1")
+    if not 0 < val_fraction < 1:
+        problems.append(f"--val-fraction {val_fraction:g}: expected above 0 and below 1 (validation chooses the "
+                        f"epoch, calibration and thresholds)")
+    if not 0 <= test_fraction < 1:
+        problems.append(f"--test-fraction {test_fraction:g}: expected at least 0 and below 1")
+    elif 0 < val_fraction < 1 and val_fraction + test_fraction >= 1:
+        problems.append(f"--val-fraction {val_fraction:g} + --test-fraction {test_fraction:g} leave nothing to train on "
+                        f"(their sum must be below 1)")
+    bad = [f"{f:g}" for f in fprs if not 0 < f < 1]
+    if bad:
+        problems.append(f"--fpr {', '.join(bad)}: a false-positive rate is above 0 and below 1")
+    return problems
+
+
+def class_counts(records) -> str:
+    human = sum(1 for r in records if r.label == 0)
+    return f"{human} human, {len(records) - human} ai"
+
+
+def dataset_identity(records) -> str:
+    """Record count and a hash of every record's path, label, source and generator: another dataset, another run."""
+    digest = hashlib.sha256()
+    for r in records:
+        digest.update(f"{r.ref}\t{r.label}\t{r.source}\t{r.generator}\n".encode())
+    return f"{len(records)} records, sha256 {digest.hexdigest()[:16]}"
+
+
+#: ``synthdetect train`` arguments that change nothing until training has ended (the card's name, calibration,
+#: thresholds, serving limit) or only where and how fast it runs: a retry that changes them may resume.
+NOT_IN_FINGERPRINT = ("ctx", "out", "name", "threads", "device", "calibration", "fpr", "max_short_side", "data")
+
+
 #: ``synthdetect train`` options that only the torch loop reads; kinds registered with ``torch_loop=False`` refuse them.
 TORCH_LOOP_OPTIONS = ("epochs", "patience", "monitor", "batch_size", "lr", "optimizer", "weight_decay",
                       "label_smoothing", "hard_fraction", "hard_after", "augment", "width", "input_size", "device")
@@ -63,17 +123,17 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the model package.")],
         model: Annotated[str, typer.Option("--model", help="Model kind to train (small-cnn, small-pair, ela-cnn, clip-head, handcrafted, efficientnet-lite0/1/2).")] = "small-cnn",
         name: Annotated[Optional[str], typer.Option(help="Name written on the card.")] = None,
-        epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = 12,
-        patience: Annotated[int, typer.Option(help="Stop after this many epochs without improvement.")] = 3,
+        epochs: Annotated[int, typer.Option(min=1, help="Maximum epochs.")] = 12,
+        patience: Annotated[int, typer.Option(min=1, help="Stop after this many epochs without improvement.")] = 3,
         monitor: Annotated[str, typer.Option(help="Validation metric for early stopping: loss, roc_auc or accuracy.")] = "loss",
-        batch_size: Annotated[int, typer.Option(help="Training batch size.")] = 128,
+        batch_size: Annotated[int, typer.Option(min=1, help="Training batch size.")] = 128,
         lr: Annotated[float, typer.Option(help="Peak learning rate (one-cycle).")] = 3e-3,
         optimizer: Annotated[str, typer.Option(help="adamw, or sgd (Nesterov momentum 0.9; use a peak --lr near 0.1).")] = "adamw",
-        weight_decay: Annotated[float, typer.Option(help="Weight decay (decoupled for adamw, L2 for sgd).")] = 5e-4,
+        weight_decay: Annotated[float, typer.Option(min=0.0, help="Weight decay (decoupled for adamw, L2 for sgd).")] = 5e-4,
         label_smoothing: Annotated[float, typer.Option(help="Pull training targets towards 0.5 by this share.")] = 0.0,
         hard_fraction: Annotated[float, typer.Option(help="Selective backprop: after --hard-after full epochs, train each epoch on this share of the images, drawn towards those with the largest recent loss (1 = off; kinds trained by the torch loop: small-cnn, ela-cnn, small-pair, efficientnet-lite).")] = 1.0,
         hard_after: Annotated[int, typer.Option(help="Full epochs before --hard-fraction applies.")] = 3,
-        width: Annotated[int, typer.Option(help="small-cnn/ela-cnn: channels of the first block.")] = 32,
+        width: Annotated[int, typer.Option(min=1, help="small-cnn/ela-cnn: channels of the first block.")] = 32,
         input_size: Annotated[Optional[int], typer.Option(help="CNN input side in px (small-cnn 32, ela-cnn 128).")] = None,
         max_short_side: Annotated[Optional[int], typer.Option(help="CNN kinds: refuse larger images when serving (0 = no limit; default 2x input).")] = None,
         seed: Annotated[int, typer.Option(help="Seed for split, init and augmentation.")] = 0,
@@ -92,14 +152,25 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train a detector and write a model package that Detector.load() reads.
 
-        Interrupted runs resume from OUT/_work/checkpoint.pt when started again with the same command.
+        Interrupted runs resume from OUT/_work/checkpoint.pt when started again with the same command
+        (--threads, --device, --name, --calibration, --fpr and --max-short-side may change; anything else is refused).
         """
+        arguments = {"--" + key.replace("_", "-"): value for key, value in locals().items()
+                     if key not in NOT_IN_FINGERPRINT}
         from synthdetect.train.augment import parse_augment
         from synthdetect.train.datasets import DatasetError, open_dataset
         from synthdetect.train.registry import TrainerError, TrainRequest, get_trainer, uses_torch_loop
         from synthdetect.train.splits import SplitError, split_records
-        from synthdetect.train.trainer import TrainConfig, refuse_selection_with_mixing, resolve_device
+        from synthdetect.train.trainer import (CheckpointMismatch, TrainConfig, check_checkpoint,
+                                               refuse_selection_with_mixing, resolve_device)
 
+        problem = out_dir_problem(out)
+        problems = option_problems(monitor=monitor, optimizer=optimizer, calibration=calibration, lr=lr,
+                                   label_smoothing=label_smoothing, val_fraction=val_fraction,
+                                   test_fraction=test_fraction, fprs=fpr or [])
+        if problem or problems:
+            typer.echo(f"error: {problem or '; '.join(problems)}", err=True)
+            raise typer.Exit(2)
         try:
             trainer = get_trainer(model)
             ignored = [] if uses_torch_loop(model) else torch_loop_options_given(ctx)
@@ -114,9 +185,17 @@ def register(app: typer.Typer) -> None:
             resolve_device(device)
             refuse_selection_with_mixing(config, augment_config.mixes)
             records = open_dataset(data, label_map=parse_label_map(label))
+            if len({r.label for r in records}) < 2:
+                raise DatasetError(f"{data}: needs both classes: {class_counts(records)}")
             parts = split_records(records, split, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
                                   holdout_sources=holdout_source or (), copies=copies)
-        except (TrainerError, DatasetError, SplitError, ValueError) as exc:
+            if len({r.label for r in parts.val}) < 2:
+                raise SplitError(f"the validation split needs both classes to calibrate and set thresholds, and got "
+                                 f"{class_counts(parts.val)}; raise --val-fraction or choose other sources")
+            config.fingerprint = {**arguments, "dataset": dataset_identity(records)}
+            for checkpoint in sorted((out / "_work").rglob("checkpoint.pt")) if (out / "_work").is_dir() else ():
+                check_checkpoint(checkpoint, config.fingerprint)
+        except (TrainerError, DatasetError, SplitError, CheckpointMismatch, ValueError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
         options = {"width": width, **parse_options(option)}

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from synthdetect.images import ImageLoadError, load_image
 from synthdetect.train.datasets import Record, read_record_bytes
 
 #: Classes whose format mixes differ by more than this total-variation distance get a warning.
@@ -29,11 +30,23 @@ def record_facts(record: Record) -> dict[str, Any]:
     """Format, size in px and bytes from the file header; ``error`` when it cannot be read."""
     try:
         data = read_record_bytes(record)
+    except (OSError, KeyError) as exc:
+        return {"error": f"{record.ref}: cannot read file ({exc})"}
+    try:
         with Image.open(io.BytesIO(data)) as im:
             return {"format": im.format or "?", "width": im.width, "height": im.height, "bytes": len(data),
                     "sha256": hashlib.sha256(data).hexdigest()}
-    except (OSError, KeyError, UnidentifiedImageError, ValueError) as exc:
-        return {"error": f"{record.ref}: {exc}"}
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        return {"error": _decode_error(record, data, exc)}
+
+
+def _decode_error(record: Record, data: bytes, exc: Exception) -> str:
+    """The loader's one-line reason (what training and evaluation will say), not Pillow's ``<_io.BytesIO ...>``."""
+    try:
+        load_image(data, name=record.ref)
+    except ImageLoadError as error:
+        return str(error)
+    return f"{record.ref}: {exc}"
 
 
 def _describe(facts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -119,4 +132,5 @@ def summarize_dataset(records: Sequence[Record]) -> dict[str, Any]:
     warnings += copy_warnings
     errors = [f["error"] for f in facts if "error" in f]
     return {"records": len(records), "per_class": per_class, "per_source": per_source, "identical_files": identical,
-            "warnings": warnings, "unreadable": errors[:20], "unreadable_count": len(errors)}
+            "warnings": warnings, "unreadable": errors[:20], "unreadable_count": len(errors),
+            "skipped": dict(getattr(records, "skipped", {}))}

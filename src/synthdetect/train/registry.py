@@ -166,7 +166,7 @@ def finalize_package(
         raise TrainerError("the validation split needs both AI and human images to calibrate and set thresholds")
     calibration = Calibration.fit(val_logits, val_labels, request.calibration)
     p_val = calibration(val_logits)
-    points = operating_points(p_val, val_labels, request.fprs)
+    points = operating_points(p_val, val_labels, request.fprs, decide_fpr=request.fprs[0])  # the first --fpr decides
     metrics: dict[str, Any] = {"validation": binary_metrics(p_val, val_labels, 0.5)}
     if test_logits is not None and test_labels is not None and len(test_labels):
         test_labels = np.asarray(test_labels)

@@ -8,6 +8,7 @@ uint8 in memory so every epoch costs only the model's arithmetic.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -98,6 +99,9 @@ class TrainConfig:
     hard_after: int = 3  # full epochs before selection starts, so every image has a loss to rank
     device: str = "cpu"  # "cpu", "cuda[:N]" or "auto"; the package is read on the CPU either way
     extra: dict[str, Any] = field(default_factory=dict)
+    #: what makes a run this run (``synthdetect train``'s arguments and the dataset's identity), stored in
+    #: checkpoint.pt so that a retry never resumes another run's state; not written to the card
+    fingerprint: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not 0 < self.hard_fraction <= 1:
@@ -206,6 +210,49 @@ def choose_hard_images(losses: torch.Tensor, count: int, generator: torch.Genera
     return chosen[torch.randperm(len(chosen), generator=generator)]
 
 
+class CheckpointMismatch(ValueError):
+    """A checkpoint left by a run with other settings or data; resuming it would crash or mix two runs."""
+
+
+#: TrainConfig fields that change where or how fast a run goes, not what it computes.
+_NOT_FINGERPRINTED = ("threads", "device", "fingerprint", "extra")
+
+
+def run_fingerprint(config: TrainConfig, module: torch.nn.Module, n_train: int, n_val: int) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed.
+
+    The caller's ``config.fingerprint`` when it gives one (``synthdetect train``: its arguments and the dataset),
+    else what the loop itself sees: its settings, the model's layer shapes and the number of images.
+    """
+    if config.fingerprint:
+        return dict(config.fingerprint)
+    loop = {f"config.{k}": v for k, v in asdict(config).items() if k not in _NOT_FINGERPRINTED}
+    shapes = {name: list(p.shape) for name, p in module.state_dict().items()}
+    return {**loop, "model layers": hashlib.sha256(json.dumps(shapes, sort_keys=True).encode()).hexdigest()[:16],
+            "training images": n_train, "validation images": n_val}
+
+
+def fingerprint_differences(saved: dict[str, Any] | None, current: dict[str, Any]) -> list[str]:
+    """Keys whose values differ; a checkpoint from before fingerprints (None) matches anything, as it used to."""
+    if saved is None:
+        return []
+    return sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+
+
+def check_checkpoint(path: Path, fingerprint: dict[str, Any]) -> None:
+    """Raise :class:`CheckpointMismatch` when the checkpoint at ``path`` belongs to another run."""
+    if not path.exists():
+        return
+    saved = torch.load(path, map_location="cpu", weights_only=False).get("fingerprint")
+    _refuse_mismatch(path, fingerprint_differences(saved, fingerprint))
+
+
+def _refuse_mismatch(path: Path, differs: list[str]) -> None:
+    if differs:
+        raise CheckpointMismatch(f"{path} belongs to a different run ({', '.join(differs)} "
+                                 f"{'differs' if len(differs) == 1 else 'differ'}); delete it or choose another --out")
+
+
 def _better(metric: str, new: float, best: float | None) -> bool:
     if best is None:
         return True
@@ -255,8 +302,10 @@ def fit_classifier(
     ckpt_path, best_path = workdir / "checkpoint.pt", workdir / "best.pt"
     history: list[dict[str, Any]] = []
     start_epoch, best_value, best_epoch, bad_epochs = 0, None, -1, 0
-    if ckpt_path.exists():  # resume after interruption
+    fingerprint = run_fingerprint(config, module, len(x_train), len(val[1]))
+    if ckpt_path.exists():  # resume after interruption, only the same run
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        _refuse_mismatch(ckpt_path, fingerprint_differences(state.get("fingerprint"), fingerprint))
         module.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -317,14 +366,15 @@ def fit_classifier(
             else:
                 bad_epochs += 1
             bar.update(epoch_task, completed=epoch + 1,
-                       status=f"val acc {val_metrics['accuracy']:.4f} auc {val_metrics['roc_auc']:.4f} best@{best_epoch}")
+                       status=f"val acc {_number(val_metrics['accuracy'])} auc {_number(val_metrics['roc_auc'])} "
+                              f"best@{best_epoch}")
             if not bar.console.is_terminal:  # a log file gets no live bar, so it gets one line per epoch
                 bar.console.print(epoch_line(history, config.epochs, best_epoch, epoch_images[epoch + 1:]),
                                   highlight=False, soft_wrap=True)
             torch.save({"model": module.state_dict(), "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "generator": generator.get_state(), "epoch": epoch,
                         "best_value": best_value, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
-                        "history": history, "image_losses": image_losses,
+                        "history": history, "image_losses": image_losses, "fingerprint": fingerprint,
                         **({"flips": flips.state_dict()} if flips is not None else {})}, ckpt_path)
             if bad_epochs >= config.patience:
                 stopped_early = True
@@ -336,13 +386,18 @@ def fit_classifier(
                        seconds=time.time() - started)
 
 
+def _number(value: float | None) -> str:
+    """4 decimals, or n/a where a metric is undefined (ROC-AUC of a one-class validation set)."""
+    return "n/a" if value is None else f"{value:.4f}"
+
+
 def epoch_line(history: list[dict[str, Any]], epochs: int, best_epoch: int, images_left: Sequence[int]) -> str:
     """One epoch for a log: its numbers, and an ETA from this run's images per second so far."""
     row = history[-1]
     rate = sum(r["seconds"] for r in history) / max(sum(r["images"] for r in history), 1)
     eta_min = rate * sum(images_left) / 60
     return (f"epoch {row['epoch']}/{epochs}: {row['images']} images in {row['seconds']:.0f} s, train loss "
-            f"{row['train_loss']:.4f}, val loss {row['val_loss']:.4f}, val acc {row['val_accuracy']:.4f}, "
+            f"{row['train_loss']:.4f}, val loss {_number(row.get('val_loss'))}, val acc {_number(row.get('val_accuracy'))}, "
             f"best epoch {best_epoch}, eta {eta_min:.1f} min")
 
 
@@ -376,4 +431,7 @@ def write_epoch_log(workdir: Path, history: list[dict[str, Any]]) -> None:
 
 
 def config_dict(config: TrainConfig) -> dict[str, Any]:
-    return asdict(config)
+    """The card's copy of the settings (the checkpoint fingerprint stays in the checkpoint)."""
+    out = asdict(config)
+    out.pop("fingerprint", None)
+    return out
