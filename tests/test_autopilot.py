@@ -63,7 +63,7 @@ def tiny_records(tmp_path_factory):
 
 
 @pytest.mark.parametrize("text,seconds", [("20m", 1200), ("90s", 90), ("1h30m", 5400), ("45", 45), ("2.5m", 150),
-                                          ("1h 5m 10s", 3910)])
+                                          ("1h 5m 10s", 3910), ("20min", 1200), ("90sec", 90), ("1h30min", 5400)])
 def test_parse_budget(text, seconds):
     assert parse_budget(text) == pytest.approx(seconds)
 
@@ -205,3 +205,23 @@ def test_linear_head_candidates_are_judged_like_the_detector(tiny_records, tmp_p
     np.testing.assert_allclose(predictions.p_ai, served.p_ai, rtol=1e-6, atol=1e-9)
     assert predictions.verdicts == served.verdicts
     assert how.startswith("feature cache") and speed > 0
+
+
+def test_cli_autopilot_refuses_unknown_kinds_sourceless_data_and_a_file_as_out(tmp_path):
+    """Each used to run (or fail after the work) and end with a misleading message."""
+    from typer.testing import CliRunner
+
+    from synth_data import write_folder
+    from synthdetect.cli import app
+
+    manifest = make_dataset(tmp_path / "d", sources=2, per_class=2)
+    runner = CliRunner()
+    result = runner.invoke(app, ["autopilot", str(manifest), "-o", str(tmp_path / "o"), "--kind", "bogus"])
+    assert result.exit_code == 2 and "unknown --kind bogus (blueprints and model kinds: " in result.output
+    assert "small-cnn-96" in result.output and not (tmp_path / "o").exists()
+    folders = write_folder(tmp_path / "f", n_per_class=2)
+    result = runner.invoke(app, ["autopilot", str(folders), "-o", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "needs a CSV manifest with a 'source' column" in " ".join(result.output.split())
+    (tmp_path / "afile").write_text("x")
+    result = runner.invoke(app, ["autopilot", str(manifest), "-o", str(tmp_path / "afile")])
+    assert result.exit_code == 2 and "exists and is a file, not a directory" in result.output

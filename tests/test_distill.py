@@ -213,3 +213,16 @@ def test_cli_distill_rejects_unknown_combination(records, tmp_path):
                                       "-o", str(tmp_path / "o")])
     assert result.exit_code == 2
     assert "unknown combination 'median'" in result.output
+
+
+def test_saw_held_out_is_unknown_when_the_teacher_card_records_no_sources(tmp_path):
+    from types import SimpleNamespace
+
+    from synthdetect.train.distill import UNKNOWN_SOURCES, Teacher, _metrics_row
+
+    silent = Teacher("t", "t", SimpleNamespace(card={"training": {"split": {"train": {"n": 10, "ai": 5, "human": 5}}}}))
+    told = Teacher("u", "u", SimpleNamespace(card={"training": {"split": {"train": {"sources": ["s1"]}}}}))
+    assert silent.saw_held_out(["s1"]) is None and told.saw_held_out(["s1", "s2"]) == ["s1"]
+    predictions = SimpleNamespace(records=[], seconds=0.0)
+    row = _metrics_row("t", "teacher", predictions, {"n_scored": 0}, None, silent.saw_held_out(["s1"]))
+    assert row["saw_held_out_sources"] == UNKNOWN_SOURCES == "unknown (card records no sources)"

@@ -128,3 +128,16 @@ def test_evaluate_and_dataset_summary_cli(setup, tmp_path: Path):
     summary = json.loads(result.output)
     assert summary["records"] == 23 and summary["unreadable_count"] == 1
     assert set(summary["per_source"]) == {"broken", "s1", "s2"}
+
+
+def test_evaluate_refuses_a_file_as_out_and_names_missing_sources(setup, tmp_path: Path):
+    from synth_data import write_folder
+
+    manifest, model = setup
+    (tmp_path / "afile").write_text("x")
+    result = CliRunner().invoke(app, ["evaluate", str(model), str(manifest), "-o", str(tmp_path / "afile")])
+    assert result.exit_code == 2 and f"error: {tmp_path / 'afile'}: exists and is a file, not a directory" in result.output
+    folders = write_folder(tmp_path / "f", n_per_class=2)
+    result = CliRunner().invoke(app, ["evaluate", str(model), str(folders), "-o", str(tmp_path / "r"), "--source", "x"])
+    assert result.exit_code == 2 and "None" not in result.output
+    assert "the data records no sources; --source needs a CSV manifest with a 'source' column" in " ".join(result.output.split())

@@ -17,10 +17,12 @@ def _records(data: str, label: list[str] | None, sources: list[str] | None):
 
     records = open_dataset(data, label_map=parse_label_map(label))
     if sources:
-        known = {r.source for r in records}
+        known = {r.source for r in records if r.source}
         missing = [s for s in sources if s not in known]
         if missing:
-            raise ValueError(f"unknown source(s) {', '.join(missing)} (sources: {', '.join(sorted(str(s) for s in known))})")
+            have = (f"sources: {', '.join(sorted(known))}" if known
+                    else "the data records no sources; --source needs a CSV manifest with a 'source' column")
+            raise ValueError(f"{data}: unknown source(s) {', '.join(missing)} ({have})")
         records = [r for r in records if r.source in sources]
     return records
 
@@ -50,7 +52,12 @@ def register(app: typer.Typer) -> None:
         from synthdetect.evaluate.perturb import parse_perturbations
         from synthdetect.evaluate.report import predict_records, write_report
         from synthdetect.models import ModelPackageError
+        from synthdetect.train.commands import out_dir_problem
 
+        problem = out_dir_problem(out)
+        if problem:
+            typer.echo(f"error: {problem}", err=True)
+            raise typer.Exit(2)
         try:
             perturbations = parse_perturbations(perturb) if perturb else []
             records = _records(data, label, source)
@@ -109,6 +116,8 @@ def register(app: typer.Typer) -> None:
         console.print(table)
         for warning in summary["warnings"]:
             console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+        for reason, count in summary["skipped"].items():
+            console.print(f"skipped {count} entries that are {reason}, not images", highlight=False)
         if summary["unreadable_count"]:
             console.print(f"[red]{summary['unreadable_count']} unreadable[/red], e.g. {summary['unreadable'][0]}",
                           highlight=False)

@@ -111,7 +111,20 @@ def default_candidates(kinds: Sequence[str] | None = None) -> list[Candidate]:
     return out
 
 
-_BUDGET = re.compile(r"(\d+(?:\.\d+)?)\s*(h|m|min|s|sec)?", re.IGNORECASE)
+# longer units first: with "m|min" the regex took the "m" of "20min" and left "in" unread
+def refuse_unknown_kinds(kinds: Sequence[str]) -> None:
+    """``--kind`` names neither a blueprint nor a registered kind: a typo would otherwise run, fail in its worker
+    and end the run blaming the budget."""
+    from synthdetect.train.registry import TRAINERS
+
+    blueprints = {c.name for c in DEFAULT_CANDIDATES} | {c.kind for c in DEFAULT_CANDIDATES}
+    unknown = [k for k in kinds if k not in blueprints and k not in TRAINERS]
+    if unknown:
+        known = sorted({c.name for c in DEFAULT_CANDIDATES} | set(TRAINERS.names()))
+        raise AutopilotError(f"unknown --kind {', '.join(unknown)} (blueprints and model kinds: {', '.join(known)})")
+
+
+_BUDGET = re.compile(r"(\d+(?:\.\d+)?)\s*(h|min|m|sec|s)?", re.IGNORECASE)
 
 
 def parse_budget(text: str) -> float:
@@ -127,6 +140,15 @@ def parse_budget(text: str) -> float:
     if not text or text[pos:].strip() or total <= 0:
         raise AutopilotError(f"cannot read budget '{text}' (examples: 20m, 90s, 1h30m)")
     return total
+
+
+def require_sources(records: Sequence[Record], data: str | Path) -> None:
+    """Whole sources are held out, so records need sources; class folders carry none (a CSV 'source' column does)."""
+    sources = {r.source for r in records if r.source}
+    if len(sources) < 2:
+        found = "no source" if not sources else f"one source ({sources.pop()})"
+        raise AutopilotError(f"{data}: holding out whole sources needs a CSV manifest with a 'source' column "
+                             f"naming at least two sources (path,label,source); found {found}")
 
 
 def available(kind: str) -> str | None:
@@ -421,6 +443,7 @@ def run_autopilot(
     console = console or Console(stderr=True)
     if metric not in RANK_METRICS:
         raise AutopilotError(f"unknown metric '{metric}' (one of {', '.join(RANK_METRICS)})")
+    require_sources(records, data or "dataset")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     candidates = list(candidates) if candidates is not None else default_candidates()

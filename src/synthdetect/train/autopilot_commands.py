@@ -22,7 +22,9 @@ def _split_list(values: Optional[list[str]]) -> list[str]:
 def register(app: typer.Typer) -> None:
     @app.command()
     def autopilot(
-        data: Annotated[str, typer.Argument(help="Class folders, CSV manifest (with a 'source' column), or a zip.")],
+        data: Annotated[str, typer.Argument(help="CSV manifest with a 'source' column (path,label,source), or a zip "
+                                                 "holding one: whole sources are held out, and class folders "
+                                                 "carry no source.")],
         out: Annotated[Path, typer.Option("--out", "-o", help="Directory for leaderboard, report and the best model.")],
         budget: Annotated[str, typer.Option(help="Time budget for the whole run: 20m, 90s, 1h30m.")] = "20m",
         kinds: Annotated[Optional[list[str]], typer.Option(
@@ -39,15 +41,22 @@ def register(app: typer.Typer) -> None:
         """Train candidate model kinds within a time budget, rank them on held-out sources, export the best."""
         from synthdetect.cli import fail, state
         from synthdetect.train.autopilot import (AutopilotError, default_candidates, leaderboard_table,
-                                                 parse_budget, run_autopilot)
+                                                 parse_budget, refuse_unknown_kinds, require_sources, run_autopilot)
+        from synthdetect.train.commands import out_dir_problem
         from synthdetect.train.datasets import DatasetError, open_dataset
         from synthdetect.train.splits import SplitError
 
         try:
+            problem = out_dir_problem(out)
+            if problem:
+                raise AutopilotError(problem)
             budget_s = parse_budget(budget)
+            refuse_unknown_kinds(_split_list(kinds))
+            candidates = default_candidates(_split_list(kinds))
             records = open_dataset(data)
+            require_sources(records, data)
             result = run_autopilot(
-                records, out, budget_s=budget_s, candidates=default_candidates(_split_list(kinds)), metric=metric,
+                records, out, budget_s=budget_s, candidates=candidates, metric=metric,
                 val_fraction=val_fraction, test_fraction=test_fraction,
                 holdout_sources=_split_list(holdout_sources), seed=seed, threads=threads or None, data=data,
                 command=_command_line(), progress=not state["quiet"],
@@ -68,7 +77,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def distill(
-        data: Annotated[str, typer.Argument(help="Labelled dataset the student learns from (class folders, CSV, zip).")],
+        data: Annotated[str, typer.Argument(help="CSV manifest with a 'source' column (path,label,source), or a zip "
+                                                 "holding one: the comparison holds out whole sources.")],
         teachers: Annotated[list[str], typer.Option("--teacher", help="Teacher model name or package (repeat).")],
         out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the student package and the report.")],
         student: Annotated[str, typer.Option("--student", help="Student model kind.")] = "small-cnn",
@@ -86,20 +96,26 @@ def register(app: typer.Typer) -> None:
         """Train one student on the teachers' soft labels (plus hard labels); compare it with each teacher."""
         from synthdetect.cli import fail
         from synthdetect.models import ModelPackageError
+        from synthdetect.train.autopilot import AutopilotError, require_sources
+        from synthdetect.train.commands import out_dir_problem
         from synthdetect.train.datasets import DatasetError, open_dataset
         from synthdetect.train.distill import DistillError, comparison_table, run_distillation
         from synthdetect.train.registry import TrainerError
         from synthdetect.train.splits import SplitError
 
         try:
+            problem = out_dir_problem(out)
+            if problem:
+                raise DistillError(problem)
             records = open_dataset(data)
+            require_sources(records, data)
             result = run_distillation(
                 teachers, student, records, out, alpha=alpha, combine=combine,
                 holdout_sources=_split_list(holdout_sources), val_fraction=val_fraction,
                 test_fraction=test_fraction, input_size=input_size, epochs=epochs, seed=seed,
                 threads=threads or None, data=data, command=_command_line(),
             )
-        except (DistillError, DatasetError, SplitError, TrainerError, ModelPackageError) as exc:
+        except (DistillError, AutopilotError, DatasetError, SplitError, TrainerError, ModelPackageError) as exc:
             fail(str(exc))
         Console(width=max(Console().width, 140)).print(comparison_table(result))
         typer.echo(f"student: {result.student_package}; report: {out / 'report.html'}; "

@@ -116,6 +116,19 @@ class Teacher:
         split = (self.card.get("training") or {}).get("split") or {}
         return {s for part in ("train", "validation") for s in ((split.get(part) or {}).get("sources") or [])}
 
+    def records_sources(self) -> bool:
+        """Whether the card says which sources trained it; without that, "saw held-out?" cannot be answered."""
+        split = (self.card.get("training") or {}).get("split") or {}
+        return any("sources" in (split.get(part) or {}) for part in ("train", "validation"))
+
+    def saw_held_out(self, held_out: Sequence[str]) -> list[str] | None:
+        """Held-out sources this teacher trained or validated on; None when its card records no sources."""
+        return sorted(self.training_sources() & set(held_out)) if self.records_sources() else None
+
+
+#: The "saw held-out?" cell of a model whose card does not say what it was trained on.
+UNKNOWN_SOURCES = "unknown (card records no sources)"
+
 
 def load_teachers(names: Sequence[str]) -> list[Teacher]:
     from synthdetect.models import ModelPackageError, find_package, load_model
@@ -286,7 +299,8 @@ class DistillResult:
 
 
 def _metrics_row(name: str, role: str, predictions, metrics: dict[str, Any], size_bytes: int | None,
-                 saw: Sequence[str]) -> dict[str, Any]:
+                 saw: Sequence[str] | None) -> dict[str, Any]:
+    """``saw``: the held-out sources the model trained on; None when that is unknown (not the same as "no")."""
     overall = metrics.get("overall", {})
     n = len(predictions.records)
     return {
@@ -294,7 +308,7 @@ def _metrics_row(name: str, role: str, predictions, metrics: dict[str, Any], siz
         **{k: overall.get(k) for k in ("roc_auc", "average_precision", "tpr_at_fpr_0.05", "ece", "accuracy")},
         "images_per_second": round(n / predictions.seconds, 2) if predictions.seconds else None,
         "size_mb": None if size_bytes is None else round(size_bytes / 1e6, 3),
-        "saw_held_out_sources": ", ".join(saw) if saw else "no",
+        "saw_held_out_sources": UNKNOWN_SOURCES if saw is None else ", ".join(saw) if saw else "no",
     }
 
 
@@ -427,8 +441,7 @@ def run_distillation(
         preds = score(t.model, split.test, f"teacher {t.label}: held-out")
         test_preds[t.label] = preds
         metrics = write_report(preds, reports / _safe(t.label), title=f"teacher {t.label} on held-out sources")
-        saw = sorted(t.training_sources() & set(held_out))
-        rows.append(_metrics_row(t.label, "teacher", preds, metrics, t.size_bytes, saw))
+        rows.append(_metrics_row(t.label, "teacher", preds, metrics, t.size_bytes, t.saw_held_out(held_out)))
     combined = combine_soft_labels(np.stack([p.p_ai for p in test_preds.values()]), combine)
     first = next(iter(test_preds.values()))
     ensemble = Predictions(records=first.records, p_ai=combined, labels=first.labels,
@@ -436,8 +449,10 @@ def run_distillation(
                            model_name=f"teachers ({combine})", seconds=sum(p.seconds for p in test_preds.values()),
                            verdicts=[None] * len(combined), images=first.images)
     metrics = compute_metrics(ensemble)
+    saw_any = sorted({s for t in loaded for s in (t.saw_held_out(held_out) or [])})
+    unknown = any(t.saw_held_out(held_out) is None for t in loaded)
     rows.append(_metrics_row(f"teachers combined ({combine})", "ensemble", ensemble, metrics, None,
-                             sorted({s for t in loaded for s in t.training_sources() & set(held_out)})))
+                             None if unknown and not saw_any else saw_any))
     student_model = load_model(str(student_dir))
     student_preds = score(student_model, split.test, "student: held-out")
     student_metrics = write_report(student_preds, reports / "student",
