@@ -98,12 +98,21 @@ def test_ensemble_is_the_mean_of_platt_calibrated_models_fitted_on_the_calibrati
     for p in (p1, p2):
         use = calib & ~np.isnan(p)
         z = np.log(p / (1 - p))
-        lr = LogisticRegression(C=1e6, max_iter=1000).fit(z[use].reshape(-1, 1), labels[use])
+        x, y = z[use].reshape(-1, 1), labels[use]
+        if y[x[:, 0] > 0].all() and not y[x[:, 0] < 0].any():
+            # p1 separates the classes: no finite plain fit exists, so Platt's smoothed targets are fitted,
+            # i.e. each image once as AI with weight t and once as human with weight 1 - t
+            t = np.where(y == 1, (y.sum() + 1) / (y.sum() + 2), 1 / ((1 - y).sum() + 2))
+            lr = LogisticRegression(C=1e6, max_iter=1000, tol=1e-10).fit(
+                np.vstack([x, x]), np.r_[np.ones_like(y), np.zeros_like(y)], sample_weight=np.r_[t, 1 - t])
+        else:
+            lr = LogisticRegression(C=1e6, max_iter=1000).fit(x, y)
         expected.append(lr.predict_proba(np.nan_to_num(z).reshape(-1, 1))[:, 1])
     reference = (expected[0] + expected[1]) / 2
     reference[3] = expected[0][3]  # only the model that scored it
     assert np.allclose(mean, reference, atol=1e-4)
     assert [f["fitted_on"] for f in fitted] == [34, 33]
+    assert [f["fit"]["separable"] for f in fitted] == [True, False]
 
 
 def test_a_model_that_cannot_be_calibrated_is_left_out_of_the_ensemble():

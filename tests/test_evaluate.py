@@ -141,3 +141,111 @@ def test_evaluate_refuses_a_file_as_out_and_names_missing_sources(setup, tmp_pat
     result = CliRunner().invoke(app, ["evaluate", str(model), str(folders), "-o", str(tmp_path / "r"), "--source", "x"])
     assert result.exit_code == 2 and "None" not in result.output
     assert "the data records no sources; --source needs a CSV manifest with a 'source' column" in " ".join(result.output.split())
+
+
+def _fake_predictions(tmp_path: Path):
+    from synthdetect.evaluate.report import Predictions
+    from synthdetect.train.datasets import Record
+
+    rng = np.random.default_rng(0)
+    records, p, verdicts = [], [], []
+    plan = [("mixed", 1, "gen-a", 30), ("mixed", 0, None, 30), ("only-ai", 1, "gen-b", 10), ("only-human", 0, None, 12)]
+    for source, label, generator, count in plan:
+        for _ in range(count):
+            records.append(Record(ref=str(tmp_path / f"{source}_{len(records)}.png"), label=label, source=source,
+                                  generator=generator))
+            score = float(np.clip(rng.normal(0.7 if label else 0.3, 0.2), 0, 1))
+            p.append(score)
+            verdicts.append("ai" if score >= 0.8 else "human" if score < 0.2 else "uncertain")
+    return Predictions(records=records, p_ai=np.array(p), labels=np.array([r.label for r in records]),
+                       errors=[None] * len(records), model_name="m", seconds=0.0, verdicts=verdicts,
+                       images=[{} for _ in records])
+
+
+def test_metrics_carry_intervals_and_the_fpr_really_measured(tmp_path: Path):
+    from synthdetect.evaluate.metrics import ECE_BINS
+
+    predictions = _fake_predictions(tmp_path)
+    metrics = write_report(predictions, tmp_path / "r")
+    overall = metrics["overall"]
+    assert overall["ece_bins"] == ECE_BINS and len(metrics["reliability"]) == ECE_BINS
+    assert "on fewer than 200 images ECE is mostly noise" in overall["ece_note"]
+    assert 0 < overall["ece_if_calibrated"]["mean"] < 0.2
+    ci = overall["ci95"]
+    for key in ("roc_auc", "accuracy", "ece", "tpr_at_fpr_0.01", "tpr_at_fpr_0.05"):
+        assert ci[key][0] <= overall[key] <= ci[key][1], key
+    point = overall["at_fpr"]["0.01"]
+    assert point["n_human"] == 42 and point["false_positives"] == 0 and "too few human images (42)" in point["note"]
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert f"ECE ({ECE_BINS} bins)" in page and "FPR achieved" in page and "0 of 42" in page
+    assert "Clopper-Pearson" in page and "percentile bootstrap" in page
+
+
+def test_single_class_groups_show_verdict_shares_not_accuracy(tmp_path: Path):
+    from synthdetect.evaluate.report import compute_metrics
+
+    predictions = _fake_predictions(tmp_path)
+    metrics = compute_metrics(predictions)
+    rows = {r["group"]: r for r in metrics["per_source"]}
+    assert rows["mixed"]["roc_auc"] is not None and "note" not in rows["mixed"]
+    for name in ("only-ai", "only-human"):
+        row = rows[name]
+        assert row["accuracy"] is None and row["roc_auc"] is None and row["ece"] is None
+        assert "need both classes" in row["note"]
+        assert row["called_ai"] + row["called_human"] + row["called_uncertain"] == pytest.approx(1.0)
+    idx = [i for i, r in enumerate(predictions.records) if r.source == "only-ai"]
+    assert rows["only-ai"]["called_ai"] == pytest.approx(np.mean([predictions.verdicts[i] == "ai" for i in idx]))
+    generators = {r["group"]: r for r in metrics["per_generator"]}
+    from sklearn.metrics import roc_auc_score
+
+    human = predictions.p_ai[predictions.labels == 0]
+    gen_b = predictions.p_ai[idx]
+    assert generators["gen-b"]["roc_auc_vs_all_human"] == pytest.approx(
+        roc_auc_score(np.r_[np.ones(gen_b.size), np.zeros(human.size)], np.r_[gen_b, human]))
+    assert generators["(human images)"]["roc_auc_vs_all_human"] is None
+
+
+def test_predictions_csv_has_one_row_per_image_and_recomputes_the_metrics(setup, tmp_path: Path):
+    import csv
+
+    manifest, model = setup
+    records = open_dataset(manifest)
+    detector = Detector.load(str(model), use_evidence=False)
+    predictions = predict_records(detector, records, progress=False)
+    perturbed = {"jpeg:50": predict_records(detector, records, transform=parse_perturbations("jpeg:50")[0],
+                                            progress=False)}
+    metrics = write_report(predictions, tmp_path, perturbations=perturbed)
+    with open(tmp_path / "predictions.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["perturbation", "file", "label", "source", "generator", "p_ai", "verdict", "error"]
+    base = [r for r in rows if r["perturbation"] == "none"]
+    assert len(base) == len(records) and len(rows) == 2 * len(records)
+    assert [r["file"] for r in base] == [r.ref for r in records]
+    broken = [r for r in base if r["source"] == "broken"]
+    assert broken and broken[0]["p_ai"] == "" and broken[0]["error"]
+    ok = [r for r in base if r["p_ai"]]
+    recomputed = binary_metrics(np.array([float(r["p_ai"]) for r in ok]), np.array([r["label"] == "ai" for r in ok]))
+    assert recomputed["roc_auc"] == metrics["overall"]["roc_auc"] and recomputed["ece"] == metrics["overall"]["ece"]
+
+
+def test_parse_perturbations_rejects_fractional_qualities_and_duplicates():
+    with pytest.raises(ValueError, match=r"jpeg quality must be a whole number \(e.g. jpeg:70\)"):
+        parse_perturbations("jpeg:70.9")
+    with pytest.raises(ValueError, match="given twice"):
+        parse_perturbations("jpeg:70,resize:0.5,jpeg:70")
+    with pytest.raises(ValueError, match="given twice"):
+        parse_perturbations("blur:1,blur:1.0")
+    assert [p.name for p in parse_perturbations("webp:80.0")] == ["webp:80"]
+
+
+def test_evaluate_cli_warns_when_a_perturbation_leaves_images_unscored(setup, tmp_path: Path):
+    manifest, model = setup
+    result = CliRunner().invoke(app, ["evaluate", str(model), str(manifest), "-o", str(tmp_path / "r"),
+                                      "--perturb", "resize:0.1", "--source", "s1", "--no-evidence"])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    scored = saved["perturbations"]["resize:0.1"]["n_scored"]
+    assert scored < saved["n_scored"]
+    assert f"warning: resize:0.1: {scored} of 11 images scored" in result.output
+    assert "TPR@1%FPR" in result.output and "0 of 5 human images called AI" in result.output
+    assert (tmp_path / "r" / "predictions.csv").is_file()

@@ -31,6 +31,48 @@ def _fmt(value) -> str:
     return "–" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
+def _ci(interval) -> str:
+    return f"[{interval[0]:.3f}, {interval[1]:.3f}]" if interval else ""
+
+
+def summary_lines(metrics: dict) -> list[str]:
+    """What the table cannot hold: the intervals, and the threshold and FPR behind each TPR@FPR."""
+    overall = metrics.get("overall") or {}
+    ci = overall.get("ci95") or {}
+    lines = []
+    if ci:
+        lines.append(f"95% CI (bootstrap, stratified): ROC-AUC {_ci(ci.get('roc_auc'))}, accuracy "
+                     f"{_ci(ci.get('accuracy'))}, ECE {_ci(ci.get('ece'))} ({overall.get('ece_bins')} bins)")
+    for key, point in (overall.get("at_fpr") or {}).items():
+        lines.append(f"TPR@{point['fpr_target']:.0%}FPR {point['tpr']:.3f} {_ci(ci.get(f'tpr_at_fpr_{key}'))}: "
+                     f"threshold {point['threshold']:.4g}, {point['false_positives']} of {point['n_human']} human "
+                     f"images called AI (FPR {point['fpr_achieved']:.3f}, exact 95% CI {_ci(point['fpr_ci95'])})"
+                     + (f"; {point['note']}" if point.get("note") else ""))
+    if overall.get("n") is not None and overall["n"] < 200:
+        lines.append(f"ECE on {overall['n']} images is noisy: {overall.get('ece_note', '')}")
+    return lines
+
+
+def warning_lines(metrics: dict, calibration_warning: str | None = None) -> list[str]:
+    """One line per thing a person must know before trusting the numbers."""
+    lines = []
+    if calibration_warning:
+        lines.append(calibration_warning)
+    if metrics["n_unscored"]:
+        lines.append(f"{metrics['n_unscored']} of {metrics['n_records']} images were not scored "
+                     f"(see report.html); e.g. {metrics['unscored_examples'][0]}")
+    for name, m in (metrics.get("perturbations") or {}).items():
+        if m["n_unscored"] > metrics["n_unscored"]:
+            example = m["unscored_examples"][0] if m["unscored_examples"] else ""
+            lines.append(f"{name}: {m['n_scored']} of {m['n_records']} images scored, so its row is not comparable "
+                         f"with 'none'; e.g. {example}")
+    saturated = (metrics.get("overall") or {}).get("saturated_scores") or 0
+    if saturated:
+        lines.append(f"{saturated} of {metrics['n_scored']} scores are exactly 0.0 or 1.0 (a saturated calibration): "
+                     "ties among them lower ROC-AUC and coarsen every threshold")
+    return lines
+
+
 def register(app: typer.Typer) -> None:
     dataset_app = typer.Typer(help="Inspect labelled datasets before training on them.", no_args_is_help=True)
     app.add_typer(dataset_app, name="dataset")
@@ -80,10 +122,11 @@ def register(app: typer.Typer) -> None:
                 "accuracy", "roc_auc", "average_precision", "ece", "tpr_at_fpr_0.01", "tpr_at_fpr_0.05",
                 "fraction_uncertain")))
         Console(stderr=False, width=120).print(table)
-        typer.echo(f"wrote {out / 'metrics.json'} and {out / 'report.html'}")
-        if metrics["n_unscored"]:
-            typer.echo(f"{metrics['n_unscored']} of {metrics['n_records']} images were not scored "
-                       f"(see report.html); e.g. {metrics['unscored_examples'][0]}", err=True)
+        for line in summary_lines(metrics):
+            typer.echo(line)
+        typer.echo(f"wrote {out / 'metrics.json'}, {out / 'predictions.csv'} and {out / 'report.html'}")
+        for line in warning_lines(metrics, getattr(getattr(detector.model, "calibration", None), "warning", None)):
+            typer.echo(f"warning: {line}", err=True)
 
     @dataset_app.command("summary")
     def dataset_summary(

@@ -7,8 +7,15 @@ from typing import Any
 import numpy as np
 from sklearn import metrics as skm
 
+#: Equal-width bins of every ECE and reliability diagram the project reports.
+ECE_BINS = 15
+#: Below this many images an ECE is mostly sampling noise (a perfectly calibrated model scores ~0.1 at n=95).
+ECE_MIN_RELIABLE_N = 200
+#: The false-positive rates every evaluation reports a TPR at.
+REPORTED_FPRS = (0.01, 0.05)
 
-def expected_calibration_error(p_ai: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
+
+def expected_calibration_error(p_ai: np.ndarray, labels: np.ndarray, n_bins: int = ECE_BINS) -> float:
     """ECE over equal-width bins of p_ai (scikit-learn has no ECE of its own)."""
     p_ai = np.asarray(p_ai, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.float64)
@@ -22,7 +29,7 @@ def expected_calibration_error(p_ai: np.ndarray, labels: np.ndarray, n_bins: int
     return float(ece)
 
 
-def reliability_bins(p_ai: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> list[dict[str, float]]:
+def reliability_bins(p_ai: np.ndarray, labels: np.ndarray, n_bins: int = ECE_BINS) -> list[dict[str, float]]:
     p_ai = np.asarray(p_ai, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.float64)
     edges = np.linspace(0.0, 1.0, n_bins + 1)
@@ -47,6 +54,39 @@ def tpr_at_fpr(p_ai: np.ndarray, labels: np.ndarray, fpr: float) -> float:
     return float(np.mean(positives >= t)) if positives.size else float("nan")
 
 
+def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float] | None:
+    """Exact binomial interval for a rate of k in n."""
+    if n <= 0:
+        return None
+    from scipy.stats import beta
+
+    alpha = 1.0 - level
+    lo = 0.0 if k == 0 else float(beta.ppf(alpha / 2, k, n - k + 1))
+    hi = 1.0 if k == n else float(beta.ppf(1 - alpha / 2, k + 1, n - k))
+    return lo, hi
+
+
+def fpr_operating_point(p_ai: np.ndarray, labels: np.ndarray, fpr: float) -> dict[str, Any]:
+    """TPR at a target FPR with what it really was: the threshold, k false positives of n human images, and an
+    exact 95% interval for the false-positive rate of that threshold."""
+    from synthdetect.evaluate.calibration import threshold_at_fpr
+
+    p_ai = np.asarray(p_ai, dtype=np.float64)
+    labels = np.asarray(labels)
+    negatives, positives = p_ai[labels < 0.5], p_ai[labels > 0.5]
+    t = threshold_at_fpr(p_ai, labels, fpr)
+    k, n = int((negatives >= t).sum()), int(negatives.size)
+    out: dict[str, Any] = {
+        "fpr_target": fpr, "threshold": t, "tpr": float(np.mean(positives >= t)) if positives.size else None,
+        "false_positives": k, "n_human": n, "fpr_achieved": k / n,
+        "fpr_ci95": list(clopper_pearson(k, n)), "allowed_false_positives": int(np.floor(fpr * n)),
+    }
+    if n * fpr < 1:
+        out["note"] = (f"too few human images ({n}) to measure a {fpr:.0%} FPR: at most k=0 false positives allowed, "
+                       f"so this is TPR at 0% FPR")
+    return out
+
+
 def binary_metrics(p_ai: np.ndarray, labels: np.ndarray, threshold: float = 0.5) -> dict[str, Any]:
     p_ai = np.asarray(p_ai, dtype=np.float64)
     labels = np.asarray(labels).astype(int)
@@ -66,12 +106,93 @@ def binary_metrics(p_ai: np.ndarray, labels: np.ndarray, threshold: float = 0.5)
         "roc_auc": float(skm.roc_auc_score(labels, p_ai)) if both else None,
         "average_precision": float(skm.average_precision_score(labels, p_ai)) if both else None,
         "ece": expected_calibration_error(p_ai, labels),
+        "ece_bins": ECE_BINS,
         "confusion_matrix": {
             "labels": ["human", "ai"],
             "rows_true_cols_pred": skm.confusion_matrix(labels, pred, labels=[0, 1]).tolist(),
         },
     }
     if both:
-        out["tpr_at_fpr_0.01"] = tpr_at_fpr(p_ai, labels, 0.01)
-        out["tpr_at_fpr_0.05"] = tpr_at_fpr(p_ai, labels, 0.05)
+        out["at_fpr"] = {}
+        for fpr in REPORTED_FPRS:
+            point = fpr_operating_point(p_ai, labels, fpr)
+            out[f"tpr_at_fpr_{fpr:g}"] = point["tpr"]
+            out["at_fpr"][f"{fpr:g}"] = point
     return out
+
+
+def _bootstrap_weights(rng: np.random.Generator, n: int, n_boot: int) -> np.ndarray:
+    """How often each of n items is drawn in each of n_boot resamples (n_boot x n counts)."""
+    if n == 0:
+        return np.zeros((n_boot, 0))
+    draws = rng.integers(0, n, size=(n_boot, n)) + (np.arange(n_boot) * n)[:, None]
+    return np.bincount(draws.ravel(), minlength=n_boot * n).reshape(n_boot, n).astype(np.float64)
+
+
+def resample_stats(p: np.ndarray, y: np.ndarray, w: np.ndarray, *, threshold: float = 0.5,
+                   fpr_thresholds: dict[str, float] | None = None, n_bins: int = ECE_BINS) -> dict[str, np.ndarray]:
+    """Metrics of each resample given as a row of draw counts ``w`` (n_resamples x n; every row sums to n and
+    draws as many images of each class as the data has)."""
+    stats: dict[str, np.ndarray] = {}
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    n_boot = w.shape[0]
+    correct = ((p >= threshold).astype(int) == y).astype(np.float64)
+    stats["accuracy"] = w @ correct / y.size
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    idx = np.clip(np.digitize(p, edges[1:-1], right=True), 0, n_bins - 1)
+    onehot = np.zeros((y.size, n_bins))
+    onehot[np.arange(y.size), idx] = 1.0
+    stats["ece"] = np.abs(w @ (onehot * p[:, None]) - w @ (onehot * y[:, None])).sum(axis=1) / y.size
+    if pos.size and neg.size:
+        # AUC per resample: for each AI image, the (weighted) human images scoring below it, ties counting half.
+        order = np.argsort(p[neg], kind="stable")
+        neg_sorted, w_neg = p[neg][order], w[:, neg][:, order]
+        cum = np.concatenate([np.zeros((n_boot, 1)), np.cumsum(w_neg, axis=1)], axis=1)
+        left = np.searchsorted(neg_sorted, p[pos], side="left")
+        right = np.searchsorted(neg_sorted, p[pos], side="right")
+        below = cum[:, left] + 0.5 * (cum[:, right] - cum[:, left])
+        stats["roc_auc"] = (w[:, pos] * below).sum(axis=1) / (pos.size * neg.size)
+        for name, t in (fpr_thresholds or {}).items():
+            stats[name] = w[:, pos] @ (p[pos] >= t).astype(np.float64) / pos.size
+    return stats
+
+
+def bootstrap_ci(p_ai: np.ndarray, labels: np.ndarray, *, threshold: float = 0.5,
+                 fpr_thresholds: dict[str, float] | None = None, n_boot: int = 1000, seed: int = 0,
+                 n_bins: int = ECE_BINS, level: float = 0.95) -> dict[str, Any]:
+    """Percentile bootstrap intervals, resampling within each class (so every resample has both).
+
+    ROC-AUC, accuracy at ``threshold``, ECE, and the TPR at each of ``fpr_thresholds`` (name -> threshold, held
+    fixed as chosen on the full data).  Vectorised: each resample is a row of draw counts, no Python loop.
+    """
+    p = np.asarray(p_ai, dtype=np.float64)
+    y = np.asarray(labels).astype(int)
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    w = np.zeros((n_boot, y.size))
+    w[:, pos] = _bootstrap_weights(rng, pos.size, n_boot)
+    w[:, neg] = _bootstrap_weights(rng, neg.size, n_boot)
+    stats = resample_stats(p, y, w, threshold=threshold, fpr_thresholds=fpr_thresholds, n_bins=n_bins)
+    tail = (1.0 - level) / 2 * 100
+    out: dict[str, Any] = {k: [float(v) for v in np.percentile(s, [tail, 100 - tail])] for k, s in stats.items()}
+    out["method"] = (f"{level:.0%} percentile bootstrap, {n_boot} resamples stratified by class, seed {seed}; "
+                     "TPR thresholds held fixed")
+    return out
+
+
+def ece_if_calibrated(p_ai: np.ndarray, *, n_sim: int = 500, seed: int = 0, n_bins: int = ECE_BINS) -> dict[str, float]:
+    """The ECE a perfectly calibrated model would score on these scores: labels drawn as Bernoulli(p_ai).
+
+    An observed ECE near this floor is indistinguishable from perfect calibration at this sample size.
+    """
+    p = np.asarray(p_ai, dtype=np.float64)
+    if p.size == 0:
+        return {"mean": float("nan"), "p95": float("nan")}
+    rng = np.random.default_rng(seed)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    idx = np.clip(np.digitize(p, edges[1:-1], right=True), 0, n_bins - 1)
+    onehot = np.zeros((p.size, n_bins))
+    onehot[np.arange(p.size), idx] = 1.0
+    sims = (rng.random((n_sim, p.size)) < p).astype(np.float64)
+    ece = np.abs(p @ onehot - sims @ onehot).sum(axis=1) / p.size
+    return {"mean": float(ece.mean()), "p95": float(np.percentile(ece, 95))}

@@ -68,9 +68,14 @@ _RANGES = {"jpeg": (1, 100), "webp": (1, 100), "resize": (0.01, 4.0), "crop": (0
            "noise": (0.0, 128.0)}
 
 
+#: Perturbations whose value is a whole number (an encoder quality).
+_INTEGER = {"jpeg", "webp"}
+
+
 def parse_perturbations(spec: str) -> list[Perturbation]:
     """``"jpeg:90,jpeg:70,resize:0.5,crop:0.5,blur:1.0,webp:80,noise:5"`` -> perturbations, in order."""
-    out = []
+    out: list[Perturbation] = []
+    seen: dict[tuple[str, float], str] = {}
     for item in (part.strip() for part in spec.split(",") if part.strip()):
         kind, _, value = item.partition(":")
         kind = kind.lower()
@@ -80,10 +85,16 @@ def parse_perturbations(spec: str) -> list[Perturbation]:
             number = float(value)
         except ValueError:
             raise ValueError(f"--perturb {item!r}: expected {kind}:NUMBER") from None
+        if kind in _INTEGER and not number.is_integer():
+            raise ValueError(f"--perturb {item!r}: {kind} quality must be a whole number (e.g. {kind}:{int(number)})")
         lo, hi = _RANGES[kind]
         if not lo <= number <= hi:
             raise ValueError(f"--perturb {item!r}: {kind} must be between {lo:g} and {hi:g}")
-        out.append(Perturbation(name=f"{kind}:{value}", kind=kind, value=number))
+        if (kind, number) in seen:
+            raise ValueError(f"--perturb {item!r}: the same perturbation as {seen[kind, number]!r}, given twice")
+        seen[kind, number] = item
+        name = f"{kind}:{int(number)}" if kind in _INTEGER else f"{kind}:{value}"
+        out.append(Perturbation(name=name, kind=kind, value=number))
     return out
 
 

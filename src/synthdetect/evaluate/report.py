@@ -14,6 +14,7 @@ Other commands (``synthdetect compare``) build on the two public functions::
 from __future__ import annotations
 
 import base64
+import csv
 import html
 import io
 import json
@@ -26,7 +27,14 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from synthdetect.evaluate.metrics import binary_metrics, reliability_bins
+from synthdetect.evaluate.metrics import (
+    ECE_BINS,
+    ECE_MIN_RELIABLE_N,
+    binary_metrics,
+    bootstrap_ci,
+    ece_if_calibrated,
+    reliability_bins,
+)
 from synthdetect.train.datasets import Record, read_record_bytes
 
 #: A perturbation maps encoded image bytes to new encoded bytes (see perturb.py).
@@ -137,10 +145,18 @@ def _verdict_summary(predictions: Predictions) -> dict[str, Any]:
     return out
 
 
-def _group_table(predictions: Predictions, key: Callable[[Record], str | None]) -> list[dict[str, Any]]:
+def _group_table(predictions: Predictions, key: Callable[[Record], str | None], *,
+                 auc_against_all_human: bool = False) -> list[dict[str, Any]]:
+    """Metrics per group.  A group of one class has no ROC-AUC or ECE (its "accuracy" would be a recall and its
+    "ECE" its mean score), so it gets the share of served verdicts instead, with the reason.  With
+    ``auc_against_all_human`` a group of AI images is ranked against every scored human image of the data."""
+    from sklearn.metrics import roc_auc_score
+
     groups: dict[str, list[int]] = defaultdict(list)
     for i, record in enumerate(predictions.records):
         groups[key(record) or "(none)"].append(i)
+    scored_all = predictions.scored
+    human_p = predictions.p_ai[scored_all & (predictions.labels == 0)]
     rows = []
     for name in sorted(groups):
         idx = np.array(groups[name])
@@ -150,11 +166,23 @@ def _group_table(predictions: Predictions, key: Callable[[Record], str | None]) 
                                "ai": int((predictions.labels[idx] == 1).sum()),
                                "human": int((predictions.labels[idx] == 0).sum())}
         if scored.size:
-            m = binary_metrics(p, y)
-            row.update({k: m[k] for k in ("accuracy", "roc_auc", "ece")})
+            served = [predictions.verdicts[i] for i in scored]
+            for label in ("ai", "human", "uncertain"):
+                row[f"called_{label}"] = sum(v == label for v in served) / len(served)
+            row["uncertain"] = sum(v == "uncertain" for v in served)
             row["mean_p_ai"] = float(p.mean())
-            labels = [predictions.verdicts[i] for i in scored]
-            row["uncertain"] = sum(v == "uncertain" for v in labels)
+            if len(np.unique(y)) == 2:
+                m = binary_metrics(p, y)
+                row.update({k: m[k] for k in ("accuracy", "roc_auc", "ece")})
+            else:
+                row.update({"accuracy": None, "roc_auc": None, "ece": None,
+                            "note": f"{'AI' if y[0] == 1 else 'human'} images only: ROC-AUC and ECE need both "
+                                    "classes; see the share of verdicts"})
+            if auc_against_all_human:
+                both = (y == 1).all() and human_p.size
+                row["roc_auc_vs_all_human"] = (
+                    float(roc_auc_score(np.r_[np.ones(p.size), np.zeros(human_p.size)], np.r_[p, human_p]))
+                    if both else None)
         rows.append(row)
     return rows
 
@@ -195,7 +223,19 @@ def compute_metrics(predictions: Predictions, threshold: float = 0.5) -> dict[st
         "seconds": round(predictions.seconds, 2),
     }
     if scored.any():
-        out["overall"] = binary_metrics(p, y, threshold)
+        out["overall"] = overall = binary_metrics(p, y, threshold)
+        floor = ece_if_calibrated(p)
+        overall["ece_if_calibrated"] = floor
+        overall["ece_note"] = (
+            f"ECE over {ECE_BINS} equal-width bins on {y.size} images; a perfectly calibrated model would score "
+            f"{floor['mean']:.3f} on average on these scores (95% of the time below {floor['p95']:.3f})"
+            + (f"; on fewer than {ECE_MIN_RELIABLE_N} images ECE is mostly noise" if y.size < ECE_MIN_RELIABLE_N
+               else ""))
+        overall["saturated_scores"] = int(((p == 0.0) | (p == 1.0)).sum())
+        if len(np.unique(y)) == 2:
+            points = overall["at_fpr"]
+            overall["ci95"] = bootstrap_ci(p, y, threshold=threshold, fpr_thresholds={
+                f"tpr_at_fpr_{k}": v["threshold"] for k, v in points.items()})
         if len(np.unique(y)) == 2:
             from sklearn.metrics import precision_recall_curve, roc_curve
 
@@ -203,10 +243,11 @@ def compute_metrics(predictions: Predictions, threshold: float = 0.5) -> dict[st
             prec, rec, _ = precision_recall_curve(y, p)
             out["curves"] = {"roc": {"fpr": fpr.tolist(), "tpr": tpr.tolist()},
                              "pr": {"precision": prec.tolist(), "recall": rec.tolist()}}
-        out["reliability"] = reliability_bins(p, y, n_bins=10)
+        out["reliability"] = reliability_bins(p, y, n_bins=ECE_BINS)
     out["verdicts"] = _verdict_summary(predictions)
     out["per_source"] = _group_table(predictions, lambda r: r.source)
-    out["per_generator"] = _group_table(predictions, lambda r: r.generator if r.label == 1 else "(human images)")
+    out["per_generator"] = _group_table(predictions, lambda r: r.generator if r.label == 1 else "(human images)",
+                                        auc_against_all_human=True)
     out["per_class_format"] = _class_format_table(predictions)
     errors = [e for e in predictions.errors if e]
     out["unscored_examples"] = errors[:20]
@@ -262,10 +303,10 @@ def _plot_reliability(predictions: Predictions, metrics: dict[str, Any]) -> str 
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 4))
     centres = [(r["lo"] + r["hi"]) / 2 for r in bins]
     observed = [r["frac_ai"] if r["frac_ai"] is not None else np.nan for r in bins]
-    a.bar(centres, observed, width=0.09, alpha=0.7, edgecolor="k", label="observed share of AI images")
+    a.bar(centres, observed, width=0.9 / len(bins), alpha=0.7, edgecolor="k", label="observed share of AI images")
     a.plot([0, 1], [0, 1], ls="--", c="grey", label="perfect calibration")
     a.set(xlabel="predicted p_ai", ylabel="share that is AI", xlim=(0, 1), ylim=(0, 1),
-          title=f"reliability (ECE {metrics['overall']['ece']:.3f})")
+          title=f"reliability (ECE {metrics['overall']['ece']:.3f}, {len(bins)} bins)")
     a.legend(loc="upper left", fontsize=8)
     scored = predictions.scored
     for cls, name, colour in ((0, "human", "tab:green"), (1, "ai", "tab:red")):
@@ -321,8 +362,27 @@ def _fmt(value: Any) -> str:
 #: Short column headings so wide tables fit a laptop screen.
 _HEADINGS = {"n_scored": "n", "average_precision": "AP", "roc_auc": "ROC-AUC", "tpr_at_fpr_0.01": "TPR @1% FPR",
              "tpr_at_fpr_0.05": "TPR @5% FPR", "fraction_uncertain": "share uncertain",
-             "false_ai_on_human_images": "human called AI", "mean_p_ai": "mean p_ai", "ece": "ECE",
-             "short_side_px": "short side (px)", "file_kb": "file size (kB)"}
+             "false_ai_on_human_images": "human called AI", "mean_p_ai": "mean p_ai", "ece": f"ECE ({ECE_BINS} bins)",
+             "short_side_px": "short side (px)", "file_kb": "file size (kB)",
+             "roc_auc_vs_all_human": "ROC-AUC vs all human images", "called_ai": "share called ai",
+             "called_human": "share called human", "called_uncertain": "share called uncertain"}
+
+
+def _ci(interval: Any) -> str:
+    return f"[{interval[0]:.3f}, {interval[1]:.3f}]" if interval else ""
+
+
+def operating_point_rows(overall: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per reported FPR: the threshold, what FPR it really gave (k of n) and the intervals."""
+    ci = overall.get("ci95") or {}
+    rows = []
+    for key, point in (overall.get("at_fpr") or {}).items():
+        rows.append({"target FPR": f"{point['fpr_target']:.0%}", "threshold on p_ai": point["threshold"],
+                     "human called AI": f"{point['false_positives']} of {point['n_human']}",
+                     "FPR achieved": point["fpr_achieved"], "FPR exact 95% CI": _ci(point.get("fpr_ci95")),
+                     "TPR": point["tpr"], "TPR 95% CI": _ci(ci.get(f"tpr_at_fpr_{key}")),
+                     "note": point.get("note", "")})
+    return rows
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
@@ -363,11 +423,15 @@ def render_html(predictions: Predictions, metrics: dict[str, Any], *, title: str
     overall = metrics.get("overall", {})
     verdicts = metrics["verdicts"]
     cm = overall.get("confusion_matrix", {}).get("rows_true_cols_pred", [[0, 0], [0, 0]])
-    cards = [("images", metrics["n_records"]), ("scored", metrics["n_scored"]), ("loss", overall.get("loss")),
-             ("accuracy @0.5", overall.get("accuracy")), ("precision", overall.get("precision")),
-             ("recall", overall.get("recall")), ("F1", overall.get("f1")), ("ROC-AUC", overall.get("roc_auc")),
-             ("avg precision", overall.get("average_precision")), ("ECE", overall.get("ece")),
-             ("TPR @1% FPR", overall.get("tpr_at_fpr_0.01")), ("TPR @5% FPR", overall.get("tpr_at_fpr_0.05"))]
+    ci = overall.get("ci95") or {}
+    cards = [("images", metrics["n_records"], None), ("scored", metrics["n_scored"], None),
+             ("loss", overall.get("loss"), None), ("accuracy @0.5", overall.get("accuracy"), ci.get("accuracy")),
+             ("precision", overall.get("precision"), None), ("recall", overall.get("recall"), None),
+             ("F1", overall.get("f1"), None), ("ROC-AUC", overall.get("roc_auc"), ci.get("roc_auc")),
+             ("avg precision", overall.get("average_precision"), None),
+             (f"ECE ({ECE_BINS} bins)", overall.get("ece"), ci.get("ece")),
+             ("TPR @1% FPR", overall.get("tpr_at_fpr_0.01"), ci.get("tpr_at_fpr_0.01")),
+             ("TPR @5% FPR", overall.get("tpr_at_fpr_0.05"), ci.get("tpr_at_fpr_0.05"))]
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
              f"<style>{_CSS}</style></head><body>",
              f"<h1>{html.escape(title)}</h1>",
@@ -377,8 +441,17 @@ def render_html(predictions: Predictions, metrics: dict[str, Any], *, title: str
              f"p_ai &ge; 0.5; ROC-AUC, AP and TPR at a fixed FPR need no threshold (TPR at 1% FPR is measured "
              f"on these images, so it is optimistic next to the card's validation thresholds). "
              f"The served verdicts below use the model's own thresholds and its uncertain band.</p>",
-             "<div class='cards'>" + "".join(f"<div class='card'>{html.escape(k)}<b>{_fmt(v)}</b></div>" for k, v in cards)
-             + "</div>"]
+             "<div class='cards'>" + "".join(
+                 f"<div class='card'>{html.escape(k)}<b>{_fmt(v)}</b><span class='note'>{_ci(c)}</span></div>"
+                 for k, v, c in cards) + "</div>"]
+    if ci:
+        parts.append(f"<p class='note'>Brackets: {html.escape(ci['method'])}.</p>")
+    points = operating_point_rows(overall)
+    if points:
+        parts.append("<h2>TPR at a fixed FPR: the thresholds and the FPR they really give</h2><p class='note'>The "
+                     "threshold is the lowest that lets at most floor(target &times; n) of these human images "
+                     "score at or above it; the FPR interval is exact (Clopper-Pearson).</p>"
+                     + _table(points, list(points[0])))
     parts.append("<h2>Confusion matrix (p_ai &ge; 0.5)</h2>" + _table(
         [{"true \\ predicted": "human", "human": cm[0][0], "ai": cm[0][1]},
          {"true \\ predicted": "ai", "human": cm[1][0], "ai": cm[1][1]}], ["true \\ predicted", "human", "ai"]))
@@ -392,14 +465,20 @@ def render_html(predictions: Predictions, metrics: dict[str, Any], *, title: str
         parts.append(f"<h2>ROC and precision-recall</h2><img alt='ROC and PR curves' src='{curves}'>")
     reliability = _plot_reliability(predictions, metrics)
     if reliability:
-        parts.append(f"<h2>Calibration</h2><img alt='reliability diagram' src='{reliability}'>")
+        parts.append(f"<h2>Calibration</h2><img alt='reliability diagram' src='{reliability}'>"
+                     f"<p class='note'>{html.escape(overall.get('ece_note', ''))}</p>")
     if perturbations:
         rows = [perturbation_row(name, m) for name, m in perturbations.items()]
         parts.append("<h2>Robustness sweep</h2><p class='note'>The same images, perturbed before the detector "
                      "sees them.</p>" + _table(rows, PERTURBATION_COLUMNS))
-    group_cols = ["group", "n", "ai", "human", "scored", "accuracy", "roc_auc", "ece", "mean_p_ai", "uncertain"]
-    parts.append("<h2>Per source</h2>" + _table(metrics["per_source"], group_cols))
-    parts.append("<h2>Per generator</h2>" + _table(metrics["per_generator"], group_cols))
+    group_cols = ["group", "n", "ai", "human", "scored", "accuracy", "roc_auc", "ece", "mean_p_ai", "called_ai",
+                  "called_human", "called_uncertain", "note"]
+    group_note = ("<p class='note'>Accuracy, ROC-AUC and ECE need both classes; a group of one class shows the "
+                  "share of served verdicts (model thresholds) instead.</p>")
+    parts.append("<h2>Per source</h2>" + group_note + _table(metrics["per_source"], group_cols))
+    parts.append("<h2>Per generator</h2><p class='note'>ROC-AUC vs all human images ranks the generator's images "
+                 "against every scored human image of the data.</p>"
+                 + _table(metrics["per_generator"], group_cols[:8] + ["roc_auc_vs_all_human"] + group_cols[8:]))
     parts.append("<h2>Format and size per class</h2><p class='note'>When the classes differ in format or size, "
                  "a model can score well by learning the difference instead of generation artefacts.</p>"
                  + _table(metrics["per_class_format"], ["class", "n", "formats", "short_side_px", "file_kb"]))
@@ -443,7 +522,25 @@ def write_report(
     table = {"none": metrics, **perturbed} if perturbed else None
     (out_dir / "report.html").write_text(render_html(predictions, metrics, title=title, perturbations=table))
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default) + "\n")
+    write_predictions_csv(out_dir / "predictions.csv", {"none": predictions, **(perturbations or {})})
     return metrics
+
+
+PREDICTION_COLUMNS = ["perturbation", "file", "label", "source", "generator", "p_ai", "verdict", "error"]
+
+
+def write_predictions_csv(path: Path, predictions: dict[str, Predictions]) -> None:
+    """One row per image (and per perturbation; ``none`` is the unperturbed run): every number is recomputable."""
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(PREDICTION_COLUMNS)
+        for name, pred in predictions.items():
+            for i, record in enumerate(pred.records):
+                verdict = pred.verdicts[i] if i < len(pred.verdicts) else None
+                p = pred.p_ai[i]
+                writer.writerow([name, record.ref, "ai" if pred.labels[i] == 1 else "human", record.source or "",
+                                 record.generator or "", "" if np.isnan(p) else repr(float(p)), verdict or "",
+                                 pred.errors[i] or ""])
 
 
 def _json_default(value: Any) -> Any:

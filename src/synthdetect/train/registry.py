@@ -21,6 +21,7 @@ fusion step read: ``calibration``, ``thresholds``, ``decision``, plus
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -143,6 +144,18 @@ def band_counts(p: np.ndarray, y: np.ndarray, decision: dict[str, float]) -> dic
     return out
 
 
+def calibration_warnings(calibration: Calibration, points: dict[str, Any]) -> list[str]:
+    """One line each when the validation data could not support the calibration or the thresholds as usual
+    (the card records the same facts: ``calibration.fit`` and ``decision.uncertain_band_empty``)."""
+    lines = [calibration.warning] if calibration.warning else []
+    if points["decision"].get("uncertain_band_empty"):
+        lines.append("the uncertain band is empty (the human threshold reaches the ai threshold on validation data)")
+    for entry in points["thresholds"].values():
+        if entry.get("note"):
+            lines.append(entry["note"])
+    return lines
+
+
 def finalize_package(
     request: TrainRequest,
     *,
@@ -167,6 +180,8 @@ def finalize_package(
     calibration = Calibration.fit(val_logits, val_labels, request.calibration)
     p_val = calibration(val_logits)
     points = operating_points(p_val, val_labels, request.fprs, decide_fpr=request.fprs[0])  # the first --fpr decides
+    for line in calibration_warnings(calibration, points):
+        print(f"warning: {request.name}: {line}", file=sys.stderr)
     metrics: dict[str, Any] = {"validation": binary_metrics(p_val, val_labels, 0.5)}
     if test_logits is not None and test_labels is not None and len(test_labels):
         test_labels = np.asarray(test_labels)
