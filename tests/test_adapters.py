@@ -323,3 +323,37 @@ def test_a_router_can_route_to_a_prefixed_model(onnx_model, tmp_path):
     assert verdict.models[0]["model"] == f"onnx:{path}"
     assert verdict.p_ai == pytest.approx(1 / (1 + np.exp(-_reference_torch_logits(module, large)[0])), abs=1e-4)
     assert detector(str(write_images(tmp_path / "small", 1, sizes=((32, 32),))[0])).models[0]["model"] == "cifake-cnn"
+
+
+@pytest.mark.parametrize("setting, message", [
+    ({"layout": "NHWC"}, r"sidecar input.layout 'NHWC' contradicts the graph's input shape \['batch', 3, 20, 24\]"),
+    ({"size": [32, 32]}, r"sidecar input.size \[32, 32\] contradicts the graph's input shape .*fixed 20x24"),
+    ({"rescale": 0}, "input.rescale must be a positive number, not 0"),
+    ({"rescale": "-1/255"}, "input.rescale must be a positive number"),
+    ({"rescale": "1/0"}, "input.rescale '1/0' is not a number"),
+    ({"std": [0, 1, 1]}, r"input.std must be non-zero in every channel"),
+])
+def test_onnx_sidecar_contradicting_the_graph_is_refused_at_load(onnx_model, tmp_path, setting, message):
+    _, path = onnx_model
+    copy = tmp_path / "m.onnx"
+    copy.write_bytes(path.read_bytes())
+    (tmp_path / "m.onnx.json").write_text(json.dumps({**ONNX_SIDECAR, "input": {**ONNX_SIDECAR["input"], **setting}}))
+    with pytest.raises(AdapterError, match=message) as info:
+        load_model(f"onnx:{copy}")
+    assert "\n" not in str(info.value) and str(info.value).startswith(f"onnx:{copy}: ")
+
+
+def test_models_show_prints_the_card_of_a_prefixed_name(onnx_model):
+    from typer.testing import CliRunner
+
+    from synthdetect.cli import app
+
+    _, path = onnx_model
+    result = CliRunner().invoke(app, ["models", "show", f"onnx:{path}", "-f", "json"])
+    assert result.exit_code == 0, result.output
+    card = json.loads(result.stdout)
+    assert card["kind"] == "onnx" and card["labels"] == {"REAL": "human", "FAKE": "ai"}
+    table = CliRunner().invoke(app, ["models", "show", f"onnx:{path}"])
+    assert table.exit_code == 0 and "source:" in table.stdout
+    missing = CliRunner().invoke(app, ["models", "show", f"onnx:{path}.missing"])
+    assert missing.exit_code == 2 and "file not found" in missing.stderr

@@ -136,3 +136,18 @@ print(json.dumps({{"p_ai": verdict.p_ai, "err": err, "torchvision": "torchvision
     assert out["torchvision"] is False
     assert out["err"].startswith("hf:nobody/not-in-the-cache: cannot load the model")
     assert "HF_HUB_OFFLINE" in out["err"] and "\n" not in out["err"]
+
+
+def test_a_mistyped_local_folder_offline_is_named_without_any_network(tmp_path, monkeypatch):
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)  # already imported: make sure nothing goes out
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny").mkdir()
+    with pytest.raises(AdapterError) as info:
+        load_model("hf:tiny/vitfr")
+    message = str(info.value)
+    assert "no local folder 'tiny/vitfr'; as a hub id it needs network" in message
+    assert "not in the local Hugging Face cache" in message and "\n" not in message

@@ -107,3 +107,46 @@ def test_ela_input_matches_the_published_recipe(tmp_path):
     im.save(tmp_path / "r.jpg", "JPEG", quality=90)
     diff = np.abs(np.asarray(im, np.int32) - np.asarray(Image.open(tmp_path / "r.jpg").convert("RGB"), np.int32))
     assert np.corrcoef(ela.ravel(), diff.ravel())[0, 1] > 0.99
+
+
+def _conv_trunk(seed: int) -> list:
+    keras.utils.set_random_seed(seed)
+    return [keras.Input((24, 24, 3)), keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(2, kernel_initializer=keras.initializers.RandomNormal(0, 3.0))]
+
+
+@pytest.mark.parametrize("head", ["softmax_layer", "activation_layer", "softmax_then_dropout"])
+def test_a_softmax_layer_head_is_not_softmaxed_twice(tmp_path, images, head):
+    """``Softmax()`` / ``Activation('softmax')`` as the last layer already gives probabilities."""
+    extra = {"softmax_layer": [keras.layers.Softmax()],
+             "activation_layer": [keras.layers.Activation("softmax")],
+             "softmax_then_dropout": [keras.layers.Softmax(), keras.layers.Dropout(0.5)]}[head]
+    module = keras.Sequential(_conv_trunk(3) + extra)
+    module.save(tmp_path / "m.keras")
+    (tmp_path / "m.keras.json").write_text(json.dumps({"labels": ["FAKE", "REAL"]}))
+    model = load_model(f"keras:{tmp_path / 'm.keras'}")
+    assert model.card["output"] == "probabilities" and model.card["final_activation"] == "softmax"
+    probs = module.predict_on_batch(_arrays(images, Image.Resampling.BILINEAR, 1 / 255))
+    assert np.allclose(model.logits([load_image(p) for p in images]),
+                       np.log(probs[:, 0]) - np.log(probs[:, 1]), atol=1e-4)
+
+
+def test_an_undetermined_output_activation_is_probed_or_refused(tmp_path, images):
+    """A last layer that does not say (here a Reshape) is settled by a probe batch, or refused in one line."""
+    hidden = keras.Sequential(_conv_trunk(4) + [keras.layers.Softmax(), keras.layers.Reshape((2,))])
+    hidden.save(tmp_path / "hidden.keras")
+    (tmp_path / "hidden.keras.json").write_text(json.dumps({"labels": ["FAKE", "REAL"]}))
+    model = load_model(f"keras:{tmp_path / 'hidden.keras'}")
+    assert model.card["final_activation"] == "unknown" and model.card["output"] == "probabilities"
+    assert model.card["output_from"].startswith("probe batch")
+    probs = hidden.predict_on_batch(_arrays(images, Image.Resampling.BILINEAR, 1 / 255))
+    assert np.allclose(model.logits([load_image(p) for p in images]),
+                       np.log(probs[:, 0]) - np.log(probs[:, 1]), atol=1e-4)
+    relu = keras.Sequential(_conv_trunk(5) + [keras.layers.ReLU()])
+    relu.save(tmp_path / "relu.keras")
+    (tmp_path / "relu.keras.json").write_text(json.dumps({"labels": ["FAKE", "REAL"]}))
+    with pytest.raises(AdapterError, match="cannot tell whether the outputs are logits or probabilities"):
+        load_model(f"keras:{tmp_path / 'relu.keras'}")
+    (tmp_path / "relu.keras.json").write_text(json.dumps({"labels": ["FAKE", "REAL"], "output": "logits"}))
+    assert load_model(f"keras:{tmp_path / 'relu.keras'}").card["output_from"] == "sidecar"

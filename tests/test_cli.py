@@ -221,3 +221,36 @@ def test_standard_input_misuse_is_a_one_line_usage_error(tmp_path):
     assert missing.exit_code == 2 and "nope.txt" in missing.output and len(missing.output.strip().splitlines()) == 1
     nothing = invoke("detect")
     assert nothing.exit_code == 2 and "no files to judge" in nothing.output
+
+
+@pytest.mark.parametrize("option, value", [("--batch-size", "0"), ("--batch-size", "-1"), ("--max-pixels", "0"),
+                                           ("--max-bytes", "-5")])
+def test_numeric_options_below_one_are_usage_errors(images, option, value):
+    result = invoke("detect", str(images / "img0.png"), option, value)
+    assert result.exit_code == 2 and "Invalid value" in result.output and option in result.output
+
+
+def test_models_show_prints_card_text_literally_and_refuses_malformed_cards(tiny_package):
+    card_path = tiny_package.root / "model.json"
+    card = json.loads(card_path.read_text())
+    card_path.write_text(json.dumps({**card, "description": "trained on [/bold] data [cifake]"}))
+    result = invoke("models", "show", str(tiny_package.root))
+    assert result.exit_code == 0, result.output
+    assert "trained on [/bold] data [cifake]" in result.stdout
+    del card["files"]["weights"]["sha256"]
+    card_path.write_text(json.dumps(card))
+    result = invoke("models", "show", str(tiny_package.root))
+    assert result.exit_code == 2 and "malformed card (files entry 'weights' has no sha256)" in result.stderr
+    card_path.write_bytes(b'{"name": "caf\xe9", "kind": "small-cnn"}')
+    result = invoke("models", "show", str(tiny_package.root))
+    assert result.exit_code == 2 and "malformed card (not UTF-8 text" in result.stderr
+
+
+def test_models_commands_print_only_the_formats_they_support():
+    lines = invoke("models", "list", "-f", "jsonl").stdout.strip().splitlines()
+    assert len(lines) >= 2 and all(json.loads(line)["name"] for line in lines)  # one object per line
+    shown = invoke("models", "show", "cifake-cnn", "-f", "jsonl").stdout.strip().splitlines()
+    assert len(shown) == 1 and json.loads(shown[0])["name"] == "cifake-cnn"
+    for args in (("models", "list", "-f", "csv"), ("models", "show", "cifake-cnn", "-f", "csv")):
+        result = invoke(*args)
+        assert result.exit_code == 2 and "'csv' is not one of" in result.output

@@ -61,3 +61,16 @@ def test_shipped_packages_verify():
     for name in names:
         package = find_package(name)  # hash-checks every weight file
         assert package.card["name"] == name
+
+
+def test_a_local_folder_named_like_a_shipped_model_does_not_shadow_it(tmp_path, monkeypatch, caplog):
+    from synthdetect.models import BUILTIN_DIR
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cifake-cnn").mkdir()
+    with caplog.at_level("WARNING", logger="synthdetect.models"):
+        package = find_package("cifake-cnn")
+    assert package.root == BUILTIN_DIR / "cifake-cnn"
+    assert "shipped model, used here" in caplog.text and "./cifake-cnn" in caplog.text
+    with pytest.raises(ModelPackageError, match="not a model package"):
+        find_package("./cifake-cnn")  # written as a path: the local folder, as asked

@@ -52,6 +52,14 @@ class OutputFormat(str, Enum):
     csv = "csv"
 
 
+class CardFormat(str, Enum):
+    """What ``models list`` / ``models show`` can print: a card is nested, so no CSV."""
+
+    table = "table"
+    json = "json"
+    jsonl = "jsonl"
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"synthdetect {__version__}")
@@ -187,9 +195,11 @@ def detect(
                              "(- reads the list from standard input, e.g. from find).")] = None,
     model: Annotated[str, typer.Option("--model", "-m", help="Model name or package path.")] = "default",
     format: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")] = OutputFormat.table,
-    batch_size: Annotated[int, typer.Option(help="Images decoded and scored together.")] = 32,
-    max_pixels: Annotated[int, typer.Option(help="Refuse images with more pixels (decompression bombs).")] = 80_000_000,
-    max_bytes: Annotated[int, typer.Option(help="Refuse files larger than this many bytes.")] = 100 * 1024 * 1024,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images decoded and scored together.")] = 32,
+    max_pixels: Annotated[int, typer.Option(
+        min=1, help="Refuse images with more pixels (decompression bombs).")] = 80_000_000,
+    max_bytes: Annotated[int, typer.Option(
+        min=1, help="Refuse files larger than this many bytes.")] = 100 * 1024 * 1024,
     all_files: Annotated[bool, typer.Option("--all-files", help="In folders, judge every file, not only image suffixes.")] = False,
     no_evidence: Annotated[bool, typer.Option("--no-evidence", help="Skip provenance/metadata probes.")] = False,
 ) -> None:
@@ -247,7 +257,8 @@ def detect(
 
 @models_app.command("list")
 def models_list(
-    format: Annotated[OutputFormat, typer.Option("--format", "-f")] = OutputFormat.table,
+    format: Annotated[CardFormat, typer.Option(
+        "--format", "-f", help="table, json (one array) or jsonl.")] = CardFormat.table,
 ) -> None:
     """The models shipped with synthdetect."""
     from synthdetect.models import builtin_names, find_package
@@ -260,8 +271,12 @@ def models_list(
                      "description": card.get("description", ""),
                      "test_accuracy": test.get("accuracy"), "test_roc_auc": test.get("roc_auc"),
                      "held_out": held_out_summary(card)})
-    if format in (OutputFormat.json, OutputFormat.jsonl):
+    if format is CardFormat.json:
         typer.echo(json.dumps(rows, indent=2))
+        return
+    if format is CardFormat.jsonl:
+        for row in rows:
+            typer.echo(json.dumps(row))
         return
     table = Table("name", "kind", "version", "held out", header_style="bold")
     table.add_column("description", overflow="fold")
@@ -290,30 +305,38 @@ def held_out_summary(card: dict) -> str:
 
 @models_app.command("show")
 def models_show(
-    name: Annotated[str, typer.Argument(help="Model name or package path.")],
-    format: Annotated[OutputFormat, typer.Option("--format", "-f")] = OutputFormat.table,
+    name: Annotated[str, typer.Argument(help="Model name, package path or prefixed name (onnx:/m.onnx, hf:ORG/NAME).")],
+    format: Annotated[CardFormat, typer.Option(
+        "--format", "-f", help="table, json or jsonl (one line).")] = CardFormat.table,
 ) -> None:
     """Print a model card."""
-    from synthdetect.models import ModelPackageError, find_package
+    from synthdetect.models import ModelPackageError, adapter_for, find_package
 
+    adapter = adapter_for(name)
     try:
-        package = find_package(name)
-    except ModelPackageError as exc:
+        if adapter is not None:  # an external model has no package: its card is built as it loads
+            card = adapter().card
+            where = card.get("source", name)
+        else:
+            package = find_package(name)
+            card, where = package.card, package.root
+    except (ModelPackageError, ValueError, ImportError) as exc:
         fail(str(exc))
-    card = package.card
-    if format is not OutputFormat.table:
-        typer.echo(json.dumps(card, indent=2))
+    if format is not CardFormat.table:
+        typer.echo(json.dumps(card, indent=2) if format is CardFormat.json else json.dumps(card))
         return
     console = Console()
-    console.print(f"[bold]{card['name']}[/bold] {card.get('version', '')}  kind={card['kind']}")
-    console.print(card.get("description", ""))
-    console.print(f"package: {package.root}")
+    # Card text is data, not Rich markup: '[/bold]' in a description would crash, '[cifake]' would vanish.
+    console.print(f"[bold]{escape(str(card['name']))}[/bold] {escape(str(card.get('version', '')))}  "
+                  f"kind={escape(str(card['kind']))}", highlight=False)
+    console.print(str(card.get("description", "")), markup=False, highlight=False)
+    console.print(f"{'package' if adapter is None else 'source'}: {where}", markup=False, highlight=False)
     skip = {"history", "name", "version", "kind", "description"}
     for key, value in card.items():
         if key in skip:
             continue
         text = json.dumps(value, indent=2) if isinstance(value, (dict, list)) else str(value)
-        console.print(f"[bold]{key}[/bold]: {text}", highlight=False)
+        console.print(f"[bold]{escape(str(key))}[/bold]: {escape(text)}", highlight=False)
 
 
 def _register_commands() -> None:

@@ -1,11 +1,14 @@
 """Model kinds, named packages and the one factory that resolves a model name.
 
 Names resolve in this order: a registered prefix (``onnx:``, ``hf:``...), a
-path to a package directory or card, a model shipped with synthdetect.
+model shipped with synthdetect, a path to a package directory or card.  A
+bare shipped name (``default``) means the shipped model even when the working
+directory holds a folder of that name; write ``./default`` for the folder.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Callable
 
@@ -14,6 +17,7 @@ from synthdetect.models.base import Model, ModelScore, build_model, import_all_k
 from synthdetect.models.package import ModelPackage, ModelPackageError, load_package
 
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "weights"
+_log = logging.getLogger(__name__)
 
 #: Registers the ``hf:``, ``timm:``, ``keras:`` and ``onnx:`` prefixes when imported.
 _ADAPTERS = "synthdetect.models.adapters"
@@ -34,12 +38,28 @@ def builtin_names() -> list[str]:
     return sorted(p.name for p in BUILTIN_DIR.iterdir() if (p / "model.json").is_file()) if BUILTIN_DIR.is_dir() else []
 
 
+def looks_like_path(name: str) -> bool:
+    """Whether ``name`` is written as a path (``./x``, ``~/x``, ``/x``, ``a/b``), so it cannot mean a shipped model."""
+    return Path(name).name != name or name.startswith((".", "~")) or Path(name).is_absolute()
+
+
+def shipped_package_dir(name: str) -> Path | None:
+    if looks_like_path(name) or not (BUILTIN_DIR / name / "model.json").is_file():
+        return None
+    return BUILTIN_DIR / name
+
+
 def find_package(name: str) -> ModelPackage:
+    """A shipped model by bare name, else a package path; a same-named local folder never shadows a shipped model."""
+    shipped = shipped_package_dir(name)
     path = Path(name).expanduser()
+    if shipped is not None:
+        if path.exists():
+            _log.warning("'%s' is a shipped model, used here; the local %s '%s' is not (write ./%s to load it)",
+                         name, "folder" if path.is_dir() else "file", name, name)
+        return load_package(shipped)
     if path.exists():
         return load_package(path)
-    if (BUILTIN_DIR / name / "model.json").is_file():
-        return load_package(BUILTIN_DIR / name)
     known = ", ".join(builtin_names()) or "none"
     raise ModelPackageError(f"unknown model '{name}' (shipped models: {known}; or give a package path)")
 

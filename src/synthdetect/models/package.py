@@ -64,16 +64,32 @@ def load_package(root: str | Path, *, verify: bool = True) -> ModelPackage:
     if not card_path.is_file():
         raise ModelPackageError(f"{root}: not a model package (no {CARD_FILE})")
     try:
-        card = json.loads(card_path.read_text())
+        card = json.loads(card_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ModelPackageError(f"{card_path}: malformed card ({exc.msg} at line {exc.lineno})") from exc
+    except UnicodeDecodeError as exc:
+        raise ModelPackageError(f"{card_path}: malformed card (not UTF-8 text: byte {exc.start})") from None
+    if not isinstance(card, dict):
+        raise ModelPackageError(f"{card_path}: malformed card (expected a JSON object)")
     for key in ("name", "kind"):
         if key not in card:
             raise ModelPackageError(f"{card_path}: card has no '{key}'")
+    check_files_block(card, card_path)
     package = ModelPackage(root=root, card=card)
     if verify:
         verify_files(package)
     return package
+
+
+def check_files_block(card: dict[str, Any], card_path: Path) -> None:
+    """Every listed file needs a path and a sha256: a card without them cannot be verified, so it is refused."""
+    files = card.get("files", {})
+    if not isinstance(files, dict):
+        raise ModelPackageError(f"{card_path}: malformed card ('files' must map roles to {{path, sha256}})")
+    for role, entry in files.items():
+        for key in ("path", "sha256"):
+            if not isinstance(entry, dict) or not isinstance(entry.get(key), str) or not entry[key]:
+                raise ModelPackageError(f"{card_path}: malformed card (files entry '{role}' has no {key})")
 
 
 def verify_files(package: ModelPackage) -> None:

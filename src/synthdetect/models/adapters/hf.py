@@ -61,14 +61,36 @@ class HFModel(AdapterModel):
             return self.module(**inputs).logits.float().numpy()
 
 
-def _load_error(target: str, exc: Exception) -> AdapterError:
+_OFFLINE_HINT = (" (HF_HUB_OFFLINE is set: only the local cache is searched; download it once with internet access, "
+                 "or point hf: at a local directory)")
+
+
+def hub_offline() -> bool:
     import os
 
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return True
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return False
+    return bool(getattr(constants, "HF_HUB_OFFLINE", False))
+
+
+def in_local_cache(repo_id: str, revision: str | None) -> bool:
+    """Whether the hub id's config is in the local Hugging Face cache (a file lookup, no network)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(repo_id, "config.json", revision=revision), str)
+    except Exception:  # noqa: BLE001 - cannot tell: let transformers decide
+        return True
+
+
+def _load_error(target: str, exc: Exception, not_local: str = "") -> AdapterError:
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    hint = (" (HF_HUB_OFFLINE is set: only the local cache is searched; download it once with internet access, "
-            "or point hf: at a local directory)") if offline else ""
-    return AdapterError(f"{PREFIX}:{target}: cannot load the model: {first}{hint}")
+    hint = _OFFLINE_HINT if hub_offline() else ""
+    return AdapterError(f"{PREFIX}:{target}: cannot load the model: {not_local}{first}{hint}")
 
 
 def load_hf(spec: str) -> HFModel:
@@ -82,12 +104,20 @@ def load_hf(spec: str) -> HFModel:
     transformers.utils.logging.disable_progress_bar()
     revision = options.get("revision")
     kwargs = {"revision": revision} if revision else {}
+    not_local = ""
+    if source == target and not in_local_cache(target, revision):
+        # perhaps a mistyped local folder: say so before (offline) or beside (online) the hub's own error
+        not_local = f"no local folder '{target}'; as a hub id it needs network"
+        if hub_offline():
+            raise AdapterError(f"{PREFIX}:{target}: cannot load the model: {not_local}, and it is not in the local "
+                               f"Hugging Face cache{_OFFLINE_HINT}")
+        not_local += ": "
     try:
         # backend="pil": the slow, numpy/PIL processor; the fast one needs torchvision.
         processor = AutoImageProcessor.from_pretrained(source, backend="pil", **kwargs)
         module = AutoModelForImageClassification.from_pretrained(source, **kwargs)
     except (OSError, ValueError, KeyError) as exc:
-        raise _load_error(target, exc) from exc
+        raise _load_error(target, exc, not_local) from exc
     config = module.config
     labels = [str(config.id2label[i]) for i in range(config.num_labels)]
     where = f"{PREFIX}:{target}"

@@ -37,15 +37,70 @@ def import_keras() -> Any:
     return keras
 
 
+# Layers that leave values unchanged at inference, so the activation before them is the output's.
+PASS_THROUGH = {"Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianDropout",
+                "GaussianNoise", "AlphaDropout", "ActivityRegularization", "Identity", "Flatten"}
+SOFTMAX_LIKE = {"softmax"}
+SIGMOID_LIKE = {"sigmoid", "hard_sigmoid"}
+LOGIT_LIKE = {"linear", "log_softmax"}  # log_softmax differs from logits by a per-row constant: same log-odds
+UNKNOWN = "unknown"
+
+
 def final_activation(model: Any) -> str:
-    activation = getattr(model.layers[-1], "activation", None) if model.layers else None
-    return getattr(activation, "__name__", "linear")
+    """The activation on the model's output, or ``'unknown'``.
+
+    A ``Softmax()`` layer has no ``.activation`` attribute, so reading only
+    that attribute called it linear and the scores were softmaxed twice.
+    """
+    layer = model
+    while getattr(layer, "layers", None):  # a nested model: its own last layer decides
+        layers = [item for item in layer.layers if type(item).__name__ != "InputLayer"]
+        while layers and type(layers[-1]).__name__ in PASS_THROUGH:
+            layers.pop()
+        if not layers:
+            return UNKNOWN
+        layer = layers[-1]
+    name = type(layer).__name__
+    if name == "Softmax":
+        return "softmax"
+    if name in ("ReLU", "LeakyReLU", "PReLU", "ELU"):
+        return name.lower()
+    activation = getattr(layer, "activation", None)
+    if activation is None:
+        return UNKNOWN
+    return getattr(activation, "__name__", UNKNOWN)
 
 
-def default_output_kind(n_outputs: int, activation: str) -> str:
+def default_output_kind(n_outputs: int, activation: str) -> str | None:
+    """What the outputs are, when the activation says so with confidence; None when it does not."""
     if n_outputs == 1:
-        return "sigmoid_probability" if activation == "sigmoid" else "sigmoid_logit"
-    return "probabilities" if activation == "softmax" else "logits"
+        if activation in SIGMOID_LIKE:
+            return "sigmoid_probability"
+        return "sigmoid_logit" if activation in LOGIT_LIKE else None
+    if activation in SOFTMAX_LIKE:
+        return "probabilities"
+    return "logits" if activation in LOGIT_LIKE else None
+
+
+def probe_output_kind(module: Any, preprocess: ArrayPreprocess, where: str, activation: str) -> str:
+    """Run a few probe images to tell probabilities from logits when the last layer does not say.
+
+    Rows in [0, 1] summing to 1 on every probe are probabilities; anything
+    else could be logits or something else entirely, so it is refused rather
+    than guessed.
+    """
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    probes = [Image.fromarray(rng.integers(0, 256, (preprocess.height, preprocess.width, 3), dtype=np.uint8))
+              for _ in range(3)] + [Image.new("RGB", (preprocess.width, preprocess.height), (128, 128, 128))]
+    out = module(preprocess(probes), training=False)
+    out = out.detach().cpu().numpy() if hasattr(out, "detach") else np.asarray(out)
+    out = np.asarray(out, dtype=np.float64).reshape(len(probes), -1)
+    if out.shape[1] > 1 and np.all((out >= 0) & (out <= 1)) and np.allclose(out.sum(axis=1), 1.0, atol=1e-4):
+        return "probabilities"
+    raise AdapterError(f"{where}: cannot tell whether the outputs are logits or probabilities (last activation "
+                       f"'{activation}'); state \"output\" in the sidecar")
 
 
 class KerasModel(AdapterModel):
@@ -77,14 +132,21 @@ def load_keras(spec: str) -> KerasModel:
     preprocess = preprocess_from_spec(sidecar.get("input", {}), {k: v for k, v in defaults.items() if v}, where)
     n_outputs = int(module.output_shape[-1])
     activation = final_activation(module)
-    kind = default_output_kind(n_outputs, activation)
+    kind = sidecar.get("output") or default_output_kind(n_outputs, activation)
+    output_from = "sidecar" if sidecar.get("output") else "final activation"
+    if kind is None:
+        kind = probe_output_kind(module, preprocess, where, activation) if n_outputs > 1 else None
+        output_from = "probe batch (rows in [0, 1] summing to 1)"
+        if kind is None:
+            raise AdapterError(f"{where}: cannot tell whether the one output is a logit or a probability (last "
+                               f"activation '{activation}'); state \"output\" in the sidecar")
     mapping = output_mapping(sidecar, options, n_outputs, where,
                              default_multi=kind if n_outputs > 1 else "logits",
                              default_single=kind if n_outputs == 1 else "sigmoid_logit")
     card = adapter_card(
         sidecar.get("name") or f"{PREFIX}:{target}", PREFIX, source=str(path), mapping=mapping,
         preprocessing={**preprocess.describe(), "stated_in": str(sidecar_path) if sidecar_path else "defaults"},
-        extra={"final_activation": activation, "backend": keras.backend.backend(),
+        extra={"final_activation": activation, "output_from": output_from, "backend": keras.backend.backend(),
                "created_with": {"keras": keras.__version__}},
     )
     from synthdetect.models.package import sha256_file

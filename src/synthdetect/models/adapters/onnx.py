@@ -49,6 +49,18 @@ def shape_defaults(shape: Sequence[Any]) -> dict[str, Any]:
     return {}
 
 
+def check_against_graph(preprocess: ArrayPreprocess, fixed: dict[str, Any], shape: list[Any], where: str) -> None:
+    """Refuse sidecar settings the graph contradicts at load, not as an ONNX Runtime traceback mid-batch."""
+    if fixed.get("layout") and preprocess.layout != fixed["layout"]:
+        raise AdapterError(f"{where}: sidecar input.layout '{preprocess.layout}' contradicts the graph's input "
+                           f"shape {shape} ({fixed['layout']})")
+    for key in ("height", "width"):
+        if fixed.get(key) and getattr(preprocess, key) != fixed[key]:
+            raise AdapterError(f"{where}: sidecar input.size {[preprocess.height, preprocess.width]} contradicts "
+                               f"the graph's input shape {shape} "
+                               f"(fixed {fixed['height'] or '?'}x{fixed['width'] or '?'})")
+
+
 def output_mapping(sidecar: dict[str, Any], options: dict[str, str], n_outputs: int | None, where: str,
                    default_multi: str = "logits", default_single: str = "sigmoid_logit") -> OutputMapping:
     """Shared by ONNX and Keras: sidecar labels/polarity plus name options -> mapping."""
@@ -138,6 +150,7 @@ def load_onnx(spec: str) -> OnnxModel:
     except AdapterError as exc:
         raise AdapterError(f"{where}: {exc}") from None
     preprocess = preprocess_from_spec(sidecar.get("input", {}), {k: v for k, v in defaults.items() if v}, where)
+    check_against_graph(preprocess, defaults, list(graph_input.shape), where)
     out_shape = session.get_outputs()[0].shape
     n_outputs = _fixed(out_shape[-1]) if len(out_shape) >= 2 else (1 if len(out_shape) == 1 else None)
     mapping = output_mapping(sidecar, options, n_outputs, where)

@@ -103,6 +103,13 @@ class ArrayPreprocess:
             raise AdapterError(f"crop_mode '{self.crop_mode}' is not supported (center, squash or border)")
         if len(self.mean) != 3 or len(self.std) != 3:
             raise AdapterError("mean and std need three values (one per channel)")
+        # checked here, not met later as a ZeroDivisionError or a silently inverted image in every batch
+        if not (math.isfinite(self.rescale) and self.rescale > 0):
+            raise AdapterError(f"input.rescale must be a positive number, not {self.rescale:g}")
+        if not all(math.isfinite(v) and v != 0 for v in self.std):
+            raise AdapterError(f"input.std must be non-zero in every channel, not {list(self.std)}")
+        if self.height < 1 or self.width < 1:
+            raise AdapterError(f"input.size must be positive, not {[self.height, self.width]}")
 
     def geometry(self, im: Image.Image) -> Image.Image:
         resample = RESAMPLE[self.resample]
@@ -163,7 +170,11 @@ def preprocess_from_spec(spec: Mapping[str, Any], defaults: Mapping[str, Any], w
     rescale = merged.get("rescale", 1.0 / 255.0)
     if isinstance(rescale, str):  # "1/255" reads better in JSON than 0.00392156862745098
         num, _, den = rescale.partition("/")
-        rescale = float(num) / float(den or 1)
+        try:
+            rescale = float(num) / float(den or 1)
+        except (ValueError, ZeroDivisionError):
+            raise AdapterError(
+                f"{where}: input.rescale '{rescale}' is not a number or fraction such as 1/255") from None
     try:
         return ArrayPreprocess(
             height=int(merged["height"]), width=int(merged["width"]), resample=str(merged.get("resample", "bilinear")),
@@ -176,3 +187,5 @@ def preprocess_from_spec(spec: Mapping[str, Any], defaults: Mapping[str, Any], w
         )
     except AdapterError as exc:
         raise AdapterError(f"{where}: {exc}") from None
+    except (TypeError, ValueError) as exc:  # a list where a number belongs, "abc" for a size
+        raise AdapterError(f"{where}: malformed input setting ({exc})") from None
