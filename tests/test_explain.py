@@ -57,7 +57,9 @@ class NumpyRedness(Model):
         return np.asarray(out)
 
 
-CARD = {"name": "redness", "kind": "test", "input": {"size": [32, 32], "min_side": 8, "max_aspect": 4.0}}
+# the test picture is a red square on grey: two colours, which a card must accept explicitly
+CARD = {"name": "redness", "kind": "test", "input": {"size": [32, 32], "min_side": 8, "max_aspect": 4.0,
+                                                     "two_colour_images": True}}
 
 
 def quadrant_share(values: np.ndarray) -> float:
@@ -209,3 +211,62 @@ def test_gradcam_of_a_mirror_averaging_model_covers_both_passes():
     mirrored = gradcam_map(model, load_image(Image.fromarray(np.asarray(image.rgb)[:, ::-1].copy())))
     assert np.allclose(values, mirrored[:, ::-1], atol=1e-5)
     assert model.module.tta_hflip  # the served module is untouched
+
+
+class OneAtATimeRedness(NumpyRedness):
+    """Declares one image per call, as fixed-batch-1 ONNX graphs and dynamically quantised ones do."""
+
+    batch_size = 1
+
+    def logits(self, images):
+        assert len(images) == 1, f"called with {len(images)} images at once"
+        return super().logits(images)
+
+
+def test_occlusion_respects_the_models_batch_size():
+    ex = explain(Detector(OneAtATimeRedness(dict(CARD)), use_evidence=False), red_square_png(), methods=["occlusion"])
+    reference = explain(Detector(NumpyRedness(dict(CARD)), use_evidence=False), red_square_png(),
+                        methods=["occlusion"])
+    assert ex.occlusion is not None and np.allclose(ex.occlusion, reference.occlusion)
+
+
+def test_gradcam_direction_follows_the_verdict_label_not_p_ai_half():
+    """A human verdict above p_ai 0.5 (cifake-cnn says human below 0.897) is explained toward human."""
+    p_ai = explain(Detector(TorchModel(dict(CARD), Redness()), use_evidence=False), red_square_png(),
+                   methods=["ela"]).verdict.p_ai
+    assert p_ai >= 0.5
+    card = {**CARD, "decision": {"ai_at_or_above": 0.99, "human_below": min(0.98, p_ai + 0.01)}}
+    ex = explain(Detector(TorchModel(card, Redness()), use_evidence=False), red_square_png(), methods=["gradcam"])
+    assert ex.verdict.label == "human" and ex.target == "human"
+    # Redness only has evidence for AI, so toward human no region moves the logit: the map says so
+    assert ex.gradcam is not None and not ex.gradcam.any()
+    assert "Grad-CAM is flat: no region moved the logit toward human" in ex.notes
+    uncertain = {**CARD, "decision": {"ai_at_or_above": 0.99, "human_below": 0.01}}
+    ex = explain(Detector(TorchModel(uncertain, Redness()), use_evidence=False), red_square_png(), methods=["gradcam"])
+    assert ex.verdict.label == "uncertain" and ex.target == "ai"
+    assert any(n.startswith("verdict uncertain: Grad-CAM shows regions pushing toward AI") for n in ex.notes)
+
+
+def test_an_extreme_aspect_ratio_is_not_enlarged_past_the_display_cap():
+    from synthdetect.explain import render
+
+    strip = np.full((1, 512, 3), 128, dtype=np.uint8)
+    for name, values in (("gradcam", np.zeros((1, 512), np.float32)), ("ela", strip)):
+        picture = render.overlay(strip, name, values)
+        assert max(picture.size) <= render.MAX_DISPLAY_SIDE, picture.size
+    assert render.display_scale((32, 32)) * 32 >= render.MIN_DISPLAY_SIDE  # thumbnails are still enlarged
+
+
+def test_cli_explain_checks_the_output_path_first_and_writes_the_format_asked(tmp_path: Path):
+    from synthdetect.cli import app
+
+    image = tmp_path / "sq.png"
+    image.write_bytes(red_square_png())
+    # '--model nonesuch' would fail too: the output path is checked before the model loads or a map is computed
+    for out, message in ((tmp_path / "missing_dir" / "x.png", "does not exist"), (tmp_path, "is a folder"),
+                         (tmp_path / "x.xyz", "cannot write a '.xyz' image")):
+        result = CliRunner().invoke(app, ["explain", str(image), "-o", str(out), "--model", "nonesuch"])
+        assert result.exit_code == 2 and message in result.stderr, result.output
+    ex = explain(Detector(NumpyRedness(dict(CARD)), use_evidence=False), red_square_png(), methods=["ela"])
+    assert Image.open(ex.save(tmp_path / "why.jpg")).format == "JPEG"
+    assert Image.open(ex.save(tmp_path / "why.webp")).format == "WEBP"

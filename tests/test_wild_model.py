@@ -118,7 +118,8 @@ def test_without_the_encoder_default_still_loads_and_says_why(monkeypatch):
     monkeypatch.setattr(view_features, "_INSTANCES", {})
     monkeypatch.setattr(clip_onnx.importlib.util, "find_spec", lambda name: None)
     det = Detector.load("default", use_evidence=False)
-    verdict = det(Image.new("RGB", (640, 480), (90, 120, 150)))
+    textured = Image.fromarray(np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8))
+    verdict = det(textured)  # not a flat fill: that would be refused before the encoder is looked for
     assert verdict.label == "uncertain"
     assert verdict.p_ai is None
     assert any("requirements-weights.txt" in r for r in verdict.reasons)

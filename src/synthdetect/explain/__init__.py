@@ -62,9 +62,9 @@ class Explanation:
         return render.figure(self)
 
     def save(self, path: str | Path) -> Path:
-        """The composite figure (original, overlays, verdict) as one PNG."""
+        """The composite figure (original, overlays, verdict), in the format the suffix names (.png, .jpg, .webp...)."""
         path = Path(path)
-        self.figure().save(path, format="PNG")
+        self.figure().save(path, format=image_format_for(path))
         return path
 
     def save_maps(self, stem: str | Path) -> dict[str, Path]:
@@ -80,6 +80,24 @@ class Explanation:
     def to_dict(self) -> dict:
         return {"verdict": self.verdict.to_dict(), "model": self.model, "target": self.target,
                 "maps": sorted(self.maps()), "notes": self.notes}
+
+
+def image_format_for(path: Path) -> str:
+    """The Pillow format a file name asks for; a ValueError naming the suffix when Pillow cannot write it."""
+    Image.init()
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None or fmt not in Image.SAVE:
+        raise ValueError(f"{path}: cannot write a '{path.suffix or '(no suffix)'}' image; use .png, .jpg or .webp")
+    return fmt
+
+
+def check_output_path(path: Path) -> None:
+    """Refuse an output the figure could not be written to, before any map is computed."""
+    if path.is_dir():
+        raise ValueError(f"{path}: is a folder; give a file name such as {path / 'why.png'}")
+    if not path.parent.is_dir():
+        raise ValueError(f"{path}: folder {path.parent} does not exist")
+    image_format_for(path)
 
 
 def _working_copy(image: LoadedImage, max_side: int) -> tuple[LoadedImage, str | None]:
@@ -109,6 +127,22 @@ def affordable_grid(size: tuple[int, int], grid: int, model_ms: float | None, bu
     return None
 
 
+def gradcam_direction(verdict: Verdict) -> tuple[bool, str | None]:
+    """Whether Grad-CAM explains the AI logit, from the verdict's label (not p_ai >= 0.5), and a note if unclear.
+
+    Thresholds are the model's own: ``cifake-cnn`` says ``human`` below 0.897,
+    so a human verdict at p_ai 0.89 must be explained toward human.
+    """
+    if verdict.ok and verdict.label in ("ai", "human"):
+        return verdict.label == "ai", None
+    if verdict.p_ai is None:
+        return True, f"verdict {verdict.label or 'error'}: Grad-CAM shows regions pushing toward AI"
+    toward_ai = verdict.p_ai >= 0.5
+    return toward_ai, (f"verdict {verdict.label}: Grad-CAM shows regions pushing toward "
+                       f"{'AI' if toward_ai else 'human'} (p_ai {verdict.p_ai:.3f} "
+                       f"{'>=' if toward_ai else '<'} 0.5)")
+
+
 def explain_loaded(
     detector: "Detector",  # noqa: F821 - imported lazily to keep this module import-light
     image: LoadedImage,
@@ -134,7 +168,7 @@ def explain_loaded(
     verdict = verdict or detector.judge_loaded([(image.source, image)])[0]
     model, reason = detector.model_for(image)
     work, note = _working_copy(image, max_side)
-    toward_ai = verdict.p_ai is None or verdict.p_ai >= 0.5
+    toward_ai, direction_note = gradcam_direction(verdict)
     result = Explanation(verdict=verdict, image=np.asarray(work.rgb), model=model.name if model else None,
                          target="ai" if toward_ai else "human", notes=[note] if note else [])
     if model is None:
@@ -146,6 +180,10 @@ def explain_loaded(
                 result.ela = ela if work is image else np.asarray(Image.fromarray(ela).resize(work.size))
             elif model is not None and name == "gradcam":
                 result.gradcam = gradcam_map(model, work, toward_ai=toward_ai)
+                if direction_note:
+                    result.notes.append(direction_note)
+                if not result.gradcam.any():
+                    result.notes.append(f"Grad-CAM is flat: no region moved the logit toward {result.target}")
             elif model is not None and name == "occlusion":
                 model_ms = verdict.timing_ms.get("model")
                 chosen = affordable_grid(work.size, grid, model_ms, occlusion_budget_s)
@@ -190,4 +228,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["Explanation", "ExplainUnavailable", "explain", "explain_loaded", "METHODS"]
+__all__ = ["Explanation", "ExplainUnavailable", "explain", "explain_loaded", "check_output_path", "METHODS"]

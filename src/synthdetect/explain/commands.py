@@ -13,7 +13,8 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def explain(
         image: Annotated[str, typer.Argument(help="The image to explain; - reads it from standard input.")],
-        out: Annotated[Path, typer.Option("--out", "-o", help="Composite PNG: original, overlays, verdict.")],
+        out: Annotated[Path, typer.Option(
+            "--out", "-o", help="Composite figure: original, overlays, verdict (.png, .jpg, .webp...).")],
         model: Annotated[str, typer.Option("--model", "-m", help="Model name or package path.")] = "default",
         maps: Annotated[bool, typer.Option("--maps", help="Also save each overlay as OUT_STEM.<map>.png.")] = False,
         method: Annotated[Optional[list[str]], typer.Option(
@@ -24,10 +25,14 @@ def register(app: typer.Typer) -> None:
         """Explain one verdict with Grad-CAM, an occlusion map and error-level analysis."""
         from synthdetect.api import Detector
         from synthdetect.cli import EXIT_SOME_FAILED, STDIN_NAME, fail, print_error, stdin_image
-        from synthdetect.explain import METHODS, explain as explain_image
+        from synthdetect.explain import METHODS, check_output_path, explain as explain_image
         from synthdetect.images import ImageLoadError
         from synthdetect.models import ModelPackageError
 
+        try:  # before the model loads and the maps are computed: those take seconds to minutes
+            check_output_path(out)
+        except ValueError as exc:
+            fail(f"-o {exc}")
         try:
             detector = Detector.load(model)
         except (ModelPackageError, ValueError, ImportError) as exc:

@@ -172,8 +172,13 @@ def occlusion_map(model: Model, image: LoadedImage, grid: int = 8, batch_size: i
     Positive values pushed toward "AI", negative toward "human".  Regions are
     replaced by a blurred copy of themselves, not a flat colour, so the map
     asks "do the fine details here matter?", which is where generator traces live.
+
+    Perturbed images go to the model at most ``model.batch_size`` at a time,
+    as ``detect`` sends them: a fixed-batch-1 graph accepts nothing larger, and
+    a dynamically quantised one would score each image against its batch-mates.
     """
     attr = _captum_attr()
+    batch_size = max(1, min(batch_size, int(getattr(model, "batch_size", batch_size) or 1)))
     width, height = image.size
     window, stride = occlusion_windows(height, width, grid)
     pixels = np.asarray(image.rgb, dtype=np.float32)
@@ -185,7 +190,9 @@ def occlusion_map(model: Model, image: LoadedImage, grid: int = 8, batch_size: i
         arrays = batch.permute(0, 2, 3, 1).round().clamp(0, 255).to(torch.uint8).numpy()
         # raw=None: the original bytes no longer describe these pixels.
         variants = [replace(image, rgb=Image.fromarray(a), raw=None, notes=[]) for a in arrays]
-        return torch.from_numpy(np.asarray(model.logits(variants), dtype=np.float32).reshape(-1))
+        scores = [np.asarray(model.logits(variants[start : start + batch_size]), dtype=np.float32).reshape(-1)
+                  for start in range(0, len(variants), batch_size)]
+        return torch.from_numpy(np.concatenate(scores))
 
     with torch.no_grad():
         result = attr.Occlusion(forward).attribute(

@@ -18,6 +18,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: Small images (CIFAKE is 32 px) are enlarged for viewing; maps stay at image resolution.
 MIN_DISPLAY_SIDE = 256
+#: ...but never past this long side: a 512x1 strip enlarged by its short side alone would be 131072x256.
+MAX_DISPLAY_SIDE = 2048
 LABEL_COLOURS = {"ai": "#b3261e", "human": "#1b6e2e", "uncertain": "#8a5a00", None: "#555555"}
 TITLES = {
     "gradcam": "Grad-CAM: regions pushing toward {target}",
@@ -27,7 +29,10 @@ TITLES = {
 
 
 def display_scale(size: tuple[int, int]) -> int:
-    return max(1, -(-MIN_DISPLAY_SIDE // max(1, min(size))))
+    """Whole-pixel enlargement: the short side up to MIN_DISPLAY_SIDE, the long side within MAX_DISPLAY_SIDE."""
+    wanted = -(-MIN_DISPLAY_SIDE // max(1, min(size)))
+    allowed = MAX_DISPLAY_SIDE // max(1, max(size))
+    return max(1, min(wanted, allowed))
 
 
 def colourise(name: str, values: np.ndarray) -> np.ndarray:
