@@ -167,3 +167,57 @@ def test_a_route_calibration_fitted_for_other_weights_is_refused(tmp_path):
     (tmp_path / "model.json").write_text(json.dumps(card))
     with pytest.raises(ValueError, match="fit it again: synthdetect calibrate-route"):
         Detector.load(str(tmp_path))
+
+
+def _router_and_manifest(tmp_path, size=96, sources=("s1", "s2", "s3")):
+    router = tmp_path / "router"
+    router.mkdir()
+    shutil.copy(BUILTIN_DIR / "default" / "model.json", router / "model.json")
+    rows = []
+    for source in sources:
+        for label in (0, 1):
+            path = tmp_path / f"{source}-{label}.png"
+            make_image(label, seed=len(rows), size=size).save(path)
+            rows.append({"path": path.name, "label": "ai" if label else "real", "source": source})
+    manifest = tmp_path / "manifest.csv"
+    with open(manifest, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["path", "label", "source"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return router, manifest
+
+
+@pytest.mark.parametrize("case", ["unknown-route-model", "bad-label", "no-manifest", "card-not-writable",
+                                  "images-too-small-for-thumbnails", "one-source"])
+def test_calibrate_route_refuses_with_one_line_and_exit_2(tmp_path, monkeypatch, case):
+    from synthdetect.train import wild_commands
+
+    router, manifest = _router_and_manifest(tmp_path, size=28 if case == "images-too-small-for-thumbnails" else 96,
+                                            sources=("s1",) if case == "one-source" else ("s1", "s2", "s3"))
+    args = ["calibrate-route", str(manifest), "--router", str(router)]
+    if case == "unknown-route-model":
+        args += ["--route-model", "nosuch"]
+    if case == "bad-label":
+        manifest.write_text(manifest.read_text().replace(",ai,", ",AIish,", 1))
+    if case == "no-manifest":
+        args[1] = str(tmp_path / "nope.csv")
+    if case == "card-not-writable":
+        monkeypatch.setattr(wild_commands, "card_writable", lambda path: False)  # chmod does not bind root
+        monkeypatch.setattr("synthdetect.train.route_calibration.score_thumbnails",
+                            lambda *a, **k: pytest.fail("scored thumbnails it could never store"))
+        args.append("--write")
+    before = (router / "model.json").read_text()
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)  # no traceback
+    assert "error:" in result.output
+    assert (router / "model.json").read_text() == before
+
+
+def test_calibrate_route_counts_unreadable_files(tmp_path):
+    router, manifest = _router_and_manifest(tmp_path)
+    (tmp_path / "s2-0.png").write_text("not an image")
+    result = CliRunner().invoke(app, ["calibrate-route", str(manifest), "--router", str(router)])
+    assert result.exit_code == 0, result.output
+    assert "1 of 6 images unreadable and left out" in result.output
+    assert result.output.count("s2-0.png") == 1  # named once, on one line

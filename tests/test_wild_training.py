@@ -71,7 +71,7 @@ def test_a_fold_trains_on_the_other_sources_minus_copies_of_its_held_out_images(
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("wild")
-    manifest = write_manifest(root / "data", {"alpha": (6, 6), "beta": (6, 6), "gamma": (6, 6)}, size=64)
+    manifest = write_manifest(root / "data", {"alpha": (6, 6), "beta": (6, 6), "gamma": (6, 6)}, size=64, broken=1)
     add_copies(manifest, [(0, "beta", None), (1, "gamma", None)])  # two AI images of 'alpha' under other sources
     out, report = root / "pkg", root / "loso.json"
     result = CliRunner().invoke(app, [
@@ -101,3 +101,52 @@ def test_train_wild_folds_leave_copies_of_the_held_out_source_out_of_training(tr
     card = json.loads((out / "model.json").read_text())
     assert card["metrics"]["copies_left_out_of_training"]["per_held_out_source"] == folds
     assert "byte-identical" in card["metrics"]["protocol"]
+
+
+def _invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.mark.parametrize("case", ["bad-label", "no-manifest", "unknown-extractor", "two-clips", "no-extractor",
+                                  "out-is-a-file", "unknown-candidate", "missing-benchmark", "report-is-a-folder",
+                                  "one-source", "a-fold-left-with-one-class", "negative-crops"])
+def test_train_wild_refuses_a_bad_run_with_one_line_before_extracting(tmp_path, case):
+    sources = {"alpha": (3, 3), "beta": (3, 3), "gamma": (3, 3)}
+    if case == "one-source":
+        sources = {"alpha": (3, 3)}
+    if case == "a-fold-left-with-one-class":
+        sources = {"alpha": (3, 3), "beta": (3, 3), "gamma": (3, 0)}  # hold out alpha and beta: gamma is all AI
+    manifest = write_manifest(tmp_path / "data", sources, size=32)
+    if case == "bad-label":
+        manifest.write_text(manifest.read_text().replace(",ai,", ",AIish,", 1))
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "afolder").mkdir()
+    extra = {"no-manifest": [], "unknown-extractor": ["--extractors", "bogus"],
+             "two-clips": ["--extractors", "clip-vit-b16-f32,clip-vit-b16-int8"], "no-extractor": ["--extractors", ","],
+             "out-is-a-file": ["--out", tmp_path / "afile"], "unknown-candidate": ["--candidate", "bogus"],
+             "missing-benchmark": ["--benchmark", tmp_path / "none.json"],
+             "report-is-a-folder": ["--report", tmp_path / "afolder"], "negative-crops": ["--crops", "-1"]}.get(case, [])
+    data = tmp_path / "nope.csv" if case == "no-manifest" else manifest
+    cache = tmp_path / "cache"
+    result = _invoke("train-wild", data, "--out", tmp_path / "pkg", "--extractors", "handcrafted-v1", "--crops", "0",
+                     "--crop-size", "32", "--cache", cache, *extra)
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)  # no traceback
+    assert not cache.exists() and not (tmp_path / "pkg").exists()  # refused before any feature was extracted
+
+
+def test_train_wild_names_a_manifest_whose_images_all_fail(tmp_path):
+    manifest = write_manifest(tmp_path / "data", {"alpha": (2, 2), "beta": (2, 2), "gamma": (2, 2)}, size=32)
+    for image in (tmp_path / "data" / "images").rglob("*.png"):
+        image.unlink()
+    result = _invoke("train-wild", manifest, "--out", tmp_path / "pkg", "--extractors", "handcrafted-v1",
+                     "--crops", "0", "--crop-size", "32", "--cache", tmp_path / "cache")
+    assert result.exit_code == 2 and "none of its 12 images could be read" in result.output, result.output
+    assert "No such file or directory" in result.output and "alpha" in result.output
+
+
+def test_train_wild_counts_and_names_unreadable_files(trained):
+    out, _, output = trained
+    assert "1 of 39 images unreadable and left out" in output
+    failed = json.loads((out / "model.json").read_text())["training"]["images_failed"]
+    assert len(failed) == 1 and failed[0].count("broken_0.png") == 1  # named once, not "path: path: ..."

@@ -80,7 +80,8 @@ def score_thumbnails(
         try:
             loaded = load_record(record)
         except (ImageLoadError, OSError, KeyError) as exc:
-            unreadable.append(f"{record.ref}: {exc}")
+            why = str(exc)
+            unreadable.append(why if why.startswith(record.ref) else f"{record.ref}: {why}")
             continue
         rgb, digest = loaded.rgb, hashlib.sha256(loaded.raw or b"").hexdigest()
         thumbs = list(thumbnail_variants(rgb, short_sides))
@@ -100,6 +101,23 @@ def score_thumbnails(
             progress(i + 1, len(records))
     return ThumbnailScores(np.asarray(logits, dtype=np.float64), np.asarray(labels), np.asarray(sources),
                            variants, images, not_judged, unreadable, digests)
+
+
+def route_data_problem(scores: ThumbnailScores) -> str | None:
+    """Why these thumbnails cannot calibrate a route (and be measured leave-one-source-out), or None."""
+    if scores.logits.size == 0:
+        judged = "; ".join(f"{n} {why}" for why, n in scores.not_judged.items())
+        return ("no thumbnail was scored: thumbnails are the images shrunk to a "
+                + "/".join(map(str, SHORT_SIDES)) + " px short side, so only images larger than "
+                + f"{min(SHORT_SIDES)} px give any" + (f" (not judged: {judged})" if judged else ""))
+    classes = set(scores.labels.tolist())
+    if len(classes) < 2:
+        return f"the scored thumbnails are all {'AI' if classes == {1.0} else 'human'}: a calibration needs both classes"
+    sources = sorted(set(scores.sources.tolist()))
+    if not any(len(set(scores.labels[scores.sources != s].tolist())) == 2 for s in sources):
+        return (f"leave-one-source-out cannot judge any source: holding out each of {', '.join(sources)} leaves "
+                "one class (or none) to fit on; add sources")
+    return None
 
 
 def fit_route(logits: np.ndarray, labels: np.ndarray, what: str, sources: np.ndarray | None = None) -> dict[str, Any]:

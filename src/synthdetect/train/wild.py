@@ -96,6 +96,35 @@ class WildData:
         return idx[held], idx[~held & ~copies], int(copies.sum())
 
 
+def loso_problem(groups: Sequence[str], labels: Sequence[int]) -> str | None:
+    """Why leave-one-source-out cannot fit on these sources, or None.
+
+    Every outer fold holds out one source and its inner folds one more, so the sources left after holding out
+    any two must still hold both classes (a head needs AI and human images).  Checked on the manifest before
+    any feature is extracted, and again on the images that could be read.
+    """
+    groups, labels = np.asarray(groups), np.asarray(labels)
+    sources = sorted(set(groups.tolist()))
+    if len(sources) < 3:
+        return (f"leave-one-source-out needs at least 3 sources, each fold holding one out and its inner folds "
+                f"another (found {len(sources)}: {', '.join(sources) or 'none'})")
+    for i, first in enumerate(sources):
+        for second in sources[i + 1:]:
+            left = (groups != first) & (groups != second)
+            if len(set(labels[left].tolist())) < 2:
+                only = "AI" if labels[left].size and labels[left][0] == 1 else "human"
+                rest = ", ".join(sorted(set(groups[left].tolist())))
+                return (f"holding out '{first}' and '{second}' (an outer and an inner fold) leaves only {only} "
+                        f"images ({rest}): every two sources held out must leave both classes; add sources "
+                        f"with the other class")
+    return None
+
+
+def failure_line(ref: str, why: str) -> str:
+    """``ref: why``, naming the file once (a load error usually names it already)."""
+    return why if why.startswith(ref) else f"{ref}: {why}"
+
+
 # -- members ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class MemberSpec:
@@ -574,7 +603,7 @@ def write_wild_package(
         ],
     }
     card["training"] = {"data": data_ref, "command": command, "sources": sources,
-                        "images_used": len(data), "images_failed": [f"{getattr(r, 'ref', r)}: {why}" for r, why in failed]}
+                        "images_used": len(data), "images_failed": [failure_line(getattr(r, 'ref', str(r)), why) for r, why in failed]}
     package = write_package(out, nan_to_none(card), {"heads": heads})
     (out / "MODEL_CARD.md").write_text(render_model_card(package.card))
     return package

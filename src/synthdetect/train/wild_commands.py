@@ -3,12 +3,59 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+
+
+def _open_manifest(data: str, fail):
+    """The manifest's records, or a one-line error naming the file and line (exit 2)."""
+    from synthdetect.train.datasets import DatasetError, open_dataset
+
+    try:
+        return open_dataset(data)
+    except DatasetError as exc:
+        fail(str(exc).replace(" (map it with --label NAME=ai|human, e.g. --label 1=ai --label 0=human)",
+                              " (labels: ai, fake, 1_fake, generated, ... or human, real, 0_real, camera, ...)"))
+
+
+def _read_benchmark(path: Path, fail) -> dict:
+    try:
+        bench = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        fail(f"{path}: cannot read the --benchmark JSON ({exc})")
+    if not isinstance(bench, dict) or not isinstance(bench.get("models"), dict):
+        fail(f"{path}: not a benchmarks/wild_peers.py result (no 'models' object)")
+    return bench
+
+
+def _extractor_names(extractors: str, fail) -> list[str]:
+    """The --extractors list, checked: known names, each once, at most one CLIP."""
+    from synthdetect.models.view_features import EXTRACTORS
+    from synthdetect.train.wild import clip_of
+
+    names = [e.strip() for e in extractors.split(",") if e.strip()]
+    if not names:
+        fail("--extractors: name at least one feature extractor")
+    unknown = [n for n in names if n not in EXTRACTORS]
+    if unknown:
+        fail(f"--extractors: unknown feature extractor '{unknown[0]}' (known: {', '.join(EXTRACTORS.names())})")
+    if len(set(names)) < len(names):
+        fail(f"--extractors: an extractor is named twice ({extractors})")
+    try:
+        clip_of(names)
+    except ValueError as exc:
+        fail(f"--extractors: {exc}")
+    return names
+
+
+def card_writable(path: Path) -> bool:
+    """Whether ``--write`` can store the router card (checked before the thumbnails are scored)."""
+    return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
 
 
 def register(app: typer.Typer) -> None:
@@ -21,52 +68,81 @@ def register(app: typer.Typer) -> None:
             "clip-vit-b16-f32,handcrafted-v1",
         package_version: Annotated[str, typer.Option(help="Version written on the card (a retrained package of the "
                                                           "same name gets a new one).")] = "1.0.0",
-        crops: Annotated[int, typer.Option(help="Native-resolution crops per image (plus one global view).")] = 4,
-        crop_size: Annotated[int, typer.Option(help="Crop side in pixels.")] = 224,
+        crops: Annotated[int, typer.Option(min=0, help="Native-resolution crops per image (plus one global view).")] = 4,
+        crop_size: Annotated[int, typer.Option(min=16, help="Crop side in pixels.")] = 224,
         global_short_side: Annotated[Optional[int], typer.Option(
-            help="Shrink each image to this short side (Lanczos) before its global view: a thumbnail view.")] = None,
+            min=1, help="Shrink each image to this short side (Lanczos) before its global view: a thumbnail view.")] = None,
         global_jpeg_quality: Annotated[Optional[int], typer.Option(
+            min=1, max=100,
             help="Re-encode that thumbnail as JPEG at this quality, so every source has the same compression.")] = None,
         candidate: Annotated[Optional[str], typer.Option(help="Ship this candidate instead of the LOSO winner.")] = None,
         cache: Annotated[Optional[Path], typer.Option(help="Feature cache (default ~/.cache/synthdetect/features or "
                                                            "$SYNTHDETECT_CACHE/features).")] = None,
         report: Annotated[Optional[Path], typer.Option(help="Write the full LOSO report (JSON) here.")] = None,
         benchmark: Annotated[Optional[Path], typer.Option(help="JSON from benchmarks/wild_peers.py to embed in the card.")] = None,
-        min_side: Annotated[int, typer.Option(help="Smallest short side the model judges.")] = 32,
+        min_side: Annotated[int, typer.Option(min=1, help="Smallest short side the model judges.")] = 32,
         embed_benchmark_only: Annotated[bool, typer.Option(
             help="Only add --benchmark to the card of the package already at --out (weights untouched).")] = False,
     ) -> None:
         """Choose a full-size model by leave-one-source-out and write it as a package."""
+        from synthdetect.cli import fail
+
+        # Everything that can be refused is refused here, before features are extracted and folds fitted.
+        bench = _read_benchmark(benchmark, fail) if benchmark else None
         if embed_benchmark_only:
+            from synthdetect.models import ModelPackageError
             from synthdetect.train.wild import embed_benchmark
 
-            if benchmark is None:
+            if bench is None:
                 raise typer.BadParameter("--embed-benchmark-only needs --benchmark", param_hint="--benchmark")
-            package = embed_benchmark(out, json.loads(benchmark.read_text()))
+            if not (out / "model.json").is_file():
+                fail(f"{out}: no model package here to add the benchmark to (--embed-benchmark-only)")
+            try:
+                package = embed_benchmark(out, bench)
+            except (ModelPackageError, OSError) as exc:
+                fail(f"{out}: {exc}")
             typer.echo(f"added the peers benchmark to {package.root / 'model.json'} and MODEL_CARD.md")
             return
         from rich.console import Console
         from rich.table import Table
 
         from synthdetect.models.multicrop import CropPolicy
-        from synthdetect.train.datasets import open_dataset
-        from synthdetect.train.wild import (WildData, choose, dump_json, per_source_table, public,
-                                            run_loso, write_wild_package)
+        from synthdetect.train.wild import (WildData, choose, default_candidates, dump_json, failure_line,
+                                            loso_problem, per_source_table, public, run_loso, write_wild_package)
         from synthdetect.train.wild_features import extract_cached
 
         console = Console(stderr=True, width=max(Console().width, 120))  # tables stay readable in a log
-        names = [e.strip() for e in extractors.split(",") if e.strip()]
+        names = _extractor_names(extractors, fail)
+        if candidate and candidate not in {c.name for c in default_candidates(names)}:
+            fail(f"--candidate: unknown candidate '{candidate}' for extractors {', '.join(names)} "
+                 f"(known: {', '.join(c.name for c in default_candidates(names))})")
+        if out.exists() and not out.is_dir():
+            fail(f"{out}: --out is a file, not a folder for the model package")
+        if report is not None and report.is_dir():
+            fail(f"{report}: --report is a folder; give a file name for the JSON report")
         policy = CropPolicy(size=crop_size, native_crops=crops, global_short_side=global_short_side,
                             global_jpeg_quality=global_jpeg_quality)
-        records = open_dataset(data)
+        records = _open_manifest(data, fail)
         if not any(r.source for r in records):
             raise typer.BadParameter("the manifest needs a 'source' column for leave-one-source-out", param_hint="DATA")
+        problem = loso_problem([r.source or "unknown" for r in records], [r.label for r in records])
+        if problem:
+            fail(f"{data}: {problem}")
         cached = extract_cached(records, policy, names, cache)
         for record, why in cached.failed:
-            console.print(f"[yellow]skipped[/] {why}")
+            console.print(f"[yellow]unreadable, left out[/] {failure_line(record.ref, why)}", highlight=False, soft_wrap=True)
+        if not cached.records:
+            fail(f"{data}: none of its {len(records)} images could be read (see above)")
         wild = WildData.from_cache(cached)
-        with console.status("leave-one-source-out") as status:
-            folds, results = run_loso(wild, names, progress=lambda s: status.update(f"leave-one-source-out: holding out {s}"))
+        problem = loso_problem(wild.groups, wild.labels)
+        if problem:
+            fail(f"{data}: without the {len(cached.failed)} unreadable images, {problem}")
+        try:
+            with console.status("leave-one-source-out") as status:
+                folds, results = run_loso(wild, names,
+                                          progress=lambda s: status.update(f"leave-one-source-out: holding out {s}"))
+        except ValueError as exc:  # a fold left with one class (copies of held-out files removed from training)
+            fail(f"{data}: {exc}")
         table = Table(title="held-out sources, pooled")
         # Numbers never wrap or get cut; a long candidate name folds instead (a log file is 80 columns wide).
         table.add_column("candidate", overflow="fold")
@@ -80,7 +156,6 @@ def register(app: typer.Typer) -> None:
         if winner not in results:
             raise typer.BadParameter(f"unknown candidate '{winner}' (known: {', '.join(results)})", param_hint="--candidate")
         command = "synthdetect " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        bench = json.loads(benchmark.read_text()) if benchmark else None
         package = write_wild_package(out, name or out.name, wild, policy, names, folds, results, winner,
                                      command=command, data_ref=data, min_side=min_side, benchmark=bench,
                                      failed=cached.failed, version=package_version)
@@ -95,6 +170,9 @@ def register(app: typer.Typer) -> None:
         held = package.card["metrics"]["held_out_pooled"]
         typer.echo(f"wrote {package.root} ({winner}; held-out sources pooled: ROC-AUC {held['roc_auc']:.4f}, "
                    f"TPR@5%FPR {held['tpr_at_fpr_0.05']:.3f}, ECE {held['ece']:.4f})")
+        if cached.failed:
+            typer.echo(f"{len(cached.failed)} of {len(records)} images unreadable and left out (named above and in "
+                       f"the card's training.images_failed)")
 
     @app.command("calibrate-route")
     def calibrate_route_command(
@@ -113,10 +191,10 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.table import Table
 
+        from synthdetect.cli import fail
         from synthdetect.models import find_package
         from synthdetect.models.package import CARD_FILE
-        from synthdetect.train.datasets import open_dataset
-        from synthdetect.train.route_calibration import calibrate_route, score_thumbnails
+        from synthdetect.train.route_calibration import calibrate_route, route_data_problem, score_thumbnails
         from synthdetect.train.trainer import progress_bar
         from synthdetect.train.wild import dump_json
 
@@ -128,16 +206,28 @@ def register(app: typer.Typer) -> None:
         route = next((r for r in routes if (r.get("model") == route_model if route_model
                                             else r.get("model") and r.get("max_short_side"))), None)
         if route is None:
-            raise typer.BadParameter(f"{router} has no such route", param_hint="--route-model")
-        records = open_dataset(data)
+            known = ", ".join(str(r.get("model")) for r in routes if r.get("model"))
+            fail(f"--route-model: {router} has no route " + (f"to '{route_model}'" if route_model else
+                                                              "with a max_short_side") + f" (its routes: {known})")
+        path = package.root / CARD_FILE
+        if write and not card_writable(path):
+            fail(f"{path}: the router card is not writable, so --write could not store the calibration")
+        if report is not None and report.is_dir():
+            fail(f"{report}: --report is a folder; give a file name for the JSON report")
+        records = _open_manifest(data, fail)
         if not any(r.source for r in records):
             raise typer.BadParameter("the manifest needs a 'source' column", param_hint="DATA")
+        if len({r.label for r in records}) < 2:
+            fail(f"{data}: the route's calibration needs both AI and human images")
         with progress_bar() as bar:
             task = bar.add_task("thumbnails", total=len(records), status="")
             scores = score_thumbnails(records, route["model"],
                                       progress=lambda done, total: bar.update(task, completed=done))
         for problem in scores.unreadable:
-            console.print(f"[yellow]unreadable[/] {problem}")
+            console.print(f"[yellow]unreadable, left out[/] {problem}", highlight=False, soft_wrap=True)
+        problem = route_data_problem(scores)
+        if problem:
+            fail(f"{data}: {problem}")
         spec = calibrate_route(scores, find_package(route["model"]).card, what)
         info = spec["calibrated_on"]
         held = info["leave_one_source_out"]
@@ -165,8 +255,13 @@ def register(app: typer.Typer) -> None:
         if write:
             info["command"] = "synthdetect " + " ".join(shlex.quote(a) for a in sys.argv[1:])
             route.update(spec)
-            path = package.root / CARD_FILE
-            dump_json(path, package.card)
+            try:
+                dump_json(path, package.card)
+            except OSError as exc:
+                fail(f"{path}: could not store the calibration ({exc})")
             typer.echo(f"stored the {route['model']} route's calibration in {path}")
         else:
             typer.echo("dry run: --write stores this on the router card")
+        if scores.unreadable:
+            typer.echo(f"{len(scores.unreadable)} of {len(records)} images unreadable and left out (named above; "
+                       f"counted in calibrated_on.unreadable)")

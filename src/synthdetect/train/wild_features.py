@@ -102,7 +102,9 @@ def extract_cached(
                 for name in extractors:
                     views[name].append(per_image[name])
             except (ImageLoadError, OSError, ValueError) as exc:
-                failed.append((record, str(exc)))
+                # "No such file or directory", not "[Errno 2] No such file or directory: 'the path'" (named beside it)
+                why = exc.strerror if isinstance(exc, OSError) and exc.strerror and exc.filename else str(exc)
+                failed.append((record, why))
             bar.update(task, advance=1, status=f"{len(failed)} failed")
     return CachedFeatures(kept, meta, views, failed, digests)
 
