@@ -176,3 +176,55 @@ def test_page_splits_uploads_by_count_and_by_body_size():
                 assert len(batch) <= 5 and (body <= 40 * mb or len(batch) == 1)
         finally:
             browser.close()
+
+
+def test_page_says_the_server_is_unreachable_and_never_renders_names_as_html():
+    """No server: Playwright serves the page's files and refuses /v1/detect, as a server stopped mid-request would.
+
+    The moderator reads a sentence, not "TypeError: Failed to fetch", the status counts the failure, and a file
+    named like markup stays text.
+    """
+    _need_browser()
+    from playwright.sync_api import expect, sync_playwright
+
+    from synthdetect.server.app import STATIC_DIR
+
+    origin = "http://synthdetect.test"
+    models = {"loaded": {"name": "stub", "version": "1", "kind": "small-cnn"},
+              "limits": {"max_files": 16, "max_body_bytes": 64 << 20, "max_file_bytes": 32 << 20}}
+
+    def handle(route):
+        path = route.request.url.removeprefix(origin)
+        if path == "/":
+            route.fulfill(body=(STATIC_DIR / "index.html").read_text(), content_type="text/html")
+        elif path.startswith("/static/"):
+            kind = "text/css" if path.endswith(".css") else "text/javascript"
+            route.fulfill(body=(STATIC_DIR / path.removeprefix("/static/")).read_text(), content_type=kind)
+        elif path == "/v1/models":
+            route.fulfill(json=models)
+        else:
+            route.abort("connectionrefused")
+
+    hostile = "<img src=x onerror=alert(1)>.png"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 375, "height": 800})
+            dialogs: list[str] = []
+            page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+            page.route(origin + "/**", handle)
+            page.goto(origin + "/")
+            expect(page.locator("#model-line")).to_contain_text("stub")
+            page.get_by_label("Choose images").set_input_files(
+                [{"name": hostile, "mimeType": "image/png", "buffer": png_bytes(seed=3)}])
+            result = page.locator(".result")
+            expect(result.locator(".label-badge")).to_have_text("Could not judge")
+            expect(result.locator(".reasons")).to_contain_text("could not reach the server")
+            expect(result.locator(".reasons")).not_to_contain_text("TypeError")
+            expect(page.locator("#status")).to_have_text("Checked 1 image; 1 could not be judged.")
+            expect(result.locator(".file-name")).to_have_text(hostile)
+            assert result.locator(".file-name *").count() == 0 and page.locator("img[src='x']").count() == 0
+            assert page.evaluate("document.documentElement.scrollWidth") <= 375  # no sideways scroll on a phone
+            assert dialogs == []
+        finally:
+            browser.close()

@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import re
+import socket
 import threading
 import time
 from pathlib import Path
@@ -383,3 +384,63 @@ def test_slow_upload_is_408(detector):
     assert sent[0]["status"] == 408
     body = json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
     assert body["error"]["kind"] == "upload_timeout"
+
+
+# -- synthdetect serve: operator mistakes fail in one line, before the model loads --------------------------
+
+
+def _serve(monkeypatch, *args: str, loaded: Detector | None = None):
+    """Run ``synthdetect serve``; the model load is stubbed (it must not be reached when ``loaded`` is None)."""
+    from typer.testing import CliRunner
+
+    from synthdetect.cli import app as cli_app
+
+    def load(*_args, **_kwargs):
+        if loaded is None:
+            raise AssertionError("the model loaded before the options and the port were checked")
+        return loaded
+
+    monkeypatch.setattr(Detector, "load", staticmethod(load))
+    return CliRunner().invoke(cli_app, ["serve", *args])
+
+
+def test_serve_port_in_use_fails_in_one_line_before_loading_the_model(monkeypatch):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = _serve(monkeypatch, "--host", "127.0.0.1", "--port", str(taken.getsockname()[1]))
+    assert result.exit_code == 2, (result.exception, result.output)
+    assert "cannot listen on 127.0.0.1:" in result.stderr and "in use" in result.stderr
+    assert "serving" not in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("args", [["--port", "70000"], ["--port", "-1"], ["--max-file-mb", "nan"],
+                                  ["--timeout", "0"], ["--max-body-mb", "-1"], ["--host", "no.such.host.invalid"]])
+def test_serve_rejects_bad_options_without_a_traceback(monkeypatch, args):
+    result = _serve(monkeypatch, *args)
+    assert result.exit_code == 2, (args, result.exception, result.output)
+    assert isinstance(result.exception, SystemExit), result.exception  # a usage error, not a crash
+
+
+def test_serve_prints_a_url_that_already_answers(monkeypatch, detector):
+    import uvicorn
+
+    seen = {}
+
+    def run(self, sockets=None):
+        (sock,) = sockets
+        seen["port"] = sock.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", seen["port"]), timeout=5):
+            seen["listening"] = True  # listening when the URL is printed: a client's first try is not refused
+
+    monkeypatch.setattr(uvicorn.Server, "run", run)
+    result = _serve(monkeypatch, "--host", "127.0.0.1", "--port", "0", loaded=detector)
+    assert result.exit_code == 0, (result.exception, result.output)
+    assert seen["listening"] and f"on http://127.0.0.1:{seen['port']}/ " in result.stderr  # port 0: the real one
+
+
+def test_page_url_brackets_ipv6_hosts():
+    from synthdetect.server.commands import page_url
+
+    assert page_url("::1", 8000) == "http://[::1]:8000/"
+    assert page_url("127.0.0.1", 80) == "http://127.0.0.1:80/"

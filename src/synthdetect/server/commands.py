@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
+import socket
 import sys
 from typing import Annotated
 
@@ -20,17 +22,40 @@ def _request_logger() -> None:
     logger.propagate = False
 
 
+def listen_socket(host: str, port: int) -> socket.socket:
+    """The bound socket uvicorn would open (IPv6 when the host has a colon), opened before the model loads.
+
+    Binding first means a port in use or a host that does not resolve fails at once, in one line, instead
+    of after minutes of model loading and after the "serving on" line was printed.
+    """
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def page_url(host: str, port: int) -> str:
+    """``http://host:port/`` with an IPv6 address in brackets, as a browser needs it."""
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def serve(
         host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = "127.0.0.1",
-        port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+        port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port (0: any free port).")] = 8000,
         model: Annotated[str, typer.Option("--model", "-m", help="Model name or package path.")] = "default",
         workers: Annotated[int, typer.Option(min=1, help="Images judged at once; more requests queue.")] = 2,
         max_queue: Annotated[int, typer.Option(min=0, help="Requests allowed to wait; beyond, 503.")] = 16,
         max_body_mb: Annotated[float, typer.Option(help="Largest request body (MB), refused while streaming.")] = 64,
         max_file_mb: Annotated[float, typer.Option(help="Largest single image file (MB).")] = 32,
-        max_pixels: Annotated[int, typer.Option(help="Refuse images with more pixels (decompression bombs).")] = 40_000_000,
+        max_pixels: Annotated[int, typer.Option(
+            min=1, help="Refuse images with more pixels (decompression bombs).")] = 40_000_000,
         max_files: Annotated[int, typer.Option(min=1, help="Most images in one request.")] = 16,
         timeout: Annotated[float, typer.Option(help="Seconds a request may take, upload included.")] = 30.0,
     ) -> None:
@@ -44,6 +69,13 @@ def register(app: typer.Typer) -> None:
             from synthdetect.server.limits import ServerSettings
         except ImportError as exc:
             fail(f"serve needs the serve extra ({exc.name} is missing): pip install 'synthdetect[serve]'")
+        for option, value in (("--max-body-mb", max_body_mb), ("--max-file-mb", max_file_mb), ("--timeout", timeout)):
+            if not (math.isfinite(value) and value > 0):
+                fail(f"{option} must be a positive number, not {value:g}")
+        try:
+            sock = listen_socket(host, port)
+        except OSError as exc:
+            fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
         import torch
 
         from synthdetect.api import Detector
@@ -59,13 +91,20 @@ def register(app: typer.Typer) -> None:
             detector = Detector.load(model, limits=settings.load_limits())
             detector.model.ready()  # build what loads lazily now, not while the first request waits
         except (ModelPackageError, ValueError, ImportError) as exc:
+            sock.close()
             fail(str(exc))
         _request_logger()
-        typer.echo(f"synthdetect serving model '{detector.name}' on http://{host}:{port}/ "
-                   f"(API docs at /docs)", err=True)
-        uvicorn.run(
-            create_app(detector, settings), host=host, port=port, access_log=False, log_level="warning",
+        config = uvicorn.Config(
+            create_app(detector, settings), host=host, port=sock.getsockname()[1], access_log=False,
+            log_level="warning",
             # A cap on open connections; memory for bodies is bounded by the pool admitting requests before
             # reading them (capacity x max body), this only stops idle sockets piling up.
             limit_concurrency=4 * (workers + max_queue) + 16,
         )
+        sock.listen(config.backlog)  # from here connections wait in the backlog: the printed URL answers
+        typer.echo(f"synthdetect serving model '{detector.name}' on {page_url(host, sock.getsockname()[1])} "
+                   f"(API docs at /docs)", err=True)
+        try:
+            uvicorn.Server(config).run(sockets=[sock])
+        finally:
+            sock.close()

@@ -35,6 +35,9 @@ async function loadModelInfo() {
   }
 }
 
+// fetch() rejects with a bare "TypeError: Failed to fetch" when the server stopped or the connection dropped.
+const UNREACHABLE = "could not reach the server (it may have stopped, or the connection dropped); try again";
+
 function errorMessage(body, response) {
   if (body && body.error && body.error.message) return body.error.message;
   return `${response.status} ${response.statusText}`;
@@ -128,7 +131,7 @@ async function toggleHeatmap(card) {
       card.mapNotes = (response.headers.get("x-synthdetect-notes") || "").split(" | ")
         .filter((note) => note && !reasons.some((r) => note.includes(r))).join("; ");
     } catch (error) {
-      caption.textContent = "No heatmap: " + error;
+      caption.textContent = "No heatmap: " + UNREACHABLE;
       return;
     } finally {
       toggle.disabled = false;
@@ -151,7 +154,7 @@ async function judgeBatch(cards) {
     response = await fetch("/v1/detect", { method: "POST", body: form });
     body = await response.json().catch(() => null);
   } catch (error) {
-    cards.forEach((card) => showVerdict(card, { error: "request failed: " + error }));
+    cards.forEach((card) => showVerdict(card, { error: UNREACHABLE }));
     return;
   }
   if (body && Array.isArray(body.verdicts)) {
@@ -212,7 +215,9 @@ async function handleFiles(fileList) {
     }
     await judgeBatch(batch);
   }
-  setStatus(`Checked ${files.length} image${files.length > 1 ? "s" : ""}.`);
+  const failed = cards.filter((card) => !card.verdict || card.verdict.error).length;
+  setStatus(`Checked ${files.length} image${files.length > 1 ? "s" : ""}` +
+    (failed ? `; ${failed} could not be judged.` : "."));
 }
 
 function setUpDropzone() {
