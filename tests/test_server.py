@@ -444,3 +444,23 @@ def test_page_url_brackets_ipv6_hosts():
 
     assert page_url("::1", 8000) == "http://[::1]:8000/"
     assert page_url("127.0.0.1", 80) == "http://127.0.0.1:80/"
+
+
+def test_the_request_log_writes_to_the_stderr_of_the_moment(capsys):
+    """A handler bound to a stream that a test runner has since closed would fail on every request."""
+    import io
+    import logging
+    import sys
+
+    from synthdetect.server.commands import _request_logger
+
+    swapped = io.StringIO()
+    real, sys.stderr = sys.stderr, swapped
+    try:
+        _request_logger()
+    finally:
+        sys.stderr = real
+    swapped.close()
+    logging.getLogger("synthdetect.server").info('{"outcome": "ok"}')
+    err = capsys.readouterr().err
+    assert err == '{"outcome": "ok"}\n', err  # not logging's "--- Logging error ---" about a closed file

@@ -12,10 +12,24 @@ from typing import Annotated
 import typer
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to ``sys.stderr`` as it is when a line is logged, not as it was when serving began: a caller that
+    swaps stderr (a test runner, an embedding app) may close the old stream, and a handler holding it would then
+    fail on every request."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def _request_logger() -> None:
     """One JSON line per request on stderr, whatever the CLI's log level."""
     logger = logging.getLogger("synthdetect.server")
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _CurrentStderr()
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger.handlers[:] = [handler]
     logger.setLevel(logging.INFO)
