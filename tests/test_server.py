@@ -422,21 +422,34 @@ def test_serve_rejects_bad_options_without_a_traceback(monkeypatch, args):
     assert isinstance(result.exception, SystemExit), result.exception  # a usage error, not a crash
 
 
-def test_serve_prints_a_url_that_already_answers(monkeypatch, detector):
-    import uvicorn
+def test_serve_prints_a_url_that_already_answers():
+    """Run as a real process: the printed URL (port 0: the real port) answers at once.
 
-    seen = {}
+    In-process under Typer's CliRunner this test swapped and closed sys.stderr around a real serve start-up,
+    which in the full suite brought pytest down ("lost sys.stderr"); a subprocess has its own streams.
+    """
+    import re
+    import subprocess
+    import sys
+    import urllib.request
+    from pathlib import Path
 
-    def run(self, sockets=None):
-        (sock,) = sockets
-        seen["port"] = sock.getsockname()[1]
-        with socket.create_connection(("127.0.0.1", seen["port"]), timeout=5):
-            seen["listening"] = True  # listening when the URL is printed: a client's first try is not refused
-
-    monkeypatch.setattr(uvicorn.Server, "run", run)
-    result = _serve(monkeypatch, "--host", "127.0.0.1", "--port", "0", loaded=detector)
-    assert result.exit_code == 0, (result.exception, result.output)
-    assert seen["listening"] and f"on http://127.0.0.1:{seen['port']}/ " in result.stderr  # port 0: the real one
+    cli = Path(sys.executable).with_name("synthdetect")
+    proc = subprocess.Popen([str(cli), "serve", "--host", "127.0.0.1", "--port", "0", "--model", "cifake-cnn"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url, lines = None, []
+        for line in proc.stdout:
+            lines.append(line)
+            if match := re.search(r"serving model .* on (http://127\.0\.0\.1:(\d+)/) ", line):
+                url = match.group(1)
+                break
+        assert url and not url.endswith(":0/"), "".join(lines)
+        with urllib.request.urlopen(url, timeout=10) as response:  # the first try, no retry
+            assert response.status == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def test_page_url_brackets_ipv6_hosts():
