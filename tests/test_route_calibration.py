@@ -103,22 +103,28 @@ def test_the_ai_threshold_holds_on_every_source_not_only_pooled():
     assert worst["decision"]["human_below"] <= worst["decision"]["ai_at_or_above"]
 
 
-def test_calibrate_route_command_writes_the_route_on_a_router_card(tmp_path):
+def _router_and_manifest(tmp_path, size=96, sources=("s1", "s2", "s3"), per_class=1):
+    """A copy of the shipped router card and a manifest of ``per_class`` images per source and class."""
     router = tmp_path / "router"
     router.mkdir()
     shutil.copy(BUILTIN_DIR / "default" / "model.json", router / "model.json")
     rows = []
-    for source in ("s1", "s2", "s3"):
+    for source in sources:
         for label in (0, 1):
-            for k in range(2):
+            for k in range(per_class):
                 path = tmp_path / f"{source}-{label}-{k}.png"
-                make_image(label, seed=hash((source, k)) % 1000, size=96).save(path)
+                make_image(label, seed=len(rows), size=size).save(path)
                 rows.append({"path": path.name, "label": "ai" if label else "real", "source": source})
     manifest = tmp_path / "manifest.csv"
     with open(manifest, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["path", "label", "source"])
         writer.writeheader()
         writer.writerows(rows)
+    return router, manifest
+
+
+def test_calibrate_route_command_writes_the_route_on_a_router_card(tmp_path):
+    router, manifest = _router_and_manifest(tmp_path, per_class=2)
     runner = CliRunner()
     dry = runner.invoke(app, ["calibrate-route", str(manifest), "--router", str(router)])
     assert dry.exit_code == 0, dry.output
@@ -169,24 +175,6 @@ def test_a_route_calibration_fitted_for_other_weights_is_refused(tmp_path):
         Detector.load(str(tmp_path))
 
 
-def _router_and_manifest(tmp_path, size=96, sources=("s1", "s2", "s3")):
-    router = tmp_path / "router"
-    router.mkdir()
-    shutil.copy(BUILTIN_DIR / "default" / "model.json", router / "model.json")
-    rows = []
-    for source in sources:
-        for label in (0, 1):
-            path = tmp_path / f"{source}-{label}.png"
-            make_image(label, seed=len(rows), size=size).save(path)
-            rows.append({"path": path.name, "label": "ai" if label else "real", "source": source})
-    manifest = tmp_path / "manifest.csv"
-    with open(manifest, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["path", "label", "source"])
-        writer.writeheader()
-        writer.writerows(rows)
-    return router, manifest
-
-
 @pytest.mark.parametrize("case", ["unknown-route-model", "bad-label", "no-manifest", "card-not-writable",
                                   "images-too-small-for-thumbnails", "one-source"])
 def test_calibrate_route_refuses_with_one_line_and_exit_2(tmp_path, monkeypatch, case):
@@ -216,8 +204,8 @@ def test_calibrate_route_refuses_with_one_line_and_exit_2(tmp_path, monkeypatch,
 
 def test_calibrate_route_counts_unreadable_files(tmp_path):
     router, manifest = _router_and_manifest(tmp_path)
-    (tmp_path / "s2-0.png").write_text("not an image")
+    (tmp_path / "s2-0-0.png").write_text("not an image")
     result = CliRunner().invoke(app, ["calibrate-route", str(manifest), "--router", str(router)])
     assert result.exit_code == 0, result.output
     assert "1 of 6 images unreadable and left out" in result.output
-    assert result.output.count("s2-0.png") == 1  # named once, on one line
+    assert result.output.count("s2-0-0.png") == 1  # named once, on one line
