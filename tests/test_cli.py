@@ -254,3 +254,46 @@ def test_models_commands_print_only_the_formats_they_support():
     for args in (("models", "list", "-f", "csv"), ("models", "show", "cifake-cnn", "-f", "csv")):
         result = invoke(*args)
         assert result.exit_code == 2 and "'csv' is not one of" in result.output
+
+
+def _linked_tree(tmp_path):
+    """top/own.png and top/album -> ../elsewhere (two images, and a link back up to tmp_path: a loop)."""
+    (tmp_path / "top").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    natural_image(32, 32, seed=1).save(tmp_path / "top" / "own.png")
+    for s in (2, 3):
+        natural_image(32, 32, seed=s).save(tmp_path / "elsewhere" / f"e{s}.png")
+    (tmp_path / "top" / "album").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (tmp_path / "elsewhere" / "up").symlink_to(tmp_path / "top", target_is_directory=True)
+    return tmp_path / "top"
+
+
+def test_links_to_folders_are_noted_or_followed_each_real_folder_once(tmp_path):
+    top = _linked_tree(tmp_path)
+    plain = invoke("-q", "detect", str(top), "--format", "jsonl", "--no-evidence")
+    assert plain.exit_code == 0
+    assert [json.loads(l)["file"] for l in plain.stdout.splitlines()] == [str(top / "own.png")]
+    assert ("1 symbolic link(s) to folders were not followed (--follow-links follows them)"
+            in " ".join(plain.stderr.split()))  # was silent
+    followed = invoke("-q", "detect", str(top), "--follow-links", "--format", "jsonl", "--no-evidence")
+    assert followed.exit_code == 0, followed.output
+    assert [json.loads(l)["file"] for l in followed.stdout.splitlines()] == [
+        str(top / "album" / "e2.png"), str(top / "album" / "e3.png"), str(top / "own.png")]
+    assert "1 folder(s) reached again through a symbolic link were walked only once" in " ".join(followed.stderr.split())
+    inspected = invoke("inspect", str(top), "-L", "--format", "jsonl", "--probe", "exif")
+    assert len(inspected.stdout.splitlines()) == 3
+
+
+def test_a_file_reached_twice_is_judged_once_and_a_listed_folder_is_walked_as_scan_does(images, tmp_path):
+    twice = invoke("-q", "detect", str(images), str(images / "img0.png"), f"{images}/./sub/deep.jpg",
+                   "--format", "jsonl", "--no-evidence")
+    files = [json.loads(l)["file"] for l in twice.stdout.splitlines()]
+    assert len(files) == len(set(files)) == 4  # the folder's four images, each once (was six rows)
+    listing = tmp_path / "find.txt"  # what `find DIR` prints: the folder, its subfolder, then every file
+    listing.write_text("\n".join([str(images), str(images / "sub"), str(images / "sub" / "deep.jpg"),
+                                  str(images / "img0.png"), str(images / "notes.txt")]) + "\n")
+    listed = invoke("-q", "detect", "--files-from", str(listing), "--format", "jsonl", "--no-evidence")
+    assert listed.exit_code == 0, listed.output  # notes.txt was an error row: find lists it, the walk notes it
+    files = [json.loads(l)["file"] for l in listed.stdout.splitlines()]
+    assert sorted(files) == sorted([str(images / f"img{s}.png") for s in range(3)] + [str(images / "sub" / "deep.jpg")])
+    assert "1 non-image file(s)" in listed.stderr

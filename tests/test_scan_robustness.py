@@ -305,3 +305,28 @@ def test_prune_drops_the_rows_of_deleted_files(tmp_path, tiny):
     summary = json.loads(result.stdout)
     assert summary["pruned"] == 1 and summary["pruned_example"] == files[1]
     assert row_paths(db) == [files[0], files[2]]
+
+
+# 11 ------------------------------------------------------------------------------------------------------------
+def test_follow_links_walks_each_real_folder_once_and_a_list_walks_its_folders(tmp_path, tiny):
+    top = tmp_path / "top"
+    own = images(top, 1, "own")
+    album = images(tmp_path / "elsewhere", 2, "e")
+    os.symlink(tmp_path / "elsewhere", top / "album")
+    os.symlink(top, tmp_path / "elsewhere" / "up")  # a loop back to the top
+    plain = PassedOver()
+    assert [c.path for c in iter_candidates([str(top)], passed_over=plain)] == own
+    assert plain.linked_folders == 1
+    followed = PassedOver()
+    paths = [c.path for c in iter_candidates([str(top)], passed_over=followed, follow_links=True)]
+    assert paths == own + [str(top / "album" / Path(p).name) for p in album]
+    assert followed.repeat_folders == 1 and followed.linked_folders == 0
+    assert any("walked only once" in line for line in PassedOver.lines_of(followed.to_dict()))
+    run_scan([str(top)], tmp_path / "r.sqlite", options(tiny, follow_links=True))
+    rows = [r[0] for r in sqlite3.connect(tmp_path / "r.sqlite").execute("SELECT path FROM results")]
+    assert sorted(rows) == sorted(paths)
+
+    listing = tmp_path / "find.txt"  # `find elsewhere` output: the folder first, then what is inside it
+    listing.write_text(f"elsewhere\n{album[0]}\nelsewhere/up\n{album[1]}\n")
+    listed = [c for c in iter_candidates([str(listing)])]
+    assert [c.path for c in listed] == album and all(c.problem is None for c in listed)  # a folder was an error row

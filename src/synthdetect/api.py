@@ -17,7 +17,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
@@ -29,6 +29,9 @@ from synthdetect.images import (ImageLoadError, ImageSource, LoadedImage, LoadLi
 from synthdetect.models import Model, load_model
 from synthdetect.models.router import RouterModel
 from synthdetect.verdict import Evidence, Verdict
+
+if TYPE_CHECKING:
+    from synthdetect.scan.sources import PassedOver
 
 
 @dataclass
@@ -283,7 +286,8 @@ def problem_kind(problem: str) -> str:
 
 
 def expand_paths(
-    patterns: Iterable[str | Path], recursive: bool = True, all_files: bool = False
+    patterns: Iterable[str | Path], recursive: bool = True, all_files: bool = False, follow_links: bool = False,
+    notes: PassedOver | None = None,
 ) -> tuple[list[tuple[str, str | None]], list[str]]:
     """Expand files, folders and globs into ``(path, problem)`` pairs, in a stable order.
 
@@ -292,7 +296,10 @@ def expand_paths(
     error hook, because ``Path.rglob`` skips such folders without a word).
     Inside folders, files without an image suffix are returned separately
     (second value) so callers can say how many they passed over, unless
-    ``all_files`` asks for every file to be judged.
+    ``all_files`` asks for every file to be judged.  Symbolic links to folders
+    are not followed unless ``follow_links`` (then each real folder is walked
+    once, so a link loop ends); either way ``notes`` (a scan ``PassedOver``)
+    records them, so callers can say so, as ``scan`` does.
     """
     import glob
 
@@ -309,10 +316,12 @@ def expand_paths(
             def unreadable(exc: OSError, pattern: str = pattern) -> None:
                 out.append((exc.filename or pattern, f"{UNREADABLE_FOLDER} ({exc.strerror or exc})"))
 
-            for root, dirs, files in os.walk(path, onerror=unreadable):
+            visited = {os.path.realpath(path)} if follow_links else None
+            for root, dirs, files in os.walk(path, onerror=unreadable, followlinks=follow_links):
                 found.extend(Path(root, name) for name in files)
                 if not recursive:
                     dirs.clear()
+                dirs[:] = [name for name in dirs if _walk_into(os.path.join(root, name), visited, notes)]
             for p in sorted(found):  # broken links and FIFOs stay in: the loader names what each one is
                 if all_files or p.suffix.lower() in IMAGE_SUFFIXES:
                     out.append((str(p), None))
@@ -322,7 +331,7 @@ def expand_paths(
             out.append((pattern, None))
         elif glob.has_magic(pattern):
             matches = [m for m in sorted(glob.glob(pattern, recursive=True)) if os.path.exists(m)]
-            more, over = expand_paths(matches, recursive, all_files)  # a matched folder is walked like a named one
+            more, over = expand_paths(matches, recursive, all_files, follow_links, notes)  # walked like a named folder
             if not more and not over:
                 out.append((pattern, "no files match this pattern"))
             seen: set[str] = set()  # "dir/**" matches a folder and the files in it: each file once
@@ -334,6 +343,21 @@ def expand_paths(
         else:
             out.append((pattern, missing_reason(path)))
     return out, passed_over
+
+
+def _walk_into(folder: str, visited: set[str] | None, notes: PassedOver | None) -> bool:
+    """Whether a folder walk enters ``folder``; ``visited`` (real paths) is set when links are followed."""
+    if visited is None:
+        if notes is not None and os.path.islink(folder):
+            notes.note_linked_folder(folder)  # os.walk does not enter it: say so
+        return True
+    resolved = os.path.realpath(folder)
+    if resolved in visited:
+        if notes is not None:
+            notes.note_repeat_folder(folder)
+        return False
+    visited.add(resolved)
+    return True
 
 
 def missing_reason(path: Path) -> str:

@@ -11,6 +11,7 @@ import importlib
 import io
 import json
 import logging
+import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -152,38 +153,57 @@ def stdin_image():
     return sys.stdin.buffer
 
 
-def gather_inputs(paths: list[str], files_from: str | None, all_files: bool):
-    """What ``detect`` (or ``inspect``) reads, in order: ``(name, problem, source)`` per file, and the files passed over.
+def gather_inputs(paths: list[str], files_from: str | None, all_files: bool, follow_links: bool = False):
+    """What ``detect`` (or ``inspect``) reads, in order: ``(name, problem, source)`` per file, and a scan
+    ``PassedOver`` with what the walks did not take (printed with its ``lines_of``).
 
     ``-`` among the paths is one image from standard input; ``--files-from`` adds a list of paths (``-``: read
     the list from standard input), so any number of files fits, past the shell's argument limit.  A list reads
-    as ``scan`` reads list files: ``#`` comments skipped, relative paths relative to the list's folder."""
+    as ``scan`` reads one: ``#`` comments skipped, relative paths relative to the list's folder, a listed folder
+    walked, and what ``find`` prints inside a listed folder not taken twice.  A file reached twice (``detect B
+    B/x.jpg``) is judged once, as ``scan`` does."""
     from synthdetect.api import expand_paths
-    from synthdetect.scan.sources import iter_listed_paths
+    from synthdetect.scan.sources import PassedOver, inside_any, iter_listed_paths
 
     if paths.count("-") > 1:
         fail("- (one image from standard input) can be given only once")
     if files_from == "-" and "-" in paths:
         fail("standard input cannot hold both an image (-) and the list of paths (--files-from -)")
+    listed: list[str] = []
     if files_from is not None:
         try:
             if files_from == "-":
-                paths = paths + list(iter_listed_paths(sys.stdin))
+                listed = list(iter_listed_paths(sys.stdin))
             else:
                 with open(files_from, encoding="utf-8") as handle:
-                    paths = paths + list(iter_listed_paths(handle, Path(files_from).parent))
+                    listed = list(iter_listed_paths(handle, Path(files_from).parent))
         except (OSError, UnicodeDecodeError) as exc:
             fail(f"--files-from {files_from}: {getattr(exc, 'strerror', None) or exc}")
     targets: list[tuple[str, str | None, object]] = []
-    passed_over: list[str] = []
-    for path in paths:
-        if path == "-":
+    notes = PassedOver()
+    seen: set[str] = set()
+    over_seen: set[str] = set()
+    listed_folders: set[str] = set()
+    for path, from_list in [(p, False) for p in paths] + [(p, True) for p in listed]:
+        if path == "-" and not from_list:
             targets.append((STDIN_NAME, None, stdin_image()))
             continue
-        found, over = expand_paths([path], all_files=all_files)
-        targets += [(name, problem, name) for name, problem in found]
-        passed_over += over
-    return targets, passed_over
+        if from_list:
+            if listed_folders and (path in listed_folders or inside_any(path, listed_folders)):
+                continue
+            if os.path.isdir(path):
+                listed_folders.add(path)
+        found, over = expand_paths([path], all_files=all_files, follow_links=follow_links, notes=notes)
+        for name, problem in found:
+            key = os.path.normpath(name)
+            if key not in seen:
+                seen.add(key)
+                targets.append((name, problem, name))
+        for name in over:
+            if os.path.normpath(name) not in over_seen:
+                over_seen.add(os.path.normpath(name))
+                notes.note_non_image(name)
+    return targets, notes
 
 
 @app.command()
@@ -201,12 +221,14 @@ def detect(
     max_bytes: Annotated[int, typer.Option(
         min=1, help="Refuse files larger than this many bytes.")] = 100 * 1024 * 1024,
     all_files: Annotated[bool, typer.Option("--all-files", help="In folders, judge every file, not only image suffixes.")] = False,
+    follow_links: Annotated[bool, typer.Option("--follow-links", "-L", help="Walk symbolic links to folders (each "
+                                               "real folder once; a link loop is noted).")] = False,
     no_evidence: Annotated[bool, typer.Option("--no-evidence", help="Skip provenance/metadata probes.")] = False,
 ) -> None:
     """Judge images: prints one row per file (verdict, calibrated p_ai, reasons)."""
     from rich.progress import track
 
-    from synthdetect.api import Detector, passed_over_note, problem_kind
+    from synthdetect.api import Detector, problem_kind
     from synthdetect.images import LoadLimits
     from synthdetect.models import ModelPackageError
     from synthdetect.verdict import Verdict
@@ -216,9 +238,9 @@ def detect(
                                  use_evidence=not no_evidence)
     except (ModelPackageError, ValueError, ImportError) as exc:
         fail(str(exc))
-    targets, passed_over = gather_inputs(list(paths or []), files_from, all_files)
-    if passed_over:  # even with -q: a file passed over must never be a silent skip
-        err.print(passed_over_note(len(passed_over), passed_over[0]), highlight=False)
+    targets, passed_over = gather_inputs(list(paths or []), files_from, all_files, follow_links)
+    for line in passed_over.lines_of(passed_over.to_dict()):  # even with -q: never a silent skip
+        err.print(line, highlight=False)
     if not targets:
         fail("no files to judge (give files, folders or globs, - for an image on standard input, or --files-from)")
     # JSON lines and CSV stream one batch at a time (flat memory, rows appear as they are judged);

@@ -85,9 +85,10 @@ def register(app: typer.Typer) -> None:
         format: Annotated[InspectFormat, typer.Option("--format", "-f", help="Output format.")] = InspectFormat.table,
         probe: Annotated[Optional[list[str]], typer.Option("--probe", "-p",
                                                            help="Run only this probe (repeatable).")] = None,
+        follow_links: Annotated[bool, typer.Option("--follow-links", "-L", help="Walk symbolic links to folders "
+                                                   "(each real folder once).")] = False,
     ) -> None:
         """Show every evidence probe's findings (C2PA, metadata, generation parameters, EXIF, watermark, ELA, spectrum)."""
-        from synthdetect.api import passed_over_note
         from synthdetect.cli import fail, gather_inputs
         from synthdetect.evidence import probe_names
 
@@ -95,12 +96,11 @@ def register(app: typer.Typer) -> None:
         unknown = [p for p in probe or [] if p not in known]
         if unknown:
             fail(f"unknown probe {', '.join(unknown)} (known: {', '.join(known)})")
-        targets, passed_over = gather_inputs(list(paths or []), files_from, False)
+        targets, passed_over = gather_inputs(list(paths or []), files_from, False, follow_links)
         if not targets:
             fail("no files to inspect (give files, folders or globs, - for an image on standard input, or --files-from)")
-        if passed_over:  # never a silent skip
-            Console(stderr=True).print(passed_over_note(len(passed_over), passed_over[0], "inspected", ""),
-                                       highlight=False)
+        for line in passed_over.lines_of(passed_over.to_dict(), "inspected", ""):  # never a silent skip
+            Console(stderr=True).print(line, highlight=False)
         results = []
         for path, problem, source in targets:
             results.append({"file": path, "error": f"{path}: {problem}", "evidence": []} if problem

@@ -91,6 +91,8 @@ def register(app: typer.Typer) -> None:
                                                   "model input (1 is fastest; 2 or 3 move single scores less).")] = 1,
         all_files: Annotated[bool, typer.Option("--all-files", help="In folders, judge every file, not only "
                                                 "image suffixes.")] = False,
+        follow_links: Annotated[bool, typer.Option("--follow-links", "-L", help="Walk symbolic links to folders "
+                                                   "(each real folder once; a link loop is noted).")] = False,
         no_evidence: Annotated[bool, typer.Option("--no-evidence", help="Skip provenance/metadata probes.")] = False,
         export: Annotated[Optional[list[Path]], typer.Option("--export", help="After the scan, also write the "
                                                              "database as .csv, .jsonl or .parquet.")] = None,
@@ -129,7 +131,8 @@ def register(app: typer.Typer) -> None:
             fail(f"--out {exc}")
         options = ScanOptions(
             model=model, workers=workers or None, batch_size=batch_size, threads=threads or None, rescore=rescore,
-            draft=draft, draft_factor=draft_factor, all_files=all_files, use_evidence=not no_evidence,
+            draft=draft, draft_factor=draft_factor, all_files=all_files, follow_links=follow_links,
+            use_evidence=not no_evidence,
             limits=LoadLimits(max_pixels=max_pixels, max_bytes=max_bytes), prune=prune,
         )
         console = Console(stderr=True)

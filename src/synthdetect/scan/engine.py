@@ -69,6 +69,7 @@ class ScanOptions:
     draft: bool = False
     draft_factor: int = 1  # with draft: decode to at least this many times the model input
     all_files: bool = False
+    follow_links: bool = False  # walk symbolic links to folders (each real folder once)
     use_evidence: bool = True
     limits: LoadLimits = field(default_factory=LoadLimits)
     queue_per_worker: int = 4
@@ -375,7 +376,8 @@ def run_scan(
     def discover() -> None:
         try:
             seq = 0
-            found = iter_candidates(sources, options.all_files, counters.passed_over, exclude=database_files(out))
+            found = iter_candidates(sources, options.all_files, counters.passed_over, exclude=database_files(out),
+                                    follow_links=options.follow_links)
             for cand in resume_filter(found, out, fingerprint, options.rescore, counters):
                 with lock:
                     inflight[seq] = (cand.path, cand.stamp)

@@ -100,7 +100,8 @@ def run_ray_scan(
     if options.prune:
         counters.pruned, prune_example = store.prune_missing()
     actors = options.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-    found = iter_candidates(sources, options.all_files, counters.passed_over, exclude=database_files(out))
+    found = iter_candidates(sources, options.all_files, counters.passed_over, exclude=database_files(out),
+                            follow_links=options.follow_links)
     pending = resume_filter(found, out, fingerprint, options.rescore, counters)
     while True:
         chunk = list(islice(pending, CHUNK))

@@ -54,8 +54,10 @@ class PassedOver:
     non_image_example: str | None = None
     unreadable_folders: list[str] = field(default_factory=list)  # "path: reason", first MAX_EXAMPLES
     unreadable_folder_count: int = 0
-    linked_folders: int = 0  # symbolic links to folders: not followed (a link can loop)
+    linked_folders: int = 0  # symbolic links to folders not followed (the default, as find and os.walk)
     linked_folder_example: str | None = None
+    repeat_folders: int = 0  # with --follow-links: folders reached a second time (a link loop or a second name)
+    repeat_folder_example: str | None = None
 
     MAX_EXAMPLES = 10
 
@@ -67,6 +69,10 @@ class PassedOver:
         self.linked_folders += 1
         self.linked_folder_example = self.linked_folder_example or path
 
+    def note_repeat_folder(self, path: str) -> None:
+        self.repeat_folders += 1
+        self.repeat_folder_example = self.repeat_folder_example or path
+
     def note_unreadable(self, folder: str, exc: OSError) -> None:
         self.unreadable_folder_count += 1
         if len(self.unreadable_folders) < self.MAX_EXAMPLES:
@@ -76,23 +82,28 @@ class PassedOver:
         return {"non_image_files": self.non_image, "non_image_example": self.non_image_example,
                 "unreadable_folders": self.unreadable_folder_count,
                 "unreadable_folder_examples": self.unreadable_folders,
-                "linked_folders": self.linked_folders, "linked_folder_example": self.linked_folder_example}
+                "linked_folders": self.linked_folders, "linked_folder_example": self.linked_folder_example,
+                "repeat_folders": self.repeat_folders, "repeat_folder_example": self.repeat_folder_example}
 
     @staticmethod
-    def lines_of(summary: dict | None) -> list[str]:
+    def lines_of(summary: dict | None, verb: str = "judged",
+                 hint: str = " (use --all-files to judge them)") -> list[str]:
         """One-line console notes from :meth:`to_dict` (empty when nothing was passed over)."""
         from synthdetect.api import passed_over_note
 
         summary = summary or {}
         out = []
         if summary.get("non_image_files"):
-            out.append(passed_over_note(summary["non_image_files"], summary["non_image_example"]))
+            out.append(passed_over_note(summary["non_image_files"], summary["non_image_example"], verb, hint))
         if summary.get("unreadable_folders"):
             out.append(f"warning: {summary['unreadable_folders']} folder(s) could not be read, e.g. "
                        f"{summary['unreadable_folder_examples'][0]}")
         if summary.get("linked_folders"):
             out.append(f"note: {summary['linked_folders']} symbolic link(s) to folders were not followed "
-                       f"(scan the target to include it), e.g. {summary['linked_folder_example']}")
+                       f"(--follow-links follows them), e.g. {summary['linked_folder_example']}")
+        if summary.get("repeat_folders"):
+            out.append(f"note: {summary['repeat_folders']} folder(s) reached again through a symbolic link were "
+                       f"walked only once (a link loop or a second name), e.g. {summary['repeat_folder_example']}")
         return out
 
 
@@ -127,8 +138,16 @@ def inspect(path: str) -> Candidate:
 
 
 def walk_folder(root: str, all_files: bool = False, passed_over: PassedOver | None = None,
-                excluded: "_Exclusions | None" = None) -> Iterator[Candidate]:
+                excluded: "_Exclusions | None" = None, follow_links: bool = False) -> Iterator[Candidate]:
+    """Files under ``root``, depth first in name order.
+
+    With ``follow_links`` a symbolic link to a folder is walked like a folder,
+    but each real folder only once (its resolved path is remembered): a link
+    loop, or a second name for a folder already walked, is noted, not walked
+    again.  One remembered path per folder, not per file, so memory stays small.
+    """
     passed_over = passed_over if passed_over is not None else PassedOver()
+    visited = {os.path.realpath(root)} if follow_links else None
     stack = [root]
     while stack:
         folder = stack.pop()
@@ -141,12 +160,21 @@ def walk_folder(root: str, all_files: bool = False, passed_over: PassedOver | No
         subfolders = []
         for entry in entries:
             try:
-                if entry.is_dir(follow_symlinks=False):
-                    subfolders.append(entry.path)
-                    continue
-                linked_folder = entry.is_symlink() and entry.is_dir()
+                real_folder = entry.is_dir(follow_symlinks=False)
+                linked_folder = not real_folder and entry.is_symlink() and entry.is_dir()
             except OSError:
-                linked_folder = False  # a link loop: judged below, as an error row
+                real_folder = linked_folder = False  # a link loop: judged below, as an error row
+            if visited is not None and (real_folder or linked_folder):
+                resolved = os.path.realpath(entry.path)
+                if resolved in visited:
+                    passed_over.note_repeat_folder(entry.path)
+                else:
+                    visited.add(resolved)
+                    subfolders.append(entry.path)
+                continue
+            if real_folder:
+                subfolders.append(entry.path)
+                continue
             if excluded and entry.path in excluded:
                 continue
             if all_files or os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
@@ -168,10 +196,31 @@ def iter_listed_paths(lines: Iterable[str], base: Path | None = None) -> Iterato
         yield os.path.normpath(entry if base is None or os.path.isabs(entry) else os.path.join(base, entry))
 
 
-def read_list_file(path: str) -> Iterator[Candidate]:
+def read_list_file(path: str, all_files: bool = False, passed_over: PassedOver | None = None,
+                   excluded: "_Exclusions | None" = None, follow_links: bool = False) -> Iterator[Candidate]:
     with open(path, encoding="utf-8", errors=LIST_ERRORS) as handle:
-        for full in iter_listed_paths(handle, Path(path).parent):
-            yield inspect(full)
+        yield from expand_listed(iter_listed_paths(handle, Path(path).parent), all_files, passed_over, excluded,
+                                 follow_links)
+
+
+def expand_listed(paths: Iterable[str], all_files: bool = False, passed_over: PassedOver | None = None,
+                  excluded: "_Exclusions | None" = None, follow_links: bool = False) -> Iterator[Candidate]:
+    """The files of a list: a listed folder is walked, as ``detect`` does with one.
+
+    ``find DIR`` prints DIR, then its folders and files: those inside a folder
+    already walked are not queued again.  Only the listed folders are
+    remembered, not every file, so a list of millions of paths streams in
+    flat memory.
+    """
+    walked: set[str] = set()
+    for path in paths:
+        if walked and (path in walked or inside_any(path, walked)):
+            continue
+        if os.path.isdir(path):
+            walked.add(path)
+            yield from walk_folder(path, all_files, passed_over, excluded, follow_links)
+        else:
+            yield inspect(path)
 
 
 def _stdin_lines() -> Iterator[str]:
@@ -187,15 +236,16 @@ def _stdin_lines() -> Iterator[str]:
         text.detach()  # standard input stays open for whoever reads it next
 
 
-def _expand(source: str, all_files: bool, passed_over: PassedOver, excluded: "_Exclusions") -> Iterator[Candidate]:
+def _expand(source: str, all_files: bool, passed_over: PassedOver, excluded: "_Exclusions",
+            follow_links: bool = False) -> Iterator[Candidate]:
     if source == STDIN_LIST:  # streamed: a list of millions of paths is never held whole
-        yield from (inspect(path) for path in iter_listed_paths(_stdin_lines()))
+        yield from expand_listed(iter_listed_paths(_stdin_lines()), all_files, passed_over, excluded, follow_links)
         return
     source = os.path.normpath(source)
     if os.path.isdir(source):
-        yield from walk_folder(source, all_files, passed_over, excluded)
+        yield from walk_folder(source, all_files, passed_over, excluded, follow_links)
     elif os.path.isfile(source) and os.path.splitext(source)[1].lower() in LIST_SUFFIXES:
-        yield from read_list_file(source)
+        yield from read_list_file(source, all_files, passed_over, excluded, follow_links)
     elif os.path.lexists(source):
         yield inspect(source)
     elif glob.has_magic(source):
@@ -206,16 +256,17 @@ def _expand(source: str, all_files: bool, passed_over: PassedOver, excluded: "_E
             match = os.path.normpath(match)
             if not os.path.isdir(match):
                 yield inspect(match)
-            elif not _inside_any(match, walked):  # "B/**" matches B and every folder in it: walk B once
+            elif not inside_any(match, walked):  # "B/**" matches B and every folder in it: walk B once
                 walked.add(match)
-                yield from walk_folder(match, all_files, passed_over, excluded)  # as `detect` does
+                yield from walk_folder(match, all_files, passed_over, excluded, follow_links)  # as `detect` does
         if not matched:
             yield Candidate(source, FileStamp(None, None), ("not_found", "no files match this pattern"))
     else:
         yield Candidate(source, FileStamp(None, None))
 
 
-def _inside_any(folder: str, roots: set[str]) -> bool:
+def inside_any(folder: str, roots: set[str]) -> bool:
+    """Whether ``folder`` lies under one of ``roots`` (compared as normalised paths, by their parents)."""
     while True:
         parent = os.path.dirname(folder)
         if parent in roots:
@@ -248,13 +299,14 @@ def database_files(database: str | os.PathLike) -> list[str]:
 
 def iter_candidates(sources: Iterable[str], all_files: bool = False,
                     passed_over: PassedOver | None = None,
-                    exclude: Iterable[str | os.PathLike] = ()) -> Iterator[Candidate]:
+                    exclude: Iterable[str | os.PathLike] = (), follow_links: bool = False) -> Iterator[Candidate]:
     """Every file named by ``sources``, each once; a name that matches nothing is yielded too and becomes an
     error row.
 
     Files a folder walk does not queue (no image suffix) and folders it cannot
     read are recorded in ``passed_over``; paths in ``exclude`` (the scan's own
-    database) are left out.  With more than one source, or a glob, a file
+    database) are left out; ``follow_links`` walks symbolic links to folders
+    (see :func:`walk_folder`).  With more than one source, or a glob, a file
     reached twice (``scan B B/x``, ``B/**``) is queued once: the paths already
     queued are remembered, which a single folder or list does not need.
     """
@@ -263,7 +315,7 @@ def iter_candidates(sources: Iterable[str], all_files: bool = False,
     excluded = _Exclusions(exclude)
     seen: set[str] | None = set() if len(sources) > 1 or any(map(glob.has_magic, sources)) else None
     for source in sources:
-        for cand in _expand(source, all_files, passed_over, excluded):
+        for cand in _expand(source, all_files, passed_over, excluded, follow_links):
             if excluded and cand.path in excluded:
                 continue
             if seen is not None:
