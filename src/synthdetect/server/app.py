@@ -29,7 +29,7 @@ from synthdetect.explain import METHODS, explain_loaded
 from synthdetect.explain.maps import torch_twin
 from synthdetect.explain.render import png_bytes
 from synthdetect.images import ImageLoadError, load_image
-from synthdetect.server.forms import image_parts
+from synthdetect.server.forms import client_name, image_parts
 from synthdetect.server.limits import (
     BodyLimitMiddleware,
     RequestLogMiddleware,
@@ -128,7 +128,7 @@ async def read_uploads(request: Request, settings: ServerSettings, deadline: flo
             elif media.startswith("image/") or media in RAW_MEDIA_TYPES:
                 body = await request.body()
                 # An empty body that says it is an image is an empty image; with no type at all, no image was sent.
-                uploads = [(name or "upload", body)] if body or media else []
+                uploads = [(client_name(name or "upload"), body)] if body or media else []
             else:
                 raise ServiceError(415, "unsupported_media_type",
                                    f"send images as multipart/form-data or as a raw image/* body, not '{media}'")

@@ -10,11 +10,12 @@ fields are skipped.  Parts are held as bytes: the body guard bounds the total.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 from typing import AsyncIterator
 
 from python_multipart.exceptions import FormParserError
-from python_multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 
 from synthdetect.server.limits import ServiceError
 
@@ -39,6 +40,15 @@ def _text(raw: bytes) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         return raw.decode("latin-1")
+
+
+def client_name(name: str) -> str:
+    """A file name a client chose, with control characters and line breaks shown as ``?`` (as ``ls`` does).
+
+    The name starts every error message of its file; a newline in it would
+    split the one-line message (and a log or terminal line) in two.
+    """
+    return "".join("?" if unicodedata.category(ch) in ("Cc", "Zl", "Zp") else ch for ch in name)
 
 
 class _ImageCollector:
@@ -66,7 +76,7 @@ class _ImageCollector:
         part = self.part
         _, options = parse_options_header(part.headers.get(b"content-disposition", b"").decode("latin-1"))
         part.name = _text(options.get(b"name", b""))
-        part.filename = _text(options[b"filename"]) if b"filename" in options else None
+        part.filename = client_name(_text(options[b"filename"])) if b"filename" in options else None
         media, _ = parse_options_header(part.headers.get(b"content-type", b"").decode("latin-1"))
         part.is_image = (part.filename is not None or part.name == FILES_FIELD
                          or media.startswith(b"image/") or media in BINARY_TYPES)
@@ -79,9 +89,12 @@ class _ImageCollector:
 
     def on_part_end(self) -> None:
         part = self.part
-        # A named file is kept even when empty (its verdict says "empty file"); a bare empty field is no upload.
-        if part.is_image and (part.filename is not None or part.data):
+        # A named file is kept even when empty (its verdict says "empty file"); a bare empty field is no upload,
+        # nor is an empty part with an empty name (what a browser sends for a file input left empty).
+        if part.is_image and (part.filename or part.data):
             self.images.append((part.filename, bytes(part.data)))
+        elif part.is_image:
+            self.fields += 1  # dropped, but it counts: else a body of empty parts would be parsed without limit
 
 
 async def image_parts(content_type: str, chunks: AsyncIterator[bytes], max_files: int,
@@ -106,4 +119,10 @@ async def image_parts(content_type: str, chunks: AsyncIterator[bytes], max_files
         parser.finalize()
     except FormParserError as exc:
         raise ServiceError(400, "bad_multipart", f"malformed multipart body ({exc})") from None
+    # python-multipart's finalize() does not check the end: a cut body (a Content-Length shorter than the body,
+    # a dropped upload) would silently lose its last file. An empty body has no parts and no image.
+    if parser.state not in (MultipartState.START, MultipartState.END):
+        where = f" in {collector.part.filename}" if collector.part.filename else ""
+        raise ServiceError(400, "bad_multipart",
+                           f"malformed multipart body (truncated{where}: it ends before the closing boundary)")
     return [(name or f"upload-{i + 1}", data) for i, (name, data) in enumerate(collector.images)]

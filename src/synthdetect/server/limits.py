@@ -153,6 +153,8 @@ class RequestLogMiddleware:
             await self.app(scope, receive, send_with_id)
         except ClientDisconnect:
             state["outcome"] = "client_disconnected"  # nobody is left to answer; not a bug of ours
+            if not started:
+                status = 499  # not 500, which reads as our bug: nginx's code for "client closed request"
         except Exception as exc:
             log.exception("unexpected error in request %s", request_id)
             state["outcome"] = "internal"
