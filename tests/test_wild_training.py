@@ -150,3 +150,31 @@ def test_train_wild_counts_and_names_unreadable_files(trained):
     assert "1 of 39 images unreadable and left out" in output
     failed = json.loads((out / "model.json").read_text())["training"]["images_failed"]
     assert len(failed) == 1 and failed[0].count("broken_0.png") == 1  # named once, not "path: path: ..."
+
+
+def test_calibration_of_separable_logits_stays_off_0_and_1():
+    from synthdetect.train.wild import fit_calibration, fit_positive_logistic
+
+    z = np.r_[np.linspace(-3, -1, 20), np.linspace(1, 3, 20)]
+    y = np.r_[np.zeros(20), np.ones(20)]
+    (plain_slope,), _ = fit_positive_logistic(z.reshape(-1, 1), y, l2=0.0)
+    assert plain_slope > 100  # the old fit: the slope runs to its bound and p_ai is 0.0 or 1.0
+    calibration = fit_calibration(z, y)
+    p = calibration(z)
+    assert 0.005 < p.min() < 0.02 and 0.98 < p.max() < 0.995  # Platt's targets: 1/22 .. 21/22 at most
+    assert calibration.to_dict()["fit"] == {"targets": "platt-smoothed", "separable": True}
+    rng = np.random.default_rng(0)
+    mixed = fit_calibration(np.r_[rng.normal(-1, 1, 200), rng.normal(1, 1, 200)], np.r_[np.zeros(200), np.ones(200)])
+    assert "fit" not in mixed.to_dict() and 1.8 < mixed.a < 2.4  # true log-odds 2z: an overlap keeps the plain fit
+
+
+def test_train_wild_says_how_it_groups_images_without_a_source(tmp_path):
+    manifest = write_manifest(tmp_path / "data", {"alpha": (3, 3), "beta": (3, 3), "gamma": (3, 3)}, size=32)
+    rows = manifest.read_text().splitlines()
+    manifest.write_text("\n".join(rows[:-2] + [r.replace(",gamma,", ",,") for r in rows[-2:]]) + "\n")
+    result = _invoke("train-wild", manifest, "--out", tmp_path / "pkg", "--extractors", "handcrafted-v1",
+                     "--crops", "0", "--crop-size", "32", "--cache", tmp_path / "cache")
+    assert result.exit_code == 0, result.output
+    assert "2 image(s) have an empty source cell" in " ".join(result.output.split())
+    card = json.loads((tmp_path / "pkg" / "model.json").read_text())
+    assert "unknown" in json.dumps(card["metrics"])

@@ -30,7 +30,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from synthdetect.evaluate.calibration import Calibration, operating_points
+from synthdetect.evaluate.calibration import Calibration, is_separable, operating_points, smoothed_targets
 from synthdetect.evaluate.metrics import binary_metrics, expected_calibration_error, tpr_at_fpr
 from synthdetect.models.multicrop import AGGREGATIONS, CropPolicy, aggregate
 from synthdetect.models.view_features import LinearMember, member_view
@@ -154,7 +154,8 @@ def source_balanced_weights(groups: np.ndarray, labels: np.ndarray) -> np.ndarra
     return w * len(w)
 
 
-def fit_positive_logistic(z: np.ndarray, y: np.ndarray, l2: float = 1e-3) -> tuple[np.ndarray, float]:
+def fit_positive_logistic(z: np.ndarray, y: np.ndarray, l2: float = 1e-3,
+                          targets: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     """Logistic regression whose weights cannot turn negative (class-balanced).
 
     Used for calibration and stacking: a member or a calibration that learned
@@ -171,6 +172,9 @@ def fit_positive_logistic(z: np.ndarray, y: np.ndarray, l2: float = 1e-3) -> tup
     def loss(theta):
         w = np.exp(theta[:-1])
         s = z @ w + theta[-1]
+        if targets is not None:  # soft targets (Platt's smoothed ones): cross-entropy against them
+            return float(np.mean(sw * (targets * np.logaddexp(0.0, -s) + (1 - targets) * np.logaddexp(0.0, s)))
+                         + l2 * np.sum(w ** 2))
         signed = np.where(y > 0.5, s, -s)
         return float(np.mean(sw * np.logaddexp(0.0, -signed)) + l2 * np.sum(w ** 2))
 
@@ -184,8 +188,20 @@ def fit_positive_logistic(z: np.ndarray, y: np.ndarray, l2: float = 1e-3) -> tup
 
 
 def fit_calibration(z: np.ndarray, y: np.ndarray) -> Calibration:
-    """Platt scaling with a non-negative slope: p = sigmoid(a z + b), a >= 0."""
-    (a,), b = fit_positive_logistic(np.asarray(z).reshape(-1, 1), y, l2=0.0)
+    """Platt scaling with a non-negative slope: p = sigmoid(a z + b), a >= 0.
+
+    When the logits separate the classes (a small or easy dataset) the plain
+    fit has no finite optimum: the slope ran to its bound (e^6) and p_ai came
+    out as exactly 0 or 1.  Then it fits Platt's smoothed targets, as
+    ``synthdetect evaluate`` does, and the card's ``calibration.fit`` says so.
+    """
+    z = np.asarray(z, dtype=np.float64).reshape(-1)
+    y = np.asarray(y)
+    if is_separable(z, y):
+        (a,), b = fit_positive_logistic(z.reshape(-1, 1), y, l2=0.0, targets=smoothed_targets(y))
+        return Calibration(method="platt", a=float(a), b=float(b),
+                           fit_info={"targets": "platt-smoothed", "separable": True})
+    (a,), b = fit_positive_logistic(z.reshape(-1, 1), y, l2=0.0)
     return Calibration(method="platt", a=float(a), b=float(b))
 
 

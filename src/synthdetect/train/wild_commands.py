@@ -128,6 +128,10 @@ def register(app: typer.Typer) -> None:
         problem = loso_problem([r.source or "unknown" for r in records], [r.label for r in records])
         if problem:
             fail(f"{data}: {problem}")
+        unsourced = [r.ref for r in records if not r.source]
+        if unsourced:  # said, not silent: they form one more held-out group
+            console.print(f"note: {len(unsourced)} image(s) have an empty source cell; they are held out together "
+                          f"as one source, 'unknown', e.g. {unsourced[0]}", highlight=False, soft_wrap=True)
         cached = extract_cached(records, policy, names, cache)
         for record, why in cached.failed:
             console.print(f"[yellow]unreadable, left out[/] {failure_line(record.ref, why)}", highlight=False, soft_wrap=True)
