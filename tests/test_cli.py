@@ -297,3 +297,18 @@ def test_a_file_reached_twice_is_judged_once_and_a_listed_folder_is_walked_as_sc
     files = [json.loads(l)["file"] for l in listed.stdout.splitlines()]
     assert sorted(files) == sorted([str(images / f"img{s}.png") for s in range(3)] + [str(images / "sub" / "deep.jpg")])
     assert "1 non-image file(s)" in listed.stderr
+
+
+def test_file_names_with_square_brackets_reach_notes_and_errors_intact(tmp_path):
+    folder = tmp_path / "[red]y"
+    folder.mkdir()
+    (folder / "[draft]notes.md").write_text("not an image")
+    natural_image(32, 32, seed=4).save(folder / "a.png")
+    (folder / "[b]album").symlink_to(tmp_path, target_is_directory=True)
+    result = invoke("-q", "detect", str(tmp_path / "[red]y"), "--format", "jsonl", "--no-evidence")
+    assert result.exit_code == 0, result.output
+    notes = result.stderr.splitlines()
+    assert len(notes) == 2  # one line each, however long the path
+    assert notes[0].endswith(str(folder / "[draft]notes.md")) and notes[1].endswith(str(folder / "[b]album"))
+    missing = invoke("detect", "--files-from", str(tmp_path / "[b]list.txt"))
+    assert missing.exit_code == 2 and f"--files-from {tmp_path / '[b]list.txt'}: No such file" in missing.stderr

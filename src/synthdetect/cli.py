@@ -86,8 +86,15 @@ def main_callback(
 
 
 def print_error(message: str) -> None:
-    """One line on stderr however long (soft wrap: the terminal folds it, rich does not break it)."""
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    """One line on stderr however long (soft wrap: the terminal folds it, rich does not break it).
+
+    The message is escaped: it names files, and rich would read ``[b]`` in a file name as markup and drop it."""
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def print_note(line: str, console: Console | None = None) -> None:
+    """A note about what a command passed over: one line, file names exactly as they are (no markup)."""
+    (console or err).print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -240,7 +247,7 @@ def detect(
         fail(str(exc))
     targets, passed_over = gather_inputs(list(paths or []), files_from, all_files, follow_links)
     for line in passed_over.lines_of(passed_over.to_dict()):  # even with -q: never a silent skip
-        err.print(line, highlight=False)
+        print_note(line)
     if not targets:
         fail("no files to judge (give files, folders or globs, - for an image on standard input, or --files-from)")
     # JSON lines and CSV stream one batch at a time (flat memory, rows appear as they are judged);

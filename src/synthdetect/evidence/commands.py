@@ -89,7 +89,7 @@ def register(app: typer.Typer) -> None:
                                                    "(each real folder once).")] = False,
     ) -> None:
         """Show every evidence probe's findings (C2PA, metadata, generation parameters, EXIF, watermark, ELA, spectrum)."""
-        from synthdetect.cli import fail, gather_inputs
+        from synthdetect.cli import fail, gather_inputs, print_note
         from synthdetect.evidence import probe_names
 
         known = probe_names()
@@ -100,7 +100,7 @@ def register(app: typer.Typer) -> None:
         if not targets:
             fail("no files to inspect (give files, folders or globs, - for an image on standard input, or --files-from)")
         for line in passed_over.lines_of(passed_over.to_dict(), "inspected", ""):  # never a silent skip
-            Console(stderr=True).print(line, highlight=False)
+            print_note(line)
         results = []
         for path, problem, source in targets:
             results.append({"file": path, "error": f"{path}: {problem}", "evidence": []} if problem

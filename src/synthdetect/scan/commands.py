@@ -51,6 +51,8 @@ def _progress_display(quiet: bool):
 
 
 def print_summary(summary: dict, console) -> None:
+    from synthdetect.cli import print_note
+
     labels = ", ".join(f"{k} {v}" for k, v in sorted(summary["labels"].items())) or "none"
     errors = ", ".join(f"{k} {v}" for k, v in sorted(summary["errors_by_kind"].items())) or "none"
     totals = summary["database_totals"]
@@ -61,14 +63,13 @@ def print_summary(summary: dict, console) -> None:
         highlight=False,
     )
     if summary.get("pruned"):
-        console.print(f"pruned {summary['pruned']} rows of files that no longer exist, e.g. "
-                      f"{summary['pruned_example']}", highlight=False)
+        print_note(f"pruned {summary['pruned']} rows of files that no longer exist, e.g. {summary['pruned_example']}",
+                   console)
     console.print(f"labels: {labels}", highlight=False)
     console.print(f"errors: {errors}", highlight=False)
     db_labels = ", ".join(f"{k} {v}" for k, v in sorted(totals["labels"].items())) or "none"
     db_errors = sum(totals["errors"].values())
-    console.print(f"database {summary['database']}: {totals['rows']} rows ({db_labels}; {db_errors} errors)",
-                  highlight=False)
+    print_note(f"database {summary['database']}: {totals['rows']} rows ({db_labels}; {db_errors} errors)", console)
 
 
 def register(app: typer.Typer) -> None:
@@ -110,7 +111,7 @@ def register(app: typer.Typer) -> None:
         """
         from rich.console import Console
 
-        from synthdetect.cli import EXIT_SOME_FAILED, fail, state
+        from synthdetect.cli import EXIT_SOME_FAILED, fail, print_note, state
         from synthdetect.images import LoadLimits
         from synthdetect.models import ModelPackageError
         from synthdetect.scan.engine import ScanOptions
@@ -165,11 +166,11 @@ def register(app: typer.Typer) -> None:
                 n = export_db(out, target)
             except (StoreError, ValueError, ImportError) as exc:
                 fail(str(exc))
-            console.print(f"wrote {n} rows to {target}", highlight=False)
+            print_note(f"wrote {n} rows to {target}", console)
         if summary_json:
             typer.echo(json.dumps(summary, indent=2))
         for line in PassedOver.lines_of(summary.get("passed_over")):  # even with -q: never a silent skip
-            console.print(line, highlight=False)
+            print_note(line, console)
         if not state["quiet"]:
             print_summary(summary, console)
         if summary["errors"]:

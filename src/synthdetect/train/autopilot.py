@@ -461,7 +461,7 @@ def run_autopilot(
         console = Console(file=open(os.devnull, "w"))
     console.print(f"autopilot: {len(split.train)} train / {len(split.val)} validation / {len(split.test)} held-out "
                   f"images; held-out sources: {', '.join(split.held_out_sources)}; budget {budget_s:.0f} s",
-                  highlight=False)
+                  markup=False, highlight=False)  # source names are the user's: "[x]" is text, not markup
 
     rows: list[dict[str, Any]] = []
     unavailable: list[str] = []

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 
 def _open_manifest(data: str, fail):
@@ -131,10 +132,12 @@ def register(app: typer.Typer) -> None:
         unsourced = [r.ref for r in records if not r.source]
         if unsourced:  # said, not silent: they form one more held-out group
             console.print(f"note: {len(unsourced)} image(s) have an empty source cell; they are held out together "
-                          f"as one source, 'unknown', e.g. {unsourced[0]}", highlight=False, soft_wrap=True)
+                          f"as one source, 'unknown', e.g. {unsourced[0]}", markup=False, highlight=False,
+                          soft_wrap=True)
         cached = extract_cached(records, policy, names, cache)
         for record, why in cached.failed:
-            console.print(f"[yellow]unreadable, left out[/] {failure_line(record.ref, why)}", highlight=False, soft_wrap=True)
+            console.print(f"[yellow]unreadable, left out[/] {escape(failure_line(record.ref, why))}", highlight=False,
+                          soft_wrap=True)
         if not cached.records:
             fail(f"{data}: none of its {len(records)} images could be read (see above)")
         wild = WildData.from_cache(cached)
@@ -228,7 +231,7 @@ def register(app: typer.Typer) -> None:
             scores = score_thumbnails(records, route["model"],
                                       progress=lambda done, total: bar.update(task, completed=done))
         for problem in scores.unreadable:
-            console.print(f"[yellow]unreadable, left out[/] {problem}", highlight=False, soft_wrap=True)
+            console.print(f"[yellow]unreadable, left out[/] {escape(problem)}", highlight=False, soft_wrap=True)
         problem = route_data_problem(scores)
         if problem:
             fail(f"{data}: {problem}")
