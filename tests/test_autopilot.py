@@ -225,3 +225,15 @@ def test_cli_autopilot_refuses_unknown_kinds_sourceless_data_and_a_file_as_out(t
     (tmp_path / "afile").write_text("x")
     result = runner.invoke(app, ["autopilot", str(manifest), "-o", str(tmp_path / "afile")])
     assert result.exit_code == 2 and "exists and is a file, not a directory" in result.output
+
+
+def test_leaderboard_prints_names_and_paths_with_square_brackets_as_text():
+    from rich.console import Console
+
+    from synthdetect.train.autopilot import leaderboard_table
+
+    console = Console(width=200, record=True)
+    console.print(leaderboard_table([{"candidate": "[b]mine", "kind": "small-cnn", "rank": None,
+                                      "status": "failed: see /runs/[i]x/train.log"}], "roc_auc"))
+    text = console.export_text()
+    assert "[b]mine" in text and "/runs/[i]x/train.log" in text  # rich had read them as markup and dropped them

@@ -207,6 +207,7 @@ def format_cell(value: Any) -> str:
 
 def leaderboard_table(rows: list[dict[str, Any]], metric: str, title: str = "leaderboard"):
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=title, header_style="bold")
     columns = [c for c in LEADERBOARD_COLUMNS if not (c == "metric" and metric in LEADERBOARD_COLUMNS)]
@@ -216,7 +217,7 @@ def leaderboard_table(rows: list[dict[str, Any]], metric: str, title: str = "lea
                          overflow="fold", no_wrap=col in ("candidate", "kind", "status"))
     for row in rows:
         style = "green" if row.get("rank") == 1 else ("dim" if row.get("status") != FINISHED else None)
-        table.add_row(*[format_cell(row.get(c)) for c in columns], style=style)
+        table.add_row(*[Text(format_cell(row.get(c))) for c in columns], style=style)  # Text: names are not markup
     return table
 
 

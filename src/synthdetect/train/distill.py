@@ -501,6 +501,7 @@ def student_vs_teachers(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def comparison_table(result: DistillResult):
     from rich.table import Table
+    from rich.text import Text
 
     split = result.summary["split"]
     table = Table(title=f"student vs teachers on held-out sources {', '.join(split.get('test_sources', []))} "
@@ -511,7 +512,7 @@ def comparison_table(result: DistillResult):
     for col in COMPARISON_COLUMNS:
         table.add_column(headers.get(col, col), justify="left" if col in ("model", "role") else "right")
     for row in result.rows:
-        table.add_row(*[format_cell(row.get(c)) for c in COMPARISON_COLUMNS],
+        table.add_row(*[Text(format_cell(row.get(c))) for c in COMPARISON_COLUMNS],  # Text: paths are not markup
                       style="bold" if row["role"] == "student" else None)
     return table
 
