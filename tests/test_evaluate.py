@@ -249,3 +249,82 @@ def test_evaluate_cli_warns_when_a_perturbation_leaves_images_unscored(setup, tm
     assert f"warning: resize:0.1: {scored} of 11 images scored" in result.output
     assert "TPR@1%FPR" in result.output and "0 of 5 human images called AI" in result.output
     assert (tmp_path / "r" / "predictions.csv").is_file()
+
+
+class _NonFiniteDetector:
+    """Serves every image "uncertain" with a NaN or infinite p_ai, as a model with diverged weights does."""
+
+    name = "diverged"
+
+    def detect(self, payloads, names):
+        from synthdetect.verdict import Verdict
+
+        return [Verdict(file=n, label="uncertain", p_ai=float("nan") if k % 2 else float("inf"),
+                        image={"format": "PNG", "width": 24, "height": 24}) for k, n in enumerate(names)]
+
+
+def test_a_non_finite_score_is_an_unscored_image_with_its_reason(setup, tmp_path: Path):
+    from synthdetect.evaluate.commands import warning_lines
+
+    manifest, _ = setup
+    records = [r for r in open_dataset(manifest) if r.source == "s1"]
+    predictions = predict_records(_NonFiniteDetector(), records, progress=False)
+    assert np.isnan(predictions.p_ai).all()
+    assert all("non-finite score" in e for e in predictions.errors)
+    metrics = write_report(predictions, tmp_path)
+    assert metrics["n_unscored"] == len(records) == len(metrics["unscored_examples"])
+    lines = warning_lines(metrics)  # raised IndexError when NaN scores left no example to name
+    assert lines[0].startswith(f"{len(records)} of {len(records)} images were not scored") and "non-finite" in lines[0]
+    import csv
+
+    with open(tmp_path / "predictions.csv", newline="") as handle:
+        assert all(row["p_ai"] == "" and row["error"] for row in csv.DictReader(handle))
+
+
+def test_parse_perturbations_refuses_nan_and_inf_with_one_line():
+    for spec in ("jpeg:inf", "jpeg:nan", "webp:-inf"):
+        with pytest.raises(ValueError, match="must be between"):  # was OverflowError / "cannot convert float NaN"
+            parse_perturbations(spec)
+
+
+def test_a_human_image_at_exactly_half_is_a_worst_error_as_the_confusion_matrix_counts_it(setup):
+    from synthdetect.evaluate.report import Predictions, compute_metrics
+
+    records = open_dataset(setup[0])[:3]
+    p = Predictions(records=records, p_ai=np.array([0.5, 0.5, 0.2]), labels=np.array([0, 1, 0]),
+                    errors=[None] * 3, model_name="m", seconds=0.0, verdicts=["uncertain"] * 3,
+                    images=[{}] * 3)
+    assert compute_metrics(p)["overall"]["confusion_matrix"]["rows_true_cols_pred"] == [[1, 1], [0, 1]]
+    assert worst_errors(p) == [0]
+
+
+def test_group_verdict_shares_count_every_served_verdict_like_the_overall_summary(tmp_path: Path):
+    from synthdetect.evaluate.report import Predictions, compute_metrics
+
+    predictions = _fake_predictions(tmp_path)
+    # two images of 'only-human' were out of the model's domain: not scored, but served "uncertain"
+    idx = [i for i, r in enumerate(predictions.records) if r.source == "only-human"][:2]
+    predictions.p_ai[idx] = np.nan
+    for i in idx:
+        predictions.errors[i], predictions.verdicts[i] = "not scored: too small", "uncertain"
+    metrics = compute_metrics(predictions)
+    rows = {r["group"]: r for r in metrics["per_source"]}
+    group = [i for i, r in enumerate(predictions.records) if r.source == "only-human"]
+    served = [predictions.verdicts[i] for i in group]
+    assert rows["only-human"]["called_uncertain"] == pytest.approx(served.count("uncertain") / len(served))
+    assert sum(r["uncertain"] for r in rows.values()) == pytest.approx(
+        metrics["verdicts"]["fraction_uncertain"] * len(predictions.records))
+    # verdicts are optional in a Predictions: without them the tables have no shares, and no IndexError
+    bare = Predictions(records=predictions.records, p_ai=predictions.p_ai, labels=predictions.labels,
+                       errors=predictions.errors, model_name="m", seconds=0.0)
+    assert all("called_ai" not in r for r in compute_metrics(bare)["per_source"])
+
+
+def test_dataset_summary_table_shows_source_names_and_paths_with_square_brackets(setup, tmp_path: Path):
+    manifest, _ = setup
+    renamed = manifest.with_name("[b]manifest.csv")
+    renamed.write_text(manifest.read_text().replace(",s1,", ",[i]s1,"))
+    result = CliRunner().invoke(app, ["dataset", "summary", str(renamed)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "[i]s1" in result.output and "[b]manifest.csv" in result.output  # rich had read both as markup
+    assert f"e.g. {manifest.parent}" in " ".join(result.output.split())  # the unreadable file, named in full

@@ -8,7 +8,9 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 
 def _records(data: str, label: list[str] | None, sources: list[str] | None):
@@ -59,8 +61,9 @@ def warning_lines(metrics: dict, calibration_warning: str | None = None) -> list
     if calibration_warning:
         lines.append(calibration_warning)
     if metrics["n_unscored"]:
+        example = metrics["unscored_examples"][0] if metrics["unscored_examples"] else ""
         lines.append(f"{metrics['n_unscored']} of {metrics['n_records']} images were not scored "
-                     f"(see report.html); e.g. {metrics['unscored_examples'][0]}")
+                     f"(see report.html); e.g. {example}")
     for name, m in (metrics.get("perturbations") or {}).items():
         if m["n_unscored"] > metrics["n_unscored"]:
             example = m["unscored_examples"][0] if m["unscored_examples"] else ""
@@ -148,19 +151,19 @@ def register(app: typer.Typer) -> None:
             return
         console = Console(width=140)
         table = Table("source", "class", "count", "formats", "short side px (min/median/max)", "file kB (median)",
-                      header_style="bold", title=f"{data}: {summary['records']} images")
+                      header_style="bold", title=f"{escape(str(data))}: {summary['records']} images")
         rows = [("ALL", cls, d) for cls, d in summary["per_class"].items()]
         rows += [(src, cls, d) for src, classes in summary["per_source"].items() for cls, d in classes.items()]
         for src, cls, d in rows:
             s = d["short_side_px"] or {}
-            table.add_row(src, cls, str(d["count"]), ", ".join(f"{k} {v}" for k, v in d["formats"].items()),
+            table.add_row(Text(src), cls, str(d["count"]),  # Text: a source named "[x]" is not markup ", ".join(f"{k} {v}" for k, v in d["formats"].items()),
                           f"{s.get('min', '–')}/{s.get('median', '–')}/{s.get('max', '–')}",
                           str((d["file_kb"] or {}).get("median", "–")), end_section=(src == "ALL" and cls == "human"))
         console.print(table)
         for warning in summary["warnings"]:
-            console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+            console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False, soft_wrap=True)
         for reason, count in summary["skipped"].items():
             console.print(f"skipped {count} entries that are {reason}, not images", highlight=False)
         if summary["unreadable_count"]:
-            console.print(f"[red]{summary['unreadable_count']} unreadable[/red], e.g. {summary['unreadable'][0]}",
-                          highlight=False)
+            console.print(f"[red]{summary['unreadable_count']} unreadable[/red], e.g. {escape(summary['unreadable'][0])}",
+                          highlight=False, soft_wrap=True)

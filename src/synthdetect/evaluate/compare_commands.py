@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 
 def register(app: typer.Typer) -> None:
@@ -48,13 +49,15 @@ def register(app: typer.Typer) -> None:
         table = Table(*(h for _, h in TABLE_COLUMNS), header_style="bold",
                       title=f"{summary['n_records']} images ({summary['n_ai']} ai, {summary['n_human']} human)")
         for row in summary["table"]:
-            cells = [format_cell(row.get(k)) for k, _ in TABLE_COLUMNS]
+            cells = [Text(format_cell(row.get(k))) for k, _ in TABLE_COLUMNS]  # Text: model paths are not markup
             table.add_row(*cells, style="bold" if row["model"] == ENSEMBLE_NAME else None)
         console.print(table)
         agreement = summary["agreement"]
-        matrix = Table("agreement @0.5", *agreement["models"], header_style="bold")
+        matrix = Table("agreement @0.5", header_style="bold")
+        for name in agreement["models"]:
+            matrix.add_column(Text(name))  # a model path with "[x]" in it is a name, not markup
         for name, cells in zip(agreement["models"], agreement_cells(agreement)):
-            matrix.add_row(name, *cells)
+            matrix.add_row(Text(name), *cells)
         console.print(matrix)
         typer.echo(f"wrote {out / 'comparison.html'}, comparison.json/.csv/.md "
                    f"and a report per model under {out / 'models'}")

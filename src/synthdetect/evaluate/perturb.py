@@ -85,11 +85,11 @@ def parse_perturbations(spec: str) -> list[Perturbation]:
             number = float(value)
         except ValueError:
             raise ValueError(f"--perturb {item!r}: expected {kind}:NUMBER") from None
+        lo, hi = _RANGES[kind]
+        if not lo <= number <= hi:  # first: it also refuses nan and inf, which int() below cannot take
+            raise ValueError(f"--perturb {item!r}: {kind} must be between {lo:g} and {hi:g}")
         if kind in _INTEGER and not number.is_integer():
             raise ValueError(f"--perturb {item!r}: {kind} quality must be a whole number (e.g. {kind}:{int(number)})")
-        lo, hi = _RANGES[kind]
-        if not lo <= number <= hi:
-            raise ValueError(f"--perturb {item!r}: {kind} must be between {lo:g} and {hi:g}")
         if (kind, number) in seen:
             raise ValueError(f"--perturb {item!r}: the same perturbation as {seen[kind, number]!r}, given twice")
         seen[kind, number] = item

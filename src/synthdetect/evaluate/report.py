@@ -110,6 +110,9 @@ def predict_records(
                 images[i] = {**{k: verdict.image.get(k) for k in ("format", "width", "height")}, "bytes": len(data)}
                 if verdict.p_ai is None:
                     errors[i] = f"{records[i].ref}: not scored: " + ("; ".join(verdict.reasons) or "no model score")
+                elif not math.isfinite(verdict.p_ai):
+                    # NaN reads as "not scored" everywhere below, so it must say why like any other unscored image
+                    errors[i] = f"{records[i].ref}: not scored: the model gave a non-finite score ({verdict.p_ai})"
                 else:
                     p_ai[i] = verdict.p_ai
             if bar:
@@ -165,11 +168,15 @@ def _group_table(predictions: Predictions, key: Callable[[Record], str | None], 
         row: dict[str, Any] = {"group": name, "n": int(idx.size), "scored": int(scored.size),
                                "ai": int((predictions.labels[idx] == 1).sum()),
                                "human": int((predictions.labels[idx] == 0).sum())}
-        if scored.size:
-            served = [predictions.verdicts[i] for i in scored]
+        # Every verdict served, as in the overall summary: an image left unscored (out of domain) is still served
+        # "uncertain"; only failed files (no verdict) are left out.
+        served = [v for v in (predictions.verdicts[i] if i < len(predictions.verdicts) else None for i in idx)
+                  if v is not None]
+        if served:
             for label in ("ai", "human", "uncertain"):
                 row[f"called_{label}"] = sum(v == label for v in served) / len(served)
             row["uncertain"] = sum(v == "uncertain" for v in served)
+        if scored.size:
             row["mean_p_ai"] = float(p.mean())
             if len(np.unique(y)) == 2:
                 m = binary_metrics(p, y)
@@ -191,7 +198,7 @@ def _class_format_table(predictions: Predictions) -> list[dict[str, Any]]:
     """Format and size of each class: a model that learned "JPEG vs PNG" is not a detector."""
     rows = []
     for cls, name in ((1, "ai"), (0, "human")):
-        facts = [predictions.images[i] for i in range(len(predictions.records))
+        facts = [predictions.images[i] for i in range(len(predictions.images))  # optional in a Predictions
                  if predictions.labels[i] == cls and predictions.images[i]]
         formats = Counter(f.get("format") or "?" for f in facts)
         short = np.array([min(f["width"], f["height"]) for f in facts if f.get("width")], dtype=float)
@@ -340,7 +347,10 @@ def worst_errors(predictions: Predictions, k: int = 12) -> list[int]:
         verdict = predictions.verdicts[i] if i < len(predictions.verdicts) else None
         return verdict in ("ai", "human") and verdict != ("ai" if predictions.labels[i] == 1 else "human")
 
-    wrong = [int(i) for i in scored if served_wrong(i) or abs(predictions.p_ai[i] - predictions.labels[i]) > 0.5]
+    def score_wrong(i: int) -> bool:  # the confusion matrix's cut: p_ai >= 0.5 is AI, so a human at 0.5 is wrong
+        return bool((predictions.p_ai[i] >= 0.5) != (predictions.labels[i] == 1))
+
+    wrong = [int(i) for i in scored if served_wrong(i) or score_wrong(i)]
     wrong.sort(key=lambda i: (not served_wrong(i), -abs(predictions.p_ai[i] - predictions.labels[i])))
     return wrong[:k]
 
