@@ -460,3 +460,20 @@ def test_an_out_that_is_a_file_is_refused_before_the_work(tmp_path: Path):
     for out in (tmp_path / "afile", tmp_path / "afile" / "sub"):
         result = CliRunner().invoke(app, ["train", str(tmp_path / "nothing"), "--out", str(out)])
         assert result.exit_code == 2 and f"error: {out}: " in result.output and "a file, not a directory" in result.output
+
+
+def test_a_diverging_run_stops_at_once_with_a_clear_error(tmp_path: Path):
+    from synthdetect.train.trainer import TrainingDiverged
+
+    torch.manual_seed(0)
+    config = TrainConfig(epochs=3, patience=10, batch_size=8, lr=1e30, threads=1, optimizer="sgd")
+    with pytest.raises(TrainingDiverged, match=r"training diverged: .* became (nan|inf) .*Try a lower --lr") as info:
+        fit_classifier(_linear(), _arrays(), _arrays(seed=1), config, mean=MEAN, std=STD, workdir=tmp_path)
+    assert info.value.epoch == 1  # not three epochs of NaN, then sklearn's "Input contains NaN"
+    from synth_data import write_folder
+
+    data = write_folder(tmp_path / "data", 30, size=16)
+    result = CliRunner().invoke(app, ["train", str(data), "--out", str(tmp_path / "pkg"), "--model", "small-cnn",
+                                      "--epochs", "2", "--lr", "1e30", "--optimizer", "sgd", "--threads", "1"])
+    assert result.exit_code == 2 and "error: training diverged" in result.output, result.output
+    assert not (tmp_path / "pkg" / "model.json").exists()

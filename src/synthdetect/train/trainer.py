@@ -342,16 +342,22 @@ def fit_classifier(
                 if mix is None:
                     image_losses[idx] = per_image.detach().cpu()
                 loss = per_image.mean()
+                loss_value = loss.item()
+                if not math.isfinite(loss_value):  # stop at once: every later step and metric would be NaN
+                    raise TrainingDiverged(epoch + 1, step + 1, scheduler.get_last_lr()[0], loss_value)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 scheduler.step()
-                running += loss.item() * len(idx)
+                running += loss_value * len(idx)
                 seen += len(idx)
                 if step % 20 == 0 or step == steps_per_epoch - 1:
                     bar.update(step_task, completed=step + 1, status=f"loss {running / seen:.4f}")
             bar.remove_task(step_task)
             val_logits = predict_logits(module, val[0], mean, std)
+            if not np.isfinite(val_logits).all():
+                raise TrainingDiverged(epoch + 1, None, scheduler.get_last_lr()[0], float("nan"),
+                                       where="the model's validation output")
             val_metrics = binary_metrics(1 / (1 + np.exp(-val_logits)), val[1])
             row = {"epoch": epoch + 1, "train_loss": running / max(seen, 1), "images": seen,
                    "seconds": time.time() - t0,
@@ -384,6 +390,16 @@ def fit_classifier(
     module.to("cpu")  # callers score, calibrate and export on the CPU, as serving does
     return TrainResult(best_epoch=best_epoch, history=history, stopped_early=stopped_early,
                        seconds=time.time() - started)
+
+
+class TrainingDiverged(ValueError):
+    """The loss (or the model's output) stopped being a finite number: the weights have blown up."""
+
+    def __init__(self, epoch: int, step: int | None, lr: float, value: float, where: str = "the training loss"):
+        when = f"at epoch {epoch}, step {step}" if step is not None else f"after epoch {epoch}"
+        super().__init__(f"training diverged: {where} became {value} {when} (learning rate {lr:.3g}); no package "
+                         "was written. Try a lower --lr, in a new --out folder (the checkpoint there is this run's)")
+        self.epoch, self.step = epoch, step
 
 
 def _number(value: float | None) -> str:
