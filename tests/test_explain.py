@@ -173,10 +173,13 @@ def test_cli_explain_writes_the_figure_and_maps(tmp_path: Path):
 
 
 @pytest.mark.slow  # the ONNX export (torch.onnx import, parity check) takes several seconds
-def test_onnx_served_package_gets_gradcam_from_its_torch_weights(tmp_path: Path, monkeypatch):
+@pytest.mark.parametrize("backend_env", [None, "onnxruntime"])  # the variable used to win over the twin's card
+def test_onnx_served_package_gets_gradcam_from_its_torch_weights(tmp_path: Path, monkeypatch, backend_env):
     from synthdetect.models.onnx_backend import OnnxModel, export_package
 
     monkeypatch.delenv("SYNTHDETECT_BACKEND", raising=False)
+    if backend_env:
+        monkeypatch.setenv("SYNTHDETECT_BACKEND", backend_env)
     exported = export_package(str(write_tiny_cnn(tmp_path / "tiny")), tmp_path / "tiny-onnx")
     detector = Detector.load(str(exported.root))
     assert isinstance(detector.model, OnnxModel)

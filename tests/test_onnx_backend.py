@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -123,3 +126,122 @@ def test_sessions_take_their_threads_from_the_argument_then_the_environment_then
     monkeypatch.setenv("SYNTHDETECT_THREADS", "two")
     with pytest.raises(ValueError, match="SYNTHDETECT_THREADS must be a whole number of threads, not 'two'"):
         make_session(path)
+
+
+def test_a_refused_export_leaves_the_package_already_in_out_intact(tiny, tmp_path):
+    """The graph used to be written into OUT before the parity check: a refused export ("not written")
+    replaced the model.onnx of the package there, which then failed its sha256 check."""
+    from synthdetect.models.package import load_package
+
+    out = tmp_path / "out"
+    export_package(str(tiny), out)
+    with pytest.raises(ModelPackageError, match="disagrees with torch.*not written"):
+        export_package(str(tiny), out, tolerance=-1.0)
+    load_package(out)  # still verifies
+    with pytest.raises(ModelPackageError, match="not written"):
+        export_package(str(tiny), tmp_path / "fresh", tolerance=-1.0)
+    assert not (tmp_path / "fresh" / "model.onnx").exists()
+
+
+def test_an_export_whose_logits_are_nan_is_refused(tmp_path):
+    """NaN > tolerance is False: the check used to pass a graph whose every answer is NaN."""
+    root = write_tiny_cnn(tmp_path / "nan")
+    state = torch.load(root / "weights.pt", weights_only=True)
+    state["head.2.weight"].fill_(float("nan"))  # the final Linear
+    torch.save(state, root / "weights.pt")
+    card = {k: v for k, v in json.loads((root / "model.json").read_text()).items() if k != "files"}
+    write_package(root, card, {"weights": root / "weights.pt"})
+    with pytest.raises(ModelPackageError, match=r"max \|p_ai diff\| nan"):
+        export_package(str(root), tmp_path / "out")
+
+
+def test_export_out_that_cannot_be_a_folder_is_one_line_and_a_tilde_is_home(tiny, tmp_path, monkeypatch):
+    afile = tmp_path / "a-file"
+    afile.write_text("x")
+    for out in (afile, afile / "sub"):
+        with pytest.raises(ModelPackageError, match=f"{out}: cannot write the exported package"):
+            export_package(str(tiny), out)
+    result = CliRunner().invoke(app, ["export", str(tiny), "--onnx", "--out", str(afile)])
+    assert result.exit_code == 2 and "cannot write the exported package" in result.output
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    export_package(str(tiny), "~/exported")  # as a model path is expanded, so is the output folder
+    assert (tmp_path / "home" / "exported" / "model.onnx").is_file() and not (tmp_path / "~").exists()
+
+
+def _ela_package(root):
+    from synthdetect.models.cnn import SmallCNN
+
+    torch.manual_seed(1)
+    module = SmallCNN(width=4, depth=2).eval()
+    root.mkdir(parents=True)
+    torch.save(module.state_dict(), root / "weights.pt")
+    card = {"name": "tiny-ela", "version": "0", "kind": "ela-cnn", "architecture": module.hparams,
+            "input": {"size": [32, 32], "resample": "bilinear", "mean": [0.5] * 3, "std": [0.5] * 3,
+                      "ela_quality": 90, "min_side": 8, "max_aspect": 2.0},
+            "calibration": {"method": "temperature", "temperature": 0.05}}
+    write_package(root, card, {"weights": root / "weights.pt"})
+    return root
+
+
+def test_an_exported_ela_cnn_is_served_by_onnx_runtime_on_the_ela_image(tmp_path, monkeypatch):
+    """The parity check used to feed the graph the plain resized image (so an ela-cnn export was refused),
+    and the ela-cnn loader never served model.onnx."""
+    exported = export_package(str(_ela_package(tmp_path / "ela")), tmp_path / "ela-onnx")
+    assert exported.card["runtime"]["parity"]["max_abs_p_ai_diff"] < 1e-4
+    onnx_model = load_model(str(exported.root))
+    assert isinstance(onnx_model, OnnxModel) and not isinstance(onnx_model, TorchModel)
+    monkeypatch.setenv(BACKEND_ENV, "torch")
+    torch_model = load_model(str(exported.root))
+    assert isinstance(torch_model, TorchModel)
+    images = parity_images((32, 32), n=9, seed=4)
+    np.testing.assert_allclose(onnx_model.logits(images), torch_model.logits(images), atol=1e-4)
+    np.testing.assert_allclose(np.concatenate([onnx_model.logits([im]) for im in images]),
+                               torch_model.logits(images), atol=1e-4)  # batch 1 too
+
+
+def _lite_package(root):
+    pytest.importorskip("efficientnet_lite_pytorch")
+    from synthdetect.models.efficientnet_lite import IMAGENET_MEAN, IMAGENET_STD, EfficientNetLiteDetector
+
+    torch.manual_seed(0)
+    module = EfficientNetLiteDetector("efficientnet-lite0", 32).eval()
+    root.mkdir()
+    torch.save(module.state_dict(), root / "weights.pt")
+    card = {"name": "tiny-lite", "version": "0", "kind": "efficientnet-lite0", "architecture": module.hparams,
+            "input": {"size": [32, 32], "resample": "bicubic", "mean": IMAGENET_MEAN, "std": IMAGENET_STD}}
+    write_package(root, card, {"weights": root / "weights.pt"})
+    return root
+
+
+def test_an_exported_efficientnet_lite_is_served_by_onnx_runtime(tmp_path, monkeypatch):
+    """Its loader used to build the torch network whatever the card carried, so model.onnx went unused."""
+    exported = export_package(str(_lite_package(tmp_path / "lite")), tmp_path / "lite-onnx")
+    onnx_model = load_model(str(exported.root))
+    assert isinstance(onnx_model, OnnxModel)
+    monkeypatch.setenv(BACKEND_ENV, "torch")
+    torch_model = load_model(str(exported.root))
+    assert isinstance(torch_model, TorchModel)
+    images = parity_images((32, 32), n=5, seed=2)
+    np.testing.assert_allclose(onnx_model.logits(images), torch_model.logits(images), atol=1e-4)
+
+
+def test_export_without_the_library_a_kind_needs_is_one_line(tmp_path, monkeypatch):
+    """The loader's error (a ValueError) used to escape the export command as a traceback."""
+    root = _lite_package(tmp_path / "lite")
+    monkeypatch.setitem(sys.modules, "efficientnet_lite_pytorch", None)  # as if not installed
+    with pytest.raises(ModelPackageError, match="tiny-lite: EfficientNet-Lite needs efficientnet_lite_pytorch"):
+        export_package(str(root), tmp_path / "out")
+    result = CliRunner().invoke(app, ["export", str(root), "--onnx", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "EfficientNet-Lite needs" in result.output
+
+
+def test_export_from_a_card_given_by_a_path_not_named_model_json(tiny, tmp_path):
+    """Loading accepts the card's own path (any .json name); export used to reload the folder's model.json."""
+    import shutil
+
+    root = tmp_path / "renamed"
+    shutil.copytree(tiny, root)
+    (root / "model.json").rename(root / "card.json")
+    exported = export_package(str(root / "card.json"), tmp_path / "out")
+    assert exported.card["name"] == "tiny-cnn" and (tmp_path / "out" / "model.onnx").is_file()

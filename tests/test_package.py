@@ -74,3 +74,60 @@ def test_a_local_folder_named_like_a_shipped_model_does_not_shadow_it(tmp_path, 
     assert "shipped model, used here" in caplog.text and "./cifake-cnn" in caplog.text
     with pytest.raises(ModelPackageError, match="not a model package"):
         find_package("./cifake-cnn")  # written as a path: the local folder, as asked
+
+
+@pytest.mark.parametrize("edit, why", [
+    (lambda c: c.update(kind=["small-cnn"]), "'kind' must be a non-empty string"),
+    (lambda c: c.update(input=[32, 32]), "'input' must be an object"),
+    (lambda c: c["input"].update(size="32"), "input.size must be"),
+    (lambda c: c["input"].update(size=[0, 32]), "input.size must be"),
+    (lambda c: c["input"].update(mean="x"), "input.mean must be three numbers"),
+    (lambda c: c["input"].update(std=[0.5, 0, 0.5]), "input.std must be three numbers"),
+    (lambda c: c["input"].update(resample="box2"), "input.resample"),
+    (lambda c: c["input"].update(max_aspect="2"), "input.max_aspect must be a number"),
+    (lambda c: c.update(calibration={"method": "temprature", "temperature": 0.5}), "calibration method"),
+    (lambda c: c.update(calibration={"method": "temperature", "temperature": float("nan")}),
+     "temperature calibration needs a positive number"),
+    (lambda c: c.update(decision={"ai_at_or_above": "0.6", "human_below": 0.4}), "decision.ai_at_or_above"),
+    (lambda c: c.update(runtime="onnx"), "'runtime' must be an object"),
+])
+def test_a_card_with_a_field_of_the_wrong_type_is_one_line_naming_the_card(tmp_path, edit, why):
+    """These used to load and fail later with a traceback (often only at the first image), or, for an unknown
+    calibration method, to serve uncalibrated probabilities without a word."""
+    from typer.testing import CliRunner
+
+    from synthdetect.cli import app
+    from tiny_model import png_bytes, write_tiny_cnn
+
+    root = write_tiny_cnn(tmp_path / "pkg")
+    card = json.loads((root / "model.json").read_text())
+    edit(card)
+    (root / "model.json").write_text(json.dumps(card))
+    with pytest.raises(ModelPackageError, match=f"model.json: malformed card \\({why}"):
+        load_package(root)
+    (tmp_path / "x.png").write_bytes(png_bytes((40, 32)))
+    result = CliRunner().invoke(app, ["detect", "--model", str(root), "--no-evidence", str(tmp_path / "x.png")])
+    assert result.exit_code == 2
+    assert "malformed card" in result.output and "Traceback" not in result.output
+
+
+def test_weights_torch_cannot_read_or_a_card_its_kind_cannot_build_from_is_a_one_line_error(tmp_path):
+    """The hashes match (the card was written for these files), so only building the model finds the fault."""
+    from synthdetect.models.package import write_package
+    from tiny_model import write_tiny_cnn
+
+    root = write_tiny_cnn(tmp_path / "truncated")
+    weights = root / "weights.pt"
+    weights.write_bytes(weights.read_bytes()[:100])
+    card = json.loads((root / "model.json").read_text())
+    write_package(root, card, {"weights": weights})
+    with pytest.raises(ModelPackageError, match=r"truncated: model 'tiny-cnn' \(kind small-cnn\) could not be loaded: "
+                                                r"RuntimeError: "):
+        load_model(str(root))
+    root = write_tiny_cnn(tmp_path / "no-arch")
+    card = json.loads((root / "model.json").read_text())
+    del card["architecture"]
+    write_package(root, card, {"weights": root / "weights.pt"})
+    with pytest.raises(ModelPackageError,
+                       match="no-arch: model 'tiny-cnn' .*could not be loaded: KeyError: 'architecture'"):
+        load_model(str(root))

@@ -101,7 +101,10 @@ def torch_twin(model: Model) -> TorchModel | None:
             from synthdetect.models.package import load_package
 
             package = load_package(Path(onnx_path).parent)
-            package.card = {**package.card, "runtime": {**(package.card.get("runtime") or {}), "backend": "torch"}}
+            # Without its ONNX file the package can only be served by torch: a card's runtime.backend would lose
+            # to SYNTHDETECT_BACKEND=onnxruntime, and the twin would have no gradients either.
+            files = {role: entry for role, entry in package.card["files"].items() if role != "onnx"}
+            package.card = {**package.card, "files": files}
             twin = build_model(package)
             _TWINS[model] = twin if isinstance(twin, TorchModel) else None
         return _TWINS[model]

@@ -75,7 +75,19 @@ def adapter_for(name: str) -> Callable[[], Model] | None:
 
 def load_model(name: str) -> Model:
     adapter = adapter_for(name)
-    return adapter() if adapter is not None else build_model(find_package(name))
+    return adapter() if adapter is not None else load_package_model(find_package(name))
+
+
+def load_package_model(package: ModelPackage) -> Model:
+    """:func:`build_model`, with what goes wrong inside a kind's loader reported as one line naming the package."""
+    try:
+        return build_model(package)
+    except (ModelPackageError, ValueError, ImportError):
+        raise
+    except Exception as exc:  # a card its kind cannot build from, weights torch cannot read: one line, not a traceback
+        why = " ".join(str(exc).split())
+        raise ModelPackageError(f"{package.root}: model '{package.name}' (kind {package.kind}) could not be loaded: "
+                                f"{type(exc).__name__}: {why}") from exc
 
 
 __all__ = [

@@ -23,7 +23,7 @@ from torch import nn
 
 from synthdetect.models.base import Model, register_kind
 from synthdetect.models.package import ModelPackage
-from synthdetect.models.torch_kinds import TorchModel, load_weights
+from synthdetect.models.torch_kinds import serve_torch_package
 from synthdetect.train.registry import TrainerError, TrainRequest, option_flag, register_trainer
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -134,10 +134,9 @@ class EfficientNetLiteDetector(nn.Module):
 
 
 def _load_efficientnet_lite(package: ModelPackage) -> Model:
-    arch = package.card["architecture"]
-    module = EfficientNetLiteDetector(arch["variant"], arch["image_size"])
-    module.load_state_dict(load_weights(package))
-    return TorchModel(package.card, module)
+    """Through serve_torch_package, so a package exported with ``synthdetect export --onnx`` is served by its
+    model.onnx (no efficientnet library needed), as small-cnn's and small-pair's are."""
+    return serve_torch_package(package, lambda arch: EfficientNetLiteDetector(arch["variant"], arch["image_size"]))
 
 
 for _variant in VARIANTS:

@@ -20,7 +20,8 @@ from PIL import Image
 from synthdetect.images import LoadedImage
 from synthdetect.models.base import Model, register_kind
 from synthdetect.models.package import ModelPackage
-from synthdetect.models.torch_kinds import TorchModel, build_small_cnn, load_weights, resize_to_input
+from synthdetect.models.onnx_backend import OnnxModel
+from synthdetect.models.torch_kinds import TorchModel, build_small_cnn, resize_to_input, serve_torch_package
 
 
 def ela_input(loaded: LoadedImage, size: tuple[int, int], quality: int = 90) -> Image.Image:
@@ -30,7 +31,20 @@ def ela_input(loaded: LoadedImage, size: tuple[int, int], quality: int = 90) -> 
     return resize_to_input(ela_image(loaded, quality=quality), tuple(size), "bilinear")
 
 
+class ElaOnnxModel(OnnxModel):
+    """An exported ela-cnn on ONNX Runtime: the graph must see the ELA image, as the torch module does."""
+
+    def __init__(self, card: dict[str, Any], onnx_path, threads: int | None = None):
+        super().__init__(card, onnx_path, threads)
+        self.quality = int(card["input"].get("ela_quality", 90))
+
+    def prepare(self, image: LoadedImage) -> np.ndarray:
+        return np.asarray(ela_input(image, self.input_size, self.quality))
+
+
 class ElaCNNModel(TorchModel):
+    onnx_class = ElaOnnxModel
+
     def __init__(self, card: dict[str, Any], module: torch.nn.Module):
         super().__init__(card, module)
         self.quality = int(card["input"].get("ela_quality", 90))
@@ -41,6 +55,4 @@ class ElaCNNModel(TorchModel):
 
 @register_kind("ela-cnn")
 def _load_ela_cnn(package: ModelPackage) -> Model:
-    module = build_small_cnn(package.card["architecture"])
-    module.load_state_dict(load_weights(package))
-    return ElaCNNModel(package.card, module)
+    return serve_torch_package(package, build_small_cnn, ElaCNNModel)

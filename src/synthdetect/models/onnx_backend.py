@@ -10,8 +10,9 @@ does it; ``tests/test_onnx_backend.py`` checks both paths agree.
 Two ways in:
 
 * ``synthdetect export MODEL --onnx --out DIR`` turns a torch package
-  (``small-cnn``) into one with both weight files; the kind stays the same and
-  its loader picks the backend;
+  (``small-cnn``, ``ela-cnn``, ``small-pair``, ``efficientnet-lite*``) into one
+  with both weight files; the kind stays the same and its loader picks the
+  backend (the kind's ``TorchModel.onnx_class`` keeps its preprocessing);
 * the ``onnx-classifier`` kind serves any ONNX image classifier (exported from
   another framework) with an input spec on its card, with no torch at all.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
@@ -212,14 +214,16 @@ def export_package(name: str, out: str | Path, *, opset: int = DEFAULT_OPSET, to
     written on the card; an export that disagrees more than ``tolerance``
     (in probability) is refused.
     """
-    from synthdetect.models import find_package, load_model
+    from synthdetect.models import find_package, load_package_model
     from synthdetect.models.torch_kinds import TorchModel
 
     source = find_package(name)
     previous = os.environ.get(BACKEND_ENV)
     os.environ[BACKEND_ENV] = "torch"
     try:
-        model = load_model(str(source.root))
+        model = load_package_model(source)  # the card found, which may be named other than model.json
+    except (ValueError, ImportError) as exc:  # a library the kind needs is missing: one line, as for detect
+        raise ModelPackageError(f"{source.name}: {exc}") from None
     finally:
         if previous is None:
             os.environ.pop(BACKEND_ENV, None)
@@ -229,24 +233,28 @@ def export_package(name: str, out: str | Path, *, opset: int = DEFAULT_OPSET, to
         raise ModelPackageError(
             f"{source.name}: kind '{source.kind}' has no torch module to export "
             "(export the models a router routes to, one by one)")
-    out = Path(out)
+    out = Path(out).expanduser()  # as a model path is: '--out=~/x' must not make a folder named '~'
     if out.resolve() == source.root.resolve():
         raise ModelPackageError(f"{out}: choose an output directory other than the source package")
-    out.mkdir(parents=True, exist_ok=True)
-    onnx_path = export_module(model.module, out / ONNX_FILE, model.input_size, opset)
     card = {k: v for k, v in source.card.items() if k not in ("files", "created_with")}
-    onnx_model = OnnxModel(card, onnx_path)
-    report = parity(model, onnx_model, parity_images(model.input_size))
-    if report["max_abs_p_ai_diff"] > tolerance:
-        raise ModelPackageError(
-            f"{source.name}: ONNX export disagrees with torch (max |p_ai diff| "
-            f"{report['max_abs_p_ai_diff']:.2e} > {tolerance:g}); not written")
-    files: dict[str, Path] = {"onnx": onnx_path}
-    if "weights" in source.card.get("files", {}):
-        weights = out / source.file("weights").name
-        shutil.copyfile(source.file("weights"), weights)
-        files["weights"] = weights
-    card["runtime"] = {"backend": "onnxruntime", "onnx_opset": opset, "exported_from": str(source.root),
-                       "parity": report}
-    return write_package(out, card, files)
-
+    # The graph is written and checked in a scratch folder first: a refused export must not replace the
+    # model.onnx of a package already in ``out`` (its card would then list another file's sha256).
+    with tempfile.TemporaryDirectory(prefix="synthdetect-export-") as scratch:
+        onnx_path = export_module(model.module, Path(scratch) / ONNX_FILE, model.input_size, opset)
+        # the class the kind's loader serves the ONNX file with, so the kind's own preprocessing is compared
+        onnx_model = type(model).onnx_class(card, onnx_path)
+        report = parity(model, onnx_model, parity_images(model.input_size))
+        if not report["max_abs_p_ai_diff"] <= tolerance:  # NaN logits must not pass
+            raise ModelPackageError(
+                f"{source.name}: ONNX export disagrees with torch (max |p_ai diff| "
+                f"{report['max_abs_p_ai_diff']:.2e} > {tolerance:g}); not written")
+        card["runtime"] = {"backend": "onnxruntime", "onnx_opset": opset, "exported_from": str(source.root),
+                           "parity": report}
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            files: dict[str, Path] = {"onnx": Path(shutil.copyfile(onnx_path, out / ONNX_FILE))}
+            if "weights" in source.card.get("files", {}):
+                files["weights"] = Path(shutil.copyfile(source.file("weights"), out / source.file("weights").name))
+            return write_package(out, card, files)
+        except OSError as exc:  # a file where the folder should be, a read-only disk: one line, not a traceback
+            raise ModelPackageError(f"{out}: cannot write the exported package ({exc.strerror or exc})") from None

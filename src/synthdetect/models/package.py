@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +76,7 @@ def load_package(root: str | Path, *, verify: bool = True) -> ModelPackage:
         if key not in card:
             raise ModelPackageError(f"{card_path}: card has no '{key}'")
     check_files_block(card, card_path)
+    check_card_fields(card, card_path)
     package = ModelPackage(root=root, card=card)
     if verify:
         verify_files(package)
@@ -90,6 +92,67 @@ def check_files_block(card: dict[str, Any], card_path: Path) -> None:
         for key in ("path", "sha256"):
             if not isinstance(entry, dict) or not isinstance(entry.get(key), str) or not entry[key]:
                 raise ModelPackageError(f"{card_path}: malformed card (files entry '{role}' has no {key})")
+
+
+RESAMPLE_NAMES = ("bicubic", "bilinear", "nearest", "lanczos")
+CALIBRATION_PARAMS = {"identity": (), "temperature": ("temperature",), "platt": ("a", "b")}
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_card_fields(card: dict[str, Any], card_path: Path) -> None:
+    """The fields every kind reads, checked for type at load.
+
+    A wrong type used to surface as a traceback from deep inside a kind, often only at the first image
+    (a string ``max_aspect``, a string ``mean``), or not at all: a misspelt calibration method served
+    uncalibrated probabilities.  Absent optional fields stay absent; each kind still requires its own.
+    """
+    def bad(why: str) -> ModelPackageError:
+        return ModelPackageError(f"{card_path}: malformed card ({why})")
+
+    for key in ("name", "kind"):
+        if not isinstance(card[key], str) or not card[key]:
+            raise bad(f"'{key}' must be a non-empty string")
+    for key in ("input", "architecture", "calibration", "decision", "runtime"):
+        if card.get(key) is not None and not isinstance(card[key], dict):
+            raise bad(f"'{key}' must be an object")
+    spec = card.get("input") or {}
+    if "size" in spec:
+        size = spec["size"]
+        if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and not isinstance(v, bool)
+                                                                   and v > 0 for v in size)):
+            raise bad(f"input.size must be [width, height] in whole pixels, not {json.dumps(size)}")
+    for key in ("mean", "std"):
+        if key in spec:
+            values = spec[key]
+            if not (isinstance(values, list) and len(values) == 3 and all(_number(v) for v in values)) or (
+                    key == "std" and 0 in values):
+                raise bad(f"input.{key} must be three numbers{' (none zero)' if key == 'std' else ''}, "
+                          f"not {json.dumps(values)}")
+    if "resample" in spec and spec["resample"] not in RESAMPLE_NAMES:
+        raise bad(f"input.resample {json.dumps(spec['resample'])} is not one of {', '.join(RESAMPLE_NAMES)}")
+    for key in ("min_side", "max_aspect", "max_short_side"):
+        if spec.get(key) is not None and not _number(spec[key]):
+            raise bad(f"input.{key} must be a number, not {json.dumps(spec[key])}")
+    calibration = card.get("calibration")
+    if calibration:
+        method = calibration.get("method", "identity")
+        if method not in CALIBRATION_PARAMS:
+            raise bad(f"calibration method {json.dumps(method)} is not one of {', '.join(CALIBRATION_PARAMS)}")
+        for key in CALIBRATION_PARAMS[method]:
+            value = calibration.get(key)
+            if not _number(value) or (key == "temperature" and value <= 0):
+                raise bad(f"{method} calibration needs a{' positive' if key == 'temperature' else ''} number "
+                          f"'{key}', not {json.dumps(value)}")
+    for key in ("ai_at_or_above", "human_below"):
+        value = (card.get("decision") or {}).get(key)
+        if value is not None and not _number(value):
+            raise bad(f"decision.{key} must be a number, not {json.dumps(value)}")
+    backend = (card.get("runtime") or {}).get("backend")
+    if backend is not None and not isinstance(backend, str):
+        raise bad(f"runtime.backend must be a string, not {json.dumps(backend)}")
 
 
 def verify_files(package: ModelPackage) -> None:

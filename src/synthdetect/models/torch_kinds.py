@@ -36,6 +36,9 @@ def images_to_tensor(arrays: np.ndarray, mean: Sequence[float], std: Sequence[fl
 class TorchModel(Model):
     """A torch module that maps a normalised, resized RGB batch to one logit per image."""
 
+    #: What serves this kind's exported model.onnx: the same preprocessing in front of ONNX Runtime.
+    onnx_class: type[OnnxModel] = OnnxModel
+
     def __init__(self, card: dict[str, Any], module: torch.nn.Module):
         super().__init__(card)
         self.module = module.eval().to(memory_format=torch.channels_last)
@@ -72,17 +75,19 @@ def load_weights(package: ModelPackage) -> dict[str, torch.Tensor]:
     return unpack(torch.load(package.file("weights"), map_location="cpu", weights_only=True))
 
 
-def serve_torch_package(package: ModelPackage, build: Callable[[dict[str, Any]], torch.nn.Module]) -> Model:
+def serve_torch_package(package: ModelPackage, build: Callable[[dict[str, Any]], torch.nn.Module],
+                        model_class: type[TorchModel] = TorchModel) -> Model:
     """The package's network with its weights, or the ONNX file it was exported to.
 
     A package exported with `synthdetect export --onnx` also carries model.onnx: served by ONNX Runtime
-    (measured faster on CPU) unless SYNTHDETECT_BACKEND=torch asks otherwise.
+    (measured faster on CPU) unless SYNTHDETECT_BACKEND=torch asks otherwise.  ``model_class`` is the
+    kind's TorchModel; its ``onnx_class`` serves the ONNX file with the kind's preprocessing.
     """
     if "onnx" in package.card.get("files", {}) and preferred_backend(package.card) == "onnxruntime":
-        return OnnxModel(package.card, package.file("onnx"))
+        return model_class.onnx_class(package.card, package.file("onnx"))
     module = build(package.card["architecture"])
     module.load_state_dict(load_weights(package))
-    return TorchModel(package.card, module)
+    return model_class(package.card, module)
 
 
 @register_kind("small-cnn")
