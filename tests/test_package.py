@@ -131,3 +131,16 @@ def test_weights_torch_cannot_read_or_a_card_its_kind_cannot_build_from_is_a_one
     with pytest.raises(ModelPackageError,
                        match="no-arch: model 'tiny-cnn' .*could not be loaded: KeyError: 'architecture'"):
         load_model(str(root))
+
+
+@pytest.mark.parametrize("where", ["../elsewhere/weights.pt", "/abs/weights.pt", "sub/../../weights.pt"])
+def test_a_card_that_lists_a_file_outside_its_package_is_refused(tiny_package, tmp_path, where):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir(exist_ok=True)
+    (outside / "weights.pt").write_bytes(tiny_package.file("weights").read_bytes())  # same bytes, same sha256
+    card_path = tiny_package.root / "model.json"
+    card = json.loads(card_path.read_text())
+    card["files"]["weights"]["path"] = where
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(ModelPackageError, match=f"malformed card \\(files entry 'weights' points outside the package"):
+        load_package(tiny_package.root)

@@ -92,6 +92,12 @@ def check_files_block(card: dict[str, Any], card_path: Path) -> None:
         for key in ("path", "sha256"):
             if not isinstance(entry, dict) or not isinstance(entry.get(key), str) or not entry[key]:
                 raise ModelPackageError(f"{card_path}: malformed card (files entry '{role}' has no {key})")
+        # A package is one folder: a card from elsewhere (a download, a shared drive) must not make the loader
+        # open, and torch.load, a file outside it.
+        where = Path(entry["path"])
+        if where.is_absolute() or ".." in where.parts:
+            raise ModelPackageError(f"{card_path}: malformed card (files entry '{role}' points outside the package: "
+                                    f"{entry['path']})")
 
 
 RESAMPLE_NAMES = ("bicubic", "bilinear", "nearest", "lanczos")
