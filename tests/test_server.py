@@ -555,3 +555,39 @@ def test_the_request_log_writes_to_the_stderr_of_the_moment(capsys):
     logging.getLogger("synthdetect.server").info('{"outcome": "ok"}')
     err = capsys.readouterr().err
     assert err == '{"outcome": "ok"}\n', err  # not logging's "--- Logging error ---" about a closed file
+
+
+def test_silent_connections_are_closed_so_they_cannot_lock_the_service_out():
+    """uvicorn counted connections that never sent a byte against its cap and never closed them: 30 of them
+    made every request a plain-text 503 for as long as they stayed open."""
+    import json as _json
+    import re
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    cli = Path(sys.executable).with_name("synthdetect")
+    proc = subprocess.Popen([str(cli), "serve", "--port", "0", "--model", "cifake-cnn", "--workers", "1",
+                             "--max-queue", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    idle: list[socket.socket] = []
+    try:
+        url = None
+        for line in proc.stdout:
+            if match := re.search(r"on (http://127\.0\.0\.1:(\d+)/) ", line):
+                url, port = match.group(1), int(match.group(2))
+                break
+        assert url, "serve did not start"
+        for _ in range(30):  # the cap is 4 x (1 + 1) + 16 = 24 connections
+            idle.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        time.sleep(6.5)  # the silent ones are closed after 5 s
+        with urllib.request.urlopen(url + "healthz", timeout=10) as response:
+            assert response.status == 200 and _json.loads(response.read())["status"] == "ok"
+        assert idle[0].recv(1) == b""  # closed by the server
+    finally:
+        for sock in idle:
+            sock.close()
+        proc.terminate()
+        proc.wait(timeout=30)

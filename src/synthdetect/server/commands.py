@@ -36,6 +36,30 @@ def _request_logger() -> None:
     logger.propagate = False
 
 
+#: Seconds a new connection may stay silent before it is closed (uvicorn's keep-alive timeout, used for it too).
+SILENT_CONNECTION_S = 5.0
+
+
+def silent_connection_protocol():
+    """uvicorn's h11 protocol, which also closes a connection that sends nothing.
+
+    uvicorn times a connection out only after a response (keep-alive); one that connects and stays silent (a
+    browser's speculative pre-connect, a stalled client, a slowloris) stays open for ever and counts against
+    ``limit_concurrency``: 30 such sockets made every request, ``/healthz`` included, a plain-text 503.  Here the
+    keep-alive timer starts when the connection is made; the first byte cancels it, as uvicorn does after a
+    response.  (A client trickling bytes is not stopped: that needs a proxy, as the README says.)
+    """
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class SilentConnectionTimeout(H11Protocol):
+        def connection_made(self, transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive,
+                                                                self.timeout_keep_alive_handler)
+
+    return SilentConnectionTimeout
+
+
 def listen_socket(host: str, port: int) -> socket.socket:
     """The bound socket uvicorn would open (IPv6 when the host has a colon), opened before the model loads.
 
@@ -110,7 +134,7 @@ def register(app: typer.Typer) -> None:
         _request_logger()
         config = uvicorn.Config(
             create_app(detector, settings), host=host, port=sock.getsockname()[1], access_log=False,
-            log_level="warning",
+            log_level="warning", http=silent_connection_protocol(), timeout_keep_alive=SILENT_CONNECTION_S,
             # A cap on open connections; memory for bodies is bounded by the pool admitting requests before
             # reading them (capacity x max body), this only stops idle sockets piling up.
             limit_concurrency=4 * (workers + max_queue) + 16,
