@@ -68,7 +68,7 @@ def test_parse_budget(text, seconds):
     assert parse_budget(text) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("text", ["", "abc", "20x", "0m", "m20"])
+@pytest.mark.parametrize("text", ["", "abc", "20x", "0m", "m20", "1h30", "20m 30", "30 20m"])
 def test_parse_budget_rejects_nonsense(text):
     with pytest.raises(AutopilotError):
         parse_budget(text)
@@ -237,3 +237,152 @@ def test_leaderboard_prints_names_and_paths_with_square_brackets_as_text():
                                       "status": "failed: see /runs/[i]x/train.log"}], "roc_auc"))
     text = console.export_text()
     assert "[b]mine" in text and "/runs/[i]x/train.log" in text  # rich had read them as markup and dropped them
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for a reaper that this container may not have counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+def test_stop_kills_what_the_worker_started_even_when_it_ignores_sigterm():
+    """_stop returned as soon as the worker died of SIGTERM; a child that ignored SIGTERM trained on, unowned."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from synthdetect.train.autopilot import _stop
+
+    grandchild = ("import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                  "print('ready', flush=True); time.sleep(120)")
+    worker = ("import subprocess, sys, time; "
+              f"p = subprocess.Popen([sys.executable, '-c', {grandchild!r}], stdout=subprocess.PIPE, text=True); "
+              "p.stdout.readline(); print(p.pid, flush=True); time.sleep(120)")
+    process = subprocess.Popen([sys.executable, "-c", worker], stdout=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    pid = int(process.stdout.readline())
+    try:
+        assert _alive(pid)
+        _stop(process)
+        assert process.poll() is not None
+        time.sleep(0.2)
+        assert not _alive(pid), "the worker's own child outlived the candidate's stop"
+    finally:
+        for target in (process.pid, pid):
+            try:
+                os.kill(target, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        process.stdout.close()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+def test_ctrl_c_stops_the_running_worker_and_writes_the_leaderboard(tiny_records, tmp_path, monkeypatch):
+    """Workers run in their own session, so Ctrl-C at the terminal never reached them: the run died and the
+    worker trained on with no leaderboard written.  Now it is killed and its row says so."""
+    import os
+    import signal
+    import subprocess
+    import threading
+
+    from synthdetect.train import autopilot
+
+    started: list[subprocess.Popen] = []
+    real_popen = subprocess.Popen
+
+    def recording_popen(*args, **kwargs):
+        started.append(real_popen(*args, **kwargs))
+        return started[-1]
+
+    done = threading.Event()
+
+    def press_ctrl_c():
+        for _ in range(400):
+            if started:
+                break
+            time.sleep(0.05)
+        time.sleep(1.0)
+        if started and not done.is_set():  # never interrupt whatever pytest runs next
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(autopilot.subprocess, "Popen", recording_popen)
+    sigterm_before = signal.getsignal(signal.SIGTERM)
+    threading.Thread(target=press_ctrl_c, daemon=True).start()
+    caught = None
+    try:
+        run_autopilot(tiny_records, tmp_path / "run", budget_s=120, val_fraction=0.25, test_fraction=0.25, threads=1,
+                      candidates=[tiny_cnn("endless", 100_000), tiny_cnn("next", 1)], progress=False, reserve_s=0.5)
+    except KeyboardInterrupt as exc:
+        caught = exc
+    finally:
+        done.set()
+        for process in started:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)  # the old code left it running: do not leak it
+                process.wait()
+                pytest.fail("the worker was still running after Ctrl-C")
+    assert started and caught is not None
+    assert signal.getsignal(signal.SIGTERM) == sigterm_before
+    saved = json.loads((tmp_path / "run" / "leaderboard.json").read_text())
+    assert saved["interrupted"] == "SIGINT"
+    assert [(r["candidate"], r["status"]) for r in saved["leaderboard"]] == [
+        ("endless", "stopped: interrupted"), ("next", "skipped: interrupted")]
+    assert caught.result.rows[0]["status"] == "stopped: interrupted" and caught.signum == signal.SIGINT
+
+
+def test_a_rerun_without_a_winner_leaves_no_earlier_winner_in_out(tiny_records, tmp_path):
+    """OUT/model (and a skipped candidate's folder) from an earlier run stayed, passing for this run's winner."""
+    out = tmp_path / "run"
+    for stale in (out / "model", out / "candidates" / "never" / "package"):
+        stale.mkdir(parents=True)
+        (stale / "model.json").write_text("{}")
+    result = run_autopilot(tiny_records, out, budget_s=1.0, val_fraction=0.25, test_fraction=0.25,
+                           candidates=[tiny_cnn("never", 1)], progress=False, reserve_s=0.5)
+    assert [r["status"] for r in result.rows] == [SKIPPED] and result.best is None
+    assert not (out / "model").exists()
+    assert not (out / "candidates" / "never").exists()
+
+
+def test_nan_metric_is_unranked_not_a_winner():
+    rows = [{"candidate": "nan", "status": FINISHED, "roc_auc": float("nan"), "tpr_at_fpr_0.05": 0.9}]
+    assert rank_rows([dict(r) for r in rows], "roc_auc")[0]["rank"] is None
+    ranked = rank_rows([dict(rows[0]), {"candidate": "ok", "status": FINISHED, "roc_auc": 0.6}], "roc_auc")
+    assert [(r["candidate"], r["rank"]) for r in ranked] == [("ok", 1), ("nan", None)]
+
+
+def test_run_autopilot_refuses_a_nan_budget_and_reads_budget_text(tiny_records, tmp_path):
+    """A NaN budget made every deadline comparison false: candidates would have run without any deadline."""
+    ghost = [Candidate("ghost", "no-such-kind")]
+    for bad in (float("nan"), 0.0, -5.0):
+        with pytest.raises(AutopilotError, match="budget"):
+            run_autopilot(tiny_records, tmp_path / "run", budget_s=bad, candidates=ghost, progress=False,
+                          val_fraction=0.25, test_fraction=0.25, reserve_s=0.5)
+    result = run_autopilot(tiny_records, tmp_path / "run", budget_s="3s", candidates=ghost, progress=False,
+                           val_fraction=0.25, test_fraction=0.25, reserve_s=0.5)
+    assert result.summary["budget_s"] == 3.0
+
+
+def test_cli_autopilot_interrupted_shows_what_finished_and_exits_130(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from synthdetect.cli import app
+    from synthdetect.train import autopilot
+
+    manifest = make_dataset(tmp_path / "d", sources=2, per_class=2)
+
+    def interrupted_run(records, out, **kwargs):
+        rows = [{"candidate": "done", "kind": "small-cnn", "status": FINISHED, "rank": 1, "roc_auc": 0.75},
+                {"candidate": "cut", "kind": "ela-cnn", "status": "stopped: interrupted", "rank": None}]
+        summary = {"split": {"test_sources": ["s1"]}, "unavailable": [], "best": "done"}
+        result = autopilot.AutopilotResult(rows=rows, summary=summary, out=out, best=out / "model", elapsed_s=3.0)
+        raise autopilot.AutopilotInterrupted(result)
+
+    monkeypatch.setattr(autopilot, "run_autopilot", interrupted_run)
+    result = CliRunner().invoke(app, ["autopilot", str(manifest), "-o", str(tmp_path / "o")])
+    assert result.exit_code == 130, result.output
+    assert "stopped: interrupted" in result.output and "0.750" in result.output
+    assert "interrupted: the running candidate was stopped; best so far: done" in " ".join(result.output.split())

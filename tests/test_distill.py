@@ -43,8 +43,26 @@ def _load_brightness(package: ModelPackage) -> Model:
     return BrightnessTeacher(package.card)
 
 
-def write_teacher(root: Path, name: str, sign: float, sources: list[str] | None = None) -> Path:
-    card = {"name": name, "version": "0.0.1", "kind": BRIGHTNESS_KIND, "sign": sign,
+FLAKY_KIND = "test-flaky-teacher"
+
+
+class FlakyTeacher(BrightnessTeacher):
+    """Raises on a batch holding an image brighter than ``fails_above``, as an adapter may on a shape it cannot take."""
+
+    def logits(self, images: Sequence[LoadedImage]) -> np.ndarray:
+        if any(np.asarray(im.rgb, dtype=np.float64).mean() > float(self.card["fails_above"]) for im in images):
+            raise RuntimeError("cannot take this image")
+        return super().logits(images)
+
+
+@register_kind(FLAKY_KIND)
+def _load_flaky(package: ModelPackage) -> Model:
+    return FlakyTeacher(package.card)
+
+
+def write_teacher(root: Path, name: str, sign: float, sources: list[str] | None = None, kind: str = BRIGHTNESS_KIND,
+                  **extra) -> Path:
+    card = {"name": name, "version": "0.0.1", "kind": kind, "sign": sign, **extra,
             "calibration": {"method": "identity"}, "input": {"min_side": 8, "max_aspect": 4.0},
             "decision": {"ai_at_or_above": 0.8, "human_below": 0.2},
             "training": {"split": {"train": {"sources": sources or []}}}}
@@ -226,3 +244,47 @@ def test_saw_held_out_is_unknown_when_the_teacher_card_records_no_sources(tmp_pa
     predictions = SimpleNamespace(records=[], seconds=0.0)
     row = _metrics_row("t", "teacher", predictions, {"n_scored": 0}, None, silent.saw_held_out(["s1"]))
     assert row["saw_held_out_sources"] == UNKNOWN_SOURCES == "unknown (card records no sources)"
+
+
+def test_a_router_teacher_is_as_large_as_the_models_it_routes_to(tmp_path):
+    """A router's own card lists no weights: the comparison showed it as 0.000 MB beside the student."""
+    from synthdetect.train.distill import load_teachers
+
+    member = tmp_path / "member"
+    weights = member / "weights.bin"
+    member.mkdir()
+    weights.write_bytes(b"\0" * 50_000)
+    card = {"name": "member", "version": "0.0.1", "kind": BRIGHTNESS_KIND, "sign": 1.0,
+            "calibration": {"method": "identity"}, "input": {"min_side": 8, "max_aspect": 4.0},
+            "decision": {"ai_at_or_above": 0.8, "human_below": 0.2}}
+    write_package(member, card, {"weights": weights})
+    router = tmp_path / "router"
+    write_package(router, {"name": "router", "version": "0.0.1", "kind": "router",
+                           "routes": [{"model": str(member)}]}, {})
+    by_label = {t.label: t for t in load_teachers([str(member), str(router)])}
+    assert by_label["member"].size_bytes == 50_000
+    assert by_label["router"].size_bytes == 50_000
+
+
+def test_a_teacher_that_raises_on_some_images_loses_its_vote_there_not_the_run(records, tmp_path):
+    """One image a teacher could not take ended the distillation with a traceback after all the scoring before."""
+    from synthdetect.train.distill import score
+
+    brightness = np.array([np.asarray(load_model_input(r), dtype=np.float64).mean() for r in records])
+    cut = float(np.median(brightness[brightness > 128]))  # about half the (bright) AI images fail
+    flaky = load_model(str(write_teacher(tmp_path / "flaky", "flaky", 1.0, kind=FLAKY_KIND, fails_above=cut)))
+    predictions = score(flaky, records, "flaky")
+    failing = brightness > cut
+    assert failing.any() and (~failing).any()
+    assert np.isnan(predictions.p_ai[failing]).all() and np.isfinite(predictions.p_ai[~failing]).all()
+    assert all("flaky failed: RuntimeError: cannot take this image" in predictions.errors[i]
+               for i in np.flatnonzero(failing))
+    broken = load_model(str(write_teacher(tmp_path / "broken", "broken", 1.0, kind=FLAKY_KIND, fails_above=-1)))
+    with pytest.raises(DistillError, match="broken fails on every image"):
+        score(broken, records[:3], "broken")
+
+
+def load_model_input(record):
+    from synthdetect.images import load_image
+
+    return load_image(record.ref).rgb

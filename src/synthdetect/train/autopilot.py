@@ -37,6 +37,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from dataclasses import asdict, dataclass, field, replace
@@ -64,10 +65,22 @@ HEADERS = {"rank": "#", "metric": "{metric}", "roc_auc": "AUC", "tpr_at_fpr_0.05
 FINISHED = "finished"
 STOPPED = "stopped: budget"
 SKIPPED = "skipped: budget spent"
+INTERRUPTED = "stopped: interrupted"
+SKIPPED_INTERRUPTED = "skipped: interrupted"
 
 
 class AutopilotError(ValueError):
     pass
+
+
+class AutopilotInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM: raised after the running worker is killed and the leaderboard of what finished is
+    written; ``result`` holds it and ``signum`` says which signal, for the exit code."""
+
+    def __init__(self, result: "AutopilotResult", signum: int = signal.SIGINT):
+        super().__init__(signum)
+        self.result = result
+        self.signum = signum
 
 
 @dataclass
@@ -130,14 +143,15 @@ _BUDGET = re.compile(r"(\d+(?:\.\d+)?)\s*(h|min|m|sec|s)?", re.IGNORECASE)
 def parse_budget(text: str) -> float:
     """``"20m"``, ``"90s"``, ``"1h30m"``, ``"45"`` (seconds) -> seconds."""
     text = str(text).strip()
-    pos, total = 0, 0.0
+    pos, total, parts, bare = 0, 0.0, 0, False
     units = {"h": 3600, "m": 60, "min": 60, "s": 1, "sec": 1, None: 1}
     for match in _BUDGET.finditer(text):
         if match.start() != pos and text[pos : match.start()].strip():
             break
         total += float(match.group(1)) * units[(match.group(2) or "").lower() or None]
-        pos = match.end()
-    if not text or text[pos:].strip() or total <= 0:
+        pos, parts, bare = match.end(), parts + 1, bare or not match.group(2)
+    # a number without a unit is seconds only on its own: "1h30" read as 1 h 30 s lost 29.5 minutes unsaid
+    if not text or text[pos:].strip() or total <= 0 or (bare and parts > 1):
         raise AutopilotError(f"cannot read budget '{text}' (examples: 20m, 90s, 1h30m)")
     return total
 
@@ -183,7 +197,8 @@ def rank_rows(rows: list[dict[str, Any]], metric: str = "roc_auc") -> list[dict[
         return (-value if higher else value, -number(row.get("tpr_at_fpr_0.05"), -math.inf),
                 number(row.get("ece"), math.inf), number(row.get("train_seconds"), math.inf))
 
-    scored = [r for r in rows if r.get("status") == FINISHED and r.get(metric) is not None]
+    # NaN is no score: it sorted last among the scored, yet ranked (and was exported when it stood alone)
+    scored = [r for r in rows if r.get("status") == FINISHED and not math.isnan(number(r.get(metric), math.nan))]
     others = ([r for r in rows if r not in scored and r.get("status") != "unavailable"]
               + [r for r in rows if r.get("status") == "unavailable"])
     ordered = sorted(scored, key=key)
@@ -393,7 +408,11 @@ class AutopilotResult:
 
 
 def _stop(process: subprocess.Popen) -> None:
-    """End the candidate's process group (the worker and anything it started), politely first."""
+    """End the candidate's process group (the worker and anything it started), politely first.
+
+    The group gets SIGKILL even when the worker is already gone: returning as soon as the worker died left
+    whatever it started and that ignored SIGTERM running after the run.
+    """
     for sig, wait in ((signal.SIGTERM, 2.0), (signal.SIGKILL, 5.0)):
         try:
             os.killpg(process.pid, sig)
@@ -401,7 +420,6 @@ def _stop(process: subprocess.Popen) -> None:
             return
         try:
             process.wait(timeout=wait)
-            return
         except subprocess.TimeoutExpired:
             continue
 
@@ -442,6 +460,10 @@ def run_autopilot(
 
     started = time.monotonic()
     console = console or Console(stderr=True)
+    if isinstance(budget_s, str):
+        budget_s = parse_budget(budget_s)
+    if not budget_s > 0:  # NaN made every deadline comparison false: candidates ran with no deadline at all
+        raise AutopilotError(f"the budget must be a positive number of seconds (got {budget_s})")
     if metric not in RANK_METRICS:
         raise AutopilotError(f"unknown metric '{metric}' (one of {', '.join(RANK_METRICS)})")
     require_sources(records, data or "dataset")
@@ -480,6 +502,60 @@ def run_autopilot(
 
     bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
                    TimeElapsedColumn(), console=console, transient=False)
+    # Workers run in their own sessions (so a deadline kills a whole group), which Ctrl-C at the terminal does not
+    # reach: an interrupted run must kill the running one itself, or it trained on after the run was gone.
+    interrupted: int | None = None
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(signum)
+
+    previous_sigterm = None
+    if threading.current_thread() is threading.main_thread():
+        previous_sigterm = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        _run_candidates(runnable, rows, bar, out, split, split_info, budget_s, deadline, started, min_slice_s,
+                        seed, threads, data, command, metric, console)
+    except KeyboardInterrupt as exc:  # no worker is left running: each is stopped before its row is written
+        interrupted = exc.args[0] if exc.args and isinstance(exc.args[0], int) else signal.SIGINT
+        ran = {r["candidate"] for r in rows}
+        rows.extend({"candidate": c.name, "kind": c.kind, "status": SKIPPED_INTERRUPTED, "train_seconds": 0.0}
+                    for c in runnable if c.name not in ran)
+    finally:
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
+
+    rows = rank_rows(rows, metric)
+    best_row = next((r for r in rows if r.get("rank") == 1), None)
+    summary = {
+        "schema": "synthdetect.autopilot/1", "metric": metric, "higher_is_better": RANK_METRICS[metric],
+        "budget_s": budget_s, "data": data, "command": command, "seed": seed,
+        "split": {**split_info, "train": len(split.train), "validation": len(split.val), "test": len(split.test),
+                  "test_ai": sum(r.label for r in split.test), "test_human": sum(1 - r.label for r in split.test)},
+        "scoring": "calibrated p_ai of the model alone (Detector without provenance evidence) on held-out sources",
+        "unavailable": unavailable, "best": best_row["candidate"] if best_row else None,
+    }
+    if interrupted is not None:
+        summary["interrupted"] = signal.Signals(interrupted).name
+    best: Path | None = None
+    if best_row:
+        best = export_best(best_row, out / "model", summary, rows)
+    else:  # a winner of an earlier run into this --out must not pass for this run's
+        shutil.rmtree(out / "model", ignore_errors=True)
+    summary["elapsed_s"] = round(time.monotonic() - started, 1)
+    write_leaderboard(rows, out, summary)
+    write_autopilot_report(rows, summary, out, split.test, best_row)
+    summary["elapsed_s"] = round(time.monotonic() - started, 1)
+    write_leaderboard(rows, out, summary)
+    result = AutopilotResult(rows=rows, summary=summary, out=out, best=best, elapsed_s=summary["elapsed_s"])
+    if interrupted is not None:
+        raise AutopilotInterrupted(result, interrupted)
+    return result
+
+
+def _run_candidates(runnable, rows, bar, out, split, split_info, budget_s, deadline, started, min_slice_s, seed,
+                    threads, data, command, metric, console) -> None:
+    """Each candidate in its worker, in turn, appending its row to ``rows``.  On Ctrl-C (or SIGTERM, raised as
+    KeyboardInterrupt) the running worker is stopped and its row says so before the interrupt goes on."""
     with bar:
         budget_task = bar.add_task("budget", total=budget_s, status=f"{len(runnable)} candidates")
         for index, candidate in enumerate(runnable):
@@ -489,6 +565,8 @@ def run_autopilot(
             if remaining < min_slice_s:
                 row.update(status=SKIPPED, train_seconds=0.0)
                 rows.append(row)
+                # an earlier run's package here is not this run's candidate
+                shutil.rmtree(out / "candidates" / candidate.name, ignore_errors=True)
                 continue
             slice_s = _slice_for(runnable, index, remaining)
             workdir = out / "candidates" / candidate.name
@@ -504,27 +582,38 @@ def run_autopilot(
             task = bar.add_task(f"{index + 1}/{len(runnable)} {candidate.name}", total=slice_s, status="starting")
             console.print(f"[{index + 1}/{len(runnable)}] {candidate.name} ({candidate.kind}): started, "
                           f"{slice_s:.0f} s of {remaining:.0f} s left", highlight=False)
-            with open(workdir / "train.log", "wb") as log:
-                process = subprocess.Popen(
-                    [sys.executable, "-m", "synthdetect.train.autopilot", str(workdir / "job.json")],
-                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                    env={**os.environ, "COLUMNS": "120"},
-                )
-                t0 = time.monotonic()
-                stopped = False
-                while process.poll() is None:
-                    elapsed = time.monotonic() - t0
-                    if elapsed >= slice_s:
-                        _stop(process)
-                        stopped = True
-                        break
-                    phase = (workdir / "phase.txt").read_text() if (workdir / "phase.txt").exists() else "starting"
-                    bar.update(task, completed=elapsed, status=phase)
-                    bar.update(budget_task, completed=time.monotonic() - started)
-                    try:
-                        process.wait(timeout=min(0.25, max(slice_s - elapsed, 0.01)))
-                    except subprocess.TimeoutExpired:
-                        pass
+            process = None
+            t0 = time.monotonic()
+            stopped = False
+            try:
+                with open(workdir / "train.log", "wb") as log:
+                    process = subprocess.Popen(
+                        [sys.executable, "-m", "synthdetect.train.autopilot", str(workdir / "job.json")],
+                        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                        env={**os.environ, "COLUMNS": "120"},
+                    )
+                    t0 = time.monotonic()
+                    while process.poll() is None:
+                        elapsed = time.monotonic() - t0
+                        if elapsed >= slice_s:
+                            stopped = True
+                            break
+                        phase = (workdir / "phase.txt").read_text() if (workdir / "phase.txt").exists() \
+                            else "starting"
+                        bar.update(task, completed=elapsed, status=phase)
+                        bar.update(budget_task, completed=time.monotonic() - started)
+                        try:
+                            process.wait(timeout=min(0.25, max(slice_s - elapsed, 0.01)))
+                        except subprocess.TimeoutExpired:
+                            pass
+            except KeyboardInterrupt:
+                row.update(status=INTERRUPTED, train_seconds=round(time.monotonic() - t0, 1),
+                           log=str(workdir / "train.log"))
+                rows.append(row)
+                raise
+            finally:
+                if process is not None:
+                    _stop(process)  # the whole group, after a normal exit too: what the worker started goes with it
             seconds = time.monotonic() - t0
             result_path = workdir / "result.json"
             if stopped or not result_path.exists():
@@ -543,26 +632,6 @@ def run_autopilot(
             console.print(f"[{index + 1}/{len(runnable)}] {candidate.name}: {row['status']} after {seconds:.0f} s"
                           f"{score}", highlight=False)
             bar.update(budget_task, completed=time.monotonic() - started)
-
-    rows = rank_rows(rows, metric)
-    best_row = next((r for r in rows if r.get("rank") == 1), None)
-    summary = {
-        "schema": "synthdetect.autopilot/1", "metric": metric, "higher_is_better": RANK_METRICS[metric],
-        "budget_s": budget_s, "data": data, "command": command, "seed": seed,
-        "split": {**split_info, "train": len(split.train), "validation": len(split.val), "test": len(split.test),
-                  "test_ai": sum(r.label for r in split.test), "test_human": sum(1 - r.label for r in split.test)},
-        "scoring": "calibrated p_ai of the model alone (Detector without provenance evidence) on held-out sources",
-        "unavailable": unavailable, "best": best_row["candidate"] if best_row else None,
-    }
-    best: Path | None = None
-    if best_row:
-        best = export_best(best_row, out / "model", summary, rows)
-    summary["elapsed_s"] = round(time.monotonic() - started, 1)
-    write_leaderboard(rows, out, summary)
-    write_autopilot_report(rows, summary, out, split.test, best_row)
-    summary["elapsed_s"] = round(time.monotonic() - started, 1)
-    write_leaderboard(rows, out, summary)
-    return AutopilotResult(rows=rows, summary=summary, out=out, best=best, elapsed_s=summary["elapsed_s"])
 
 
 def export_best(row: dict[str, Any], target: Path, summary: dict[str, Any], rows: list[dict[str, Any]]) -> Path:

@@ -40,12 +40,14 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train candidate model kinds within a time budget, rank them on held-out sources, export the best."""
         from synthdetect.cli import fail, state
-        from synthdetect.train.autopilot import (AutopilotError, default_candidates, leaderboard_table,
-                                                 parse_budget, refuse_unknown_kinds, require_sources, run_autopilot)
+        from synthdetect.train.autopilot import (AutopilotError, AutopilotInterrupted, default_candidates,
+                                                 leaderboard_table, parse_budget, refuse_unknown_kinds,
+                                                 require_sources, run_autopilot)
         from synthdetect.train.commands import out_dir_problem
         from synthdetect.train.datasets import DatasetError, open_dataset
         from synthdetect.train.splits import SplitError
 
+        interrupted = None
         try:
             problem = out_dir_problem(out)
             if problem:
@@ -63,12 +65,18 @@ def register(app: typer.Typer) -> None:
             )
         except (AutopilotError, DatasetError, SplitError) as exc:
             fail(str(exc))
+        except AutopilotInterrupted as exc:  # the leaderboard of what finished is written: show it too
+            result, interrupted = exc.result, exc.signum
         Console(width=max(Console().width, 140)).print(
             leaderboard_table(result.rows, metric, title=f"autopilot leaderboard ({metric} on held-out sources "
                               f"{', '.join(result.summary['split'].get('test_sources', []))})"))
         for line in result.summary["unavailable"]:
             typer.echo(f"not available: {line}", err=True)
         typer.echo(f"leaderboard: {out / 'leaderboard.csv'}, {out / 'leaderboard.json'}; report: {out / 'report.html'}")
+        if interrupted is not None:
+            where = f"; best so far: {result.summary['best']} -> {result.best}" if result.best else ""
+            typer.echo(f"interrupted: the running candidate was stopped{where}", err=True)
+            raise typer.Exit(128 + interrupted)  # 130 for Ctrl-C, 143 for SIGTERM
         if result.best is None:
             typer.echo(f"no candidate finished within {budget_s:.0f} s; nothing exported", err=True)
             raise typer.Exit(1)

@@ -146,11 +146,22 @@ def load_teachers(names: Sequence[str]) -> list[Teacher]:
             label = f"{label}#{seen[label]}"
         try:
             package = find_package(name)
-            size = package_bytes(package.card, package.root)
+            size = package_bytes(_with_routed_members(package.card, model), package.root)
         except ModelPackageError:  # a prefixed adapter (hf:...) has no package of ours to measure
             size = None
         teachers.append(Teacher(label, name, model, size))
     return teachers
+
+
+def _with_routed_members(card: dict[str, Any], model: Any) -> dict[str, Any]:
+    """A router's card lists no weights of its own: its size is that of the models it routes to (``default``
+    showed 0.000 MB beside a 0.3 MB student).  One card with every member's files, the CLIP encoder once."""
+    members = list(getattr(model, "member_cards", {}).values())
+    if not members:
+        return card
+    cards = [card, *members]
+    files = {f"{i}:{role}": entry for i, c in enumerate(cards) for role, entry in (c.get("files") or {}).items()}
+    return {"files": files, "members": [m for c in cards for m in c.get("members") or []]}
 
 
 def cached_soft_labels(model: Any, records: Sequence[Record], cache: str | Path | None = None) -> np.ndarray | None:
@@ -201,11 +212,41 @@ def cached_scores(model: Any, records: Sequence[Record], cache: str | Path | Non
 
 
 def score(model: Any, records: Sequence[Record], description: str):
-    """Calibrated p_ai of ``model`` through the Detector (model only), with timing, as report Predictions."""
-    from synthdetect.api import Detector
-    from synthdetect.evaluate.report import predict_records
+    """Calibrated p_ai of ``model`` through the Detector (model only), with timing, as report Predictions.
 
-    return predict_records(Detector(model, use_evidence=False), records, description=description)
+    A teacher that raises on some images (an adapter given a shape it cannot take) ended the whole run with a
+    traceback; it now loses its vote on those images, with the reason.  One that raises on every image is refused.
+    """
+    from synthdetect.api import Detector
+    from synthdetect.evaluate.report import Predictions, predict_records
+
+    detector = Detector(model, use_evidence=False)
+    try:
+        return predict_records(detector, records, description=description)
+    except Exception as exc:  # noqa: BLE001 - find the images it fails on, one at a time
+        first = exc
+    started = time.perf_counter()
+    p_ai, errors, verdicts, images, failed = np.full(len(records), np.nan), [], [], [], 0
+    for i, record in enumerate(records):
+        try:
+            one = predict_records(detector, [record], progress=False, description=description)
+        except Exception as exc:  # noqa: BLE001
+            why = " ".join(str(exc).split()) or type(exc).__name__
+            errors.append(f"{record.ref}: not scored: {model.name} failed: {type(exc).__name__}: {why}")
+            verdicts.append(None)
+            images.append({})
+            failed += 1
+            continue
+        p_ai[i] = one.p_ai[0]
+        errors.append(one.errors[0])
+        verdicts.append(one.verdicts[0])
+        images.append(one.images[0])
+    if failed == len(records):
+        raise DistillError(f"{model.name} fails on every image ({description}): {type(first).__name__}: "
+                           f"{' '.join(str(first).split())}")
+    return Predictions(records=list(records), p_ai=p_ai, labels=np.array([r.label for r in records], dtype=int),
+                       errors=errors, model_name=model.name, seconds=time.perf_counter() - started,
+                       verdicts=verdicts, images=images)
 
 
 # ---------------------------------------------------------------------------------------------
