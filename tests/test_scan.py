@@ -285,3 +285,17 @@ def test_workers_hand_on_the_examined_input_not_the_decoded_image(tmp_path, tiny
     (expected,) = detector.detect([str(path)], names=[str(path)])
     assert {k: row[k] for k in COMPARED} == {k: expected.to_dict()[k] for k in COMPARED}
     assert row["timing_ms"]["load"] > 0  # the worker's decode time is reported, not lost
+
+
+def test_draft_mode_cache_hits_keep_the_stored_image_size(tmp_path, tiny):
+    """A copy answered from the content-hash cache gets the original's width and height, not the draft decode's."""
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(png_bytes((640, 480), seed=1, fmt="JPEG"))
+    db = tmp_path / "r.sqlite"
+    run_scan([str(folder)], db, options(tiny, draft=True))
+    (folder / "b.jpg").write_bytes((folder / "a.jpg").read_bytes())
+    again = run_scan([str(folder)], db, options(tiny, draft=True))
+    assert again["from_cache"] == 1 and again["skipped_unchanged"] == 1
+    rows = db_rows(db)
+    assert [(r["width"], r["height"]) for r in rows.values()] == [(640, 480), (640, 480)]

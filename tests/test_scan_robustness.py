@@ -330,3 +330,107 @@ def test_follow_links_walks_each_real_folder_once_and_a_list_walks_its_folders(t
     listing.write_text(f"elsewhere\n{album[0]}\nelsewhere/up\n{album[1]}\n")
     listed = [c for c in iter_candidates([str(listing)])]
     assert [c.path for c in listed] == album and all(c.problem is None for c in listed)  # a folder was an error row
+
+
+# 12 ------------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_a_decode_worker_killed_while_idle_is_replaced_and_the_scan_finishes(tmp_path, tiny):
+    """An idle worker used to wait for tasks holding the task queue's shared read lock; killed there (the OOM
+    killer, `kill`), it left the lock taken and the scan hung for ever."""
+    files = images(tmp_path / "imgs", 3)
+    db = tmp_path / "r.sqlite"
+    # RESUME_CHUNK = 1: each listed path is queued as soon as it is read, not once 256 have come.
+    scan = ("import sys, json; import synthdetect.scan.engine as e; e.RESUME_CHUNK = 1; "
+            "print(json.dumps(e.run_scan(['-'], sys.argv[1], e.ScanOptions(model=sys.argv[2], workers=1))))")
+    proc = subprocess.Popen([sys.executable, "-c", scan, str(db), str(tiny)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        proc.stdin.write(f"{files[0]}\n".encode())  # a slow list: the worker judges this file, then waits
+        proc.stdin.flush()
+        rows, deadline = 0, time.monotonic() + 120
+        while rows < 1 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+            try:
+                with sqlite3.connect(db, timeout=1) as conn:
+                    rows = conn.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+            except sqlite3.Error:
+                rows = 0
+        assert rows == 1 and proc.poll() is None, "the scan did not get to its first row"
+        time.sleep(0.5)  # the worker is back waiting for its next task
+        (worker,) = _children(proc.pid)
+        os.kill(worker, signal.SIGKILL)
+        time.sleep(1.5)  # replaced
+        try:
+            out, err = proc.communicate("".join(f"{f}\n" for f in files[1:]).encode(), timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the scan hung after a decode worker was killed while idle")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, err.decode()
+    summary = json.loads(out)
+    assert summary["judged"] == 3 and summary["errors"] == 0
+    assert row_paths(db) == files
+
+
+# 13 ------------------------------------------------------------------------------------------------------------
+def test_a_model_failure_on_a_file_alone_in_its_batch_is_an_error_row_not_the_end_of_the_scan(tmp_path, tiny,
+                                                                                            monkeypatch):
+    from synthdetect.scan import engine
+
+    files = images(tmp_path / "imgs", 2)
+    boom = str(tmp_path / "imgs" / "boom.png")
+    Path(boom).write_bytes(png_bytes((32, 32), seed=99))
+    load = engine.load_detector
+
+    def failing_on_boom(opts):  # as a model (or its runtime) failing on one input
+        detector = load(opts)
+        conclude = detector.conclude
+
+        def conclude_or_fail(items):
+            if any(getattr(item, "file", None) == boom for item in items):
+                raise RuntimeError("model exploded")
+            return conclude(items)
+
+        detector.conclude = conclude_or_fail
+        return detector
+
+    monkeypatch.setattr(engine, "load_detector", failing_on_boom)
+    summary = run_scan([str(tmp_path / "imgs")], tmp_path / "r.sqlite", ScanOptions(model=str(tiny), workers=1,
+                                                                                    batch_size=1))
+    assert summary["judged"] == 3 and summary["errors_by_kind"] == {"model_error": 1}
+    kinds = dict(sqlite3.connect(tmp_path / "r.sqlite").execute("SELECT path, error_kind FROM results").fetchall())
+    assert kinds == {files[0]: None, files[1]: None, boom: "model_error"}
+
+
+# 14 ------------------------------------------------------------------------------------------------------------
+def test_exporting_a_database_of_another_schema_is_one_clear_error(tmp_path, tiny):
+    old = tmp_path / "old.sqlite"
+    with sqlite3.connect(old) as conn:  # a results table without the columns this synthdetect exports
+        conn.execute("CREATE TABLE results (path TEXT PRIMARY KEY, sha256 TEXT, label TEXT, verdict TEXT)")
+        conn.execute("INSERT INTO results VALUES ('a.png', 'x', 'human', '{}')")
+    newer = tmp_path / "newer.sqlite"
+    run_scan([], newer, options(tiny))
+    with sqlite3.connect(newer) as conn:
+        conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    for db, message in ((old, "not a synthdetect scan database (no such column"), (newer, "scan database schema 2")):
+        result = CliRunner().invoke(app, ["scan-export", str(db), str(tmp_path / "x.csv")])
+        assert result.exit_code == 2, (db, result.output, result.exception)
+        assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert not (tmp_path / "x.csv").exists()
+
+
+# 15 ------------------------------------------------------------------------------------------------------------
+def test_jsonl_export_writes_a_names_stray_byte_as_xNN_inside_the_verdict_too(tmp_path, tiny):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    (folder / LATIN1_NAME).write_text("not an image")
+    db = tmp_path / "r.sqlite"
+    run_scan([str(folder)], db, options(tiny))
+    assert export(db, tmp_path / "r.jsonl") == 1
+    line = (tmp_path / "r.jsonl").read_text(encoding="utf-8")
+    assert "\\udc" not in line  # a lone surrogate escape: invalid Unicode, refused by strict JSON readers
+    record = json.loads(line)
+    shown = str(folder / "bad\\xff.png")
+    assert record["error"].startswith(shown) and record["verdict"]["error"].startswith(shown)

@@ -125,7 +125,7 @@ def decode_file(
             if cache is not None and fingerprint:
                 hit = cached_verdict(cache, digest, fingerprint)
                 if hit is not None:
-                    return Decoded(path, stamp, cached=hit)
+                    return Decoded(path, stamp, cached=hit[0], original_size=hit[1])
             image = load_image(raw, limits, name=path, draft_size=draft_size)
     except ImageLoadError as exc:
         return Decoded(path, stamp, error=exc)

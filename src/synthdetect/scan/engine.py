@@ -29,6 +29,7 @@ import multiprocessing as mp
 import os
 import queue
 import signal
+import sys
 import threading
 import time
 from collections import Counter
@@ -168,6 +169,20 @@ def detector_fingerprint(detector: Any, draft_size: tuple[int, int] | None) -> s
 # -- decode worker processes -------------------------------------------------------------------
 #: The scan's Detector, set before workers fork so they share it instead of loading it again.
 _FORKED_DETECTOR: Any = None
+#: True only while :class:`_Pool` forks a worker (read by :func:`_forget_stdin` in the child).
+_FORKING_WORKER = False
+
+
+def _forget_stdin() -> None:
+    """In a forked worker, drop ``sys.stdin`` before multiprocessing closes it.  A replacement worker forks
+    while discovery may be blocked reading a ``scan -`` list, holding the stdin buffer's lock; the child's
+    copy of that lock is never released, so its ``sys.stdin.close()`` waited forever and the scan hung."""
+    if _FORKING_WORKER:
+        sys.stdin = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_stdin)
 
 
 def _worker_main(wid: int, tasks: Any, results: Any, current: Any, limits: LoadLimits,
@@ -184,7 +199,7 @@ def _worker_main(wid: int, tasks: Any, results: Any, current: Any, limits: LoadL
             cache = None
     while True:
         try:
-            task = tasks.get(timeout=PARENT_CHECK_S)
+            task = _next_task(tasks)
         except queue.Empty:
             if os.getppid() != parent:
                 return  # the scan was killed: nobody will read what this worker makes
@@ -203,6 +218,17 @@ def _worker_main(wid: int, tasks: Any, results: Any, current: Any, limits: LoadL
             except queue.Full:
                 if os.getppid() != parent:
                     return
+
+
+def _next_task(tasks: Any) -> Any:
+    """The next task, waiting up to ``PARENT_CHECK_S`` for one *without* holding the queue's read lock.
+
+    ``tasks.get(timeout=...)`` keeps that lock (shared by every worker) while it waits, so a worker killed
+    while idle (the OOM killer, ``kill``) left it taken for good: its replacement and every other worker
+    then waited forever and the scan hung.  Here the lock is held only for the instant of reading a task."""
+    if not tasks._reader.poll(PARENT_CHECK_S):
+        raise queue.Empty
+    return tasks.get(block=False)
 
 
 class _Pool:
@@ -224,7 +250,12 @@ class _Pool:
         self.current[wid] = -1
         proc = self.ctx.Process(target=_worker_main, name=f"synthdetect-decode-{wid}", daemon=True,
                                 args=(wid, self.tasks, self.results, self.current, *self.args, os.getpid()))
-        proc.start()
+        global _FORKING_WORKER
+        _FORKING_WORKER = True
+        try:
+            proc.start()
+        finally:
+            _FORKING_WORKER = False
         self.procs[wid] = proc
 
     def reap(self) -> list[tuple[int, int]]:
@@ -311,12 +342,15 @@ def _done(conn: Any, paths: Sequence[str], fingerprint: str) -> dict[str, FileSt
 
 
 def judge_batch(detector: Any, batch: Sequence[Decoded]) -> list[dict[str, Any]]:
-    """Verdict dicts for decoded files; a model failure on one batch falls back to file by file."""
-    try:
-        return _judge(detector, batch)
-    except Exception:  # noqa: BLE001 - find the one file the model cannot take; the rest still count
-        if len(batch) == 1:
-            raise
+    """Verdict dicts for decoded files; a model failure on one batch falls back to file by file.
+
+    A file the model fails on is a ``model_error`` row even when it is alone in its batch (``--batch-size 1``,
+    or the batch flushed while the queue was empty): raising there ended the whole scan, on every resume."""
+    if len(batch) > 1:
+        try:
+            return _judge(detector, batch)
+        except Exception:  # noqa: BLE001 - find the one file the model cannot take; the rest still count
+            pass
     out = []
     for d in batch:
         try:

@@ -260,13 +260,17 @@ class ResultStore:
                 pruned += len(gone)
 
 
-def cached_verdict(conn: sqlite3.Connection, sha256: str, fingerprint: str) -> dict[str, Any] | None:
-    """A verdict already computed for identical bytes under the same detector configuration."""
+def cached_verdict(conn: sqlite3.Connection, sha256: str, fingerprint: str
+                   ) -> tuple[dict[str, Any], tuple[int, int] | None] | None:
+    """A verdict already computed for identical bytes under the same detector configuration, with the stored
+    image's size from its row (in draft mode the verdict's own ``image`` size is the reduced decode's)."""
     row = conn.execute(
-        "SELECT verdict FROM results WHERE sha256 = ? AND fingerprint = ? AND error IS NULL LIMIT 1",
+        "SELECT verdict, width, height FROM results WHERE sha256 = ? AND fingerprint = ? AND error IS NULL LIMIT 1",
         (sha256, fingerprint),
     ).fetchone()
-    return json.loads(row[0]) if row else None
+    if not row:
+        return None
+    return json.loads(row[0]), ((row[1], row[2]) if row[1] is not None and row[2] is not None else None)
 
 
 # -- export ---------------------------------------------------------------------------------
@@ -284,9 +288,15 @@ def export(db_path: str | Path, out: str | Path, fmt: str | None = None) -> int:
         raise StoreError(f"{db_path}: no scan database here")
     try:
         conn = connect(db_path, readonly=True)
-        conn.execute("SELECT path FROM results LIMIT 1").fetchall()  # before the output file is created
+        # Every exported column, before the output file is created: a database of another schema is one
+        # clear line, not a traceback from the middle of the export.
+        conn.execute(f"SELECT {', '.join(COLUMNS)} FROM results LIMIT 1").fetchall()
+        version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     except sqlite3.Error as exc:
         raise StoreError(f"{db_path}: not a synthdetect scan database ({exc})") from exc
+    if version is not None and version[0] != str(SCHEMA_VERSION):
+        conn.close()
+        raise StoreError(f"{db_path}: scan database schema {version[0]}, this synthdetect reads {SCHEMA_VERSION}")
     try:
         rows = _iter_rows(conn)
         if fmt == "csv":
@@ -328,6 +338,18 @@ def _exported(row: dict[str, Any]) -> dict[str, Any]:
     return {c: display_text(row[c]) if c == "path" else row[c] for c in FLAT_COLUMNS}
 
 
+def _displayed(value: Any) -> Any:
+    """A verdict with every text valid UTF-8: a file name's stray byte in an error message is ``\\xNN``, as in
+    the columns, not a lone surrogate escape (``\\udcff``) that strict JSON readers refuse."""
+    if isinstance(value, str):
+        return display_text(value)
+    if isinstance(value, list):
+        return [_displayed(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _displayed(v) for k, v in value.items()}
+    return value
+
+
 def _export_csv(rows: Iterable[dict[str, Any]], out: Path) -> int:
     n = 0
     with open(out, "w", newline="", encoding="utf-8") as handle:
@@ -345,7 +367,7 @@ def _export_jsonl(rows: Iterable[dict[str, Any]], out: Path) -> int:
         for row in rows:
             record = _exported(row)
             record["evidence"] = json.loads(row["evidence"]) if row["evidence"] else []
-            record["verdict"] = json.loads(row["verdict"])
+            record["verdict"] = _displayed(json.loads(row["verdict"]))
             record["verdict"]["file"] = record["path"]
             handle.write(json.dumps(record) + "\n")
             n += 1
