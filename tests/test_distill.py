@@ -288,3 +288,10 @@ def load_model_input(record):
     from synthdetect.images import load_image
 
     return load_image(record.ref).rgb
+
+
+def test_teacher_report_folders_are_never_shared():
+    from synthdetect.train.distill import _report_dirs
+
+    dirs = _report_dirs(["a/b", "a_b", "student", "x#2", "x_2", "ok"])
+    assert dirs == {"a/b": "a_b", "a_b": "a_b-2", "student": "student-2", "x#2": "x_2", "x_2": "x_2-2", "ok": "ok"}

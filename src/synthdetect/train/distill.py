@@ -476,13 +476,15 @@ def run_distillation(
     # 3. every model on the same held-out sources
     rows: list[dict[str, Any]] = []
     reports = out / "reports"
+    report_dirs = _report_dirs([t.label for t in loaded])
     test_preds: dict[str, Predictions] = {}
     say(f"comparing on {len(split.test)} held-out images", highlight=False)
     for t in loaded:
         preds = score(t.model, split.test, f"teacher {t.label}: held-out")
         test_preds[t.label] = preds
-        metrics = write_report(preds, reports / _safe(t.label), title=f"teacher {t.label} on held-out sources")
-        rows.append(_metrics_row(t.label, "teacher", preds, metrics, t.size_bytes, t.saw_held_out(held_out)))
+        metrics = write_report(preds, reports / report_dirs[t.label], title=f"teacher {t.label} on held-out sources")
+        rows.append({**_metrics_row(t.label, "teacher", preds, metrics, t.size_bytes, t.saw_held_out(held_out)),
+                     "report_dir": report_dirs[t.label]})
     combined = combine_soft_labels(np.stack([p.p_ai for p in test_preds.values()]), combine)
     first = next(iter(test_preds.values()))
     ensemble = Predictions(records=first.records, p_ai=combined, labels=first.labels,
@@ -521,6 +523,20 @@ def _nanmean(values: np.ndarray) -> float | None:
 
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def _report_dirs(labels: Sequence[str]) -> dict[str, str]:
+    """A folder under ``reports/`` per teacher, never shared: ``a/b`` and ``a_b`` clean up alike, and a teacher
+    named ``student`` met the student's folder; the later report overwrote the earlier and links crossed."""
+    taken, out = {"student"}, {}
+    for label in labels:
+        base = _safe(label) or "teacher"
+        name, k = base, 2
+        while name in taken:
+            name, k = f"{base}-{k}", k + 1
+        taken.add(name)
+        out[label] = name
+    return out
 
 
 def student_vs_teachers(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -574,8 +590,8 @@ def _write_report(rows, summary, out: Path, student_preds, student_metrics) -> N
     body = []
     for row in rows:
         cells = "".join(f"<td>{html.escape(format_cell(row.get(c)))}</td>" for c in COMPARISON_COLUMNS)
-        name = "student" if row["role"] == "student" else _safe(row["model"])
-        path = out / "reports" / name / "report.html"
+        name = "student" if row["role"] == "student" else row.get("report_dir")
+        path = out / "reports" / name / "report.html" if name else out / "no report"
         link = f"<a href='{html.escape(os.path.relpath(path, out))}'>report</a>" if path.exists() else "–"
         body.append(f"<tr>{cells}<td>{link}</td></tr>")
     d = summary["distillation"]
