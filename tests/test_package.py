@@ -144,3 +144,22 @@ def test_a_card_that_lists_a_file_outside_its_package_is_refused(tiny_package, t
     card_path.write_text(json.dumps(card))
     with pytest.raises(ModelPackageError, match=f"malformed card \\(files entry 'weights' points outside the package"):
         load_package(tiny_package.root)
+
+
+@pytest.mark.parametrize("edit, why", [
+    (lambda r: r[0]["calibration"].update(method="plat"), "routes[0].calibration method \"plat\""),
+    (lambda r: r[0]["decision"].update(ai_at_or_above="0.7"), "routes[0].decision.ai_at_or_above must be a number"),
+    (lambda r: r[0].update(max_short_side="64"), "routes[0].max_short_side must be a number"),
+])
+def test_a_router_route_with_a_field_of_the_wrong_type_is_one_line(tmp_path, edit, why):
+    """A route's calibration is applied to the model it names: a misspelt method served uncalibrated p_ai."""
+    import shutil
+
+    router = tmp_path / "router"
+    shutil.copytree(find_package("default").root, router)
+    card = json.loads((router / "model.json").read_text())
+    edit(card["routes"])
+    (router / "model.json").write_text(json.dumps(card))
+    with pytest.raises(ModelPackageError, match="malformed card") as info:
+        load_package(router)
+    assert why in str(info.value) and "\n" not in str(info.value)

@@ -142,23 +142,43 @@ def check_card_fields(card: dict[str, Any], card_path: Path) -> None:
     for key in ("min_side", "max_aspect", "max_short_side"):
         if spec.get(key) is not None and not _number(spec[key]):
             raise bad(f"input.{key} must be a number, not {json.dumps(spec[key])}")
-    calibration = card.get("calibration")
-    if calibration:
-        method = calibration.get("method", "identity")
-        if method not in CALIBRATION_PARAMS:
-            raise bad(f"calibration method {json.dumps(method)} is not one of {', '.join(CALIBRATION_PARAMS)}")
-        for key in CALIBRATION_PARAMS[method]:
-            value = calibration.get(key)
-            if not _number(value) or (key == "temperature" and value <= 0):
-                raise bad(f"{method} calibration needs a{' positive' if key == 'temperature' else ''} number "
-                          f"'{key}', not {json.dumps(value)}")
-    for key in ("ai_at_or_above", "human_below"):
-        value = (card.get("decision") or {}).get(key)
-        if value is not None and not _number(value):
-            raise bad(f"decision.{key} must be a number, not {json.dumps(value)}")
+    _check_calibration_and_decision(card, "", bad)
+    routes = card.get("routes")
+    if routes is not None:  # a router's routes carry their own calibration and band for the model they name
+        if not isinstance(routes, list) or not all(isinstance(r, dict) for r in routes):
+            raise bad("'routes' must be a list of objects")
+        for i, route in enumerate(routes):
+            where = f"routes[{i}]."
+            if route.get("model") is not None and not (isinstance(route["model"], str) and route["model"]):
+                raise bad(f"{where}model must be a model name, not {json.dumps(route['model'])}")
+            for key in ("max_short_side", "min_short_side"):
+                if route.get(key) is not None and not _number(route[key]):
+                    raise bad(f"{where}{key} must be a number, not {json.dumps(route[key])}")
+            for key in ("calibration", "decision"):
+                if route.get(key) is not None and not isinstance(route[key], dict):
+                    raise bad(f"'{where}{key}' must be an object")
+            _check_calibration_and_decision(route, where, bad)
     backend = (card.get("runtime") or {}).get("backend")
     if backend is not None and not isinstance(backend, str):
         raise bad(f"runtime.backend must be a string, not {json.dumps(backend)}")
+
+
+def _check_calibration_and_decision(spec: dict[str, Any], where: str, bad) -> None:
+    """A card's (or a route's) calibration and decision thresholds: a misspelt method served uncalibrated p_ai."""
+    calibration = spec.get("calibration")
+    if calibration:
+        method = calibration.get("method", "identity")
+        if method not in CALIBRATION_PARAMS:
+            raise bad(f"{where}calibration method {json.dumps(method)} is not one of {', '.join(CALIBRATION_PARAMS)}")
+        for key in CALIBRATION_PARAMS[method]:
+            value = calibration.get(key)
+            if not _number(value) or (key == "temperature" and value <= 0):
+                raise bad(f"{where}{method} calibration needs a{' positive' if key == 'temperature' else ''} "
+                          f"number '{key}', not {json.dumps(value)}")
+    for key in ("ai_at_or_above", "human_below"):
+        value = (spec.get("decision") or {}).get(key)
+        if value is not None and not _number(value):
+            raise bad(f"{where}decision.{key} must be a number, not {json.dumps(value)}")
 
 
 def verify_files(package: ModelPackage) -> None:
