@@ -312,3 +312,18 @@ def test_file_names_with_square_brackets_reach_notes_and_errors_intact(tmp_path)
     assert notes[0].endswith(str(folder / "[draft]notes.md")) and notes[1].endswith(str(folder / "[b]album"))
     missing = invoke("detect", "--files-from", str(tmp_path / "[b]list.txt"))
     assert missing.exit_code == 2 and f"--files-from {tmp_path / '[b]list.txt'}: No such file" in missing.stderr
+
+
+def test_quiet_and_verbose_work_after_the_command_too(tmp_path):
+    from synthdetect.cli import hoist_global_flags
+
+    assert hoist_global_flags(["detect", "-q", "a.jpg"]) == ["-q", "detect", "a.jpg"]
+    assert hoist_global_flags(["-v", "models", "list", "--quiet"]) == ["-v", "--quiet", "models", "list"]
+    assert hoist_global_flags(["detect", "--", "-q"]) == ["detect", "--", "-q"]  # after --, -q is a file name
+    assert hoist_global_flags(["--version"]) == ["--version"]
+    natural_image(32, 32, seed=5).save(tmp_path / "a.png")
+    exe = [sys.executable, "-c", "from synthdetect.cli import main; main()"]
+    result = subprocess.run([*exe, "detect", str(tmp_path / "a.png"), "-q", "-m", "cifake-cnn", "--no-evidence"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr  # was "No such option: -q", exit 2
+    assert "a.png" in result.stdout and "1 files:" not in result.stderr  # quiet: no summary line

@@ -376,11 +376,28 @@ def _register_commands() -> None:
 _register_commands()
 
 
+#: synthdetect's own flags, which Click reads only before the command name.
+GLOBAL_FLAGS = frozenset({"-q", "--quiet", "-v", "--verbose"})
+
+
+def hoist_global_flags(args: list[str]) -> list[str]:
+    """``detect -q x.jpg`` as ``-q detect x.jpg``: Click refused the first with "No such option: -q", though users
+    type flags after the command.  No command has a ``-q`` or ``-v`` of its own, and nothing after ``--`` moves."""
+    command = next((i for i, arg in enumerate(args) if not arg.startswith("-")), None)
+    if command is None:
+        return args
+    head, tail = args[:command], args[command:]
+    end = tail.index("--") if "--" in tail else len(tail)
+    moved = [arg for arg in tail[:end] if arg in GLOBAL_FLAGS]
+    kept = [arg for arg in tail[:end] if arg not in GLOBAL_FLAGS] + tail[end:]
+    return head + moved + kept
+
+
 def main() -> None:
     from synthdetect.models import ModelPackageError
 
     try:
-        app()
+        app(args=hoist_global_flags(sys.argv[1:]))
     except ModelPackageError as exc:  # a routed model loads with its first image, after the command's own checks
         print_error(str(exc))
         sys.exit(2)
