@@ -386,3 +386,15 @@ def test_cli_autopilot_interrupted_shows_what_finished_and_exits_130(tmp_path, m
     assert result.exit_code == 130, result.output
     assert "stopped: interrupted" in result.output and "0.750" in result.output
     assert "interrupted: the running candidate was stopped; best so far: done" in " ".join(result.output.split())
+
+
+def test_a_refused_run_leaves_no_empty_out_folder(tiny_records, tmp_path):
+    out = tmp_path / "never"
+    with pytest.raises(AutopilotError, match="candidate names must be unique"):
+        run_autopilot(tiny_records, out, budget_s=30, candidates=[tiny_cnn("a", 1), tiny_cnn("a", 1)],
+                      progress=False)
+    one_class = [r for r in tiny_records if not (r.source == "s3" and r.label == 0)]
+    with pytest.raises(AutopilotError, match="held-out sources need both AI and human images"):
+        run_autopilot(one_class, out, budget_s=30, candidates=[tiny_cnn("a", 1)], holdout_sources=["s3"],
+                      progress=False)
+    assert not out.exists()

@@ -468,7 +468,6 @@ def run_autopilot(
         raise AutopilotError(f"unknown metric '{metric}' (one of {', '.join(RANK_METRICS)})")
     require_sources(records, data or "dataset")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     candidates = list(candidates) if candidates is not None else default_candidates()
     names = [c.name for c in candidates]
     if len(set(names)) != len(names):
@@ -477,6 +476,7 @@ def run_autopilot(
                           holdout_sources=holdout_sources)
     if not split.test or len({r.label for r in split.test}) < 2:
         raise AutopilotError("the held-out sources need both AI and human images; name them with --holdout-source")
+    out.mkdir(parents=True, exist_ok=True)  # after every refusal: a refused run leaves no empty OUT behind
     reserve = reserve_s if reserve_s is not None else min(max(0.05 * budget_s, 3.0), 60.0)
     deadline = started + budget_s - reserve
     split_info = split.describe()
