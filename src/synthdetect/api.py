@@ -351,13 +351,9 @@ def _walk_into(folder: str, visited: set[str] | None, notes: PassedOver | None) 
         if notes is not None and os.path.islink(folder):
             notes.note_linked_folder(folder)  # os.walk does not enter it: say so
         return True
-    resolved = os.path.realpath(folder)
-    if resolved in visited:
-        if notes is not None:
-            notes.note_repeat_folder(folder)
-        return False
-    visited.add(resolved)
-    return True
+    from synthdetect.scan.sources import first_visit
+
+    return first_visit(folder, visited, notes)
 
 
 def missing_reason(path: Path) -> str:

@@ -170,7 +170,7 @@ def gather_inputs(paths: list[str], files_from: str | None, all_files: bool, fol
     walked, and what ``find`` prints inside a listed folder not taken twice.  A file reached twice (``detect B
     B/x.jpg``) is judged once, as ``scan`` does."""
     from synthdetect.api import expand_paths
-    from synthdetect.scan.sources import PassedOver, inside_any, iter_listed_paths
+    from synthdetect.scan.sources import PassedOver, covered_by, iter_listed_paths
 
     if paths.count("-") > 1:
         fail("- (one image from standard input) can be given only once")
@@ -196,7 +196,7 @@ def gather_inputs(paths: list[str], files_from: str | None, all_files: bool, fol
             targets.append((STDIN_NAME, None, stdin_image()))
             continue
         if from_list:
-            if listed_folders and (path in listed_folders or inside_any(path, listed_folders)):
+            if covered_by(path, listed_folders):
                 continue
             if os.path.isdir(path):
                 listed_folders.add(path)

@@ -137,6 +137,18 @@ def inspect(path: str) -> Candidate:
     return Candidate(path, FileStamp(st.st_size, st.st_mtime_ns), ("not_a_file", why) if why else None)
 
 
+def first_visit(folder: str, visited: set[str], passed_over: PassedOver | None) -> bool:
+    """With links followed: whether ``folder`` is a real folder not walked yet (then remembered); a link loop or
+    a second name for a walked folder is noted instead.  Shared by this walk and ``detect``'s."""
+    resolved = os.path.realpath(folder)
+    if resolved in visited:
+        if passed_over is not None:
+            passed_over.note_repeat_folder(folder)
+        return False
+    visited.add(resolved)
+    return True
+
+
 def walk_folder(root: str, all_files: bool = False, passed_over: PassedOver | None = None,
                 excluded: "_Exclusions | None" = None, follow_links: bool = False) -> Iterator[Candidate]:
     """Files under ``root``, depth first in name order.
@@ -165,11 +177,7 @@ def walk_folder(root: str, all_files: bool = False, passed_over: PassedOver | No
             except OSError:
                 real_folder = linked_folder = False  # a link loop: judged below, as an error row
             if visited is not None and (real_folder or linked_folder):
-                resolved = os.path.realpath(entry.path)
-                if resolved in visited:
-                    passed_over.note_repeat_folder(entry.path)
-                else:
-                    visited.add(resolved)
+                if first_visit(entry.path, visited, passed_over):
                     subfolders.append(entry.path)
                 continue
             if real_folder:
@@ -214,7 +222,7 @@ def expand_listed(paths: Iterable[str], all_files: bool = False, passed_over: Pa
     """
     walked: set[str] = set()
     for path in paths:
-        if walked and (path in walked or inside_any(path, walked)):
+        if covered_by(path, walked):
             continue
         if os.path.isdir(path):
             walked.add(path)
@@ -263,6 +271,11 @@ def _expand(source: str, all_files: bool, passed_over: PassedOver, excluded: "_E
             yield Candidate(source, FileStamp(None, None), ("not_found", "no files match this pattern"))
     else:
         yield Candidate(source, FileStamp(None, None))
+
+
+def covered_by(path: str, walked: set[str]) -> bool:
+    """Whether a listed ``path`` is a listed folder already walked, or lies inside one."""
+    return bool(walked) and (path in walked or inside_any(path, walked))
 
 
 def inside_any(folder: str, roots: set[str]) -> bool:
