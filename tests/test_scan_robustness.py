@@ -238,6 +238,20 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _rows_once_at_least(proc: subprocess.Popen, db: Path, wanted: int, seconds: float = 120) -> int:
+    """Rows in a running scan's database, polled until there are ``wanted``, the scan ends or time runs out."""
+    deadline = time.monotonic() + seconds
+    rows = 0
+    while rows < wanted and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+        try:
+            with sqlite3.connect(db, timeout=1) as conn:
+                rows = conn.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+        except sqlite3.Error:
+            rows = 0
+    return rows
+
+
 def _start_scan(tmp_path: Path, tiny: Path, name: str) -> tuple[subprocess.Popen, list[int], Path]:
     """A real scan with two decode workers, once it has committed some rows."""
     folder = tmp_path / "imgs"
@@ -247,15 +261,7 @@ def _start_scan(tmp_path: Path, tiny: Path, name: str) -> tuple[subprocess.Popen
     proc = subprocess.Popen([str(SYNTHDETECT), "-q", "scan", str(folder), "--out", str(db), "-m", str(tiny),
                              "--workers", "2", "--batch-size", "2"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    deadline = time.monotonic() + 120
-    rows = 0
-    while rows < 4 and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.1)
-        try:
-            with sqlite3.connect(db, timeout=1) as conn:
-                rows = conn.execute("SELECT COUNT(*) FROM results").fetchone()[0]
-        except sqlite3.Error:
-            rows = 0
+    rows = _rows_once_at_least(proc, db, 4)
     assert proc.poll() is None and rows >= 4, "the scan ended before it could be signalled"
     workers = _children(proc.pid)
     assert len(workers) >= 2
@@ -347,14 +353,7 @@ def test_a_decode_worker_killed_while_idle_is_replaced_and_the_scan_finishes(tmp
     try:
         proc.stdin.write(f"{files[0]}\n".encode())  # a slow list: the worker judges this file, then waits
         proc.stdin.flush()
-        rows, deadline = 0, time.monotonic() + 120
-        while rows < 1 and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.1)
-            try:
-                with sqlite3.connect(db, timeout=1) as conn:
-                    rows = conn.execute("SELECT COUNT(*) FROM results").fetchone()[0]
-            except sqlite3.Error:
-                rows = 0
+        rows = _rows_once_at_least(proc, db, 1)
         assert rows == 1 and proc.poll() is None, "the scan did not get to its first row"
         time.sleep(0.5)  # the worker is back waiting for its next task
         (worker,) = _children(proc.pid)
