@@ -169,14 +169,14 @@ def fit_positive_logistic(z: np.ndarray, y: np.ndarray, l2: float = 1e-3,
     y = np.asarray(y, dtype=np.float64)
     sw = np.where(y > 0.5, 0.5 / max(y.sum(), 1), 0.5 / max((1 - y).sum(), 1)) * len(y)
 
+    t = y if targets is None else np.asarray(targets, dtype=np.float64)  # soft targets: Platt's smoothed ones
+
     def loss(theta):
         w = np.exp(theta[:-1])
         s = z @ w + theta[-1]
-        if targets is not None:  # soft targets (Platt's smoothed ones): cross-entropy against them
-            return float(np.mean(sw * (targets * np.logaddexp(0.0, -s) + (1 - targets) * np.logaddexp(0.0, s)))
-                         + l2 * np.sum(w ** 2))
-        signed = np.where(y > 0.5, s, -s)
-        return float(np.mean(sw * np.logaddexp(0.0, -signed)) + l2 * np.sum(w ** 2))
+        # cross-entropy against t; with hard 0/1 labels one term is exactly zero, the plain logistic loss
+        return float(np.mean(sw * (t * np.logaddexp(0.0, -s) + (1 - t) * np.logaddexp(0.0, s)))
+                     + l2 * np.sum(w ** 2))
 
     best = None
     for start in (0.0, -3.0):
