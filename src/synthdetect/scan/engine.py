@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from synthdetect.images import ImageLoadError, LoadLimits
+from synthdetect.interrupts import sigterm_raises
 from synthdetect.scan.decode import Decoded, decode_file
 from synthdetect.scan.sources import Candidate, PassedOver, database_files, iter_candidates
 from synthdetect.scan.store import CONTENT_ERROR_KINDS, FileStamp, ResultStore, connect, path_key, verdict_row
@@ -476,51 +477,43 @@ def run_scan(
             pending_bytes = 0
 
     interrupted: int | None = None  # the signal that ended the scan early
-
-    def on_sigterm(signum: int, frame: Any) -> None:
-        raise ScanInterrupted(signum)
-
-    previous_sigterm = None
-    if threading.current_thread() is threading.main_thread():
-        previous_sigterm = signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        while not failure:
-            with lock:
-                finished = discovery_done.is_set() and not inflight
-            if finished:
-                break
-            try:
-                seq, data = pool.results.get(timeout=0.05)
-            except queue.Empty:
-                flush()
-                if time.monotonic() - last_reap > 1.0:
-                    last_reap = time.monotonic()
-                    _reap(pool, lock, inflight, emit, counters)
+        with sigterm_raises(ScanInterrupted):
+            while not failure:
+                with lock:
+                    finished = discovery_done.is_set() and not inflight
+                if finished:
+                    break
+                try:
+                    seq, data = pool.results.get(timeout=0.05)
+                except queue.Empty:
+                    flush()
+                    if time.monotonic() - last_reap > 1.0:
+                        last_reap = time.monotonic()
+                        _reap(pool, lock, inflight, emit, counters)
+                    if progress:
+                        progress(counters, discovery_done.is_set())
+                    continue
+                with lock:
+                    known = inflight.pop(seq, None) is not None
+                if not known:
+                    continue  # already written as a crashed-decoder row
+                decoded = Decoded.from_bytes(data)
+                if decoded.cached is not None:
+                    verdict = dict(decoded.cached, file=decoded.path)
+                    emit([verdict], [decoded])
+                    counters.cached += 1
+                else:
+                    pending.append(decoded)
+                    pending_bytes += decoded.payload_bytes
+                    if len(pending) >= options.batch_size or pending_bytes >= options.max_batch_bytes:
+                        flush()
                 if progress:
                     progress(counters, discovery_done.is_set())
-                continue
-            with lock:
-                known = inflight.pop(seq, None) is not None
-            if not known:
-                continue  # already written as a crashed-decoder row
-            decoded = Decoded.from_bytes(data)
-            if decoded.cached is not None:
-                verdict = dict(decoded.cached, file=decoded.path)
-                emit([verdict], [decoded])
-                counters.cached += 1
-            else:
-                pending.append(decoded)
-                pending_bytes += decoded.payload_bytes
-                if len(pending) >= options.batch_size or pending_bytes >= options.max_batch_bytes:
-                    flush()
-            if progress:
-                progress(counters, discovery_done.is_set())
-        flush()
+            flush()
     except KeyboardInterrupt as exc:
         interrupted = getattr(exc, "signum", signal.SIGINT)
     finally:
-        if previous_sigterm is not None:
-            signal.signal(signal.SIGTERM, previous_sigterm)
         stop.set()
         writes.put(None)
         writer.join()

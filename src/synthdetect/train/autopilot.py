@@ -37,7 +37,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 import traceback
 from dataclasses import asdict, dataclass, field, replace
@@ -46,6 +45,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from synthdetect.interrupts import sigterm_raises
 from synthdetect.train.datasets import Record
 
 #: Columns of the leaderboard, in the order the table, CSV and HTML show them.
@@ -505,24 +505,15 @@ def run_autopilot(
     # Workers run in their own sessions (so a deadline kills a whole group), which Ctrl-C at the terminal does not
     # reach: an interrupted run must kill the running one itself, or it trained on after the run was gone.
     interrupted: int | None = None
-
-    def on_sigterm(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(signum)
-
-    previous_sigterm = None
-    if threading.current_thread() is threading.main_thread():
-        previous_sigterm = signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        _run_candidates(runnable, rows, bar, out, split, split_info, budget_s, deadline, started, min_slice_s,
-                        seed, threads, data, command, metric, console)
+        with sigterm_raises(KeyboardInterrupt):
+            _run_candidates(runnable, rows, bar, out, split, split_info, budget_s, deadline, started, min_slice_s,
+                            seed, threads, data, command, metric, console)
     except KeyboardInterrupt as exc:  # no worker is left running: each is stopped before its row is written
         interrupted = exc.args[0] if exc.args and isinstance(exc.args[0], int) else signal.SIGINT
         ran = {r["candidate"] for r in rows}
         rows.extend({"candidate": c.name, "kind": c.kind, "status": SKIPPED_INTERRUPTED, "train_seconds": 0.0}
                     for c in runnable if c.name not in ran)
-    finally:
-        if previous_sigterm is not None:
-            signal.signal(signal.SIGTERM, previous_sigterm)
 
     rows = rank_rows(rows, metric)
     best_row = next((r for r in rows if r.get("rank") == 1), None)
