@@ -433,3 +433,87 @@ def test_jsonl_export_writes_a_names_stray_byte_as_xNN_inside_the_verdict_too(tm
     record = json.loads(line)
     shown = str(folder / "bad\\xff.png")
     assert record["error"].startswith(shown) and record["verdict"]["error"].startswith(shown)
+
+
+# 15 ------------------------------------------------------------------------------------------------------------
+def test_a_decode_worker_that_dies_on_a_file_gives_that_file_an_error_row_and_the_scan_goes_on(tmp_path, tiny,
+                                                                                             monkeypatch):
+    from synthdetect.scan import engine
+
+    files = images(tmp_path / "imgs", 3)
+    crash = str(tmp_path / "imgs" / "crash.png")
+    Path(crash).write_bytes(png_bytes((32, 32), seed=7))
+    decode = engine.decode_file
+
+    def dying_on_crash(path, *args, **kw):  # as a decoder library crashing the process on one file
+        if path == crash:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return decode(path, *args, **kw)
+
+    monkeypatch.setattr(engine, "decode_file", dying_on_crash)  # forked workers inherit it
+    db = tmp_path / "r.sqlite"
+    summary = run_scan([str(tmp_path / "imgs")], db, ScanOptions(model=str(tiny), workers=2, batch_size=1))
+    assert summary["judged"] == 4 and summary["errors_by_kind"] == {"decoder_crashed": 1}
+    rows = dict(sqlite3.connect(db).execute("SELECT path, error FROM results").fetchall())
+    assert sorted(rows) == sorted([*files, crash])
+    assert rows[crash] == f"{crash}: decoder process died on this file (exit code -9)"
+    assert all(rows[f] is None for f in files)
+
+
+# 16 ------------------------------------------------------------------------------------------------------------
+MID_SEND_KILL = """
+import json, os, pickle, signal, sys, threading, time
+from pathlib import Path
+import synthdetect.scan.engine as engine
+from synthdetect.scan.decode import Decoded
+
+db, model, folder, marker = sys.argv[1:5]
+victim = os.path.join(folder, "a-victim.png")
+to_bytes, judge_batch = Decoded.to_bytes, engine.judge_batch
+
+def slow_judge(detector, batch):  # the model busy with a batch: nothing reads results meanwhile
+    Path(marker).touch()
+    time.sleep(1.5)
+    return judge_batch(detector, batch)
+
+def big_then_killed(self):  # a full-size model's input, and the OOM killer arriving while it is sent
+    data = to_bytes(self)
+    if self.path != victim:
+        return data
+    deadline = time.monotonic() + 30
+    while not os.path.exists(marker) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGKILL)).start()
+    return data + bytes(64 << 20)  # pickle.loads ignores what follows the pickle
+
+engine.judge_batch, Decoded.to_bytes = slow_judge, big_then_killed
+print(json.dumps(engine.run_scan([folder], db, engine.ScanOptions(model=model, workers=2, batch_size=1))))
+"""
+
+
+@pytest.mark.slow
+def test_a_decode_worker_killed_while_sending_a_large_result_does_not_hang_the_scan(tmp_path, tiny):
+    """Every worker sent through one queue whose pipe a lock guarded; killed mid-send, a worker left the lock
+    taken and half a message in the pipe, and the scan waited for ever."""
+    folder = tmp_path / "imgs"
+    files = images(folder, 3, "b")
+    victim = folder / "a-victim.png"
+    victim.write_bytes(png_bytes((32, 32), seed=5))
+    db = tmp_path / "r.sqlite"
+    proc = subprocess.Popen([sys.executable, "-c", MID_SEND_KILL, str(db), str(tiny), str(folder),
+                             str(tmp_path / "judging")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the scan hung after a decode worker was killed while sending its result")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, err.decode()
+    summary = json.loads(out)
+    assert summary["judged"] == 4 and set(summary["errors_by_kind"]) <= {"decoder_crashed"}
+    kinds = dict(sqlite3.connect(db).execute("SELECT path, error_kind FROM results").fetchall())
+    assert sorted(kinds) == sorted([*files, str(victim)])  # every file once, none lost
+    assert sum(kind == "decoder_crashed" for kind in kinds.values()) <= 1  # only the file a worker died on

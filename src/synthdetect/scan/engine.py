@@ -34,6 +34,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import Connection, wait as ready_connections
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -49,6 +50,8 @@ _log = logging.getLogger(__name__)
 RESUME_CHUNK = 256
 #: How often an idle decode worker checks that the scan that started it is still alive (seconds).
 PARENT_CHECK_S = 1.0
+#: What the pool's reader thread hands on: a worker's result, or word that its pipe ended (it died).
+RESULT, GONE = "result", "gone"
 
 
 class ScanInterrupted(KeyboardInterrupt):
@@ -186,11 +189,13 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_stdin)
 
 
-def _worker_main(wid: int, tasks: Any, results: Any, current: Any, limits: LoadLimits,
-                 draft_size: tuple[int, int] | None, db_path: str, fingerprint: str, use_cache: bool,
-                 options: ScanOptions, parent: int) -> None:
+def _worker_main(wid: int, tasks: Any, results: Connection, inherited: list[Connection], current: Any,
+                 limits: LoadLimits, draft_size: tuple[int, int] | None, db_path: str, fingerprint: str,
+                 use_cache: bool, options: ScanOptions, parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides how Ctrl-C ends a scan
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the scan's handler, inherited through fork
+    for reader in inherited:  # only the scan may hold read ends: once it dies, a send here fails, never blocks
+        reader.close()
     detector = _FORKED_DETECTOR if _FORKED_DETECTOR is not None else load_detector(options)  # spawn: own copy
     cache = None
     if use_cache:
@@ -211,14 +216,11 @@ def _worker_main(wid: int, tasks: Any, results: Any, current: Any, limits: LoadL
         current[wid] = seq  # read by the main process if this worker dies on this file
         decoded = decode_file(path, FileStamp(size, mtime), limits, draft_size=draft_size,
                               cache=cache, fingerprint=fingerprint, problem=problem).examine(detector)
-        data = (seq, decoded.to_bytes())
-        while True:
-            try:
-                results.put(data, timeout=PARENT_CHECK_S)
-                break
-            except queue.Full:
-                if os.getppid() != parent:
-                    return
+        try:
+            results.send((seq, decoded.to_bytes()))
+        except OSError:
+            return  # the scan is gone
+        current[wid] = -1  # delivered whole: dying from here on costs this file nothing
 
 
 def _next_task(tasks: Any) -> Any:
@@ -233,7 +235,14 @@ def _next_task(tasks: Any) -> Any:
 
 
 class _Pool:
-    """Decode processes that are replaced, with an error row for the file, when one dies."""
+    """Decode processes, each sending its results down a pipe of its own, replaced when one dies.
+
+    One queue shared by every worker guarded its pipe with a lock that the sending worker held: a worker
+    killed while sending a large result (the OOM killer, ``kill``) left the lock taken and half a message in
+    the pipe, and the scan hung for ever.  A worker's own pipe ends in end-of-file when it dies, after
+    everything it sent whole, so a reader thread hands on its results and then ``(GONE, wid)``, in that order,
+    and the file it held is the only one that gets an error row.
+    """
 
     def __init__(self, n: int, worker_args: tuple, queue_per_worker: int, ctx: Any):
         self.ctx = ctx
@@ -241,32 +250,68 @@ class _Pool:
         self.tasks = ctx.Queue(maxsize=n * queue_per_worker)  # paths: cheap
         # Examined files are small (a resized model input) unless a model needs the whole image,
         # in which case a 4 MP photo is 12 MB of RGB: so only a few per worker wait here.
-        self.results = ctx.Queue(maxsize=queue_per_worker * n)
+        self.results: queue.Queue = queue.Queue(maxsize=queue_per_worker * n)
         self.current = ctx.Array("q", [-1] * n, lock=False)
         self.procs: list[Any] = [None] * n
+        self.pipes: dict[Connection, int] = {}  # read end -> worker id
+        self._pipes_lock = threading.Lock()
+        self._closing = threading.Event()
         for wid in range(n):
             self._start(wid)
+        self._reader = threading.Thread(target=self._read_results, name="synthdetect-results", daemon=True)
+        self._reader.start()
 
     def _start(self, wid: int) -> None:
         self.current[wid] = -1
+        reader, writer = self.ctx.Pipe(duplex=False)
+        with self._pipes_lock:
+            inherited = [*self.pipes, reader]  # what a forked child holds of the read ends
         proc = self.ctx.Process(target=_worker_main, name=f"synthdetect-decode-{wid}", daemon=True,
-                                args=(wid, self.tasks, self.results, self.current, *self.args, os.getpid()))
+                                args=(wid, self.tasks, writer, inherited, self.current, *self.args, os.getpid()))
         global _FORKING_WORKER
         _FORKING_WORKER = True
         try:
             proc.start()
         finally:
             _FORKING_WORKER = False
+            writer.close()  # the worker holds the only write end, so its death is end-of-file here
+        with self._pipes_lock:
+            self.pipes[reader] = wid
         self.procs[wid] = proc
 
-    def reap(self) -> list[tuple[int, int]]:
-        """Restart dead workers; returns ``(seq they held, exit code)`` for each."""
-        dead = []
-        for wid, proc in enumerate(self.procs):
-            if proc is not None and not proc.is_alive():
-                dead.append((int(self.current[wid]), proc.exitcode))
-                self._start(wid)
-        return dead
+    def _read_results(self) -> None:
+        while not self._closing.is_set():
+            with self._pipes_lock:
+                readers = list(self.pipes)
+            if not readers:
+                time.sleep(0.05)
+                continue
+            for reader in ready_connections(readers, timeout=0.1):
+                wid = self.pipes[reader]
+                try:
+                    item: tuple = (RESULT, wid, *reader.recv())
+                except Exception:  # noqa: BLE001 - end-of-file, or half a message from a worker that died
+                    with self._pipes_lock:
+                        del self.pipes[reader]
+                    reader.close()
+                    item = (GONE, wid)
+                while not self._closing.is_set():
+                    try:
+                        self.results.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+
+    def replace(self, wid: int) -> tuple[int, int | None]:
+        """Start a new worker in place of one whose pipe ended; returns ``(seq it held, exit code)``."""
+        proc = self.procs[wid]
+        proc.join(timeout=5)
+        if proc.is_alive():  # closed its pipe but lives on: it can send nothing, so it is of no use
+            proc.kill()
+            proc.join(timeout=5)
+        held = int(self.current[wid])
+        self._start(wid)
+        return held, proc.exitcode
 
     def close(self, wait: bool = True) -> None:
         if wait:
@@ -277,9 +322,14 @@ class _Pool:
         for proc in self.procs:
             if proc.is_alive():
                 proc.terminate()
-        for q in (self.tasks, self.results):
-            q.cancel_join_thread()
-            q.close()
+        self._closing.set()
+        self._reader.join(timeout=5)
+        with self._pipes_lock:
+            for reader in self.pipes:
+                reader.close()
+            self.pipes.clear()
+        self.tasks.cancel_join_thread()
+        self.tasks.close()
 
 
 # -- the scan ----------------------------------------------------------------------------------
@@ -466,7 +516,6 @@ def run_scan(
     writer.start()
     pending: list[Decoded] = []
     pending_bytes = 0
-    last_reap = time.monotonic()
 
     def flush() -> None:
         nonlocal pending_bytes
@@ -485,15 +534,16 @@ def run_scan(
                 if finished:
                     break
                 try:
-                    seq, data = pool.results.get(timeout=0.05)
+                    kind, wid, *message = pool.results.get(timeout=0.05)
                 except queue.Empty:
                     flush()
-                    if time.monotonic() - last_reap > 1.0:
-                        last_reap = time.monotonic()
-                        _reap(pool, lock, inflight, emit, counters)
                     if progress:
                         progress(counters, discovery_done.is_set())
                     continue
+                if kind == GONE:
+                    _replace_worker(pool, wid, lock, inflight, emit, counters)
+                    continue
+                seq, data = message
                 with lock:
                     known = inflight.pop(seq, None) is not None
                 if not known:
@@ -545,16 +595,18 @@ def run_scan(
     return summary
 
 
-def _reap(pool: _Pool, lock: threading.Lock, inflight: dict, emit: Callable, counters: ScanCounters) -> None:
+def _replace_worker(pool: _Pool, wid: int, lock: threading.Lock, inflight: dict, emit: Callable,
+                    counters: ScanCounters) -> None:
+    """A worker died: everything it sent whole has been handled, so the file it held is the one it died on."""
     from synthdetect.verdict import Verdict
 
-    for seq, code in pool.reap():
-        with lock:
-            entry = inflight.pop(seq, None) if seq >= 0 else None
-        if entry is None:
-            continue
-        path, stamp = entry
-        reason = f"decoder process died on this file (exit code {code})"
-        _log.warning("%s: %s", path, reason)
-        emit([Verdict.failed(path, f"{path}: {reason}", "decoder_crashed").to_dict()], [(path, stamp)])
-        counters.judged += 1
+    seq, code = pool.replace(wid)
+    with lock:
+        entry = inflight.pop(seq, None) if seq >= 0 else None
+    if entry is None:
+        return
+    path, stamp = entry
+    reason = f"decoder process died on this file (exit code {code})"
+    _log.warning("%s: %s", path, reason)
+    emit([Verdict.failed(path, f"{path}: {reason}", "decoder_crashed").to_dict()], [(path, stamp)])
+    counters.judged += 1
