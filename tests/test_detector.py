@@ -187,3 +187,20 @@ def test_two_colour_images_are_uncertain_not_scored(tmp_path):
     card["input"]["two_colour_images"] = True
     card_path.write_text(json.dumps(card))
     assert Detector.load(str(card_path.parent))(line_art).p_ai is not None
+
+
+def test_a_model_that_returns_nan_gives_an_honest_uncertain_in_strict_json():
+    """A NaN logit (an overflow in a model or adapter) was labelled "between 0.100 and 0.900" with p_ai NaN, and
+    the verdict's JSON held ``NaN``, which a browser's JSON.parse and the REST response refuse."""
+    from synthdetect.models.base import Model
+
+    class NanModel(Model):
+        def logits(self, images):
+            return np.full(len(images), np.nan)
+
+    verdict = Detector(NanModel({"name": "nan-model", "kind": "test"}), use_evidence=False)(natural_image(32, 32))
+    assert verdict.label == "uncertain" and verdict.p_ai is None and verdict.scores == []
+    assert verdict.reasons[0].startswith("model nan-model gave no usable score (p_ai nan)")
+    d = json.loads(verdict.to_json())
+    check_schema(d)
+    assert d["models"] == [{"model": "nan-model", "raw_logit": None, "p_ai": None}]

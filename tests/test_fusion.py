@@ -111,3 +111,48 @@ def test_a_record_that_could_not_be_read_is_not_reported_as_no_provenance(model)
                       {"probe_failed": True})
     reason = fuse([failed], score(0.5), model).reasons[0]
     assert reason.startswith("no provenance found (but 1 record(s) could not be read: ComfyUI graph present")
+
+
+@pytest.mark.parametrize("p", [float("nan"), 1.5, -0.1])
+def test_a_score_that_is_not_a_probability_is_no_score(model, p):
+    """A NaN compares false with both thresholds, so it was labelled "between 0.200 and 0.870" with p_ai nan."""
+    fused = fuse([CAMERA], score(p), model)
+    assert fused.label == "uncertain" and fused.p_ai is None
+    assert fused.reasons[0] == f"model wild-v1 gave no usable score (p_ai {p}), so no model judged this image"
+    beside_provenance = fuse([C2PA_AI], score(p), model)
+    assert beside_provenance.label == "ai" and beside_provenance.reasons[1].startswith("model wild-v1 gave no usable")
+
+
+VERIFIED_CAPTURE = Evidence("c2pa", "human", "strong",
+                            "C2PA manifest signed by Leica declares digitalCapture (certificate chain verified to X)")
+
+
+@pytest.mark.parametrize("p", [0.05, 0.95])
+def test_decisive_ai_against_a_verified_camera_capture_is_a_conflict(model, p):
+    """Generator parameters in a file whose camera-capture manifest verifies: the two contradict each other, and a
+    false 'ai' hurts a photographer, so the answer is 'uncertain' (it was 'ai', p_ai 1.0, the capture a footnote)."""
+    fused = fuse([PARAMS_AI, VERIFIED_CAPTURE, CAMERA], score(p), model)
+    assert fused.label == "uncertain" and fused.p_ai == p
+    assert fused.reasons[:3] == [f"conflicting provenance: {PARAMS_AI.detail}",
+                                 f"conflicting provenance: {VERIFIED_CAPTURE.detail}", f"model wild-v1 p_ai {p:.3f}"]
+    assert any(r.startswith(CAMERA.detail) for r in fused.reasons[3:])
+    assert fuse([PARAMS_AI, CAMERA], score(p), model).label == "ai"  # weak camera EXIF is no counterweight
+
+
+@pytest.mark.parametrize("p,expected", [
+    (0.86999, "p_ai 0.86999 between 0.20000 and 0.87000, the uncertain band"),
+    (0.19996, "p_ai 0.19996 below the human threshold 0.20000 ("),
+    (0.2, "p_ai 0.200 between 0.200 and 0.870, the uncertain band"),
+    (0.87, "p_ai 0.870 at or above the AI threshold 0.870 ("),
+])
+def test_the_reason_never_prints_a_p_ai_equal_to_a_threshold_it_is_below(model, p, expected):
+    """At three decimals 0.19996 read as "p_ai 0.200 below the human threshold 0.200"."""
+    assert expected in fuse([], score(p), model).reasons[0]
+
+
+def test_card_thresholds_without_their_rule_text_are_not_called_the_default_band():
+    """Only the fallback band is the default one; a card's own threshold was labelled "(default band)"."""
+    terse = FixedModel({"name": "terse", "kind": "test", "decision": {"ai_at_or_above": 0.8}})
+    assert fuse([], score(0.95), terse).reasons[0].endswith("at or above the AI threshold 0.800 "
+                                                            "(the model card's threshold)")
+    assert fuse([], score(0.05), terse).reasons[0].endswith("below the human threshold 0.100 (default band)")

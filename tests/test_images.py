@@ -228,3 +228,15 @@ def test_a_huge_compressed_png_text_chunk_does_not_hide_the_pixels():
     loaded = load_image(with_text)
     assert loaded.rgb.size == (40, 40) and loaded.raw == with_text
     assert any("1 MB text limit" in note for note in loaded.notes)
+
+
+def test_a_closed_stream_and_a_pil_image_without_pixels_are_one_line_errors_of_the_loader():
+    """The loader itself refuses them (before, a closed stream raised ValueError and a 0x5 image was judged)."""
+    closed = io.BytesIO(b"\x89PNG\r\n\x1a\n")
+    closed.close()
+    with pytest.raises(ImageLoadError, match="cannot read stream") as err:
+        load_image(closed)
+    assert err.value.kind == "unreadable"
+    with pytest.raises(ImageLoadError, match=r"empty image \(0x5 px\)") as err:
+        load_image(Image.new("RGB", (0, 5)))
+    assert err.value.kind == "empty"

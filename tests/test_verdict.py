@@ -37,3 +37,20 @@ def test_evidence_rejects_unknown_strength_and_signal():
     e = Evidence(kind="exif", signal="human", strength="weak", detail="camera EXIF", data={"make": "Canon"})
     assert e.to_dict() == {"kind": "exif", "signal": "human", "strength": "weak", "detail": "camera EXIF",
                            "data": {"make": "Canon"}}
+
+
+def test_to_json_is_strict_json_whatever_a_model_or_probe_gave():
+    """NaN and infinities are null, NumPy numbers plain ones: ``json.dumps`` wrote the invalid ``NaN``/``Infinity``
+    (and a web client's JSON.parse fails on them) or refused a NumPy float32 outright."""
+    import numpy as np
+
+    v = Verdict(file="x.jpg", label="uncertain", p_ai=float("nan"),
+                models=[{"model": "m", "raw_logit": float("inf"), "p_ai": 1.0}],
+                evidence=[Evidence("ela", "none", "info", "ela", {"mean": np.float32(0.25), "peaks": np.arange(2),
+                                                                  "ratio": float("-inf")})],
+                timing_ms={"model": float("nan")})
+    d = json.loads(v.to_json())
+    assert d["p_ai"] is None and d["scores"] == [] and d["models"][0]["raw_logit"] is None
+    assert d["evidence"][0]["data"] == {"mean": 0.25, "peaks": [0, 1], "ratio": None}
+    assert d["timing_ms"] == {"model": None}
+    assert json.loads(json.dumps(v.to_dict(), allow_nan=False)) == d

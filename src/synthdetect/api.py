@@ -26,7 +26,7 @@ from synthdetect.evidence import run_probes
 from synthdetect.fusion import fuse
 from synthdetect.images import (ImageLoadError, ImageSource, LoadedImage, LoadLimits, describe_source, is_stream,
                                 load_image)
-from synthdetect.models import Model, load_model
+from synthdetect.models import Model, ModelPackageError, load_model
 from synthdetect.models.router import RouterModel
 from synthdetect.verdict import Evidence, Verdict
 
@@ -67,11 +67,15 @@ def _is_single(inputs: Any) -> bool:
 
 def _as_list(inputs: Any) -> list[Any]:
     """One image or many as a list: a string is one path, an array one image (never iterated into rows)."""
+    return list(_as_iterable(inputs))
+
+
+def _as_iterable(inputs: Any) -> Iterable[Any]:
     if _is_single(inputs):
         return [inputs]
     if inputs is None or isinstance(inputs, (dict, set, frozenset)) or not hasattr(inputs, "__iter__"):
         raise TypeError(f"Detector takes an image ({ACCEPTED}) or a list of them, not {type(inputs).__name__}")
-    return list(inputs)
+    return inputs
 
 
 def _is_upload(source: Any) -> bool:
@@ -84,11 +88,15 @@ def _plain_source(source: Any, label: str) -> ImageSource:
     """What :func:`load_image` reads: an upload's file, an array as a PIL image; a one-line refusal otherwise."""
     if _is_upload(source):
         return source.file
+    if isinstance(source, (str, os.PathLike)) and not os.fspath(source):
+        raise ImageLoadError(label, "not_found", "empty path")  # Path("") is the working directory, not a file
     if isinstance(source, np.ndarray):
-        shape = "x".join(map(str, source.shape))
+        shape = _shape(source)
         if source.dtype != np.uint8 or source.ndim not in (2, 3) or (source.ndim == 3 and source.shape[2] > 4):
             raise ImageLoadError(label, "not_an_image",
                                  f"unsupported array ({shape} {source.dtype}): send an HxW or HxWxC uint8 array")
+        if source.size == 0:
+            raise ImageLoadError(label, "empty", f"empty array ({shape} {source.dtype}): no pixels to judge")
         try:
             return Image.fromarray(source[:, :, 0] if source.ndim == 3 and source.shape[2] == 1 else source)
         except (TypeError, ValueError) as exc:
@@ -96,12 +104,47 @@ def _plain_source(source: Any, label: str) -> ImageSource:
     return source
 
 
+def _shape(array: np.ndarray) -> str:
+    return "x".join(map(str, array.shape)) or "0-d"
+
+
 def _source_name(source: Any) -> str:
     if _is_upload(source) and source.filename:
         return str(source.filename)
     if isinstance(source, np.ndarray):
-        return f"<array {'x'.join(map(str, source.shape))} {source.dtype}>"
+        return f"<array {_shape(source)} {source.dtype}>"
+    if isinstance(source, (str, os.PathLike)) and not os.fspath(source):
+        return "<empty path>"
     return describe_source(source)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _probe_list(probes: str | Iterable[str] | None) -> list[str] | None:
+    """The probes to run, checked now: a lone name is one probe (not its letters), an unknown one a clear error."""
+    if probes is None:
+        return None
+    names = [probes] if isinstance(probes, str) else list(probes)
+    from synthdetect.evidence import probe_names
+
+    known = probe_names()
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"unknown evidence probe(s) {', '.join(map(repr, unknown))} (known: {', '.join(known)})")
+    return names
+
+
+def _model_name(name: str | os.PathLike) -> str:
+    """What :func:`load_model` reads: a ``Path`` is always a package path, never a shipped name or an adapter."""
+    if isinstance(name, os.PathLike):
+        path = os.fspath(name)
+        return path if os.path.isabs(path) else os.path.join(os.curdir, path)
+    if not isinstance(name, str):
+        raise TypeError(f"Detector.load takes a model name or a package path, not {type(name).__name__}")
+    return name
 
 
 class Detector:
@@ -117,13 +160,18 @@ class Detector:
     ):
         self.model = model
         self.limits = limits or LoadLimits()
-        self.probes = probes
+        self.probes = _probe_list(probes)
         self.use_evidence = use_evidence
 
     @classmethod
-    def load(cls, name: str = "default", **kwargs: Any) -> "Detector":
+    def load(cls, name: str | os.PathLike = "default", **kwargs: Any) -> "Detector":
         """``name``: a shipped model (``default``, ``cifake-cnn``), a package path, or a prefixed adapter."""
-        return cls(load_model(name), **kwargs)
+        return cls(load_model(_model_name(name)), **kwargs)
+
+    def __repr__(self) -> str:
+        probes = "all" if self.probes is None else ",".join(self.probes) or "none"
+        return (f"Detector(model={self.model.name!r}, kind={self.model.card.get('kind')!r}, "
+                f"evidence={probes if self.use_evidence else 'off'})")
 
     @property
     def name(self) -> str:
@@ -140,8 +188,9 @@ class Detector:
                names: Sequence[str] | None = None) -> list[Verdict]:
         """A list of Verdicts, one per input (a single input counts as a list of one); ``names`` label them."""
         sources = _as_list(inputs)
-        if isinstance(names, str):
-            names = [names]
+        if names is not None:  # a verdict's file is a string (a Path name made it unserialisable)
+            names = [None if n is None else os.fspath(n) if isinstance(n, os.PathLike) else str(n)
+                     for n in ([names] if isinstance(names, (str, os.PathLike)) else names)]
         if names is not None and len(names) != len(sources):
             raise ValueError(f"names has {len(names)} entries for {len(sources)} inputs: give one name per input")
         return self.judge([self._load(src, names[i] if names else None) for i, src in enumerate(sources)])
@@ -149,7 +198,7 @@ class Detector:
     def iter_detect(self, inputs: Iterable[ImageSource], batch_size: int = 32) -> Iterator[Verdict]:
         """Stream verdicts in input order, holding at most ``batch_size`` decoded images."""
         batch: list[ImageSource] = []
-        for src in [inputs] if _is_single(inputs) else inputs:  # a lone path is one image, not its characters
+        for src in _as_iterable(inputs):  # a lone path is one image, not its characters
             batch.append(src)
             if len(batch) >= batch_size:
                 yield from self.detect(batch)
@@ -187,6 +236,9 @@ class Detector:
             loaded = load_image(_plain_source(source, label), self.limits, name=label)
         except ImageLoadError as exc:
             return _Item(label, None, None, exc, (time.perf_counter() - t0) * 1000)
+        except Exception as exc:  # noqa: BLE001 - a closed file, a failing stream: this input fails, not the batch
+            error = ImageLoadError(label, "unreadable", f"cannot read input ({_one_line(exc)})")
+            return _Item(label, None, None, error, (time.perf_counter() - t0) * 1000)
         digest = hashlib.sha256(loaded.raw).hexdigest() if loaded.raw is not None else None
         return _Item(label, loaded, digest, None, (time.perf_counter() - t0) * 1000)
 
@@ -201,9 +253,19 @@ class Detector:
         return self.conclude([
             Verdict.failed(item.name, str(item.error), item.error.kind, {"load": item.load_ms})
             if item.error is not None
-            else self.examine(item.name, item.loaded, sha256=item.sha256, load_ms=item.load_ms)
+            else self._examine_or_fail(item)
             for item in items
         ])
+
+    def _examine_or_fail(self, item: _Item) -> Examined | Verdict:
+        """:meth:`examine`, with a model's resize failing on one image a failed verdict for it (as ``scan`` does)."""
+        try:
+            return self.examine(item.name, item.loaded, sha256=item.sha256, load_ms=item.load_ms)
+        except ModelPackageError:  # a routed model that cannot load fails every image: say so once
+            raise
+        except Exception as exc:  # noqa: BLE001 - one image must not stop the batch
+            return Verdict.failed(item.name, f"{item.name}: preparing the model input failed ({_one_line(exc)})",
+                                  "model_error", {"load": item.load_ms})
 
     def examine(self, name: str, loaded: LoadedImage, *, sha256: str | None = None, load_ms: float = 0.0) -> Examined:
         """Everything about one image that needs no model weights: evidence, routing, the prepared model input.
@@ -236,16 +298,30 @@ class Detector:
                 groups[item.model].append(i)
         scores: dict[int, Any] = {}
         model_ms: dict[int, float] = {}
+        failed: dict[int, Exception] = {}
         for name, indices in groups.items():
+            model = self._model_named(name)
             t0 = time.perf_counter()
-            results = self._model_named(name).score_prepared([examined[i].prepared for i in indices])
+            try:
+                results = model.score_prepared([examined[i].prepared for i in indices])
+                if len(results) != len(indices):  # zip would pass the rest over as "no model could judge"
+                    raise RuntimeError(f"{name} returned {len(results)} scores for {len(indices)} images")
+            except ModelPackageError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - find the image the model fails on; the rest are still judged
+                results = self._score_one_by_one(model, examined, indices, failed, exc)
             share = (time.perf_counter() - t0) * 1000 / max(len(indices), 1)
             for i, result in zip(indices, results):
-                scores[i], model_ms[i] = result, share
+                if result is not None:
+                    scores[i], model_ms[i] = result, share
         verdicts = []
         for i, item in enumerate(examined):
             if isinstance(item, Verdict):
                 verdicts.append(item)
+                continue
+            if i in failed:
+                verdicts.append(Verdict.failed(item.file, f"{item.file}: model failed ({_one_line(failed[i])})",
+                                               "model_error", {"load": item.timing_ms.get("load", 0.0)}))
                 continue
             model = self._model_named(item.model) if item.model is not None else None
             score = scores.get(i)
@@ -260,6 +336,25 @@ class Detector:
                 timing_ms=timing, image=item.image,
             ))
         return verdicts
+
+    @staticmethod
+    def _score_one_by_one(model: Model, examined: Sequence[Examined | Verdict], indices: list[int],
+                          failed: dict[int, Exception], batch_error: Exception) -> list[Any]:
+        """Each image of a batch the model failed on scored alone; those it still fails on go into ``failed``."""
+        if len(indices) == 1:
+            failed[indices[0]] = batch_error
+            return [None]
+        results: list[Any] = []
+        for i in indices:
+            try:
+                (result,) = model.score_prepared([examined[i].prepared])
+                results.append(result)
+            except ModelPackageError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                failed[i] = exc
+                results.append(None)
+        return results
 
     def _model_named(self, name: str) -> Model:
         """The model a verdict names: a router's routed model (built on first use), or the detector's own."""

@@ -3,21 +3,25 @@
 Order of authority:
 1. decisive provenance (a C2PA manifest from a known generator whose
    certificate chain verifies, or the generator's own parameters) sets the
-   label whatever the model says; decisive evidence both ways is a conflict
-   and yields ``uncertain``;
+   label whatever the model says; decisive evidence both ways, or decisive
+   evidence against strong evidence the other way (generator parameters in
+   a file whose camera-capture manifest verifies), is a conflict and yields
+   ``uncertain``;
 2. otherwise the calibrated model score decides against the operating
    thresholds on the model's card, with ``uncertain`` in between;
 3. strong evidence that contradicts the model's label (an unsigned AI
    declaration or a watermark against a ``human`` score; a verified camera
    capture against an ``ai`` score) turns the label into ``uncertain`` --
    it never sets ``ai`` or ``human`` by itself;
-4. with no applicable model the answer is ``uncertain`` and says why.
+4. with no applicable model, or a model score that is not a probability
+   (NaN, outside 0..1), the answer is ``uncertain`` and says why.
 Absent evidence contributes nothing; weak evidence, unverified claims and
 tampered manifests are reported in the reasons but never move a label.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from synthdetect.models.base import Model, ModelScore
@@ -62,23 +66,32 @@ def fuse(
     model: Model | None,
     abstain_reason: str | None = None,
 ) -> Fused:
+    broken = None
+    if score is not None and not _is_probability(score.p_ai):  # a NaN compares false to both thresholds
+        broken = f"model {score.model} gave no usable score (p_ai {score.p_ai}), so no model judged this image"
+        score = None
     decisive_ai, decisive_human = _decisive(evidence, "ai"), _decisive(evidence, "human")
     model_p = None if score is None else score.p_ai
-    model_note = f"model {score.model} p_ai {score.p_ai:.3f}" if score is not None else None
-    if decisive_ai and decisive_human:
-        reasons = [f"conflicting provenance: {e.detail}" for e in decisive_ai + decisive_human]
+    model_note = f"model {score.model} p_ai {score.p_ai:.3f}" if score is not None else broken
+    decisive = decisive_ai or decisive_human
+    against = _strong(evidence, "human" if decisive_ai else "ai") if decisive else []
+    if (decisive_ai and decisive_human) or against:
+        conflicting = decisive_ai + decisive_human + against
+        reasons = [f"conflicting provenance: {e.detail}" for e in conflicting]
         if model_note:
             reasons.append(model_note)
+        reasons.extend(_context(evidence, skip=conflicting))
         return Fused("uncertain", model_p, reasons)
-    if decisive_ai or decisive_human:
+    if decisive:
         label = "ai" if decisive_ai else "human"
-        decisive = decisive_ai or decisive_human
         reasons = [e.detail for e in decisive]
-        if model_note:
+        if score is not None:
             alone = _model_label(score.p_ai, model) if model is not None else None
             stance = ("agrees" if alone == label else f"alone it would say {alone}" if alone == "uncertain"
                       else "disagrees")
             reasons.append(f"{model_note} ({stance}; provenance decides)")
+        elif broken:
+            reasons.append(broken)
         reasons.extend(_context(evidence, skip=decisive))
         return Fused(label, 1.0 if label == "ai" else 0.0, reasons)
 
@@ -88,7 +101,7 @@ def fuse(
     if failed:  # "none found" must not read as "none there" when a record could not be read
         prefix += f" (but {len(failed)} record(s) could not be read: {failed[0].detail})"
     if score is None or model is None:
-        reason = abstain_reason or "no model could judge this image"
+        reason = broken or abstain_reason or "no model could judge this image"
         return Fused("uncertain", None, [reason, *found])
 
     ai_at, human_below = _thresholds(model)
@@ -96,12 +109,15 @@ def fuse(
               if model.ai_at_or_above is not None else "default thresholds (card has none)")
     p = score.p_ai
     if p >= ai_at:
-        label, rule = "ai", f"at or above the AI threshold {ai_at:.3f} ({_rule(model, 'ai_rule')})"
+        shown, (at,) = _decimals(p, ai_at)
+        label, rule = "ai", f"at or above the AI threshold {at} ({_rule(model, 'ai_rule', 'ai_at_or_above')})"
     elif p < human_below:
-        label, rule = "human", f"below the human threshold {human_below:.3f} ({_rule(model, 'human_rule')})"
+        shown, (below,) = _decimals(p, human_below)
+        label, rule = "human", f"below the human threshold {below} ({_rule(model, 'human_rule', 'human_below')})"
     else:
-        label, rule = "uncertain", f"between {human_below:.3f} and {ai_at:.3f}, the uncertain band of {source}"
-    reasons = [f"{prefix}; model {score.model} p_ai {p:.3f} {rule}"]
+        shown, (low, high) = _decimals(p, human_below, ai_at)
+        label, rule = "uncertain", f"between {low} and {high}, the uncertain band of {source}"
+    reasons = [f"{prefix}; model {score.model} p_ai {shown} {rule}"]
     contrary = _strong(evidence, "human") if label == "ai" else _strong(evidence, "ai") if label == "human" else []
     if contrary:
         label = "uncertain"
@@ -120,5 +136,29 @@ def _model_label(p: float, model: Model) -> str:
     return "ai" if p >= ai_at else "human" if p < human_below else "uncertain"
 
 
-def _rule(model: Model, key: str) -> str:
-    return (model.card.get("decision") or {}).get(key, "default band")
+def _rule(model: Model, key: str, threshold: str) -> str:
+    """How the card says a threshold was chosen; a card threshold without that text is not the default band."""
+    if getattr(model, threshold) is None:
+        return "default band"
+    return (model.card.get("decision") or {}).get(key, "the model card's threshold")
+
+
+def _is_probability(p: float) -> bool:
+    try:
+        p = float(p)  # a NumPy float32 from an adapter is a number too
+    except (TypeError, ValueError):
+        return False
+    return math.isfinite(p) and 0.0 <= p <= 1.0
+
+
+def _decimals(p: float, *bounds: float) -> tuple[str, tuple[str, ...]]:
+    """``p`` and the thresholds with enough decimals (3 or more) that they read as they compare.
+
+    p_ai 0.35530 against a human threshold of 0.35537 is below it, but at three decimals reads as
+    "0.355 below the human threshold 0.355"; a p_ai just under the AI threshold reads as equal to it.
+    """
+    for digits in range(3, 13):
+        shown, marks = f"{p:.{digits}f}", tuple(f"{b:.{digits}f}" for b in bounds)
+        if all((float(shown) < float(mark)) == (p < b) for mark, b in zip(marks, bounds)):
+            break
+    return shown, marks

@@ -197,6 +197,8 @@ def _read_bytes(source: ImageSource, label: str, limits: LoadLimits) -> bytes:
             raise ImageLoadError(label, "not_an_image", str(exc)) from None
         except OSError as exc:
             raise ImageLoadError(label, "unreadable", f"cannot read stream ({exc.strerror or exc})") from exc
+        except ValueError as exc:  # a closed file: "I/O operation on closed file"
+            raise ImageLoadError(label, "unreadable", f"cannot read stream ({exc})") from None
         if read is None:
             raise _too_large(label, size, limits)
         raw = read
@@ -341,6 +343,8 @@ def _from_pil(
     fmt: str | None = None,
 ) -> LoadedImage:
     width, height = im.size
+    if width * height == 0:  # Image.new("RGB", (0, 5)) is a valid PIL image with nothing to judge
+        raise ImageLoadError(label, "empty", f"empty image ({width}x{height} px): no pixels to judge")
     if width * height > limits.max_pixels:
         raise ImageLoadError(
             label,

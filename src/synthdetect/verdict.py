@@ -8,6 +8,7 @@ format verdicts their own way.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -43,8 +44,24 @@ class Evidence:
     def to_dict(self) -> dict[str, Any]:
         out = {"kind": self.kind, "signal": self.signal, "strength": self.strength, "detail": self.detail}
         if self.data:
-            out["data"] = self.data
+            out["data"] = json_safe(self.data)
         return out
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` as plain JSON: NaN and infinities become null (``json.dumps`` would write the invalid ``NaN``),
+    NumPy scalars and arrays plain numbers and lists (``json.dumps`` refuses them), tuples lists."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, (str, int, bool)) or value is None:
+        return value
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "tolist") and hasattr(value, "dtype"):  # a NumPy scalar or array, without importing NumPy
+        return json_safe(value.tolist())
+    return value
 
 
 @dataclass
@@ -68,7 +85,7 @@ class Verdict:
     @property
     def scores(self) -> list[dict[str, Any]]:
         """Pipeline-style ``[{"label", "score"}]``, highest first; empty for an error."""
-        if self.p_ai is None:
+        if self.p_ai is None or not math.isfinite(self.p_ai):
             return []
         pairs = [{"label": "ai", "score": round(self.p_ai, 6)}, {"label": "human", "score": round(1 - self.p_ai, 6)}]
         return sorted(pairs, key=lambda d: -d["score"])
@@ -77,7 +94,8 @@ class Verdict:
         return self.scores
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """The schema's JSON object: strict JSON (no NaN or Infinity, no NumPy types) whatever a model or probe gave."""
+        return json_safe({
             "schema": SCHEMA,
             "file": self.file,
             "sha256": self.sha256,
@@ -91,10 +109,10 @@ class Verdict:
             "timing_ms": {k: round(v, 2) for k, v in self.timing_ms.items()},
             "error": self.error,
             "error_kind": self.error_kind,
-        }
+        })
 
     def to_json(self, **kwargs: Any) -> str:
-        return json.dumps(self.to_dict(), **kwargs)
+        return json.dumps(self.to_dict(), **{"allow_nan": False, **kwargs})
 
     def __repr__(self) -> str:
         if self.error:
