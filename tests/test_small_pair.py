@@ -132,3 +132,21 @@ def test_small_pair_refuses_unknown_settings_before_decoding(tmp_path: Path):
     assert result.exit_code == 2 and "input size must be even, not 15x15" in result.output
     _, _, result = _train_pair(tmp_path, "--option", "layout=resnet")
     assert result.exit_code == 2 and "unknown small-cnn layout 'resnet'" in result.output
+
+
+def test_an_epoch_never_ends_in_a_batch_of_one_image():
+    """Lite's last blocks run at 1x1 px on 32 px images, where batch norm cannot train on one image."""
+    from synthdetect.train.trainer import batch_slices
+
+    sizes = lambda n, bs: [s.stop - s.start for s in batch_slices(n, bs)]  # noqa: E731
+    assert sizes(49, 16) == [16, 16, 17] and sizes(50, 16) == [16, 16, 16, 2]  # only a lone image joins
+    assert sizes(50, 49) == [50]
+    assert sizes(64, 16) == [16] * 4 and sizes(1, 16) == [1] and sizes(17, 16) == [17]
+    assert sizes(31, 10) == [10, 10, 11] and sizes(30, 10) == [10, 10, 10]
+
+
+@needs_lite0
+def test_small_pair_trains_when_its_batch_size_would_leave_one_image_over(tmp_path: Path):
+    """It used to train the small CNN in full, then stop at the Lite member's last batch with a torch error."""
+    _, _, result = _train_pair(tmp_path, "--batch-size", "49")
+    assert result.exit_code == 0, result.output

@@ -477,3 +477,12 @@ def test_a_diverging_run_stops_at_once_with_a_clear_error(tmp_path: Path):
                                       "--epochs", "2", "--lr", "1e30", "--optimizer", "sgd", "--threads", "1"])
     assert result.exit_code == 2 and "error: training diverged" in result.output, result.output
     assert not (tmp_path / "pkg" / "model.json").exists()
+
+
+def test_augmented_pixels_are_rounded_not_truncated_on_their_way_to_the_model():
+    """A custom augmentation returning floats was cast to uint8, which truncates: half a level darker on average."""
+    from synthdetect.train.trainer import _as_pixels
+
+    assert _as_pixels(torch.tensor([0.6, 254.7, 300.0, -2.0, 7.0])).tolist() == [1, 255, 255, 0, 7]
+    assert _as_pixels(torch.tensor([3, 250], dtype=torch.uint8)).tolist() == [3, 250]
+

@@ -154,13 +154,14 @@ def _input_spec(options: dict[str, Any], size: int) -> dict[str, Any]:
 def train_efficientnet_lite(request: TrainRequest, variant: str) -> ModelPackage:
     """Fine-tune from ImageNet weights: all layers, or only the new head with ``freeze_backbone=true``."""
     from synthdetect.train.augment import PixelAugmenter, mix_batch
-    from synthdetect.train.small_image import finish_torch_package
+    from synthdetect.train.small_image import check_augment_fits, finish_torch_package
     from synthdetect.train.trainer import decode_records, fit_classifier, predict_logits
 
     options = request.options
     spec = VARIANTS[variant]
     size = int(options.get("input_size") or spec.image_size)
     freeze = option_flag(options.get("freeze_backbone", False))
+    check_augment_fits(request.augment, (size, size))
     weights_path = locate_imagenet_weights(variant)  # fail before decoding anything
     torch.manual_seed(request.config.seed)
     module = EfficientNetLiteDetector(variant, size, freeze_backbone=freeze)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import math
+import numbers
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -41,6 +42,26 @@ class AugmentConfig:
     cutmix: float = 0.0
     mix_prob: float = 1.0  # share of batches mixed when mixup/cutmix are on
 
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Refuse a setting that would crash mid-training (after decoding) or quietly do other than asked.
+
+        A quality range given high-low, a negative shift or a shift as wide as the image stopped the first
+        training step with a torch RuntimeError; a negative or NaN Mixup alpha, a probability above 1 or a
+        crop share above 1 were taken without a word.
+        """
+        problem = _config_problem(self)
+        if problem:
+            raise ValueError(problem)
+
+    def check_input_size(self, size: tuple[int, int]) -> None:
+        """The reflect-padded shift needs fewer pixels than the image has; said before decoding, not at step 1."""
+        if self.shift >= min(size):
+            raise ValueError(f"--augment shift:{self.shift} needs an input of more than {self.shift} px a side, "
+                             f"not {size[0]}x{size[1]}")
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -51,6 +72,34 @@ class AugmentConfig:
     @property
     def mixes(self) -> bool:
         return (self.mixup > 0 or self.cutmix > 0) and self.mix_prob > 0
+
+
+def _config_problem(c: AugmentConfig) -> str | None:
+    if c.flip_mode not in ("random", "alternate"):
+        return f"flip mode {c.flip_mode!r} is not 'random' or 'alternate'"
+    if isinstance(c.shift, bool) or not isinstance(c.shift, numbers.Integral) or c.shift < 0:
+        return f"shift {c.shift!r}: expected a whole number of pixels, 0 or more"
+    if not 0 <= c.crop_scale <= 1:
+        return f"crop {c.crop_scale:g}: the smallest share of the area kept is above 0 and at most 1 (0 = off)"
+    if not 0 <= c.rotation <= 180:
+        return f"rot {c.rotation:g}: expected 0 to 180 degrees"
+    for name, prob in (("jpeg probability", c.jpeg_prob), ("blur probability", c.blur_prob),
+                       ("resize probability", c.resize_prob), ("mixprob", c.mix_prob)):
+        if not 0 <= prob <= 1:
+            return f"{name} {prob:g}: expected 0 to 1"
+    lo, hi = c.jpeg_quality
+    if not (float(lo).is_integer() and float(hi).is_integer() and 0 <= lo <= hi <= 100):
+        return f"jpeg quality {lo}-{hi}: expected whole numbers LO-HI with 0 <= LO <= HI <= 100"
+    lo, hi = c.blur_sigma
+    if not 0 <= lo <= hi < math.inf:
+        return f"blur sigma {lo:g}-{hi:g}: expected LO-HI with 0 <= LO <= HI (pixels)"
+    lo, hi = c.resize_scale
+    if not 0 < lo <= hi <= 1:
+        return f"resize scale {lo:g}-{hi:g}: expected LO-HI with 0 < LO <= HI <= 1 (the share of the side kept)"
+    for name, alpha in (("mixup", c.mixup), ("cutmix", c.cutmix)):
+        if not 0 <= alpha < math.inf:
+            return f"{name} alpha {alpha:g}: Beta(alpha, alpha) needs alpha above 0 (0 = off)"
+    return None
 
 
 def _uniform(generator: torch.Generator, lo: float, hi: float) -> float:
@@ -78,11 +127,16 @@ def random_resized_crop(x: torch.Tensor, generator: torch.Generator, min_scale: 
 
 
 def random_rotation(x: torch.Tensor, generator: torch.Generator, degrees: float) -> torch.Tensor:
-    """Rotate each image by up to ``degrees`` either way, reflecting at the borders."""
-    n = x.shape[0]
+    """Rotate each image by up to ``degrees`` either way, reflecting at the borders.
+
+    ``affine_grid`` works in coordinates normalised to -1..1 on each axis, so the rotation is scaled by the
+    aspect ratio to stay a rotation in pixels (unscaled, a wide image was sheared and squashed instead).
+    """
+    n, h, w, _ = x.shape
     angles = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(degrees)
     cos, sin = torch.cos(angles), torch.sin(angles)
-    theta = torch.stack([torch.stack([cos, -sin, torch.zeros(n)], 1), torch.stack([sin, cos, torch.zeros(n)], 1)], 1)
+    theta = torch.stack([torch.stack([cos, -sin * h / w, torch.zeros(n)], 1),
+                         torch.stack([sin * w / h, cos, torch.zeros(n)], 1)], 1)
     nchw = x.permute(0, 3, 1, 2).float()
     grid = F.affine_grid(theta, list(nchw.shape), align_corners=False)
     return F.grid_sample(nchw, grid, mode="bilinear", padding_mode="reflection", align_corners=False).permute(0, 2, 3, 1)
@@ -117,6 +171,8 @@ def _pil_ops(x: torch.Tensor, generator: torch.Generator, config: AugmentConfig)
 def random_shift(x: torch.Tensor, generator: torch.Generator, max_shift: int) -> torch.Tensor:
     """Translate the batch by up to ``max_shift`` px, reflect-padded (the same draw as the CIFAKE recipe)."""
     _, h, w, _ = x.shape
+    if max_shift >= min(h, w):
+        raise ValueError(f"--augment shift:{max_shift} needs an input of more than {max_shift} px a side, not {w}x{h}")
     padded = F.pad(x.permute(0, 3, 1, 2).float(), (max_shift,) * 4, mode="reflect")
     dx, dy = (int(v) for v in torch.randint(0, 2 * max_shift + 1, (2,), generator=generator))
     return padded[:, :, dy : dy + h, dx : dx + w].permute(0, 2, 3, 1)
@@ -169,10 +225,11 @@ class PixelAugmenter:
 
 def augment_pixels(x: torch.Tensor, generator: torch.Generator, config: AugmentConfig,
                    flip: torch.Tensor | None = None) -> torch.Tensor:
-    """Apply the switched-on pixel augmentations to a uint8 NHWC batch (returns float NHWC in 0..255).
+    """Apply the switched-on pixel augmentations to a uint8 NHWC batch (returns NHWC of whole numbers in 0..255).
 
     ``flip`` (one bool per image) is the training loop's mirror schedule for ``flip_mode="alternate"``;
-    without it a switched-on flip is a coin toss per image.
+    without it a switched-on flip is a coin toss per image.  Crop and rotation interpolate, and the loop
+    casts the result to uint8, which truncates: unrounded, every pixel they touched lost half a level on average.
     """
     if config.crop_scale > 0:
         x = random_resized_crop(x, generator, config.crop_scale)
@@ -186,7 +243,7 @@ def augment_pixels(x: torch.Tensor, generator: torch.Generator, config: AugmentC
         x = torch.where(flip.view(-1, 1, 1, 1), x.flip(2), x)
     if config.shift:
         x = random_shift(x, generator, config.shift)
-    return x
+    return x.round() if x.is_floating_point() else x
 
 
 @dataclass
@@ -232,18 +289,55 @@ def mix_batch(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator, conf
     return mixup(x, y, config.mixup, generator)
 
 
+_EXAMPLE = ("e.g. flip,crop:0.6,rot:10,jpeg:0.5@60-95,blur:0.3,resize:0.3,mixup:0.2,cutmix:1.0,mixprob:0.5,"
+            "flip:alt,noflip,shift:0,none")
+
+#: names that set the same thing: giving two of them is a contradiction or a typo, never a choice
+_SETTING = {"flip": "flip", "noflip": "flip", "rot": "rot", "rotation": "rot"}
+
+
+def _number(text: str, what: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{what} {text!r} is not a number") from None
+
+
+def _whole(text: str, what: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{what} {text!r} is not a whole number") from None
+
+
+def _span(text: str, what: str, convert) -> tuple:
+    lo, sep, hi = text.partition("-")
+    if not (lo and sep and hi):
+        raise ValueError(f"{what} {text!r}: expected LO-HI")
+    return convert(lo, what), convert(hi, what)
+
+
 def parse_augment(spec: str | None, base: AugmentConfig | None = None) -> AugmentConfig:
     """``"flip,crop:0.6,rot:10,jpeg:0.5@60-95,blur:0.3,resize:0.3,mixup:0.2,cutmix:1.0,noflip,shift:0"``.
 
+    Items change ``base`` (default: flip and a 2 px shift); ``none`` first starts from nothing instead.
     ``flip:alt`` mirrors each image every other time it is drawn instead of at random (see ``AlternatingFlip``).
+    Each setting may be given once, and every value is checked here, so a bad one fails in one line before
+    any image is decoded rather than with a torch error at the first training step.
     """
     config = AugmentConfig(**(base or AugmentConfig()).to_dict())
     if not spec:
         return config
-    for item in (part.strip() for part in spec.split(",") if part.strip()):
-        name, _, value = item.partition(":")
-        name = name.lower()
+    seen: set[str] = set()
+    for position, item in enumerate(part.strip().lower() for part in spec.split(",") if part.strip()):
+        name, colon, value = item.partition(":")
         try:
+            setting = _SETTING.get(name, name)
+            if setting in seen:
+                raise ValueError(f"{name} sets what an earlier item set; give each setting once")
+            seen.add(setting)
+            if colon and name in ("noflip", "none"):
+                raise ValueError(f"{name} takes no value")
             if name == "flip":
                 if value not in ("", "random", "alt", "alternate"):
                     raise ValueError(f"flip mode {value!r} is not 'random' or 'alt'")
@@ -252,29 +346,31 @@ def parse_augment(spec: str | None, base: AugmentConfig | None = None) -> Augmen
             elif name == "noflip":
                 config.hflip = False
             elif name == "shift":
-                config.shift = int(value)
+                config.shift = _whole(value, "shift")
             elif name == "crop":
-                config.crop_scale = float(value or 0.6)
+                config.crop_scale = _number(value or "0.6", "crop")
             elif name in ("rot", "rotation"):
-                config.rotation = float(value or 10)
+                config.rotation = _number(value or "10", "rot")
             elif name in ("jpeg", "blur", "resize"):
-                prob, _, rng = (value or "0.5").partition("@")
-                setattr(config, f"{name}_prob", float(prob))
-                if rng:
-                    lo, hi = rng.split("-")
+                prob, _, span = (value or "0.5").partition("@")
+                setattr(config, f"{name}_prob", _number(prob, f"{name} probability"))
+                if span:
                     if name == "jpeg":
-                        config.jpeg_quality = (int(lo), int(hi))
+                        config.jpeg_quality = _span(span, "jpeg quality", _whole)
                     else:
-                        setattr(config, "blur_sigma" if name == "blur" else "resize_scale", (float(lo), float(hi)))
+                        setattr(config, "blur_sigma" if name == "blur" else "resize_scale",
+                                _span(span, f"{name} {'sigma' if name == 'blur' else 'scale'}", _number))
             elif name in ("mixup", "cutmix"):
-                setattr(config, name, float(value or (0.2 if name == "mixup" else 1.0)))
+                setattr(config, name, _number(value or ("0.2" if name == "mixup" else "1.0"), f"{name} alpha"))
             elif name == "mixprob":
-                config.mix_prob = float(value)
+                config.mix_prob = _number(value, "mixprob")
             elif name == "none":
+                if position:
+                    raise ValueError("none turns off everything given before it; put it first")
                 config = AugmentConfig(hflip=False, shift=0)
             else:
                 raise ValueError(f"unknown augmentation '{name}'")
+            config.check()
         except ValueError as exc:
-            raise ValueError(f"--augment {item!r}: {exc} (e.g. flip,crop:0.6,rot:10,jpeg:0.5@60-95,blur:0.3,"
-                             f"resize:0.3,mixup:0.2,cutmix:1.0,flip:alt,noflip,shift:0,none)") from exc
+            raise ValueError(f"--augment {item!r}: {exc} ({_EXAMPLE})") from None
     return config

@@ -49,6 +49,7 @@ def _train_torch_cnn(
     torch.manual_seed(config.seed)
     tta = option_flag(request.options.get("tta_hflip"))
     module = small_cnn_from_options(request.options, size, tta_hflip=tta)
+    check_augment_fits(request.augment, size)
     x_train, y_train, e_train = decode_records(request.train, size, description="decode train", transform=transform)
     x_val, y_val, e_val = decode_records(request.val, size, description="decode val", transform=transform)
     x_test, y_test, e_test = decode_records(request.test, size, description="decode test", transform=transform)
@@ -91,6 +92,14 @@ def small_cnn_from_options(options: dict[str, Any], size: tuple[int, ...], *, tt
     try:
         return SmallCNN(width=int(options.get("width", 32)), depth=int(options.get("depth", depth)), in_channels=3,
                         tta_hflip=tta_hflip, layout=layout)
+    except ValueError as exc:
+        raise TrainerError(str(exc)) from exc
+
+
+def check_augment_fits(augment: AugmentConfig, size: tuple[int, ...]) -> None:
+    """Refuse, before decoding, a shift the input size cannot take (torch raised it at the first training step)."""
+    try:
+        augment.check_input_size((size[0], size[1]))
     except ValueError as exc:
         raise TrainerError(str(exc)) from exc
 

@@ -32,8 +32,12 @@ from synthdetect.models.torch_kinds import images_to_tensor
 from synthdetect.models.weight_codec import pack_int8, round_trip
 from synthdetect.train.augment import PixelAugmenter, mix_batch
 from synthdetect.train.registry import TrainerError, TrainRequest, option_flag, register_trainer
-from synthdetect.train.small_image import _input_spec, finish_torch_package, small_cnn_from_options
-from synthdetect.train.trainer import TrainResult, decode_records, fit_classifier, predict_logits, write_epoch_log
+from synthdetect.train.small_image import (
+    _input_spec, check_augment_fits, finish_torch_package, small_cnn_from_options,
+)
+from synthdetect.train.trainer import (
+    TrainConfig, TrainResult, decode_records, fit_classifier, predict_logits, write_epoch_log,
+)
 
 WEIGHT_STORAGE = ("int8", "float32")
 
@@ -59,6 +63,14 @@ def fit_combiner(val_logits: np.ndarray, val_labels: np.ndarray, seed: int) -> d
             "validation_accuracy_cv": cv_accuracy, "cv_folds": folds if folds >= 2 else None}
 
 
+def _lite_config(config: TrainConfig, options: dict[str, Any]) -> TrainConfig:
+    """The EfficientNet-Lite member's own recipe (``lite_epochs``, ``lite_lr``, ``lite_optimizer``)."""
+    lite_epochs = int(options.get("lite_epochs", 2))
+    return dataclasses.replace(
+        config, epochs=lite_epochs, lr=float(options.get("lite_lr", 1e-3)),
+        optimizer=str(options.get("lite_optimizer", "adamw")), patience=max(config.patience, lite_epochs))
+
+
 def _member_history(member: str, result: TrainResult) -> list[dict[str, Any]]:
     return [{"member": member, **row} for row in result.history]
 
@@ -76,6 +88,7 @@ def train_small_pair(request: TrainRequest) -> ModelPackage:
     weights_path = locate_imagenet_weights(variant)  # fail before decoding anything
     spec = _input_spec(options, 32)
     size = tuple(spec["size"])
+    check_augment_fits(request.augment, size)
     cnn_config = dataclasses.replace(request.config, epochs=int(options.get("cnn_epochs", request.config.epochs)))
     torch.manual_seed(cnn_config.seed)
     cnn = small_cnn_from_options(options, size, tta_hflip=option_flag(options.get("tta_hflip", True)), depth=4,
@@ -88,14 +101,11 @@ def train_small_pair(request: TrainRequest) -> ModelPackage:
     augment = request.augment
     augment_fn = PixelAugmenter(augment)
     mix_fn = (lambda x, y, g: mix_batch(x, y, g, augment)) if augment.mixes else None
+    lite_config = _lite_config(request.config, options)
 
     cnn_result = fit_classifier(cnn, (x_train, y_train), (x_val, y_val), cnn_config, mean=PAIR_MEAN, std=PAIR_STD,
                                 workdir=workdir / "cnn", augment=augment_fn, mix=mix_fn)
 
-    lite_epochs = int(options.get("lite_epochs", 2))
-    lite_config = dataclasses.replace(
-        request.config, epochs=lite_epochs, lr=float(options.get("lite_lr", 1e-3)),
-        optimizer=str(options.get("lite_optimizer", "adamw")), patience=max(request.config.patience, lite_epochs))
     torch.manual_seed(lite_config.seed)
     lite = EfficientNetLiteDetector(variant, size[0])
     lite.load_imagenet(load_imagenet_state(variant, weights_path))

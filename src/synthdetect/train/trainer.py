@@ -165,6 +165,25 @@ def make_optimizer(module: torch.nn.Module, config: TrainConfig) -> torch.optim.
     raise ValueError(f"unknown optimizer {config.optimizer!r}: expected adamw or sgd")
 
 
+def batch_slices(n_images: int, batch_size: int) -> list[slice]:
+    """An epoch's batches; a last batch of one image joins the one before it.
+
+    Batch norm cannot train on a single image where a network's last blocks are 1x1 px (EfficientNet-Lite
+    on 32 px inputs): torch stopped the run with "Expected more than 1 value per channel when training".
+    """
+    starts = list(range(0, n_images, batch_size))
+    if len(starts) > 1 and n_images - starts[-1] == 1:
+        starts.pop()
+    return [slice(start, end) for start, end in zip(starts, [*starts[1:], n_images])]
+
+
+def _as_pixels(batch: torch.Tensor) -> torch.Tensor:
+    """Augmented pixels as uint8, rounded: a cast alone truncates, darkening interpolated pixels by half a level."""
+    if batch.is_floating_point():
+        batch = batch.round().clamp_(0, 255)
+    return batch.to(torch.uint8)
+
+
 def one_cycle(optimizer: torch.optim.Optimizer, lr: float, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
     """One-cycle LR, warming up over the first 20% of the steps.
 
@@ -293,7 +312,8 @@ def fit_classifier(
     x_train = torch.from_numpy(train[0])
     y_train = torch.from_numpy(train[1]).float()
     epoch_images = [config.images_per_epoch(e, len(x_train)) for e in range(config.epochs)]
-    epoch_steps = [math.ceil(n / config.batch_size) for n in epoch_images]
+    epoch_batches = [batch_slices(n, config.batch_size) for n in epoch_images]
+    epoch_steps = [len(batches) for batches in epoch_batches]
     image_losses = torch.full((len(x_train),), float("inf"))  # never trained on ranks as hardest
     augment = augment or PixelAugmenter(AugmentConfig(shift=config.max_shift))
     flips = AlternatingFlip(len(x_train), generator) if getattr(augment, "alternates_flip", False) else None
@@ -329,9 +349,9 @@ def fit_classifier(
             step_task = bar.add_task(f"epoch {epoch + 1}", total=steps_per_epoch, status="")
             running, seen, t0 = 0.0, 0, time.time()
             for step in range(steps_per_epoch):
-                idx = order[step * config.batch_size : (step + 1) * config.batch_size]
+                idx = order[epoch_batches[epoch][step]]
                 xb = augment(x_train[idx], generator, flip=flips(idx)) if flips is not None else augment(x_train[idx], generator)
-                xb = images_to_tensor(xb.to(torch.uint8).numpy(), mean, std).to(device, non_blocking=True)
+                xb = images_to_tensor(_as_pixels(xb).numpy(), mean, std).to(device, non_blocking=True)
                 yb = y_train[idx].to(device)
                 if mix is not None:
                     mixed = mix(xb, yb, generator)
