@@ -122,3 +122,35 @@ def test_both_encoder_paths_open_their_session_the_one_way_every_onnx_model_does
     monkeypatch.setenv("SYNTHDETECT_THREADS", "1")
     encoder = EXTRACTORS.get(name)()  # a fresh instance, not the process-wide one
     assert encoder.session.get_session_options().intra_op_num_threads == 1
+
+
+def test_threads_that_ask_for_an_extractor_at_once_share_one_instance(monkeypatch):
+    """A server's workers reach their first full-size images together; each built its own ~1 GB CLIP session."""
+    import threading
+    import time
+
+    from synthdetect.models import view_features
+
+    built = []
+
+    class Slow(view_features.FeatureExtractor):
+        def __init__(self):
+            time.sleep(0.2)  # as long as a session takes to build, so the threads overlap
+            built.append(self)
+
+    monkeypatch.setitem(view_features.EXTRACTORS.entries, "slow-test-extractor", Slow)
+    monkeypatch.setattr(view_features, "_INSTANCES", {})
+    start = threading.Barrier(4)
+    got = []
+
+    def ask():
+        start.wait()
+        got.append(view_features.get_extractor("slow-test-extractor"))
+
+    threads = [threading.Thread(target=ask) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(built) == 1
+    assert all(extractor is built[0] for extractor in got) and len(got) == 4

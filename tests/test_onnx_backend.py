@@ -245,3 +245,66 @@ def test_export_from_a_card_given_by_a_path_not_named_model_json(tiny, tmp_path)
     (root / "model.json").rename(root / "card.json")
     exported = export_package(str(root / "card.json"), tmp_path / "out")
     assert exported.card["name"] == "tiny-cnn" and (tmp_path / "out" / "model.onnx").is_file()
+
+
+def _onnx_classifier(root, module, *, batch_of_one: bool = False, quantise: bool = False):
+    """An onnx-classifier package of ``module`` on 16 px inputs: exported with a batch dimension of 1, or
+    dynamically quantised by ONNX Runtime's own ``quantize_dynamic``, as published models are."""
+    root.mkdir()
+    path = root / "model.onnx"
+    if batch_of_one:
+        torch.onnx.export(module.eval(), (torch.zeros(1, 3, 16, 16),), str(path), dynamo=False, opset_version=17,
+                          input_names=["pixels"], output_names=["logits"])
+    else:
+        export_module(module, path, (16, 16))
+    if quantise:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(str(path), str(root / "q.onnx"), weight_type=QuantType.QInt8)
+        (root / "q.onnx").replace(path)
+    card = {"name": root.name, "version": "0", "kind": "onnx-classifier",
+            "input": {"size": [16, 16], "mean": [0.5] * 3, "std": [0.5] * 3}, "runtime": {"batch_size": 32}}
+    write_package(root, card, {"onnx": path})
+    return root
+
+
+def _dense_net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 32), torch.nn.ReLU(),
+                               torch.nn.Linear(32, 1))
+
+
+def test_a_dynamically_quantised_onnx_classifier_scores_an_image_the_same_whatever_its_batch_mates(tmp_path):
+    """quantize_dynamic sets each activation's int8 scale from the whole batch: served 32 at a time (the
+    card's batch_size), an image's logit moved by up to 0.0018 with a white and a black image beside it."""
+    from PIL import Image
+
+    from synthdetect.images import load_image
+
+    model = load_model(str(_onnx_classifier(tmp_path / "int8", _dense_net(), quantise=True)))
+    assert model.batch_size == 1 and "dynamic INT8" in model.one_per_run
+    images = parity_images((16, 16), n=6)
+    loud = [load_image(Image.new("RGB", (16, 16), colour), name=str(colour)) for colour in ((255,) * 3, (0,) * 3)]
+    alone = np.array([model.logits([image])[0] for image in images])
+    np.testing.assert_array_equal([s.logit for s in model.score(images + loud)][:6], alone)
+    np.testing.assert_array_equal(model.logits(images + loud)[:6], alone)  # logits() too, not only score()
+    # what the graph itself does with such batch-mates
+    batch = preprocess_numpy(images + loud, model.input_spec)
+    together = model.session.run(None, {model.input_name: batch})[0].reshape(-1)[:6]
+    assert not np.allclose(together, alone, atol=1e-4)
+
+
+def test_an_onnx_classifier_exported_with_a_batch_of_one_scores_several_images(tmp_path):
+    """Its graph refuses a batch of two: scoring three images was an ONNX Runtime 'invalid dimensions' error."""
+    module = _dense_net()
+    model = load_model(str(_onnx_classifier(tmp_path / "batch-of-one", module, batch_of_one=True)))
+    assert model.batch_size == 1 and model.one_per_run == "the graph's batch dimension is 1"
+    images = parity_images((16, 16), n=3)
+    expected = module(torch.from_numpy(preprocess_numpy(images, model.input_spec))).detach().numpy().reshape(-1)
+    np.testing.assert_allclose([s.logit for s in model.score(images)], expected, atol=1e-5)
+    np.testing.assert_allclose(model.logits(images), expected, atol=1e-5)
+
+
+def test_a_float_onnx_classifier_keeps_the_batch_size_on_its_card(tmp_path):
+    model = load_model(str(_onnx_classifier(tmp_path / "float", _dense_net())))
+    assert model.one_per_run is None and model.batch_size == 32

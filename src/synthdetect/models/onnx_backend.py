@@ -19,6 +19,7 @@ Two ways in:
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -123,6 +124,40 @@ def logits_to_log_odds(raw: np.ndarray, output: dict[str, Any] | None) -> np.nda
     return raw[:, ai] - raw[:, human]
 
 
+_DYNAMIC_QUANT_OP = b"DynamicQuantizeLinear"
+
+
+def scan_model_file(path: Path) -> tuple[str, bool]:
+    """sha256 of the file and whether its graph quantises activations at run time, in one read.
+
+    Dynamic INT8 quantisation takes each activation's scale from the whole
+    batch, so an image's score would depend on its batch-mates: such models
+    must run one image per call.  Op types are plain strings in the protobuf,
+    so a byte search finds them without parsing the whole graph.
+    """
+    digest = hashlib.sha256()
+    found, tail = False, b""
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+            found = found or _DYNAMIC_QUANT_OP in tail + chunk
+            tail = chunk[-len(_DYNAMIC_QUANT_OP):]
+    return digest.hexdigest(), found
+
+
+def one_image_per_run(path: str | Path, session) -> str | None:
+    """Why the graph at ``path`` must be run on one image at a time, or None.
+
+    A graph exported with a batch dimension of 1 refuses a batch of two.  A dynamically quantised graph
+    (``DynamicQuantizeLinear``: ONNX Runtime's ``quantize_dynamic``) takes each activation's int8 scale from the
+    whole batch, so an image's score would change with its batch-mates."""
+    if session.get_inputs()[0].shape[:1] == [1]:
+        return "the graph's batch dimension is 1"
+    if scan_model_file(Path(path))[1]:
+        return "dynamic INT8 quantisation: activation scales are set per batch"
+    return None
+
+
 class OnnxModel(Model):
     """A package model served by ONNX Runtime from the ONNX file on its card."""
 
@@ -134,7 +169,10 @@ class OnnxModel(Model):
         self.input_size = tuple(self.input_spec["size"])
         self.output_spec = card.get("output")
         self.input_name = self.session.get_inputs()[0].name
-        self.batch_size = int((card.get("runtime") or {}).get("batch_size", Model.batch_size))
+        #: Why images go through one per run (whatever the card's runtime.batch_size says), or None.
+        self.one_per_run = one_image_per_run(self.onnx_path, self.session)
+        runtime = card.get("runtime") or {}
+        self.batch_size = 1 if self.one_per_run else int(runtime.get("batch_size", Model.batch_size))
 
     def prepare(self, image: LoadedImage) -> np.ndarray:
         return resized_input(image, self.input_spec)
@@ -147,6 +185,8 @@ class OnnxModel(Model):
         return logits_to_log_odds(out, self.output_spec)
 
     def logits_prepared(self, prepared: Sequence[np.ndarray]) -> np.ndarray:
+        if self.one_per_run and len(prepared) > 1:  # whoever calls, not only score(), which keeps to batch_size
+            return np.concatenate([self.forward(self.batch([one])) for one in prepared])
         return self.forward(self.batch(prepared))
 
 

@@ -14,7 +14,6 @@ int8 file's but not equal, so the card says which ran.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -86,28 +85,6 @@ def output_mapping(sidecar: dict[str, Any], options: dict[str, str], n_outputs: 
     return multi_class_mapping(kind, labels, overrides, where)
 
 
-_DYNAMIC_QUANT_OP = b"DynamicQuantizeLinear"
-
-
-def scan_model_file(path: Path) -> tuple[str, bool]:
-    """sha256 of the file and whether its graph quantises activations at run time, in one read.
-
-    Dynamic INT8 quantisation takes each activation's scale from the whole
-    batch, so an image's score would depend on its batch-mates: such models
-    must run one image per call.  Op types are plain strings in the protobuf,
-    so a byte search finds them without the ``onnx`` package (not a runtime
-    dependency).
-    """
-    digest = hashlib.sha256()
-    found, tail = False, b""
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-            found = found or _DYNAMIC_QUANT_OP in tail + chunk
-            tail = chunk[-len(_DYNAMIC_QUANT_OP):]
-    return digest.hexdigest(), found
-
-
 class OnnxModel(AdapterModel):
     def __init__(self, card: dict[str, Any], mapping: OutputMapping, session: Any, preprocess: ArrayPreprocess,
                  batch_size: int):
@@ -124,7 +101,7 @@ class OnnxModel(AdapterModel):
 
 
 def load_onnx(spec: str) -> OnnxModel:
-    from synthdetect.models.onnx_backend import make_session
+    from synthdetect.models.onnx_backend import make_session, scan_model_file
 
     target, options = split_options(spec, OPTIONS, PREFIX)
     path = require_file(local_path(target), PREFIX, [".onnx"])
