@@ -109,3 +109,28 @@ def test_a_member_on_crops_uses_the_global_view_when_the_policy_has_no_crops():
                           coef=np.array([1.0, 2.0, 3.0]), intercept=0.5, aggregate="mean")
     feats = {"global": np.array([1.0, 1.0, 1.0])}
     assert member.logit(feats) == 6.5
+
+
+def test_a_strip_is_resized_only_where_the_centre_crop_falls(monkeypatch):
+    """20000x1 was resized whole to 4,480,000x224 px on the way to its 224 px crop (24 s, 4.2 GB)."""
+    rng = np.random.default_rng(0)
+    strip = Image.fromarray(rng.integers(0, 255, (40, 2000, 3), dtype=np.uint8))  # aspect 50
+    whole = strip.resize((11200, 224), Image.Resampling.BICUBIC).crop((5488, 0, 5712, 224))
+    asked: list[tuple[int, int]] = []
+    resize = Image.Image.resize
+
+    def recording(self, size, *args, **kw):
+        asked.append(tuple(size))
+        return resize(self, size, *args, **kw)
+
+    monkeypatch.setattr(Image.Image, "resize", recording)
+    out = resize_short_center_crop(strip, 224)
+    assert asked == [(224, 224)]
+    difference = np.abs(np.asarray(out, dtype=int) - np.asarray(whole, dtype=int))
+    assert difference.mean() < 1.0 and difference.max() <= 12  # Pillow's box resize rounds a little differently
+
+    asked.clear()
+    photo = Image.fromarray(rng.integers(0, 255, (300, 1800, 3), dtype=np.uint8))  # aspect 6: as the heads saw
+    expected = resize(photo, (1344, 224), Image.Resampling.BICUBIC).crop((560, 0, 784, 224))
+    assert np.array_equal(np.asarray(resize_short_center_crop(photo, 224)), np.asarray(expected))
+    assert asked == [(1344, 224)]

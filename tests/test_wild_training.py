@@ -178,3 +178,32 @@ def test_train_wild_says_how_it_groups_images_without_a_source(tmp_path):
     assert "2 image(s) have an empty source cell" in " ".join(result.output.split())
     card = json.loads((tmp_path / "pkg" / "model.json").read_text())
     assert "unknown" in json.dumps(card["metrics"])
+
+
+def test_cached_features_are_read_back_only_for_the_same_extractor_identity(tmp_path, monkeypatch):
+    """The cache was keyed by the extractor's name alone: a new encoder pin or normalisation under the same name
+    read back the old features."""
+    from synthdetect.models.handcrafted import HandcraftedFeatures
+    from synthdetect.models.multicrop import CropPolicy
+    from synthdetect.train.datasets import open_dataset
+    from synthdetect.train.wild_features import extract_cached
+
+    manifest = write_manifest(tmp_path / "data", {"alpha": (1, 1)}, size=64)
+    records = list(open_dataset(manifest))
+    computed = []
+    features = HandcraftedFeatures.features
+
+    def counting(self, crops):
+        computed.append(len(crops))
+        return features(self, crops)
+
+    monkeypatch.setattr(HandcraftedFeatures, "features", counting)
+    policy = CropPolicy(size=64, native_crops=0)
+    first = extract_cached(records, policy, ["handcrafted-v1"], tmp_path / "cache")
+    assert len(computed) == 2
+    again = extract_cached(records, policy, ["handcrafted-v1"], tmp_path / "cache")
+    assert len(computed) == 2  # read back
+    assert np.array_equal(first.views["handcrafted-v1"][0]["global"], again.views["handcrafted-v1"][0]["global"])
+    monkeypatch.setattr(HandcraftedFeatures, "revision", 2)  # as after a change to what the features are
+    extract_cached(records, policy, ["handcrafted-v1"], tmp_path / "cache")
+    assert len(computed) == 4  # computed again, not the old ones read back

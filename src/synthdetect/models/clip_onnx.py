@@ -113,6 +113,11 @@ class ClipEncoder(FeatureExtractor):
     def features(self, crops: Sequence[Image.Image]) -> np.ndarray:
         return np.stack([self.embed(c) for c in crops]).astype(np.float32)
 
+    @classmethod
+    def identity(cls) -> dict[str, Any]:
+        return {**super().identity(), "encoder_sha256": ENCODER_SHA256, "mean": CLIP_MEAN.tolist(),
+                "std": CLIP_STD.tolist()}
+
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "dim": self.dim, "package": f"{ENCODER_PACKAGE}=={ENCODER_VERSION}",
                 "file": ENCODER_FILE, "sha256": ENCODER_SHA256, "normalise": "CLIP mean/std, bicubic",

@@ -67,8 +67,9 @@ class CropPolicy:
         return cls(**{k: v for k, v in (data or {}).items() if k in known})
 
     def key(self) -> str:
-        """Short, stable id of the policy (names feature caches)."""
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+        """Short, stable id of the policy and of how its views are cut (names feature caches)."""
+        blob = json.dumps({**self.to_dict(), "views_revision": VIEWS_REVISION}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     def global_crop(self, rgb: Image.Image) -> Image.Image:
         """CLIP-style view: short side to ``size`` (bicubic), centre crop; through a thumbnail if the policy says so."""
@@ -107,13 +108,31 @@ class CropPolicy:
         return [image.crop(box) for box in boxes]
 
 
+#: Raise when a policy's views of the same image change (cached features are then computed again). 2: strips
+#: longer than BOXED_RESIZE_ASPECT are resized box-wise.
+VIEWS_REVISION = 2
+#: Longer than this (long side over short side), only the centre that survives the crop is resized.
+BOXED_RESIZE_ASPECT = 8
+
+
 def resize_short_center_crop(rgb: Image.Image, size: int) -> Image.Image:
+    """The short side resized to ``size``, then the centre ``size`` x ``size`` square.
+
+    A strip is resized only where the crop falls: resized whole, a 20000x1 image became 4,480,000x224 px on the
+    way (24 s and 4.2 GB; 70000x1 would need 10 GB).  Pillow's box resize rounds differently (up to 10 levels
+    on wild-dev images), so images the Detector accepts (aspect 6 at most) keep the whole-image resize that the
+    shipped heads were trained on."""
     w, h = rgb.size
     scale = size / min(w, h)
     new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
-    resized = rgb.resize((new_w, new_h), Image.Resampling.BICUBIC) if (new_w, new_h) != (w, h) else rgb
     left, top = (new_w - size) // 2, (new_h - size) // 2
-    return resized.crop((left, top, left + size, top + size))
+    if (new_w, new_h) == (w, h):
+        return rgb.crop((left, top, left + size, top + size))
+    if max(w, h) > BOXED_RESIZE_ASPECT * min(w, h):
+        sx, sy = new_w / w, new_h / h
+        box = (left / sx, top / sy, (left + size) / sx, (top + size) / sy)
+        return rgb.resize((size, size), Image.Resampling.BICUBIC, box=box)
+    return rgb.resize((new_w, new_h), Image.Resampling.BICUBIC).crop((left, top, left + size, top + size))
 
 
 def aggregate(values: Sequence[float] | np.ndarray, how: str, *, trim: float = 0.25) -> float:

@@ -29,6 +29,14 @@ class FeatureExtractor:
 
     name: str = "?"
     dim: int = 0
+    #: Raise when the same crop would give other features (new weights, another normalisation): cached
+    #: features are keyed by :meth:`identity`, so stale ones are then computed again instead of being read back.
+    revision: int = 1
+
+    @classmethod
+    def identity(cls) -> dict[str, Any]:
+        """What the features of a crop depend on, known without building the extractor (no session is loaded)."""
+        return {"name": cls.name, "dim": cls.dim, "revision": cls.revision}
 
     def features(self, crops: Sequence[Image.Image]) -> np.ndarray:
         raise NotImplementedError
@@ -70,6 +78,13 @@ def get_extractor(name: str) -> FeatureExtractor:
                         f"unknown feature extractor '{name}' (known: {', '.join(sorted(EXTRACTORS.entries))})")
                 extractor = _INSTANCES[name] = factory()
     return extractor
+
+
+def extractor_identity(name: str) -> dict[str, Any]:
+    """:meth:`FeatureExtractor.identity` of a registered extractor (its module is imported, nothing is built)."""
+    factory = EXTRACTORS.get(name)
+    identity = getattr(factory, "identity", None)
+    return identity() if callable(identity) else {"name": name}
 
 
 def policy_views(rgb: Image.Image, policy: CropPolicy) -> tuple[list[Image.Image], bool]:

@@ -3,12 +3,13 @@
 Model selection on wild-dev fits dozens of heads (every leave-one-source-out
 fold, nested); the CLIP forward passes dominate the cost (~0.3 s per crop on
 one core), so they run once per image and policy and are read back from
-``<cache>/<policy key>/<extractor>/<sha256 of the file>.npz``.
+``<cache>/<policy key>/<extractor>@<identity>/<sha256 of the file>.npz``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ import numpy as np
 
 from synthdetect.images import ImageLoadError
 from synthdetect.models.multicrop import CropPolicy
-from synthdetect.models.view_features import get_extractor, view_features
+from synthdetect.models.view_features import extractor_identity, get_extractor, view_features
 from synthdetect.train.datasets import Record, load_record, read_record_bytes
 from synthdetect.train.trainer import progress_bar
 
@@ -54,7 +55,14 @@ CACHE_REVISIONS = {"clip-vit-b16-int8": "clip-vit-b16-int8@exact-int"}
 
 
 def _cache_file(cache_dir: Path, policy: CropPolicy, extractor: str, digest: str) -> Path:
-    return cache_dir / policy.key() / CACHE_REVISIONS.get(extractor, extractor) / f"{digest}.npz"
+    """``<policy key>/<extractor>@<identity hash>/<sha256 of the file>.npz``.
+
+    Keyed by the extractor's identity (its encoder's sha256 and normalisation for CLIP) as well as its name: a
+    new encoder pin or normalisation under the same name read back the old features (cosine 0.949 to fresh ones
+    after a mean/std change)."""
+    identity = json.dumps(extractor_identity(extractor), sort_keys=True)
+    folder = f"{CACHE_REVISIONS.get(extractor, extractor)}@{hashlib.sha256(identity.encode()).hexdigest()[:8]}"
+    return cache_dir / policy.key() / folder / f"{digest}.npz"
 
 
 def extract_cached(
