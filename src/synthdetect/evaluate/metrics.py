@@ -160,10 +160,15 @@ def resample_stats(p: np.ndarray, y: np.ndarray, w: np.ndarray, *, threshold: fl
 def bootstrap_ci(p_ai: np.ndarray, labels: np.ndarray, *, threshold: float = 0.5,
                  fpr_thresholds: dict[str, float] | None = None, n_boot: int = 1000, seed: int = 0,
                  n_bins: int = ECE_BINS, level: float = 0.95) -> dict[str, Any]:
-    """Percentile bootstrap intervals, resampling within each class (so every resample has both).
+    """Bootstrap intervals, resampling within each class (so every resample has both).
 
     ROC-AUC, accuracy at ``threshold``, ECE, and the TPR at each of ``fpr_thresholds`` (name -> threshold, held
     fixed as chosen on the full data).  Vectorised: each resample is a row of draw counts, no Python loop.
+
+    ECE gets the basic (reverse-percentile) interval, clipped at 0: resampling duplicates images, which adds noise
+    that ECE only ever counts upward, so its percentile interval sat above the truth.  Simulated (150 samples,
+    15 bins, true ECE 0.075), the percentile interval covered the true ECE 13-15% of the time on 300 images and
+    71-77% on 2000; the basic one 86-89% and 85-94% (a smaller run of that simulation is a test).
     """
     p = np.asarray(p_ai, dtype=np.float64)
     y = np.asarray(labels).astype(int)
@@ -175,8 +180,12 @@ def bootstrap_ci(p_ai: np.ndarray, labels: np.ndarray, *, threshold: float = 0.5
     stats = resample_stats(p, y, w, threshold=threshold, fpr_thresholds=fpr_thresholds, n_bins=n_bins)
     tail = (1.0 - level) / 2 * 100
     out: dict[str, Any] = {k: [float(v) for v in np.percentile(s, [tail, 100 - tail])] for k, s in stats.items()}
+    point = expected_calibration_error(p, y, n_bins)
+    low, high = out["ece"]
+    out["ece"] = [max(0.0, 2 * point - high), max(0.0, 2 * point - low)]
     out["method"] = (f"{level:.0%} percentile bootstrap, {n_boot} resamples stratified by class, seed {seed}; "
-                     "TPR thresholds held fixed")
+                     "TPR thresholds held fixed; ECE: basic (reverse-percentile) interval, clipped at 0, because "
+                     "resampling biases ECE upward")
     return out
 
 
