@@ -102,6 +102,32 @@ def test_leaderboard_ordering_by_metric_then_ties_then_unfinished():
         rank_rows(rows, "vibes")
 
 
+def test_candidates_that_scored_different_images_are_ranked_on_the_images_all_of_them_scored(tmp_path):
+    """A candidate abstaining on the hard images scored higher on the easy rest and won against one that judged all."""
+    from synthdetect.train.autopilot import rank_on_common_images
+
+    labels = [1, 1, 1, 1, 0, 0, 0, 0]
+    p_ai = {"judges-all": [0.9, 0.8, 0.7, 0.3, 0.1, 0.2, 0.6, 0.4],  # ROC-AUC 0.875 on all 8
+            "abstains": [0.9, 0.45, 0.7, None, 0.1, 0.5, None, 0.4]}  # 0.889 on its own 6, the hard two left out
+    for name, p in p_ai.items():
+        (tmp_path / "candidates" / name).mkdir(parents=True)
+        (tmp_path / "candidates" / name / "predictions.json").write_text(json.dumps({"p_ai": p}))
+    rows = [{"candidate": "judges-all", "status": FINISHED, "roc_auc": 0.875, "n_scored": 8},
+            {"candidate": "abstains", "status": FINISHED, "roc_auc": 8 / 9, "n_scored": 6}]
+    assert rank_rows([dict(r) for r in rows], "roc_auc")[0]["candidate"] == "abstains"  # what the ranking was
+    note = rank_on_common_images(rows, tmp_path, labels, "roc_auc")
+    assert note == ("finished candidates scored 6-8 of 8 held-out images; roc_auc in the 'metric' column (and the "
+                    "ranking) is on the 6 images every one of them scored")
+    ranked = rank_rows(rows, "roc_auc")
+    assert [(r["candidate"], r["metric"]) for r in ranked] == [("judges-all", 1.0), ("abstains", pytest.approx(8 / 9))]
+    assert ranked[0]["roc_auc"] == 0.875  # each candidate's own held-out numbers stay as they were
+
+    same = [{"candidate": n, "status": FINISHED, "roc_auc": 0.5} for n in ("judges-all", "judges-all-too")]
+    (tmp_path / "candidates" / "judges-all-too").mkdir()
+    (tmp_path / "candidates" / "judges-all-too" / "predictions.json").write_text(json.dumps({"p_ai": [0.5] * 8}))
+    assert rank_on_common_images(same, tmp_path, labels, "roc_auc") is None and "common_metric" not in same[0]
+
+
 def test_default_candidates_select_by_name_or_kind():
     assert [c.name for c in default_candidates(["small-cnn", "clip-head"])] == ["small-cnn-96", "clip-head"]
     assert default_candidates(["some-new-kind"])[0].kind == "some-new-kind"
@@ -135,14 +161,15 @@ def test_unavailable_kind_is_listed_not_fatal(tiny_records, tmp_path):
 
 
 @pytest.mark.slow
-def test_budget_stops_one_candidate_and_exports_the_finished_one(tiny_records, tmp_path):
+def test_budget_stops_one_candidate_and_exports_the_finished_one(tiny_records, tmp_path, monkeypatch):
     """The endless candidate is killed at its share; the quick one finishes, ranks first, is exported and loads."""
     from synthdetect.api import Detector
 
     budget = 60.0
     started = time.monotonic()
-    result = run_autopilot(
-        tiny_records, tmp_path / "run", budget_s=budget, val_fraction=0.25, test_fraction=0.25, threads=1,
+    monkeypatch.chdir(tmp_path)
+    result = run_autopilot(  # a relative OUT, as `-o run` gives
+        tiny_records, "run", budget_s=budget, val_fraction=0.25, test_fraction=0.25, threads=1,
         candidates=[tiny_cnn("endless", 100_000, weight=1), tiny_cnn("quick", 2, weight=11)], progress=False,
     )
     elapsed = time.monotonic() - started
@@ -155,6 +182,8 @@ def test_budget_stops_one_candidate_and_exports_the_finished_one(tiny_records, t
     assert [r["candidate"] for r in result.rows] == ["quick", "endless"] and quick["rank"] == 1
     for key in ("roc_auc", "tpr_at_fpr_0.05", "ece", "images_per_second", "size_mb", "train_seconds"):
         assert quick[key] is not None, key
+    saved = {r["candidate"]: r for r in json.loads((tmp_path / "run" / "leaderboard.json").read_text())["leaderboard"]}
+    assert saved["quick"]["package"] == str(tmp_path / "run" / "candidates" / "quick" / "package")  # not relative
     # held-out means whole sources the candidates never trained on
     split = result.summary["split"]
     assert split["method"] == "source" and split["test_sources"]

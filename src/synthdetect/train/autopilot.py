@@ -192,23 +192,60 @@ def rank_rows(rows: list[dict[str, Any]], metric: str = "roc_auc") -> list[dict[
     def number(value: Any, worst: float) -> float:
         return worst if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
 
+    def ranked_value(row: dict[str, Any]) -> Any:
+        return row["common_metric"] if "common_metric" in row else row.get(metric)
+
     def key(row: dict[str, Any]):
-        value = number(row.get(metric), -math.inf if higher else math.inf)
+        value = number(ranked_value(row), -math.inf if higher else math.inf)
         return (-value if higher else value, -number(row.get("tpr_at_fpr_0.05"), -math.inf),
                 number(row.get("ece"), math.inf), number(row.get("train_seconds"), math.inf))
 
     # NaN is no score: it sorted last among the scored, yet ranked (and was exported when it stood alone)
-    scored = [r for r in rows if r.get("status") == FINISHED and not math.isnan(number(r.get(metric), math.nan))]
+    scored = [r for r in rows if r.get("status") == FINISHED and not math.isnan(number(ranked_value(r), math.nan))]
     others = ([r for r in rows if r not in scored and r.get("status") != "unavailable"]
               + [r for r in rows if r.get("status") == "unavailable"])
     ordered = sorted(scored, key=key)
     for i, row in enumerate(ordered, start=1):
         row["rank"] = i
-        row["metric"] = row.get(metric)
+        row["metric"] = ranked_value(row)
     for row in others:
         row["rank"] = None
         row["metric"] = row.get(metric)
     return ordered + others
+
+
+def rank_on_common_images(rows: list[dict[str, Any]], out: Path, labels: Sequence[int], metric: str) -> str | None:
+    """When finished candidates scored different held-out images, put each one's ``metric`` on the images every one
+    of them scored into ``common_metric`` (ranked on by :func:`rank_rows`); returns a note saying so.
+
+    A candidate that abstains on the hard images (a size route answering ``uncertain``) scored higher on the easy
+    rest and won, although the leaderboard compared it with candidates that judged every image.
+    """
+    from synthdetect.evaluate.metrics import binary_metrics
+
+    finished = [r for r in rows if r.get("status") == FINISHED]
+    scores = {}
+    for row in finished:
+        try:
+            saved = json.loads((out / "candidates" / row["candidate"] / "predictions.json").read_text())
+        except (OSError, ValueError):
+            return None  # cannot compare what is not there: the own-coverage ranking stands
+        scores[row["candidate"]] = np.array([np.nan if v is None else v for v in saved["p_ai"]], dtype=float)
+    if len(scores) < 2 or len({len(v) for v in scores.values()}) != 1:
+        return None
+    common = np.logical_and.reduce([np.isfinite(v) for v in scores.values()])
+    if all(np.array_equal(common, np.isfinite(v)) for v in scores.values()):
+        return None
+    y = np.asarray(labels, dtype=int)
+    if len(np.unique(y[common])) < 2:
+        return (f"finished candidates scored different held-out images, and the {int(common.sum())} they all "
+                f"scored lack one class, so each is ranked on its own images (see 'scored')")
+    for row in finished:
+        row["common_metric"] = binary_metrics(scores[row["candidate"]][common], y[common]).get(metric)
+        row["common_images"] = int(common.sum())
+    counts = sorted(int(np.isfinite(v).sum()) for v in scores.values())
+    return (f"finished candidates scored {counts[0]}-{counts[-1]} of {y.size} held-out images; {metric} in the "
+            f"'metric' column (and the ranking) is on the {int(common.sum())} images every one of them scored")
 
 
 def format_cell(value: Any) -> str:
@@ -261,7 +298,8 @@ def leaderboard_html(rows: list[dict[str, Any]], summary: dict[str, Any], out: P
             f"on held-out sources {html.escape(', '.join(split.get('test_sources', [])))} (never seen in training; "
             f"validation sources {html.escape(', '.join(split.get('validation_sources', [])))} chose epochs, "
             f"calibration and thresholds). Scores are the models' calibrated p_ai without provenance evidence. "
-            f"images/s is the served Detector path on one process.")
+            f"images/s is the served Detector path on one process."
+            + (f" Note: {html.escape(summary['coverage_note'])}." if summary.get("coverage_note") else ""))
     missing = summary.get("unavailable") or []
     extra = "".join(f"<li>{html.escape(m)}</li>" for m in missing)
     return (f"<h2>Autopilot leaderboard</h2><p class='note'>{note}</p>"
@@ -467,7 +505,7 @@ def run_autopilot(
     if metric not in RANK_METRICS:
         raise AutopilotError(f"unknown metric '{metric}' (one of {', '.join(RANK_METRICS)})")
     require_sources(records, data or "dataset")
-    out = Path(out)
+    out = Path(out).absolute()  # leaderboard.json names packages and reports: relative to what, later?
     candidates = list(candidates) if candidates is not None else default_candidates()
     names = [c.name for c in candidates]
     if len(set(names)) != len(names):
@@ -515,6 +553,9 @@ def run_autopilot(
         rows.extend({"candidate": c.name, "kind": c.kind, "status": SKIPPED_INTERRUPTED, "train_seconds": 0.0}
                     for c in runnable if c.name not in ran)
 
+    coverage_note = rank_on_common_images(rows, out, [r.label for r in split.test], metric)
+    if coverage_note:
+        console.print(f"note: {coverage_note}", markup=False, highlight=False)
     rows = rank_rows(rows, metric)
     best_row = next((r for r in rows if r.get("rank") == 1), None)
     summary = {
@@ -525,6 +566,8 @@ def run_autopilot(
         "scoring": "calibrated p_ai of the model alone (Detector without provenance evidence) on held-out sources",
         "unavailable": unavailable, "best": best_row["candidate"] if best_row else None,
     }
+    if coverage_note:
+        summary["coverage_note"] = coverage_note
     if interrupted is not None:
         summary["interrupted"] = signal.Signals(interrupted).name
     best: Path | None = None
