@@ -210,6 +210,8 @@ def test_trained_package_reloads_with_identical_predictions(tmp_path: Path, kind
     card = json.loads((out / "model.json").read_text())
     assert card["kind"] == kind
     assert card["training"]["augment"]["flip_mode"] == ("alternate" if flip == "flip:alt" else "random")
+    assert card["training"]["augment_spec"] == f"none,{flip},shift:2,mixup:0.2,cutmix:1"
+    assert f"- augmentation: `none,{flip},shift:2,mixup:0.2,cutmix:1`" in (out / "MODEL_CARD.md").read_text()
     for key in ("input", "calibration", "thresholds", "decision", "metrics", "training"):
         assert key in card
     assert card["calibration"]["method"] == "platt"
@@ -485,4 +487,20 @@ def test_augmented_pixels_are_rounded_not_truncated_on_their_way_to_the_model():
 
     assert _as_pixels(torch.tensor([0.6, 254.7, 300.0, -2.0, 7.0])).tolist() == [1, 255, 255, 0, 7]
     assert _as_pixels(torch.tensor([3, 250], dtype=torch.uint8)).tolist() == [3, 250]
+
+
+def test_the_augmentation_used_is_printed_and_a_kind_that_never_augments_records_none(tmp_path: Path):
+    """The readable card and the console said nothing of the augmentation; a linear-head card claimed flip,shift:2."""
+    manifest = write_manifest(tmp_path / "d", {"a": (6, 6), "b": (6, 6), "c": (6, 6)}, size=16)
+    cnn = CliRunner().invoke(app, ["train", str(manifest), "--out", str(tmp_path / "cnn"), "--epochs", "1",
+                                   "--width", "4", "--input-size", "16", "--threads", "1", "--augment", "rot:5"])
+    assert cnn.exit_code == 0, cnn.output
+    assert "augment: none,flip,shift:2,rot:5\n" in cnn.output
+    heads = CliRunner().invoke(app, ["train", str(manifest), "--out", str(tmp_path / "heads"), "--model",
+                                     "handcrafted"])
+    assert heads.exit_code == 0, heads.output
+    card = json.loads((tmp_path / "heads" / "model.json").read_text())
+    assert card["training"]["augment"] is None and "augment_spec" not in card["training"]
+    assert not any(line.startswith("augment:") for line in heads.output.splitlines())
+    assert "- augmentation:" not in (tmp_path / "heads" / "MODEL_CARD.md").read_text()
 

@@ -195,3 +195,12 @@ def test_a_shift_as_wide_as_the_input_is_refused_in_one_line_before_decoding(tmp
                                     "--input-size", "16", "--augment", "flip,shift:16", "--val-fraction", "0.4"])
     assert lite.exit_code == 2, lite.output  # checked before the weights are needed or anything is decoded
     assert "error: --augment shift:16 needs an input of more than 16 px a side, not 16x16" in lite.output
+
+
+@pytest.mark.parametrize("spec", ["", "none", "flip:alt,shift:0", "noflip,crop:0.6,rot:10",
+                                  "jpeg:0.5@60-95,blur:0.3@0.1-1.5,resize:0.25@0.4-0.9",
+                                  "mixup:0.2,cutmix:1.0,mixprob:0.5", "none,shift:3"])
+def test_a_configuration_is_written_as_the_augment_text_that_gives_it(spec):
+    config = parse_augment(spec)
+    assert parse_augment(config.spec()) == config
+

@@ -241,6 +241,8 @@ def card_markdown(card: dict[str, Any]) -> str:
         lines.append(f"- trained with: `{training['command']}`")
     if training.get("data"):
         lines.append(f"- data: `{training['data']}`")
+    if training.get("augment_spec"):
+        lines.append(f"- augmentation: `{training['augment_spec']}`")
     split = training.get("split") or {}
     if split:
         shown = dict(split)

@@ -65,6 +65,29 @@ class AugmentConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def spec(self) -> str:
+        """The ``--augment`` text that gives exactly this configuration (``parse_augment(c.spec()) == c``)."""
+        items = ["none"]
+        if self.hflip:
+            items.append("flip:alt" if self.flip_mode == "alternate" else "flip")
+        if self.shift:
+            items.append(f"shift:{self.shift}")
+        if self.crop_scale:
+            items.append(f"crop:{self.crop_scale:g}")
+        if self.rotation:
+            items.append(f"rot:{self.rotation:g}")
+        for name, prob, (lo, hi) in (("jpeg", self.jpeg_prob, self.jpeg_quality),
+                                     ("blur", self.blur_prob, self.blur_sigma),
+                                     ("resize", self.resize_prob, self.resize_scale)):
+            if prob:
+                items.append(f"{name}:{prob:g}@{lo:g}-{hi:g}")
+        for name, alpha in (("mixup", self.mixup), ("cutmix", self.cutmix)):
+            if alpha:
+                items.append(f"{name}:{alpha:g}")
+        if self.mixes and self.mix_prob != 1.0:
+            items.append(f"mixprob:{self.mix_prob:g}")
+        return ",".join(items) if len(items) > 1 else "none"
+
     @property
     def alternates_flip(self) -> bool:
         return self.hflip and self.flip_mode == "alternate"

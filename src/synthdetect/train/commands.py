@@ -213,6 +213,8 @@ def register(app: typer.Typer) -> None:
                    f"test {len(parts.test)}"
                    + (f" (test sources: {', '.join(parts.held_out_sources)})" if parts.held_out_sources else ""),
                    err=True)
+        if uses_torch_loop(model):
+            typer.echo(f"augment: {augment_config.spec()}", err=True)
         if parts.unscored:
             counts = parts.describe()["copies_not_scored"]["counts"]
             typer.echo("not scored, identical to an earlier file (listed in the card): "

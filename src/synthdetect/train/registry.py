@@ -196,7 +196,10 @@ def finalize_package(
     out.update(card)
     out["training"] = {
         "data": request.data, "command": request.command, "config": config_dict(request.config),
-        "augment": request.augment.to_dict(), "options": request.options,
+        # kinds that fit heads on frozen features never augment: their card must not say they did
+        **({"augment": request.augment.to_dict(), "augment_spec": request.augment.spec()}
+           if kind not in _NO_TORCH_LOOP else {"augment": None}),
+        "options": request.options,
         "split": {**request.split, "seed": request.seed, "train": record_summary(request.train),
                   "validation": record_summary(request.val), "test": record_summary(request.test)},
         **(training or {}),
