@@ -150,7 +150,7 @@ def register(app: typer.Typer) -> None:
                 from synthdetect.scan.engine import run_scan
 
                 summary = run_scan(sources, out, options, progress=hook)
-        except (ModelPackageError, StoreError, ImportError) as exc:
+        except (ModelPackageError, StoreError, ImportError, ConnectionError) as exc:  # Connection: RAY_ADDRESS
             if display:
                 display[0].stop()
             fail(str(exc))
