@@ -184,6 +184,21 @@ def test_a_non_separable_platt_fit_is_the_plain_logistic_regression_it_was():
         assert cal.fit_info["targets"] == "labels"
 
 
+@pytest.mark.parametrize("separable", [False, True])
+def test_platt_never_turns_a_model_s_scores_around(separable):
+    """A model ranking validation images backwards got a negative slope: p_ai fell as its AI logit rose."""
+    from synthdetect.evaluate.calibration import fit_warning
+
+    rng = np.random.default_rng(6)
+    y = (rng.random(200) < 0.4).astype(int)
+    z = np.where(y == 1, -1.0, 1.0) + (0 if separable else rng.normal(0, 1.5, 200))  # AI logits below human ones
+    cal = Calibration.fit(z, y, "platt")
+    assert cal.a == 0.0 and cal.fit_info["inverted"]
+    assert np.allclose(cal(z), y.mean())  # the share of AI images, the same for every image
+    assert Calibration.fit(z, y, "platt", balanced=True)(z) == pytest.approx(np.full(200, 0.5))
+    assert "ranks the validation images backwards" in fit_warning(cal.fit_info)
+
+
 def test_the_ece_interval_covers_the_true_ece_of_a_miscalibrated_model():
     """The percentile interval sat above the truth (ECE only grows with resampling noise): it covered the true ECE
     of this overconfident model in none of these 40 samples of 300 images; the basic interval in 36."""

@@ -90,6 +90,10 @@ def test_a_local_folder_named_like_a_shipped_model_does_not_shadow_it(tmp_path, 
      "temperature calibration needs a positive number"),
     (lambda c: c.update(decision={"ai_at_or_above": "0.6", "human_below": 0.4}), "decision.ai_at_or_above"),
     (lambda c: c.update(runtime="onnx"), "'runtime' must be an object"),
+    (lambda c: c.update(calibration={"method": "platt", "a": -1.0, "b": 0.0}),
+     "platt calibration slope 'a' -1.0 is negative"),
+    (lambda c: c.update(decision={"ai_at_or_above": 0.3, "human_below": 0.7}),
+     "decision.human_below 0.7 is above ai_at_or_above 0.3"),
 ])
 def test_a_card_with_a_field_of_the_wrong_type_is_one_line_naming_the_card(tmp_path, edit, why):
     """These used to load and fail later with a traceback (often only at the first image), or, for an unknown

@@ -123,12 +123,21 @@ def fit_platt_with_info(logits: np.ndarray, labels: np.ndarray,
     y = np.asarray(labels, dtype=np.float64).ravel()
     if is_separable(z, y):
         a, b, converged = _fit_platt_smoothed(z, y, balanced)
-        return a, b, {"targets": "platt-smoothed", "separable": True, "converged": converged}
-    from sklearn.linear_model import LogisticRegression
+        info: dict[str, Any] = {"targets": "platt-smoothed", "separable": True, "converged": converged}
+    else:
+        from sklearn.linear_model import LogisticRegression
 
-    model = LogisticRegression(C=1e6, max_iter=1000, class_weight="balanced" if balanced else None)
-    model.fit(z.reshape(-1, 1), y.astype(int))
-    return float(model.coef_[0, 0]), float(model.intercept_[0]), {"targets": "labels", "separable": False}
+        model = LogisticRegression(C=1e6, max_iter=1000, class_weight="balanced" if balanced else None)
+        model.fit(z.reshape(-1, 1), y.astype(int))
+        a, b = float(model.coef_[0, 0]), float(model.intercept_[0])
+        info = {"targets": "labels", "separable": False}
+    if a < 0:
+        # A model that ranks validation images backwards got a negative slope, and p_ai ran against its own logit.
+        # The best slope of at least 0 is 0: p_ai is the (weighted) share of AI images, the same for every image.
+        n_pos, n_neg = float((y > 0.5).sum()), float((y <= 0.5).sum())
+        a, b = 0.0, 0.0 if balanced else float(np.log(max(n_pos, 0.5) / max(n_neg, 0.5)))
+        info["inverted"] = True
+    return a, b, info
 
 
 def fit_platt(logits: np.ndarray, labels: np.ndarray, balanced: bool = False) -> tuple[float, float]:
@@ -145,6 +154,10 @@ def fit_warning(info: dict[str, Any] | None) -> str | None:
     """One line for a person when a calibration fit is not to be trusted as usual, else None."""
     if not info:
         return None
+    if info.get("inverted"):
+        return ("calibration: the model ranks the validation images backwards (AI below human), so Platt scaling "
+                "would invert its scores; calibrated p_ai is the same for every image instead. The model does not "
+                "work on these validation sources")
     if info.get("at_bound"):
         return ("calibration: the temperature fit stopped at its search bound; calibrated p_ai saturate, "
                 "use more validation data or --calibration platt")

@@ -175,10 +175,17 @@ def _check_calibration_and_decision(spec: dict[str, Any], where: str, bad) -> No
             if not _number(value) or (key == "temperature" and value <= 0):
                 raise bad(f"{where}{method} calibration needs a{' positive' if key == 'temperature' else ''} "
                           f"number '{key}', not {json.dumps(value)}")
+        if method == "platt" and calibration["a"] < 0:  # p_ai would fall as the model's AI logit rises
+            raise bad(f"{where}platt calibration slope 'a' {calibration['a']} is negative: it inverts the model")
+    decision = spec.get("decision") or {}
     for key in ("ai_at_or_above", "human_below"):
-        value = (spec.get("decision") or {}).get(key)
+        value = decision.get(key)
         if value is not None and not _number(value):
             raise bad(f"{where}decision.{key} must be a number, not {json.dumps(value)}")
+    ai_at, human_below = decision.get("ai_at_or_above"), decision.get("human_below")
+    if ai_at is not None and human_below is not None and human_below > ai_at:
+        raise bad(f"{where}decision.human_below {human_below} is above ai_at_or_above {ai_at}: an image could be "
+                  f"both")
 
 
 def verify_files(package: ModelPackage) -> None:
