@@ -277,8 +277,9 @@ def test_a_teacher_that_raises_on_some_images_loses_its_vote_there_not_the_run(r
     failing = brightness > cut
     assert failing.any() and (~failing).any()
     assert np.isnan(predictions.p_ai[failing]).all() and np.isfinite(predictions.p_ai[~failing]).all()
-    assert all("flaky failed: RuntimeError: cannot take this image" in predictions.errors[i]
+    assert all(predictions.errors[i].endswith(": model failed (RuntimeError: cannot take this image)")
                for i in np.flatnonzero(failing))
+    assert [k == "model_error" for k in predictions.error_kinds] == failing.tolist()
     broken = load_model(str(write_teacher(tmp_path / "broken", "broken", 1.0, kind=FLAKY_KIND, fails_above=-1)))
     with pytest.raises(DistillError, match="broken fails on every image"):
         score(broken, records[:3], "broken")

@@ -55,6 +55,8 @@ class Predictions:
     verdicts: list[str | None] = field(default_factory=list)
     #: decoded image facts per record (format, width, height, bytes); empty dict for a failed file
     images: list[dict[str, Any]] = field(default_factory=list)
+    #: the verdict's ``error_kind`` per record (``model_error`` when the model failed on it), None when judged
+    error_kinds: list[str | None] = field(default_factory=list)
 
     @property
     def scored(self) -> np.ndarray:
@@ -81,6 +83,7 @@ def predict_records(
     p_ai = np.full(len(records), np.nan)
     errors: list[str | None] = [None] * len(records)
     verdicts: list[str | None] = [None] * len(records)
+    error_kinds: list[str | None] = [None] * len(records)
     images: list[dict[str, Any]] = [{} for _ in records]
     started = time.perf_counter()
     bar = progress_bar(transient=True) if progress else None
@@ -98,6 +101,7 @@ def predict_records(
                         data = transform(data)
                 except Exception as exc:  # noqa: BLE001 - one bad file must not stop an evaluation
                     errors[i] = f"{records[i].ref}: {exc}"
+                    error_kinds[i] = getattr(exc, "kind", "unreadable")
                     continue
                 payloads.append(data)
                 names.append(records[i].ref)
@@ -105,7 +109,7 @@ def predict_records(
             for i, verdict, data in zip(where, detector.detect(payloads, names=names), payloads):
                 verdicts[i] = verdict.label
                 if verdict.error:
-                    errors[i] = verdict.error
+                    errors[i], error_kinds[i] = verdict.error, verdict.error_kind
                     continue
                 images[i] = {**{k: verdict.image.get(k) for k in ("format", "width", "height")}, "bytes": len(data)}
                 if verdict.p_ai is None:
@@ -123,7 +127,7 @@ def predict_records(
     return Predictions(
         records=records, p_ai=p_ai, labels=np.array([r.label for r in records], dtype=int), errors=errors,
         model_name=getattr(detector, "name", "model"), seconds=time.perf_counter() - started,
-        verdicts=verdicts, images=images,
+        verdicts=verdicts, images=images, error_kinds=error_kinds,
     )
 
 

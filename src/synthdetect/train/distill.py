@@ -218,35 +218,13 @@ def score(model: Any, records: Sequence[Record], description: str):
     traceback; it now loses its vote on those images, with the reason.  One that raises on every image is refused.
     """
     from synthdetect.api import Detector
-    from synthdetect.evaluate.report import Predictions, predict_records
+    from synthdetect.evaluate.report import predict_records
 
-    detector = Detector(model, use_evidence=False)
-    try:
-        return predict_records(detector, records, description=description)
-    except Exception as exc:  # noqa: BLE001 - find the images it fails on, one at a time
-        first = exc
-    started = time.perf_counter()
-    p_ai, errors, verdicts, images, failed = np.full(len(records), np.nan), [], [], [], 0
-    for i, record in enumerate(records):
-        try:
-            one = predict_records(detector, [record], progress=False, description=description)
-        except Exception as exc:  # noqa: BLE001
-            why = " ".join(str(exc).split()) or type(exc).__name__
-            errors.append(f"{record.ref}: not scored: {model.name} failed: {type(exc).__name__}: {why}")
-            verdicts.append(None)
-            images.append({})
-            failed += 1
-            continue
-        p_ai[i] = one.p_ai[0]
-        errors.append(one.errors[0])
-        verdicts.append(one.verdicts[0])
-        images.append(one.images[0])
-    if failed == len(records):
-        raise DistillError(f"{model.name} fails on every image ({description}): {type(first).__name__}: "
-                           f"{' '.join(str(first).split())}")
-    return Predictions(records=list(records), p_ai=p_ai, labels=np.array([r.label for r in records], dtype=int),
-                       errors=errors, model_name=model.name, seconds=time.perf_counter() - started,
-                       verdicts=verdicts, images=images)
+    predictions = predict_records(Detector(model, use_evidence=False), records, description=description)
+    failed = [i for i, kind in enumerate(predictions.error_kinds) if kind == "model_error"]
+    if records and len(failed) == len(records):  # the Detector fails only the images a model raises on
+        raise DistillError(f"{model.name} fails on every image ({description}): {predictions.errors[failed[0]]}")
+    return predictions
 
 
 # ---------------------------------------------------------------------------------------------
