@@ -150,12 +150,12 @@ def main() -> None:
     slowest_min = max(round_epoch_s) * epoch_equivalents / 60
     members = []
     if pair:
-        from synthdetect.models.efficientnet_lite import IMAGENET_MEAN, IMAGENET_STD, EfficientNetLiteDetector
+        from synthdetect.models.efficientnet_lite import LITE_MEAN, LITE_STD, EfficientNetLiteDetector
 
         lite_arch = card["architecture"]["lite"]
         lite_config = config_of(training["members"]["lite"]["config"])
         lite = EfficientNetLiteDetector(lite_arch["variant"], lite_arch["image_size"])  # ImageNet init: same cost
-        lite_parts, lite_rounds = time_rounds(lite, lite_config, augment, IMAGENET_MEAN, IMAGENET_STD, side,
+        lite_parts, lite_rounds = time_rounds(lite, lite_config, augment, LITE_MEAN, LITE_STD, side,
                                               batch_size, args.steps, rounds, steps_per_epoch)
         lite_epoch_s = statistics.median(lite_rounds)
         members.append({"member": "lite", "variant": lite_arch["variant"], "epochs": lite_config.epochs,

@@ -35,7 +35,7 @@ def _one_thread():
 
 def _natural_batch(size: int, seeds=(0, 1)) -> torch.Tensor:
     arrays = np.stack([np.array(natural_image(size, size, seed)) for seed in seeds])
-    return images_to_tensor(arrays, lite.IMAGENET_MEAN, lite.IMAGENET_STD)
+    return images_to_tensor(arrays, lite.LITE_MEAN, lite.LITE_STD)
 
 
 def test_imagenet_weights_are_pinned_and_load_completely():
@@ -112,7 +112,7 @@ def test_head_only_fine_tune_writes_a_package_detector_reads_back(tmp_path, monk
     card = json.loads((out / "model.json").read_text())
     assert card["kind"] == "efficientnet-lite0"
     assert card["architecture"]["variant"] == "efficientnet-lite0" and card["architecture"]["image_size"] == 64
-    assert card["input"]["size"] == [64, 64] and card["input"]["mean"] == lite.IMAGENET_MEAN
+    assert card["input"]["size"] == [64, 64] and card["input"]["mean"] == lite.LITE_MEAN
     assert card["training"]["trainable_parameters"] == 1281  # 1280 features -> 1 logit
     assert card["pretrained"]["sha256"] == lite.VARIANTS["efficientnet-lite0"].weights_sha256
 

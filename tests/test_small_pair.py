@@ -150,3 +150,22 @@ def test_small_pair_trains_when_its_batch_size_would_leave_one_image_over(tmp_pa
     """It used to train the small CNN in full, then stop at the Lite member's last batch with a torch error."""
     _, _, result = _train_pair(tmp_path, "--batch-size", "49")
     assert result.exit_code == 0, result.output
+
+
+def test_the_lite_member_is_normalised_as_its_card_says_and_old_cards_as_they_were_trained():
+    """The Lite member now reads (x - 127) / 128, as the TensorFlow EfficientNet-Lite its weights come from; a card
+    from before, whose lite member names no normalisation, keeps the ImageNet mean/std it was trained with."""
+    from synthdetect.models import efficientnet_lite as lite
+    from synthdetect.models.pair import PAIR_MEAN, PAIR_STD, PairNet
+
+    cnn = {"width": 4, "depth": 3}
+    x = torch.rand(2, 3, 32, 32) * 2 - 1  # the card's input: (x01 - 0.5) / 0.5
+    x01 = x * torch.tensor(PAIR_STD).view(1, 3, 1, 1) + torch.tensor(PAIR_MEAN).view(1, 3, 1, 1)
+    for arch, (mean, std) in (({}, (lite.IMAGENET_MEAN, lite.IMAGENET_STD)),
+                              ({"normalisation": "tf-lite"}, (lite.LITE_MEAN, lite.LITE_STD))):
+        pair = PairNet(cnn, {"variant": "efficientnet-lite0", "image_size": 32, **arch})
+        expected = (x01 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+        assert torch.allclose(x * pair.lite_scale + pair.lite_shift, expected, atol=1e-6)
+        assert pair.hparams["lite"]["normalisation"] == arch.get("normalisation", "imagenet")
+    with pytest.raises(ValueError, match="unknown Lite normalisation 'caffe'"):
+        PairNet(cnn, {"variant": "efficientnet-lite0", "image_size": 32, "normalisation": "caffe"})

