@@ -127,22 +127,24 @@ def logits_to_log_odds(raw: np.ndarray, output: dict[str, Any] | None) -> np.nda
 _DYNAMIC_QUANT_OP = b"DynamicQuantizeLinear"
 
 
-def scan_model_file(path: Path) -> tuple[str, bool]:
-    """sha256 of the file and whether its graph quantises activations at run time, in one read.
+def scan_model_file(path: Path, *, digest: bool = True) -> tuple[str | None, bool]:
+    """sha256 of the file (None without ``digest``) and whether its graph quantises activations at run time,
+    in one read.
 
     Dynamic INT8 quantisation takes each activation's scale from the whole
     batch, so an image's score would depend on its batch-mates: such models
     must run one image per call.  Op types are plain strings in the protobuf,
     so a byte search finds them without parsing the whole graph.
     """
-    digest = hashlib.sha256()
+    hasher = hashlib.sha256() if digest else None
     found, tail = False, b""
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
+            if hasher is not None:
+                hasher.update(chunk)
             found = found or _DYNAMIC_QUANT_OP in tail + chunk
             tail = chunk[-len(_DYNAMIC_QUANT_OP):]
-    return digest.hexdigest(), found
+    return (hasher.hexdigest() if hasher is not None else None), found
 
 
 def one_image_per_run(path: str | Path, session) -> str | None:
@@ -153,7 +155,7 @@ def one_image_per_run(path: str | Path, session) -> str | None:
     whole batch, so an image's score would change with its batch-mates."""
     if session.get_inputs()[0].shape[:1] == [1]:
         return "the graph's batch dimension is 1"
-    if scan_model_file(Path(path))[1]:
+    if scan_model_file(Path(path), digest=False)[1]:  # the package loader has checked the file's sha256 already
         return "dynamic INT8 quantisation: activation scales are set per batch"
     return None
 

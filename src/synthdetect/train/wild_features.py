@@ -54,15 +54,15 @@ class CachedFeatures:
 CACHE_REVISIONS = {"clip-vit-b16-int8": "clip-vit-b16-int8@exact-int"}
 
 
-def _cache_file(cache_dir: Path, policy: CropPolicy, extractor: str, digest: str) -> Path:
-    """``<policy key>/<extractor>@<identity hash>/<sha256 of the file>.npz``.
+def _cache_folder(cache_dir: Path, policy: CropPolicy, extractor: str) -> Path:
+    """``<policy key>/<extractor>@<identity hash>``, where each file's features go as ``<sha256>.npz``.
 
     Keyed by the extractor's identity (its encoder's sha256 and normalisation for CLIP) as well as its name: a
     new encoder pin or normalisation under the same name read back the old features (cosine 0.949 to fresh ones
     after a mean/std change)."""
     identity = json.dumps(extractor_identity(extractor), sort_keys=True)
     folder = f"{CACHE_REVISIONS.get(extractor, extractor)}@{hashlib.sha256(identity.encode()).hexdigest()[:8]}"
-    return cache_dir / policy.key() / folder / f"{digest}.npz"
+    return cache_dir / policy.key() / folder
 
 
 def extract_cached(
@@ -76,13 +76,14 @@ def extract_cached(
     meta: list[ImageMeta] = []
     digests: list[str] = []
     failed: list[tuple[Record, str]] = []
+    folders = {name: _cache_folder(cache_dir, policy, name) for name in extractors}  # once, not per image
     with progress_bar() as bar:
         task = bar.add_task(description, total=len(records), status="")
         for record in records:
             try:
                 raw = read_record_bytes(record)
                 digest = hashlib.sha256(raw).hexdigest()
-                files = {name: _cache_file(cache_dir, policy, name, digest) for name in extractors}
+                files = {name: folder / f"{digest}.npz" for name, folder in folders.items()}
                 loaded = None
                 per_image: dict[str, dict[str, np.ndarray]] = {}
                 for name, path in files.items():
