@@ -47,6 +47,17 @@ def images(folder: Path, n: int, prefix: str = "img") -> list[str]:
     return paths
 
 
+def one_image(path: Path, seed: int) -> str:
+    """One more 32 px PNG, beside what ``images`` made; returns its path as the scan names it."""
+    path.write_bytes(png_bytes((32, 32), seed=seed))
+    return str(path)
+
+
+def column_by_path(db: Path, column: str) -> dict[str, object]:
+    """``{path: column}`` over the database's result rows."""
+    return dict(sqlite3.connect(db).execute(f"SELECT path, {column} FROM results").fetchall())
+
+
 def row_paths(db: Path) -> list[str]:
     with ResultStore(db) as store:
         return sorted(row["path"] for row in store.rows())
@@ -82,8 +93,7 @@ class FifoReleaser:
 def test_names_that_are_not_utf8_get_rows_resume_and_export(tmp_path, tiny):
     folder = tmp_path / "imgs"
     good = images(folder, 1)
-    weird = str(folder / LATIN1_NAME)
-    Path(weird).write_bytes(png_bytes((32, 32), seed=5))
+    weird = one_image(folder / LATIN1_NAME, 5)
     listing = tmp_path / "latin1.txt"
     listing.write_bytes(b"imgs/bad\xff.png\nimgs/img0.png\n")
     db = tmp_path / "r.sqlite"
@@ -132,7 +142,7 @@ def test_a_resume_retries_error_rows_a_second_try_may_fix_but_not_content_errors
                      "error_kind = 'unreadable' WHERE path = ?", (good[0],))
     again = run_scan([str(tmp_path / "imgs")], db, options(tiny))
     assert again["judged"] == 1 and again["skipped_unchanged"] == 2  # img0 again; img1 and notes.png skipped
-    kinds = dict(sqlite3.connect(db).execute("SELECT path, error_kind FROM results").fetchall())
+    kinds = column_by_path(db, "error_kind")
     assert kinds == {good[0]: None, good[1]: None, str(text): "not_an_image"}
 
 
@@ -152,7 +162,7 @@ def test_only_regular_files_are_opened_and_every_other_one_is_reported(tmp_path,
         race = decode_file(str(folder / "fifo.jpg"), FileStamp(0, 0), LoadLimits())  # became a FIFO after discovery
     finally:
         releaser.close()
-    rows = dict(sqlite3.connect(tmp_path / "r.sqlite").execute("SELECT path, error FROM results").fetchall())
+    rows = column_by_path(tmp_path / "r.sqlite", "error")
     assert rows == {
         good[0]: None,
         str(folder / "fifo.jpg"): f"{folder / 'fifo.jpg'}: is a named pipe (FIFO), not an image file",
@@ -379,8 +389,7 @@ def test_a_model_failure_on_a_file_alone_in_its_batch_is_an_error_row_not_the_en
     from synthdetect.scan import engine
 
     files = images(tmp_path / "imgs", 2)
-    boom = str(tmp_path / "imgs" / "boom.png")
-    Path(boom).write_bytes(png_bytes((32, 32), seed=99))
+    boom = one_image(tmp_path / "imgs" / "boom.png", 99)
     load = engine.load_detector
 
     def failing_on_boom(opts):  # as a model (or its runtime) failing on one input
@@ -399,7 +408,7 @@ def test_a_model_failure_on_a_file_alone_in_its_batch_is_an_error_row_not_the_en
     summary = run_scan([str(tmp_path / "imgs")], tmp_path / "r.sqlite", ScanOptions(model=str(tiny), workers=1,
                                                                                     batch_size=1))
     assert summary["judged"] == 3 and summary["errors_by_kind"] == {"model_error": 1}
-    kinds = dict(sqlite3.connect(tmp_path / "r.sqlite").execute("SELECT path, error_kind FROM results").fetchall())
+    kinds = column_by_path(tmp_path / "r.sqlite", "error_kind")
     assert kinds == {files[0]: None, files[1]: None, boom: "model_error"}
 
 
@@ -435,14 +444,13 @@ def test_jsonl_export_writes_a_names_stray_byte_as_xNN_inside_the_verdict_too(tm
     assert record["error"].startswith(shown) and record["verdict"]["error"].startswith(shown)
 
 
-# 15 ------------------------------------------------------------------------------------------------------------
+# 16 ------------------------------------------------------------------------------------------------------------
 def test_a_decode_worker_that_dies_on_a_file_gives_that_file_an_error_row_and_the_scan_goes_on(tmp_path, tiny,
                                                                                              monkeypatch):
     from synthdetect.scan import engine
 
     files = images(tmp_path / "imgs", 3)
-    crash = str(tmp_path / "imgs" / "crash.png")
-    Path(crash).write_bytes(png_bytes((32, 32), seed=7))
+    crash = one_image(tmp_path / "imgs" / "crash.png", 7)
     decode = engine.decode_file
 
     def dying_on_crash(path, *args, **kw):  # as a decoder library crashing the process on one file
@@ -454,13 +462,13 @@ def test_a_decode_worker_that_dies_on_a_file_gives_that_file_an_error_row_and_th
     db = tmp_path / "r.sqlite"
     summary = run_scan([str(tmp_path / "imgs")], db, ScanOptions(model=str(tiny), workers=2, batch_size=1))
     assert summary["judged"] == 4 and summary["errors_by_kind"] == {"decoder_crashed": 1}
-    rows = dict(sqlite3.connect(db).execute("SELECT path, error FROM results").fetchall())
+    rows = column_by_path(db, "error")
     assert sorted(rows) == sorted([*files, crash])
     assert rows[crash] == f"{crash}: decoder process died on this file (exit code -9)"
     assert all(rows[f] is None for f in files)
 
 
-# 16 ------------------------------------------------------------------------------------------------------------
+# 17 ------------------------------------------------------------------------------------------------------------
 MID_SEND_KILL = """
 import json, os, pickle, signal, sys, threading, time
 from pathlib import Path
@@ -497,8 +505,7 @@ def test_a_decode_worker_killed_while_sending_a_large_result_does_not_hang_the_s
     taken and half a message in the pipe, and the scan waited for ever."""
     folder = tmp_path / "imgs"
     files = images(folder, 3, "b")
-    victim = folder / "a-victim.png"
-    victim.write_bytes(png_bytes((32, 32), seed=5))
+    victim = one_image(folder / "a-victim.png", 5)
     db = tmp_path / "r.sqlite"
     proc = subprocess.Popen([sys.executable, "-c", MID_SEND_KILL, str(db), str(tiny), str(folder),
                              str(tmp_path / "judging")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -514,6 +521,6 @@ def test_a_decode_worker_killed_while_sending_a_large_result_does_not_hang_the_s
     assert proc.returncode == 0, err.decode()
     summary = json.loads(out)
     assert summary["judged"] == 4 and set(summary["errors_by_kind"]) <= {"decoder_crashed"}
-    kinds = dict(sqlite3.connect(db).execute("SELECT path, error_kind FROM results").fetchall())
-    assert sorted(kinds) == sorted([*files, str(victim)])  # every file once, none lost
+    kinds = column_by_path(db, "error_kind")
+    assert sorted(kinds) == sorted([*files, victim])  # every file once, none lost
     assert sum(kind == "decoder_crashed" for kind in kinds.values()) <= 1  # only the file a worker died on
