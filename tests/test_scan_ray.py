@@ -194,16 +194,23 @@ def test_an_unreachable_ray_address_is_a_clear_error_not_a_hang(tmp_path, tiny):
 @pytest.mark.slow
 def test_the_cli_on_ray_keeps_the_console_to_the_scan_and_leaves_nothing_running(tmp_path, tiny):
     """Ray's start-up lines (token auth, "Started a local Ray instance", "Progress bars disabled") came on every scan,
-    even with -q; and the local Ray it started is stopped and its crash marks removed."""
+    even with -q; and the local Ray it started is stopped and its crash marks removed. Ray's own report of an
+    actor's death ("(raylet) A worker died ...") came on stdout before --summary-json's JSON; it goes to stderr."""
     folder = tmp_path / "imgs"
     images(folder, 3)
     (folder / "bad.png").write_bytes(b"not an image")
+    (folder / "x-kills-the-decoder.png").write_bytes(png_bytes((32, 32), seed=9))
+    pythonpath = os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
+    crashing = {"runtime_env": {"worker_process_setup_hook": "test_scan_ray.crash_on_marked_files",
+                                "env_vars": {"PYTHONPATH": pythonpath}}}  # Ray reads a job's runtime_env here
+    env = {**os.environ, "PYTHONPATH": pythonpath, "RAY_JOB_CONFIG_JSON_ENV_VAR": json.dumps(crashing)}
     proc = subprocess.run([str(SYNTHDETECT), "-q", "scan", str(folder), "--out", str(tmp_path / "r.sqlite"),
                            "-m", str(tiny), "--engine", "ray", "--summary-json"],
-                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
     assert proc.returncode == 3, proc.stderr
     summary = json.loads(proc.stdout)
-    assert summary["engine"] == "ray" and summary["errors_by_kind"] == {"not_an_image": 1}
+    assert summary["engine"] == "ray" and summary["errors_by_kind"] == {"not_an_image": 1, "decoder_crashed": 1}
+    assert "A worker died" in proc.stderr  # Ray's diagnosis is kept, on stderr
     for noise in ("Token authentication", "Started a local Ray instance", "Progress bars disabled", "INFO"):
         assert noise not in proc.stderr
     assert not list(Path(tempfile.gettempdir()).glob("synthdetect-ray-*"))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
+import sys
 import time
 from enum import Enum
 from pathlib import Path
@@ -145,7 +147,10 @@ def register(app: typer.Typer) -> None:
             if engine is Engine.ray:
                 from synthdetect.scan.ray_engine import run_ray_scan
 
-                summary = run_ray_scan(sources, out, options, progress=hook)
+                # Ray's driver prints its workers' deaths ("(raylet) A worker died ...") on stdout, where they
+                # came before --summary-json's JSON; stdout is kept for what the scan itself prints.
+                with contextlib.redirect_stdout(sys.stderr):
+                    summary = run_ray_scan(sources, out, options, progress=hook)
             else:
                 from synthdetect.scan.engine import run_scan
 
