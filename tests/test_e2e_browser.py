@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -178,6 +179,27 @@ def test_page_splits_uploads_by_count_and_by_body_size():
             browser.close()
 
 
+STUB_ORIGIN = "http://synthdetect.test"
+
+
+def _serve_page_files(route) -> bool:
+    """Answer the page, its static files and /v1/models as the server would; False for any other path."""
+    from synthdetect.server.app import STATIC_DIR
+
+    path = route.request.url.removeprefix(STUB_ORIGIN)
+    if path == "/":
+        route.fulfill(body=(STATIC_DIR / "index.html").read_text(), content_type="text/html")
+    elif path.startswith("/static/"):
+        kind = "text/css" if path.endswith(".css") else "text/javascript"
+        route.fulfill(body=(STATIC_DIR / path.removeprefix("/static/")).read_text(), content_type=kind)
+    elif path == "/v1/models":
+        route.fulfill(json={"loaded": {"name": "stub", "version": "1", "kind": "small-cnn"},
+                            "limits": {"max_files": 16, "max_body_bytes": 64 << 20, "max_file_bytes": 32 << 20}})
+    else:
+        return False
+    return True
+
+
 def test_page_says_the_server_is_unreachable_and_never_renders_names_as_html():
     """No server: Playwright serves the page's files and refuses /v1/detect, as a server stopped mid-request would.
 
@@ -187,22 +209,8 @@ def test_page_says_the_server_is_unreachable_and_never_renders_names_as_html():
     _need_browser()
     from playwright.sync_api import expect, sync_playwright
 
-    from synthdetect.server.app import STATIC_DIR
-
-    origin = "http://synthdetect.test"
-    models = {"loaded": {"name": "stub", "version": "1", "kind": "small-cnn"},
-              "limits": {"max_files": 16, "max_body_bytes": 64 << 20, "max_file_bytes": 32 << 20}}
-
     def handle(route):
-        path = route.request.url.removeprefix(origin)
-        if path == "/":
-            route.fulfill(body=(STATIC_DIR / "index.html").read_text(), content_type="text/html")
-        elif path.startswith("/static/"):
-            kind = "text/css" if path.endswith(".css") else "text/javascript"
-            route.fulfill(body=(STATIC_DIR / path.removeprefix("/static/")).read_text(), content_type=kind)
-        elif path == "/v1/models":
-            route.fulfill(json=models)
-        else:
+        if not _serve_page_files(route):
             route.abort("connectionrefused")
 
     hostile = "<img src=x onerror=alert(1)>.png"
@@ -212,8 +220,8 @@ def test_page_says_the_server_is_unreachable_and_never_renders_names_as_html():
             page = browser.new_page(viewport={"width": 375, "height": 800})
             dialogs: list[str] = []
             page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-            page.route(origin + "/**", handle)
-            page.goto(origin + "/")
+            page.route(STUB_ORIGIN + "/**", handle)
+            page.goto(STUB_ORIGIN + "/")
             expect(page.locator("#model-line")).to_contain_text("stub")
             page.get_by_label("Choose images").set_input_files(
                 [{"name": hostile, "mimeType": "image/png", "buffer": png_bytes(seed=3)}])
@@ -228,3 +236,115 @@ def test_page_says_the_server_is_unreachable_and_never_renders_names_as_html():
             assert dialogs == []
         finally:
             browser.close()
+
+
+@pytest.mark.slow
+def test_a_file_the_browser_cannot_read_fails_alone_and_is_not_blamed_on_the_server(server: str, tmp_path: Path):
+    """A file deleted after it was chosen (or a dropped folder) makes Chromium fail the whole upload with
+    "Failed to fetch": its batch-mates are still judged, and the server, which answers, is not called unreachable."""
+    _need_browser()
+    from playwright.sync_api import expect, sync_playwright
+
+    good, gone = tmp_path / "good.png", tmp_path / "gone.png"
+    good.write_bytes(png_bytes(seed=5))
+    gone.write_bytes(png_bytes(seed=6))
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(60_000)
+            expect.set_options(timeout=60_000)
+            page.goto(server + "/")
+            expect(page.locator("#model-line")).to_contain_text("tiny-cnn")
+            # A second picker without the page's change handler, so the file can vanish before the page sends it.
+            page.evaluate("""() => {
+                const input = Object.assign(document.createElement("input"), {type: "file", multiple: true});
+                input.id = "held";
+                document.body.append(input);
+            }""")
+            page.set_input_files("#held", [str(good), str(gone)])
+            gone.unlink()
+            page.evaluate("() => handleFiles(document.querySelector('#held').files)")
+            expect(page.locator("#status")).to_have_text("Checked 2 images; 1 could not be judged.")
+            failed = page.locator(".result", has_text="gone.png")
+            expect(failed.locator(".label-badge")).to_have_text("Could not judge")
+            expect(failed.locator(".reasons")).to_contain_text("gone.png: the browser could not read this file")
+            judged = page.locator(".result", has_text="good.png").locator(".label-badge")
+            expect(judged).to_have_attribute("data-label", re.compile("^(ai|human|uncertain)$"))
+        finally:
+            browser.close()
+
+
+def test_page_waits_and_resends_when_the_server_is_busy():
+    """503 busy comes with Retry-After: the page waits that long and sends the same files again."""
+    _need_browser()
+    from playwright.sync_api import expect, sync_playwright
+
+    sent: list[bytes] = []
+
+    def handle(route):
+        if _serve_page_files(route):
+            return
+        if route.request.url.removeprefix(STUB_ORIGIN) != "/v1/detect":
+            route.abort("connectionrefused")
+            return
+        sent.append(route.request.post_data_buffer)
+        if len(sent) < 3:
+            route.fulfill(status=503, headers={"retry-after": "0"},
+                          json={"error": {"status": 503, "kind": "busy", "message": "server busy; retry"}})
+        else:
+            route.fulfill(json={"verdicts": [{"file": "queued.png", "label": "human", "p_ai": 0.1,
+                                              "reasons": ["stub reason"], "evidence": [], "error": None}]})
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.route(STUB_ORIGIN + "/**", handle)
+            page.goto(STUB_ORIGIN + "/")
+            expect(page.locator("#model-line")).to_contain_text("stub")
+            page.get_by_label("Choose images").set_input_files(
+                [{"name": "queued.png", "mimeType": "image/png", "buffer": png_bytes(seed=3)}])
+            expect(page.locator("#status")).to_have_text("Checked 1 image.")
+            expect(page.locator(".result .label-badge")).to_have_attribute("data-label", "human")
+            expect(page.locator(".result .reasons")).to_have_text("stub reason")
+        finally:
+            browser.close()
+    assert len(sent) == 3, "sent again after each 503"
+    assert all(b'filename="queued.png"' in body and len(body) == len(sent[0]) for body in sent), "the same file"
+
+
+def test_page_sends_large_photos_in_small_requests_so_results_come_as_they_are_made():
+    """12 phone photos of 5 MB in one request outlived the server's 30 s timeout (default model, busy 2 cores)."""
+    _need_browser()
+    from playwright.sync_api import expect, sync_playwright
+
+    requests: list[list[str]] = []
+
+    def handle(route):
+        if _serve_page_files(route):
+            return
+        names = re.findall(rb'filename="([^"]+)"', route.request.post_data_buffer)
+        requests.append([n.decode() for n in names])
+        route.fulfill(json={"verdicts": [{"file": n.decode(), "label": "human", "p_ai": 0.1, "reasons": ["stub"],
+                                          "evidence": [], "error": None} for n in names]})
+
+    photo = b"\xff\xd8" + bytes(5 * 1024 * 1024)  # the page sends it as it is; only its size matters here
+    files = [("big-1.jpg", photo), ("big-2.jpg", photo), ("small-1.png", png_bytes(seed=1)),
+             ("small-2.png", png_bytes(seed=2)), ("big-3.jpg", photo)]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(60_000)
+            expect.set_options(timeout=60_000)
+            page.route(STUB_ORIGIN + "/**", handle)
+            page.goto(STUB_ORIGIN + "/")
+            expect(page.locator("#model-line")).to_contain_text("stub")
+            page.get_by_label("Choose images").set_input_files(
+                [{"name": name, "mimeType": "image/jpeg", "buffer": data} for name, data in files])
+            expect(page.locator("#status")).to_have_text("Checked 5 images.")
+        finally:
+            browser.close()
+    # The server would take all five at once (64 MB); the page keeps each request near 8 MB, small files together.
+    assert requests == [["big-1.jpg"], ["big-2.jpg", "small-1.png", "small-2.png"], ["big-3.jpg"]]

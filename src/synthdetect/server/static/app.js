@@ -13,6 +13,10 @@ let maxFiles = 16;
 let maxBodyBytes = 64 * 1048576;
 // Multipart framing per file (boundary, part headers) besides its bytes and name; generous on purpose.
 const PART_OVERHEAD_BYTES = 1024;
+// Requests aim at this size, though the server takes up to its body limit: 12 phone photos of 5 MB in one request
+// took longer than the server's 30 s timeout for the default model on a busy 2-core machine, and no result showed
+// until the whole request ended. Large photos now go about one per request, small images still many at once.
+const REQUEST_TARGET_BYTES = 8 * 1048576;
 
 const $ = (selector, root = document) => root.querySelector(selector);
 
@@ -35,8 +39,37 @@ async function loadModelInfo() {
   }
 }
 
-// fetch() rejects with a bare "TypeError: Failed to fetch" when the server stopped or the connection dropped.
+// fetch() rejects with a bare "TypeError: Failed to fetch" when the server stopped or the connection dropped,
+// and also when the browser cannot read one of the files it sends: a dropped folder, or a file moved, changed
+// or deleted since it was chosen. Then the whole request fails, so the page asks /healthz which it was.
 const UNREACHABLE = "could not reach the server (it may have stopped, or the connection dropped); try again";
+const UNREADABLE = "the browser could not read this file (a folder, or a file moved, changed or deleted " +
+  "since it was chosen)";
+// A busy server (503) says when to come back in Retry-After; the page waits and resends this many times.
+const BUSY_RETRIES = 5;
+const MAX_RETRY_WAIT_S = 10;
+
+const sleep = (seconds) => new Promise((resolve) => setTimeout(resolve, seconds * 1000));
+
+async function serverAnswers() {
+  try {
+    await fetch("/healthz", { cache: "no-store" });
+    return true;
+  } catch (error) {
+    return false;
+  }
+}
+
+// POST the form, resending it while the server answers 503 busy, after the seconds it asks for; say() tells why.
+async function postWithRetries(url, form, say) {
+  for (let attempt = 0; ; attempt++) {
+    const response = await fetch(url, { method: "POST", body: form });
+    if (response.status !== 503 || attempt >= BUSY_RETRIES) return response;
+    const wait = Number.parseFloat(response.headers.get("retry-after"));
+    say(`Server busy; trying again (${attempt + 1} of ${BUSY_RETRIES})\u2026`);
+    await sleep(Number.isFinite(wait) ? Math.min(Math.max(wait, 0), MAX_RETRY_WAIT_S) : 1);
+  }
+}
 
 function errorMessage(body, response) {
   if (body && body.error && body.error.message) return body.error.message;
@@ -118,7 +151,9 @@ async function toggleHeatmap(card) {
     const form = new FormData();
     form.append("files", card.file, card.file.name);
     try {
-      const response = await fetch("/v1/explain?map=auto", { method: "POST", body: form });
+      const response = await postWithRetries("/v1/explain?map=auto", form, (text) => {
+        caption.textContent = text;
+      });
       if (!response.ok) {
         const body = await response.json().catch(() => null);
         caption.textContent = "No heatmap: " + errorMessage(body, response);
@@ -131,7 +166,7 @@ async function toggleHeatmap(card) {
       card.mapNotes = (response.headers.get("x-synthdetect-notes") || "").split(" | ")
         .filter((note) => note && !reasons.some((r) => note.includes(r))).join("; ");
     } catch (error) {
-      caption.textContent = "No heatmap: " + UNREACHABLE;
+      caption.textContent = "No heatmap: " + ((await serverAnswers()) ? UNREADABLE : UNREACHABLE);
       return;
     } finally {
       toggle.disabled = false;
@@ -151,10 +186,17 @@ async function judgeBatch(cards) {
   let response;
   let body = null;
   try {
-    response = await fetch("/v1/detect", { method: "POST", body: form });
+    response = await postWithRetries("/v1/detect", form, setStatus);
     body = await response.json().catch(() => null);
   } catch (error) {
-    cards.forEach((card) => showVerdict(card, { error: UNREACHABLE }));
+    if (!(await serverAnswers())) {
+      cards.forEach((card) => showVerdict(card, { error: UNREACHABLE }));
+    } else if (cards.length === 1) {
+      showVerdict(cards[0], { error: `${cards[0].file.name}: ${UNREADABLE}` });
+    } else {
+      // One unreadable file failed the whole request: each file alone, so only the unreadable ones fail.
+      for (const card of cards) await judgeBatch([card]);
+    }
     return;
   }
   if (body && Array.isArray(body.verdicts)) {
@@ -202,7 +244,7 @@ async function handleFiles(fileList) {
   // Newest batch first, in the order the files were chosen.
   $("#results").prepend(...cards.map((card) => card.node));
   $("#empty").hidden = true;
-  for (const indices of planBatches(files, maxFiles, maxBodyBytes)) {
+  for (const indices of planBatches(files, maxFiles, Math.min(maxBodyBytes, REQUEST_TARGET_BYTES))) {
     const batch = indices.map((i) => cards[i]);
     if (requestBytes(batch.map((card) => card.file)) > maxBodyBytes) {
       // Not sent: the server would refuse it unread, and a browser often reports that as a bare network error.
@@ -214,6 +256,8 @@ async function handleFiles(fileList) {
       continue;
     }
     await judgeBatch(batch);
+    const done = cards.filter((card) => card.verdict).length;
+    if (done < files.length) setStatus(`Checking ${files.length} images\u2026 ${done} done.`);
   }
   const failed = cards.filter((card) => !card.verdict || card.verdict.error).length;
   setStatus(`Checked ${files.length} image${files.length > 1 ? "s" : ""}` +
