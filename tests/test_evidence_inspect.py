@@ -67,7 +67,8 @@ def test_inspect_json_and_table(tmp_path):
     assert not [e for e in rows[1]["evidence"] if e["signal"] == "ai"]
     table = runner.invoke(app, ["inspect", str(plain), str(good)])
     assert table.exit_code == 0
-    assert "no provenance, metadata or watermark found" in table.stdout and "Stable Diffusion WebUI" in table.stdout
+    assert "no provenance or metadata found" in table.stdout and "Stable Diffusion WebUI" in table.stdout
+    assert "watermark not checked: JPEG compressed" in table.stdout  # not "no watermark found": never decoded
     bracketed = tmp_path / "bracket.png"
     params = WEBUI_PARAMETERS.replace("Model: sd_xl_base_1.0", "Model: IL_Deliberate [deliberate_v2]")
     bracketed.write_bytes(png_with_text(textured_rgb(300), {"parameters": params}))

@@ -38,18 +38,30 @@ def inspect_file(path: str, probes: list[str] | None = None, source: Any = None)
         loaded = load_image(path if source is None else source, name=path)
     except ImageLoadError as exc:
         return {"file": path, "error": str(exc), "evidence": []}
-    evidence = run_probes(loaded, probes or probe_names())
+    selected = probes or probe_names()
+    evidence = run_probes(loaded, selected)
     return {
         "file": path, "error": None,
         "image": {"format": loaded.format, "width": loaded.size[0], "height": loaded.size[1],
                   "mode": loaded.original_mode},
         "evidence": [e.to_dict() for e in evidence],
+        "not_checked": not_checked(loaded, selected),
         "timing_ms": round((time.perf_counter() - t0) * 1000, 2),
     }
 
 
-def _render_table(results: list[dict]) -> None:
-    console = Console(width=max(Console().width, 120))
+def not_checked(image: Any, probes: list[str]) -> dict[str, str]:
+    """Probe -> why it did not look at this image: "no watermark found" must not be said of one never decoded."""
+    from synthdetect.evidence.spectrum import why_no_profile
+    from synthdetect.evidence.watermark import why_not_decoded
+
+    reasons = {"watermark": why_not_decoded, "spectrum": why_no_profile}
+    found = {name: reasons[name](image) for name in probes if name in reasons}
+    return {name: reason for name, reason in found.items() if reason}
+
+
+def _render_table(results: list[dict], console: Console | None = None) -> None:
+    console = console or Console(width=max(Console().width, 120))
     colours = {"ai": "red", "human": "green", "edited": "cyan", "unverified": "yellow", "tampered": "magenta",
                "none": "dim"}
     for result in results:
@@ -62,8 +74,12 @@ def _render_table(results: list[dict]) -> None:
                       f"{image['mode']}", highlight=False)
         rank = {"decisive": 0, "strong": 1, "moderate": 2, "weak": 3, "info": 4}
         findings = sorted(result["evidence"], key=lambda e: (e["kind"] in ("ela", "spectrum"), rank[e["strength"]]))
+        skipped = result.get("not_checked") or {}
         if not any(e["kind"] not in ("ela", "spectrum") for e in findings):
-            console.print("  no provenance, metadata or watermark found (absence is not evidence either way)")
+            looked_for = "provenance or metadata" if "watermark" in skipped else "provenance, metadata or watermark"
+            console.print(f"  no {looked_for} found (absence is not evidence either way)")
+        for name, reason in skipped.items():
+            console.print(f"  {name} not checked: {escape(reason)}", highlight=False)
         table = Table(show_header=True, header_style="bold", box=None, padding=(0, 1))
         for column in ("probe", "signal", "strength", "finding"):
             table.add_column(column, overflow="fold")
@@ -89,7 +105,9 @@ def register(app: typer.Typer) -> None:
                                                    "(each real folder once).")] = False,
     ) -> None:
         """Show every evidence probe's findings (C2PA, metadata, generation parameters, EXIF, watermark, ELA, spectrum)."""
-        from synthdetect.cli import fail, gather_inputs, print_note
+        from rich.progress import track
+
+        from synthdetect.cli import err, fail, gather_inputs, print_note, state
         from synthdetect.evidence import probe_names
 
         known = probe_names()
@@ -101,16 +119,25 @@ def register(app: typer.Typer) -> None:
             fail("no files to inspect (give files, folders or globs, - for an image on standard input, or --files-from)")
         for line in passed_over.lines_of(passed_over.to_dict(), "inspected", ""):  # never a silent skip
             print_note(line)
-        results = []
-        for path, problem, source in targets:
-            results.append({"file": path, "error": f"{path}: {problem}", "evidence": []} if problem
-                           else inspect_file(path, probe, source))
+        # The table and JSON lines are written file by file, as each is inspected (they are the progress, and
+        # a long run's findings are not held back); a JSON array needs every file first, so a bar shows progress.
+        items = targets
+        if format is InspectFormat.json and not state["quiet"] and len(targets) > 1:
+            items = track(targets, description="inspect", console=err)
+        console = Console(width=max(Console().width, 120))
+        results, failed = [], False
+        for path, problem, source in items:
+            result = ({"file": path, "error": f"{path}: {problem}", "evidence": []} if problem
+                      else inspect_file(path, probe, source))
+            failed = failed or bool(result["error"])
+            if format is InspectFormat.json:
+                results.append(result)
+            elif format is InspectFormat.jsonl:
+                sys.stdout.write(json.dumps(result) + "\n")
+            else:
+                _render_table([result], console)
+            sys.stdout.flush()
         if format is InspectFormat.json:
             sys.stdout.write(json.dumps(results, indent=2) + "\n")
-        elif format is InspectFormat.jsonl:
-            for result in results:
-                sys.stdout.write(json.dumps(result) + "\n")
-        else:
-            _render_table(results)
-        if any(r["error"] for r in results):
+        if failed:
             raise typer.Exit(EXIT_SOME_FAILED)

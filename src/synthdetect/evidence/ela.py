@@ -30,9 +30,31 @@ def _rgb(image: LoadedImage | Image.Image) -> Image.Image:
     return pil if pil.mode == "RGB" else pil.convert("RGB")
 
 
-def ela_difference(image: LoadedImage | Image.Image, quality: int = DEFAULT_QUALITY) -> np.ndarray:
-    """Absolute per-pixel difference (uint8, HxWx3) between the image and its JPEG re-save at ``quality``."""
-    rgb = _rgb(image)
+#: ``ImageOps.exif_transpose``'s operation for each EXIF orientation, and the one that undoes it.
+_ORIENT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+           5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+           8: Image.Transpose.ROTATE_90}
+_UNDO_ORIENT = {**_ORIENT, 6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}
+
+
+def stored_orientation(image: LoadedImage | Image.Image) -> int:
+    """The EXIF orientation ``load_image`` applied (1 when none): the file's own pixel grid is the other way round."""
+    if not isinstance(image, LoadedImage) or not image.orientation_applied:
+        return 1
+    try:
+        if image.raw is not None:
+            with Image.open(io.BytesIO(image.raw)) as original:
+                value = original.getexif().get(0x0112, 1)
+        else:
+            exif = Image.Exif()
+            exif.load(image.info.get("exif") or b"")
+            value = exif.get(0x0112, 1)
+    except Exception:  # noqa: BLE001 - unreadable EXIF: compare on the pixels as shown
+        return 1
+    return value if value in _ORIENT else 1
+
+
+def _difference(rgb: Image.Image, quality: int) -> np.ndarray:
     buffer = io.BytesIO()
     rgb.save(buffer, "JPEG", quality=quality)
     buffer.seek(0)
@@ -40,18 +62,38 @@ def ela_difference(image: LoadedImage | Image.Image, quality: int = DEFAULT_QUAL
         return np.asarray(ImageChops.difference(rgb, resaved.convert("RGB")))
 
 
+def ela_difference(image: LoadedImage | Image.Image, quality: int = DEFAULT_QUALITY) -> np.ndarray:
+    """Absolute per-pixel difference (uint8, HxWx3) between the image and its JPEG re-save at ``quality``.
+
+    An EXIF-rotated image is re-saved on the file's own pixel grid and the difference turned back: re-saving
+    the turned pixels would put JPEG's 8x8 blocks across the file's (when a side is not a multiple of 16) and
+    make every block edge light up.
+    """
+    rgb = _rgb(image)
+    orientation = stored_orientation(image)
+    if orientation != 1:
+        stored = rgb.transpose(_UNDO_ORIENT[orientation])
+        if stored.size == image.original_size:
+            return np.asarray(Image.fromarray(_difference(stored, quality)).transpose(_ORIENT[orientation]))
+    return _difference(rgb, quality)
+
+
 def ela_image(image: LoadedImage | Image.Image, quality: int = DEFAULT_QUALITY, scale: float | None = None) -> Image.Image:
     """The ELA picture: the difference amplified so that its maximum is white (or by a fixed ``scale``)."""
-    diff = ela_difference(image, quality).astype(np.float32)
+    diff = ela_difference(image, quality)
     factor = scale if scale is not None else 255.0 / max(float(diff.max()), 1.0)
-    return Image.fromarray(np.clip(diff * factor, 0, 255).astype(np.uint8), "RGB")
+    # A 256-entry table instead of a float copy of the image: a 24 MP photo peaked at 820 MB more that way.
+    table = np.clip(np.arange(256, dtype=np.float32) * factor, 0, 255).astype(np.uint8)
+    return Image.fromarray(table[diff], "RGB")
 
 
 def ela_features(image: LoadedImage | Image.Image, quality: int = DEFAULT_QUALITY) -> dict[str, float]:
     """Summary statistics of the error levels on a copy at most ``FEATURE_SIDE`` px (cheap, comparable)."""
     rgb = _rgb(image).copy()
     rgb.thumbnail((FEATURE_SIDE, FEATURE_SIDE))
-    diff = ela_difference(rgb, quality).astype(np.float32).mean(axis=2)
+    # An image that needed no shrinking keeps its file's JPEG grid (see ela_difference); a shrunk copy has none.
+    same = rgb.size == _rgb(image).size
+    diff = ela_difference(image if same else rgb, quality).astype(np.float32).mean(axis=2)
     h, w = diff.shape
     tiles = diff[: h // 32 * 32, : w // 32 * 32].reshape(h // 32, 32, w // 32, 32).mean(axis=(1, 3)) if h >= 32 and w >= 32 else diff
     return {"quality": quality, "mean": round(float(diff.mean()), 4), "std": round(float(diff.std()), 4),

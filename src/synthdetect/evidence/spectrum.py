@@ -84,6 +84,14 @@ def spectrum_features(image: LoadedImage | Image.Image | np.ndarray) -> dict[str
     return {"high_minus_mid": round(float(high - mid), 4), "log_slope": round(slope, 4)}
 
 
+def why_no_profile(image: LoadedImage) -> str | None:
+    """Why the probe reports nothing for this image (None when it reports)."""
+    short = min(image.size)
+    if min(short, SIDE) // 2 < MIN_BINS:
+        return f"image is {short} px on its short side; the spectrum needs at least {2 * MIN_BINS} px"
+    return None
+
+
 @register_probe("spectrum", default=False)
 def probe_spectrum(image: LoadedImage) -> list[Evidence]:
     features = spectrum_features(image)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -24,33 +25,47 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Explain one verdict with Grad-CAM, an occlusion map and error-level analysis."""
         from synthdetect.api import Detector
-        from synthdetect.cli import EXIT_SOME_FAILED, STDIN_NAME, fail, print_error, stdin_image
-        from synthdetect.explain import METHODS, check_output_path, explain as explain_image
+        from synthdetect.cli import EXIT_SOME_FAILED, STDIN_NAME, fail, print_error, state, stdin_image
+        from synthdetect.explain import METHODS, check_output_path, explain as explain_image, map_paths
         from synthdetect.images import ImageLoadError
         from synthdetect.models import ModelPackageError
 
+        unknown = sorted(set(method or ()) - set(METHODS))
+        if unknown:  # like the output path, checked before the model loads
+            fail(f"unknown explanation method(s): {', '.join(unknown)} (known: {', '.join(METHODS)})")
         try:  # before the model loads and the maps are computed: those take seconds to minutes
             check_output_path(out)
         except ValueError as exc:
             fail(f"-o {exc}")
+        planned = {"figure": out, **(map_paths(out.with_suffix(""), method or METHODS) if maps else {})}
+        for role, path in planned.items():
+            if image != "-" and _same_file(path, Path(image)):
+                what = role if role == "figure" else f"{role} map"
+                fail(f"-o {out}: the {what} would be written over the input image {image}; give another name")
+        existing = {role for role, path in planned.items() if path.exists()}
         try:
             detector = Detector.load(model)
         except (ModelPackageError, ValueError, ImportError) as exc:
             fail(str(exc))
         source, name = (stdin_image(), STDIN_NAME) if image == "-" else (image, image)
         try:
-            result = explain_image(detector, source, name=name, methods=method or METHODS, grid=grid)
+            result = explain_image(detector, source, name=name, methods=method or METHODS, grid=grid,
+                                   progress=not state["quiet"])
         except ImageLoadError as exc:
             print_error(str(exc))
             raise typer.Exit(EXIT_SOME_FAILED) from None
         except ValueError as exc:
             fail(str(exc))
-        result.save(out)
-        written = {"figure": str(out)}
-        if maps:
-            written.update({name: str(path) for name, path in result.save_maps(out.with_suffix("")).items()})
+        try:
+            result.save(out)
+            written = {"figure": str(out)}
+            if maps:
+                written.update({name: str(path) for name, path in result.save_maps(out.with_suffix("")).items()})
+        except OSError as exc:
+            fail(f"{exc.filename or out}: cannot write the picture ({exc.strerror or exc})")  # one line, no traceback
+        replaced = [path for role, path in written.items() if role in existing]
         if as_json:
-            typer.echo(json.dumps({**result.to_dict(), "written": written}, indent=2))
+            typer.echo(json.dumps({**result.to_dict(), "written": written, "replaced": replaced}, indent=2))
             return
         v = result.verdict
         p = "" if v.p_ai is None else f" p_ai {v.p_ai:.3f}"
@@ -60,4 +75,12 @@ def register(app: typer.Typer) -> None:
         for note in result.notes:
             typer.echo(f"  note: {note}")
         for name, path in written.items():
-            typer.echo(f"  wrote {name}: {path}")
+            typer.echo(f"  wrote {name}: {path}{' (replaced the existing file)' if path in replaced else ''}")
+
+
+def _same_file(output: Path, image: Path) -> bool:
+    """Whether writing ``output`` would replace the image being explained (also through a link or another spelling)."""
+    try:
+        return output.exists() and image.exists() and os.path.samefile(output, image)
+    except OSError:
+        return False

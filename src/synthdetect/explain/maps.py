@@ -132,7 +132,12 @@ def gradcam_map(model: Model, image: LoadedImage, toward_ai: bool = True) -> np.
 
     batch = model.preprocess([image])
     with lock, torch.enable_grad():
-        cam = attr.LayerGradCam(forward, layer).attribute(batch, target=0, relu_attributions=True)
+        try:
+            cam = attr.LayerGradCam(forward, layer).attribute(batch, target=0, relu_attributions=True)
+        except AssertionError as exc:  # captum asserts when the layer's forward hook never fired
+            name = next((n for n, m in module.named_modules() if m is layer), type(layer).__name__)
+            raise ExplainUnavailable(f"Grad-CAM layer '{name}' is not on {model.name}'s forward path ({exc}); "
+                                     "name the layer to use in the card's explain.gradcam_layer") from exc
         values = cam[0].sum(0).detach().float().numpy()
         if getattr(model.module, "tta_hflip", False):  # the served logit averages the image and its mirror
             mirrored = attr.LayerGradCam(forward, layer).attribute(batch.flip(3), target=0, relu_attributions=True)
@@ -153,23 +158,24 @@ def occlusion_windows(height: int, width: int, grid: int = 8) -> tuple[tuple[int
 
 
 def occlusion_calls(height: int, width: int, grid: int = 8) -> int:
-    """Model calls an occlusion map costs: one per window plus the unoccluded image."""
+    """Model calls an occlusion map costs: one per window plus the unoccluded image.
+
+    Counted as captum's ``Occlusion`` places windows: ``ceil((side - window) / stride) + 1`` per side, the
+    last one cut off at the edge, so every pixel is covered (a floor here undercounted 12 windows as 9).
+    """
     (wh, ww), (sh, sw) = occlusion_windows(height, width, grid)
-    return ((height - wh) // sh + 1) * ((width - ww) // sw + 1) + 1
+    return (math.ceil((height - wh) / sh) + 1) * (math.ceil((width - ww) / sw) + 1) + 1
 
 
-def _fill_uncovered(values: np.ndarray, covered: tuple[int, int]) -> np.ndarray:
-    """Pixels past the last window (a few edge rows/columns) copy their nearest covered neighbour."""
-    rows, cols = covered
-    out = values.copy()
-    if rows < out.shape[0]:
-        out[rows:, :] = out[rows - 1 : rows, :]
-    if cols < out.shape[1]:
-        out[:, cols:] = out[:, cols - 1 : cols]
-    return out
+def _progress_bar(total: int, model: Model):
+    """tqdm (a captum dependency) counting scored images; captum's own bar counts batches against windows."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=f"occlusion ({model.name})", unit="image", leave=False)
 
 
-def occlusion_map(model: Model, image: LoadedImage, grid: int = 8, batch_size: int = 16) -> np.ndarray:
+def occlusion_map(model: Model, image: LoadedImage, grid: int = 8, batch_size: int = 16,
+                  progress: bool = False) -> np.ndarray:
     """How much each region raises the AI log-odds: logit(image) - logit(region blurred), image-sized.
 
     Positive values pushed toward "AI", negative toward "human".  Regions are
@@ -179,6 +185,7 @@ def occlusion_map(model: Model, image: LoadedImage, grid: int = 8, batch_size: i
     Perturbed images go to the model at most ``model.batch_size`` at a time,
     as ``detect`` sends them: a fixed-batch-1 graph accepts nothing larger, and
     a dynamically quantised one would score each image against its batch-mates.
+    ``progress`` shows a bar on stderr, counted in images scored: with a slow model the map takes minutes.
     """
     attr = _captum_attr()
     batch_size = max(1, min(batch_size, int(getattr(model, "batch_size", batch_size) or 1)))
@@ -189,7 +196,11 @@ def occlusion_map(model: Model, image: LoadedImage, grid: int = 8, batch_size: i
     inputs = torch.from_numpy(pixels).permute(2, 0, 1)[None]
     baseline = torch.from_numpy(blurred).permute(2, 0, 1)[None]
 
+    bar = _progress_bar(occlusion_calls(height, width, grid), model) if progress else None
+
     def forward(batch: torch.Tensor) -> torch.Tensor:
+        if bar is not None:
+            bar.update(len(batch))
         arrays = batch.permute(0, 2, 3, 1).round().clamp(0, 255).to(torch.uint8).numpy()
         # raw=None: the original bytes no longer describe these pixels.
         variants = [replace(image, rgb=Image.fromarray(a), raw=None, notes=[]) for a in arrays]
@@ -197,17 +208,16 @@ def occlusion_map(model: Model, image: LoadedImage, grid: int = 8, batch_size: i
                   for start in range(0, len(variants), batch_size)]
         return torch.from_numpy(np.concatenate(scores))
 
-    with torch.no_grad():
-        result = attr.Occlusion(forward).attribute(
-            inputs, sliding_window_shapes=(3, *window), strides=(3, *stride), baselines=baseline,
-            perturbations_per_eval=batch_size,
-        )
-    values = np.nan_to_num(result[0].mean(0).numpy().astype(np.float32))
-    covered = (
-        (height - window[0]) // stride[0] * stride[0] + window[0],
-        (width - window[1]) // stride[1] * stride[1] + window[1],
-    )
-    return _fill_uncovered(values, covered)
+    try:
+        with torch.no_grad():
+            result = attr.Occlusion(forward).attribute(
+                inputs, sliding_window_shapes=(3, *window), strides=(3, *stride), baselines=baseline,
+                perturbations_per_eval=batch_size,
+            )
+    finally:
+        if bar is not None:
+            bar.close()
+    return np.nan_to_num(result[0].mean(0).numpy().astype(np.float32))
 
 
 # -- ELA ----------------------------------------------------------------------------------------

@@ -69,6 +69,14 @@ def overlay(image: np.ndarray, name: str, values: np.ndarray, alpha: float = 0.5
     return Image.composite(colours, base, mask)
 
 
+def original_title(explanation: "Explanation") -> str:
+    """The first panel's title: the image's own size, and the size shown when the maps used a smaller copy."""
+    shown = f"{explanation.image.shape[1]}x{explanation.image.shape[0]}"
+    image = explanation.verdict.image or {}
+    size = f"{image.get('width')}x{image.get('height')}"
+    return f"original {size} (shown {shown})" if image.get("width") and size != shown else f"original {shown}"
+
+
 def figure(explanation: "Explanation", dpi: int = 100) -> Image.Image:
     """One picture: the original, each available overlay, and the verdict with its first reasons."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -93,7 +101,7 @@ def figure(explanation: "Explanation", dpi: int = 100) -> Image.Image:
         ax.set_axis_off()
         if values is None:
             ax.imshow(explanation.image, interpolation="nearest")
-            ax.set_title(f"original {explanation.image.shape[1]}x{explanation.image.shape[0]}", fontsize=10)
+            ax.set_title(original_title(explanation), fontsize=10)
         else:
             ax.imshow(np.asarray(overlay(explanation.image, name, values)), interpolation="nearest")
             target = "AI" if explanation.target == "ai" else explanation.target
