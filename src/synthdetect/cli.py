@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import os
+import re
 import sys
 from enum import Enum
 from pathlib import Path
@@ -85,16 +86,53 @@ def main_callback(
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
+#: Characters a terminal acts on rather than shows: C0/C1 controls (ESC starts sequences that clear the screen or
+#: set the title; a newline breaks "one line"), lone surrogates (a name that is not UTF-8) and bidi overrides
+#: (which make ``x\u202egpj.exe`` read as ``xexe.jpg``).
+UNSHOWABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _escaped(match: re.Match) -> str:
+    code = ord(match.group())
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8, as os.fsdecode keeps it
+        return f"\\x{code - 0xDC00:02x}"
+    return ascii(match.group())[1:-1]
+
+
+def shown(text: str) -> str:
+    """``text`` for a person's terminal: what a terminal would act on, or cannot encode, written as Python escapes
+    (``\\n``, ``\\x1b``, ``\\xff``); CSV and JSON keep file names exactly."""
+    return UNSHOWABLE.sub(_escaped, text)
+
+
 def print_error(message: str) -> None:
     """One line on stderr however long (soft wrap: the terminal folds it, rich does not break it).
 
-    The message is escaped: it names files, and rich would read ``[b]`` in a file name as markup and drop it."""
-    err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+    The message is escaped: it names files, and rich would read ``[b]`` in a file name as markup and drop it;
+    control characters in a name are shown as escapes (:func:`shown`)."""
+    err.print(f"[red]error:[/red] {escape(shown(message))}", highlight=False, soft_wrap=True)
 
 
 def print_note(line: str, console: Console | None = None) -> None:
-    """A note about what a command passed over: one line, file names exactly as they are (no markup)."""
-    (console or err).print(line, markup=False, highlight=False, soft_wrap=True)
+    """A note about what a command passed over: one line, file names as they are (no markup; control characters
+    shown as escapes)."""
+    (console or err).print(shown(line), markup=False, highlight=False, soft_wrap=True)
+
+
+def valid_text(value):
+    """``value`` (a verdict's dict) with each file-name byte that is not UTF-8 written as ``\\xNN``, as
+    ``scan-export`` writes it.  ``os.fsdecode`` keeps such a byte as a lone surrogate: strict stdout crashed the
+    CSV and the table with a traceback, losing every row, and JSON carried ``\\udcff``, invalid Unicode that
+    strict JSON readers refuse."""
+    from synthdetect.scan.store import display_text
+
+    if isinstance(value, str):
+        return display_text(value)
+    if isinstance(value, dict):
+        return {key: valid_text(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [valid_text(item) for item in value]
+    return value
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -118,6 +156,7 @@ def verdict_row(d: dict) -> dict:
 
 def render_verdicts(verdicts: list[dict], fmt: OutputFormat, out=None, *, header: bool = True) -> None:
     out = out or sys.stdout
+    verdicts = [valid_text(d) for d in verdicts]
     if fmt is OutputFormat.jsonl:
         for d in verdicts:
             out.write(json.dumps(d) + "\n")
@@ -139,12 +178,12 @@ def render_verdicts(verdicts: list[dict], fmt: OutputFormat, out=None, *, header
         colours = {"ai": "red", "human": "green", "uncertain": "yellow"}
         for d in verdicts:
             if d["error"]:
-                table.add_row(escape(d["file"]), "[magenta]error[/magenta]", "",
-                              escape(d["error"].removeprefix(d["file"] + ": ")))
+                table.add_row(escape(shown(d["file"])), "[magenta]error[/magenta]", "",
+                              escape(shown(d["error"].removeprefix(d["file"] + ": "))))
             else:
                 p = "" if d["p_ai"] is None else f"{d['p_ai']:.3f}"
-                table.add_row(escape(d["file"]), f"[{colours[d['label']]}]{d['label']}[/]", p,
-                              escape("; ".join(d["reasons"])))
+                table.add_row(escape(shown(d["file"])), f"[{colours[d['label']]}]{d['label']}[/]", p,
+                              escape(shown("; ".join(d["reasons"]))))
         Console(file=out, width=max(Console().width, 120)).print(table)
 
 
@@ -169,8 +208,8 @@ def gather_inputs(paths: list[str], files_from: str | None, all_files: bool, fol
     as ``scan`` reads one: ``#`` comments skipped, relative paths relative to the list's folder, a listed folder
     walked, and what ``find`` prints inside a listed folder not taken twice.  A file reached twice (``detect B
     B/x.jpg``) is judged once, as ``scan`` does."""
-    from synthdetect.api import expand_paths
-    from synthdetect.scan.sources import PassedOver, covered_by, iter_listed_paths
+    from synthdetect.api import expand_paths, missing_reason
+    from synthdetect.scan.sources import LIST_ERRORS, PassedOver, covered_by, iter_listed_paths, stdin_lines
 
     if paths.count("-") > 1:
         fail("- (one image from standard input) can be given only once")
@@ -178,11 +217,11 @@ def gather_inputs(paths: list[str], files_from: str | None, all_files: bool, fol
         fail("standard input cannot hold both an image (-) and the list of paths (--files-from -)")
     listed: list[str] = []
     if files_from is not None:
-        try:
+        try:  # names that are not UTF-8 (find prints them as they are) are kept, as scan keeps them
             if files_from == "-":
-                listed = list(iter_listed_paths(sys.stdin))
+                listed = list(iter_listed_paths(stdin_lines()))
             else:
-                with open(files_from, encoding="utf-8") as handle:
+                with open(files_from, encoding="utf-8", errors=LIST_ERRORS) as handle:
                     listed = list(iter_listed_paths(handle, Path(files_from).parent))
         except (OSError, UnicodeDecodeError) as exc:
             fail(f"--files-from {files_from}: {getattr(exc, 'strerror', None) or exc}")
@@ -200,7 +239,10 @@ def gather_inputs(paths: list[str], files_from: str | None, all_files: bool, fol
                 continue
             if os.path.isdir(path):
                 listed_folders.add(path)
-        found, over = expand_paths([path], all_files=all_files, follow_links=follow_links, notes=notes)
+        if from_list and not os.path.exists(path):  # a list names files, as scan reads it: never a glob, so a
+            found, over = [(path, missing_reason(Path(path)))], []  # gone photo[1].jpg is not photo1.jpg
+        else:
+            found, over = expand_paths([path], all_files=all_files, follow_links=follow_links, notes=notes)
         for name, problem in found:
             key = os.path.normpath(name)
             if key not in seen:

@@ -52,6 +52,9 @@ class RouterModel(Model):
         super().__init__(card)
         from synthdetect.models import adapter_for, find_package  # late: the registry imports this module
 
+        if not card.get("routes"):  # a KeyError here read "could not be loaded: KeyError: 'routes'"
+            raise ValueError(f"router {self.name}: its card lists no routes, so it could judge no image "
+                             "('routes': a list of {max_short_side and/or min_short_side, model or reason})")
         self.routes = [Route(spec) for spec in card["routes"]]
         self._route_of: dict[str, Route] = {}  # routed model name -> its route
         self._packages: dict[str, ModelPackage] = {}  # not built yet
@@ -109,7 +112,7 @@ class RouterModel(Model):
                     return None, route.reason
                 model = self.member(route.model_name)
                 return model, model.out_of_domain(image)
-        return None, "no route of the default model matches this image size"
+        return None, f"no route of {self.name} matches this image size ({image.size[0]}x{image.size[1]} px)"
 
     def ready(self) -> None:
         for name in self._route_of:

@@ -231,7 +231,7 @@ def expand_listed(paths: Iterable[str], all_files: bool = False, passed_over: Pa
             yield inspect(path)
 
 
-def _stdin_lines() -> Iterator[str]:
+def stdin_lines() -> Iterator[str]:
     """Standard input as text that keeps any byte (``find`` prints names as they are on disk)."""
     buffer = getattr(sys.stdin, "buffer", None)
     if buffer is None:  # already text (a test harness): nothing to re-decode
@@ -247,7 +247,7 @@ def _stdin_lines() -> Iterator[str]:
 def _expand(source: str, all_files: bool, passed_over: PassedOver, excluded: "_Exclusions",
             follow_links: bool = False) -> Iterator[Candidate]:
     if source == STDIN_LIST:  # streamed: a list of millions of paths is never held whole
-        yield from expand_listed(iter_listed_paths(_stdin_lines()), all_files, passed_over, excluded, follow_links)
+        yield from expand_listed(iter_listed_paths(stdin_lines()), all_files, passed_over, excluded, follow_links)
         return
     source = os.path.normpath(source)
     if os.path.isdir(source):

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
-from synthdetect.evaluate.calibration import Calibration, operating_points, threshold_at_fpr
+from synthdetect.evaluate.calibration import Calibration, operating_points, threshold_at_fnr, threshold_at_fpr
 from synthdetect.evaluate.metrics import binary_metrics
 from synthdetect.images import ImageLoadError, encode_image, shrink_to_short_side
 from synthdetect.models.package import weights_fingerprint
@@ -35,6 +35,7 @@ SHORT_SIDES = (32, 48, 64)
 RESAMPLERS = {"lanczos": Image.Resampling.LANCZOS, "bicubic": Image.Resampling.BICUBIC}
 ENCODINGS = (("JPEG", 90), ("JPEG", 75), ("PNG", None))
 LABELS = ("ai", "human", "uncertain")
+HUMAN_FNR = 0.05  # the human threshold misses this share of AI thumbnails
 
 
 def thumbnail_variants(rgb: Image.Image, short_sides: Sequence[int] = SHORT_SIDES) -> Iterator[tuple[str, bytes]]:
@@ -62,6 +63,8 @@ class ThumbnailScores:
     unreadable: list[str] = field(default_factory=list)
     #: sha256 of each thumbnail's full-size file; empty when unknown (then no copies rule can apply)
     image_digests: list[str] = field(default_factory=list)
+    #: records already at most the smallest thumbnail size on their short side: no thumbnail, nothing scored
+    too_small: list[str] = field(default_factory=list)
 
 
 def score_thumbnails(
@@ -75,17 +78,23 @@ def score_thumbnails(
     logits, labels, sources, variants, digests = [], [], [], [], []
     not_judged: dict[str, int] = {}
     unreadable: list[str] = []
+    too_small: list[str] = []
     images = 0
     for i, record in enumerate(records):
         try:
             loaded = load_record(record)
         except (ImageLoadError, OSError, KeyError) as exc:
-            why = str(exc)
+            why = (exc.strerror or str(exc)) if isinstance(exc, OSError) else str(exc)  # not "[Errno 2] ... 'x'"
             unreadable.append(why if why.startswith(record.ref) else f"{record.ref}: {why}")
+            if progress:  # a bar left short of its total reads as work still to do
+                progress(i + 1, len(records))
             continue
         rgb, digest = loaded.rgb, hashlib.sha256(loaded.raw or b"").hexdigest()
         thumbs = list(thumbnail_variants(rgb, short_sides))
         images += bool(thumbs)
+        if not thumbs:  # counted, not passed over in silence: the card says how many images gave no thumbnail
+            too_small.append(f"{record.ref}: {rgb.width}x{rgb.height} px, no larger than the smallest thumbnail "
+                             f"({min(short_sides)} px short side)")
         for (tag, _), verdict in zip(thumbs, detector.detect([data for _, data in thumbs])):
             if verdict.error or not verdict.models:
                 reason = verdict.error or verdict.reasons[0]
@@ -100,16 +109,19 @@ def score_thumbnails(
         if progress:
             progress(i + 1, len(records))
     return ThumbnailScores(np.asarray(logits, dtype=np.float64), np.asarray(labels), np.asarray(sources),
-                           variants, images, not_judged, unreadable, digests)
+                           variants, images, not_judged, unreadable, digests, too_small)
 
 
 def route_data_problem(scores: ThumbnailScores) -> str | None:
     """Why these thumbnails cannot calibrate a route (and be measured leave-one-source-out), or None."""
     if scores.logits.size == 0:
         judged = "; ".join(f"{n} {why}" for why, n in scores.not_judged.items())
+        lost = ", ".join(f"{n} {what}" for n, what in ((len(scores.unreadable), "unreadable"),
+                                                       (len(scores.too_small), "too small")) if n)
         return ("no thumbnail was scored: thumbnails are the images shrunk to a "
                 + "/".join(map(str, SHORT_SIDES)) + " px short side, so only images larger than "
-                + f"{min(SHORT_SIDES)} px give any" + (f" (not judged: {judged})" if judged else ""))
+                + f"{min(SHORT_SIDES)} px give any" + (f" (images: {lost})" if lost else "")
+                + (f" (not judged: {judged})" if judged else ""))
     classes = set(scores.labels.tolist())
     if len(classes) < 2:
         return f"the scored thumbnails are all {'AI' if classes == {1.0} else 'human'}: a calibration needs both classes"
@@ -131,7 +143,7 @@ def fit_route(logits: np.ndarray, labels: np.ndarray, what: str, sources: np.nda
     """
     calibration = Calibration.fit(logits, labels, "platt", balanced=True)
     p = calibration(logits)
-    points = operating_points(p, labels)
+    points = operating_points(p, labels, human_fnr=HUMAN_FNR)
     decision = dict(points["decision"])
     decision["ai_rule"] = f"p_ai at or above the 1% FPR threshold on {what}"
     if sources is not None:
@@ -142,10 +154,33 @@ def fit_route(logits: np.ndarray, labels: np.ndarray, what: str, sources: np.nda
             decision["ai_at_or_above"] = per_source[worst]
         decision["ai_rule"] = (f"p_ai at or above the 1% FPR threshold of every source of {what} "
                                f"(highest: {worst})")
-    decision["human_below"] = min(decision["human_below"], decision["ai_at_or_above"])
+    human_below = threshold_at_fnr(p, labels, HUMAN_FNR)
+    if human_below >= decision["ai_at_or_above"]:  # the band is empty: every image is called ai or human
+        decision["ai_at_or_above"] = decision["human_below"] = clear_of_scores(decision["ai_at_or_above"], p)
+    else:  # raised for a source above the pooled empty band, the band opens, and the pooled note is stale
+        decision["ai_at_or_above"] = clear_of_scores(decision["ai_at_or_above"], p)
+        decision["human_below"] = clear_of_scores(human_below, p)
+        decision.pop("uncertain_band_empty", None)
+        decision.pop("note", None)
     decision["human_rule"] = f"p_ai below the threshold that misses 5% of AI images among {what}"
     decision["band"] = f"the thresholds fitted on {what}"
     return {"calibration": calibration.to_dict(), "decision": decision, "thresholds": points["thresholds"]}
+
+
+def clear_of_scores(threshold: float, p: np.ndarray) -> float:
+    """``threshold`` moved to halfway between the fitted scores on either side of it (to 1 past the last score).
+
+    The 1% FPR threshold sits one float step above the highest real thumbnail it does not call ``ai``, and the 5%
+    miss threshold on an AI thumbnail's score.  The same thumbnail judged again in another batch scores up to
+    about 5e-7 apart in logit (float32 convolutions), and the fit read logits rounded to 6 decimals: either could
+    call it ``ai`` (breaking its source's 1%) or ``human``.  Halfway calls no fitted thumbnail differently."""
+    below, above = p[p < threshold], p[p >= threshold]
+    if below.size == 0:
+        return threshold
+    low = float(below.max())
+    high = float(above.min()) if above.size else 1.0
+    middle = low + (high - low) / 2
+    return middle if low < middle <= high else threshold
 
 
 def band_shares(counts: dict[str, dict[str, int]]) -> dict[str, Any]:
@@ -216,5 +251,6 @@ def calibrate_route(scores: ThumbnailScores, own_card: dict[str, Any], what: str
             "model_weights": weights_fingerprint(own_card),
             "not_judged": scores.not_judged,
             "unreadable": len(scores.unreadable),
+            "too_small_for_thumbnails": len(scores.too_small),
         },
     }
