@@ -103,3 +103,23 @@ def test_a_listed_name_that_is_gone_is_not_read_as_a_glob(tmp_path):
     assert [(r["file"], r["error_kind"]) for r in rows] == [
         (str(tmp_path / "photo[1].png"), "not_found"), (str(tmp_path / "photo?.png"), "not_found"),
         (str(tmp_path / "photo1.png"), None)]
+
+
+@pytest.mark.parametrize("fmt", ["table", "json", "jsonl"])
+def test_inspect_writes_odd_names_and_metadata_text_as_detect_does(odd_folder, fmt):
+    """``inspect`` crashed on a name that is not UTF-8 (table: traceback, no output) and printed a metadata field's
+    ESC sequence raw to the terminal; JSON carried ``\\udcff``."""
+    from evidence_fakes import png_with_text, textured_rgb
+
+    parameters = "a cat, Steps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 64x64, Model: m\x1b]0;owned\x07"
+    (odd_folder / "text.png").write_bytes(png_with_text(textured_rgb(64), {"parameters": parameters}))
+    result = runner.invoke(app, ["-q", "inspect", str(odd_folder), "-f", fmt, "-p", "genparams"])
+    assert result.exit_code == 0, repr(result.exception)
+    text = result.stdout_bytes.decode("utf-8")
+    assert "\\udc" not in text
+    if fmt == "table":
+        assert "bad\\xffname.png" in text and "\x1b" not in text and "\x07" not in text
+        assert "m\\x1b]0;owned\\x07" in text  # the model name, shown with its escapes
+        return
+    rows = json.loads(text) if fmt == "json" else [json.loads(line) for line in text.splitlines()]
+    assert sorted(os.path.basename(row["file"]) for row in rows) == ["bad\\xffname.png", "plain.png", "text.png"]

@@ -61,16 +61,20 @@ def not_checked(image: Any, probes: list[str]) -> dict[str, str]:
 
 
 def _render_table(results: list[dict], console: Console | None = None) -> None:
+    """File names and findings quote text from the files: control characters in them are shown as escapes, so a
+    name or a metadata field cannot clear the screen or retitle the terminal."""
+    from synthdetect.cli import shown
+
     console = console or Console(width=max(Console().width, 120))
     colours = {"ai": "red", "human": "green", "edited": "cyan", "unverified": "yellow", "tampered": "magenta",
                "none": "dim"}
     for result in results:
         if result["error"]:
-            console.print(f"[bold]{escape(result['file'])}[/bold]: [magenta]error[/magenta] "
-                          f"{escape(result['error'].removeprefix(result['file'] + ': '))}", highlight=False)
+            console.print(f"[bold]{escape(shown(result['file']))}[/bold]: [magenta]error[/magenta] "
+                          f"{escape(shown(result['error'].removeprefix(result['file'] + ': ')))}", highlight=False)
             continue
         image = result["image"]
-        console.print(f"[bold]{escape(result['file'])}[/bold]  {image['format']} {image['width']}x{image['height']} "
+        console.print(f"[bold]{escape(shown(result['file']))}[/bold]  {image['format']} {image['width']}x{image['height']} "
                       f"{image['mode']}", highlight=False)
         rank = {"decisive": 0, "strong": 1, "moderate": 2, "weak": 3, "info": 4}
         findings = sorted(result["evidence"], key=lambda e: (e["kind"] in ("ela", "spectrum"), rank[e["strength"]]))
@@ -85,7 +89,7 @@ def _render_table(results: list[dict], console: Console | None = None) -> None:
             table.add_column(column, overflow="fold")
         for e in findings:
             colour = colours.get(e["signal"], "white")
-            table.add_row(e["kind"], f"[{colour}]{e['signal']}[/]", e["strength"], escape(e["detail"]))
+            table.add_row(e["kind"], f"[{colour}]{e['signal']}[/]", e["strength"], escape(shown(e["detail"])))
         if findings:  # an empty table would print only its header
             console.print(table)
 
@@ -107,7 +111,7 @@ def register(app: typer.Typer) -> None:
         """Show every evidence probe's findings (C2PA, metadata, generation parameters, EXIF, watermark, ELA, spectrum)."""
         from rich.progress import track
 
-        from synthdetect.cli import err, fail, gather_inputs, print_note, state
+        from synthdetect.cli import err, fail, gather_inputs, print_note, state, valid_text
         from synthdetect.evidence import probe_names
 
         known = probe_names()
@@ -127,8 +131,8 @@ def register(app: typer.Typer) -> None:
         console = Console(width=max(Console().width, 120))
         results, failed = [], False
         for path, problem, source in items:
-            result = ({"file": path, "error": f"{path}: {problem}", "evidence": []} if problem
-                      else inspect_file(path, probe, source))
+            result = valid_text({"file": path, "error": f"{path}: {problem}", "evidence": []} if problem
+                                else inspect_file(path, probe, source))  # a name's stray byte as \\xNN
             failed = failed or bool(result["error"])
             if format is InspectFormat.json:
                 results.append(result)
