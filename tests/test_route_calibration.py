@@ -209,3 +209,22 @@ def test_calibrate_route_counts_unreadable_files(tmp_path):
     assert result.exit_code == 0, result.output
     assert "1 of 6 images unreadable and left out" in result.output
     assert result.output.count("s2-0-0.png") == 1  # named once, on one line
+
+
+@pytest.mark.parametrize("max_short_side, thumbnails", [(40, 12 * 6), (16, None)])
+def test_calibrate_route_uses_only_the_thumbnail_sizes_the_route_receives(tmp_path, max_short_side, thumbnails):
+    """The route was calibrated on 32, 48 and 64 px thumbnails whatever its size range: a route for images up to
+    40 px was fitted on 48 and 64 px ones it never sees; a route that receives none of them is refused."""
+    router, manifest = _router_and_manifest(tmp_path, per_class=2)
+    card = json.loads((router / "model.json").read_text())
+    card["routes"][0]["max_short_side"] = max_short_side
+    (router / "model.json").write_text(json.dumps(card))
+    report = tmp_path / "report.json"
+    result = CliRunner().invoke(app, ["calibrate-route", str(manifest), "--router", str(router),
+                                      "--report", str(report)])
+    if thumbnails is None:
+        assert result.exit_code == 2 and "receives none of the thumbnail sizes" in result.output, result.output
+        return
+    assert result.exit_code == 0, result.output
+    calibrated_on = json.loads(report.read_text())["calibrated_on"]
+    assert calibrated_on["thumbnails"] == thumbnails and calibrated_on["variants"].startswith("short side 32 px;")

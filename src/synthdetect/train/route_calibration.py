@@ -65,6 +65,19 @@ class ThumbnailScores:
     image_digests: list[str] = field(default_factory=list)
     #: records already at most the smallest thumbnail size on their short side: no thumbnail, nothing scored
     too_small: list[str] = field(default_factory=list)
+    #: the thumbnail sizes made (short side, px): those the calibrated route receives
+    short_sides: tuple[int, ...] = SHORT_SIDES
+
+
+def route_short_sides(routes: Sequence[dict[str, Any]], route: dict[str, Any]) -> tuple[int, ...]:
+    """The thumbnail sizes of :data:`SHORT_SIDES` that the router sends to ``route`` (the first route that takes a
+    size gets it): a route for images up to 32 px must not be calibrated on 48 and 64 px thumbnails it never sees."""
+    def takes(spec: dict[str, Any], short: int) -> bool:
+        return ((spec.get("max_short_side") is None or short <= spec["max_short_side"])
+                and (spec.get("min_short_side") is None or short >= spec["min_short_side"]))
+
+    return tuple(short for short in SHORT_SIDES
+                 if next((r for r in routes if takes(r, short)), None) is route)
 
 
 def score_thumbnails(
@@ -109,7 +122,7 @@ def score_thumbnails(
         if progress:
             progress(i + 1, len(records))
     return ThumbnailScores(np.asarray(logits, dtype=np.float64), np.asarray(labels), np.asarray(sources),
-                           variants, images, not_judged, unreadable, digests, too_small)
+                           variants, images, not_judged, unreadable, digests, too_small, tuple(short_sides))
 
 
 def route_data_problem(scores: ThumbnailScores) -> str | None:
@@ -119,8 +132,8 @@ def route_data_problem(scores: ThumbnailScores) -> str | None:
         lost = ", ".join(f"{n} {what}" for n, what in ((len(scores.unreadable), "unreadable"),
                                                        (len(scores.too_small), "too small")) if n)
         return ("no thumbnail was scored: thumbnails are the images shrunk to a "
-                + "/".join(map(str, SHORT_SIDES)) + " px short side, so only images larger than "
-                + f"{min(SHORT_SIDES)} px give any" + (f" (images: {lost})" if lost else "")
+                + "/".join(map(str, scores.short_sides)) + " px short side, so only images larger than "
+                + f"{min(scores.short_sides)} px give any" + (f" (images: {lost})" if lost else "")
                 + (f" (not judged: {judged})" if judged else ""))
     classes = set(scores.labels.tolist())
     if len(classes) < 2:
@@ -242,7 +255,7 @@ def calibrate_route(scores: ThumbnailScores, own_card: dict[str, Any], what: str
             "what": what,
             "thumbnails": int(scores.logits.size), "images": scores.images,
             "sources": int(len(set(scores.sources.tolist()))),
-            "variants": "short side " + "/".join(map(str, SHORT_SIDES)) + " px; " + ", ".join(RESAMPLERS)
+            "variants": "short side " + "/".join(map(str, scores.short_sides)) + " px; " + ", ".join(RESAMPLERS)
                         + "; " + ", ".join(f"{f} q{q}" if q else f for f, q in ENCODINGS),
             "model_roc_auc": ranking["roc_auc"],
             "with_the_model_card_band": {**band_shares(own_counts),

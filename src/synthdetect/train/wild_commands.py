@@ -201,7 +201,8 @@ def register(app: typer.Typer) -> None:
         from synthdetect.cli import fail
         from synthdetect.models import find_package
         from synthdetect.models.package import CARD_FILE
-        from synthdetect.train.route_calibration import calibrate_route, route_data_problem, score_thumbnails
+        from synthdetect.train.route_calibration import (SHORT_SIDES, calibrate_route, route_data_problem,
+                                                         route_short_sides, score_thumbnails)
         from synthdetect.train.trainer import progress_bar
         from synthdetect.train.wild import dump_json
 
@@ -216,6 +217,10 @@ def register(app: typer.Typer) -> None:
             known = ", ".join(str(r.get("model")) for r in routes if r.get("model"))
             fail(f"--route-model: {router} has no route " + (f"to '{route_model}'" if route_model else
                                                               "with a max_short_side") + f" (its routes: {known})")
+        sides = route_short_sides(routes, route)
+        if not sides:
+            fail(f"--route-model: {router}'s route to '{route['model']}' receives none of the thumbnail sizes "
+                 f"({'/'.join(map(str, SHORT_SIDES))} px short side), so they cannot calibrate it")
         path = package.root / CARD_FILE
         if write and not card_writable(path):
             fail(f"{path}: the router card is not writable, so --write could not store the calibration")
@@ -228,7 +233,7 @@ def register(app: typer.Typer) -> None:
             fail(f"{data}: the route's calibration needs both AI and human images")
         with progress_bar() as bar:
             task = bar.add_task("thumbnails", total=len(records), status="")
-            scores = score_thumbnails(records, route["model"],
+            scores = score_thumbnails(records, route["model"], short_sides=sides,
                                       progress=lambda done, total: bar.update(task, completed=done))
         for problem in scores.unreadable:
             console.print(f"[yellow]unreadable, left out[/] {escape(problem)}", highlight=False, soft_wrap=True)
