@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -13,11 +14,17 @@ from rich.table import Table
 from rich.text import Text
 
 
-def _records(data: str, label: list[str] | None, sources: list[str] | None):
+def _records(data: str, label: list[str] | None, sources: list[str] | None, *, to_score: bool = True):
+    """The records to judge; ``to_score`` refuses, before any work, what would make every number wrong or empty:
+    no image, a file listed twice, or not one listed file on disk."""
     from synthdetect.train.commands import parse_label_map
     from synthdetect.train.datasets import open_dataset
 
-    records = open_dataset(data, label_map=parse_label_map(label))
+    try:
+        records = open_dataset(data, label_map=parse_label_map(label))
+    except UnicodeDecodeError as exc:  # the bare codec message names neither the file nor the fix
+        raise ValueError(f"{data}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at position {exc.start}); "
+                         "save the manifest as UTF-8") from None
     if sources:
         known = {r.source for r in records if r.source}
         missing = [s for s in sources if s not in known]
@@ -26,7 +33,37 @@ def _records(data: str, label: list[str] | None, sources: list[str] | None):
                     else "the data records no sources; --source needs a CSV manifest with a 'source' column")
             raise ValueError(f"{data}: unknown source(s) {', '.join(missing)} ({have})")
         records = [r for r in records if r.source in sources]
+    if to_score:
+        if not records:
+            raise ValueError(f"{data}: lists no images")
+        _refuse_duplicates(data, records)
+        _refuse_if_no_file_exists(data, records)
     return records
+
+
+def _refuse_duplicates(data: str, records) -> None:
+    """A file listed twice is scored twice: every metric would weigh it double (or, with two labels, both ways)."""
+    seen: dict[str, list] = {}
+    for record in records:
+        seen.setdefault(os.path.normpath(record.ref), []).append(record)
+    repeated = {ref: rs for ref, rs in seen.items() if len(rs) > 1}
+    if repeated:
+        ref, rs = next(iter(repeated.items()))
+        labels = " and ".join(sorted({"ai" if r.label == 1 else "human" for r in rs}))
+        more = f" (and {len(repeated) - 1} more)" if len(repeated) > 1 else ""
+        raise ValueError(f"{data}: {ref} is listed {len(rs)} times (labelled {labels}){more}; list each image once")
+
+
+def _refuse_if_no_file_exists(data: str, records) -> None:
+    """Paths read against the wrong folder fail one by one; when not one exists, say so before any work.
+
+    Some missing files are judged as failures (counted and reported); zip members (``a.zip!m``) are not checked.
+    """
+    if any("!" in r.ref or os.path.exists(r.ref) for r in records):
+        return
+    where = (" (paths are read relative to the manifest's folder)"
+             if Path(data).suffix.lower() == ".csv" or Path(data, "manifest.csv").is_file() else "")
+    raise ValueError(f"{data}: none of the {len(records)} listed files exists, e.g. {records[0].ref}{where}")
 
 
 def _fmt(value) -> str:
@@ -50,6 +87,15 @@ def summary_lines(metrics: dict) -> list[str]:
                      f"threshold {point['threshold']:.4g}, {point['false_positives']} of {point['n_human']} human "
                      f"images called AI (FPR {point['fpr_achieved']:.3f}, exact 95% CI {_ci(point['fpr_ci95'])})"
                      + (f"; {point['note']}" if point.get("note") else ""))
+    verdicts = metrics.get("verdicts") or {}
+    served = {k: sum((verdicts.get(f"{c}_images") or {}).get(k, 0) for c in ("ai", "human"))
+              for k in ("ai", "human", "uncertain")}
+    total = sum(served.values())
+    if total:  # the table's accuracy is at p_ai >= 0.5; what is served has an uncertain band, so say both halves
+        decided = served["ai"] + served["human"]
+        lines.append(f"served verdicts (model thresholds): {decided} of {total} decided (coverage "
+                     f"{decided / total:.3f}), accuracy when decided {_fmt(verdicts.get('accuracy_when_decided'))}; "
+                     f"{served['uncertain']} uncertain")
     if overall.get("n") is not None and overall["n"] < 200:
         lines.append(f"ECE on {overall['n']} images is noisy: {overall.get('ece_note', '')}")
     return lines
@@ -89,7 +135,7 @@ def register(app: typer.Typer) -> None:
         source: Annotated[Optional[list[str]], typer.Option("--source", help="Only these sources (e.g. the held-out one).")] = None,
         label: Annotated[Optional[list[str]], typer.Option("--label", help="Map a folder/label name: NAME=ai or NAME=human.")] = None,
         title: Annotated[Optional[str], typer.Option(help="Report title.")] = None,
-        batch_size: Annotated[int, typer.Option(help="Images judged together.")] = 32,
+        batch_size: Annotated[int, typer.Option(min=1, help="Images judged together.")] = 32,
         no_evidence: Annotated[bool, typer.Option("--no-evidence", help="Model score only, no provenance probes.")] = False,
     ) -> None:
         """Judge a labelled dataset with a model and write metrics.json and a self-contained report.html."""
@@ -117,7 +163,7 @@ def register(app: typer.Typer) -> None:
                                perturbations=perturbed or None)
         overall = metrics.get("overall", {})
         table = Table("", "n", "accuracy", "ROC-AUC", "AP", "ECE", "TPR@1%FPR", "TPR@5%FPR", "uncertain",
-                      header_style="bold", title=f"{detector.name} on {data}")
+                      header_style="bold", title=Text(f"{detector.name} on {data}"))  # a path is not markup
         rows = metrics.get("robustness_table") or [{"perturbation": "none", "n_scored": metrics["n_scored"], **overall,
                                                      "fraction_uncertain": metrics["verdicts"]["fraction_uncertain"]}]
         for r in rows:
@@ -141,7 +187,7 @@ def register(app: typer.Typer) -> None:
         from synthdetect.train.dataset_summary import summarize_dataset
 
         try:
-            records = _records(data, label, None)
+            records = _records(data, label, None, to_score=False)
         except ValueError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None

@@ -157,13 +157,29 @@ def compare_models(
     """
     if len(model_names) < 1:
         raise ValueError("give at least one --model")
+    repeated = sorted({name for name in model_names if list(model_names).count(name) > 1})
+    if repeated:  # rows, report links and calibrations are keyed by name: a second copy would overwrite the first
+        raise ValueError(f"--model {repeated[0]} is given more than once; give each model once")
+    if ensemble and not 0.0 < calibration_fraction < 1.0:  # checked before the models run, not after
+        raise ValueError(f"--calibration-fraction must be between 0 and 1, got {calibration_fraction:g}")
     if load is None:
         from synthdetect.api import Detector
 
         load = Detector.load
     records = list(records)
+    labels = np.array([r.label for r in records], dtype=int)
+    if ensemble:  # the split depends on the labels only, so a split that cannot work is refused before any run
+        calib = calibration_split(records, calibration_fraction, seed)
+        if len(np.unique(labels[calib])) < 2 or calib.all():
+            raise ValueError(
+                f"--calibration-fraction {calibration_fraction:g} of {len(records)} images ({int(labels.sum())} ai, "
+                f"{int((1 - labels).sum())} human) leaves {int(calib.sum())} for calibration and "
+                f"{int((~calib).sum())} to evaluate; the ensemble needs both classes in the first and images in the "
+                "second")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    earlier = {p.parent for p in [*out_dir.glob("models/*/report.html"), out_dir / "ensemble" / "report.html"]
+               if p.is_file()}
     detectors = [load(name, use_evidence=use_evidence) for name in model_names]
     runs: list[ModelRun] = []
     taken: set[str] = set()
@@ -172,7 +188,6 @@ def compare_models(
         report_dir = out_dir / "models" / report_slug(name, taken)
         metrics = write_report(predictions, report_dir, title=f"{name} on {data_name}")
         runs.append(ModelRun(name, predictions, metrics, report_dir))
-    labels = np.array([r.label for r in records], dtype=int)
     rows = [table_row(r.name, "all", r.predictions.p_ai, labels, r.predictions.seconds) for r in runs]
     summary: dict[str, Any] = {
         "schema": "synthdetect.compare/1",
@@ -186,7 +201,6 @@ def compare_models(
         "agreement": agreement_matrix([r.name for r in runs], [r.predictions.p_ai for r in runs]),
     }
     if ensemble:
-        calib = calibration_split(records, calibration_fraction, seed)
         held = ~calib
         mean, fitted = calibrated_mean([r.predictions.p_ai for r in runs], labels, calib)
         split = f"held-out {held.sum()} (calibration on {calib.sum()})"
@@ -195,10 +209,13 @@ def compare_models(
         seconds = sum(r.predictions.seconds for r in runs) * held.mean()
         rows.append(table_row(ENSEMBLE_NAME, split, mean[held], labels[held], seconds))
         held_records = [rec for rec, h in zip(records, held) if h]
+        # why no model scored an image: the first model's own reason (a broken file fails alike in every model)
+        reasons = [next((r.predictions.errors[i] for r in runs if r.predictions.errors[i]), None)
+                   for i in np.flatnonzero(held)]
         ens_predictions = Predictions(
             records=held_records, p_ai=mean[held], labels=labels[held],
-            errors=[None if not np.isnan(p) else f"{rec.ref}: no model scored this image"
-                    for rec, p in zip(held_records, mean[held])],
+            errors=[None if not np.isnan(p) else f"no model scored this image: {why or rec.ref}"
+                    for rec, p, why in zip(held_records, mean[held], reasons)],
             model_name=ENSEMBLE_NAME, seconds=seconds, verdicts=_fallback_verdicts(mean[held]),
             images=[{} for _ in held_records],
         )
@@ -215,6 +232,9 @@ def compare_models(
             "verdict_band": "default uncertain band (no validated thresholds)",
         }
     summary["table"] = rows
+    written = {r.report_dir for r in runs} | ({out_dir / "ensemble"} if ensemble else set())
+    # reports of an earlier run into the same folder are left alone, but named: they are not part of this one
+    summary["earlier_reports"] = sorted(str(d.relative_to(out_dir)) for d in earlier - written)
     write_comparison(summary, out_dir)
     return summary
 
@@ -255,8 +275,8 @@ def markdown_agreement(agreement: dict[str, Any]) -> str:
 
 def write_comparison(summary: dict[str, Any], out_dir: Path) -> None:
     """comparison.json (everything), comparison.csv (the table), comparison.md and comparison.html (both tables)."""
-    (out_dir / "comparison.json").write_text(json.dumps(summary, indent=2) + "\n")
-    with open(out_dir / "comparison.csv", "w", newline="") as handle:
+    (out_dir / "comparison.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    with open(out_dir / "comparison.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=[k for k, _ in TABLE_COLUMNS])
         writer.writeheader()
         for row in summary["table"]:
@@ -271,8 +291,8 @@ def write_comparison(summary: dict[str, Any], out_dir: Path) -> None:
                    f"(seed {e['calibration_split']['seed']}, {e['calibration_split']['n']} images); its row and the "
                    f"held-out model rows use the other {e['calibration_split']['evaluated_on']} images."]
         md += [f"Left out of the ensemble: {name} ({why})." for name, why in e["excluded"].items()]
-    (out_dir / "comparison.md").write_text("\n".join(md) + "\n")
-    (out_dir / "comparison.html").write_text(_html(summary, head))
+    (out_dir / "comparison.md").write_text("\n".join(md) + "\n", encoding="utf-8")
+    (out_dir / "comparison.html").write_text(_html(summary, head), encoding="utf-8")  # as its <meta> says
 
 
 def _html(summary: dict[str, Any], head: str) -> str:

@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
         source: Annotated[Optional[list[str]], typer.Option("--source", help="Only these sources.")] = None,
         label: Annotated[Optional[list[str]], typer.Option(
             "--label", help="Map a folder/label name: NAME=ai or NAME=human.")] = None,
-        batch_size: Annotated[int, typer.Option(help="Images judged together.")] = 32,
+        batch_size: Annotated[int, typer.Option(min=1, help="Images judged together.")] = 32,
     ) -> None:
         """Run several models on the same images: a report each, a side-by-side table and an agreement matrix."""
         from synthdetect.evaluate.commands import _records
@@ -36,7 +36,12 @@ def register(app: typer.Typer) -> None:
             ENSEMBLE_NAME, TABLE_COLUMNS, agreement_cells, compare_models, format_cell,
         )
         from synthdetect.models import ModelPackageError
+        from synthdetect.train.commands import out_dir_problem
 
+        problem = out_dir_problem(out)
+        if problem:
+            typer.echo(f"error: {problem}", err=True)
+            raise typer.Exit(2)
         try:
             records = _records(data, label, source)
             summary = compare_models(model, records, out, data_name=data, ensemble=ensemble,
@@ -61,3 +66,6 @@ def register(app: typer.Typer) -> None:
         console.print(matrix)
         typer.echo(f"wrote {out / 'comparison.html'}, comparison.json/.csv/.md "
                    f"and a report per model under {out / 'models'}")
+        if summary["earlier_reports"]:
+            typer.echo(f"warning: {out} also holds {len(summary['earlier_reports'])} report(s) from an earlier run "
+                       f"that are not part of this comparison: {', '.join(summary['earlier_reports'])}", err=True)

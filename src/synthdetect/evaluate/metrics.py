@@ -13,6 +13,9 @@ ECE_BINS = 15
 ECE_MIN_RELIABLE_N = 200
 #: The false-positive rates every evaluation reports a TPR at.
 REPORTED_FPRS = (0.01, 0.05)
+#: Most bootstrap draw counts (resamples x images) held in memory at once: 40 MB a matrix, 1000 resamples of
+#: up to 5000 images in one.
+BOOTSTRAP_CELLS = 5_000_000
 
 
 def expected_calibration_error(p_ai: np.ndarray, labels: np.ndarray, n_bins: int = ECE_BINS) -> float:
@@ -174,10 +177,18 @@ def bootstrap_ci(p_ai: np.ndarray, labels: np.ndarray, *, threshold: float = 0.5
     y = np.asarray(labels).astype(int)
     rng = np.random.default_rng(seed)
     pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
-    w = np.zeros((n_boot, y.size))
-    w[:, pos] = _bootstrap_weights(rng, pos.size, n_boot)
-    w[:, neg] = _bootstrap_weights(rng, neg.size, n_boot)
-    stats = resample_stats(p, y, w, threshold=threshold, fpr_thresholds=fpr_thresholds, n_bins=n_bins)
+    # Resamples in blocks of at most BOOTSTRAP_CELLS draw counts: one n_boot x n matrix took 1.7 GB at 50,000
+    # images and would exhaust memory at the end of a long run.  Up to BOOTSTRAP_CELLS / n_boot images it is one
+    # block, drawn exactly as before.
+    block = max(1, min(n_boot, BOOTSTRAP_CELLS // max(y.size, 1)))
+    parts = []
+    for start in range(0, n_boot, block):
+        rows = min(block, n_boot - start)
+        w = np.zeros((rows, y.size))
+        w[:, pos] = _bootstrap_weights(rng, pos.size, rows)
+        w[:, neg] = _bootstrap_weights(rng, neg.size, rows)
+        parts.append(resample_stats(p, y, w, threshold=threshold, fpr_thresholds=fpr_thresholds, n_bins=n_bins))
+    stats = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
     tail = (1.0 - level) / 2 * 100
     out: dict[str, Any] = {k: [float(v) for v in np.percentile(s, [tail, 100 - tail])] for k, s in stats.items()}
     point = expected_calibration_error(p, y, n_bins)

@@ -19,6 +19,7 @@ import html
 import io
 import json
 import math
+import sys
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -77,8 +78,12 @@ def predict_records(
     ``transform`` (a robustness perturbation) rewrites each file's bytes
     before the detector sees them.
     """
+    from rich.markup import escape
+
     from synthdetect.train.trainer import progress_bar
 
+    if batch_size < 1:  # range() would raise on 0 and, on a negative step, judge nothing at all
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     records = list(records)
     p_ai = np.full(len(records), np.nan)
     errors: list[str | None] = [None] * len(records)
@@ -87,7 +92,9 @@ def predict_records(
     images: list[dict[str, Any]] = [{} for _ in records]
     started = time.perf_counter()
     bar = progress_bar(transient=True) if progress else None
-    task = bar.add_task(description, total=len(records), status="") if bar else None
+    log_progress = _ProgressLines(description, len(records), started)
+    # the bar's column reads markup, and a model path such as "m[/x]" is a name, not markup
+    task = bar.add_task(escape(description), total=len(records), status="") if bar else None
     if bar:
         bar.start()
     try:
@@ -120,7 +127,10 @@ def predict_records(
                 else:
                     p_ai[i] = verdict.p_ai
             if bar:
-                bar.update(task, completed=chunk[-1] + 1, status=f"{sum(e is not None for e in errors)} unscored")
+                unscored = f"{sum(e is not None for e in errors)} unscored"
+                bar.update(task, completed=chunk[-1] + 1, status=unscored)
+                if not bar.console.is_terminal:
+                    log_progress(chunk[-1] + 1, unscored)
     finally:
         if bar:
             bar.stop()
@@ -129,6 +139,23 @@ def predict_records(
         model_name=getattr(detector, "name", "model"), seconds=time.perf_counter() - started,
         verdicts=verdicts, images=images, error_kinds=error_kinds,
     )
+
+
+class _ProgressLines:
+    """Plain progress lines on stderr where the live bar draws nothing (a log file, CI, nohup): at every tenth of
+    the run and at least once a minute, so a run of hours is never silent."""
+
+    def __init__(self, description: str, total: int, started: float, every_s: float = 60.0) -> None:
+        self.description, self.total, self.started, self.every_s = description, total, started, every_s
+        self.tenths_done, self.last = 0, started
+
+    def __call__(self, done: int, status: str) -> None:
+        now = time.perf_counter()
+        tenths = done * 10 // max(self.total, 1)
+        if tenths > self.tenths_done or now - self.last >= self.every_s:
+            self.tenths_done, self.last = tenths, now
+            print(f"{self.description}: {done} of {self.total} images judged, {status}, {now - self.started:.0f} s",
+                  file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,6 +221,8 @@ def _group_table(predictions: Predictions, key: Callable[[Record], str | None], 
                 row["roc_auc_vs_all_human"] = (
                     float(roc_auc_score(np.r_[np.ones(p.size), np.zeros(human_p.size)], np.r_[p, human_p]))
                     if both else None)
+        else:  # an empty row would read as a group with nothing in it
+            row["note"] = f"none of its {idx.size} images was scored (see Not scored)"
         rows.append(row)
     return rows
 
@@ -222,6 +251,22 @@ def _quantiles(values: np.ndarray) -> dict[str, float] | None:
     return {"min": round(float(q[0]), 1), "median": round(float(q[1]), 1), "max": round(float(q[2]), 1)}
 
 
+#: Why a rate has no value, by the metric left undefined.
+_UNDEFINED = {"precision": "no image was called AI (p_ai >= 0.5)", "recall": "there are no AI images",
+              "f1": "no AI image, and none called AI"}
+
+
+def _mark_undefined_rates(overall: dict[str, Any], y: np.ndarray, called_ai: np.ndarray) -> None:
+    """Precision with no image called AI (recall, F1 with no AI image) is undefined: null with the reason, not
+    scikit-learn's zero_division 0, which reads as "every AI call was wrong"."""
+    from sklearn.metrics import f1_score, precision_score, recall_score
+
+    for name, score in (("precision", precision_score), ("recall", recall_score), ("f1", f1_score)):
+        if np.isnan(score(y, called_ai.astype(int), zero_division=np.nan)):
+            overall[name] = None
+            overall.setdefault("undefined", {})[name] = _UNDEFINED[name]
+
+
 def compute_metrics(predictions: Predictions, threshold: float = 0.5) -> dict[str, Any]:
     """Every number the report shows, as plain JSON-ready values."""
     scored = predictions.scored
@@ -235,6 +280,7 @@ def compute_metrics(predictions: Predictions, threshold: float = 0.5) -> dict[st
     }
     if scored.any():
         out["overall"] = overall = binary_metrics(p, y, threshold)
+        _mark_undefined_rates(overall, y, p >= threshold)
         floor = ece_if_calibrated(p)
         overall["ece_if_calibrated"] = floor
         overall["ece_note"] = (
@@ -438,6 +484,7 @@ def render_html(predictions: Predictions, metrics: dict[str, Any], *, title: str
     verdicts = metrics["verdicts"]
     cm = overall.get("confusion_matrix", {}).get("rows_true_cols_pred", [[0, 0], [0, 0]])
     ci = overall.get("ci95") or {}
+    undefined = overall.get("undefined") or {}
     cards = [("images", metrics["n_records"], None), ("scored", metrics["n_scored"], None),
              ("loss", overall.get("loss"), None), ("accuracy @0.5", overall.get("accuracy"), ci.get("accuracy")),
              ("precision", overall.get("precision"), None), ("recall", overall.get("recall"), None),
@@ -456,7 +503,8 @@ def render_html(predictions: Predictions, metrics: dict[str, Any], *, title: str
              f"on these images, so it is optimistic next to the card's validation thresholds). "
              f"The served verdicts below use the model's own thresholds and its uncertain band.</p>",
              "<div class='cards'>" + "".join(
-                 f"<div class='card'>{html.escape(k)}<b>{_fmt(v)}</b><span class='note'>{_ci(c)}</span></div>"
+                 f"<div class='card'>{html.escape(k)}<b>{_fmt(v)}</b><span class='note'>"
+                 f"{html.escape(undefined.get(k.lower(), '')) if v is None else _ci(c)}</span></div>"
                  for k, v, c in cards) + "</div>"]
     if ci:
         parts.append(f"<p class='note'>Brackets: {html.escape(ci['method'])}.</p>")
@@ -511,7 +559,10 @@ def render_html(predictions: Predictions, metrics: dict[str, Any], *, title: str
                                              else "<p>No image scored on the wrong side of 0.5.</p>"))
     if metrics["unscored_examples"]:
         items = "".join(f"<li>{html.escape(e)}</li>" for e in metrics["unscored_examples"])
-        parts.append(f"<h2>Not scored ({metrics['n_unscored']})</h2><ul>{items}</ul>")
+        shown = len(metrics["unscored_examples"])
+        more = (f"<p class='note'>The first {shown} of {metrics['n_unscored']}; every one, with its reason, is in "
+                f"predictions.csv (column <code>error</code>).</p>" if metrics["n_unscored"] > shown else "")
+        parts.append(f"<h2>Not scored ({metrics['n_unscored']})</h2>{more}<ul>{items}</ul>")
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -523,9 +574,12 @@ def write_report(
     title: str | None = None,
     perturbations: dict[str, Predictions] | None = None,
 ) -> dict[str, Any]:
-    """Write ``metrics.json`` and ``report.html`` into ``out_dir``; return the metrics."""
+    """Write ``predictions.csv``, ``metrics.json`` and ``report.html`` into ``out_dir``; return the metrics."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # The raw predictions first, then the numbers, then the page: if a later step fails, an hour of judging is
+    # still on disk and every number can be recomputed from predictions.csv.
+    write_predictions_csv(out_dir / "predictions.csv", {"none": predictions, **(perturbations or {})})
     metrics = compute_metrics(predictions)
     perturbed = {name: compute_metrics(p) for name, p in (perturbations or {}).items()}
     if perturbed:
@@ -534,9 +588,10 @@ def write_report(
             perturbation_row(name, m) for name, m in perturbed.items()]
     title = title or f"{predictions.model_name}: evaluation"
     table = {"none": metrics, **perturbed} if perturbed else None
-    (out_dir / "report.html").write_text(render_html(predictions, metrics, title=title, perturbations=table))
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default) + "\n")
-    write_predictions_csv(out_dir / "predictions.csv", {"none": predictions, **(perturbations or {})})
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default) + "\n",
+                                          encoding="utf-8")
+    page = render_html(predictions, metrics, title=title, perturbations=table)
+    (out_dir / "report.html").write_text(page, encoding="utf-8")  # as its <meta> says, whatever the locale
     return metrics
 
 
