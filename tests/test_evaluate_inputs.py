@@ -209,3 +209,18 @@ def test_compare_names_reports_left_in_its_folder_by_an_earlier_run(setup, tmp_p
     assert summary["earlier_reports"] == ["ensemble", twin_report]
     assert (f"warning: {tmp_path / 'c'} also holds 2 report(s) from an earlier run that are not part of this "
             f"comparison: ensemble, {twin_report}") in " ".join(second.output.split())
+
+
+def test_a_run_in_which_no_image_could_be_judged_exits_3_with_its_report(setup, tmp_path):
+    """Every file undecodable wrote a report of nothing and exited 0, which a CI job reads as success."""
+    _, model = setup
+    (tmp_path / "broken").mkdir()
+    for name in ("a.png", "b.png"):
+        (tmp_path / "broken" / name).write_bytes(b"not an image")
+    rows = [{"path": "a.png", "label": "ai", "source": "s1", "generator": ""},
+            {"path": "b.png", "label": "real", "source": "s1", "generator": ""}]
+    manifest = write_manifest_rows(tmp_path / "broken", rows)
+    result = CliRunner().invoke(app, ["evaluate", str(model), str(manifest), "-o", str(tmp_path / "r")])
+    assert result.exit_code == 3, result.output
+    assert "none of the 2 images could be judged" in result.output
+    assert (tmp_path / "r" / "report.html").is_file() and (tmp_path / "r" / "predictions.csv").is_file()

@@ -140,6 +140,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Judge a labelled dataset with a model and write metrics.json and a self-contained report.html."""
         from synthdetect.api import Detector
+        from synthdetect.cli import EXIT_SOME_FAILED
         from synthdetect.evaluate.perturb import parse_perturbations
         from synthdetect.evaluate.report import predict_records, write_report
         from synthdetect.models import ModelPackageError
@@ -176,6 +177,11 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"wrote {out / 'metrics.json'}, {out / 'predictions.csv'} and {out / 'report.html'}")
         for line in warning_lines(metrics, getattr(getattr(detector.model, "calibration", None), "warning", None)):
             typer.echo(f"warning: {line}", err=True)
+        if predictions.verdicts and all(v is None for v in predictions.verdicts):
+            # as detect: a run in which no file could be judged is not a success, even with its report written
+            typer.echo(f"error: none of the {len(predictions.verdicts)} images could be judged (see report.html)",
+                       err=True)
+            raise typer.Exit(EXIT_SOME_FAILED)
 
     @dataset_app.command("summary")
     def dataset_summary(

@@ -285,7 +285,7 @@ def compute_metrics(predictions: Predictions, threshold: float = 0.5) -> dict[st
         overall["ece_if_calibrated"] = floor
         overall["ece_note"] = (
             f"ECE over {ECE_BINS} equal-width bins on {y.size} images; a perfectly calibrated model would score "
-            f"{floor['mean']:.3f} on average on these scores (95% of the time below {floor['p95']:.3f})"
+            f"{floor['mean']:.3f} on average on these scores (95% of the time at most {floor['p95']:.3f})"
             + (f"; on fewer than {ECE_MIN_RELIABLE_N} images ECE is mostly noise" if y.size < ECE_MIN_RELIABLE_N
                else ""))
         overall["saturated_scores"] = int(((p == 0.0) | (p == 1.0)).sum())
