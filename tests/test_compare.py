@@ -164,3 +164,17 @@ def test_cli_compare_bad_model_fails_fast_with_one_line(setup, tmp_path):
     assert result.exit_code == 2
     assert "missing.onnx: file not found" in result.output
     assert not (tmp_path / "r" / "models").exists()  # nothing was run before the bad name was found
+
+
+def test_a_pipe_in_a_model_name_stays_inside_its_markdown_cell():
+    """``onnx:/m|v2.onnx`` ended the model cell early and shifted every number one column right in comparison.md."""
+    import re
+
+    from synthdetect.evaluate.compare import TABLE_COLUMNS, markdown_agreement, markdown_table
+
+    row = {"model": "onnx:/m|v2.onnx", "split": "all", "n": 4, "scored": 4, "accuracy": 0.5}
+    lines = markdown_table([row]).splitlines()
+    cells = lambda line: re.split(r"(?<!\\)\|", line.strip())[1:-1]  # noqa: E731 - split on unescaped pipes
+    assert len(cells(lines[2])) == len(TABLE_COLUMNS) and cells(lines[2])[0].strip() == r"onnx:/m\|v2.onnx"
+    agreement = {"models": ["a|b", "c"], "agreement": [[1.0, 0.5], [0.5, 1.0]], "n_both_scored": [[4, 4], [4, 4]]}
+    assert all(len(cells(line)) == 3 for line in markdown_agreement(agreement).splitlines())

@@ -252,9 +252,14 @@ def format_cell(value: Any) -> str:
     return str(value)
 
 
+def markdown_cell(text: str) -> str:
+    """A cell's text in a Markdown table: a ``|`` in a model path or name would end the cell and shift the row."""
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(h for _, h in TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
-    lines += ["| " + " | ".join(format_cell(r.get(k)) for k, _ in TABLE_COLUMNS) + " |" for r in rows]
+    lines += ["| " + " | ".join(markdown_cell(format_cell(r.get(k))) for k, _ in TABLE_COLUMNS) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -267,9 +272,9 @@ def agreement_cells(agreement: dict[str, Any]) -> list[list[str]]:
 
 def markdown_agreement(agreement: dict[str, Any]) -> str:
     names = agreement["models"]
-    lines = ["| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    lines = ["| | " + " | ".join(map(markdown_cell, names)) + " |", "|---|" + "---|" * len(names)]
     for name, cells in zip(names, agreement_cells(agreement)):
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append(f"| {markdown_cell(name)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
