@@ -23,6 +23,11 @@ def _evidence(provenance_dir, name):
 
 def _check(expected: str, evidence) -> None:
     by_kind = lambda kind: [e for e in evidence if e.kind == kind]  # noqa: E731
+    # every probe read every fixture, and every reason is one line a person can read
+    assert not [e for e in evidence if e.data.get("probe_failed")], evidence
+    assert all(e.detail and "\n" not in e.detail and len(e.detail) < 600 for e in evidence), evidence
+    if expected != "c2pa:ai":  # only a verified vendor manifest is cryptographic proof
+        assert not [e for e in by_kind("c2pa") if e.strength == "decisive"], evidence
     ai = [e for e in evidence if e.signal == "ai"]
     if expected == "c2pa:ai":
         assert any(e.signal == "ai" and e.strength == "decisive" for e in by_kind("c2pa")), evidence
@@ -42,8 +47,9 @@ def _check(expected: str, evidence) -> None:
         found = [e for e in by_kind("genparams") if e.data.get("tool") == "comfyui"]
         assert found and found[0].signal == "ai" and found[0].strength == "decisive", evidence
         assert found[0].data["models"], "ComfyUI evidence names the checkpoint/model files"
-    elif expected == "metadata:midjourney":
-        assert any(e.signal == "ai" and e.data.get("tool") == "midjourney" for e in by_kind("metadata")), evidence
+    elif expected == "metadata:midjourney":  # Midjourney's own PNG record is decisive (README)
+        assert any(e.signal == "ai" and e.strength == "decisive" and e.data.get("tool") == "midjourney"
+                   for e in by_kind("metadata")), evidence
     elif expected == "metadata:software":
         assert any(e.signal == "edited" for e in by_kind("metadata")), evidence
         assert not ai, ai

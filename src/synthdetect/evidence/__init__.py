@@ -50,10 +50,18 @@ def run_probes(image: LoadedImage, names: Iterable[str] | None = None) -> list[E
         try:
             found.extend(probe(image))
         except Exception as exc:  # noqa: BLE001 - one broken probe must not lose the verdict
-            _log.warning("%s: probe %s failed: %s", image.source, name, exc)
-            found.append(Evidence(kind=name, signal="none", strength="info", detail=f"probe failed: {exc}",
+            reason = failure_reason(exc)
+            _log.warning("%s: probe %s failed: %s", image.source, name, reason)
+            found.append(Evidence(kind=name, signal="none", strength="info", detail=f"probe failed: {name} {reason}",
                                   data={"probe_failed": True, "error": str(exc)[:200]}))
     return found
+
+
+def failure_reason(exc: BaseException) -> str:
+    """One readable line: the details end up in tables and reasons, and many messages (c2pa's) span lines or are
+    empty (``KeyError('x')`` alone says ``'x'``)."""
+    message = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    return f"raised {type(exc).__name__}" + (f": {message[:200]}" if message else "")
 
 
 _BUILTIN_PROBES: tuple[str, ...] = ("c2pa", "metadata", "genparams", "exif", "watermark", "ela", "spectrum")

@@ -246,6 +246,10 @@ def probe_c2pa(image: LoadedImage) -> list[Evidence]:
 
     try:
         facts = read_manifest(raw)
+    except c2pa.C2paError.NotSupported:
+        # C2PA defines no embedding for this format (BMP, PPM...): the four bytes "c2pa" were in its pixels or a
+        # comment, not a manifest.  Reporting "C2PA data present but unreadable" would invent a manifest.
+        return []
     except c2pa.C2paError as exc:
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         return [Evidence("c2pa", "unverified", "moderate", f"C2PA data present but unreadable ({reason})",
@@ -258,6 +262,8 @@ def probe_c2pa(image: LoadedImage) -> list[Evidence]:
 def describe(facts: ManifestFacts) -> Evidence:
     """Turn what the manifest says into one honest Evidence record."""
     signer = facts.signer_org or "an unnamed signer"
+    if facts.pinned_ca is None:  # a certificate's name is whatever its maker typed: say so wherever it is shown
+        signer = (f"'{signer}'" if facts.signer_org else signer) + " (certificate not verified)"
     declares = {"ai": f"declares {facts.declared}", "algorithmic": f"declares {facts.declared}",
                 "capture": f"declares a camera capture ({facts.declared})",
                 "edited": "records edits and no AI source", "none": "declares no source type"}[facts.claim]
@@ -276,8 +282,9 @@ def describe(facts: ManifestFacts) -> Evidence:
                         f"C2PA manifest signed by {signer} {declares}, but it no longer matches this file "
                         f"({'; '.join(facts.integrity_failures[:3])}): the file was changed after signing", data)
     declarer = facts.declarer.organisation if facts.declarer else None
-    trusted_ai = facts.pinned_ca is not None and declarer in AI_VENDORS
-    trusted_capture = facts.pinned_ca is not None and declarer in CAPTURE_VENDORS
+    chain_ok = facts.pinned_ca is not None and not _revoked(facts)
+    trusted_ai = chain_ok and declarer in AI_VENDORS
+    trusted_capture = chain_ok and declarer in CAPTURE_VENDORS
     if facts.structure_problems:
         return Evidence("c2pa", "unverified", "weak",
                         f"C2PA manifest signed by {signer} {declares}; the image hash matches but the manifest is "
@@ -307,8 +314,19 @@ def describe(facts: ManifestFacts) -> Evidence:
     return Evidence("c2pa", signal, "info", f"C2PA manifest signed by {signer}{generator} {declares}{suffix}", data)
 
 
+def _revoked(facts: ManifestFacts) -> str | None:
+    """The revocation c2pa-rs found (from OCSP data stapled in the manifest): the issuer withdrew the key, so its
+    signature vouches for nothing, unlike an expired certificate or a missing EKU."""
+    return next((n for n in facts.credential_notes if n.startswith(_REVOKED_CODES)), None)
+
+
+_REVOKED_CODES = ("signingCredential.revoked", "signingCredential.ocsp.revoked")
+
+
 def _why_untrusted(facts: ManifestFacts, vendor: str) -> str:
     """The first link that fails, from the file's own signer down to the manifest that made the claim."""
+    if revoked := _revoked(facts):
+        return f"its signing certificate was revoked by its issuer ({revoked})"
     for depth, signer in enumerate(facts.signers):
         whose = "its signer" if depth == 0 else "that ingredient's signer"
         name = f"'{signer.organisation or facts.signer_org or 'unnamed'}' ({signer.common_name or facts.signer_cn})"

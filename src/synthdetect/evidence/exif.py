@@ -9,6 +9,7 @@ evidence at all (most web images have it stripped) and yields no record.
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime
 from typing import Any
@@ -37,6 +38,16 @@ def _clean(value: Any) -> str | None:
     return text if text and text.isprintable() else None
 
 
+#: ComfyUI's WebP saver writes its node graphs as ``workflow:{...}`` in Make and ``prompt:{...}`` in Model
+#: (:mod:`synthdetect.evidence.genparams` reads them); such a value names no camera.
+_KEY_JSON_ENVELOPE = re.compile(r"^\w{1,40}:\s*[\[{]")
+
+
+def _camera_field(value: Any) -> str | None:
+    text = _clean(value)
+    return None if text is None or _KEY_JSON_ENVELOPE.match(text) else text
+
+
 def _number(value: Any) -> float | None:
     try:
         if isinstance(value, tuple):
@@ -44,7 +55,8 @@ def _number(value: Any) -> float | None:
         number = float(value)  # ints, floats and Pillow's IFDRational alike
     except (TypeError, ValueError, ZeroDivisionError):
         return None
-    return number if number == number else None  # NaN from 0/0 rationals
+    # NaN from 0/0 rationals, infinity from x/0, and negative values are no setting a camera records
+    return number if math.isfinite(number) and number >= 0 else None
 
 
 def parse_exif(image: LoadedImage) -> tuple[Image.Exif, dict] | None:
@@ -53,14 +65,26 @@ def parse_exif(image: LoadedImage) -> tuple[Image.Exif, dict] | None:
     Unreadable EXIF is reported as absent, never as a signal, by every probe that uses it.
     """
     exif_bytes = image.info.get("exif")
-    if not exif_bytes:
-        return None
-    exif = Image.Exif()
     try:
-        exif.load(exif_bytes)
+        if exif_bytes:
+            exif = Image.Exif()
+            exif.load(exif_bytes)
+        elif image.format == "TIFF" and image.raw:
+            exif = _tiff_tags(image.raw)  # a TIFF's EXIF is its own first IFD: Pillow puts none of it in ``info``
+        else:
+            return None
         return exif, exif.get_ifd(EXIF_IFD)
     except Exception:  # noqa: BLE001 - malformed EXIF of any kind means "no EXIF"
         return None
+
+
+def _tiff_tags(raw: bytes) -> Image.Exif:
+    import io
+
+    with Image.open(io.BytesIO(raw)) as im:
+        exif = im.getexif()
+        exif.get_ifd(EXIF_IFD)  # read the sub-IFD while the file is still open
+        return exif
 
 
 def read_exif(image: LoadedImage) -> dict[str, Any] | None:
@@ -70,7 +94,8 @@ def read_exif(image: LoadedImage) -> dict[str, Any] | None:
         return None
     exif, sub = parsed
     tags = {
-        "make": _clean(exif.get(MAKE)), "model": _clean(exif.get(MODEL)), "software": _clean(exif.get(SOFTWARE)),
+        "make": _camera_field(exif.get(MAKE)), "model": _camera_field(exif.get(MODEL)),
+        "software": _clean(exif.get(SOFTWARE)),
         "datetime": _clean(exif.get(DATETIME)), "datetime_original": _clean(sub.get(DATETIME_ORIGINAL)),
         "lens_make": _clean(sub.get(LENS_MAKE)), "lens_model": _clean(sub.get(LENS_MODEL)),
         "exposure_time": _number(sub.get(EXPOSURE_TIME)), "f_number": _number(sub.get(FNUMBER)),
@@ -109,6 +134,12 @@ def camera_consistency(tags: dict[str, Any]) -> list[str]:
     return problems
 
 
+def _shown(text: str | None, limit: int = 80) -> str:
+    """A tag value as a reason shows it: EXIF strings run to kilobytes, a reason must stay one readable line."""
+    text = text or ""
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 @register_probe("exif")
 def probe_exif(image: LoadedImage) -> list[Evidence]:
     tags = read_exif(image)
@@ -116,11 +147,12 @@ def probe_exif(image: LoadedImage) -> list[Evidence]:
         return []
     found: list[Evidence] = []
     software = tags.get("software")
-    generator = generator_named_in(software) or generator_named_in(tags.get("make")) or generator_named_in(tags.get("model"))
-    if generator:
-        found.append(Evidence("exif", "ai", "strong", f"EXIF names the generator {generator} ('{software or tags.get('make')}')",
-                              {"tags": tags, "generator": generator}))
-        return found
+    for field_name, key in (("Software", "software"), ("Make", "make"), ("Model", "model")):
+        if generator := generator_named_in(tags.get(key)):  # the reason quotes the field that names it
+            found.append(Evidence("exif", "ai", "strong",
+                                  f"EXIF {field_name} names the generator {generator} ('{_shown(tags[key])}')",
+                                  {"tags": tags, "generator": generator, "field": field_name}))
+            return found
     camera = camera_name(tags.get("make"), tags.get("model"))
     problems = camera_consistency(tags)
     if camera and not problems:
@@ -133,15 +165,17 @@ def probe_exif(image: LoadedImage) -> list[Evidence]:
         if tags.get("iso"):
             settings.append(f"ISO {tags['iso']:.0f}")
         lens = tags.get("lens_model")
-        detail = f"camera EXIF: {camera}, captured {when}" + (f", {' '.join(settings)}" if settings else "")
-        detail += (f", lens {lens}" if lens else "") + " (weak: EXIF can be copied)"
+        detail = f"camera EXIF: {_shown(camera)}, captured {_shown(when)}"
+        detail += f", {' '.join(settings)}" if settings else ""
+        detail += (f", lens {_shown(lens)}" if lens else "") + " (weak: EXIF can be copied)"
         found.append(Evidence("exif", "human", "weak", detail, {"tags": tags}))
     elif camera:
-        found.append(Evidence("exif", "none", "info", f"EXIF names {camera} but {', '.join(problems)}",
+        found.append(Evidence("exif", "none", "info", f"EXIF names {_shown(camera)} but {', '.join(problems)}",
                               {"tags": tags, "problems": problems}))
     editor = editor_named_in(software)
     if editor:
         found.append(Evidence("exif", "edited", "info",
-                              f"EXIF Software '{software}': edited in {editor} (says nothing about how it was made)",
+                              f"EXIF Software '{_shown(software)}': edited in {editor} "
+                              f"(says nothing about how it was made)",
                               {"software": software, "editor": editor}))
     return found

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from typing import Any
 
 from synthdetect.evidence import register_probe
@@ -35,6 +36,15 @@ _WEBUI_FIELD = re.compile(r"(?:^|,\s*)([A-Z][\w ]{1,30}):\s*(\"[^\"]*\"|[^,]*)")
 #: ComfyUI node types whose inputs name the weights used.
 _COMFY_MODEL_INPUTS = ("ckpt_name", "unet_name", "model_name", "lora_name", "clip_name", "clip_name1",
                        "clip_name2", "vae_name", "diffusion_model")
+
+
+_MODELS_SHOWN = 6  # model files named in a reason; all of them are in the record's data
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    """A value as a reason shows it: on one line, and short (records are untrusted text of any length)."""
+    text = " ".join(str(value).split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def parse_webui_parameters(text: str) -> dict[str, Any] | None:
@@ -63,15 +73,34 @@ def decode_user_comment(raw: bytes | str) -> str | None:
         return raw
     header, body = raw[:8], raw[8:]
     if header.startswith(b"UNICODE"):
-        for codec in ("utf-16-be", "utf-16-le"):
-            text = body.decode(codec, "replace")
-            if text.isprintable() or "\n" in text:
-                if sum(ch.isascii() for ch in text) > 0.8 * max(len(text), 1):
-                    return text
-        return body.decode("utf-16-be", "replace")
+        return _decode_utf16(body)
     if header.startswith(b"ASCII") or header == b"\x00" * 8:
         return body.decode("utf-8", "replace")
     return raw.decode("utf-8", "replace")
+
+
+def _decode_utf16(body: bytes) -> str:
+    """UTF-16 in the writer's byte order: piexif (the WebUI) writes big-endian, exiftool the EXIF's own (often little).
+
+    A byte-order mark decides; a body without zero bytes that is valid UTF-8 is UTF-8; otherwise ASCII characters
+    (the settings line, spaces, punctuation) put their zero byte first in big-endian and second in little-endian;
+    text with no ASCII at all is read the way that gives fewer unassigned, private-use or unpaired-surrogate
+    characters.
+    """
+    if body[:2] in (b"\xfe\xff", b"\xff\xfe"):
+        return body.decode("utf-16", "replace")
+    if body and 0 not in body:  # UTF-16 text always has zero bytes (ASCII, spaces); some writers put UTF-8 here
+        try:
+            return body.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+    body = body[: len(body) // 2 * 2]
+    zeros_first, zeros_second = body[0::2].count(0), body[1::2].count(0)
+    if zeros_first != zeros_second:
+        return body.decode("utf-16-be" if zeros_first > zeros_second else "utf-16-le", "replace")
+    readings = [body.decode(codec, "replace") for codec in ("utf-16-be", "utf-16-le")]
+    return min(readings, key=lambda text: sum(ch == "\ufffd" or unicodedata.category(ch) in ("Cn", "Co", "Cs")
+                                              for ch in text))
 
 
 def exif_user_comment(image: LoadedImage) -> str | None:
@@ -119,7 +148,7 @@ def _json_parameters(text: str, where: str) -> list[Evidence]:
     else:
         return []
     name = {"swarmui": "SwarmUI", "fooocus": "Fooocus"}[tool]
-    detail = f"{name} generation parameters in {where}" + (f" (model {model})" if model else "")
+    detail = f"{name} generation parameters in {where}" + (f" (model {_shown(model)})" if model else "")
     settings = {k: params.get(k) for k in ("steps", "seed", "sampler", "cfgscale", "guidance_scale") if k in params}
     return [Evidence("genparams", "ai", "decisive", detail, {"tool": tool, "where": where, "model": model,
                                                              "settings": settings})]
@@ -138,9 +167,9 @@ def _webui(text: str, where: str, from_png: bool) -> list[Evidence]:
     model = settings.get("Model") or (f"hash {settings['Model hash']}" if "Model hash" in settings else None)
     version = settings.get("Version")
     detail = f"Stable Diffusion WebUI generation parameters in {where}"
-    extras = [f"model {model}" if model else None, f"{settings.get('Steps')} steps",
-              f"sampler {settings['Sampler']}" if "Sampler" in settings else None,
-              f"version {version}" if version else None]
+    extras = [f"model {_shown(model)}" if model else None, f"{_shown(settings.get('Steps'), 20)} steps",
+              f"sampler {_shown(settings['Sampler'])}" if "Sampler" in settings else None,
+              f"version {_shown(version)}" if version else None]
     detail += " (" + ", ".join(e for e in extras if e) + ")"
     return [Evidence("genparams", "ai", "decisive", detail,
                      {"tool": "a1111", "where": where, "model": model, "settings": settings,
@@ -184,19 +213,44 @@ def _is_comfy_workflow(workflow: Any) -> bool:
     return isinstance(workflow, dict) and isinstance(workflow.get("nodes"), list) and "last_node_id" in workflow
 
 
+#: EXIF tags where ComfyUI's WebP saver (and JPEG/WebP savers that follow it) writes ``key:JSON``: the API prompt
+#: in Model, ``workflow`` in Make, further extra-info keys in the tags just below.
+_COMFY_EXIF_TAGS = {0x0110: "Model", 0x010F: "Make", 0x010E: "ImageDescription", 0x010D: "DocumentName"}
+
+
+def _comfy_exif(image: LoadedImage) -> dict[str, tuple[str, str]]:
+    """``prompt`` / ``workflow`` -> (JSON text, EXIF tag name) from ComfyUI's EXIF envelopes."""
+    parsed = parse_exif(image)
+    found: dict[str, tuple[str, str]] = {}
+    for tag, tag_name in _COMFY_EXIF_TAGS.items() if parsed else ():
+        key, sep, rest = (_text_value(parsed[0].get(tag)) or "").partition(":")
+        if sep and key in ("prompt", "workflow"):
+            found.setdefault(key, (rest, tag_name))
+    return found
+
+
 def _comfyui(image: LoadedImage) -> list[Evidence]:
     prompt, workflow = _json(image.info.get("prompt")), _json(image.info.get("workflow"))
     has_prompt, has_workflow = _is_comfy_prompt(prompt), _is_comfy_workflow(workflow)
+    where = "PNG text chunk(s)"
+    if not (has_prompt or has_workflow) and (envelopes := _comfy_exif(image)):
+        prompt, workflow = (_json(envelopes.get(key, (None,))[0]) for key in ("prompt", "workflow"))
+        has_prompt, has_workflow = _is_comfy_prompt(prompt), _is_comfy_workflow(workflow)
+        where = "EXIF " + " and ".join(f"{envelopes[key][1]} ('{key}:')" for key, ok in
+                                       (("prompt", has_prompt), ("workflow", has_workflow)) if ok)
     if not (has_prompt or has_workflow):
         return []
     models = comfy_models(prompt if has_prompt else None, workflow if has_workflow else None)
     node_types = sorted({str(n["class_type"]) for n in prompt.values() if isinstance(n, dict) and "class_type" in n}) \
         if has_prompt else sorted({str(n.get("type")) for n in workflow["nodes"] if isinstance(n, dict)})
     chunks = " and ".join(name for name, ok in (("prompt", has_prompt), ("workflow", has_workflow)) if ok)
-    detail = f"ComfyUI node graph in PNG text chunk(s) {chunks}"
-    detail += f" (models: {', '.join(models)})" if models else " (no model file named)"
+    detail = f"ComfyUI node graph in PNG text chunk(s) {chunks}" if where.startswith("PNG") else \
+        f"ComfyUI node graph in {where}"
+    shown = [_shown(m) for m in models[:_MODELS_SHOWN]] + ([f"and {len(models) - _MODELS_SHOWN} more"]
+                                                           if len(models) > _MODELS_SHOWN else [])
+    detail += f" (models: {', '.join(shown)})" if models else " (no model file named)"
     return [Evidence("genparams", "ai", "decisive", detail,
-                     {"tool": "comfyui", "models": models, "node_types": node_types[:50]})]
+                     {"tool": "comfyui", "where": where, "models": models, "node_types": node_types[:50]})]
 
 
 #: Keys an InvokeAI metadata record carries (any one of them makes a JSON object a record, not a stray value).
@@ -222,7 +276,8 @@ def _invokeai(image: LoadedImage) -> list[Evidence]:
         if not structured:  # the chunk name alone: unsigned and free to write, so not decisive
             return [Evidence("genparams", "ai", "moderate", f"PNG text chunk '{key}' (an InvokeAI name) present but "
                              f"without InvokeAI's settings", {"tool": "invokeai", "text": str(meta)[:200]})]
-        detail = f"InvokeAI generation metadata in PNG text chunk '{key}'" + (f" (model {model})" if model else "")
+        detail = f"InvokeAI generation metadata in PNG text chunk '{key}'" + (
+            f" (model {_shown(model)})" if model else "")
         return [Evidence("genparams", "ai", "decisive", detail, {"tool": "invokeai", "model": model})]
     return []
 
