@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from PIL import Image
 
 from conftest import build_tiny_package
 from evidence_fakes import (COMFY_PROMPT, COMFY_WORKFLOW, WEBUI_PARAMETERS, c2pa_sign, camera_exif, encode,
@@ -212,3 +213,27 @@ def test_xmp_resource_form_and_packets_that_are_not_well_formed():
         found = [e for e in _evidence(png_with_text(PIXELS, {"XML:com.adobe.xmp": xmp})) if e.kind == "metadata"]
         assert [(e.signal, e.strength) for e in found] == [("ai", "strong")], xmp
         assert ("not well-formed" in found[0].detail) is note
+
+
+@pytest.mark.parametrize("make, model, software", [
+    ("Hawkeye", "Firefly 8SE", None),  # an action camera line
+    ("Canon", "Canon EOS R6", "Visor de imagen 2.1"),  # Spanish "imagen": image
+    ("Gemini", "Gemini PDA", None),
+])
+def test_ordinary_words_that_name_a_generator_elsewhere_are_not_ai_in_exif(make, model, software):
+    """A bare "Firefly", "Imagen" or "Gemini" in EXIF Make/Model/Software was strong AI evidence on camera photos."""
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110] = make, model
+    if software:
+        exif[0x0131] = software
+    sub = exif.get_ifd(0x8769)
+    sub[0x9003], sub[0x829A], sub[0x829D], sub[0x8827] = "2021:06:05 14:22:01", 0.004, 5.6, 200
+    found = [e for e in _evidence(encode(PIXELS, "JPEG", exif=exif.tobytes())) if e.kind in ("exif", "metadata")]
+    assert not [e for e in found if e.signal == "ai"], [e.detail for e in found]
+    assert ("human", "weak") in {(e.signal, e.strength) for e in found}
+
+
+@pytest.mark.parametrize("software", ["Adobe Firefly", "Google Imagen 3", "Grok Imagine"])
+def test_a_generator_named_in_its_own_form_is_still_ai(software):
+    found = [e for e in _evidence(png_with_text(PIXELS, {"Software": software})) if e.kind == "metadata"]
+    assert ("ai", "strong") in {(e.signal, e.strength) for e in found}, [e.detail for e in found]

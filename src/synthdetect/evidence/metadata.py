@@ -46,12 +46,15 @@ SOURCE_TYPES: dict[str, tuple[str, str]] = {
     "dataDrivenMedia": ("none", "data-driven media"),
 }
 
-#: Names that only generative tools write into CreatorTool / Software fields.
+#: Names that only generative tools write into CreatorTool / Software fields.  Names that are also ordinary words
+#: or other products count only in their generator's form: a Hawkeye "Firefly 8SE" action camera, Spanish "imagen"
+#: (image) in a viewer's name, or a "Gemini" phone must not read as AI.
 GENERATOR_NAMES = (
     "Midjourney", "DALL-E", "DALL·E", "DALLE", "Stable Diffusion", "StableDiffusion", "NovelAI", "Adobe Firefly",
-    "Firefly", "Imagen", "Ideogram", "Leonardo.Ai", "ComfyUI", "InvokeAI", "Fooocus", "AUTOMATIC1111",
-    "NightCafe", "Craiyon", "DreamStudio", "Image Creator from Designer", "Bing Image Creator", "Titan Image Generator",
-    "FLUX.1", "Sora", "GPT-4o", "Gemini", "Grok", "Kandinsky", "Playground AI", "SDXL",
+    "Firefly Image", "Google Imagen", "ImageFX", "Ideogram", "Leonardo.Ai",
+    "ComfyUI", "InvokeAI", "Fooocus", "AUTOMATIC1111", "NightCafe", "Craiyon", "DreamStudio",
+    "Image Creator from Designer", "Bing Image Creator", "Titan Image Generator", "FLUX.1", "OpenAI Sora", "GPT-4o",
+    "Google Gemini", "Grok Imagine", "xAI Grok", "Kandinsky", "Playground AI", "SDXL",
 )
 _GENERATOR_RE = re.compile(
     r"(?<![\w.])(" + "|".join(re.escape(n) for n in GENERATOR_NAMES) + r")(?![\w])", re.IGNORECASE
