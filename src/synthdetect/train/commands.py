@@ -50,6 +50,31 @@ def out_dir_problem(out: Path) -> str | None:
     return None
 
 
+def interrupted_state(out: Path) -> str:
+    """What an interrupted run left in ``out``, and how to go on: a checkpoint resumes, a package is the old one."""
+    from synthdetect.models.package import CARD_FILE
+
+    checkpoints = sorted((out / "_work").rglob("checkpoint.pt")) if (out / "_work").is_dir() else []
+    left = (f"{', '.join(str(c) for c in checkpoints)} holds the epochs finished so far; run the same command again "
+            f"to resume" if checkpoints else "no epoch had finished, so there is nothing to resume")
+    if (out / CARD_FILE).is_file():
+        left += f"; {out / CARD_FILE} is an earlier run's card, not this run's"
+    return f"no package was written; {left}"
+
+
+def replaced_package(out: Path) -> str | None:
+    """The package already in ``out`` that a run will overwrite (its name, kind and version), said up front."""
+    from synthdetect.models.package import CARD_FILE
+
+    try:
+        card = json.loads((out / CARD_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(card, dict):
+        return None
+    return ", ".join(f"{key} {card[key]}" for key in ("name", "kind", "version") if card.get(key)) or "no name"
+
+
 MONITORS = ("loss", "roc_auc", "accuracy")
 OPTIMIZERS = ("adamw", "sgd")
 CALIBRATIONS = ("temperature", "platt", "identity")
@@ -158,7 +183,7 @@ def register(app: typer.Typer) -> None:
         arguments = {"--" + key.replace("_", "-"): value for key, value in locals().items()
                      if key not in NOT_IN_FINGERPRINT}
         from synthdetect.train.augment import parse_augment
-        from synthdetect.train.datasets import DatasetError, open_dataset
+        from synthdetect.train.datasets import DatasetError, open_dataset, refuse_listed_twice
         from synthdetect.train.registry import TrainerError, TrainRequest, get_trainer, uses_torch_loop
         from synthdetect.train.splits import SplitError, split_records
         from synthdetect.train.trainer import (CheckpointMismatch, TrainConfig, check_checkpoint,
@@ -185,10 +210,15 @@ def register(app: typer.Typer) -> None:
             resolve_device(device)
             refuse_selection_with_mixing(config, augment_config.mixes)
             records = open_dataset(data, label_map=parse_label_map(label))
+            refuse_listed_twice(data, records)
             if len({r.label for r in records}) < 2:
                 raise DatasetError(f"{data}: needs both classes: {class_counts(records)}")
             parts = split_records(records, split, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
                                   holdout_sources=holdout_source or (), copies=copies)
+            if len({r.label for r in parts.train}) < 2:
+                raise SplitError(f"the training split needs both classes, and got {class_counts(parts.train)} "
+                                 f"(of {class_counts(records)} in all); lower --val-fraction/--test-fraction, add "
+                                 f"images, or choose other sources")
             if len({r.label for r in parts.val}) < 2:
                 raise SplitError(f"the validation split needs both classes to calibrate and set thresholds, and got "
                                  f"{class_counts(parts.val)}; raise --val-fraction or choose other sources")
@@ -215,6 +245,10 @@ def register(app: typer.Typer) -> None:
                    err=True)
         if uses_torch_loop(model):
             typer.echo(f"augment: {augment_config.spec()}", err=True)
+        replaced = replaced_package(out)
+        if replaced:
+            typer.echo(f"note: {out} holds a model package ({replaced}); this run replaces it when it finishes",
+                       err=True)
         if parts.unscored:
             counts = parts.describe()["copies_not_scored"]["counts"]
             typer.echo("not scored, identical to an earlier file (listed in the card): "
@@ -224,6 +258,9 @@ def register(app: typer.Typer) -> None:
         except (TrainerError, ValueError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            typer.echo(f"interrupted: {interrupted_state(out)}", err=True)
+            raise typer.Exit(130) from None
         metrics = package.card["metrics"]
         where, m = ("held-out test", metrics["test"]["at_0.5"]) if "test" in metrics else ("validation", metrics["validation"])
         auc = "n/a (one class)" if m.get("roc_auc") is None else f"{m['roc_auc']:.4f}"

@@ -10,9 +10,11 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import os
 import posixpath
 import threading
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Iterable, Sequence
@@ -84,11 +86,31 @@ class _ZipCache(threading.local):
 _ZIPS = _ZipCache()
 
 
+def split_zip_ref(ref: str) -> tuple[str, str] | None:
+    """``(archive, member)`` for an ``archive.zip!member`` ref, else None.
+
+    The archive is the first ``*.zip`` prefix that is a file, so a ``!`` in a folder name above the zip
+    (``/data/wow!/set.zip!ai/x.png``) or in a member name (``set.zip!ai/wow!.png``) does not break the split.
+    """
+    candidates = [i for i, char in enumerate(ref) if char == "!" and ref[:i].lower().endswith(".zip")]
+    for i in candidates:
+        if Path(ref[:i]).is_file():
+            return ref[:i], ref[i + 1:]
+    return (ref[:candidates[0]], ref[candidates[0] + 1:]) if candidates else None
+
+
 def read_record_bytes(record: Record) -> bytes:
-    if "!" in record.ref and record.ref.split("!", 1)[0].lower().endswith(".zip"):
-        archive, member = record.ref.split("!", 1)
+    """The file's bytes; a zip member that is missing or damaged is an ``OSError``, which callers count per file."""
+    in_zip = split_zip_ref(record.ref)
+    if in_zip is None:
+        return Path(record.ref).read_bytes()
+    archive, member = in_zip
+    try:
         return _ZIPS.get(archive).read(member)
-    return Path(record.ref).read_bytes()
+    except KeyError:
+        raise FileNotFoundError(f"no member {member!r} in {archive}") from None
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:  # a damaged member: one bad file, not a crash
+        raise OSError(f"damaged in the archive ({exc})") from None
 
 
 def load_record(record: Record, limits: LoadLimits | None = None) -> LoadedImage:
@@ -111,12 +133,20 @@ def _label_from_parts(parts: Sequence[str], mapping: dict[str, int] | None) -> t
     return labels[0], any(label != labels[0] for label in labels[1:])
 
 
+#: Top folders that name a ready-made split (``train/FAKE``, ``test/REAL``), not a class.
+SPLIT_FOLDERS = ("train", "training", "test", "testing", "val", "valid", "validation")
+
 #: Zip entries that are macOS Finder metadata, not images: ``__MACOSX/...`` and AppleDouble ``._name`` files.
 MACOS_METADATA = "macOS metadata (__MACOSX/, ._*)"
 
 
+def name_parts(name: str) -> tuple[str, ...]:
+    """Folders and file name of a dataset entry; a zip made on Windows may separate them with ``\\``."""
+    return PurePosixPath(name.replace("\\", "/")).parts
+
+
 def is_macos_metadata(name: str) -> bool:
-    parts = PurePosixPath(name).parts
+    parts = name_parts(name)
     return bool(parts) and (parts[0] == "__MACOSX" or parts[-1].startswith("._"))
 
 
@@ -126,10 +156,11 @@ def _records_from_names(
     records = []
     unlabelled: list[str] = []
     conflicting: list[str] = []
-    for name in sorted(names):
+    names = sorted(names)
+    for name in names:
         if not _is_image_name(name):
             continue
-        parts = PurePosixPath(name).parts
+        parts = name_parts(name)
         label, conflict = _label_from_parts(parts, mapping)
         if label is None:
             unlabelled.append(name)
@@ -140,7 +171,13 @@ def _records_from_names(
     if conflicting:
         logger.warning("%s: %d image file(s) sit under folders naming both classes, e.g. %s; the outermost class "
                        "folder decided (%s)", where, len(conflicting), conflicting[0],
-                       "ai" if _label_from_parts(PurePosixPath(conflicting[0]).parts, mapping)[0] == AI else "human")
+                       "ai" if _label_from_parts(name_parts(conflicting[0]), mapping)[0] == AI else "human")
+    splits = sorted({parts[0] for parts in map(name_parts, names)
+                     if len(parts) > 2 and _is_image_name(parts[-1]) and parts[0].lower() in SPLIT_FOLDERS})
+    if len(splits) > 1:  # CIFAKE ships train/ and test/: pooled here, its own test images could land in training
+        logger.warning("%s: the folders %s are pooled and split again by synthdetect train (--split, --seed); to "
+                       "keep a dataset's own test images out of training, give the training folder alone",
+                       where, ", ".join(splits))
     if unlabelled and records:  # with no records at all, open_dataset raises instead
         logger.warning("%s: %d image file(s) are under no class folder and were left out, e.g. %s "
                        "(name the folder with --label NAME=ai|human)", where, len(unlabelled), unlabelled[0])
@@ -155,6 +192,10 @@ def _read_csv(text: str, resolve, mapping: dict[str, int] | None, where: str) ->
     if "path" not in header or "label" not in header:
         found = ", ".join(repr(name) for name in header) or "none"
         raise DatasetError(f"{where}: a manifest needs 'path' and 'label' columns (found {found})")
+    repeated = sorted({name for name in ("path", "label", "source", "generator") if header.count(name) > 1})
+    if repeated:
+        raise DatasetError(f"{where}: the header names {', '.join(repr(n) for n in repeated)} more than once; "
+                           f"which column is meant is not clear")
     column = {name: header.index(name) for name in ("path", "label", "source", "generator") if name in header}
     records = []
     for line, row in enumerate(reader, start=2):
@@ -174,6 +215,29 @@ def _read_csv(text: str, resolve, mapping: dict[str, int] | None, where: str) ->
     return records
 
 
+def refuse_listed_twice(where: str | Path, records: Sequence[Record]) -> None:
+    """A file a manifest lists twice weighs double in training (or, with two labels, both ways), and could sit
+    on both sides of a split; ``synthdetect evaluate`` refuses it in the same words."""
+    seen: dict[str, list[Record]] = {}
+    for record in records:
+        seen.setdefault(posixpath.normpath(record.ref.replace("\\", "/")), []).append(record)
+    repeated = {ref: rs for ref, rs in seen.items() if len(rs) > 1}
+    if repeated:
+        ref, rs = next(iter(repeated.items()))
+        labels = " and ".join(sorted({"ai" if r.label == AI else "human" for r in rs}))
+        more = f" (and {len(repeated) - 1} more)" if len(repeated) > 1 else ""
+        raise DatasetError(f"{where}: {ref} is listed {len(rs)} times (labelled {labels}){more}; list each image once")
+
+
+def _decode_manifest(data: bytes, where: str) -> str:
+    """A manifest's text: UTF-8 (with or without a byte-order mark), else one line naming the file."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{where}: not UTF-8 text (byte 0x{data[exc.start]:02x} at position {exc.start}); "
+                           f"save the manifest as UTF-8") from None
+
+
 def _zip_manifest(names: Sequence[str], manifest: str | None) -> str | None:
     """The zip member that is the dataset's manifest, as a folder's ``manifest.csv`` is.
 
@@ -191,9 +255,35 @@ def _zip_manifest(names: Sequence[str], manifest: str | None) -> str | None:
     return None
 
 
+def _manifest_path(base: Path, path: str) -> str:
+    """A manifest path on disk; ``images\\ai\\x.png`` from a manifest written on Windows reads as in a zip."""
+    literal = base / path
+    if "\\" in path and not literal.exists():
+        return str(base / path.replace("\\", "/"))
+    return str(literal)
+
+
 def _member_path(base: str, path: str) -> str:
     """A manifest path inside a zip, normalised (``./.hidden/x.png`` stays ``.hidden/x.png``)."""
     return posixpath.normpath(posixpath.join(base, path.replace("\\", "/"))).removeprefix("./")
+
+
+def _files_under(root: Path) -> list[str]:
+    """Every file below ``root`` as a relative POSIX path, following symlinked folders (a dataset assembled
+    with ``ln -s /data/sd15 ai/sd15``) but not a link back into a folder above it, so that a loop ends.
+
+    ``Path.rglob`` does not follow them before Python 3.13: such images were left out without a word.
+    """
+    files: list[str] = []
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        relative = Path(folder).relative_to(root)
+        above = {os.path.realpath(root.joinpath(*relative.parts[:k])) for k in range(len(relative.parts))}
+        if os.path.realpath(folder) in above:
+            logger.warning("%s: %s links back to a folder above it; not followed", root, relative.as_posix())
+            subfolders[:] = []
+            continue
+        files.extend((relative / name).as_posix() for name in names if os.path.isfile(os.path.join(folder, name)))
+    return files
 
 
 def open_dataset(path: str | Path, *, label_map: dict[str, int] | None = None, manifest: str | None = None) -> list[Record]:
@@ -202,30 +292,31 @@ def open_dataset(path: str | Path, *, label_map: dict[str, int] | None = None, m
     if not path.exists():
         raise DatasetError(f"{path}: dataset not found")
     skipped: dict[str, int] = {}
+    member = None
     if path.is_file() and path.suffix.lower() == ".csv":
         base = path.parent
-        text = path.read_text(encoding="utf-8-sig")
-        return DatasetRecords(_read_csv(text, lambda p: str((base / p)), label_map, str(path)))
-    if path.is_file() and zipfile.is_zipfile(path):
+        text = _decode_manifest(path.read_bytes(), str(path))
+        records = _read_csv(text, lambda p: _manifest_path(base, p), label_map, str(path))
+    elif path.is_file() and zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
             member = _zip_manifest(names, manifest)
-            if member:
-                base = posixpath.dirname(member)
-                text = archive.read(member).decode("utf-8-sig")
-                return DatasetRecords(_read_csv(text, lambda p: f"{path}!{_member_path(base, p)}", label_map,
-                                                f"{path}!{member}"))
+            text = _decode_manifest(archive.read(member), f"{path}!{member}") if member else None
         metadata = [n for n in names if is_macos_metadata(n) and not n.endswith("/")]
         if metadata:
             skipped[MACOS_METADATA] = len(metadata)
             logger.info("%s: skipped %d macOS metadata entries (__MACOSX/, ._*)", path, len(metadata))
-        names = [n for n in names if not is_macos_metadata(n)]
-        records = _records_from_names(names, lambda n: f"{path}!{n}", label_map, str(path))
+        if member:
+            base = posixpath.dirname(member)
+            records = _read_csv(text, lambda p: f"{path}!{_member_path(base, p)}", label_map, f"{path}!{member}")
+        else:
+            names = [n for n in names if not is_macos_metadata(n)]
+            records = _records_from_names(names, lambda n: f"{path}!{n}", label_map, str(path))
     elif path.is_dir():
         candidate = path / (manifest or "manifest.csv")
         if candidate.is_file():
             return open_dataset(candidate, label_map=label_map)
-        files = [p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()]
+        files = _files_under(path)
         metadata = [n for n in files if is_macos_metadata(n)]
         if metadata:
             skipped[MACOS_METADATA] = len(metadata)
@@ -233,6 +324,8 @@ def open_dataset(path: str | Path, *, label_map: dict[str, int] | None = None, m
         records = _records_from_names(names, lambda n: str(path / n), label_map, str(path))
     else:
         raise DatasetError(f"{path}: not a folder, CSV manifest or zip archive")
+    if not records and (member or path.suffix.lower() == ".csv"):
+        raise DatasetError(f"{path}{'!' + member if member else ''}: lists no images")
     if not records:
         raise DatasetError(
             f"{path}: no labelled images found (class folders such as FAKE/REAL, ai/human, 1_fake/0_real)"

@@ -75,11 +75,24 @@ def decode_records(
                 arrays[i] = np.asarray(image)
             except (ImageLoadError, OSError, KeyError) as exc:
                 keep[i] = False
-                errors.append(str(exc))
+                errors.append(_read_error(record, exc))
             if i % 512 == 0 or i == len(records) - 1:
                 bar.update(task, completed=i + 1, status=f"{len(errors)} errors")
+    if errors:
+        if len(errors) == len(records):
+            raise ValueError(f"{description}: none of the {len(records)} images could be read, e.g. {errors[0]}")
+        logger.warning("%s: %d of %d images could not be read and are left out (listed in the card as "
+                       "training.decode_errors), e.g. %s", description, len(errors), len(records), errors[0])
     labels = np.array([r.label for r in records], dtype=np.float32)
     return arrays[keep], labels[keep], errors
+
+
+def _read_error(record: Record, exc: Exception) -> str:
+    """``file: reason`` whatever raised it (the image loader already names the file; ``open`` says ``[Errno 2]``)."""
+    if isinstance(exc, ImageLoadError):
+        return str(exc)
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return f"{record.ref}: {reason}"
 
 
 @dataclass
@@ -206,6 +219,15 @@ def refuse_selection_with_mixing(config: TrainConfig, mixes: bool) -> None:
         raise ValueError("--hard-fraction below 1 needs one loss per image, so it cannot be combined with mixup/cutmix")
 
 
+def refuse_one_class_training(labels: np.ndarray) -> None:
+    """A run with no images, or one class only (a tiny split, or unreadable files), learns nothing; it once wrote a
+    package anyway ("epoch 1/1: 0 images")."""
+    labels = np.asarray(labels)
+    ai = int((labels >= 0.5).sum())
+    if ai == 0 or ai == len(labels):
+        raise ValueError(f"training needs images of both classes, and has {len(labels) - ai} human, {ai} ai")
+
+
 def choose_hard_images(losses: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
     """The images of one epoch, shuffled: all of them when ``count`` covers them, else selective backprop.
 
@@ -303,6 +325,7 @@ def fit_classifier(
     as ``flip=`` (``AlternatingFlip``); any other is called as ``augment(x, generator)`` and flips as it likes.
     """
     refuse_selection_with_mixing(config, mixes=mix is not None)
+    refuse_one_class_training(train[1])
     workdir.mkdir(parents=True, exist_ok=True)
     set_threads(config.threads)
     torch.manual_seed(config.seed)
@@ -339,10 +362,12 @@ def fit_classifier(
         if flips is not None:
             flips.load_state_dict(state["flips"])
     started = time.time()
-    stopped_early = False
+    # a checkpoint of a run that had already stopped early (its package not yet written) resumes as stopped,
+    # rather than training one more epoch than the run it continues
+    stopped_early = start_epoch > 0 and bad_epochs >= config.patience
     with progress_bar() as bar:
         epoch_task = bar.add_task("epochs", total=config.epochs, completed=start_epoch, status="")
-        for epoch in range(start_epoch, config.epochs):
+        for epoch in range(start_epoch, config.epochs if not stopped_early else start_epoch):
             module.train()
             order = choose_hard_images(image_losses, epoch_images[epoch], generator)
             steps_per_epoch = epoch_steps[epoch]
