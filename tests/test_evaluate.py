@@ -328,3 +328,14 @@ def test_dataset_summary_table_shows_source_names_and_paths_with_square_brackets
     assert result.exit_code == 0, result.output
     assert "[i]s1" in result.output and "[b]manifest.csv" in result.output  # rich had read both as markup
     assert f"e.g. {manifest.parent}" in " ".join(result.output.split())  # the unreadable file, named in full
+
+
+def test_dataset_summary_table_has_every_column_filled(setup):
+    """A comment placed inside the call swallowed the formats cell: every column after it moved left, the file-size
+    column stayed empty and the short-side numbers sat under "formats"."""
+    manifest, _ = setup
+    result = CliRunner().invoke(app, ["dataset", "summary", str(manifest)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.output.splitlines() if line.startswith("│ ALL") and "│ ai " in line)
+    cells = [cell.strip() for cell in row.strip("│ ").split("│")]
+    assert len(cells) == 6 and cells[3].startswith("PNG") and "/" in cells[4] and cells[5], cells

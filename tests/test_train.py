@@ -504,3 +504,15 @@ def test_the_augmentation_used_is_printed_and_a_kind_that_never_augments_records
     assert not any(line.startswith("augment:") for line in heads.output.splitlines())
     assert "- augmentation:" not in (tmp_path / "heads" / "MODEL_CARD.md").read_text()
 
+
+
+def test_progress_bars_go_to_stderr_and_stdout_keeps_the_results(tmp_path: Path):
+    """The bars of decoding and epochs (and of evaluate and calibrate-route, which share them) were drawn on stdout,
+    between the lines a log or a script reads there."""
+    manifest = write_manifest(tmp_path / "data", {"a": (8, 8), "b": (8, 8)}, size=16)
+    result = CliRunner().invoke(app, [
+        "train", str(manifest), "--out", str(tmp_path / "pkg"), "--epochs", "1", "--width", "4", "--batch-size", "16",
+        "--input-size", "16", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert "━" not in result.stdout and "wrote" in result.stdout
+    assert "epochs" in result.stderr and "━" in result.stderr

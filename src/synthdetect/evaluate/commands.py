@@ -18,13 +18,9 @@ def _records(data: str, label: list[str] | None, sources: list[str] | None, *, t
     """The records to judge; ``to_score`` refuses, before any work, what would make every number wrong or empty:
     no image, a file listed twice, or not one listed file on disk."""
     from synthdetect.train.commands import parse_label_map
-    from synthdetect.train.datasets import open_dataset
+    from synthdetect.train.datasets import open_dataset, refuse_listed_twice
 
-    try:
-        records = open_dataset(data, label_map=parse_label_map(label))
-    except UnicodeDecodeError as exc:  # the bare codec message names neither the file nor the fix
-        raise ValueError(f"{data}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at position {exc.start}); "
-                         "save the manifest as UTF-8") from None
+    records = open_dataset(data, label_map=parse_label_map(label))  # a manifest that is not UTF-8: one line
     if sources:
         known = {r.source for r in records if r.source}
         missing = [s for s in sources if s not in known]
@@ -36,22 +32,9 @@ def _records(data: str, label: list[str] | None, sources: list[str] | None, *, t
     if to_score:
         if not records:
             raise ValueError(f"{data}: lists no images")
-        _refuse_duplicates(data, records)
+        refuse_listed_twice(data, records)
         _refuse_if_no_file_exists(data, records)
     return records
-
-
-def _refuse_duplicates(data: str, records) -> None:
-    """A file listed twice is scored twice: every metric would weigh it double (or, with two labels, both ways)."""
-    seen: dict[str, list] = {}
-    for record in records:
-        seen.setdefault(os.path.normpath(record.ref), []).append(record)
-    repeated = {ref: rs for ref, rs in seen.items() if len(rs) > 1}
-    if repeated:
-        ref, rs = next(iter(repeated.items()))
-        labels = " and ".join(sorted({"ai" if r.label == 1 else "human" for r in rs}))
-        more = f" (and {len(repeated) - 1} more)" if len(repeated) > 1 else ""
-        raise ValueError(f"{data}: {ref} is listed {len(rs)} times (labelled {labels}){more}; list each image once")
 
 
 def _refuse_if_no_file_exists(data: str, records) -> None:
@@ -208,7 +191,8 @@ def register(app: typer.Typer) -> None:
         rows += [(src, cls, d) for src, classes in summary["per_source"].items() for cls, d in classes.items()]
         for src, cls, d in rows:
             s = d["short_side_px"] or {}
-            table.add_row(Text(src), cls, str(d["count"]),  # Text: a source named "[x]" is not markup ", ".join(f"{k} {v}" for k, v in d["formats"].items()),
+            # Text: a source named "[x]" is not markup
+            table.add_row(Text(src), cls, str(d["count"]), ", ".join(f"{k} {v}" for k, v in d["formats"].items()),
                           f"{s.get('min', '–')}/{s.get('median', '–')}/{s.get('max', '–')}",
                           str((d["file_kb"] or {}).get("median", "–")), end_section=(src == "ALL" and cls == "human"))
         console.print(table)

@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from synthdetect.evaluate.metrics import binary_metrics
@@ -35,10 +36,11 @@ logger = logging.getLogger(__name__)
 
 
 def progress_bar(transient: bool = False) -> Progress:
+    """On stderr: stdout carries what commands print for machines and logs (JSON, tables, the `wrote` lines)."""
     return Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-        transient=transient,
+        transient=transient, console=Console(stderr=True),
     )
 
 
