@@ -152,8 +152,8 @@ def test_selective_backprop_trains_on_a_share_after_the_full_epochs(tmp_path: Pa
     result = fit_classifier(_linear(), _arrays(), _arrays(seed=1), config, mean=MEAN, std=STD, workdir=tmp_path)
     # one-cycle was sized for 4 + 4 + 2 + 2 steps; a miscount would overrun the scheduler and raise
     assert [row["images"] for row in result.history] == [32, 32, 16, 16]
-    # not a terminal, so no live bar: one line per epoch, for logs, with the ETA over the images still to train
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ") and "/4: " in line]
+    # not a terminal, so no live bar: one line per epoch on stderr, for logs, with the ETA over the images still to train
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("epoch ") and "/4: " in line]
     assert [line.split(":")[0] for line in lines] == [f"epoch {e}/4" for e in range(1, 5)]
     assert lines[2].startswith("epoch 3/4: 16 images in ") and "val acc " in lines[2]
     assert lines[-1].endswith("eta 0.0 min")
