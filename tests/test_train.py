@@ -509,10 +509,14 @@ def test_the_augmentation_used_is_printed_and_a_kind_that_never_augments_records
 def test_progress_bars_go_to_stderr_and_stdout_keeps_the_results(tmp_path: Path):
     """The bars of decoding and epochs (and of evaluate and calibrate-route, which share them) were drawn on stdout,
     between the lines a log or a script reads there."""
-    manifest = write_manifest(tmp_path / "data", {"a": (8, 8), "b": (8, 8)}, size=16)
+    manifest = write_manifest(tmp_path / "data", {"a": (8, 8), "b": (8, 8)}, size=16, broken=1)
     result = CliRunner().invoke(app, [
         "train", str(manifest), "--out", str(tmp_path / "pkg"), "--epochs", "1", "--width", "4", "--batch-size", "16",
         "--input-size", "16", "--threads", "1"])
     assert result.exit_code == 0, result.output
     assert "━" not in result.stdout and "wrote" in result.stdout
     assert "epochs" in result.stderr and "━" in result.stderr
+    # MODEL_CARD.md says how the run went and what it left out, as model.json does
+    rendered = (tmp_path / "pkg" / "MODEL_CARD.md").read_text()
+    assert "- run: 1 epoch, kept epoch 1 in " in rendered
+    assert "- left out: 1 image that could not be read (listed in model.json" in rendered

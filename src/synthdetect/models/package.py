@@ -250,6 +250,16 @@ def card_markdown(card: dict[str, Any]) -> str:
         lines.append(f"- data: `{training['data']}`")
     if training.get("augment_spec"):
         lines.append(f"- augmentation: `{training['augment_spec']}`")
+    if training.get("epochs_run") is not None:  # how the run went: early stopping and the epoch kept
+        kept = f", kept epoch {training['best_epoch']}" if training.get("best_epoch") is not None else ""
+        stopped = ", stopped early" if training.get("stopped_early") else ""
+        took = f" in {training['seconds']:.0f} s" if isinstance(training.get("seconds"), (int, float)) else ""
+        epochs = training["epochs_run"]
+        lines.append(f"- run: {epochs} epoch{'s' if epochs != 1 else ''}{kept}{stopped}{took}")
+    if training.get("decode_error_count"):
+        count = training["decode_error_count"]
+        lines.append(f"- left out: {count} image{'s' if count != 1 else ''} that could not be read "
+                     "(listed in model.json, `training.decode_errors`)")
     split = training.get("split") or {}
     if split:
         shown = dict(split)
