@@ -180,7 +180,8 @@ def test_only_regular_files_are_opened_and_every_other_one_is_reported(tmp_path,
 def test_counts_below_their_minimum_are_refused_as_usage_errors(tmp_path, tiny):
     images(tmp_path / "imgs", 1)
     base = [str(tmp_path / "imgs"), "--out", str(tmp_path / "r.sqlite"), "-m", str(tiny)]
-    for bad in (["--threads", "-1"], ["--batch-size", "0"], ["--workers", "-1"]):  # workers -1 used to hang
+    for bad in (["--threads", "-1"], ["--batch-size", "0"], ["--workers", "-1"],  # workers -1 used to hang
+                ["--max-pixels", "0"], ["--max-bytes", "-5"]):  # these had made every file an error row
         result = scan_cli(*base, *bad)
         assert result.exit_code == 2 and "Invalid value" in result.output, (bad, result.output)
     with pytest.raises(ValueError, match="workers must be at least 0"):

@@ -99,8 +99,8 @@ def register(app: typer.Typer) -> None:
         no_evidence: Annotated[bool, typer.Option("--no-evidence", help="Skip provenance/metadata probes.")] = False,
         export: Annotated[Optional[list[Path]], typer.Option("--export", help="After the scan, also write the "
                                                              "database as .csv, .jsonl or .parquet.")] = None,
-        max_pixels: Annotated[int, typer.Option(help="Refuse images with more pixels.")] = 80_000_000,
-        max_bytes: Annotated[int, typer.Option(help="Refuse files larger than this many bytes.")] = 100 * 1024 * 1024,
+        max_pixels: Annotated[int, typer.Option(min=1, help="Refuse images with more pixels.")] = 80_000_000,
+        max_bytes: Annotated[int, typer.Option(min=1, help="Refuse files larger than this many bytes.")] = 100 * 1024 * 1024,
         prune: Annotated[bool, typer.Option("--prune", help="First drop the rows of files that no longer exist "
                                             "(relative paths are looked up from the working directory).")] = False,
         summary_json: Annotated[bool, typer.Option("--summary-json", help="Print the run summary as JSON on "
