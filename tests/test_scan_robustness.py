@@ -160,17 +160,23 @@ def test_only_regular_files_are_opened_and_every_other_one_is_reported(tmp_path,
     try:
         summary = run_scan([str(folder)], tmp_path / "r.sqlite", options(tiny))
         race = decode_file(str(folder / "fifo.jpg"), FileStamp(0, 0), LoadLimits())  # became a FIFO after discovery
+        detected = CliRunner().invoke(app, ["-q", "detect", str(folder), "-m", str(tiny), "-f", "jsonl"])
     finally:
         releaser.close()
     rows = column_by_path(tmp_path / "r.sqlite", "error")
     assert rows == {
         good[0]: None,
-        str(folder / "fifo.jpg"): f"{folder / 'fifo.jpg'}: is a named pipe (FIFO), not an image file",
+        str(folder / "fifo.jpg"): f"{folder / 'fifo.jpg'}: is a named pipe (FIFO), not a regular file",
         str(folder / "broken.jpg"): f"{folder / 'broken.jpg'}: broken symbolic link (its target does not exist)",
         str(folder / "loopa.jpg"): f"{folder / 'loopa.jpg'}: symbolic link loop",
         str(folder / "loopb.jpg"): f"{folder / 'loopb.jpg'}: symbolic link loop",
     }
-    assert summary["errors_by_kind"] == {"not_a_file": 1, "not_found": 1, "unreadable": 2}
+    assert summary["errors_by_kind"] == {"not_a_file": 3, "not_found": 1}
+    # every row is the verdict detect gives for that file: a loop was "unreadable" here and "not_found" there,
+    # a FIFO "not an image file" here and "not a regular file" there
+    kinds = column_by_path(tmp_path / "r.sqlite", "error_kind")
+    verdicts = {v["file"]: (v["error"], v["error_kind"]) for v in map(json.loads, detected.stdout.splitlines())}
+    assert verdicts == {path: (rows[path], kinds[path]) for path in rows}
     assert summary["passed_over"]["linked_folders"] == 1  # not followed, but said
     assert any("symbolic link(s) to folders" in line for line in PassedOver.lines_of(summary["passed_over"]))
     assert race.error is not None and race.error.kind == "not_a_file"

@@ -379,8 +379,12 @@ def passed_over_note(count: int, example: str, verb: str = "judged",
 
 
 def problem_kind(problem: str) -> str:
-    """The verdict ``error_kind`` for a problem :func:`expand_paths` attached to a path."""
-    return "unreadable" if problem.startswith(UNREADABLE_FOLDER) else "not_found"
+    """The verdict ``error_kind`` for a problem :func:`expand_paths` attached to a path (as ``scan`` kinds it)."""
+    from synthdetect.images import LINK_LOOP
+
+    if problem.startswith(UNREADABLE_FOLDER) or problem.startswith("cannot read file"):
+        return "unreadable"
+    return "not_a_file" if problem == LINK_LOOP else "not_found"
 
 
 def expand_paths(

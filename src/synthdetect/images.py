@@ -211,23 +211,44 @@ def _read_bytes(source: ImageSource, label: str, limits: LoadLimits) -> bytes:
     return raw
 
 
-def regular_file_size(path: Path, label: str) -> int:
-    """Size of ``path``, refusing anything but a regular file before it is opened (a FIFO would block for ever)."""
+#: The one wording of each path that is not a readable regular file, for detect, scan and the Python API alike.
+LINK_LOOP = "symbolic link loop"
+BROKEN_LINK = "broken symbolic link (its target does not exist)"
+_FILE_TYPES = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
+               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+               (stat.S_ISDIR, "a folder"))
+
+
+def not_a_regular_file(mode: int) -> str | None:
+    """Why a file of this ``st_mode`` is refused, or None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((name for test, name in _FILE_TYPES if test(mode)), "a special file")
+    return f"is {kind}, not a regular file"
+
+
+def path_problem(path: Path) -> tuple[str, str, os.stat_result | None]:
+    """``(error_kind, reason, stat)`` of a path before it is opened: kind and reason are empty for a regular file.
+
+    A FIFO would block a reader for ever, and a missing file, a broken link and a link loop each say what they are.
+    """
     try:
         info = path.stat()
     except FileNotFoundError:
-        reason = "broken symbolic link (its target does not exist)" if path.is_symlink() else "file not found"
-        raise ImageLoadError(label, "not_found", reason) from None
+        return "not_found", BROKEN_LINK if path.is_symlink() else "file not found", None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise ImageLoadError(label, "not_a_file", "symbolic link loop") from None
-        raise ImageLoadError(label, "unreadable", f"cannot read file ({exc.strerror})") from exc
-    if stat.S_ISDIR(info.st_mode):
-        raise ImageLoadError(label, "not_a_file", "is a directory, not an image file")
-    if not stat.S_ISREG(info.st_mode):
-        kind = ("named pipe (FIFO)" if stat.S_ISFIFO(info.st_mode) else "socket" if stat.S_ISSOCK(info.st_mode)
-                else "device")
-        raise ImageLoadError(label, "not_a_file", f"is a {kind}, not a regular file")
+            return "not_a_file", LINK_LOOP, None
+        return "unreadable", f"cannot read file ({exc.strerror or exc})", None
+    why = not_a_regular_file(info.st_mode)
+    return ("not_a_file", why, info) if why else ("", "", info)
+
+
+def regular_file_size(path: Path, label: str) -> int:
+    """Size of ``path``, refusing anything but a regular file before it is opened (a FIFO would block for ever)."""
+    kind, reason, info = path_problem(path)
+    if kind:
+        raise ImageLoadError(label, kind, reason)
     return info.st_size
 
 

@@ -19,8 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from synthdetect.images import ImageLoadError, LoadedImage, LoadLimits, load_image
-from synthdetect.scan.sources import not_a_regular_file
+from synthdetect.images import ImageLoadError, LoadedImage, LoadLimits, load_image, not_a_regular_file
 from synthdetect.scan.store import FileStamp, cached_verdict
 
 if TYPE_CHECKING:

@@ -14,17 +14,15 @@ instead (decided here from ``os.stat``, before any worker opens it).
 
 from __future__ import annotations
 
-import errno
 import glob
 import io
 import os
-import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from synthdetect.images import IMAGE_SUFFIXES
+from synthdetect.images import IMAGE_SUFFIXES, path_problem
 from synthdetect.scan.store import FileStamp
 
 #: A SOURCE file with one of these suffixes is read as a list of paths, one per line.
@@ -107,34 +105,15 @@ class PassedOver:
         return out
 
 
-_FILE_TYPES = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
-               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-               (stat.S_ISDIR, "a folder"))
-
-
-def not_a_regular_file(mode: int) -> str | None:
-    """Why a file of this ``st_mode`` is refused, or None for a regular file."""
-    if stat.S_ISREG(mode):
-        return None
-    kind = next((name for test, name in _FILE_TYPES if test(mode)), "a special file")
-    return f"is {kind}, not an image file"
-
-
 def inspect(path: str) -> Candidate:
-    """A candidate with its size and mtime, or with the problem that keeps it from being opened."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        if os.path.islink(path):
-            return Candidate(path, FileStamp(None, None), ("not_found", "broken symbolic link (its target does "
-                                                                         "not exist)"))
-        return Candidate(path, FileStamp(None, None))  # the decode worker says "file not found"
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            return Candidate(path, FileStamp(None, None), ("unreadable", "symbolic link loop"))
-        return Candidate(path, FileStamp(None, None), ("unreadable", f"cannot read file ({exc.strerror or exc})"))
-    why = not_a_regular_file(st.st_mode)
-    return Candidate(path, FileStamp(st.st_size, st.st_mtime_ns), ("not_a_file", why) if why else None)
+    """A candidate with its size and mtime, or with the problem that keeps it from being opened (worded and kinded
+    as ``detect`` words it: :func:`synthdetect.images.path_problem`)."""
+    kind, reason, st = path_problem(Path(path))
+    if st is None:
+        if reason == "file not found":
+            return Candidate(path, FileStamp(None, None))  # the decode worker says "file not found"
+        return Candidate(path, FileStamp(None, None), (kind, reason))
+    return Candidate(path, FileStamp(st.st_size, st.st_mtime_ns), (kind, reason) if kind else None)
 
 
 def first_visit(folder: str, visited: set[str], passed_over: PassedOver | None) -> bool:
