@@ -39,6 +39,7 @@ def main() -> None:
 
     import numpy as np
     from PIL import Image
+    from rich.console import Console
     from rich.progress import track
     from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
@@ -65,10 +66,11 @@ def main() -> None:
     model_logit = np.log(p_ai / (1 - p_ai))
 
     encoder = ClipEncoder(threads=args.threads)
+    progress_console = Console(stderr=True)  # stdout carries the JSON only
 
     def embed(part, name):
         rows = []
-        for record in track(part, description=f"CLIP {name}"):
+        for record in track(part, description=f"CLIP {name}", console=progress_console):
             small = load_image(read_record_bytes(record)).rgb
             rows.append(encoder.embed(small.resize((224, 224), Image.BICUBIC)))
         rows = np.stack(rows)

@@ -61,6 +61,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--model", default="default")
     args = parser.parse_args()
+    if args.runs < 1:
+        sys.exit(f"--runs must be at least 1, not {args.runs}")
     full, small = str(SAMPLES / "coffee.png"), str(SAMPLES / "coffee-32px.jpg")
     detect = ["detect", "--format", "json", "--model", args.model]
     cases = {"version": ["--version"], "detect_full_size": [*detect, full], "detect_32px": [*detect, small],

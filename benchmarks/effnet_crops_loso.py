@@ -41,6 +41,8 @@ def main() -> None:
 
     import torch
     import torch.nn.functional as F
+    from rich.console import Console
+    from rich.progress import Progress
     from sklearn.metrics import roc_auc_score
 
     from synthdetect.evaluate.metrics import tpr_at_fpr
@@ -56,7 +58,8 @@ def main() -> None:
     policy = CropPolicy(size=224, native_crops=4)
     records = open_dataset(str(args.manifest))
     crops, owner, labels, sources, digests, failed = [], [], [], [], [], []
-    with progress_bar() as bar:
+    # the progress bar on stderr: stdout carries the JSON only
+    with Progress(*progress_bar().columns, console=Console(stderr=True)) as bar:
         task = bar.add_task("crops", total=len(records), status="")
         for record in records:
             try:

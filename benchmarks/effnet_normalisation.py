@@ -1,6 +1,6 @@
 """Which input normalisation the EfficientNet-Lite ImageNet weights expect: top-1 on labelled photos; prints JSON.
 
-    .venv/bin/python benchmarks/effnet_normalisation.py [--manifest ../shared/datasets/wild-dev/manifest.csv]
+    .venv/bin/python benchmarks/effnet_normalisation.py [--manifest ../shared/datasets/wild-dev/manifest.csv] [--threads 2]
 
 The weights come from TensorFlow's EfficientNet-Lite, whose builder normalises (x - 127) / 128; the PyTorch
 package's example uses ImageNet mean/std.  The wild-dev source ``imagenet-samples`` holds ImageNet validation
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -62,11 +63,16 @@ def view(image: Image.Image, size: int, how: str) -> Image.Image:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--manifest", type=Path, default=Path("../shared/datasets/wild-dev/manifest.csv"))
+    parser.add_argument("--manifest", type=Path,
+                        default=Path(__file__).resolve().parents[2] / "shared/datasets/wild-dev/manifest.csv")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    if not args.manifest.is_file():
+        sys.exit(f"no manifest at {args.manifest} (wild-dev from ../shared is needed)")
     torch.set_num_threads(args.threads)
     items = labelled_photos(args.manifest)
+    if not items:
+        sys.exit(f"{args.manifest} lists no imagenet-samples photo of a known class")
     labels = torch.tensor([c for _, c in items])
     results = []
     for variant, spec in lite.VARIANTS.items():

@@ -150,11 +150,12 @@ def percentiles(values: list[float]) -> dict[str, float | None]:
             "p95": round(float(np.percentile(a, 95)), 1), "p99": round(float(np.percentile(a, 99)), 1)}
 
 
-def wait_healthy(port: int, process: subprocess.Popen, seconds: float = 120) -> None:
+def wait_healthy(port: int, process: subprocess.Popen, log_path: Path, seconds: float = 120) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise SystemExit(f"server exited early ({process.returncode})")
+            last = (log_path.read_text(errors="replace").strip().splitlines() or ["no output"])[-1]
+            raise SystemExit(f"server exited early ({process.returncode}): {last} (log: {log_path})")
         try:
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
             connection.request("GET", "/healthz")
@@ -163,6 +164,27 @@ def wait_healthy(port: int, process: subprocess.Popen, seconds: float = 120) -> 
         except OSError:
             time.sleep(0.2)
     raise SystemExit("server did not become healthy")
+
+
+UPLOAD_KINDS = ("valid", "oversized", "corrupt")
+
+
+def parse_mix(text: str) -> dict[str, float]:
+    """``valid=0.7,oversized=0.15,corrupt=0.15`` as weights; anything else stops the run in one line (an unknown
+    kind used to kill every client thread, and the report then showed 0 requests as a result)."""
+    mix = {}
+    for part in text.split(","):
+        kind, _, weight = part.partition("=")
+        try:
+            value = float(weight)
+        except ValueError:
+            value = -1.0
+        if kind.strip() not in UPLOAD_KINDS or not value >= 0:
+            sys.exit(f"--mix: {part!r} is not KIND=WEIGHT with KIND one of {', '.join(UPLOAD_KINDS)} and WEIGHT >= 0")
+        mix[kind.strip()] = value
+    if not sum(mix.values()) > 0:
+        sys.exit(f"--mix: the weights of {text!r} add up to 0")
+    return mix
 
 
 def main() -> None:
@@ -178,7 +200,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    mix = {k: float(v) for k, v in (part.split("=") for part in args.mix.split(","))}
+    mix = parse_mix(args.mix)
+    missing = [str(p) for p in args.images if not p.is_file()]
+    if missing:
+        sys.exit(f"--images: no such file: {', '.join(missing)}")
+    if args.clients < 1 or args.seconds <= 0:
+        sys.exit("--clients must be at least 1 and --seconds above 0")
     max_body = int(args.max_body_mb * 1024 * 1024)
     uploads = make_uploads(args.images, max_body, args.seed)
     port = free_port()
@@ -189,7 +216,7 @@ def main() -> None:
     with open(log_path, "wb") as log:
         server = subprocess.Popen(command, stdout=log, stderr=log)
         try:
-            wait_healthy(port, server)
+            wait_healthy(port, server, log_path)
             idle = proc_memory_kib(server.pid)
             monitor = Monitor(port, server.pid)
             monitor.start()

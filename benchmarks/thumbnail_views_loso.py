@@ -20,6 +20,7 @@ on; ``clip-vit-b16-f32`` asks the same of wild-v3's features.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -55,8 +56,10 @@ def main() -> None:
     records = open_dataset(args.manifest)
     policies = {s: CropPolicy(native_crops=0, global_short_side=s, global_jpeg_quality=args.jpeg_quality)
                 for s in sorted(set(args.sizes) | {48})}
-    per_size = {s: WildData.from_cache(extract_cached(records, p, [clip], description=f"CLIP, {s} px thumbnails"))
-                for s, p in policies.items()}
+    with contextlib.redirect_stdout(sys.stderr):  # extract_cached's progress bar: stdout carries the JSON only
+        per_size = {s: WildData.from_cache(extract_cached(records, p, [clip],
+                                                          description=f"CLIP, {s} px thumbnails"))
+                    for s, p in policies.items()}
     data = per_size[48]
     if any(d.names != data.names for d in per_size.values()):
         sys.exit("an image failed at one thumbnail size but not another; the views would not line up")

@@ -112,6 +112,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of timed steps; the slowest decides the fit")
     parser.add_argument("--budget-min", type=float, default=30.0, help="the run's time bound, in minutes")
     args = parser.parse_args()
+    if args.steps < 1:
+        raise SystemExit(f"--steps must be at least 1, not {args.steps}")
 
     from synthdetect.models import find_package
     from synthdetect.train.augment import AugmentConfig

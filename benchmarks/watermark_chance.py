@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,9 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=0)
     args = parser.parse_args()
     root = Path(args.root)
-    rows = [r for r in csv.DictReader(open(root / "manifest.csv")) if r["label"] == "real"]
+    if not (root / "manifest.csv").is_file():
+        sys.exit(f"no manifest at {root / 'manifest.csv'} (wild-dev from ../shared is needed)")
+    rows = [r for r in csv.DictReader(open(root / "manifest.csv", newline="")) if r["label"] == "real"]
     if args.limit:
         rows = rows[: args.limit]
     accuracies: dict[str, list[float]] = {name: [] for name in THRESHOLDS}
@@ -43,6 +46,8 @@ def main() -> None:
             continue
         for name, result in scan_marks(loaded.array()).items():
             accuracies[name].append(result["bit_accuracy"])
+    if skipped == len(rows):
+        sys.exit(f"none of the {len(rows)} real images under {root} is readable and at least {MIN_SIDE} px")
     report = {"images": len(rows) - skipped, "skipped_small_or_unreadable": skipped, "marks": {}}
     for name, values in accuracies.items():
         arr = np.array(values)
