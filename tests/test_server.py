@@ -591,3 +591,18 @@ def test_silent_connections_are_closed_so_they_cannot_lock_the_service_out():
             sock.close()
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_auto_goes_on_to_occlusion_when_grad_cam_is_flat(client, monkeypatch):
+    """A flat Grad-CAM (the usual case for cifake-cnn's ``ai`` verdicts: 22 of 30 CIFAKE fakes) was sent as the
+    heatmap: an overlay of zeros, showing nothing.  ``auto`` now says so and shows the occlusion map instead."""
+    import numpy as np
+
+    import synthdetect.explain.maps as maps
+
+    monkeypatch.setattr(maps, "gradcam_map", lambda model, image, toward_ai=True: np.zeros(image.size[::-1]))
+    auto = raw(client, png_bytes(seed=5), "/v1/explain")
+    assert auto.status_code == 200 and auto.headers["x-synthdetect-map"] == "occlusion"
+    assert "Grad-CAM is flat" in auto.headers["x-synthdetect-notes"]
+    chosen = raw(client, png_bytes(seed=5), "/v1/explain", map="gradcam")  # asked for by name, it is sent
+    assert chosen.status_code == 200 and chosen.headers["x-synthdetect-map"] == "gradcam"
