@@ -178,3 +178,16 @@ def test_a_pipe_in_a_model_name_stays_inside_its_markdown_cell():
     assert len(cells(lines[2])) == len(TABLE_COLUMNS) and cells(lines[2])[0].strip() == r"onnx:/m\|v2.onnx"
     agreement = {"models": ["a|b", "c"], "agreement": [[1.0, 0.5], [0.5, 1.0]], "n_both_scored": [[4, 4], [4, 4]]}
     assert all(len(cells(line)) == 3 for line in markdown_agreement(agreement).splitlines())
+
+
+def test_an_inverted_calibration_is_said_in_the_markdown_and_html_not_only_the_json(setup, tmp_path):
+    """A model that ranks the calibration split backwards is flattened to one constant p_ai; comparison.json
+    recorded ``inverted`` but comparison.md and .html, which people read, did not say it."""
+    backwards = export(EdgeEnergy(-40.0, 0.15), setup["root"] / "backwards.onnx")
+    records = open_dataset(setup["data"])
+    summary = compare_models([setup["models"][0], backwards], records, tmp_path / "out", data_name="synthetic",
+                             progress=False, ensemble=True, calibration_fraction=0.5)
+    warning = summary["ensemble"]["calibration_warnings"][backwards]
+    assert warning.startswith("the model ranks the validation images backwards")
+    assert f"Calibration of {backwards}: {warning}." in (tmp_path / "out" / "comparison.md").read_text()
+    assert "ranks the validation images backwards" in (tmp_path / "out" / "comparison.html").read_text()

@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from synthdetect.evaluate.calibration import Calibration
+from synthdetect.evaluate.calibration import Calibration, fit_warning
 from synthdetect.evaluate.metrics import binary_metrics
 from synthdetect.evaluate.report import Predictions, predict_records, write_report
 from synthdetect.train.datasets import Record, stratified_split
@@ -228,6 +228,9 @@ def compare_models(
             "calibrations": dict(zip([r.name for r in runs], fitted)),
             "members": [r.name for r, f in zip(runs, fitted) if "excluded" not in f],
             "excluded": {r.name: f["excluded"] for r, f in zip(runs, fitted) if "excluded" in f},
+            # an inverted fit enters the mean as one constant p_ai: say so where people read, not only in the JSON
+            "calibration_warnings": {r.name: w.removeprefix("calibration: ") for r, f in zip(runs, fitted)
+                                     if (w := fit_warning(f.get("fit")))},
             "report": "ensemble/report.html",
             "verdict_band": "default uncertain band (no validated thresholds)",
         }
@@ -296,6 +299,7 @@ def write_comparison(summary: dict[str, Any], out_dir: Path) -> None:
                    f"(seed {e['calibration_split']['seed']}, {e['calibration_split']['n']} images); its row and the "
                    f"held-out model rows use the other {e['calibration_split']['evaluated_on']} images."]
         md += [f"Left out of the ensemble: {name} ({why})." for name, why in e["excluded"].items()]
+        md += [f"Calibration of {name}: {why}." for name, why in e.get("calibration_warnings", {}).items()]
     (out_dir / "comparison.md").write_text("\n".join(md) + "\n", encoding="utf-8")
     (out_dir / "comparison.html").write_text(_html(summary, head), encoding="utf-8")  # as its <meta> says
 
@@ -326,6 +330,8 @@ def _html(summary: dict[str, Any], head: str) -> str:
                 f"evaluated on the other {e['calibration_split']['evaluated_on']} images.</p>")
         note += "".join(f"<p>Left out of the ensemble: {html.escape(n)} ({html.escape(w)}).</p>"
                         for n, w in e["excluded"].items())
+        note += "".join(f"<p>Calibration of {html.escape(n)}: {html.escape(w)}.</p>"
+                        for n, w in e.get("calibration_warnings", {}).items())
     style = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;"
              "margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child,"
              "th:first-child{text-align:left}")
