@@ -426,4 +426,9 @@ def test_a_refused_run_leaves_no_empty_out_folder(tiny_records, tmp_path):
     with pytest.raises(AutopilotError, match="held-out sources need both AI and human images"):
         run_autopilot(one_class, out, budget_s=30, candidates=[tiny_cnn("a", 1)], holdout_sources=["s3"],
                       progress=False)
+    # training or validation sources of one class: every candidate failed on it, each after its start-up
+    ai_only_elsewhere = [r for r in tiny_records if r.source == "s3" or r.label == 1]
+    with pytest.raises(AutopilotError, match=r"the training sources need both AI and human images, and hold 0 human"):
+        run_autopilot(ai_only_elsewhere, out, budget_s=30, candidates=[tiny_cnn("a", 1)], holdout_sources=["s3"],
+                      progress=False)
     assert not out.exists()

@@ -514,6 +514,11 @@ def run_autopilot(
                           holdout_sources=holdout_sources)
     if not split.test or len({r.label for r in split.test}) < 2:
         raise AutopilotError("the held-out sources need both AI and human images; name them with --holdout-source")
+    for part, role in ((split.train, "training"), (split.val, "validation")):
+        if len({r.label for r in part}) < 2:  # every candidate would fail on it, each after its own start-up
+            ai = sum(r.label == 1 for r in part)
+            raise AutopilotError(f"the {role} sources need both AI and human images, and hold {len(part) - ai} "
+                                 f"human, {ai} ai; add sources or change --val-fraction/--holdout-source")
     out.mkdir(parents=True, exist_ok=True)  # after every refusal: a refused run leaves no empty OUT behind
     reserve = reserve_s if reserve_s is not None else min(max(0.05 * budget_s, 3.0), 60.0)
     deadline = started + budget_s - reserve
