@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -15,30 +14,8 @@ from typer.testing import CliRunner
 from synthdetect.api import Detector
 from synthdetect.explain import explain, explain_loaded
 from synthdetect.images import load_image
-from synthdetect.models.base import Model
 
-# a red square on grey: two colours, which the card must accept explicitly
-CARD = {"name": "redness", "kind": "test", "input": {"size": [32, 32], "min_side": 8, "max_aspect": 4.0,
-                                                     "two_colour_images": True}}
-
-
-class NumpyRedness(Model):
-    """logit from how red the image is: no torch, so only occlusion and ELA apply."""
-
-    def logits(self, images):
-        out = []
-        for image in images:
-            a = np.asarray(image.rgb, dtype=np.float32) / 255.0
-            out.append(np.maximum(a[..., 0] - (a[..., 1] + a[..., 2]) / 2, 0).mean() * 8.0 - 1.0)
-        return np.asarray(out)
-
-
-def red_square_png() -> bytes:
-    pixels = np.full((32, 32, 3), 128, dtype=np.uint8)
-    pixels[4:12, 4:12] = (255, 0, 0)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
+from test_explain import CARD, NumpyRedness, red_square_png
 
 
 @pytest.fixture
