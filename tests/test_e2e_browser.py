@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,24 @@ def _need_browser() -> None:
         if os.environ.get("SYNTHDETECT_REQUIRE_BROWSER") == "1":
             pytest.fail(f"browser test required but {problem}")
         pytest.skip(problem)
+
+
+@contextmanager
+def chromium_page(patient: bool = False, **options):
+    """A page of headless Debian Chromium, closed afterwards; ``patient`` gives generous ceilings for a loaded CI
+    machine (a passing run takes a few seconds)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(**options)
+            if patient:
+                page.set_default_timeout(60_000)
+                expect.set_options(timeout=60_000)
+            yield page
+        finally:
+            browser.close()
 
 
 def _free_port() -> int:
@@ -84,7 +103,7 @@ def server(tmp_path: Path):
 @pytest.mark.slow
 def test_upload_in_the_browser_shows_the_verdict(server: str, tmp_path: Path):
     _need_browser()
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     image = tmp_path / "cat.png"
     image.write_bytes(png_bytes(seed=7))
@@ -96,87 +115,73 @@ def test_upload_in_the_browser_shows_the_verdict(server: str, tmp_path: Path):
         expected = json.load(response)["verdicts"][0]
     label_text = {"ai": "AI-generated", "human": "Human-made", "uncertain": "Uncertain"}[expected["label"]]
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1100, "height": 800})
-            # Generous ceilings for a loaded CI machine; a passing run takes a few seconds.
-            page.set_default_timeout(60_000)
-            expect.set_options(timeout=60_000)
-            page.goto(server + "/")
-            expect(page.locator("#model-line")).to_contain_text("tiny-cnn")
-            # The picker is reachable by its label, as a screen reader would find it; several files at once.
-            page.get_by_label("Choose images").set_input_files([str(broken), str(image)])
-            expect(page.locator(".result")).to_have_count(2)
-            failed = page.locator(".result", has_text="broken.png")
-            expect(failed.locator(".label-badge")).to_have_text("Could not judge")
-            expect(failed.locator(".reasons")).to_contain_text("not an image")
-            # Drag and drop: the same path as the picker.
-            drop = page.evaluate_handle("""(b64) => {
-                const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
-                const transfer = new DataTransfer();
-                transfer.items.add(new File([bytes], "dropped.png", {type: "image/png"}));
-                return transfer;
-            }""", base64.b64encode(png_bytes(seed=8)).decode())
-            page.dispatch_event("#dropzone", "drop", {"dataTransfer": drop})
-            dropped = page.locator(".result", has_text="dropped.png")
-            expect(dropped.locator(".label-badge[data-label]")).to_have_count(1)
+    with chromium_page(viewport={"width": 1100, "height": 800}, patient=True) as page:
+        page.goto(server + "/")
+        expect(page.locator("#model-line")).to_contain_text("tiny-cnn")
+        # The picker is reachable by its label, as a screen reader would find it; several files at once.
+        page.get_by_label("Choose images").set_input_files([str(broken), str(image)])
+        expect(page.locator(".result")).to_have_count(2)
+        failed = page.locator(".result", has_text="broken.png")
+        expect(failed.locator(".label-badge")).to_have_text("Could not judge")
+        expect(failed.locator(".reasons")).to_contain_text("not an image")
+        # Drag and drop: the same path as the picker.
+        drop = page.evaluate_handle("""(b64) => {
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], "dropped.png", {type: "image/png"}));
+            return transfer;
+        }""", base64.b64encode(png_bytes(seed=8)).decode())
+        page.dispatch_event("#dropzone", "drop", {"dataTransfer": drop})
+        dropped = page.locator(".result", has_text="dropped.png")
+        expect(dropped.locator(".label-badge[data-label]")).to_have_count(1)
 
-            result = page.locator(".result", has_text="cat.png")
-            badge = result.locator(".label-badge[data-label]")
-            expect(badge).to_have_attribute("data-label", expected["label"])
-            expect(badge).to_contain_text(label_text)
-            expect(badge).to_contain_text(f"p_ai {expected['p_ai']:.3f}")
-            gauge = result.get_by_role("meter")
-            expect(gauge).to_have_attribute("aria-valuenow", str(round(expected["p_ai"] * 1000) / 10).removesuffix(".0"))
-            expect(result.locator(".reasons li").first).to_contain_text(expected["reasons"][0][:40])
+        result = page.locator(".result", has_text="cat.png")
+        badge = result.locator(".label-badge[data-label]")
+        expect(badge).to_have_attribute("data-label", expected["label"])
+        expect(badge).to_contain_text(label_text)
+        expect(badge).to_contain_text(f"p_ai {expected['p_ai']:.3f}")
+        gauge = result.get_by_role("meter")
+        expect(gauge).to_have_attribute("aria-valuenow", str(round(expected["p_ai"] * 1000) / 10).removesuffix(".0"))
+        expect(result.locator(".reasons li").first).to_contain_text(expected["reasons"][0][:40])
 
-            toggle = result.get_by_role("button", name="Show heatmap")
-            toggle.focus()
-            page.keyboard.press("Enter")  # keyboard usable, not only clickable
-            expect(result.get_by_role("button", name="Show original")).to_have_attribute("aria-pressed", "true")
-            expect(result.locator(".map-caption")).to_contain_text("Grad-CAM")
-            assert result.locator(".thumb").get_attribute("src").startswith("blob:")
-            page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
-        finally:
-            browser.close()
+        toggle = result.get_by_role("button", name="Show heatmap")
+        toggle.focus()
+        page.keyboard.press("Enter")  # keyboard usable, not only clickable
+        expect(result.get_by_role("button", name="Show original")).to_have_attribute("aria-pressed", "true")
+        expect(result.locator(".map-caption")).to_contain_text("Grad-CAM")
+        assert result.locator(".thumb").get_attribute("src").startswith("blob:")
+        page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
     assert (tmp_path / "page.png").stat().st_size > 10_000
 
 
 def test_page_splits_uploads_by_count_and_by_body_size():
     """The page's batching on its own, in the browser (no server): 16 phone photos must not make one 80 MB body."""
     _need_browser()
-    from playwright.sync_api import sync_playwright
 
     from synthdetect.server.app import STATIC_DIR
 
     mb = 1024 * 1024
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            page.set_content("<!doctype html><title>batching</title>")
-            page.add_script_tag(content=(STATIC_DIR / "app.js").read_text())  # after load: sets up no page
+    with chromium_page() as page:
+        page.set_content("<!doctype html><title>batching</title>")
+        page.add_script_tag(content=(STATIC_DIR / "app.js").read_text())  # after load: sets up no page
 
-            def plan(sizes: list[int], max_files: int = 16, max_bytes: int = 64 * mb) -> list[list[int]]:
-                return page.evaluate("([sizes, maxFiles, maxBytes]) => planBatches("
-                                     "sizes.map((size, i) => ({name: `IMG_${i}.jpg`, size})), maxFiles, maxBytes)",
-                                     [sizes, max_files, max_bytes])
+        def plan(sizes: list[int], max_files: int = 16, max_bytes: int = 64 * mb) -> list[list[int]]:
+            return page.evaluate("([sizes, maxFiles, maxBytes]) => planBatches("
+                                 "sizes.map((size, i) => ({name: `IMG_${i}.jpg`, size})), maxFiles, maxBytes)",
+                                 [sizes, max_files, max_bytes])
 
-            phones = plan([5 * mb] * 16)
-            assert [len(b) for b in phones] == [12, 4]  # 12 x 5 MB + framing fits under 64 MB, 13 would not
-            assert [len(b) for b in plan([1000] * 40)] == [16, 16, 8]  # small files: by count, as before
-            assert plan([10, 70 * mb, 10]) == [[0], [1], [2]]  # too big for any request: alone, in order
-            assert plan([]) == []
-            sizes = [(i * 7919) % (20 * mb) for i in range(60)]
-            batches = plan(sizes, 5, 40 * mb)
-            assert [i for b in batches for i in b] == list(range(60))
-            for batch in batches:
-                body = page.evaluate("(sizes) => requestBytes(sizes.map((size) => ({name: 'IMG_00.jpg', size})))",
-                                     [sizes[i] for i in batch])
-                assert len(batch) <= 5 and (body <= 40 * mb or len(batch) == 1)
-        finally:
-            browser.close()
+        phones = plan([5 * mb] * 16)
+        assert [len(b) for b in phones] == [12, 4]  # 12 x 5 MB + framing fits under 64 MB, 13 would not
+        assert [len(b) for b in plan([1000] * 40)] == [16, 16, 8]  # small files: by count, as before
+        assert plan([10, 70 * mb, 10]) == [[0], [1], [2]]  # too big for any request: alone, in order
+        assert plan([]) == []
+        sizes = [(i * 7919) % (20 * mb) for i in range(60)]
+        batches = plan(sizes, 5, 40 * mb)
+        assert [i for b in batches for i in b] == list(range(60))
+        for batch in batches:
+            body = page.evaluate("(sizes) => requestBytes(sizes.map((size) => ({name: 'IMG_00.jpg', size})))",
+                                 [sizes[i] for i in batch])
+            assert len(batch) <= 5 and (body <= 40 * mb or len(batch) == 1)
 
 
 STUB_ORIGIN = "http://synthdetect.test"
@@ -207,35 +212,30 @@ def test_page_says_the_server_is_unreachable_and_never_renders_names_as_html():
     named like markup stays text.
     """
     _need_browser()
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     def handle(route):
         if not _serve_page_files(route):
             route.abort("connectionrefused")
 
     hostile = "<img src=x onerror=alert(1)>.png"
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 375, "height": 800})
-            dialogs: list[str] = []
-            page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-            page.route(STUB_ORIGIN + "/**", handle)
-            page.goto(STUB_ORIGIN + "/")
-            expect(page.locator("#model-line")).to_contain_text("stub")
-            page.get_by_label("Choose images").set_input_files(
-                [{"name": hostile, "mimeType": "image/png", "buffer": png_bytes(seed=3)}])
-            result = page.locator(".result")
-            expect(result.locator(".label-badge")).to_have_text("Could not judge")
-            expect(result.locator(".reasons")).to_contain_text("could not reach the server")
-            expect(result.locator(".reasons")).not_to_contain_text("TypeError")
-            expect(page.locator("#status")).to_have_text("Checked 1 image; 1 could not be judged.")
-            expect(result.locator(".file-name")).to_have_text(hostile)
-            assert result.locator(".file-name *").count() == 0 and page.locator("img[src='x']").count() == 0
-            assert page.evaluate("document.documentElement.scrollWidth") <= 375  # no sideways scroll on a phone
-            assert dialogs == []
-        finally:
-            browser.close()
+    with chromium_page(viewport={"width": 375, "height": 800}) as page:
+        dialogs: list[str] = []
+        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+        page.route(STUB_ORIGIN + "/**", handle)
+        page.goto(STUB_ORIGIN + "/")
+        expect(page.locator("#model-line")).to_contain_text("stub")
+        page.get_by_label("Choose images").set_input_files(
+            [{"name": hostile, "mimeType": "image/png", "buffer": png_bytes(seed=3)}])
+        result = page.locator(".result")
+        expect(result.locator(".label-badge")).to_have_text("Could not judge")
+        expect(result.locator(".reasons")).to_contain_text("could not reach the server")
+        expect(result.locator(".reasons")).not_to_contain_text("TypeError")
+        expect(page.locator("#status")).to_have_text("Checked 1 image; 1 could not be judged.")
+        expect(result.locator(".file-name")).to_have_text(hostile)
+        assert result.locator(".file-name *").count() == 0 and page.locator("img[src='x']").count() == 0
+        assert page.evaluate("document.documentElement.scrollWidth") <= 375  # no sideways scroll on a phone
+        assert dialogs == []
 
 
 @pytest.mark.slow
@@ -243,42 +243,35 @@ def test_a_file_the_browser_cannot_read_fails_alone_and_is_not_blamed_on_the_ser
     """A file deleted after it was chosen (or a dropped folder) makes Chromium fail the whole upload with
     "Failed to fetch": its batch-mates are still judged, and the server, which answers, is not called unreachable."""
     _need_browser()
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     good, gone = tmp_path / "good.png", tmp_path / "gone.png"
     good.write_bytes(png_bytes(seed=5))
     gone.write_bytes(png_bytes(seed=6))
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            page.set_default_timeout(60_000)
-            expect.set_options(timeout=60_000)
-            page.goto(server + "/")
-            expect(page.locator("#model-line")).to_contain_text("tiny-cnn")
-            # A second picker without the page's change handler, so the file can vanish before the page sends it.
-            page.evaluate("""() => {
-                const input = Object.assign(document.createElement("input"), {type: "file", multiple: true});
-                input.id = "held";
-                document.body.append(input);
-            }""")
-            page.set_input_files("#held", [str(good), str(gone)])
-            gone.unlink()
-            page.evaluate("() => handleFiles(document.querySelector('#held').files)")
-            expect(page.locator("#status")).to_have_text("Checked 2 images; 1 could not be judged.")
-            failed = page.locator(".result", has_text="gone.png")
-            expect(failed.locator(".label-badge")).to_have_text("Could not judge")
-            expect(failed.locator(".reasons")).to_contain_text("gone.png: the browser could not read this file")
-            judged = page.locator(".result", has_text="good.png").locator(".label-badge")
-            expect(judged).to_have_attribute("data-label", re.compile("^(ai|human|uncertain)$"))
-        finally:
-            browser.close()
+    with chromium_page(patient=True) as page:
+        page.goto(server + "/")
+        expect(page.locator("#model-line")).to_contain_text("tiny-cnn")
+        # A second picker without the page's change handler, so the file can vanish before the page sends it.
+        page.evaluate("""() => {
+            const input = Object.assign(document.createElement("input"), {type: "file", multiple: true});
+            input.id = "held";
+            document.body.append(input);
+        }""")
+        page.set_input_files("#held", [str(good), str(gone)])
+        gone.unlink()
+        page.evaluate("() => handleFiles(document.querySelector('#held').files)")
+        expect(page.locator("#status")).to_have_text("Checked 2 images; 1 could not be judged.")
+        failed = page.locator(".result", has_text="gone.png")
+        expect(failed.locator(".label-badge")).to_have_text("Could not judge")
+        expect(failed.locator(".reasons")).to_contain_text("gone.png: the browser could not read this file")
+        judged = page.locator(".result", has_text="good.png").locator(".label-badge")
+        expect(judged).to_have_attribute("data-label", re.compile("^(ai|human|uncertain)$"))
 
 
 def test_page_waits_and_resends_when_the_server_is_busy():
     """503 busy comes with Retry-After: the page waits that long and sends the same files again."""
     _need_browser()
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     sent: list[bytes] = []
 
@@ -296,20 +289,15 @@ def test_page_waits_and_resends_when_the_server_is_busy():
             route.fulfill(json={"verdicts": [{"file": "queued.png", "label": "human", "p_ai": 0.1,
                                               "reasons": ["stub reason"], "evidence": [], "error": None}]})
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            page.route(STUB_ORIGIN + "/**", handle)
-            page.goto(STUB_ORIGIN + "/")
-            expect(page.locator("#model-line")).to_contain_text("stub")
-            page.get_by_label("Choose images").set_input_files(
-                [{"name": "queued.png", "mimeType": "image/png", "buffer": png_bytes(seed=3)}])
-            expect(page.locator("#status")).to_have_text("Checked 1 image.")
-            expect(page.locator(".result .label-badge")).to_have_attribute("data-label", "human")
-            expect(page.locator(".result .reasons")).to_have_text("stub reason")
-        finally:
-            browser.close()
+    with chromium_page() as page:
+        page.route(STUB_ORIGIN + "/**", handle)
+        page.goto(STUB_ORIGIN + "/")
+        expect(page.locator("#model-line")).to_contain_text("stub")
+        page.get_by_label("Choose images").set_input_files(
+            [{"name": "queued.png", "mimeType": "image/png", "buffer": png_bytes(seed=3)}])
+        expect(page.locator("#status")).to_have_text("Checked 1 image.")
+        expect(page.locator(".result .label-badge")).to_have_attribute("data-label", "human")
+        expect(page.locator(".result .reasons")).to_have_text("stub reason")
     assert len(sent) == 3, "sent again after each 503"
     assert all(b'filename="queued.png"' in body and len(body) == len(sent[0]) for body in sent), "the same file"
 
@@ -317,7 +305,7 @@ def test_page_waits_and_resends_when_the_server_is_busy():
 def test_page_sends_large_photos_in_small_requests_so_results_come_as_they_are_made():
     """12 phone photos of 5 MB in one request outlived the server's 30 s timeout (default model, busy 2 cores)."""
     _need_browser()
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     requests: list[list[str]] = []
 
@@ -332,19 +320,12 @@ def test_page_sends_large_photos_in_small_requests_so_results_come_as_they_are_m
     photo = b"\xff\xd8" + bytes(5 * 1024 * 1024)  # the page sends it as it is; only its size matters here
     files = [("big-1.jpg", photo), ("big-2.jpg", photo), ("small-1.png", png_bytes(seed=1)),
              ("small-2.png", png_bytes(seed=2)), ("big-3.jpg", photo)]
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            page.set_default_timeout(60_000)
-            expect.set_options(timeout=60_000)
-            page.route(STUB_ORIGIN + "/**", handle)
-            page.goto(STUB_ORIGIN + "/")
-            expect(page.locator("#model-line")).to_contain_text("stub")
-            page.get_by_label("Choose images").set_input_files(
-                [{"name": name, "mimeType": "image/jpeg", "buffer": data} for name, data in files])
-            expect(page.locator("#status")).to_have_text("Checked 5 images.")
-        finally:
-            browser.close()
+    with chromium_page(patient=True) as page:
+        page.route(STUB_ORIGIN + "/**", handle)
+        page.goto(STUB_ORIGIN + "/")
+        expect(page.locator("#model-line")).to_contain_text("stub")
+        page.get_by_label("Choose images").set_input_files(
+            [{"name": name, "mimeType": "image/jpeg", "buffer": data} for name, data in files])
+        expect(page.locator("#status")).to_have_text("Checked 5 images.")
     # The server would take all five at once (64 MB); the page keeps each request near 8 MB, small files together.
     assert requests == [["big-1.jpg"], ["big-2.jpg", "small-1.png", "small-2.png"], ["big-3.jpg"]]
