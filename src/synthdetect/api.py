@@ -460,10 +460,6 @@ def _walk_into(folder: str, visited: set[str] | None, notes: PassedOver | None) 
 
 def missing_reason(path: Path) -> str:
     """Why a named path that does not exist cannot be judged (a dangling or looping link says so)."""
-    from synthdetect.images import ImageLoadError, regular_file_size
+    from synthdetect.images import path_problem
 
-    try:
-        regular_file_size(path, str(path))
-    except ImageLoadError as exc:
-        return exc.reason
-    return "file not found"
+    return path_problem(path)[1] or "file not found"
