@@ -21,7 +21,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from synthdetect.images import IMAGE_SUFFIXES, LoadedImage, LoadLimits, load_image
+from synthdetect.images import IMAGE_SUFFIXES, ImageLoadError, LoadedImage, LoadLimits, load_image
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +115,18 @@ def read_record_bytes(record: Record) -> bytes:
 
 def load_record(record: Record, limits: LoadLimits | None = None) -> LoadedImage:
     return load_image(read_record_bytes(record), limits, name=record.ref)
+
+
+#: What :func:`load_record` raises for one unreadable record (the others of a dataset are still read).
+RECORD_ERRORS = (ImageLoadError, OSError, KeyError)
+
+
+def record_error(record: Record, exc: Exception) -> str:
+    """``file: reason`` whatever raised it (the image loader already names the file; ``open`` says ``[Errno 2]``)."""
+    if isinstance(exc, ImageLoadError):
+        return str(exc)
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return f"{record.ref}: {reason}"
 
 
 def _is_image_name(name: str) -> bool:

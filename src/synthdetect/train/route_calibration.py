@@ -25,9 +25,9 @@ from PIL import Image
 
 from synthdetect.evaluate.calibration import Calibration, operating_points, threshold_at_fnr, threshold_at_fpr
 from synthdetect.evaluate.metrics import binary_metrics
-from synthdetect.images import ImageLoadError, encode_image, shrink_to_short_side
+from synthdetect.images import encode_image, shrink_to_short_side
 from synthdetect.models.package import weights_fingerprint
-from synthdetect.train.datasets import Record, load_record
+from synthdetect.train.datasets import RECORD_ERRORS, Record, load_record, record_error
 from synthdetect.train.duplicates import copies_of
 from synthdetect.train.registry import band_counts
 
@@ -96,9 +96,8 @@ def score_thumbnails(
     for i, record in enumerate(records):
         try:
             loaded = load_record(record)
-        except (ImageLoadError, OSError, KeyError) as exc:
-            why = (exc.strerror or str(exc)) if isinstance(exc, OSError) else str(exc)  # not "[Errno 2] ... 'x'"
-            unreadable.append(why if why.startswith(record.ref) else f"{record.ref}: {why}")
+        except RECORD_ERRORS as exc:
+            unreadable.append(record_error(record, exc))  # not "[Errno 2] ... 'x'"
             if progress:  # a bar left short of its total reads as work still to do
                 progress(i + 1, len(records))
             continue

@@ -27,10 +27,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from synthdetect.evaluate.metrics import binary_metrics
 from PIL import Image
 
-from synthdetect.images import ImageLoadError, LoadedImage
+from synthdetect.images import LoadedImage
 from synthdetect.models.torch_kinds import images_to_tensor, resize_to_input
 from synthdetect.train.augment import AlternatingFlip, AugmentConfig, PixelAugmenter
-from synthdetect.train.datasets import Record, load_record
+from synthdetect.train.datasets import RECORD_ERRORS, Record, load_record, record_error
 
 logger = logging.getLogger(__name__)
 
@@ -75,9 +75,9 @@ def decode_records(
                 loaded = load_record(record)
                 image = transform(loaded, size) if transform else resize_to_input(loaded.rgb, size, resample)
                 arrays[i] = np.asarray(image)
-            except (ImageLoadError, OSError, KeyError) as exc:
+            except RECORD_ERRORS as exc:
                 keep[i] = False
-                errors.append(_read_error(record, exc))
+                errors.append(record_error(record, exc))
             if i % 512 == 0 or i == len(records) - 1:
                 bar.update(task, completed=i + 1, status=f"{len(errors)} errors")
     if errors:
@@ -87,14 +87,6 @@ def decode_records(
                        "training.decode_errors), e.g. %s", description, len(errors), len(records), errors[0])
     labels = np.array([r.label for r in records], dtype=np.float32)
     return arrays[keep], labels[keep], errors
-
-
-def _read_error(record: Record, exc: Exception) -> str:
-    """``file: reason`` whatever raised it (the image loader already names the file; ``open`` says ``[Errno 2]``)."""
-    if isinstance(exc, ImageLoadError):
-        return str(exc)
-    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-    return f"{record.ref}: {reason}"
 
 
 @dataclass
