@@ -57,6 +57,12 @@ def run_probes(image: LoadedImage, names: Iterable[str] | None = None) -> list[E
     return found
 
 
+def clipped(text: str | None, limit: int = 80) -> str:
+    """Text from a file as a reason quotes it: records are untrusted and run to kilobytes, a reason stays short."""
+    text = text or ""
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def failure_reason(exc: BaseException) -> str:
     """One readable line: the details end up in tables and reasons, and many messages (c2pa's) span lines or are
     empty (``KeyError('x')`` alone says ``'x'``)."""

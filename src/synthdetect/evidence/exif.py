@@ -16,7 +16,7 @@ from typing import Any
 
 from PIL import Image
 
-from synthdetect.evidence import register_probe
+from synthdetect.evidence import clipped, register_probe
 from synthdetect.evidence.metadata import editor_named_in, generator_named_in
 from synthdetect.images import LoadedImage
 from synthdetect.verdict import Evidence
@@ -134,12 +134,6 @@ def camera_consistency(tags: dict[str, Any]) -> list[str]:
     return problems
 
 
-def _shown(text: str | None, limit: int = 80) -> str:
-    """A tag value as a reason shows it: EXIF strings run to kilobytes, a reason must stay one readable line."""
-    text = text or ""
-    return text if len(text) <= limit else text[:limit - 1] + "…"
-
-
 @register_probe("exif")
 def probe_exif(image: LoadedImage) -> list[Evidence]:
     tags = read_exif(image)
@@ -150,7 +144,7 @@ def probe_exif(image: LoadedImage) -> list[Evidence]:
     for field_name, key in (("Software", "software"), ("Make", "make"), ("Model", "model")):
         if generator := generator_named_in(tags.get(key)):  # the reason quotes the field that names it
             found.append(Evidence("exif", "ai", "strong",
-                                  f"EXIF {field_name} names the generator {generator} ('{_shown(tags[key])}')",
+                                  f"EXIF {field_name} names the generator {generator} ('{clipped(tags[key])}')",
                                   {"tags": tags, "generator": generator, "field": field_name}))
             return found
     camera = camera_name(tags.get("make"), tags.get("model"))
@@ -165,17 +159,17 @@ def probe_exif(image: LoadedImage) -> list[Evidence]:
         if tags.get("iso"):
             settings.append(f"ISO {tags['iso']:.0f}")
         lens = tags.get("lens_model")
-        detail = f"camera EXIF: {_shown(camera)}, captured {_shown(when)}"
+        detail = f"camera EXIF: {clipped(camera)}, captured {clipped(when)}"
         detail += f", {' '.join(settings)}" if settings else ""
-        detail += (f", lens {_shown(lens)}" if lens else "") + " (weak: EXIF can be copied)"
+        detail += (f", lens {clipped(lens)}" if lens else "") + " (weak: EXIF can be copied)"
         found.append(Evidence("exif", "human", "weak", detail, {"tags": tags}))
     elif camera:
-        found.append(Evidence("exif", "none", "info", f"EXIF names {_shown(camera)} but {', '.join(problems)}",
+        found.append(Evidence("exif", "none", "info", f"EXIF names {clipped(camera)} but {', '.join(problems)}",
                               {"tags": tags, "problems": problems}))
     editor = editor_named_in(software)
     if editor:
         found.append(Evidence("exif", "edited", "info",
-                              f"EXIF Software '{_shown(software)}': edited in {editor} "
+                              f"EXIF Software '{clipped(software)}': edited in {editor} "
                               f"(says nothing about how it was made)",
                               {"software": software, "editor": editor}))
     return found

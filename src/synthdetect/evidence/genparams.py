@@ -22,7 +22,7 @@ import re
 import unicodedata
 from typing import Any
 
-from synthdetect.evidence import register_probe
+from synthdetect.evidence import clipped, register_probe
 from synthdetect.evidence.exif import parse_exif
 from synthdetect.images import LoadedImage
 from synthdetect.verdict import Evidence
@@ -42,9 +42,8 @@ _MODELS_SHOWN = 6  # model files named in a reason; all of them are in the recor
 
 
 def _shown(value: Any, limit: int = 80) -> str:
-    """A value as a reason shows it: on one line, and short (records are untrusted text of any length)."""
-    text = " ".join(str(value).split())
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    """A value as a reason shows it: on one line (parameters are free text), and short."""
+    return clipped(" ".join(str(value).split()), limit)
 
 
 def parse_webui_parameters(text: str) -> dict[str, Any] | None:
