@@ -108,7 +108,8 @@ class LoadedImage:
     original_mode: str
     original_size: tuple[int, int]
     frames: int = 1
-    orientation_applied: bool = False
+    #: the EXIF orientation turned into ``rgb`` (1: none); the file's own pixel grid is the other way round
+    orientation: int = 1
     had_alpha: bool = False
     notes: list[str] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
@@ -116,6 +117,10 @@ class LoadedImage:
     @property
     def size(self) -> tuple[int, int]:
         return self.rgb.size
+
+    @property
+    def orientation_applied(self) -> bool:
+        return self.orientation != 1
 
     @property
     def short_side(self) -> int:
@@ -401,7 +406,7 @@ def _from_pil(
         format=fmt or im.format,
         original_mode=original_mode,
         original_size=original_size,
-        orientation_applied=orientation not in (None, 1),
+        orientation=1 if orientation in (None, 1) else orientation,
         had_alpha=had_alpha,
         notes=notes,
         info=info,

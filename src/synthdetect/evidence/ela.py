@@ -39,18 +39,7 @@ _UNDO_ORIENT = {**_ORIENT, 6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTA
 
 def stored_orientation(image: LoadedImage | Image.Image) -> int:
     """The EXIF orientation ``load_image`` applied (1 when none): the file's own pixel grid is the other way round."""
-    if not isinstance(image, LoadedImage) or not image.orientation_applied:
-        return 1
-    try:
-        if image.raw is not None:
-            with Image.open(io.BytesIO(image.raw)) as original:
-                value = original.getexif().get(0x0112, 1)
-        else:
-            exif = Image.Exif()
-            exif.load(image.info.get("exif") or b"")
-            value = exif.get(0x0112, 1)
-    except Exception:  # noqa: BLE001 - unreadable EXIF: compare on the pixels as shown
-        return 1
+    value = image.orientation if isinstance(image, LoadedImage) else 1
     return value if value in _ORIENT else 1
 
 
