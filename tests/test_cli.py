@@ -327,3 +327,20 @@ def test_quiet_and_verbose_work_after_the_command_too(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr  # was "No such option: -q", exit 2
     assert "a.png" in result.stdout and "1 files:" not in result.stderr  # quiet: no summary line
+
+
+def test_a_reader_that_goes_away_ends_detect_with_the_sigpipe_code_and_no_traceback(tmp_path):
+    """`detect ... | head` under `set -o pipefail` must not look like a crash (it exited 1, the unexpected-failure code)."""
+    from synthdetect.cli import EXIT_READER_GONE
+
+    for s in range(200):  # about 140 KB of JSON lines: more than a pipe holds, so a write meets the closed pipe
+        natural_image(32, 32, seed=s).save(tmp_path / f"img{s:03d}.png")
+    exe = [sys.executable, "-c", "from synthdetect.cli import main; main()"]
+    proc = subprocess.Popen([*exe, "detect", str(tmp_path), "-m", "cifake-cnn", "--format", "jsonl", "--no-evidence"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = proc.stdout.readline()
+    proc.stdout.close()  # what `head -1` does once it has its line
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == EXIT_READER_GONE == 141, stderr
+    assert json.loads(first)["file"].endswith("img000.png")
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr

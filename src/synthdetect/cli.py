@@ -1,7 +1,9 @@
 """Thin Typer commands over the Python API; every command goes through ``Detector``.
 
 Exit codes: 0 every file judged; 3 some files could not be judged (their rows
-are still printed with ``error``); 2 bad usage; 1 an unexpected failure.
+are still printed with ``error``); 2 bad usage; 1 an unexpected failure; 141
+the reader of the output went away (``detect ... | head``), as a shell reports
+a command that SIGPIPE ended.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from rich.table import Table
 from synthdetect import __version__
 
 EXIT_SOME_FAILED = 3
+EXIT_READER_GONE = 128 + 13  # what a shell shows for a command SIGPIPE ended (git log | head)
 
 app = typer.Typer(
     name="synthdetect",
@@ -438,8 +441,15 @@ def hoist_global_flags(args: list[str]) -> list[str]:
 def main() -> None:
     from synthdetect.models import ModelPackageError
 
+    streams = sys.stdout, sys.stderr
     try:
         app(args=hoist_global_flags(sys.argv[1:]))
+    except SystemExit as exc:
+        # Typer answers EPIPE by swapping both streams for wrappers that swallow the last flush and exiting 1, the
+        # code of an unexpected failure; under `set -o pipefail` a script could not tell `| head` from a crash.
+        if exc.code == 1 and (sys.stdout, sys.stderr) != streams:
+            sys.exit(EXIT_READER_GONE)
+        raise
     except ModelPackageError as exc:  # a routed model loads with its first image, after the command's own checks
         print_error(str(exc))
         sys.exit(2)
