@@ -7,6 +7,7 @@ import io
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -124,7 +125,7 @@ def test_a_glob_that_matches_a_folder_walks_it_and_each_file_is_judged_once(tmp_
     double, over = expand_paths([str(tmp_path / "photos" / "**")])
     assert len(double) == len({p for p, _ in double}) == 3 and over == []  # a file the glob names is judged
     assert expand_paths([str(tmp_path / "empty" / "*")])[0] == [(str(tmp_path / "empty" / "*"),
-                                                                 "no files match this pattern")]
+                                                                 ("not_found", "no files match this pattern"))]
 
 
 def test_unknown_model_is_a_usage_error(images):
@@ -344,3 +345,20 @@ def test_a_reader_that_goes_away_ends_detect_with_the_sigpipe_code_and_no_traceb
     assert proc.wait(timeout=120) == EXIT_READER_GONE == 141, stderr
     assert json.loads(first)["file"].endswith("img000.png")
     assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
+
+
+def test_named_paths_that_cannot_be_judged_carry_the_kind_their_problem_has(tmp_path):
+    """The kind comes with the problem, not from reading its text back."""
+    (tmp_path / "loopa.png").symlink_to(tmp_path / "loopb.png")
+    (tmp_path / "loopb.png").symlink_to(tmp_path / "loopa.png")
+    (tmp_path / "dangling.png").symlink_to(tmp_path / "gone.png")
+    names = [str(tmp_path / n) for n in ("loopa.png", "dangling.png", "absent.png", "none-*.png")]
+    result = CliRunner().invoke(app, ["detect", *names, "-m", "cifake-cnn", "--format", "jsonl"])
+    rows = {r["file"]: r for r in map(json.loads, result.stdout.splitlines())}
+    assert result.exit_code == EXIT_SOME_FAILED
+    assert {Path(f).name: (r["error_kind"], r["error"].removeprefix(f + ": ")) for f, r in rows.items()} == {
+        "loopa.png": ("not_a_file", "symbolic link loop"),
+        "dangling.png": ("not_found", "broken symbolic link (its target does not exist)"),
+        "absent.png": ("not_found", "file not found"),
+        "none-*.png": ("not_found", "no files match this pattern"),
+    }

@@ -194,7 +194,7 @@ def test_a_folder_walk_keeps_broken_links_and_fifos_as_error_rows(tmp_path):
     found, _ = expand_paths([tmp_path])
     assert sorted(Path(p).name for p, _ in found) == ["dangling.png", "good.png", "pipe.png"]
     named, _ = expand_paths([tmp_path / "dangling.png"])
-    assert named[0][1].startswith("broken symbolic link")
+    assert named[0][1].kind == "not_found" and named[0][1].reason.startswith("broken symbolic link")
 
 
 def test_pil_images_that_cannot_decode_or_convert_are_load_errors(tmp_path):

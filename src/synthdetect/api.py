@@ -17,7 +17,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 from PIL import Image
@@ -378,19 +378,17 @@ def passed_over_note(count: int, example: str, verb: str = "judged",
     return f"note: {count} non-image file(s) in the folders were not {verb}{hint}, e.g. {example}"
 
 
-def problem_kind(problem: str) -> str:
-    """The verdict ``error_kind`` for a problem :func:`expand_paths` attached to a path (as ``scan`` kinds it)."""
-    from synthdetect.images import LINK_LOOP
+class PathProblem(NamedTuple):
+    """Why a named path is not judged: the verdict's ``error_kind`` (as ``scan`` kinds it) and its reason."""
 
-    if problem.startswith(UNREADABLE_FOLDER) or problem.startswith("cannot read file"):
-        return "unreadable"
-    return "not_a_file" if problem == LINK_LOOP else "not_found"
+    kind: str
+    reason: str
 
 
 def expand_paths(
     patterns: Iterable[str | Path], recursive: bool = True, all_files: bool = False, follow_links: bool = False,
     notes: PassedOver | None = None,
-) -> tuple[list[tuple[str, str | None]], list[str]]:
+) -> tuple[list[tuple[str, PathProblem | None]], list[str]]:
     """Expand files, folders and globs into ``(path, problem)`` pairs, in a stable order.
 
     A pattern that matches nothing is returned with a problem instead of
@@ -407,7 +405,7 @@ def expand_paths(
 
     from synthdetect.images import IMAGE_SUFFIXES
 
-    out: list[tuple[str, str | None]] = []
+    out: list[tuple[str, PathProblem | None]] = []
     passed_over: list[str] = []
     for pattern in patterns:
         pattern = str(pattern)
@@ -416,7 +414,8 @@ def expand_paths(
             found: list[Path] = []
 
             def unreadable(exc: OSError, pattern: str = pattern) -> None:
-                out.append((exc.filename or pattern, f"{UNREADABLE_FOLDER} ({exc.strerror or exc})"))
+                out.append((exc.filename or pattern,
+                            PathProblem("unreadable", f"{UNREADABLE_FOLDER} ({exc.strerror or exc})")))
 
             visited = {os.path.realpath(path)} if follow_links else None
             for root, dirs, files in os.walk(path, onerror=unreadable, followlinks=follow_links):
@@ -435,7 +434,7 @@ def expand_paths(
             matches = [m for m in sorted(glob.glob(pattern, recursive=True)) if os.path.exists(m)]
             more, over = expand_paths(matches, recursive, all_files, follow_links, notes)  # walked like a named folder
             if not more and not over:
-                out.append((pattern, "no files match this pattern"))
+                out.append((pattern, PathProblem("not_found", "no files match this pattern")))
             seen: set[str] = set()  # "dir/**" matches a folder and the files in it: each file once
             for item in more:
                 if item[0] not in seen:
@@ -443,7 +442,7 @@ def expand_paths(
                     out.append(item)
             passed_over.extend(p for p in dict.fromkeys(over) if p not in seen)  # a matched file is judged
         else:
-            out.append((pattern, missing_reason(path)))
+            out.append((pattern, missing_problem(path)))
     return out, passed_over
 
 
@@ -458,8 +457,9 @@ def _walk_into(folder: str, visited: set[str] | None, notes: PassedOver | None) 
     return first_visit(folder, visited, notes)
 
 
-def missing_reason(path: Path) -> str:
+def missing_problem(path: Path) -> PathProblem:
     """Why a named path that does not exist cannot be judged (a dangling or looping link says so)."""
     from synthdetect.images import path_problem
 
-    return path_problem(path)[1] or "file not found"
+    kind, reason, _ = path_problem(path)
+    return PathProblem(kind or "not_found", reason or "file not found")

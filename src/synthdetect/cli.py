@@ -211,7 +211,7 @@ def gather_inputs(paths: list[str], files_from: str | None, all_files: bool, fol
     as ``scan`` reads one: ``#`` comments skipped, relative paths relative to the list's folder, a listed folder
     walked, and what ``find`` prints inside a listed folder not taken twice.  A file reached twice (``detect B
     B/x.jpg``) is judged once, as ``scan`` does."""
-    from synthdetect.api import expand_paths, missing_reason
+    from synthdetect.api import expand_paths, missing_problem
     from synthdetect.scan.sources import LIST_ERRORS, PassedOver, covered_by, iter_listed_paths, stdin_lines
 
     if paths.count("-") > 1:
@@ -243,7 +243,7 @@ def gather_inputs(paths: list[str], files_from: str | None, all_files: bool, fol
             if os.path.isdir(path):
                 listed_folders.add(path)
         if from_list and not os.path.exists(path):  # a list names files, as scan reads it: never a glob, so a
-            found, over = [(path, missing_reason(Path(path)))], []  # gone photo[1].jpg is not photo1.jpg
+            found, over = [(path, missing_problem(Path(path)))], []  # gone photo[1].jpg is not photo1.jpg
         else:
             found, over = expand_paths([path], all_files=all_files, follow_links=follow_links, notes=notes)
         for name, problem in found:
@@ -280,7 +280,7 @@ def detect(
     """Judge images: prints one row per file (verdict, calibrated p_ai, reasons)."""
     from rich.progress import track
 
-    from synthdetect.api import Detector, problem_kind
+    from synthdetect.api import Detector
     from synthdetect.images import LoadLimits
     from synthdetect.models import ModelPackageError
     from synthdetect.verdict import Verdict
@@ -308,7 +308,7 @@ def detect(
         judged = iter(detector.detect([source for _, source in ok], names=[name for name, _ in ok]))
         rows = []
         for path, problem, _ in batch:
-            verdict = Verdict.failed(path, f"{path}: {problem}", problem_kind(problem)) if problem else next(judged)
+            verdict = Verdict.failed(path, f"{path}: {problem.reason}", problem.kind) if problem else next(judged)
             row = verdict.to_dict()
             rows.append(row)
             total += 1
