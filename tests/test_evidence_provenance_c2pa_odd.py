@@ -40,7 +40,8 @@ def test_a_manifest_overwritten_in_place_is_never_a_trusted_or_decisive_claim(si
     damaged = bytearray(signed)
     damaged[start + offset:start + offset + 40] = b"\xaa" * 40
     record, = _c2pa(bytes(damaged))
-    assert record.signal in ("tampered", "unverified") and record.strength != "decisive"
+    unreadable = record.data.get("probe_failed") and (record.signal, record.strength) == ("none", "info")
+    assert (record.signal in ("tampered", "unverified") or unreadable) and record.strength != "decisive"
     assert "\n" not in record.detail
 
 

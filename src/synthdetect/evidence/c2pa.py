@@ -37,7 +37,7 @@ from typing import Any
 
 from synthdetect.evidence import register_probe
 from synthdetect.evidence.c2pa_signers import Signer, manifest_store, signer_of
-from synthdetect.evidence.metadata import SOURCE_TYPES, generator_named_in, source_type_name
+from synthdetect.evidence.metadata import CAPTURE_SOURCE_TYPES, SOURCE_TYPES, generator_named_in, source_type_name
 from synthdetect.images import LoadedImage
 from synthdetect.verdict import Evidence
 
@@ -134,6 +134,8 @@ def _classify_claim(chain: list[dict[str, Any]]) -> tuple[str, str | None, str |
                 declared = source_type_name(str(source))
                 signal = SOURCE_TYPES.get(declared, ("none", ""))[0]
                 claim = {"ai": "ai", "human": "capture", "edited": "edited"}.get(signal, "none")
+                if signal == "human" and declared not in CAPTURE_SOURCE_TYPES:
+                    claim = "none"  # digital art is made by a person, but it is no camera capture
                 if declared == "algorithmicMedia":
                     claim = "algorithmic"
             elif name == "c2pa.created" and (generator_named_in(agent) or _AI_WORDS.search(str(action.get("description", "")))):
@@ -251,9 +253,12 @@ def probe_c2pa(image: LoadedImage) -> list[Evidence]:
         # comment, not a manifest.  Reporting "C2PA data present but unreadable" would invent a manifest.
         return []
     except c2pa.C2paError as exc:
+        # Nothing was read, so nothing is claimed: an unreadable store points neither way (an "unverified" record
+        # would read as a signer's claim).  It is a record that could not be read, and the verdict says so.
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        return [Evidence("c2pa", "unverified", "moderate", f"C2PA data present but unreadable ({reason})",
-                         {"error": reason})]
+        return [Evidence("c2pa", "none", "info",
+                         f"C2PA data present but unreadable ({reason}): no claim could be read, either way",
+                         {"error": reason, "probe_failed": True})]
     if facts is None:
         return []
     return [describe(facts)]

@@ -38,14 +38,15 @@ def inspect_file(path: str, probes: list[str] | None = None, source: Any = None)
         loaded = load_image(path if source is None else source, name=path)
     except ImageLoadError as exc:
         return {"file": path, "error": str(exc), "evidence": []}
-    selected = probes or probe_names()
-    evidence = run_probes(loaded, selected)
+    selected = list(dict.fromkeys(probes or probe_names()))  # "-p exif -p exif" asks once
+    skipped = not_checked(loaded, selected)  # those probes would decide the same again and return nothing
+    evidence = run_probes(loaded, [name for name in selected if name not in skipped])
     return {
         "file": path, "error": None,
         "image": {"format": loaded.format, "width": loaded.size[0], "height": loaded.size[1],
                   "mode": loaded.original_mode},
         "evidence": [e.to_dict() for e in evidence],
-        "not_checked": not_checked(loaded, selected),
+        "not_checked": skipped,
         "timing_ms": round((time.perf_counter() - t0) * 1000, 2),
     }
 
@@ -131,7 +132,7 @@ def register(app: typer.Typer) -> None:
         console = Console(width=max(Console().width, 120))
         results, failed = [], False
         for path, problem, source in items:
-            result = valid_text({"file": path, "error": f"{path}: {problem}", "evidence": []} if problem
+            result = valid_text({"file": path, "error": f"{path}: {problem.reason}", "evidence": []} if problem
                                 else inspect_file(path, probe, source))  # a name's stray byte as \\xNN
             failed = failed or bool(result["error"])
             if format is InspectFormat.json:

@@ -17,7 +17,7 @@ from typing import Any
 from PIL import Image
 
 from synthdetect.evidence import clipped, register_probe
-from synthdetect.evidence.metadata import editor_named_in, generator_named_in
+from synthdetect.evidence.metadata import editor_named_in, generator_named_in, raw_profile
 from synthdetect.images import LoadedImage
 from synthdetect.verdict import Evidence
 
@@ -64,7 +64,7 @@ def parse_exif(image: LoadedImage) -> tuple[Image.Exif, dict] | None:
 
     Unreadable EXIF is reported as absent, never as a signal, by every probe that uses it.
     """
-    exif_bytes = image.info.get("exif")
+    exif_bytes = image.info.get("exif") or raw_profile(image, "exif")  # a PNG from ImageMagick keeps it as text
     try:
         if exif_bytes:
             exif = Image.Exif()

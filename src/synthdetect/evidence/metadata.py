@@ -44,7 +44,15 @@ SOURCE_TYPES: dict[str, tuple[str, str]] = {
     "screenCapture": ("none", "a screenshot"),
     "virtualRecording": ("none", "recording of a virtual scene"),
     "dataDrivenMedia": ("none", "data-driven media"),
+    # retired from the vocabulary, still in older files
+    "softwareImage": ("none", "created by software, a retired IPTC type that need not mean generative AI"),
+    "digitalCreation": ("human", "created digitally by a person, the retired name of digitalArt"),
 }
+#: The human source types that are captures of a real scene (``digitalArt`` is human-made, but not a capture).
+CAPTURE_SOURCE_TYPES = frozenset({"digitalCapture", "computationalCapture", "negativeFilm", "positiveFilm", "print",
+                                  "compositeCapture"})
+#: Codes as writers spell them (``TrainedAlgorithmicMedia``, all lower case) -> the vocabulary's own spelling.
+_SOURCE_TYPE_SPELLING = {name.casefold(): name for name in SOURCE_TYPES}
 
 #: Names that only generative tools write into CreatorTool / Software fields.  Names that are also ordinary words
 #: or other products count only in their generator's form: a Hawkeye "Firefly 8SE" action camera, Spanish "imagen"
@@ -88,8 +96,10 @@ def editor_named_in(text: str | None) -> str | None:
 
 
 def source_type_name(value: str) -> str:
-    """``http://cv.iptc.org/.../trainedAlgorithmicMedia`` -> ``trainedAlgorithmicMedia``."""
-    return value.strip().rstrip("/").rsplit("/", 1)[-1]
+    """``http(s)://cv.iptc.org/.../trainedAlgorithmicMedia/``, the QCode ``digsrctype:trainedAlgorithmicMedia`` or
+    the bare code, in any letter case -> ``trainedAlgorithmicMedia`` (a code not in the vocabulary as written)."""
+    name = re.split(r"[/:#]", value.strip().rstrip("/"))[-1].strip()
+    return _SOURCE_TYPE_SPELLING.get(name.casefold(), name)
 
 
 @dataclass
@@ -103,26 +113,88 @@ class XmpFields:
         return self.values.get(name, [])
 
 
+#: Formats whose main XMP packet Pillow puts in ``info`` when the file has one (PNG's iTXt, WebP's XMP chunk, TIFF
+#: tag 700, the HEIF/AVIF metadata item; and JPEG's APP1 XMP segment, the last if an updater left two).  Any other
+#: packet in such a file belongs to something embedded in it (an EXIF thumbnail, a second MPF picture, a C2PA
+#: ingredient's thumbnail) and says nothing about this picture.
+_XMP_IN_INFO = frozenset({"PNG", "WEBP", "TIFF", "HEIF", "AVIF"})
+
+
+def raw_profile(image: LoadedImage, name: str) -> bytes | None:
+    """A profile ImageMagick kept in a PNG text chunk ``Raw profile type <name>`` (newline, name, newline, length,
+    newline, the bytes in hex): how ``convert`` carries a JPEG's EXIF and XMP into a PNG.  Pillow leaves it as text."""
+    text = image.info.get(f"Raw profile type {name}") if image.format == "PNG" else None
+    if isinstance(text, bytes):
+        text = text.decode("latin-1")
+    if not isinstance(text, str):
+        return None
+    lines = text.split("\n")
+    try:
+        length, data = int(lines[2]), bytes.fromhex("".join(lines[3:]))
+    except (IndexError, ValueError):  # not ImageMagick's layout: nothing to read
+        return None
+    return data[:length] or None
+
+
 def _xmp_text(image: LoadedImage) -> str | None:
+    """The file's main XMP packet (XMP spec part 3), never one of an image embedded in it."""
     for key in ("xmp", "XML:com.adobe.xmp"):
         value = image.info.get(key)
         if value:
             return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    if profile := raw_profile(image, "xmp"):
+        return profile.decode("utf-8", "replace")
     raw = image.raw or b""
-    # JPEG APP1 XMP and WebP/TIFF XMP packets are plain text inside the file; Pillow
-    # does not expose them for every format, so find the packet directly.
-    start = raw.find(b"<x:xmpmeta")
-    if start < 0:
+    if b"<x:xmpmeta" not in raw or image.format in _XMP_IN_INFO:
         return None
-    end = raw.find(b"</x:xmpmeta>", start)
-    if end < 0:
-        return None
-    return raw[start : end + len(b"</x:xmpmeta>")].decode("utf-8", "replace")
+    if image.format in ("JPEG", "MPO"):  # an APP1 packet under a header Pillow does not know; never the EXIF's
+        own = [s for s in _jpeg_app1_segments(raw) if not s.startswith((b"Exif\0", _EXTENDED_XMP))]
+        return _last_packet(b"".join(own))
+    if image.format == "PSD":  # its image resource 1060; smart objects further on carry their own files' packets
+        return _last_packet(_psd_resource(raw, 1060) or b"")
+    # GIF's XMP application extension, JPEG 2000's XMP box...: Pillow hands none over, so scan the bytes.  An updater
+    # that cannot rewrite in place appends, so the last complete packet is the current one.
+    return _last_packet(raw)
+
+
+def _last_packet(data: bytes) -> str | None:
+    end = data.rfind(b"</x:xmpmeta>")
+    start = data.rfind(b"<x:xmpmeta", 0, end) if end >= 0 else -1
+    return data[start:end + len(b"</x:xmpmeta>")].decode("utf-8", "replace") if start >= 0 else None
+
+
+def _psd_resource(raw: bytes, wanted: int) -> bytes | None:
+    """One image resource of a Photoshop file, walked as Pillow reads them (Pillow keeps only the ICC profile)."""
+    at = 26 + 4 + int.from_bytes(raw[26:30], "big")  # past the header and the colour mode data
+    end = min(len(raw), at + 4 + int.from_bytes(raw[at:at + 4], "big"))
+    at += 4
+    while at + 12 <= end:  # signature, id, Pascal name padded to even, size, data padded to even
+        resource = int.from_bytes(raw[at + 4:at + 6], "big")
+        at += 6 + (raw[at + 6] + 2) // 2 * 2
+        size = int.from_bytes(raw[at:at + 4], "big")
+        if resource == wanted:
+            return raw[at + 4:at + 4 + size]
+        at += 4 + size + (size & 1)
+    return None
+
+
+def _jpeg_app1_segments(raw: bytes) -> list[bytes]:
+    """The payloads of the JPEG's own APP1 segments (Pillow reads the markers of the main picture only)."""
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(raw)) as im:
+            return [payload for marker, payload in getattr(im, "applist", []) if marker == "APP1"]
+    except Exception:  # noqa: BLE001 - the pixels loaded already; unreadable segments only mean no XMP
+        return []
 
 
 def read_xmp(image: LoadedImage) -> XmpFields | None:
     """The file's XMP (with a JPEG's extended XMP, where the main packet overflowed) as local-name -> values."""
-    packets = [p for p in (_parse_xmp(_xmp_text(image)), _parse_xmp(_jpeg_extended_xmp(image))) if p is not None]
+    main = _xmp_text(image)
+    packets = [p for p in (_parse_xmp(main), _parse_xmp(_jpeg_extended_xmp(image, main))) if p is not None]
     if not packets:
         return None
     fields = XmpFields(well_formed=all(p.well_formed for p in packets))
@@ -135,30 +207,22 @@ def read_xmp(image: LoadedImage) -> XmpFields | None:
 _EXTENDED_XMP = b"http://ns.adobe.com/xmp/extension/\x00"
 
 
-def _jpeg_extended_xmp(image: LoadedImage) -> str | None:
+def _jpeg_extended_xmp(image: LoadedImage, main: str | None) -> str | None:
     """JPEG extended XMP (XMP spec part 3, 1.1.3.1): what did not fit in the 64 KB main packet, split over APP1
-    segments as GUID, full length, offset, chunk.  Pillow keeps only the main packet in ``info``."""
+    segments as GUID, full length, offset, chunk.  Pillow keeps only the main packet in ``info``.  Only the chunks
+    whose GUID the main packet names (``xmpNote:HasExtendedXMP``) are its extension; others are left over."""
     raw = image.raw or b""
-    if image.format not in ("JPEG", "MPO") or _EXTENDED_XMP not in raw:
+    named = re.search(r"HasExtendedXMP\W{1,3}([0-9A-Fa-f]{32})", main or "")
+    if image.format not in ("JPEG", "MPO") or _EXTENDED_XMP not in raw or not named:
         return None
-    import io
-
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(raw)) as im:
-            segments = [payload for marker, payload in getattr(im, "applist", []) if marker == "APP1"]
-    except Exception:  # noqa: BLE001 - the pixels loaded already; unreadable segments only mean no extended XMP
-        return None
+    segments = _jpeg_app1_segments(raw)
     chunks: dict[bytes, dict[int, bytes]] = {}
     for payload in segments:
         if payload.startswith(_EXTENDED_XMP) and len(payload) >= len(_EXTENDED_XMP) + 40:
             rest = payload[len(_EXTENDED_XMP):]
-            chunks.setdefault(rest[:32], {})[int.from_bytes(rest[36:40], "big")] = rest[40:]
-    named = re.search(rb"HasExtendedXMP\W{1,3}([0-9A-Fa-f]{32})", raw)
-    guids = [named.group(1).upper()] if named and named.group(1).upper() in chunks else list(chunks)
-    text = "".join(b"".join(part for _, part in sorted(chunks[g].items())).decode("utf-8", "replace") for g in guids)
-    return text or None
+            chunks.setdefault(rest[:32].upper(), {})[int.from_bytes(rest[36:40], "big")] = rest[40:]
+    parts = chunks.get(named.group(1).upper().encode(), {})
+    return b"".join(part for _, part in sorted(parts.items())).decode("utf-8", "replace") or None
 
 
 #: The XMP properties the probes read (by local name: namespaces vary between writers).
@@ -192,16 +256,25 @@ def _parse_xmp(text: str | None) -> XmpFields | None:
         if value and value.strip():
             fields.values.setdefault(key.rsplit("}", 1)[-1], []).append(value.strip())
 
-    for element in root.iter():
+    stack = [root]  # in document order, without recursion (a packet can nest deeper than Python's stack)
+    while stack:
+        element = stack.pop()
+        if element.tag in _OTHER_DOCUMENTS:
+            continue
         for key, value in element.attrib.items():
             add(key, value)
         if len(element) == 0:
             # a property's value is its text, or (RDF's resource form) its rdf:resource attribute
             add(element.tag, element.text or element.attrib.get(_RDF_RESOURCE))
+        stack.extend(reversed(element))
     return fields
 
 
 _RDF_RESOURCE = "{http://www.w3.org/1999/02/22-rdf-syntax-ns#}resource"
+#: xmpMM properties about *other* documents: the XMP of placed or embedded files (Pantry) and references to
+#: ingredients and sources.  A source type or tool named there is not said of this file.
+_OTHER_DOCUMENTS = frozenset(f"{{http://ns.adobe.com/xap/1.0/mm/}}{name}"
+                             for name in ("Pantry", "Ingredients", "DerivedFrom", "Manifest"))
 #: The properties the probes read, as attribute, element text or rdf:resource, in any prefix.
 #: The prefix may start only where a name starts, so a long run of name characters is scanned once, not once per
 #: start position (quadratic: 80 KB of letters in a broken packet took 56 s).
