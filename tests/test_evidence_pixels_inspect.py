@@ -63,7 +63,7 @@ def test_a_watermark_not_decoded_is_not_reported_as_not_found(tmp_path: Path):
     small_part, decoded_part = table.split(str(decoded))
     assert "watermark not checked: image is 120 px on its short side" in small_part
     assert "watermark found" not in small_part  # the old table said "no ... watermark found" of an image never decoded
-    assert "no provenance, metadata or watermark found" in decoded_part
+    assert "no watermark found" in decoded_part and "metadata" not in decoded_part  # only the watermark looked
 
 
 def test_a_spectrum_too_small_to_profile_says_so(tmp_path: Path):
@@ -85,3 +85,17 @@ def test_a_json_array_shows_progress_on_stderr_unless_quiet(tmp_path: Path):
     assert "inspect" in shown.stderr and "100%" in shown.stderr, shown.stderr
     quiet = CliRunner().invoke(app, ["-q", "inspect", *files, "-p", "exif", "-f", "json"])
     assert quiet.exit_code == 0 and "100%" not in quiet.stderr
+
+
+def test_the_nothing_found_line_names_only_the_probes_that_looked(tmp_path: Path):
+    """It said "no provenance, metadata or watermark found" whichever probes ran (`-p exif` looked for no watermark)."""
+    plain = write(tmp_path / "plain.png", noisy((300, 300)))
+
+    def line(*probes: str) -> str:
+        out = CliRunner().invoke(app, ["inspect", str(plain), *[a for p in probes for a in ("-p", p)]]).stdout
+        return next((row.strip() for row in out.splitlines() if row.strip().startswith("no ")), "")
+
+    assert line("exif") == "no metadata found (absence is not evidence either way)"
+    assert line("c2pa", "watermark") == "no provenance or watermark found (absence is not evidence either way)"
+    assert line() == "no provenance, metadata or watermark found (absence is not evidence either way)"
+    assert line("ela") == ""  # a view looks for nothing

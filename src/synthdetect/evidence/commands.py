@@ -40,12 +40,14 @@ def inspect_file(path: str, probes: list[str] | None = None, source: Any = None)
         return {"file": path, "error": str(exc), "evidence": []}
     selected = list(dict.fromkeys(probes or probe_names()))  # "-p exif -p exif" asks once
     skipped = not_checked(loaded, selected)  # those probes would decide the same again and return nothing
-    evidence = run_probes(loaded, [name for name in selected if name not in skipped])
+    checked = [name for name in selected if name not in skipped]
+    evidence = run_probes(loaded, checked)
     return {
         "file": path, "error": None,
         "image": {"format": loaded.format, "width": loaded.size[0], "height": loaded.size[1],
                   "mode": loaded.original_mode},
         "evidence": [e.to_dict() for e in evidence],
+        "checked": checked,
         "not_checked": skipped,
         "timing_ms": round((time.perf_counter() - t0) * 1000, 2),
     }
@@ -59,6 +61,19 @@ def not_checked(image: Any, probes: list[str]) -> dict[str, str]:
     reasons = {"watermark": why_not_decoded, "spectrum": why_no_profile}
     found = {name: reasons[name](image) for name in probes if name in reasons}
     return {name: reason for name, reason in found.items() if reason}
+
+
+#: What each record-reading probe looks for, as the "no ... found" line names it (ELA and the spectrum are views).
+_LOOKS_FOR = {"c2pa": "provenance", "metadata": "metadata", "genparams": "metadata", "exif": "metadata",
+              "watermark": "watermark", "ela": None, "spectrum": None}
+
+
+def looked_for_phrase(checked: list[str]) -> str:
+    """``provenance, metadata or watermark`` for the probes that looked: "no watermark found" is never said of a
+    file the watermark probe did not run on (``-p exif``), nor "no metadata" when only the watermark looked."""
+    names = list(dict.fromkeys(_LOOKS_FOR.get(name, name) for name in checked))
+    names = [name for name in names if name]
+    return ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else "".join(names)
 
 
 def _render_table(results: list[dict], console: Console | None = None) -> None:
@@ -80,8 +95,8 @@ def _render_table(results: list[dict], console: Console | None = None) -> None:
         rank = {"decisive": 0, "strong": 1, "moderate": 2, "weak": 3, "info": 4}
         findings = sorted(result["evidence"], key=lambda e: (e["kind"] in ("ela", "spectrum"), rank[e["strength"]]))
         skipped = result.get("not_checked") or {}
-        if not any(e["kind"] not in ("ela", "spectrum") for e in findings):
-            looked_for = "provenance or metadata" if "watermark" in skipped else "provenance, metadata or watermark"
+        looked_for = looked_for_phrase(result.get("checked", []))
+        if looked_for and not any(e["kind"] not in ("ela", "spectrum") for e in findings):
             console.print(f"  no {looked_for} found (absence is not evidence either way)")
         for name, reason in skipped.items():
             console.print(f"  {name} not checked: {escape(reason)}", highlight=False)
