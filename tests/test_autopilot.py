@@ -432,3 +432,24 @@ def test_a_refused_run_leaves_no_empty_out_folder(tiny_records, tmp_path):
         run_autopilot(ai_only_elsewhere, out, budget_s=30, candidates=[tiny_cnn("a", 1)], holdout_sources=["s3"],
                       progress=False)
     assert not out.exists()
+
+
+def test_a_candidate_that_raises_is_reported_by_its_first_line(tmp_path, monkeypatch):
+    """The leaderboard quotes one line of the error (library messages span many, or none)."""
+    import json
+
+    from synthdetect.train import autopilot
+
+    def explode(job):
+        raise RuntimeError("\n\nout of memory in conv2\nfull trace follows\n")
+
+    monkeypatch.setattr(autopilot, "run_candidate_job", explode)
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps({"workdir": str(tmp_path)}))
+    assert autopilot._worker_main(str(job)) == 0
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result == {"status": "failed: out of memory in conv2", "error": "RuntimeError: out of memory in conv2"}
+
+    monkeypatch.setattr(autopilot, "run_candidate_job", lambda job: (_ for _ in ()).throw(KeyError()))
+    autopilot._worker_main(str(job))
+    assert json.loads((tmp_path / "result.json").read_text())["status"] == "failed: KeyError"

@@ -21,6 +21,8 @@ from typing import Any, BinaryIO, Union
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from synthdetect.messages import first_line
+
 try:  # HEIC/HEIF (and AVIF on builds of Pillow without it) come from pillow-heif.
     import pillow_heif
 
@@ -443,8 +445,7 @@ def to_rgb(im: Image.Image, background: tuple[int, int, int] = DEFAULT_BACKGROUN
 
 
 def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:160]
+    return first_line(exc, 160) or type(exc).__name__
 
 
 IMAGE_SUFFIXES = frozenset(

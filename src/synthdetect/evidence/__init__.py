@@ -12,6 +12,7 @@ import logging
 from typing import Callable, Iterable
 
 from synthdetect.images import LoadedImage
+from synthdetect.messages import first_line
 from synthdetect.verdict import Evidence
 
 Probe = Callable[[LoadedImage], list[Evidence]]
@@ -66,8 +67,8 @@ def clipped(text: str | None, limit: int = 80) -> str:
 def failure_reason(exc: BaseException) -> str:
     """One readable line: the details end up in tables and reasons, and many messages (c2pa's) span lines or are
     empty (``KeyError('x')`` alone says ``'x'``)."""
-    message = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
-    return f"raised {type(exc).__name__}" + (f": {message[:200]}" if message else "")
+    message = first_line(exc)
+    return f"raised {type(exc).__name__}" + (f": {message}" if message else "")
 
 
 _BUILTIN_PROBES: tuple[str, ...] = ("c2pa", "metadata", "genparams", "exif", "watermark", "ela", "spectrum")

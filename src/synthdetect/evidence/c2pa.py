@@ -39,6 +39,7 @@ from synthdetect.evidence import register_probe
 from synthdetect.evidence.c2pa_signers import Signer, manifest_store, signer_of
 from synthdetect.evidence.metadata import CAPTURE_SOURCE_TYPES, SOURCE_TYPES, generator_named_in, source_type_name
 from synthdetect.images import LoadedImage
+from synthdetect.messages import first_line
 from synthdetect.verdict import Evidence
 
 #: CA certificates trusted to vouch for a signer's organisation name (SHA-256 of the DER certificate).
@@ -255,7 +256,7 @@ def probe_c2pa(image: LoadedImage) -> list[Evidence]:
     except c2pa.C2paError as exc:
         # Nothing was read, so nothing is claimed: an unreadable store points neither way (an "unverified" record
         # would read as a signer's claim).  It is a record that could not be read, and the verdict says so.
-        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc) or type(exc).__name__
         return [Evidence("c2pa", "none", "info",
                          f"C2PA data present but unreadable ({reason}): no claim could be read, either way",
                          {"error": reason, "probe_failed": True})]

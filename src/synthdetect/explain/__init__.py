@@ -29,6 +29,7 @@ from PIL import Image
 
 from synthdetect.explain import render
 from synthdetect.images import ImageSource, LoadedImage, describe_source, load_image
+from synthdetect.messages import first_line
 from synthdetect.verdict import Verdict
 
 METHODS = ("gradcam", "occlusion", "ela")
@@ -261,8 +262,7 @@ def explain_loaded(
             result.notes.append(f"{name} unavailable: {exc}")
         except Exception as exc:  # noqa: BLE001 - a model that fails on the perturbed batches costs that map only
             _log.warning("%s: %s map failed", image.source, name, exc_info=True)
-            first_line = (str(exc).strip().splitlines() or [""])[0]
-            result.notes.append(f"{name} failed: {type(exc).__name__}: {first_line}"[:300])
+            result.notes.append(f"{name} failed: {type(exc).__name__}: {first_line(exc, 300)}"[:300])
     return result
 
 

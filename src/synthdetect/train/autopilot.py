@@ -46,6 +46,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from synthdetect.interrupts import sigterm_raises
+from synthdetect.messages import first_line
 from synthdetect.train.datasets import Record
 
 #: Columns of the leaderboard, in the order the table, CSV and HTML show them.
@@ -424,7 +425,7 @@ def _worker_main(job_path: str) -> int:
         result = run_candidate_job(job)
     except Exception as exc:  # noqa: BLE001 - reported on the leaderboard; the traceback goes to the log
         traceback.print_exc()
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc) or type(exc).__name__
         result = {"status": f"failed: {first}", "error": f"{type(exc).__name__}: {first}"}
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=2, default=str))
