@@ -56,14 +56,16 @@ def main() -> None:
            "images": Counter(truth), "models": {}}
     for name in args.models:
         started = time.perf_counter()
-        verdicts = Detector.load(name, use_evidence=False).detect(images)
+        verdicts = Detector.load(name, use_evidence=False).detect(images, names=[r.ref for r in test])
         seconds = time.perf_counter() - started
-        counts = Counter(f"{t} called {v.label}" for t, v in zip(truth, verdicts))
+        counts = Counter(f"{t} called {v.label or 'error'}" for t, v in zip(truth, verdicts))
         # Ranking and calibration too, so a model can be weighed as the small-image route, not only by its band.
         scored = [(v.p_ai, t == "ai") for t, v in zip(truth, verdicts) if v.p_ai is not None]
         metrics = binary_metrics(np.array([p for p, _ in scored]), np.array([y for _, y in scored]))
         out["models"][name] = {**dict(sorted(counts.items())), "scored": len(scored),
-                               **{k: round(metrics[k], 4) for k in ("roc_auc", "accuracy", "ece", "tpr_at_fpr_0.01")},
+                               **{k: None if metrics.get(k) is None else round(metrics[k], 4)
+                                  for k in ("roc_auc", "accuracy", "ece", "tpr_at_fpr_0.01")},
+                               "not_judged": [v.error for v in verdicts if v.error],
                                "seconds": round(seconds, 1)}
     print(json.dumps(out, indent=2))
 

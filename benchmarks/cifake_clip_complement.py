@@ -48,7 +48,7 @@ def main() -> None:
     from synthdetect.images import load_image
     from synthdetect.models import find_package
     from synthdetect.models.clip_onnx import ClipEncoder
-    from synthdetect.train.datasets import open_dataset, read_record_bytes
+    from synthdetect.train.datasets import RECORD_ERRORS, open_dataset, read_record_bytes, record_error
     from synthdetect.train.splits import rebuild_card_split
     from synthdetect.train.trainer import set_threads
 
@@ -58,25 +58,35 @@ def main() -> None:
     split = rebuild_card_split(records, package.card["training"]["split"], copies="exclude")
     val = [split.val[i] for i in np.random.default_rng(13).choice(len(split.val), args.val, replace=False)]
     train = [split.train[i] for i in np.random.default_rng(14).choice(len(split.train), args.train, replace=False)]
-    val_labels = np.array([r.label for r in val])
-    train_labels = np.array([r.label for r in train])
-
     detector = Detector.load(args.model, use_evidence=False)
-    p_ai = np.clip([v.p_ai for v in detector.detect([read_record_bytes(r) for r in val])], 1e-7, 1 - 1e-7)
+    verdicts = detector.detect([read_record_bytes(r) for r in val], names=[r.ref for r in val])
+    # The three scorers are compared on the same images: one the model cannot judge is left out of all three
+    # and listed, as is a training image that does not decode for the CLIP head.
+    not_judged = [v.error for v in verdicts if v.p_ai is None]
+    if len(not_judged) == len(val):
+        sys.exit(f"{args.model} judged none of the {len(val)} validation images, e.g. {not_judged[0]}")
+    val, verdicts = zip(*[(r, v) for r, v in zip(val, verdicts) if v.p_ai is not None])
+    p_ai = np.clip([v.p_ai for v in verdicts], 1e-7, 1 - 1e-7)
     model_logit = np.log(p_ai / (1 - p_ai))
+    val_labels = np.array([r.label for r in val])
 
     encoder = ClipEncoder(threads=args.threads)
     progress_console = Console(stderr=True)  # stdout carries the JSON only
 
     def embed(part, name):
-        rows = []
+        rows, kept = [], []
         for record in track(part, description=f"CLIP {name}", console=progress_console):
-            small = load_image(read_record_bytes(record)).rgb
+            try:
+                small = load_image(read_record_bytes(record), name=record.ref).rgb
+            except RECORD_ERRORS as exc:
+                not_judged.append(record_error(record, exc))
+                continue
             rows.append(encoder.embed(small.resize((224, 224), Image.BICUBIC)))
+            kept.append(record.label)
         rows = np.stack(rows)
-        return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+        return rows / np.linalg.norm(rows, axis=1, keepdims=True), np.array(kept)
 
-    train_emb, val_emb = embed(train, "train"), embed(val, "validation")
+    (train_emb, train_labels), (val_emb, _) = embed(train, "train"), embed(val, "validation")
     head = LogisticRegressionCV(Cs=np.logspace(-2, 3, 11), cv=5, max_iter=5000).fit(train_emb, train_labels)
     clip_logit = head.decision_function(val_emb)
     folds = StratifiedKFold(5, shuffle=True, random_state=0)
@@ -88,7 +98,8 @@ def main() -> None:
 
     model_wrong = wrong(model_logit)
     print(json.dumps({
-        "model": args.model, "validation_images": args.val, "train_images": args.train,
+        "model": args.model, "validation_images": len(val), "train_images": len(train_labels),
+        "not_judged": not_judged,
         "clip_head_C": float(head.C_[0]),
         "right": {"model": int((~model_wrong).sum()), "clip_head": int((~wrong(clip_logit)).sum()),
                   "stack_cv": int((~wrong(stack_logit)).sum())},

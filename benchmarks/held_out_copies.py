@@ -57,18 +57,29 @@ def main() -> None:
         detector = Detector.load(name, use_evidence=False)
         result = {}
         for part, part_records in (("validation", kept.val), ("test", kept.test)):
-            p_ai = np.array([v.p_ai for v in detector.detect([read_record_bytes(r) for r in part_records])])
+            verdicts = detector.detect([read_record_bytes(r) for r in part_records],
+                                       names=[r.ref for r in part_records])
+            # An image the model could not judge counts as not right (the card's accuracy is over the whole
+            # split) and is left out of the score-based metrics, which need a score; each one is listed.
+            judged = np.array([v.p_ai is not None for v in verdicts])
+            p_ai = np.array([np.nan if v.p_ai is None else v.p_ai for v in verdicts])
             labels = np.array([r.label for r in part_records])
-            right = (p_ai >= 0.5) == (labels == 1)
+            right = judged & ((p_ai >= 0.5) == (labels == 1))
             is_copy = np.array([r.ref in copies for r in part_records])
-            rest = binary_metrics(p_ai[~is_copy], labels[~is_copy])
+            rest = binary_metrics(p_ai[~is_copy & judged], labels[~is_copy & judged])
             result[part] = {
                 "all": {"n": len(right), "right": int(right.sum()), "accuracy": round(float(right.mean()), ROUND)},
                 "copies": {"n": int(is_copy.sum()), "right": int(right[is_copy].sum())},
                 "without_copies": {"right": int(right[~is_copy].sum()),
                                    **{k: (round(v, ROUND) if isinstance(v, float) else v) for k, v in rest.items()}},
+                "not_judged": [v.error for v in verdicts if v.p_ai is None],
             }
         out["models"][name] = result
+        unjudged = sum(len(result[part]["not_judged"]) for part in result)
+        if args.write and unjudged:
+            print(json.dumps(out, indent=2))
+            sys.exit(f"{name}: {unjudged} image(s) of its split could not be judged (listed under not_judged); "
+                     "the card was not changed, since its numbers are over every image")
         if args.write:
             add_card_metrics(package.root, {
                 f"{part}_without_copies": {

@@ -43,3 +43,26 @@ def test_held_out_copies_separates_the_copies_and_writes_them_beside_the_old_num
     block = package.card["metrics"]["test_without_copies"]
     assert block["n"] == test["without_copies"]["n"] and block["copies_excluded"] == test["copies"]["n"]
     assert "| test_without_copies |" in (out / "MODEL_CARD.md").read_text()
+
+
+def test_an_image_the_model_cannot_judge_is_counted_wrong_listed_and_keeps_the_card_as_it_was(tmp_path: Path):
+    """It crashed on the first error verdict (None >= 0.5); --write must not put numbers over part of a split."""
+    manifest = write_manifest(tmp_path / "data", {"a": (20, 20)}, size=16)
+    out = tmp_path / "card"
+    trained = CliRunner().invoke(app, [
+        "train", str(manifest), "--out", str(out), "--epochs", "1", "--width", "4", "--batch-size", "16",
+        "--input-size", "16", "--threads", "1", "--val-fraction", "0.2", "--test-fraction", "0.2"])
+    assert trained.exit_code == 0, trained.output
+    card_before = (out / "model.json").read_bytes()
+    split = split_records(open_dataset(manifest), "stratified", val_fraction=0.2, test_fraction=0.2, seed=0)
+    broken = split.test[0].ref
+    Path(broken).write_bytes(Path(broken).read_bytes()[:40])  # a truncated image
+
+    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "held_out_copies.py"), str(out), "--data",
+                          str(manifest), "--threads", "1", "--write"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1 and "1 image(s) of its split could not be judged" in run.stderr
+    assert (out / "model.json").read_bytes() == card_before
+    test = json.loads(run.stdout)["models"][str(out)]["test"]  # the numbers are still printed
+    assert len(test["not_judged"]) == 1 and test["not_judged"][0].startswith(f"{broken}: ")
+    assert test["all"]["n"] == len(split.test) and test["all"]["right"] <= len(split.test) - 1
+    assert test["without_copies"]["n"] == len(split.test) - 1  # scores only where there is a score
