@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
@@ -187,6 +188,16 @@ def test_page_splits_uploads_by_count_and_by_body_size():
 STUB_ORIGIN = "http://synthdetect.test"
 
 
+def _choose_on_stub_page(page, handle, files: list[dict]) -> None:
+    """Open the page with ``handle`` answering for the stub service, and choose ``files`` in it."""
+    from playwright.sync_api import expect
+
+    page.route(STUB_ORIGIN + "/**", handle)
+    page.goto(STUB_ORIGIN + "/")
+    expect(page.locator("#model-line")).to_contain_text("stub")
+    page.get_by_label("Choose images").set_input_files(files)
+
+
 def _serve_page_files(route) -> bool:
     """Answer the page, its static files and /v1/models as the server would; False for any other path."""
     from synthdetect.server.app import STATIC_DIR
@@ -222,11 +233,7 @@ def test_page_says_the_server_is_unreachable_and_never_renders_names_as_html():
     with chromium_page(viewport={"width": 375, "height": 800}) as page:
         dialogs: list[str] = []
         page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-        page.route(STUB_ORIGIN + "/**", handle)
-        page.goto(STUB_ORIGIN + "/")
-        expect(page.locator("#model-line")).to_contain_text("stub")
-        page.get_by_label("Choose images").set_input_files(
-            [{"name": hostile, "mimeType": "image/png", "buffer": png_bytes(seed=3)}])
+        _choose_on_stub_page(page, handle, [{"name": hostile, "mimeType": "image/png", "buffer": png_bytes(seed=3)}])
         result = page.locator(".result")
         expect(result.locator(".label-badge")).to_have_text("Could not judge")
         expect(result.locator(".reasons")).to_contain_text("could not reach the server")
@@ -290,11 +297,8 @@ def test_page_waits_and_resends_when_the_server_is_busy():
                                               "reasons": ["stub reason"], "evidence": [], "error": None}]})
 
     with chromium_page() as page:
-        page.route(STUB_ORIGIN + "/**", handle)
-        page.goto(STUB_ORIGIN + "/")
-        expect(page.locator("#model-line")).to_contain_text("stub")
-        page.get_by_label("Choose images").set_input_files(
-            [{"name": "queued.png", "mimeType": "image/png", "buffer": png_bytes(seed=3)}])
+        _choose_on_stub_page(page, handle,
+                             [{"name": "queued.png", "mimeType": "image/png", "buffer": png_bytes(seed=3)}])
         expect(page.locator("#status")).to_have_text("Checked 1 image.")
         expect(page.locator(".result .label-badge")).to_have_attribute("data-label", "human")
         expect(page.locator(".result .reasons")).to_have_text("stub reason")
@@ -321,11 +325,33 @@ def test_page_sends_large_photos_in_small_requests_so_results_come_as_they_are_m
     files = [("big-1.jpg", photo), ("big-2.jpg", photo), ("small-1.png", png_bytes(seed=1)),
              ("small-2.png", png_bytes(seed=2)), ("big-3.jpg", photo)]
     with chromium_page(patient=True) as page:
-        page.route(STUB_ORIGIN + "/**", handle)
-        page.goto(STUB_ORIGIN + "/")
-        expect(page.locator("#model-line")).to_contain_text("stub")
-        page.get_by_label("Choose images").set_input_files(
-            [{"name": name, "mimeType": "image/jpeg", "buffer": data} for name, data in files])
+        _choose_on_stub_page(page, handle,
+                             [{"name": name, "mimeType": "image/jpeg", "buffer": data} for name, data in files])
         expect(page.locator("#status")).to_have_text("Checked 5 images.")
     # The server would take all five at once (64 MB); the page keeps each request near 8 MB, small files together.
     assert requests == [["big-1.jpg"], ["big-2.jpg", "small-1.png", "small-2.png"], ["big-3.jpg"]]
+
+
+def test_heatmap_caption_shows_notes_outside_ascii_as_written():
+    """The plain notes header can only say ``??.png``; the page reads the percent-encoded UTF-8 one."""
+    _need_browser()
+    from playwright.sync_api import expect
+
+    note = "gradcam failed: RuntimeError: 写真.png: 100% 🚀"
+
+    def handle(route):
+        if _serve_page_files(route):
+            return
+        if route.request.url.startswith(STUB_ORIGIN + "/v1/explain"):
+            route.fulfill(body=png_bytes(seed=5), content_type="image/png", headers={
+                "x-synthdetect-map": "occlusion", "x-synthdetect-notes": note.encode("ascii", "replace").decode(),
+                "x-synthdetect-notes-utf8": urllib.parse.quote(note)})
+        else:
+            route.fulfill(json={"verdicts": [{"file": "写真.png", "label": "human", "p_ai": 0.1,
+                                              "reasons": ["stub reason"], "evidence": [], "error": None}]})
+
+    with chromium_page() as page:
+        _choose_on_stub_page(page, handle, [{"name": "写真.png", "mimeType": "image/png", "buffer": png_bytes(seed=3)}])
+        result = page.locator(".result")
+        result.get_by_role("button", name="Show heatmap").click()
+        expect(result.locator(".map-caption")).to_contain_text(note)

@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Any, AsyncIterator, Literal
+from urllib.parse import quote
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -32,7 +33,7 @@ from synthdetect.explain import METHODS, explain_loaded
 from synthdetect.explain.maps import torch_twin
 from synthdetect.explain.render import png_bytes
 from synthdetect.images import ImageLoadError, load_image
-from synthdetect.server.forms import client_name, image_parts
+from synthdetect.server.forms import client_name, disposition_filename, image_parts
 from synthdetect.server.limits import (
     BodyLimitMiddleware,
     RequestLogMiddleware,
@@ -54,6 +55,8 @@ LOAD_ERROR_STATUS = {
 #: ... and for a failed Verdict's ``error_kind``: a model that fails is the server's fault, not a bad request.
 VERDICT_ERROR_STATUS = {**LOAD_ERROR_STATUS, "model_error": 500, "timeout": 504}
 RAW_MEDIA_TYPES = ("application/octet-stream", "")
+RAW_NAME = ("file name to report for a raw image body (else the filename of its Content-Disposition header, "
+            "else 'upload')")
 
 UPLOAD_BODY: dict[str, Any] = {
     "requestBody": {
@@ -66,6 +69,8 @@ UPLOAD_BODY: dict[str, Any] = {
             },
             "image/*": {"schema": {"type": "string", "format": "binary"},
                         "description": "a single image as the raw request body"},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"},
+                                         "description": "a single image as the raw request body"},
         },
     }
 }
@@ -126,6 +131,22 @@ class DetectBody(BaseModel):
     verdicts: list[VerdictBody] = Field(description="one per uploaded file, in the order sent")
 
 
+class LimitsBody(BaseModel):
+    max_body_bytes: int = Field(description="largest request body; more is refused with 413 body_too_large")
+    max_file_bytes: int = Field(description="largest single image file")
+    max_pixels: int = Field(description="most pixels in one image, read from its header before decoding")
+    max_files: int = Field(description="most images in one request")
+    timeout_s: float = Field(description="seconds a request may take, upload included")
+
+
+class ModelsBody(BaseModel):
+    loaded: dict[str, Any] = Field(description="the loaded model's card: name, version, kind, description, input, "
+                                               "decision, routes (those it has)")
+    shipped: list[dict[str, Any]] = Field(description="the same for each model shipped with synthdetect, or its "
+                                                      "name and error when its package cannot be read")
+    limits: LimitsBody
+
+
 class HealthBody(BaseModel):
     status: Literal["ok"]
     version: str
@@ -145,7 +166,29 @@ class ErrorBody(BaseModel):
 
 
 def _documented(errors: dict[int, str]) -> dict[int | str, dict[str, Any]]:
-    return {status: {"model": ErrorBody, "description": kinds} for status, kinds in errors.items()}
+    documented: dict[int | str, dict[str, Any]] = {
+        status: {"model": ErrorBody, "description": kinds} for status, kinds in errors.items()}
+    if 503 in documented:
+        documented[503]["headers"] = {"Retry-After": {"description": "seconds to wait before sending again",
+                                                      "schema": {"type": "integer"}}}
+    return documented
+
+
+def _text_header(description: str) -> dict[str, Any]:
+    return {"description": description, "schema": {"type": "string"}}
+
+
+#: The verdict an explain answer carries beside its PNG.
+EXPLAIN_HEADERS = {
+    "X-Synthdetect-Map": _text_header("the map drawn: gradcam, occlusion, ela or figure"),
+    "X-Synthdetect-Label": _text_header("the verdict's label: ai, human or uncertain"),
+    "X-Synthdetect-P-Ai": _text_header("the verdict's p_ai with 6 decimals; empty when no model judged the image"),
+    "X-Synthdetect-Model": _text_header("the model that judged the image, in ASCII (other characters as ?)"),
+    "X-Synthdetect-Model-Utf8": _text_header("the same, whole: UTF-8, percent-encoded (RFC 3986)"),
+    "X-Synthdetect-Notes": _text_header("why this map and not another, notes joined by ' | ', one line of ASCII "
+                                        "(other characters as ?, cut at 1,000 characters)"),
+    "X-Synthdetect-Notes-Utf8": _text_header("the same notes, whole: UTF-8, percent-encoded (RFC 3986)"),
+}
 
 
 #: The ``kind`` values each error status carries, for OpenAPI (FastAPI would document a 422 shape we never send).
@@ -153,7 +196,8 @@ UPLOAD_ERRORS = {
     400: "bad_multipart: a malformed multipart body",
     408: "upload_timeout: the upload did not finish within the request timeout",
     413: "body_too_large, too_many_files, too_large (one file), too_many_pixels",
-    415: "unsupported_media_type (neither an image nor a multipart body), not_an_image, unsupported_format",
+    415: "unsupported_media_type (neither an image nor a multipart body, or a Content-Encoding such as gzip), "
+         "not_an_image, unsupported_format",
     422: "no_files, empty, corrupt, truncated, invalid_request (a bad query parameter)",
     500: "internal: a bug; quote the request_id. model_error: the model failed on every file",
     503: "busy: every worker busy and the queue full; retry after Retry-After seconds",
@@ -177,6 +221,10 @@ async def read_uploads(request: Request, settings: ServerSettings, deadline: flo
                        name: str | None) -> list[tuple[str, bytes]]:
     """The images of a request: multipart file parts, or the raw body as one image."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    coding = request.headers.get("content-encoding", "").strip().lower()
+    if coding not in ("", "identity"):  # RFC 9110's 415 for a content coding: else gzip bytes read "not an image"
+        raise ServiceError(415, "unsupported_media_type",
+                           f"Content-Encoding '{coding}' is not supported: send the image bytes as they are")
     try:
         async with asyncio.timeout(max(deadline - time.monotonic(), 0.001)):
             if media == "multipart/form-data":
@@ -184,8 +232,11 @@ async def read_uploads(request: Request, settings: ServerSettings, deadline: flo
                                             settings.max_files, settings.max_files + 16)
             elif media.startswith("image/") or media in RAW_MEDIA_TYPES:
                 body = await request.body()
+                # ?name= first, then the body's own Content-Disposition (curl -H, .NET's ByteArrayContent).
+                disposition = request.headers.get("content-disposition", "")
+                name = client_name(name) if name else disposition_filename(disposition)
                 # An empty body that says it is an image is an empty image; with no type at all, no image was sent.
-                uploads = [(client_name(name or "upload"), body)] if body or media else []
+                uploads = [(name or "upload", body)] if body or media else []
             else:
                 raise ServiceError(415, "unsupported_media_type",
                                    f"send images as multipart/form-data or as a raw image/* body, not '{media}'")
@@ -246,7 +297,7 @@ def create_app(detector: Detector, settings: ServerSettings | None = None) -> Fa
 
     app.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False)  # uptime probes that use HEAD
 
-    @app.get("/v1/models", tags=["models"])
+    @app.get("/v1/models", tags=["models"], response_model=ModelsBody)
     async def models() -> dict[str, Any]:
         """The loaded model's card summary and the models shipped with synthdetect."""
         from synthdetect.models import builtin_names, find_package
@@ -264,7 +315,7 @@ def create_app(detector: Detector, settings: ServerSettings | None = None) -> Fa
     @app.post("/v1/detect", tags=["detect"], openapi_extra=UPLOAD_BODY,
               responses={200: {"model": DetectBody}, **_documented(UPLOAD_ERRORS)})
     async def detect(request: Request,
-                     name: str | None = Query(None, description="file name to report for a raw image body")
+                     name: str | None = Query(None, description=RAW_NAME)
                      ) -> JSONResponse:
         """Judge one or many images; returns ``{"verdicts": [...]}`` (schema synthdetect.verdict/1).
 
@@ -293,12 +344,13 @@ def create_app(detector: Detector, settings: ServerSettings | None = None) -> Fa
         return JSONResponse(body)
 
     @app.post("/v1/explain", tags=["explain"], openapi_extra=UPLOAD_BODY, response_class=Response,
-              responses={200: {"content": {"image/png": {}}, "description": "the map as a PNG overlay"},
+              responses={200: {"content": {"image/png": {}}, "description": "the map as a PNG overlay",
+                               "headers": EXPLAIN_HEADERS},
                          **_documented(EXPLAIN_ERRORS)})
     async def explain(request: Request,
                       map: MapChoice = Query(MapChoice.auto, description=(
                           "auto (Grad-CAM, else occlusion, else ELA), one map, or the composite figure")),
-                      name: str | None = Query(None, description="file name to report for a raw image body"),
+                      name: str | None = Query(None, description=RAW_NAME),
                       ) -> Response:
         """A heatmap PNG explaining one image's verdict; the verdict travels in ``X-Synthdetect-*`` headers."""
         deadline = time.monotonic() + settings.timeout_s
@@ -314,8 +366,10 @@ def create_app(detector: Detector, settings: ServerSettings | None = None) -> Fa
             "x-synthdetect-map": chosen,
             "x-synthdetect-label": verdict.label or "",
             "x-synthdetect-p-ai": "" if verdict.p_ai is None else f"{verdict.p_ai:.6f}",
-            "x-synthdetect-model": explanation.model or "",
+            "x-synthdetect-model": _header_text(explanation.model or ""),
+            "x-synthdetect-model-utf8": _percent_encoded(explanation.model or ""),
             "x-synthdetect-notes": _header_text(" | ".join(explanation.notes)),
+            "x-synthdetect-notes-utf8": _percent_encoded(" | ".join(explanation.notes)),
         }
         request.state.outcome = f"ok ({chosen})"
         return Response(png, media_type="image/png", headers=headers)
@@ -419,7 +473,9 @@ def _explain_job(detector: Detector, settings: ServerSettings, name: str, raw: b
     notes: list[str] = []
     for method in (_auto_order(detector, image) if choice == "auto" else (choice,)):
         explanation = explain_loaded(detector, image, methods=[method], verdict=verdict, **options)
-        flat = method == "gradcam" and choice == "auto" and not explanation.gradcam.any()
+        # A Grad-CAM that failed is None (its note says why): auto goes on to occlusion, as for a flat one.
+        flat = (method == "gradcam" and choice == "auto" and explanation.gradcam is not None
+                and not explanation.gradcam.any())
         if method in explanation.maps() and not flat:  # a flat Grad-CAM shows nothing: auto goes on to occlusion
             explanation.notes[:0] = [n for n in notes if n not in explanation.notes]  # say why not the first choice
             return explanation, method, png_bytes(explanation.overlay(method))
@@ -446,6 +502,20 @@ def _limits(settings: ServerSettings) -> dict[str, Any]:
             "max_pixels": settings.max_pixels, "max_files": settings.max_files, "timeout_s": settings.timeout_s}
 
 
+#: What ``_percent_encoded`` leaves as it is: printable ASCII but ``%``, so the header stays readable.
+_HEADER_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
+
+
+def _percent_encoded(text: str) -> str:
+    """UTF-8, percent-encoded (RFC 3986; ``decodeURIComponent``, ``urllib.parse.unquote``): a header carries it whole.
+
+    ``_header_text`` must show what ASCII lacks as ``?``: a note naming ``写真.jpg`` lost the name.
+    """
+    return quote(text, safe=_HEADER_SAFE)
+
+
 def _header_text(text: str) -> str:
-    """HTTP header values are latin-1 and one line."""
-    return " ".join(text.encode("latin-1", "replace").decode("latin-1").split())[:1000]
+    """One line of ASCII, other characters as ``?``: RFC 9110 has senders write ASCII, as clients decode other bytes
+    differently (browsers as latin-1, httpx's TestClient as UTF-8, which failed on an ``é``); a model name latin-1
+    cannot write had made every explain call a 500."""
+    return " ".join(text.encode("ascii", "replace").decode("ascii").split())[:1000]

@@ -34,6 +34,7 @@ class _Part:
     filename: str | None = None
     is_image: bool = False
     data: bytearray = field(default_factory=bytearray)
+    size: int = 0
 
 
 def _text(raw: bytes) -> str:
@@ -62,6 +63,20 @@ def _extended_filename(disposition: str) -> str | None:
     return collapse_rfc2231_value(extended[-1]) or None  # an empty filename* leaves the plain filename
 
 
+def disposition_filename(disposition: str) -> str | None:
+    """The file name a ``Content-Disposition`` value gives (``filename*`` first, then ``filename``), made one line.
+
+    Used for multipart parts and for a raw body's own header (``curl -H 'Content-Disposition: attachment;
+    filename="x.jpg"'``, .NET's ``ByteArrayContent``), so both name a file the same way.
+    """
+    filename = _extended_filename(disposition)
+    if filename is None:
+        _, options = parse_options_header(disposition)
+        if b"filename" in options:
+            filename = _text(options[b"filename"])
+    return None if filename is None else client_name(filename)
+
+
 def client_name(name: str) -> str:
     """A file name a client chose, with control characters and line breaks shown as ``?`` (as ``ls`` does).
 
@@ -78,6 +93,7 @@ class _ImageCollector:
         self.part = _Part()
         self.images: list[tuple[str | None, bytes]] = []
         self.fields = 0
+        self.ignored: list[str] = []  # fields with bytes that were not taken for images, for the no_files message
 
     def on_part_begin(self) -> None:
         self.part = _Part()
@@ -97,10 +113,7 @@ class _ImageCollector:
         disposition = part.headers.get(b"content-disposition", b"").decode("latin-1")
         _, options = parse_options_header(disposition)
         part.name = _text(options.get(b"name", b""))
-        filename = _extended_filename(disposition)
-        if filename is None and b"filename" in options:
-            filename = _text(options[b"filename"])
-        part.filename = None if filename is None else client_name(filename)
+        part.filename = disposition_filename(disposition)
         media, _ = parse_options_header(part.headers.get(b"content-type", b"").decode("latin-1"))
         part.is_image = (part.filename is not None or part.name == FILES_FIELD
                          or media.startswith(b"image/") or media in BINARY_TYPES)
@@ -108,6 +121,7 @@ class _ImageCollector:
             self.fields += 1
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        self.part.size += end - start
         if self.part.is_image:  # other fields are never needed: their bytes are not kept
             self.part.data += data[start:end]
 
@@ -119,6 +133,40 @@ class _ImageCollector:
             self.images.append((part.filename, bytes(part.data)))
         elif part.is_image:
             self.fields += 1  # dropped, but it counts: else a body of empty parts would be parsed without limit
+        elif part.size:
+            self.ignored.append(f"'{client_name(part.name)}' ({part.size:,} bytes)")
+
+
+async def _without_preamble(chunks: AsyncIterator[bytes], boundary: bytes) -> AsyncIterator[bytes]:
+    """The body from its first ``--boundary`` line on: RFC 2046 allows a preamble before it (MIME writers put
+    "This is a multi-part message in MIME format." there; hand-made bodies a blank line or text); python-multipart
+    refused it with 400 "Expected boundary character 45, got 84".
+
+    The preamble is dropped as it streams (only a boundary's length is kept), so it costs no memory; a body
+    with text but no boundary line is malformed, an empty or blank one has no image.
+    """
+    delimiter = b"--" + boundary
+    head, at_start, text_seen = b"", True, False
+    chunks_left = aiter(chunks)
+    async for chunk in chunks_left:
+        head += chunk
+        if at_start and head.startswith(delimiter):
+            yield head
+            break
+        line_start = head.find(b"\n" + delimiter)
+        if line_start >= 0:
+            yield head[line_start + 1:]
+            break
+        text_seen = text_seen or bool(head.strip())
+        at_start = at_start and len(head) < len(delimiter)
+        head = head[-len(delimiter):]  # a delimiter cut between two chunks is found with the next one
+    else:
+        if text_seen or head.strip():
+            raise ServiceError(400, "bad_multipart", "malformed multipart body (no line starts with '--' and the "
+                                                     "boundary of its content type)")
+        return
+    async for chunk in chunks_left:
+        yield chunk
 
 
 async def image_parts(content_type: str, chunks: AsyncIterator[bytes], max_files: int,
@@ -134,7 +182,7 @@ async def image_parts(content_type: str, chunks: AsyncIterator[bytes], max_files
         "on_part_data", "on_part_end")}
     try:
         parser = MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
-        async for chunk in chunks:
+        async for chunk in _without_preamble(chunks, boundary):
             parser.write(chunk)
             if len(collector.images) > max_files:
                 raise ServiceError(413, "too_many_files", f"too many files (more than the limit of {max_files})")
@@ -149,4 +197,9 @@ async def image_parts(content_type: str, chunks: AsyncIterator[bytes], max_files
         where = f" in {collector.part.filename}" if collector.part.filename else ""
         raise ServiceError(400, "bad_multipart",
                            f"malformed multipart body (truncated{where}: it ends before the closing boundary)")
+    if not collector.images and collector.ignored:
+        # curl -F 'image=<x.jpg' sends no file name and no type: say which field was passed over, and how to send it.
+        shown = ", ".join(collector.ignored[:5]) + (", ..." if len(collector.ignored) > 5 else "")
+        raise ServiceError(422, "no_files", f"no image in the request: field(s) {shown} have no file name and no "
+                                            f"image type; send images in the '{FILES_FIELD}' field or with a file name")
     return [(name or f"upload-{i + 1}", data) for i, (name, data) in enumerate(collector.images)]

@@ -163,7 +163,11 @@ async function toggleHeatmap(card) {
       card.mapKind = response.headers.get("x-synthdetect-map");
       // Notes that repeat a reason already listed under "Why" are left out of the caption.
       const reasons = (card.verdict && card.verdict.reasons) || [];
-      card.mapNotes = (response.headers.get("x-synthdetect-notes") || "").split(" | ")
+      // The -utf8 header is the notes whole (percent-encoded UTF-8); the plain one shows non-ASCII text as "?".
+      const encodedNotes = response.headers.get("x-synthdetect-notes-utf8");
+      const notes = encodedNotes === null ? response.headers.get("x-synthdetect-notes") || ""
+        : decodeURIComponent(encodedNotes);
+      card.mapNotes = notes.split(" | ")
         .filter((note) => note && !reasons.some((r) => note.includes(r))).join("; ");
     } catch (error) {
       caption.textContent = "No heatmap: " + ((await serverAnswers()) ? UNREADABLE : UNREACHABLE);
