@@ -75,6 +75,59 @@ def test_splits_are_deterministic_for_a_seed(tmp_path: Path, method):
     assert sorted(r.ref for r in one.train + one.val + one.test) == sorted(r.ref for r in records)
 
 
+def _parts(split) -> tuple[list[str], list[str], list[str]]:
+    return tuple([r.ref for r in part] for part in (split.train, split.val, split.test))
+
+
+@pytest.mark.parametrize("method", ["random", "stratified", "source"])
+def test_a_split_does_not_depend_on_the_order_of_the_manifest_rows(tmp_path: Path, method):
+    import random
+
+    records = _records_with_copies(tmp_path)  # copies too: which one is "earlier" must not follow the rows
+    shuffled = list(records)
+    random.Random(7).shuffle(shuffled)
+    one = split_records(records, method, val_fraction=0.2, test_fraction=0.2, seed=3)
+    two = split_records(shuffled, method, val_fraction=0.2, test_fraction=0.2, seed=3)
+    assert _parts(one) == _parts(two)  # same files, same order (training's shuffle starts from it)
+    assert [c.ref for c in one.unscored] == [c.ref for c in two.unscored]
+    assert one.describe()["order"] == "sorted by file"
+
+
+def test_a_card_rebuilds_its_split_whatever_order_it_was_drawn_in(tmp_path: Path):
+    from synthdetect.train.splits import rebuild_card_split
+
+    records = list(_records(tmp_path))[::-1]  # a manifest whose rows are not in path order
+
+    def card_split(split) -> dict:
+        counts = {"train": len(split.train), "validation": len(split.val), "test": len(split.test)}
+        return {**split.describe(), "seed": 4, **{part: {"n": n} for part, n in counts.items()}}
+
+    new = split_records(records, "stratified", val_fraction=0.2, test_fraction=0.1, seed=4, copies="keep")
+    assert _parts(rebuild_card_split(records[::-1], card_split(new))) == _parts(new)
+    # cards made before the order was recorded were drawn in the dataset's order, and are rebuilt so
+    old = split_records(records, "stratified", val_fraction=0.2, test_fraction=0.1, seed=4, copies="keep",
+                        order="as listed")
+    old_card = {k: v for k, v in card_split(old).items() if k != "order"}
+    assert _parts(rebuild_card_split(records, old_card)) == _parts(old) != _parts(new)
+
+
+@pytest.mark.parametrize("method", ["random", "source", "loso"])
+def test_a_card_of_any_split_method_rebuilds_that_split(tmp_path: Path, method: str):
+    """Every card was rebuilt as a stratified split, whatever its method: a source card's test set was wrong."""
+    from synthdetect.train.splits import rebuild_card_split
+
+    records = _records_with_copies(tmp_path)
+    split = split_records(records, method, val_fraction=0.25, test_fraction=0.25, seed=5,
+                          holdout_sources=["b"] if method == "loso" else ())
+    card = {**split.describe(), "seed": 5, "train": {"n": len(split.train)},
+            "validation": {"n": len(split.val)}, "test": {"n": len(split.test)}}
+    rebuilt = rebuild_card_split(list(records)[::-1], card, copies="exclude")
+    assert _parts(rebuilt) == _parts(split)
+    assert [c.ref for c in rebuilt.unscored] == [c.ref for c in split.unscored]
+    with pytest.raises(SplitError, match="names source\\(s\\) zz that the records do not hold"):
+        rebuild_card_split(records, {**card, "method": "source", "test_sources": ["zz"]})
+
+
 def test_stratified_split_keeps_the_class_balance(tmp_path: Path):
     records = _records(tmp_path)
     split = split_records(records, "stratified", val_fraction=0.25, test_fraction=0.25, seed=1)

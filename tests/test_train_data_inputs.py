@@ -258,3 +258,39 @@ def test_a_zip_made_on_windows_with_backslashes_is_labelled_by_its_folders(tmp_p
     assert [(r.ref, r.label) for r in records] == [(f"{archive}!data\\ai\\a.png", AI),
                                                     (f"{archive}!data\\human\\b.png", HUMAN)]
     assert all(read_record_bytes(r) == png for r in records)
+
+
+@pytest.mark.parametrize("layout", ["top folder, backslashes", "root, backslashes", "top folder, ./ prefix"])
+def test_a_zipped_manifest_made_on_windows_is_found_and_its_files_read(tmp_path: Path, layout: str):
+    png = encode(make_image(1, 0, 16))
+    top, sep = {"top folder, backslashes": ("data\\", "\\"), "root, backslashes": ("", "\\"),
+                "top folder, ./ prefix": ("./data/", "/")}[layout]
+    archive = tmp_path / "win.zip"
+    with zipfile.ZipFile(archive, "w") as z:  # folders that name no class: only the manifest can label them
+        z.writestr(f"{top}manifest.csv", "path,label,source\nimgs\\a.png,ai,s1\nimgs/b.png,human,s2\n")
+        z.writestr(f"{top}imgs{sep}a.png", png)
+        z.writestr(f"{top}imgs{sep}b.png", png)
+    records = open_dataset(archive)
+    assert [(r.ref, r.label, r.source) for r in records] == [
+        (f"{archive}!{top}imgs{sep}a.png", AI, "s1"), (f"{archive}!{top}imgs{sep}b.png", HUMAN, "s2")]
+    assert [read_record_bytes(r) for r in records] == [png, png]
+
+
+@pytest.mark.parametrize("top", ["", "données/"])
+def test_a_zipped_manifest_finds_non_ascii_names_stored_without_the_utf8_flag(tmp_path: Path, top: str):
+    """Such names read as cp437 ('caf├⌐'), so the manifest's 'café' named no member and every image failed."""
+    png = encode(make_image(1, 0, 16))
+    archive = tmp_path / "noflag.zip"
+    names = {f"{top}manifest.csv": "path,label\nimgs/café-ü.png,ai\nimgs/b.png,human\n".encode(),
+             f"{top}imgs/café-ü.png": png, f"{top}imgs/b.png": png}
+    with zipfile.ZipFile(archive, "w") as z:  # zipfile sets the flag itself: ASCII stand-ins, patched afterwards
+        for k, (name, data) in enumerate(names.items()):
+            z.writestr(f"{k}" * len(name.encode()), data)
+    data = archive.read_bytes()
+    for k, name in enumerate(names):
+        assert data.count(f"{k}".encode() * len(name.encode())) == 2
+        data = data.replace(f"{k}".encode() * len(name.encode()), name.encode())
+    archive.write_bytes(data)
+    records = open_dataset(archive)
+    assert [r.label for r in records] == [AI, HUMAN]
+    assert [read_record_bytes(r) for r in records] == [png, png]

@@ -40,9 +40,16 @@ def _records(data: str, label: list[str] | None, sources: list[str] | None, *, t
 def _refuse_if_no_file_exists(data: str, records) -> None:
     """Paths read against the wrong folder fail one by one; when not one exists, say so before any work.
 
-    Some missing files are judged as failures (counted and reported); zip members (``a.zip!m``) are not checked.
+    Some missing files are judged as failures (counted and reported); of a zip member (``a.zip!m``) only the
+    archive is looked for, found as training finds it (a ``!`` in a folder name is no member separator).
     """
-    if any("!" in r.ref or os.path.exists(r.ref) for r in records):
+    from synthdetect.train.datasets import split_zip_ref
+
+    def on_disk(ref: str) -> str:
+        in_zip = split_zip_ref(ref)
+        return in_zip[0] if in_zip else ref
+
+    if any(os.path.exists(on_disk(r.ref)) for r in records):
         return
     where = (" (paths are read relative to the manifest's folder)"
              if Path(data).suffix.lower() == ".csv" or Path(data, "manifest.csv").is_file() else "")
@@ -180,7 +187,7 @@ def register(app: typer.Typer) -> None:
         except ValueError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
-        summary = summarize_dataset(records)
+        summary = summarize_dataset(records, progress=True)
         if json_out:
             typer.echo(json.dumps(summary, indent=2))
             return

@@ -11,14 +11,18 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import platform
+import shutil
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePath
+from typing import Any, Iterable
 
 CARD_FILE = "model.json"
 CARD_SCHEMA = "synthdetect.model/1"
 CARD_MARKDOWN = "MODEL_CARD.md"
+#: Files beside the card and its weights that belong to a package (the training log), replaced with it.
+PACKAGE_SIDE_FILES = (CARD_FILE, CARD_MARKDOWN, "training_metrics.jsonl", "training_metrics.csv")
 
 
 class ModelPackageError(RuntimeError):
@@ -218,6 +222,52 @@ def write_package(root: str | Path, card: dict[str, Any], files: dict[str, Path]
     (root / CARD_FILE).write_text(json.dumps(card, indent=2, sort_keys=False) + "\n")
     (root / CARD_MARKDOWN).write_text(card_markdown(card))
     return ModelPackage(root=root, card=card)
+
+
+def package_entries(root: Path) -> set[str]:
+    """The names in ``root`` that belong to the package there: its card, card page, log and listed files."""
+    names = set(PACKAGE_SIDE_FILES)
+    try:
+        files = json.loads((root / CARD_FILE).read_text(encoding="utf-8")).get("files")
+    except (OSError, ValueError, AttributeError):
+        return names
+    for entry in files.values() if isinstance(files, dict) else ():
+        where = PurePath(entry["path"]) if isinstance(entry, dict) and isinstance(entry.get("path"), str) else None
+        if where is not None and where.parts and not where.is_absolute() and ".." not in where.parts:
+            names.add(where.parts[0])
+    return names
+
+
+def replace_package(staged: str | Path, out: str | Path, *, drop: Iterable[str] = ()) -> None:
+    """Put the complete package written in ``staged`` (a folder beside ``out``) in ``out``'s place by renaming.
+
+    Written in place, a run stopped part-way (Ctrl-C, kill) left new weights beside the old card.  Here ``out``
+    shows the old package until one rename shows the new one.  What ``out`` held besides its package (notes,
+    exports) moves over, except the names in ``drop``; the old package's own files go with it.  On any failure,
+    Ctrl-C included, ``out`` is left as it was.
+    """
+    staged, out = Path(staged), Path(out)
+    previous = out.with_name(f".{out.name}.previous-{os.getpid()}")
+    moved: list[str] = []
+    swapped = False
+    try:
+        if out.exists():
+            old = package_entries(out) | set(drop)
+            for name in sorted(os.listdir(out)):
+                if name not in old and not os.path.lexists(staged / name):
+                    os.rename(out / name, staged / name)
+                    moved.append(name)
+            os.rename(out, previous)
+        os.rename(staged, out)
+        swapped = True
+    except BaseException:
+        if not swapped and staged.is_dir():
+            if previous.is_dir() and not os.path.lexists(out):
+                os.rename(previous, out)
+            for name in reversed(moved):
+                os.rename(staged / name, out / name)
+        raise
+    shutil.rmtree(previous, ignore_errors=True)
 
 
 def add_card_metrics(root: str | Path, blocks: dict[str, Any]) -> ModelPackage:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
+import shutil
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -75,6 +76,40 @@ def replaced_package(out: Path) -> str | None:
     return ", ".join(f"{key} {card[key]}" for key in ("name", "kind", "version") if card.get(key)) or "no name"
 
 
+def staging_folder(out: Path) -> Path | None:
+    """A fresh folder beside ``out`` that the package is written in, then renamed into place (``replace_package``).
+
+    Its ``_work`` links to ``OUT/_work``, so that the checkpoint stays where a retry resumes from.  None where that
+    cannot be (no symlinks, a parent folder that cannot be written, ``out`` holding the working directory): the
+    package is then written in place, as before.
+    """
+    target = out.resolve()
+    if not target.name or Path.cwd().resolve().is_relative_to(target):  # renaming it would strand the shell
+        return None
+    staging = target.with_name(f".{target.name}.partial")
+    try:
+        if staging.is_dir() and not staging.is_symlink():
+            shutil.rmtree(staging)  # left by a run that was killed
+        (target / "_work").mkdir(parents=True, exist_ok=True)
+        staging.mkdir()
+        (staging / "_work").symlink_to(target / "_work", target_is_directory=True)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        return None
+    return staging
+
+
+def discard_staging(staging: Path, out: Path, *, remove_out: bool) -> None:
+    """After a run that wrote no package: its partial folder goes, and so does an ``OUT/_work`` left empty (and
+    ``out`` itself when the run created it and it is empty)."""
+    shutil.rmtree(staging, ignore_errors=True)  # the _work link inside is removed, not followed
+    for empty in (out / "_work", out) if remove_out else (out / "_work",):
+        try:
+            empty.rmdir()
+        except OSError:
+            break
+
+
 MONITORS = ("loss", "roc_auc", "accuracy")
 OPTIMIZERS = ("adamw", "sgd")
 CALIBRATIONS = ("temperature", "platt", "identity")
@@ -114,9 +149,15 @@ def class_counts(records) -> str:
 
 
 def dataset_identity(records) -> str:
-    """Record count and a hash of every record's path, label, source and generator: another dataset, another run."""
+    """Record count and a hash of every record's path, label, source and generator: another dataset, another run.
+
+    Hashed in the order splits are drawn in, so reordering a manifest's rows is the same dataset.  (A checkpoint
+    from before splits were sorted matches only where the rows were already in that order, its split too.)
+    """
+    from synthdetect.train.splits import record_sort_key
+
     digest = hashlib.sha256()
-    for r in records:
+    for r in sorted(records, key=record_sort_key):
         digest.update(f"{r.ref}\t{r.label}\t{r.source}\t{r.generator}\n".encode())
     return f"{len(records)} records, sha256 {digest.hexdigest()[:16]}"
 
@@ -184,7 +225,8 @@ def register(app: typer.Typer) -> None:
                      if key not in NOT_IN_FINGERPRINT}
         from synthdetect.train.augment import parse_augment
         from synthdetect.train.datasets import DatasetError, open_dataset, refuse_listed_twice
-        from synthdetect.train.registry import TrainerError, TrainRequest, get_trainer, uses_torch_loop
+        from synthdetect.models.package import replace_package
+        from synthdetect.train.registry import TrainerError, TrainRequest, get_trainer, option_flag, uses_torch_loop
         from synthdetect.train.splits import SplitError, split_records
         from synthdetect.train.trainer import (CheckpointMismatch, TrainConfig, check_checkpoint,
                                                refuse_selection_with_mixing, resolve_device)
@@ -234,8 +276,10 @@ def register(app: typer.Typer) -> None:
         if max_short_side is not None:
             options["max_short_side"] = max_short_side
         command = "synthdetect " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        out_existed = out.exists()
+        staging = staging_folder(out)
         request = TrainRequest(
-            train=parts.train, val=parts.val, test=parts.test, out=out, name=name or out.name, seed=seed,
+            train=parts.train, val=parts.val, test=parts.test, out=staging or out, name=name or out.name, seed=seed,
             threads=threads or None, augment=augment_config, options=options, command=command, config=config,
             data=str(data), split=parts.describe(), calibration=calibration, fprs=tuple(fpr or (0.01, 0.05)),
         )
@@ -253,15 +297,31 @@ def register(app: typer.Typer) -> None:
             counts = parts.describe()["copies_not_scored"]["counts"]
             typer.echo("not scored, identical to an earlier file (listed in the card): "
                        + ", ".join(f"{n} {part}" for part, n in counts.items()), err=True)
+        trained = False
         try:
             package = trainer(request)
+            trained = True
+            if staging:
+                (staging / "_work").unlink()
+                replace_package(staging, out.resolve(),  # a link to the folder stays a link
+                                drop=() if option_flag(options.get("keep_workdir")) else ("_work",))
         except (TrainerError, ValueError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
+        except OSError as exc:
+            if not (trained and staging):
+                raise
+            staging = None  # keep the finished package for the user to move
+            typer.echo(f"error: the package could not be moved into {out} ({exc}); it is complete in "
+                       f"{request.out}, and {out} is as it was", err=True)
+            raise typer.Exit(1) from None
         except KeyboardInterrupt:
             typer.echo(f"interrupted: {interrupted_state(out)}", err=True)
             raise typer.Exit(130) from None
+        finally:
+            if staging and staging.exists():
+                discard_staging(staging, out, remove_out=not out_existed)
         metrics = package.card["metrics"]
         where, m = ("held-out test", metrics["test"]["at_0.5"]) if "test" in metrics else ("validation", metrics["validation"])
         auc = "n/a (one class)" if m.get("roc_auc") is None else f"{m['roc_auc']:.4f}"
-        typer.echo(f"wrote {package.root} ({where} accuracy {m['accuracy']:.4f}, ROC-AUC {auc}, ECE {m['ece']:.4f})")
+        typer.echo(f"wrote {out} ({where} accuracy {m['accuracy']:.4f}, ROC-AUC {auc}, ECE {m['ece']:.4f})")

@@ -250,20 +250,47 @@ def _decode_manifest(data: bytes, where: str) -> str:
                            f"save the manifest as UTF-8") from None
 
 
-def _zip_manifest(names: Sequence[str], manifest: str | None) -> str | None:
+def _zip_members(infos: Sequence[zipfile.ZipInfo]) -> dict[str, str]:
+    """Each file in a zip under its normalised name (``/`` between folders, no ``./``), mapped to its own name.
+
+    A zip made on Windows may store ``data\\ai\\x.png``, and its manifest may write either separator.  A
+    non-ASCII name stored as UTF-8 without the zip's UTF-8 flag (as many tools write it) reads as cp437
+    (``caf├⌐`` for ``café``); it is found under its UTF-8 spelling too, as the manifest writes it.
+    """
+    members: dict[str, str] = {}
+    for info in infos:
+        name = info.filename
+        if not name or name.endswith(("/", "\\")):
+            continue
+        members.setdefault(_member_path("", name), name)
+        if not info.flag_bits & 0x800:
+            members.setdefault(_member_path("", _utf8_spelling(name)), name)
+    return members
+
+
+def _utf8_spelling(name: str) -> str:
+    """``name`` as UTF-8 where zipfile read its bytes as cp437 (``caf├⌐`` -> ``café``), else ``name``."""
+    if name.isascii():
+        return name
+    try:
+        return name.encode("cp437").decode("utf-8")
+    except UnicodeError:
+        return name
+
+
+def _zip_manifest(members: dict[str, str], manifest: str | None) -> str | None:
     """The zip member that is the dataset's manifest, as a folder's ``manifest.csv`` is.
 
-    At the root, or inside the one top folder a zipped folder has; any other CSV (a generator's
-    ``fake/metadata.csv``) is data, not the manifest.
+    At the root, or inside the one top folder a zipped folder has (``data/manifest.csv``, or
+    ``data\\manifest.csv`` from a Windows tool); any other CSV (a generator's ``fake/metadata.csv``) is data,
+    not the manifest.  ``members`` comes from :func:`_zip_members`.
     """
-    wanted = manifest or "manifest.csv"
-    if wanted in names:
-        return wanted
-    tops = {PurePosixPath(n).parts[0] for n in names if n and not is_macos_metadata(n)}
+    wanted = _member_path("", manifest or "manifest.csv")
+    if wanted in members:
+        return members[wanted]
+    tops = {_member_path("", name).split("/")[0] for name in set(members.values()) if not is_macos_metadata(name)}
     if len(tops) == 1:
-        nested = f"{tops.pop()}/{wanted}"
-        if nested in names:
-            return nested
+        return members.get(f"{tops.pop()}/{wanted}")
     return None
 
 
@@ -312,15 +339,24 @@ def open_dataset(path: str | Path, *, label_map: dict[str, int] | None = None, m
     elif path.is_file() and zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
-            member = _zip_manifest(names, manifest)
+            members = _zip_members(archive.infolist())
+            member = _zip_manifest(members, manifest)
             text = _decode_manifest(archive.read(member), f"{path}!{member}") if member else None
         metadata = [n for n in names if is_macos_metadata(n) and not n.endswith("/")]
         if metadata:
             skipped[MACOS_METADATA] = len(metadata)
             logger.info("%s: skipped %d macOS metadata entries (__MACOSX/, ._*)", path, len(metadata))
         if member:
-            base = posixpath.dirname(member)
-            records = _read_csv(text, lambda p: f"{path}!{_member_path(base, p)}", label_map, f"{path}!{member}")
+            base = posixpath.dirname(_member_path("", member))
+
+            def member_ref(listed: str) -> str:
+                """The member's own name, whichever separator or spelling the manifest and the zip use."""
+                for folder in dict.fromkeys((base, _utf8_spelling(base))):
+                    if _member_path(folder, listed) in members:
+                        return f"{path}!{members[_member_path(folder, listed)]}"
+                return f"{path}!{_member_path(base, listed)}"
+
+            records = _read_csv(text, member_ref, label_map, f"{path}!{member}")
         else:
             names = [n for n in names if not is_macos_metadata(n)]
             records = _records_from_names(names, lambda n: f"{path}!{n}", label_map, str(path))

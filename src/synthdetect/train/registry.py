@@ -24,7 +24,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Collection, Iterable
 
 import numpy as np
 
@@ -119,10 +119,13 @@ def get_trainer(kind: str) -> Trainer:
     return trainer
 
 
-def record_summary(records: list[Record]) -> dict[str, Any]:
-    out: dict[str, Any] = {"n": len(records), "ai": sum(r.label for r in records),
-                           "human": sum(1 - r.label for r in records)}
-    sources = sorted({r.source for r in records if r.source})
+def record_summary(records: list[Record], unreadable: Collection[str] = ()) -> dict[str, Any]:
+    """What a split used: records whose ref is in ``unreadable`` (they could not be read) are counted apart."""
+    used = [r for r in records if r.ref not in unreadable]
+    out: dict[str, Any] = {"n": len(used), "ai": sum(r.label for r in used), "human": sum(1 - r.label for r in used)}
+    if len(used) < len(records):
+        out["unreadable"] = len(records) - len(used)
+    sources = sorted({r.source for r in used if r.source})
     if sources:
         out["sources"] = sources
     return out
@@ -168,12 +171,15 @@ def finalize_package(
     files: dict[str, Path],
     training: dict[str, Any] | None = None,
     history: list[dict[str, Any]] | None = None,
+    unreadable: Iterable[Record] = (),
 ) -> ModelPackage:
     """Calibrate on validation logits, choose thresholds for stated FPRs, score the test set, write the package.
 
     Thresholds come from validation data only; the test numbers on the card
-    are measured at those thresholds, never chosen on them.
+    are measured at those thresholds, never chosen on them.  ``unreadable``: the records the trainer could not
+    read; each split's counts on the card are of the images it used, with how many it could not read.
     """
+    failed = {r.ref for r in unreadable}
     val_labels = np.asarray(val_labels)
     if len(np.unique(val_labels)) < 2:
         raise TrainerError("the validation split needs both AI and human images to calibrate and set thresholds")
@@ -200,8 +206,9 @@ def finalize_package(
         **({"augment": request.augment.to_dict(), "augment_spec": request.augment.spec()}
            if kind not in _NO_TORCH_LOOP else {"augment": None}),
         "options": request.options,
-        "split": {**request.split, "seed": request.seed, "train": record_summary(request.train),
-                  "validation": record_summary(request.val), "test": record_summary(request.test)},
+        "split": {**request.split, "seed": request.seed, **{
+            part: record_summary(records, failed)
+            for part, records in (("train", request.train), ("validation", request.val), ("test", request.test))}},
         **(training or {}),
     }
     out["calibration"] = calibration.to_dict()

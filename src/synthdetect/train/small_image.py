@@ -120,6 +120,7 @@ def finish_torch_package(
         request, kind=kind, card=card, val_logits=val[0], val_labels=val[1],
         test_logits=test_logits, test_labels=y_test if test_logits is not None else None,
         files={"weights": weights}, training=training, history=result.history,
+        unreadable=[error.record for error in errors if hasattr(error, "record")],
     )
     out = Path(request.out)
     for log in ("metrics.jsonl", "metrics.csv"):  # the per-epoch log stays with the package

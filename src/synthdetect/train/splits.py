@@ -4,8 +4,9 @@ Random splits of a scraped dataset put near-duplicates of one website or one
 generator on both sides and flatter the model.  Source splits keep every
 image of a source on one side, so validation asks the question users care
 about: does it work on a source it has never seen?  All splits are
-deterministic for a seed.  Whatever the method, validation and test files
-that are byte-identical to an earlier file are not scored (see
+deterministic for a seed and do not depend on the order in which the dataset
+lists its records (a manifest's rows).  Whatever the method, validation and
+test files that are byte-identical to an earlier file are not scored (see
 :mod:`synthdetect.train.duplicates`).
 """
 
@@ -23,6 +24,10 @@ SPLIT_METHODS = ("random", "stratified", "source", "loso")
 #: exclude: copies of earlier files are not scored; keep: every file is scored, as cards made before 2026-11-22 were.
 COPY_RULES = ("exclude", "keep")
 UNKNOWN_SOURCE = "(no source)"
+#: How records are ordered before a split is drawn, recorded on the card as ``training.split.order``.
+#: "sorted by file": by path, so that the split depends only on the set of records and the seed; "as listed":
+#: in the dataset's own order (a manifest's rows), as cards made before 2026-12-05 were, which name no order.
+SPLIT_ORDERS = ("sorted by file", "as listed")
 
 
 class SplitError(ValueError):
@@ -39,9 +44,10 @@ class Split:
     val_sources: list[str] = field(default_factory=list)
     copies: str = "keep"  # "exclude" once without_copies() has looked
     unscored: list[UnscoredCopy] = field(default_factory=list)
+    order: str = "sorted by file"
 
     def describe(self) -> dict:
-        out: dict = {"method": self.method}
+        out: dict = {"method": self.method, "order": self.order}
         if self.method == "stratified":
             out["method"] = "stratified random"  # the wording existing cards use
         if self.held_out_sources:
@@ -58,7 +64,8 @@ class Split:
         """The same split with validation and test copies of earlier files taken out of scoring."""
         (train, val, test), unscored = drop_scored_copies([("train", self.train), ("validation", self.val),
                                                            ("test", self.test)])
-        return Split(train, val, test, self.method, self.held_out_sources, self.val_sources, "exclude", unscored)
+        return Split(train, val, test, self.method, self.held_out_sources, self.val_sources, "exclude", unscored,
+                     self.order)
 
 
 def source_of(record: Record) -> str:
@@ -118,6 +125,7 @@ def split_records(
     seed: int = 0,
     holdout_sources: Sequence[str] = (),
     copies: str = "exclude",
+    order: str = "sorted by file",
 ) -> Split:
     """Split ``records`` into train / validation / test.
 
@@ -130,27 +138,59 @@ def split_records(
     With ``copies="exclude"`` (the default) the split is drawn as with
     ``"keep"``, then validation and test lose the files identical to an
     earlier one; training is the same either way.
+
+    ``order="sorted by file"`` (the default) draws from the records sorted by path, so reordering a manifest's
+    rows changes nothing; ``"as listed"`` rebuilds the splits of cards that record no order.
     """
     if copies not in COPY_RULES:
         raise SplitError(f"unknown copies rule '{copies}' (one of {', '.join(COPY_RULES)})")
-    split = _draw_split(list(records), method, val_fraction, test_fraction, seed, holdout_sources)
+    if order not in SPLIT_ORDERS:
+        raise SplitError(f"unknown split order '{order}' (one of {', '.join(SPLIT_ORDERS)})")
+    split = _draw_split(_ordered(records, order), method, val_fraction, test_fraction, seed, holdout_sources)
+    split.order = order
     return split.without_copies() if copies == "exclude" else split
 
 
-def rebuild_card_split(records: Sequence[Record], recorded: dict, copies: str = "keep") -> Split:
-    """The stratified split a card records (``training.split``), drawn again from the same records.
+def record_sort_key(record: Record) -> tuple[str, int, str, str]:
+    """The order splits are drawn in (``order="sorted by file"``): by path, then the other fields."""
+    return record.ref, record.label, record.source or "", record.generator or ""
 
-    Cards store each part's size and the seed, not the fractions asked for, so
-    the fractions are read back from the sizes (rounded to whole percent, as
-    ``--val-fraction``/``--test-fraction`` are given), counting the copies a
-    card left unscored.
+
+def rebuild_card_split(records: Sequence[Record], recorded: dict, copies: str = "keep") -> Split:
+    """The split a card records (``training.split``), drawn again from the same records.
+
+    Random and stratified splits: cards store each part's size and the seed, not the fractions asked for, so
+    the fractions are read back from the sizes (rounded to whole percent, as ``--val-fraction``/``--test-fraction``
+    are given), counting the copies a card left unscored and the files it could not read.  Source and loso
+    splits: the card names the sources on each side.  Cards that name no ``order`` were drawn in the dataset's
+    own order, and are again.
     """
+    method = recorded.get("method", "stratified random")
+    method = "stratified" if method == "stratified random" else method
+    order = recorded.get("order", "as listed")
+    if method in ("source", "loso"):
+        groups = _by_source(_ordered(records, order))
+        test_sources, val_sources = list(recorded.get("test_sources", [])), list(recorded.get("validation_sources", []))
+        missing = [s for s in test_sources + val_sources if s not in groups]
+        if missing:
+            raise SplitError(f"the card's split names source(s) {', '.join(missing)} that the records do not hold")
+        split = _source_parts(groups, method, test_sources, val_sources)
+        split.order = order
+        return split.without_copies() if copies == "exclude" else split
+    if method not in ("random", "stratified"):
+        raise SplitError(f"a card's split '{method}' cannot be rebuilt (one of {', '.join(SPLIT_METHODS)})")
     unscored = recorded.get("copies_not_scored")
     counts = unscored.get("counts", {}) if isinstance(unscored, dict) else {}
-    sizes = {part: recorded[part]["n"] + counts.get(part, 0) for part in ("train", "validation", "test")}
+    sizes = {part: recorded[part]["n"] + recorded[part].get("unreadable", 0) + counts.get(part, 0)
+             for part in ("train", "validation", "test")}
     total = sum(sizes.values())
-    return split_records(records, "stratified", val_fraction=round(sizes["validation"] / total, 2),
-                         test_fraction=round(sizes["test"] / total, 2), seed=recorded["seed"], copies=copies)
+    return split_records(records, method, val_fraction=round(sizes["validation"] / total, 2),
+                         test_fraction=round(sizes["test"] / total, 2), seed=recorded["seed"], copies=copies,
+                         order=order)
+
+
+def _ordered(records: Sequence[Record], order: str) -> list[Record]:
+    return sorted(records, key=record_sort_key) if order == "sorted by file" else list(records)
 
 
 def _draw_split(records: list[Record], method: str, val_fraction: float, test_fraction: float, seed: int,
@@ -168,6 +208,7 @@ def _draw_split(records: list[Record], method: str, val_fraction: float, test_fr
     if len(groups) < 2:
         raise SplitError("a source split needs records with at least two sources (a 'source' column)")
     rng = np.random.default_rng(seed)
+    holdout_sources = list(dict.fromkeys(holdout_sources))  # a source named twice is held out once, not twice
     unknown = [s for s in holdout_sources if s not in groups]
     if unknown:
         raise SplitError(f"unknown source(s) {', '.join(unknown)} (sources: {', '.join(sorted(groups))})")
@@ -184,7 +225,13 @@ def _draw_split(records: list[Record], method: str, val_fraction: float, test_fr
     # val_fraction is a share of all images; express it as a share of what is left after the test sources.
     val_share = min(val_fraction * len(records) / max(rest_total, 1), 1.0)
     val_sources = pick_sources(rest, val_share, rng)
-    train_sources = [n for n in rest if n not in val_sources]
+    return _source_parts(groups, method, test_sources, val_sources)
+
+
+def _source_parts(groups: dict[str, list[Record]], method: str, test_sources: Sequence[str],
+                  val_sources: Sequence[str]) -> Split:
+    """Whole sources on each side; training gets every source not held out."""
+    train_sources = [n for n in groups if n not in test_sources and n not in val_sources]
     if not train_sources:
         raise SplitError("no source is left for training after holding out validation and test sources")
     train = [r for n in sorted(train_sources) for r in groups[n]]

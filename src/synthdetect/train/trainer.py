@@ -56,10 +56,22 @@ def set_threads(threads: int | None) -> int:
     return threads
 
 
+class UnreadableRecord(str):
+    """The ``file: reason`` line the card lists for a record that could not be read, carrying that record, so
+    that a card can count per split what was actually used (the lines of all splits arrive as one list)."""
+
+    record: Record
+
+    def __new__(cls, record: Record, line: str) -> UnreadableRecord:
+        self = super().__new__(cls, line)
+        self.record = record
+        return self
+
+
 def decode_records(
     records: Sequence[Record], size: tuple[int, int], *, resample: str = "bicubic", description: str = "decode",
     transform: Callable[[LoadedImage, tuple[int, int]], Image.Image] | None = None,
-) -> tuple[np.ndarray, np.ndarray, list[str]]:
+) -> tuple[np.ndarray, np.ndarray, list[UnreadableRecord]]:
     """Decode and resize every record to uint8 NHWC; failures are returned, never dropped silently.
 
     ``transform(loaded, size)`` replaces the plain resize; it must be the
@@ -67,7 +79,7 @@ def decode_records(
     """
     arrays = np.empty((len(records), size[1], size[0], 3), dtype=np.uint8)
     keep = np.ones(len(records), dtype=bool)
-    errors: list[str] = []
+    errors: list[UnreadableRecord] = []
     with progress_bar() as bar:
         task = bar.add_task(description, total=len(records), status="")
         for i, record in enumerate(records):
@@ -77,7 +89,7 @@ def decode_records(
                 arrays[i] = np.asarray(image)
             except RECORD_ERRORS as exc:
                 keep[i] = False
-                errors.append(record_error(record, exc))
+                errors.append(UnreadableRecord(record, record_error(record, exc)))
             if i % 512 == 0 or i == len(records) - 1:
                 bar.update(task, completed=i + 1, status=f"{len(errors)} errors")
     if errors:

@@ -67,7 +67,8 @@ def train_linear_heads(
     return finalize_package(request, kind=kind, card=card, val_logits=z_val @ weights + bias,
                             val_labels=data.labels[val], test_logits=test_z,
                             test_labels=data.labels[test] if len(test) else None, files={"heads": heads},
-                            training={"images_failed": [why for _, why in cached.failed]})
+                            training={"images_failed": [why for _, why in cached.failed]},
+                            unreadable=[record for record, _ in cached.failed])
 
 
 @register_trainer("clip-head", torch_loop=False)

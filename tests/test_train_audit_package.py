@@ -1,0 +1,113 @@
+"""A model package replaces the one in ``--out`` in one rename: a run stopped part-way leaves the old one whole."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from synth_data import write_manifest
+from synthdetect.cli import app
+from synthdetect.models.package import load_package, sha256_file
+from synthdetect.train import registry
+from tiny_model import write_tiny_cnn
+
+
+def _quick_train(data: Path, out: Path, *extra: str):
+    return CliRunner().invoke(app, [
+        "train", str(data), "--out", str(out), "--epochs", "1", "--width", "4", "--batch-size", "16",
+        "--input-size", "16", "--threads", "1", "--val-fraction", "0.3", "--test-fraction", "0.2", *extra])
+
+
+def _stopped_after_the_weights(request):
+    """A run killed between writing its weights and its card, as Ctrl-C during the test-set scoring would."""
+    out = Path(request.out)
+    (out / "_work").mkdir(parents=True, exist_ok=True)
+    (out / "_work" / "checkpoint.pt").write_bytes(b"epochs")
+    (out / "weights.pt").write_bytes(b"new weights")
+    raise KeyboardInterrupt
+
+
+def test_a_run_stopped_after_writing_its_weights_leaves_the_old_package_whole(tmp_path: Path, monkeypatch):
+    manifest = write_manifest(tmp_path / "data", {"a": (10, 10)}, size=16)
+    out = write_tiny_cnn(tmp_path / "pkg")
+    before = {name: sha256_file(out / name) for name in ("weights.pt", "model.json", "MODEL_CARD.md")}
+    monkeypatch.setattr(registry, "get_trainer", lambda kind: _stopped_after_the_weights)
+    result = _quick_train(manifest, out)
+    assert result.exit_code == 130, result.output
+    assert load_package(out).card["name"] == "tiny-cnn"  # the weights still match their card
+    assert {name: sha256_file(out / name) for name in before} == before
+    assert f"{out / '_work' / 'checkpoint.pt'} holds the epochs finished so far" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "pkg"]  # no partial folder left behind
+
+
+def test_a_finished_run_replaces_the_package_and_keeps_what_else_the_folder_held(tmp_path: Path):
+    manifest = write_manifest(tmp_path / "data", {"a": (10, 10)}, size=16)
+    out = write_tiny_cnn(tmp_path / "pkg")
+    (out / "notes.txt").write_text("mine")
+    card = json.loads((out / "model.json").read_text())
+    (out / "old-extra.bin").write_bytes(b"x")  # a file the old card lists goes with the old package
+    card["files"]["extra"] = {"path": "old-extra.bin", "sha256": sha256_file(out / "old-extra.bin")}
+    (out / "model.json").write_text(json.dumps(card))
+    (tmp_path / ".pkg.partial").mkdir()  # left by a run that was killed
+    (tmp_path / ".pkg.partial" / "weights.pt").write_bytes(b"half")
+    result = _quick_train(manifest, out, "--name", "second")
+    assert result.exit_code == 0, result.output
+    assert f"wrote {out} (" in result.output
+    package = load_package(out)
+    assert package.card["name"] == "second" and package.card["kind"] == "small-cnn"
+    assert (out / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in out.iterdir()) == ["MODEL_CARD.md", "model.json", "notes.txt",
+                                                      "training_metrics.csv", "training_metrics.jsonl", "weights.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "pkg"]
+    kept = _quick_train(manifest, tmp_path / "kept", "--option", "keep_workdir=true")
+    assert kept.exit_code == 0, kept.output
+    assert (tmp_path / "kept" / "_work" / "checkpoint.pt").is_file() and load_package(tmp_path / "kept")
+
+
+def test_a_failed_rename_leaves_the_folder_as_it_was(tmp_path: Path, monkeypatch):
+    import synthdetect.models.package as package_module
+    from synthdetect.models.package import replace_package
+
+    out = write_tiny_cnn(tmp_path / "pkg")
+    (out / "notes.txt").write_text("mine")
+    staged = write_tiny_cnn(tmp_path / ".pkg.partial", seed=1)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    rename = os.rename
+
+    def refuse_the_last_step(src, dst):
+        if Path(src) == staged:
+            raise KeyboardInterrupt
+        rename(src, dst)
+
+    monkeypatch.setattr(package_module.os, "rename", refuse_the_last_step)
+    with pytest.raises(KeyboardInterrupt):
+        replace_package(staged, out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".pkg.partial", "pkg"]
+
+
+def _writes_a_package(request):
+    """A trainer that finishes at once: the tiny package, with the metrics the command prints."""
+    from synthdetect.models.package import write_package
+
+    root = write_tiny_cnn(Path(request.out), seed=1)
+    card = json.loads((root / "model.json").read_text())
+    card["metrics"] = {"validation": {"accuracy": 0.5, "roc_auc": 0.5, "ece": 0.1}}
+    return write_package(root, card, {"weights": root / "weights.pt"})
+
+
+def test_an_out_that_is_a_link_to_a_folder_stays_a_link(tmp_path: Path, monkeypatch):
+    manifest = write_manifest(tmp_path / "data", {"a": (10, 10)}, size=16)
+    real = write_tiny_cnn(tmp_path / "disk" / "pkg")
+    link = tmp_path / "pkg"
+    link.symlink_to(real, target_is_directory=True)
+    monkeypatch.setattr(registry, "get_trainer", lambda kind: _writes_a_package)
+    result = _quick_train(manifest, link)
+    assert result.exit_code == 0, result.output
+    assert link.is_symlink() and link.resolve() == real.resolve()
+    assert load_package(real).card["metrics"]["validation"]["accuracy"] == 0.5
+    assert sorted(p.name for p in (tmp_path / "disk").iterdir()) == ["pkg"]
