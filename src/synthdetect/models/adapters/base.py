@@ -8,6 +8,7 @@ wherever a model name does (CLI ``--model``, ``Detector.load``, router cards):
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 from urllib.parse import parse_qsl
@@ -19,13 +20,28 @@ from synthdetect.models.adapters.labels import AdapterError, OutputMapping
 from synthdetect.models.base import Model
 
 
+def _split_at_query(spec: str) -> tuple[str, str, str]:
+    """Split at the ``?`` that ends the path: a file or folder whose own name holds ``?`` still loads."""
+    if "?" in spec and local_path(spec).exists():
+        return spec, "", ""
+    cut = 0
+    while (cut := spec.find("?", cut + 1)) != -1:
+        if local_path(spec[:cut]).exists():
+            return spec[:cut], "?", spec[cut + 1:]
+    return spec.partition("?")
+
+
 def split_options(spec: str, allowed: Sequence[str], prefix: str) -> tuple[str, dict[str, str]]:
-    """``'org/name?labels=a:ai'`` -> ``('org/name', {'labels': 'a:ai'})``, refusing unknown options."""
-    target, sep, query = spec.partition("?")
-    options = dict(parse_qsl(query, keep_blank_values=True)) if sep else {}
+    """``'org/name?labels=a:ai'`` -> ``('org/name', {'labels': 'a:ai'})``, refusing unknown or repeated options."""
+    target, sep, query = _split_at_query(spec)
+    pairs = parse_qsl(query, keep_blank_values=True) if sep else []
+    options = dict(pairs)
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise AdapterError(f"{prefix}:{spec}: unknown option(s) {unknown} (allowed: {', '.join(allowed)})")
+    repeated = sorted(key for key, count in Counter(key for key, _ in pairs).items() if count > 1)
+    if repeated:  # parse_qsl keeps every copy and dict() the last: '?arch=a&arch=b' would silently load b
+        raise AdapterError(f"{prefix}:{spec}: option(s) {repeated} given more than once")
     if not target:
         raise AdapterError(f"{prefix}: no model given (for example {prefix}:/path/to/model)")
     return target, options
@@ -67,6 +83,9 @@ def adapter_card(name: str, kind: str, *, source: str, mapping: OutputMapping, p
     }
 
 
+MIN_SIDE = 8  # Model.out_of_domain's default: below it an image is too small to judge for any model
+
+
 class AdapterModel(Model):
     """An external model: subclasses return raw outputs, the mapping turns them into log-odds of AI."""
 
@@ -76,10 +95,22 @@ class AdapterModel(Model):
         super().__init__(card)
         self.mapping = mapping
 
+    def out_of_domain(self, image: LoadedImage) -> str | None:
+        """Only 'too small to judge'.
+
+        The aspect-ratio and two-colour limits describe synthdetect's own models and give the reason "was not
+        trained on"; what an external model was trained on is unknown here, so it scores such images as its
+        publisher's pipeline would.
+        """
+        return super().out_of_domain(image) if min(image.size) < MIN_SIDE else None
+
     def raw_outputs(self, images: Sequence[LoadedImage]) -> np.ndarray:
         raise NotImplementedError
 
     def logits(self, images: Sequence[LoadedImage]) -> np.ndarray:
         if not images:
             return np.zeros(0)
-        return self.mapping.log_odds(self.raw_outputs(images))
+        try:
+            return self.mapping.log_odds(self.raw_outputs(images))
+        except AdapterError as exc:  # the mapping does not know which model it reads: say so
+            raise AdapterError(f"{self.name}: {exc}") from None

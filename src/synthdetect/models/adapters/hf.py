@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from synthdetect.images import LoadedImage
+from synthdetect.messages import first_line
 from synthdetect.models.adapters.base import AdapterModel, adapter_card, local_path, split_options
 from synthdetect.models.adapters.labels import (
     AdapterError, multi_class_mapping, parse_label_overrides, single_output_mapping,
@@ -88,7 +89,7 @@ def in_local_cache(repo_id: str, revision: str | None) -> bool:
 
 
 def _load_error(target: str, exc: Exception, not_local: str = "") -> AdapterError:
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    first = first_line(exc) or type(exc).__name__
     hint = _OFFLINE_HINT if hub_offline() else ""
     return AdapterError(f"{PREFIX}:{target}: cannot load the model: {not_local}{first}{hint}")
 
@@ -103,6 +104,8 @@ def load_hf(spec: str) -> HFModel:
         raise AdapterError(f"{PREFIX}:{target}: needs transformers (pip install 'synthdetect[hf]'): {exc}") from exc
     transformers.utils.logging.disable_progress_bar()
     revision = options.get("revision")
+    if revision and local_path(target).is_dir():  # transformers ignores it for a folder; the card would claim it
+        raise AdapterError(f"{PREFIX}:{target}: revision is for hub ids; a local directory holds one version")
     kwargs = {"revision": revision} if revision else {}
     not_local = ""
     if source == target and not in_local_cache(target, revision):
@@ -116,7 +119,7 @@ def load_hf(spec: str) -> HFModel:
         # backend="pil": the slow, numpy/PIL processor; the fast one needs torchvision.
         processor = AutoImageProcessor.from_pretrained(source, backend="pil", **kwargs)
         module = AutoModelForImageClassification.from_pretrained(source, **kwargs)
-    except (OSError, ValueError, KeyError) as exc:
+    except Exception as exc:  # noqa: BLE001 - safetensors, torch and transformers raise many types for bad files
         raise _load_error(target, exc, not_local) from exc
     config = module.config
     labels = [str(config.id2label[i]) for i in range(config.num_labels)]
@@ -126,7 +129,7 @@ def load_hf(spec: str) -> HFModel:
     elif getattr(config, "problem_type", None) == "multi_label_classification":
         raise AdapterError(f"{where}: multi-label heads (independent sigmoids per class) are not supported")
     else:
-        mapping = multi_class_mapping("logits", labels, parse_label_overrides(options.get("labels")), where)
+        mapping = multi_class_mapping("logits", labels, parse_label_overrides(options.get("labels"), where), where)
     settings = processor.to_dict()
     preprocessing = {"processor": type(processor).__name__,
                      **{k: settings[k] for k in _PROCESSOR_KEYS if k in settings}}
@@ -136,4 +139,22 @@ def load_hf(spec: str) -> HFModel:
                "revision": revision or getattr(config, "_commit_hash", None),
                "created_with": {"transformers": transformers.__version__}},
     )
-    return HFModel(card, mapping, processor, module)
+    model = HFModel(card, mapping, processor, module)
+    check_processor_fits(model, where)
+    return model
+
+
+def check_processor_fits(model: HFModel, where: str) -> None:
+    """One grey image through processor and model at load: a ``preprocessor_config.json`` whose size the model
+    refuses is one error now, not the same error for every image."""
+    from PIL import Image
+
+    probe = Image.new("RGB", (64, 48), (128, 128, 128))
+    try:
+        import torch
+
+        with torch.inference_mode():
+            model.module(**model.processor(images=[probe], return_tensors="pt"))
+    except Exception as exc:  # noqa: BLE001 - whatever the model raises, it would raise it for every image
+        first = first_line(exc) or type(exc).__name__
+        raise AdapterError(f"{where}: the model refuses what its preprocessor_config.json produces: {first}") from None

@@ -10,15 +10,18 @@ in the sidecar reproduces the ELA input of the published Keras ELA-CNNs.
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import zipfile
 from typing import Any, Sequence
 
 import numpy as np
 
 from synthdetect.images import LoadedImage
+from synthdetect.messages import first_line
 from synthdetect.models.adapters.base import AdapterModel, adapter_card, local_path, require_file, split_options
 from synthdetect.models.adapters.labels import AdapterError, OutputMapping
-from synthdetect.models.adapters.onnx import output_mapping
+from synthdetect.models.adapters.onnx import check_against_graph, output_mapping
 from synthdetect.models.adapters.preprocess import ArrayPreprocess, preprocess_from_spec
 from synthdetect.models.adapters.sidecar import read_sidecar
 
@@ -33,6 +36,11 @@ def import_keras() -> Any:
     try:
         import keras
     except ImportError as exc:
+        if getattr(exc, "name", None) and exc.name.split(".")[0] != "keras" and importlib.util.find_spec("keras"):
+            # keras is there; the backend KERAS_BACKEND names is not (tensorflow, jax)
+            raise AdapterError(
+                f"keras is installed but cannot import its backend '{os.environ['KERAS_BACKEND']}' "
+                f"(KERAS_BACKEND; {exc}); unset KERAS_BACKEND to use torch, which synthdetect installs") from exc
         raise AdapterError(f"keras models need keras (pip install 'synthdetect[keras]'): {exc}") from exc
     return keras
 
@@ -115,22 +123,37 @@ class KerasModel(AdapterModel):
         return out.detach().cpu().numpy() if hasattr(out, "detach") else np.asarray(out)
 
 
+def only_shape(shape: Any, side: str, where: str) -> tuple:
+    """The shape of a model's one input or output (Keras gives a list or dict of them for several)."""
+    shapes = list(shape.values()) if isinstance(shape, dict) else shape if isinstance(shape, list) else [shape]
+    if len(shapes) != 1:
+        raise AdapterError(f"{where}: expected one image input and one output, the model has {len(shapes)} "
+                           f"{side}s {shapes}")
+    return tuple(shapes[0])
+
+
 def load_keras(spec: str) -> KerasModel:
     target, options = split_options(spec, OPTIONS, PREFIX)
     path = require_file(local_path(target), PREFIX, SUFFIXES)
     where = f"{PREFIX}:{target}"
     sidecar, sidecar_path = read_sidecar(path, options.get("sidecar"), PREFIX, required=False)
     keras = import_keras()
+    if path.suffix.lower() == ".keras" and not zipfile.is_zipfile(path):
+        # Keras itself answers "File not found" for a file that is there but truncated or not a .keras archive
+        raise AdapterError(f"{where}: not a loadable Keras model (not a .keras zip archive: truncated, or another "
+                           "format renamed)")
     try:
         module = keras.saving.load_model(str(path), compile=False)
     except Exception as exc:  # noqa: BLE001 - keras raises many types for unreadable files
-        raise AdapterError(f"{where}: not a loadable Keras model ({str(exc).splitlines()[0][:200]})") from exc
-    in_shape = tuple(module.input_shape)
+        raise AdapterError(f"{where}: not a loadable Keras model ({first_line(exc) or type(exc).__name__})") from exc
+    in_shape, out_shape = (only_shape(shape, side, where) for side, shape in
+                           (("input", module.input_shape), ("output", module.output_shape)))
     if len(in_shape) != 4 or in_shape[-1] != 3:
         raise AdapterError(f"{where}: expected an RGB channels-last input (None, H, W, 3), the model takes {in_shape}")
     defaults = {"layout": "NHWC", "height": in_shape[1], "width": in_shape[2], "rescale": 1.0 / 255.0}
     preprocess = preprocess_from_spec(sidecar.get("input", {}), {k: v for k, v in defaults.items() if v}, where)
-    n_outputs = int(module.output_shape[-1])
+    check_against_graph(preprocess, defaults, list(in_shape), where)  # not a Keras error for every image
+    n_outputs = int(out_shape[-1])
     activation = final_activation(module)
     kind = sidecar.get("output") or default_output_kind(n_outputs, activation)
     output_from = "sidecar" if sidecar.get("output") else "final activation"
@@ -152,4 +175,6 @@ def load_keras(spec: str) -> KerasModel:
     from synthdetect.models.package import sha256_file
 
     card["sha256"] = sha256_file(path)
-    return KerasModel(card, mapping, module, preprocess)
+    model = KerasModel(card, mapping, module, preprocess)
+    model.batch_size = sidecar.get("batch_size", model.batch_size)
+    return model

@@ -29,6 +29,8 @@ _HUMAN_NAMES = {
 }
 #: The output kinds an adapter may declare.
 OUTPUT_KINDS = ("logits", "probabilities", "sigmoid_logit", "sigmoid_probability")
+#: How far probabilities may stray outside [0, 1], or a softmax row's sum from 1: generous, so float16 heads pass.
+PROBABILITY_TOLERANCE = 1e-2
 
 
 class AdapterError(ModelPackageError):
@@ -45,7 +47,7 @@ def normalise_label(name: str) -> str | None:
     return None
 
 
-def parse_label_overrides(text: str | Mapping[str, str] | None) -> dict[str, str]:
+def parse_label_overrides(text: str | Mapping[str, str] | None, where: str = "") -> dict[str, str]:
     """``'LABEL_0:human,LABEL_1:ai'`` (or a dict) -> ``{'LABEL_0': 'human', 'LABEL_1': 'ai'}``."""
     if not text:
         return {}
@@ -56,7 +58,8 @@ def parse_label_overrides(text: str | Mapping[str, str] | None) -> dict[str, str
     for name, target in pairs:
         target = str(target).strip().lower()
         if target not in (AI, HUMAN):
-            raise AdapterError(f"label override '{name}:{target}': the target must be 'ai' or 'human'")
+            raise AdapterError(f"{where + ': ' if where else ''}label override '{name}:{target}': "
+                               "the target must be 'ai' or 'human'")
         out[str(name).strip()] = target
     return out
 
@@ -86,9 +89,35 @@ class OutputMapping:
         return self.kind.startswith("sigmoid")
 
     def log_odds(self, outputs: np.ndarray) -> np.ndarray:
-        """Raw model outputs (N, C) -> log-odds of AI (N,), in float64."""
+        """Raw model outputs (N, C) -> log-odds of AI (N,), in float64.
+
+        A NaN output stays NaN (the detector reports that no model judged the
+        image); numpy's warnings about it are not the user's business.
+        """
         out = np.asarray(outputs, dtype=np.float64)
         out = out.reshape(out.shape[0], -1)
+        self.check_probabilities(out)
+        with np.errstate(invalid="ignore"):
+            return self._log_odds(out)
+
+    def check_probabilities(self, out: np.ndarray) -> None:
+        """Outputs declared as probabilities must be ones: logits read as probabilities give p_ai of 0 or 1."""
+        if self.kind not in ("probabilities", "sigmoid_probability"):
+            return
+        rows = out[np.isfinite(out).all(axis=1)]
+        outside = (rows < -PROBABILITY_TOLERANCE) | (rows > 1 + PROBABILITY_TOLERANCE)
+        bad = outside.any(axis=1)
+        if self.kind == "probabilities":
+            bad |= np.abs(rows.sum(axis=1) - 1.0) > PROBABILITY_TOLERANCE
+        if bad.any():
+            logits = "logits" if self.kind == "probabilities" else "sigmoid_logit"
+            raise AdapterError(
+                f"outputs declared '{self.kind}' are not probabilities (a row was "
+                f"{np.array2string(rows[bad][0], precision=4, separator=', ')}); "
+                f"if the model returns raw scores, state \"output\": \"{logits}\" in the sidecar"
+            )
+
+    def _log_odds(self, out: np.ndarray) -> np.ndarray:
         if self.single:
             if out.shape[1] != 1:
                 raise AdapterError(f"expected one output per image for a sigmoid head, got {out.shape[1]}")
@@ -151,7 +180,10 @@ def single_output_mapping(kind: str, positive: str | None, labels: Sequence[str]
     if positive is None and labels and len(labels) == 1:
         positive = normalise_label(labels[0])
     if positive is not None:
-        positive = normalise_label(positive) or str(positive).lower()
+        stated, positive = positive, normalise_label(positive) or str(positive).lower()
+        if positive not in (AI, HUMAN):
+            raise AdapterError(f"{where}: positive '{stated}' says neither ai nor human; "
+                               "use positive=ai or positive=human")
     if positive not in (AI, HUMAN):
         raise AdapterError(
             f"{where}: the model has one sigmoid output and its polarity is not stated; "

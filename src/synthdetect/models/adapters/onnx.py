@@ -14,12 +14,14 @@ int8 file's but not equal, so the card says which ran.
 
 from __future__ import annotations
 
+import mmap
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from synthdetect.images import LoadedImage
+from synthdetect.messages import first_line
 from synthdetect.models.adapters.base import AdapterModel, adapter_card, local_path, require_file, split_options
 from synthdetect.models.adapters.labels import (
     AdapterError, OutputMapping, multi_class_mapping, parse_label_overrides, single_output_mapping,
@@ -53,6 +55,10 @@ def check_against_graph(preprocess: ArrayPreprocess, fixed: dict[str, Any], shap
     if fixed.get("layout") and preprocess.layout != fixed["layout"]:
         raise AdapterError(f"{where}: sidecar input.layout '{preprocess.layout}' contradicts the graph's input "
                            f"shape {shape} ({fixed['layout']})")
+    channels = _fixed(shape[1] if preprocess.layout == "NCHW" else shape[3])
+    if channels is not None and channels != 3:
+        raise AdapterError(f"{where}: the graph's input shape {shape} takes {channels} channel(s) in "
+                           f"{preprocess.layout}; images are fed as RGB, 3 channels")
     for key in ("height", "width"):
         if fixed.get(key) and getattr(preprocess, key) != fixed[key]:
             raise AdapterError(f"{where}: sidecar input.size {[preprocess.height, preprocess.width]} contradicts "
@@ -63,15 +69,17 @@ def check_against_graph(preprocess: ArrayPreprocess, fixed: dict[str, Any], shap
 def output_mapping(sidecar: dict[str, Any], options: dict[str, str], n_outputs: int | None, where: str,
                    default_multi: str = "logits", default_single: str = "sigmoid_logit") -> OutputMapping:
     """Shared by ONNX and Keras: sidecar labels/polarity plus name options -> mapping."""
-    labels = sidecar.get("labels")
-    if isinstance(labels, dict):  # {"0": "fake", "1": "real"}
-        labels = [labels[k] for k in sorted(labels, key=int)]
+    labels = sidecar.get("labels")  # a list in output order (read_sidecar turned {"0": ..., "1": ...} into one)
     n = n_outputs or (len(labels) if labels else None)
-    if n == 1 or (n is None and (options.get("positive") or sidecar.get("positive"))):
+    positive = options.get("positive") or sidecar.get("positive")
+    if n == 1 or (n is None and positive):
         kind = sidecar.get("output", default_single)
         if not kind.startswith("sigmoid"):
             raise AdapterError(f"{where}: one output per image needs output sigmoid_logit or sigmoid_probability")
-        return single_output_mapping(kind, options.get("positive") or sidecar.get("positive"), labels, where)
+        return single_output_mapping(kind, positive, labels, where)
+    if positive:  # it would be ignored, and whoever wrote it believes it sets the polarity
+        raise AdapterError(f"{where}: 'positive' is for one-output models; this one has {n} outputs, so name "
+                           "its classes with labels (and '?labels=NAME:ai,...' where a name says neither)")
     if not labels and n and options.get("labels"):
         labels = [str(i) for i in range(n)]  # '?labels=0:ai,1:human' names classes by index
     if not labels:
@@ -81,23 +89,40 @@ def output_mapping(sidecar: dict[str, Any], options: dict[str, str], n_outputs: 
     kind = sidecar.get("output", default_multi)
     if kind.startswith("sigmoid"):
         raise AdapterError(f"{where}: {kind} needs one output per image, the model has {n}")
-    overrides = {**parse_label_overrides(sidecar.get("label_map")), **parse_label_overrides(options.get("labels"))}
+    overrides = {**parse_label_overrides(sidecar.get("label_map"), where),
+                 **parse_label_overrides(options.get("labels"), where)}
     return multi_class_mapping(kind, labels, overrides, where)
+
+
+#: Ops that quantise activations with a scale taken from the whole batch, besides the DynamicQuantizeLinear that
+#: ``quantize_dynamic`` writes: ONNX Runtime's optimiser fuses it into these when a graph is saved after optimising.
+FUSED_DYNAMIC_QUANT_OPS = (b"DynamicQuantizeMatMul", b"DynamicQuantizeLSTM")
+
+
+def fused_dynamic_quantisation(path: Path) -> str | None:
+    """The first fused per-batch quantising op in the file, or None (a byte search, as scan_model_file does)."""
+    with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        return next((op.decode() for op in FUSED_DYNAMIC_QUANT_OPS if data.find(op) != -1), None)
 
 
 class OnnxModel(AdapterModel):
     def __init__(self, card: dict[str, Any], mapping: OutputMapping, session: Any, preprocess: ArrayPreprocess,
-                 batch_size: int):
+                 batch_size: int, fixed_batch: int | None = None):
         super().__init__(card, mapping)
         self.session = session
         self.preprocess = preprocess
         self.input_name = session.get_inputs()[0].name
         self.output_name = session.get_outputs()[0].name
         self.batch_size = batch_size
+        self.fixed_batch = fixed_batch
 
     def raw_outputs(self, images: Sequence[LoadedImage]) -> np.ndarray:
         batch = self.preprocess([im.rgb for im in images])
-        return np.asarray(self.session.run([self.output_name], {self.input_name: batch})[0])
+        count = len(batch)
+        if self.fixed_batch and count < self.fixed_batch:
+            # a graph exported for exactly N images: fill with copies of the last, whose outputs are dropped
+            batch = np.concatenate([batch, np.repeat(batch[-1:], self.fixed_batch - count, axis=0)])
+        return np.asarray(self.session.run([self.output_name], {self.input_name: batch})[0])[:count]
 
 
 def load_onnx(spec: str) -> OnnxModel:
@@ -111,13 +136,22 @@ def load_onnx(spec: str) -> OnnxModel:
     if activations not in ACTIVATIONS:
         raise AdapterError(f"{where}: activations '{activations}' is not one of {', '.join(ACTIVATIONS)}")
     sha256, dynamic_quant = scan_model_file(path)
+    fused_op = fused_dynamic_quantisation(path) if path.stat().st_size else None
+    if fused_op and activations == "float32":
+        raise AdapterError(f"{where}: cannot run with float32 activations: the graph quantises activations inside "
+                           f"{fused_op} (fused by ONNX Runtime's optimiser); use the file quantize_dynamic wrote")
     float_activations = dynamic_quant and activations == "float32"
+    per_batch_scales = (dynamic_quant and not float_activations) or bool(fused_op)
     try:
         session = make_session(path, float_activations=float_activations)
     except NotDynamicQuantized as exc:
         raise AdapterError(f"{where}: cannot run with float32 activations ({exc})") from None
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors for bad files
-        raise AdapterError(f"{where}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]})") from exc
+        raise AdapterError(f"{where}: not a loadable ONNX model ({first_line(exc) or type(exc).__name__})") from exc
+    if len(session.get_inputs()) != 1:  # ONNX Runtime would refuse every batch for the missing feed
+        names = [item.name for item in session.get_inputs()]
+        raise AdapterError(f"{where}: the graph has {len(names)} inputs {names}; only graphs whose one input is "
+                           "the image batch are supported")
     graph_input = session.get_inputs()[0]
     if graph_input.type != "tensor(float)":
         raise AdapterError(f"{where}: input '{graph_input.name}' is {graph_input.type}; "
@@ -131,8 +165,11 @@ def load_onnx(spec: str) -> OnnxModel:
     out_shape = session.get_outputs()[0].shape
     n_outputs = _fixed(out_shape[-1]) if len(out_shape) >= 2 else (1 if len(out_shape) == 1 else None)
     mapping = output_mapping(sidecar, options, n_outputs, where)
-    if _fixed(graph_input.shape[0]) == 1 or (dynamic_quant and not float_activations):
-        batch_size, why = 1, "dynamic INT8 quantisation" if dynamic_quant else "the graph's batch dimension is 1"
+    fixed_batch = _fixed(graph_input.shape[0])
+    if fixed_batch == 1 or per_batch_scales:
+        batch_size, why = 1, "dynamic INT8 quantisation" if per_batch_scales else "the graph's batch dimension is 1"
+    elif fixed_batch:
+        batch_size, why = fixed_batch, f"the graph's batch dimension is {fixed_batch}; shorter batches are padded"
     else:
         batch_size = int(sidecar.get("batch_size", AdapterModel.batch_size))
         why = "sidecar" if "batch_size" in sidecar else "default"
@@ -144,4 +181,4 @@ def load_onnx(spec: str) -> OnnxModel:
         preprocessing=preprocess.describe(),
         extra={"sidecar": str(sidecar_path), "input_name": graph_input.name, "sha256": sha256, "runtime": runtime},
     )
-    return OnnxModel(card, mapping, session, preprocess, batch_size)
+    return OnnxModel(card, mapping, session, preprocess, batch_size, fixed_batch)

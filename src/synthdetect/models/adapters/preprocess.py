@@ -62,7 +62,8 @@ def resize_keep_ratio(im: Image.Image, target_hw: tuple[int, int], resample: int
     """timm ``ResizeKeepRatio``: scale by the smaller side ratio (or the larger, ``longest``), rounding."""
     ratios = [s / t for s, t in zip((im.height, im.width), target_hw)]
     ratio = max(ratios) if longest else min(ratios)
-    new_h, new_w = (round(x / ratio) for x in (im.height, im.width))
+    # at least 1 px: a 2000x8 strip fitted into 32 px would round its height to 0, and PIL (like timm) raise
+    new_h, new_w = (max(1, round(x / ratio)) for x in (im.height, im.width))
     return im.resize((new_w, new_h), resample)
 
 
@@ -108,6 +109,12 @@ class ArrayPreprocess:
             raise AdapterError(f"input.rescale must be a positive number, not {self.rescale:g}")
         if not all(math.isfinite(v) and v != 0 for v in self.std):
             raise AdapterError(f"input.std must be non-zero in every channel, not {list(self.std)}")
+        if not all(math.isfinite(v) for v in self.mean):  # NaN here made every score NaN, silently
+            raise AdapterError(f"input.mean must be finite in every channel, not {list(self.mean)}")
+        if self.crop_pct is not None and not (math.isfinite(self.crop_pct) and self.crop_pct > 0):
+            raise AdapterError(f"input.crop_pct must be a positive fraction such as 0.875, not {self.crop_pct:g}")
+        if self.ela_quality is not None and not 1 <= self.ela_quality <= 100:
+            raise AdapterError(f"input.ela_quality must be a JPEG quality from 1 to 100, not {self.ela_quality}")
         if self.height < 1 or self.width < 1:
             raise AdapterError(f"input.size must be positive, not {[self.height, self.width]}")
 
@@ -160,13 +167,14 @@ def preprocess_from_spec(spec: Mapping[str, Any], defaults: Mapping[str, Any], w
     spec = dict(spec)
     if "size" in spec:
         size = spec.pop("size")
-        size = [size, size] if isinstance(size, int) else list(size)
-        if len(size) != 2:
-            raise AdapterError(f"{where}: input size must be one number or [height, width]")
+        size = [size, size] if _is_number(size) else size
+        if not isinstance(size, (list, tuple)) or len(size) != 2:
+            raise AdapterError(f"{where}: input.size must be one number or [height, width], not {size!r}")
         spec["height"], spec["width"] = size
     merged = {**defaults, **spec}
-    if not merged.get("height") or not merged.get("width"):
+    if merged.get("height") is None or merged.get("width") is None:
         raise AdapterError(f"{where}: the input size is not fixed by the model; state it as \"size\": [H, W]")
+    height, width = (_whole(merged[key], "input.size", where) for key in ("height", "width"))
     rescale = merged.get("rescale", 1.0 / 255.0)
     if isinstance(rescale, str):  # "1/255" reads better in JSON than 0.00392156862745098
         num, _, den = rescale.partition("/")
@@ -175,17 +183,41 @@ def preprocess_from_spec(spec: Mapping[str, Any], defaults: Mapping[str, Any], w
         except (ValueError, ZeroDivisionError):
             raise AdapterError(
                 f"{where}: input.rescale '{rescale}' is not a number or fraction such as 1/255") from None
+    crop_pct, ela_quality = merged.get("crop_pct"), merged.get("ela_quality")
+    settings = dict(
+        height=height, width=width, resample=str(merged.get("resample", "bilinear")).lower(),
+        crop_pct=None if crop_pct is None else _number(crop_pct, "input.crop_pct", where),
+        crop_mode=str(merged.get("crop_mode", "center")), rescale=_number(rescale, "input.rescale", where),
+        mean=_triple(merged.get("mean", (0.0, 0.0, 0.0)), "input.mean", where),
+        std=_triple(merged.get("std", (1.0, 1.0, 1.0)), "input.std", where),
+        channel_order=str(merged.get("channel_order", "RGB")).upper(),
+        layout=str(merged.get("layout", "NCHW")).upper(),
+        ela_quality=None if ela_quality is None else _whole(ela_quality, "input.ela_quality", where),
+    )
     try:
-        return ArrayPreprocess(
-            height=int(merged["height"]), width=int(merged["width"]), resample=str(merged.get("resample", "bilinear")),
-            crop_pct=merged.get("crop_pct"), crop_mode=str(merged.get("crop_mode", "center")), rescale=float(rescale),
-            mean=tuple(float(v) for v in merged.get("mean", (0.0, 0.0, 0.0))),
-            std=tuple(float(v) for v in merged.get("std", (1.0, 1.0, 1.0))),
-            channel_order=str(merged.get("channel_order", "RGB")).upper(),
-            layout=str(merged.get("layout", "NCHW")).upper(),
-            ela_quality=merged.get("ela_quality"),
-        )
+        return ArrayPreprocess(**settings)
     except AdapterError as exc:
         raise AdapterError(f"{where}: {exc}") from None
-    except (TypeError, ValueError) as exc:  # a list where a number belongs, "abc" for a size
-        raise AdapterError(f"{where}: malformed input setting ({exc})") from None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _number(value: Any, key: str, where: str) -> float:
+    """A JSON number: ``true`` is not 1 and ``"0.5"`` is not 0.5 (a quoted value is usually a mistake)."""
+    if not _is_number(value):
+        raise AdapterError(f"{where}: {key} must be a number, not {value!r}")
+    return float(value)
+
+
+def _whole(value: Any, key: str, where: str) -> int:
+    if not _is_number(value) or not float(value).is_integer():
+        raise AdapterError(f"{where}: {key} must be a whole number, not {value!r}")
+    return int(value)
+
+
+def _triple(values: Any, key: str, where: str) -> tuple[float, float, float]:
+    if not isinstance(values, (list, tuple)) or len(values) != 3:
+        raise AdapterError(f"{where}: {key} needs three numbers (one per channel), not {values!r}")
+    return tuple(_number(v, key, where) for v in values)  # type: ignore[return-value]

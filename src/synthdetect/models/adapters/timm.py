@@ -17,6 +17,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from synthdetect.images import LoadedImage
+from synthdetect.messages import first_line
 from synthdetect.models.adapters.base import AdapterModel, adapter_card, local_path, split_options
 from synthdetect.models.adapters.labels import (
     AdapterError, OutputMapping, multi_class_mapping, parse_label_overrides, single_output_mapping,
@@ -81,7 +82,7 @@ def head_mapping(n_outputs: int, labels: Sequence[str] | None, options: Mapping[
             raise AdapterError(f"{where}: the model has {n_outputs} classes but {have}; state them with "
                                "'?labels=0:ai,1:human' (class index or name : ai|human)")
         labels = [str(i) for i in range(n_outputs)]
-    return multi_class_mapping("logits", labels, parse_label_overrides(options.get("labels")), where)
+    return multi_class_mapping("logits", labels, parse_label_overrides(options.get("labels"), where), where)
 
 
 class TimmModel(AdapterModel):
@@ -119,6 +120,14 @@ def load_timm(spec: str) -> TimmModel:
     is_path = path.exists() or target.startswith(("/", "./", "../", "~"))
     if is_path and not path.exists():
         raise AdapterError(f"{where}: file not found")
+    if "arch" in options and not (is_path and path.is_file()):
+        named_by = "a model directory names it in config.json" if is_path else "the name is the architecture"
+        raise AdapterError(f"{where}: 'arch' is for a bare checkpoint file; {named_by}")
+    # options are checked before timm is imported, so a typo is not hidden behind a missing-timm error
+    num_classes_option = options.get("num_classes")
+    if num_classes_option is not None and not (num_classes_option.isdigit() and int(num_classes_option) > 0):
+        raise AdapterError(f"{where}: num_classes must be a positive whole number, not '{num_classes_option}'")
+    parse_label_overrides(options.get("labels"), where)
     labels: list[str] | None = None
     if is_path and path.is_dir():
         config = read_hub_config(path)
@@ -145,7 +154,7 @@ def load_timm(spec: str) -> TimmModel:
         if weights is not None:
             module.load_state_dict(_load_state(weights))
     except (RuntimeError, OSError, ValueError, KeyError) as exc:
-        raise AdapterError(f"{where}: cannot build the timm model: {str(exc).splitlines()[0][:200]}") from exc
+        raise AdapterError(f"{where}: cannot build the timm model: {first_line(exc) or type(exc).__name__}") from exc
     data_config = timm.data.resolve_data_config({}, model=module)
     preprocess = preprocess_from_data_config(data_config)
     labels = labels or getattr(module, "pretrained_cfg", {}).get("label_names")
