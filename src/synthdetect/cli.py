@@ -212,7 +212,7 @@ def gather_inputs(paths: list[str], files_from: str | None, all_files: bool, fol
     walked, and what ``find`` prints inside a listed folder not taken twice.  A file reached twice (``detect B
     B/x.jpg``) is judged once, as ``scan`` does."""
     from synthdetect.api import expand_paths, missing_problem
-    from synthdetect.scan.sources import LIST_ERRORS, PassedOver, covered_by, iter_listed_paths, stdin_lines
+    from synthdetect.scan.sources import PassedOver, covered_by, iter_list_stream, stdin_listed_paths
 
     if paths.count("-") > 1:
         fail("- (one image from standard input) can be given only once")
@@ -222,11 +222,11 @@ def gather_inputs(paths: list[str], files_from: str | None, all_files: bool, fol
     if files_from is not None:
         try:  # names that are not UTF-8 (find prints them as they are) are kept, as scan keeps them
             if files_from == "-":
-                listed = list(iter_listed_paths(stdin_lines()))
+                listed = list(stdin_listed_paths())
             else:
-                with open(files_from, encoding="utf-8", errors=LIST_ERRORS) as handle:
-                    listed = list(iter_listed_paths(handle, Path(files_from).parent))
-        except (OSError, UnicodeDecodeError) as exc:
+                with open(files_from, "rb") as handle:
+                    listed = list(iter_list_stream(handle, Path(files_from).parent))
+        except OSError as exc:
             fail(f"--files-from {files_from}: {getattr(exc, 'strerror', None) or exc}")
     targets: list[tuple[str, str | None, object]] = []
     notes = PassedOver()

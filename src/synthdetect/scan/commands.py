@@ -125,7 +125,7 @@ def register(app: typer.Typer) -> None:
             if target.suffix.lstrip(".").lower() not in EXPORT_FORMATS:
                 fail(f"--export {target}: use a .csv, .jsonl or .parquet file")
             try:
-                check_export_target(target)
+                check_export_target(target, database=out)
             except StoreError as exc:
                 fail(f"--export {exc}")
         try:  # before the progress bar: a bad --out is one line, not a traceback after it
@@ -162,6 +162,9 @@ def register(app: typer.Typer) -> None:
         except KeyboardInterrupt as exc:
             if display:
                 display[0].stop()
+            partial = getattr(exc, "summary", None)
+            if summary_json and partial:  # a script still learns what this run did ("interrupted": true)
+                typer.echo(json.dumps(partial, indent=2))
             console.print("interrupted: every committed row is kept; run the same command to continue")
             raise typer.Exit(128 + getattr(exc, "signum", signal.SIGINT))  # 130 for Ctrl-C, 143 for SIGTERM
         if display:

@@ -55,11 +55,13 @@ RESULT, GONE = "result", "gone"
 
 
 class ScanInterrupted(KeyboardInterrupt):
-    """Ctrl-C or SIGTERM: what was judged is committed; ``signum`` says which, for the exit code."""
+    """Ctrl-C or SIGTERM: what was judged is committed; ``signum`` says which, for the exit code, and ``summary``
+    is the run's summary so far (``interrupted`` true) when the scan got as far as writing it."""
 
-    def __init__(self, signum: int = signal.SIGINT):
+    def __init__(self, signum: int = signal.SIGINT, summary: dict[str, Any] | None = None):
         super().__init__(signum)
         self.signum = signum
+        self.summary = summary
 
 
 @dataclass
@@ -591,7 +593,7 @@ def run_scan(
     if progress:
         progress(counters, True)
     if interrupted is not None:
-        raise ScanInterrupted(interrupted)
+        raise ScanInterrupted(interrupted, summary)
     return summary
 
 

@@ -282,7 +282,7 @@ def run_ray_scan(
     if progress:
         progress(counters, True)
     if interrupted is not None:
-        raise ScanInterrupted(interrupted)
+        raise ScanInterrupted(interrupted, summary)
     return summary
 
 

@@ -15,12 +15,11 @@ instead (decided here from ``os.stat``, before any worker opens it).
 from __future__ import annotations
 
 import glob
-import io
 import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import BinaryIO, Iterable, Iterator
 
 from synthdetect.images import IMAGE_SUFFIXES, path_problem
 from synthdetect.scan.store import FileStamp
@@ -173,20 +172,66 @@ def walk_folder(root: str, all_files: bool = False, passed_over: PassedOver | No
         stack.extend(reversed(subfolders))  # depth first, in name order
 
 
+def listed_path(entry: str, base: Path | None = None) -> str:
+    """A listed path, normalised; a relative one is relative to ``base`` (the list file's folder), or to the working
+    directory for a list piped in (as ``find`` prints)."""
+    return os.path.normpath(entry if base is None or os.path.isabs(entry) else os.path.join(base, entry))
+
+
 def iter_listed_paths(lines: Iterable[str], base: Path | None = None) -> Iterator[str]:
-    """The paths of a list, one per line; blank lines and ``#`` comments are skipped; a relative path is relative
-    to ``base`` (the list file's folder), or to the working directory for a list piped in (as ``find`` prints)."""
+    """The paths of a list, one per line; blank lines and ``#`` comments are skipped.  A NUL byte separates
+    paths too (no file name can hold one, and ``os.stat`` refuses it)."""
     for line in lines:
-        entry = line.strip()
-        if not entry or entry.startswith("#"):
-            continue
-        yield os.path.normpath(entry if base is None or os.path.isabs(entry) else os.path.join(base, entry))
+        for entry in line.split("\0"):
+            entry = entry.strip()
+            if entry and not entry.startswith("#"):
+                yield listed_path(entry, base)
+
+
+def iter_list_stream(stream: BinaryIO, base: Path | None = None, chunk: int = 1 << 16) -> Iterator[str]:
+    """The paths of a list read as bytes: one per line (as :func:`iter_listed_paths`), or NUL-separated as
+    ``find -print0`` writes them, the only way to list a name that holds a newline.  A list is NUL-separated
+    when the first block read holds a NUL; then each name is taken exactly as written (no stripping, no
+    comments; only blank entries are skipped).  Blocks are handled as they arrive, so a piped list streams."""
+    read = getattr(stream, "read1", stream.read)
+    separator: bytes | None = None
+    pending = b""
+    first = True
+    while True:
+        block = read(chunk)
+        if first and block:  # a list saved by Windows Notepad starts with a byte-order mark
+            block, first = block.removeprefix(b"\xef\xbb\xbf"), False
+        if block:
+            pending += block
+            if separator is None:
+                if b"\0" in pending:
+                    separator = b"\0"
+                elif b"\n" in pending:
+                    separator = b"\n"
+                else:
+                    continue
+            *records, pending = pending.split(separator)
+        else:
+            records, pending = [pending], b""
+        texts = [r.decode("utf-8", LIST_ERRORS) for r in records]
+        if separator == b"\0":
+            yield from (listed_path(t, base) for t in texts if t.strip())  # not the newline `echo` may add
+        else:
+            yield from iter_listed_paths(texts, base)
+        if not block:
+            return
 
 
 def read_list_file(path: str, all_files: bool = False, passed_over: PassedOver | None = None,
                    excluded: "_Exclusions | None" = None, follow_links: bool = False) -> Iterator[Candidate]:
-    with open(path, encoding="utf-8", errors=LIST_ERRORS) as handle:
-        yield from expand_listed(iter_listed_paths(handle, Path(path).parent), all_files, passed_over, excluded,
+    try:
+        handle = open(path, "rb")
+    except OSError as exc:  # permissions, a vanished mount: the list's own error row, not the end of the scan
+        yield Candidate(path, FileStamp(None, None),
+                        ("unreadable", f"cannot read this list of paths ({exc.strerror or exc})"))
+        return
+    with handle:
+        yield from expand_listed(iter_list_stream(handle, Path(path).parent), all_files, passed_over, excluded,
                                  follow_links)
 
 
@@ -210,23 +255,16 @@ def expand_listed(paths: Iterable[str], all_files: bool = False, passed_over: Pa
             yield inspect(path)
 
 
-def stdin_lines() -> Iterator[str]:
-    """Standard input as text that keeps any byte (``find`` prints names as they are on disk)."""
-    buffer = getattr(sys.stdin, "buffer", None)
-    if buffer is None:  # already text (a test harness): nothing to re-decode
-        yield from sys.stdin
-        return
-    text = io.TextIOWrapper(buffer, encoding="utf-8", errors=LIST_ERRORS)
-    try:
-        yield from text
-    finally:
-        text.detach()  # standard input stays open for whoever reads it next
+def stdin_listed_paths() -> Iterator[str]:
+    """The paths of a list piped in, read as a list file is (line- or NUL-separated, names kept byte for byte)."""
+    buffer = getattr(sys.stdin, "buffer", None)  # absent when already text (a test harness)
+    return iter_listed_paths(sys.stdin) if buffer is None else iter_list_stream(buffer)
 
 
 def _expand(source: str, all_files: bool, passed_over: PassedOver, excluded: "_Exclusions",
             follow_links: bool = False) -> Iterator[Candidate]:
     if source == STDIN_LIST:  # streamed: a list of millions of paths is never held whole
-        yield from expand_listed(iter_listed_paths(stdin_lines()), all_files, passed_over, excluded, follow_links)
+        yield from expand_listed(stdin_listed_paths(), all_files, passed_over, excluded, follow_links)
         return
     source = os.path.normpath(source)
     if os.path.isdir(source):

@@ -19,6 +19,7 @@ import csv
 import json
 import os
 import sqlite3
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -156,9 +157,7 @@ def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
     """A connection in WAL mode; ``readonly`` ones are for decode workers' cache look-ups and exports."""
     path = Path(path)
     if readonly:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30, check_same_thread=False)
-        conn.execute("PRAGMA query_only = ON")
-        return conn
+        return _connect_readonly(path)
     if path.is_dir():
         raise StoreError(f"{path}: is a folder; give the results database a file name")
     try:
@@ -191,6 +190,37 @@ def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
+def _connect_readonly(path: Path) -> sqlite3.Connection:
+    """A read-only connection, also to a database on read-only media or in a folder this user cannot write.
+
+    Reading a WAL database needs its ``-shm`` file, which SQLite cannot create there ("unable to open database
+    file"); with no ``-wal`` left beside it (a scan that ended merges its log) every row is in the main file, so
+    it is opened as immutable instead.  A leftover ``-wal`` holds rows the main file lacks: then say so."""
+    uri = path.resolve().as_uri()
+    conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30, check_same_thread=False)
+    try:
+        conn.execute("PRAGMA query_only = ON")
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        return conn
+    except sqlite3.OperationalError:
+        conn.close()
+        if not path.is_file() or os.access(path.parent, os.W_OK):
+            raise
+    wal = Path(f"{path}-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        raise StoreError(f"{path}: cannot read: its folder cannot be written and {wal.name} holds rows not yet "
+                         f"merged into it; copy the database with its -wal file to a writable folder")
+    conn = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, check_same_thread=False)
+    conn.execute("PRAGMA query_only = ON")
+    return conn
+
+
+def _write_failed(path: Path, exc: sqlite3.Error) -> StoreError:
+    """A failed write (full disk, I/O error, locked past the timeout) as one line that says nothing is lost."""
+    return StoreError(f"{path}: cannot write the results database ({exc}); every row committed before is kept: "
+                      f"fix that and run the same command to continue")
+
+
 class ResultStore:
     """Writes verdict rows in transactions and answers the resume and cache questions."""
 
@@ -212,21 +242,30 @@ class ResultStore:
         """One transaction per batch: either every row of it is there after a crash, or none."""
         if not rows:
             return
-        with self.conn:
-            self.conn.executemany(_UPSERT, [_storable(row) for row in rows])
+        try:
+            with self.conn:
+                self.conn.executemany(_UPSERT, [_storable(row) for row in rows])
+        except sqlite3.OperationalError as exc:
+            raise _write_failed(self.path, exc) from exc
 
     def start_run(self, source: str, detector: str, engine: str) -> int:
-        with self.conn:
-            cur = self.conn.execute(
-                "INSERT INTO runs (started_at, source, detector, engine) VALUES (?, ?, ?, ?)",
-                (utc_now(), source, detector, engine),
-            )
+        try:
+            with self.conn:
+                cur = self.conn.execute(
+                    "INSERT INTO runs (started_at, source, detector, engine) VALUES (?, ?, ?, ?)",
+                    (utc_now(), source, detector, engine),
+                )
+        except sqlite3.OperationalError as exc:
+            raise _write_failed(self.path, exc) from exc
         return int(cur.lastrowid)
 
     def finish_run(self, run_id: int, summary: dict[str, Any]) -> None:
-        with self.conn:
-            self.conn.execute("UPDATE runs SET finished_at = ?, summary = ? WHERE id = ?",
-                              (utc_now(), json.dumps(summary), run_id))
+        try:
+            with self.conn:
+                self.conn.execute("UPDATE runs SET finished_at = ?, summary = ? WHERE id = ?",
+                                  (utc_now(), json.dumps(summary), run_id))
+        except sqlite3.OperationalError as exc:
+            raise _write_failed(self.path, exc) from exc
 
     # -- reading ----------------------------------------------------------------------------
     def count(self) -> int:
@@ -282,10 +321,11 @@ FLAT_COLUMNS = tuple(c for c in COLUMNS if c != "verdict")
 def export(db_path: str | Path, out: str | Path, fmt: str | None = None) -> int:
     """Write every row of the database to CSV, JSON lines or Parquet; returns the row count."""
     out = Path(out)
-    check_export_target(out, fmt)
+    check_export_target(out, fmt, database=db_path)
     fmt = (fmt or out.suffix.lstrip(".")).lower()
     if not Path(db_path).is_file():
         raise StoreError(f"{db_path}: no scan database here")
+    conn = None
     try:
         conn = connect(db_path, readonly=True)
         # Every exported column, before the output file is created: a database of another schema is one
@@ -293,26 +333,35 @@ def export(db_path: str | Path, out: str | Path, fmt: str | None = None) -> int:
         conn.execute(f"SELECT {', '.join(COLUMNS)} FROM results LIMIT 1").fetchall()
         version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     except sqlite3.Error as exc:
+        if conn is not None:
+            conn.close()
         raise StoreError(f"{db_path}: not a synthdetect scan database ({exc})") from exc
     if version is not None and version[0] != str(SCHEMA_VERSION):
         conn.close()
         raise StoreError(f"{db_path}: scan database schema {version[0]}, this synthdetect reads {SCHEMA_VERSION}")
+    # Written beside the target and renamed over it once complete: a full disk or Ctrl-C halfway leaves no
+    # truncated export that reads as a whole one, and an earlier export of the same name stays as it was.
+    partial = out.with_name(f".synthdetect-export-{os.getpid()}-{threading.get_native_id()}.part")  # any name fits
     try:
         rows = _iter_rows(conn)
-        if fmt == "csv":
-            return _export_csv(rows, out)
-        if fmt == "jsonl":
-            return _export_jsonl(rows, out)
-        return _export_parquet(rows, out)
+        writer = {"csv": _export_csv, "jsonl": _export_jsonl}.get(fmt, _export_parquet)
+        n = writer(rows, partial)
+        os.replace(partial, out)
+        return n
     except OSError as exc:
         raise StoreError(f"{out}: cannot write ({exc.strerror or exc})") from exc
     finally:
         conn.close()
+        partial.unlink(missing_ok=True)
 
 
-def check_export_target(out: str | Path, fmt: str | None = None) -> None:
-    """Refuse an export that cannot be written before any work is done (a scan checks this before scanning)."""
+def check_export_target(out: str | Path, fmt: str | None = None, database: str | Path | None = None) -> None:
+    """Refuse an export that cannot be written before any work is done (a scan checks this before scanning),
+    and one that would overwrite ``database`` or the files SQLite keeps beside it."""
     out = Path(out)
+    if database is not None and os.path.realpath(out) in {
+            os.path.realpath(f"{database}{suffix}") for suffix in ("", "-wal", "-shm", "-journal")}:
+        raise StoreError(f"{out}: is the scan database itself (or its journal); export to another file")
     fmt = (fmt or out.suffix.lstrip(".")).lower()
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"{out}: unknown export format '{fmt}' (one of {', '.join(EXPORT_FORMATS)})")
