@@ -282,3 +282,25 @@ def test_a_list_file_that_cannot_be_opened_is_an_error_row_not_the_end_of_the_sc
         rows = {row["path"]: row for row in store.rows()}
     assert rows[str(listing)]["error"] == f"{listing}: cannot read this list of paths (Permission denied)"
     assert rows[files[0]]["error"] is None
+
+
+def test_a_closed_standard_input_and_an_export_suffix_on_out_are_one_line_errors(tmp_path, tiny):
+    """`scan - <&-` and `detect --files-from - <&-` were TypeError tracebacks; `--out r.csv` made a SQLite file
+    named .csv that no spreadsheet opens."""
+    import shlex
+    import subprocess
+    import sys
+
+    exe = f"{shlex.quote(sys.executable)} -c 'from synthdetect.cli import main; main()'"
+    for command, message in ((f"scan - --out {tmp_path / 'r.sqlite'} -m {tiny} <&-",
+                              "error: - reads the list of paths from standard input, which is closed here"),
+                             (f"detect --files-from - -m {tiny} <&-",
+                              "error: --files-from -: standard input is closed here; there is no list to read")):
+        run = subprocess.run(["bash", "-c", f"{exe} {command}"], capture_output=True, text=True, timeout=120)
+        assert (run.returncode, run.stderr.strip()) == (2, message)
+
+    images(tmp_path / "imgs", ["a.png"])
+    refused = CliRunner().invoke(app, ["scan", str(tmp_path / "imgs"), "--out", str(tmp_path / "r.csv"), "-m",
+                                       str(tiny)])
+    assert refused.exit_code == 2 and "with --export" in refused.output
+    assert not (tmp_path / "r.csv").exists()

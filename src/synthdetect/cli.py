@@ -222,6 +222,8 @@ def gather_inputs(paths: list[str], files_from: str | None, all_files: bool, fol
     if files_from is not None:
         try:  # names that are not UTF-8 (find prints them as they are) are kept, as scan keeps them
             if files_from == "-":
+                if sys.stdin is None:  # `detect --files-from - <&-`
+                    fail("--files-from -: standard input is closed here; there is no list to read")
                 listed = list(stdin_listed_paths())
             else:
                 with open(files_from, "rb") as handle:

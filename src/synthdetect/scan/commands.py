@@ -117,10 +117,15 @@ def register(app: typer.Typer) -> None:
         from synthdetect.images import LoadLimits
         from synthdetect.models import ModelPackageError
         from synthdetect.scan.engine import ScanOptions
-        from synthdetect.scan.sources import PassedOver
-        from synthdetect.scan.store import EXPORT_FORMATS, StoreError, check_export_target, connect
+        from synthdetect.scan.sources import STDIN_LIST, PassedOver
+        from synthdetect.scan.store import EXPORT_FORMATS, StoreError, check_export_target, connect, is_sqlite_file
         from synthdetect.scan.store import export as export_db
 
+        if STDIN_LIST in sources and sys.stdin is None:  # `scan - <&-`: there is no list to read
+            fail("- reads the list of paths from standard input, which is closed here")
+        if out.suffix.lstrip(".").lower() in EXPORT_FORMATS and not is_sqlite_file(out):
+            fail(f"--out {out}: the results database is SQLite (name it .sqlite); write {out.suffix} files "
+                 f"with --export {out}")
         for target in export or []:  # checked now, not after an hour of scanning
             if target.suffix.lstrip(".").lower() not in EXPORT_FORMATS:
                 fail(f"--export {target}: use a .csv, .jsonl or .parquet file")

@@ -190,6 +190,15 @@ def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
+def is_sqlite_file(path: str | Path) -> bool:
+    """Whether ``path`` is an existing SQLite database (its 16-byte header), whatever its name."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(16) == b"SQLite format 3\x00"
+    except OSError:
+        return False
+
+
 def _connect_readonly(path: Path) -> sqlite3.Connection:
     """A read-only connection, also to a database on read-only media or in a folder this user cannot write.
 
