@@ -326,3 +326,38 @@ def test_a_runtime_error_without_a_message_is_named_by_its_type(graph, tmp_path,
 
     monkeypatch.setattr(onnx_backend, "make_session", refuse)
     assert _one_line_error(f"onnx:{copy}").endswith("not a loadable ONNX model (RuntimeError)")
+
+
+def _pooled_linear_graph(path: Path, dtype: int, weights: np.ndarray, bias: np.ndarray) -> Path:
+    """Mean colour -> two logits, in ``dtype`` throughout (float16 and float64 exports are common)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    np_type = onnx.helper.tensor_dtype_to_np_dtype(dtype)
+    nodes = [helper.make_node("ReduceMean", ["x"], ["flat"], axes=[2, 3], keepdims=0),
+             helper.make_node("Gemm", ["flat", "w", "b"], ["logits"])]
+    graph = helper.make_graph(
+        nodes, "pooled_linear", [helper.make_tensor_value_info("x", dtype, ["n", 3, 20, 24])],
+        [helper.make_tensor_value_info("logits", dtype, ["n", 2])],
+        initializer=[numpy_helper.from_array(weights.astype(np_type), "w"),
+                     numpy_helper.from_array(bias.astype(np_type), "b")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+    return path
+
+
+def test_half_and_double_precision_graphs_are_fed_their_own_type(tmp_path, images):
+    """A float16 export was refused ('only float32 inputs are supported'): the batch is cast to the input type."""
+    from onnx import TensorProto
+
+    rng = np.random.default_rng(3)
+    weights, bias = rng.normal(size=(3, 2)) * 4, np.array([0.1, -0.2])
+    scores = {}
+    for name, dtype in (("f32", TensorProto.FLOAT), ("f16", TensorProto.FLOAT16), ("f64", TensorProto.DOUBLE)):
+        graph = _pooled_linear_graph(tmp_path / f"{name}.onnx", dtype, weights, bias)
+        Path(f"{graph}.json").write_text(json.dumps(ONNX_SIDECAR))
+        model = load_model(f"onnx:{graph}")
+        scores[name] = model.logits(images)
+        assert model.card["input_type"] == {"f32": "tensor(float)", "f16": "tensor(float16)",
+                                            "f64": "tensor(double)"}[name]
+    assert np.allclose(scores["f64"], scores["f32"], atol=1e-5)
+    assert np.allclose(scores["f16"], scores["f32"], atol=0.02)  # half precision: 3 decimal digits

@@ -105,6 +105,11 @@ def fused_dynamic_quantisation(path: Path) -> str | None:
         return next((op.decode() for op in FUSED_DYNAMIC_QUANT_OPS if data.find(op) != -1), None)
 
 
+#: Graph input types and the array type each is fed: preprocessing runs in float32 and the batch is cast at the end
+#: (half-precision exports are common; ONNX Runtime refuses a float32 array for a float16 input).
+INPUT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+
+
 class OnnxModel(AdapterModel):
     def __init__(self, card: dict[str, Any], mapping: OutputMapping, session: Any, preprocess: ArrayPreprocess,
                  batch_size: int, fixed_batch: int | None = None):
@@ -115,9 +120,10 @@ class OnnxModel(AdapterModel):
         self.output_name = session.get_outputs()[0].name
         self.batch_size = batch_size
         self.fixed_batch = fixed_batch
+        self.input_dtype = INPUT_TYPES[session.get_inputs()[0].type]
 
     def raw_outputs(self, images: Sequence[LoadedImage]) -> np.ndarray:
-        batch = self.preprocess([im.rgb for im in images])
+        batch = self.preprocess([im.rgb for im in images]).astype(self.input_dtype, copy=False)
         count = len(batch)
         if self.fixed_batch and count < self.fixed_batch:
             # a graph exported for exactly N images: fill with copies of the last, whose outputs are dropped
@@ -153,9 +159,9 @@ def load_onnx(spec: str) -> OnnxModel:
         raise AdapterError(f"{where}: the graph has {len(names)} inputs {names}; only graphs whose one input is "
                            "the image batch are supported")
     graph_input = session.get_inputs()[0]
-    if graph_input.type != "tensor(float)":
-        raise AdapterError(f"{where}: input '{graph_input.name}' is {graph_input.type}; "
-                           "only float32 inputs are supported")
+    if graph_input.type not in INPUT_TYPES:
+        raise AdapterError(f"{where}: input '{graph_input.name}' is {graph_input.type}; only float inputs "
+                           f"({', '.join(INPUT_TYPES)}) are supported")
     try:
         defaults = shape_defaults(graph_input.shape)
     except AdapterError as exc:
@@ -179,6 +185,7 @@ def load_onnx(spec: str) -> OnnxModel:
     card = adapter_card(
         sidecar.get("name") or f"{PREFIX}:{target}", PREFIX, source=str(path), mapping=mapping,
         preprocessing=preprocess.describe(),
-        extra={"sidecar": str(sidecar_path), "input_name": graph_input.name, "sha256": sha256, "runtime": runtime},
+        extra={"sidecar": str(sidecar_path), "input_name": graph_input.name, "input_type": graph_input.type,
+               "sha256": sha256, "runtime": runtime},
     )
     return OnnxModel(card, mapping, session, preprocess, batch_size, fixed_batch)
