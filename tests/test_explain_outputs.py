@@ -174,3 +174,17 @@ def test_occlusion_calls_counts_the_images_the_model_is_given(size, grid):
     values = occlusion_map(Counting(dict(CARD)), image, grid=grid)
     assert sum(given) == occlusion_calls(height, width, grid)
     assert values.shape == (height, width) and np.isfinite(values).all()
+
+
+def test_the_figure_writes_characters_its_font_lacks_as_escapes_not_empty_boxes():
+    """A note naming 写真.png was drawn as boxes, with one matplotlib 'Glyph missing' warning per character."""
+    import warnings
+
+    from synthdetect.explain import render
+
+    ex = explain(Detector(NumpyRedness(dict(CARD)), use_evidence=False), red_square_png(), methods=["ela"])
+    ex.notes.append("gradcam failed: RuntimeError: 写真.png 🚀 café")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a missing glyph is a UserWarning from matplotlib
+        ex.figure()
+    assert render.drawable("写真.png 🚀 café") == "\\u5199\\u771f.png \\U0001f680 café"

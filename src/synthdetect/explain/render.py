@@ -6,6 +6,7 @@ figures can be drawn from the server's worker threads without global state.
 
 from __future__ import annotations
 
+import functools
 import io
 import textwrap
 from typing import TYPE_CHECKING
@@ -77,6 +78,30 @@ def original_title(explanation: "Explanation") -> str:
     return f"original {size} (shown {shown})" if image.get("width") and size != shown else f"original {shown}"
 
 
+@functools.cache
+def _drawable_codepoints() -> frozenset[int]:
+    """What the figure's fonts can draw: matplotlib falls back along ``font.sans-serif``, and its default, DejaVu
+    Sans, has no CJK and no emoji."""
+    from matplotlib import font_manager, ft2font, rcParams
+
+    paths = set()
+    for family in rcParams["font.sans-serif"]:
+        try:
+            paths.add(font_manager.findfont(font_manager.FontProperties(family=[family]), fallback_to_default=False))
+        except ValueError:  # that family is not installed
+            continue
+    paths = paths or {font_manager.findfont(font_manager.FontProperties(family=["sans-serif"]))}
+    return frozenset(code for path in paths for code in ft2font.FT2Font(path).get_charmap())
+
+
+def drawable(text: str) -> str:
+    """``text`` with each character the font lacks written as ``\\uXXXX``: a file name or note in Chinese showed as
+    empty boxes (and a matplotlib warning per glyph); the escape can still be read back."""
+    codepoints = _drawable_codepoints()
+    return "".join(c if ord(c) in codepoints or c in "\n\t" else
+                   (f"\\u{ord(c):04x}" if ord(c) < 0x10000 else f"\\U{ord(c):08x}") for c in text)
+
+
 def figure(explanation: "Explanation", dpi: int = 100) -> Image.Image:
     """One picture: the original, each available overlay, and the verdict with its first reasons."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -90,12 +115,12 @@ def figure(explanation: "Explanation", dpi: int = 100) -> Image.Image:
     label = verdict.label if verdict.ok else None
     head = f"{label.upper()}  p_ai {verdict.p_ai:.3f}" if verdict.p_ai is not None else (label or "error").upper()
     model = f"  (model: {explanation.model})" if explanation.model else ""
-    fig.suptitle(f"{head}{model}", color=LABEL_COLOURS.get(label, "#555555"), fontsize=15, fontweight="bold")
+    fig.suptitle(drawable(f"{head}{model}"), color=LABEL_COLOURS.get(label, "#555555"), fontsize=15, fontweight="bold")
     lines = verdict.reasons[:2] if verdict.ok else [verdict.error or ""]
     lines += [n for n in explanation.notes if n.partition(": ")[2] not in lines][:2]  # no reason said twice
     width = max(70, 40 * len(panels))
     wrapped = [part for line in lines for part in textwrap.wrap(line, width)][:5]
-    fig.text(0.5, 0.02, "\n".join(wrapped), ha="center", va="bottom", fontsize=8.5)
+    fig.text(0.5, 0.02, drawable("\n".join(wrapped)), ha="center", va="bottom", fontsize=8.5)
     for index, (name, values) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), index + 1)
         ax.set_axis_off()
