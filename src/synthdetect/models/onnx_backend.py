@@ -32,7 +32,7 @@ import numpy as np
 from synthdetect.images import LoadedImage
 from synthdetect.models.base import Model, register_kind
 from synthdetect.models.onnx_integer import exact_integer_source
-from synthdetect.models.package import ModelPackage, ModelPackageError, write_package
+from synthdetect.models.package import ModelPackage, ModelPackageError, staged_package, write_package
 
 BACKEND_ENV = "SYNTHDETECT_BACKEND"
 BACKENDS = ("onnxruntime", "torch")
@@ -293,10 +293,15 @@ def export_package(name: str, out: str | Path, *, opset: int = DEFAULT_OPSET, to
         card["runtime"] = {"backend": "onnxruntime", "onnx_opset": opset, "exported_from": str(source.root),
                            "parity": report}
         try:
-            out.mkdir(parents=True, exist_ok=True)
-            files: dict[str, Path] = {"onnx": Path(shutil.copyfile(onnx_path, out / ONNX_FILE))}
-            if "weights" in source.card.get("files", {}):
-                files["weights"] = Path(shutil.copyfile(source.file("weights"), out / source.file("weights").name))
-            return write_package(out, card, files)
+            # Written beside ``out`` and renamed into place: stopped after the graph was copied, the package
+            # already in ``out`` had a model.onnx its card did not list (sha256 mismatch, refused at load).
+            with staged_package(out) as folder:
+                folder.mkdir(parents=True, exist_ok=True)
+                files: dict[str, Path] = {"onnx": Path(shutil.copyfile(onnx_path, folder / ONNX_FILE))}
+                if "weights" in source.card.get("files", {}):
+                    weights = source.file("weights")
+                    files["weights"] = Path(shutil.copyfile(weights, folder / weights.name))
+                package = write_package(folder, card, files)
         except OSError as exc:  # a file where the folder should be, a read-only disk: one line, not a traceback
             raise ModelPackageError(f"{out}: cannot write the exported package ({exc.strerror or exc})") from None
+    return ModelPackage(root=out, card=package.card)

@@ -8,15 +8,18 @@ its sha256, and loading refuses a missing or altered file.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
 import os
 import platform
+import secrets
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePath
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 CARD_FILE = "model.json"
 CARD_SCHEMA = "synthdetect.model/1"
@@ -219,9 +222,29 @@ def write_package(root: str | Path, card: dict[str, Any], files: dict[str, Path]
         for role, path in files.items()
     }
     card.setdefault("created_with", created_with())
-    (root / CARD_FILE).write_text(json.dumps(card, indent=2, sort_keys=False) + "\n")
-    (root / CARD_MARKDOWN).write_text(card_markdown(card))
+    write_text_atomic(root / CARD_FILE, json.dumps(card, indent=2, sort_keys=False) + "\n")
+    write_text_atomic(root / CARD_MARKDOWN, card_markdown(card))
     return ModelPackage(root=root, card=card)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path`` and rename it over ``path``.
+
+    Rewriting a card in place, a crash or Ctrl-C part-way left a truncated ``model.json`` that no longer loads.
+    The new file keeps the old one's permissions (else the umask's: open "x", not mkstemp's owner-only 0600),
+    and a card that is a link is written where the link points.
+    """
+    path = Path(os.path.realpath(path))
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
+    try:
+        with open(temporary, "x", encoding="utf-8") as handle:
+            handle.write(text)
+        if path.exists():
+            shutil.copymode(path, temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def package_entries(root: Path) -> set[str]:
@@ -270,8 +293,83 @@ def replace_package(staged: str | Path, out: str | Path, *, drop: Iterable[str] 
     shutil.rmtree(previous, ignore_errors=True)
 
 
+def staging_folder(out: Path, *, link_work: bool = True) -> Path | None:
+    """A fresh folder beside ``out`` that the package is written in, then renamed into place (``replace_package``).
+
+    With ``link_work`` its ``_work`` links to ``OUT/_work``, so that a training checkpoint stays where a retry
+    resumes from.  None where that cannot be (no symlinks, a parent folder that cannot be written, ``out`` holding
+    the working directory): the package is then written in place, as before.
+    """
+    target = Path(out).resolve()
+    if not target.name or Path.cwd().resolve().is_relative_to(target):  # renaming it would strand the shell
+        return None
+    staging = target.with_name(f".{target.name}.partial")
+    try:
+        if staging.is_dir() and not staging.is_symlink():
+            shutil.rmtree(staging)  # left by a run that was killed
+        if link_work:
+            (target / "_work").mkdir(parents=True, exist_ok=True)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        staging.mkdir()
+        if link_work:
+            (staging / "_work").symlink_to(target / "_work", target_is_directory=True)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        return None
+    return staging
+
+
+def discard_staging(staging: Path, out: Path, *, remove_out: bool) -> None:
+    """After a run that wrote no package: its partial folder goes, and so does an ``OUT/_work`` left empty (and
+    ``out`` itself when the run created it and it is empty)."""
+    shutil.rmtree(staging, ignore_errors=True)  # the _work link inside is removed, not followed
+    for empty in (out / "_work", out) if remove_out else (out / "_work",):
+        try:
+            empty.rmdir()
+        except OSError:
+            break
+
+
+@contextmanager
+def staged_package(out: str | Path, *, drop: Iterable[str] = ("_work",), link_work: bool = False) -> Iterator[Path]:
+    """The folder to write a package for ``out`` in; when the block ends without error it replaces ``out``.
+
+    Every command that writes a package goes through here, so that one stopped part-way (Ctrl-C, a full disk, an
+    error) leaves the package already in ``out`` whole instead of new weights beside the old card.  What else
+    ``out`` held stays (``replace_package``, less ``drop``).  Where no staging folder can be made the block writes
+    in ``out`` itself, as before.  A complete package that cannot be renamed into place stays where it was
+    written, and a ModelPackageError says where.
+    """
+    out = Path(out)
+    out_existed = out.exists()
+    if out_existed and not out.is_dir():  # said before anything is written, as writing in place did
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(out))
+    staging = staging_folder(out, link_work=link_work)
+    if staging is None:
+        yield out
+        return
+    moved = False
+    try:
+        yield staging
+        if (staging / "_work").is_symlink():
+            (staging / "_work").unlink()
+        try:
+            replace_package(staging, out.resolve(), drop=drop)  # a link to the folder stays a link
+        except OSError as exc:
+            moved = True  # kept for the user to move
+            raise ModelPackageError(f"the package could not be moved into {out} ({exc.strerror or exc}); it is "
+                                    f"complete in {staging}, and {out} is as it was") from None
+        moved = True
+    finally:
+        if not moved and staging.exists():
+            discard_staging(staging, out, remove_out=not out_existed)
+
+
 def add_card_metrics(root: str | Path, blocks: dict[str, Any]) -> ModelPackage:
-    """Add blocks measured after training to a card's metrics; the weights and their hashes stay as they are."""
+    """Add blocks measured after training to a card's metrics; the weights and their hashes stay as they are.
+
+    ``write_package`` replaces each card file by renaming, so a crash part-way never leaves a truncated card."""
     package = load_package(root)
     card = dict(package.card)
     card["metrics"] = {**card.get("metrics", {}), **blocks}

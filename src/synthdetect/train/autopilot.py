@@ -675,12 +675,31 @@ def _run_candidates(runnable, rows, bar, out, split, split_info, budget_s, deadl
 
 
 def export_best(row: dict[str, Any], target: Path, summary: dict[str, Any], rows: list[dict[str, Any]]) -> Path:
-    """Copy the winner's package to ``target`` and record on its card how it won."""
-    from synthdetect.models.package import load_package, write_package
+    """Copy the winner's package to ``target`` and record on its card how it won.
+
+    The copy is made beside ``target`` and renamed into place when its card is written: removed first and copied
+    in place, a run stopped part-way had lost the earlier winner and left a copy without its ``autopilot`` card.
+    ``target`` holds this run's winner alone, as it always did (nothing of the earlier folder is kept).
+    """
+    from synthdetect.models.package import ModelPackageError, staged_package
 
     source = Path(row["package"])
-    shutil.rmtree(target, ignore_errors=True)
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns("_work"))
+    earlier = os.listdir(target) if target.is_dir() else []
+    try:
+        with staged_package(target, drop=earlier) as folder:
+            if folder == target:  # no folder could be made beside it: in place, as before
+                shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(source, folder, ignore=shutil.ignore_patterns("_work"), dirs_exist_ok=True)
+            _record_win(folder, row, summary, rows)
+    except (ModelPackageError, OSError) as exc:  # one line naming where the winner is, not a traceback
+        raise AutopilotError(f"{target}: the winner {row['candidate']} was not exported ({exc}); its package is "
+                             f"{source}") from None
+    return target
+
+
+def _record_win(target: Path, row: dict[str, Any], summary: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    from synthdetect.models.package import load_package, write_package
+
     package = load_package(target)
     card = dict(package.card)
     card["autopilot"] = {
@@ -694,7 +713,6 @@ def export_best(row: dict[str, Any], target: Path, summary: dict[str, Any], rows
     files = {role: target / entry["path"] for role, entry in (card.get("files") or {}).items()}
     write_package(target, card, files)
     load_package(target)  # the exported package must verify like any other
-    return target
 
 
 def write_autopilot_report(rows: list[dict[str, Any]], summary: dict[str, Any], out: Path,

@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
-import shutil
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+
+from synthdetect.models.package import discard_staging, staging_folder  # shared by every package writer
 
 
 def parse_label_map(items: list[str] | None) -> dict[str, int] | None:
@@ -74,40 +75,6 @@ def replaced_package(out: Path) -> str | None:
     if not isinstance(card, dict):
         return None
     return ", ".join(f"{key} {card[key]}" for key in ("name", "kind", "version") if card.get(key)) or "no name"
-
-
-def staging_folder(out: Path) -> Path | None:
-    """A fresh folder beside ``out`` that the package is written in, then renamed into place (``replace_package``).
-
-    Its ``_work`` links to ``OUT/_work``, so that the checkpoint stays where a retry resumes from.  None where that
-    cannot be (no symlinks, a parent folder that cannot be written, ``out`` holding the working directory): the
-    package is then written in place, as before.
-    """
-    target = out.resolve()
-    if not target.name or Path.cwd().resolve().is_relative_to(target):  # renaming it would strand the shell
-        return None
-    staging = target.with_name(f".{target.name}.partial")
-    try:
-        if staging.is_dir() and not staging.is_symlink():
-            shutil.rmtree(staging)  # left by a run that was killed
-        (target / "_work").mkdir(parents=True, exist_ok=True)
-        staging.mkdir()
-        (staging / "_work").symlink_to(target / "_work", target_is_directory=True)
-    except OSError:
-        shutil.rmtree(staging, ignore_errors=True)
-        return None
-    return staging
-
-
-def discard_staging(staging: Path, out: Path, *, remove_out: bool) -> None:
-    """After a run that wrote no package: its partial folder goes, and so does an ``OUT/_work`` left empty (and
-    ``out`` itself when the run created it and it is empty)."""
-    shutil.rmtree(staging, ignore_errors=True)  # the _work link inside is removed, not followed
-    for empty in (out / "_work", out) if remove_out else (out / "_work",):
-        try:
-            empty.rmdir()
-        except OSError:
-            break
 
 
 MONITORS = ("loss", "roc_auc", "accuracy")

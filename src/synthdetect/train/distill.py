@@ -37,6 +37,7 @@ image entered once as AI with weight ``t`` and once as human with weight
 from __future__ import annotations
 
 import csv
+import hashlib
 import html
 import json
 import math
@@ -343,6 +344,26 @@ def _write_soft_labels(path: Path, records: Sequence[Record], teachers: Sequence
                             + ["" if math.isnan(soft[i]) else f"{soft[i]:.6f}", f"{targets[i]:.6f}"])
 
 
+def student_fingerprint(teachers: Sequence[Teacher], records: Sequence[Record], split, student_kind: str,
+                        alpha: float, combine: str, options: dict[str, Any], config) -> dict[str, Any]:
+    """What the student's checkpoint (``OUT/student/_work``) must match to be resumed.
+
+    Without it the training loop compared only its own settings and image counts, so a retry with other
+    teachers, another alpha or other images of the same count resumed the earlier run's epochs on new targets.
+    """
+    from dataclasses import asdict
+
+    from synthdetect.train.commands import dataset_identity
+
+    def digest(obj: Any) -> str:
+        return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    loop = {k: v for k, v in asdict(config).items() if k not in ("threads", "device", "fingerprint", "extra")}
+    return {"teachers": [digest(t.card) for t in teachers], "alpha": alpha, "combine": combine,
+            "student": student_kind, "student options": digest({k: v for k, v in options.items() if k != "cache"}),
+            "training settings": digest(loop), "dataset": dataset_identity(records), "split": digest(split.describe())}
+
+
 def run_distillation(
     teachers: Sequence[str],
     student_kind: str,
@@ -370,11 +391,12 @@ def run_distillation(
 
     from synthdetect.evaluate.report import Predictions, compute_metrics, write_report
     from synthdetect.models import load_model
-    from synthdetect.models.package import load_package, write_package
+    from synthdetect.models.package import load_package, staged_package, write_package
     from synthdetect.train.autopilot import package_bytes
+    from synthdetect.train.commands import replaced_package
     from synthdetect.train.registry import TrainRequest
     from synthdetect.train.splits import split_records
-    from synthdetect.train.trainer import TrainConfig, set_threads
+    from synthdetect.train.trainer import CheckpointMismatch, TrainConfig, check_checkpoint, set_threads
 
     if student_kind not in STUDENT_KINDS:
         raise DistillError(f"student kind '{student_kind}' cannot learn from soft labels here "
@@ -392,6 +414,19 @@ def run_distillation(
         raise DistillError("the held-out sources need both AI and human images; name them with --holdout-source")
     held_out = sorted(split.held_out_sources)
     loaded = load_teachers(teachers)
+    student_dir = out / "student"
+    config = config or TrainConfig(epochs=epochs, patience=4, batch_size=32, lr=2e-3, seed=seed, threads=threads)
+    student_options = {"input_size": input_size, "max_short_side": 0, "max_aspect": 4.0, "width": 16}
+    if student_kind in LINEAR_HEAD_KINDS:
+        student_options = {}
+    student_options.update(options or {})
+    if not config.fingerprint:  # a copy: the caller's config may serve another run
+        config = replace(config, fingerprint=student_fingerprint(loaded, records, split, student_kind, alpha,
+                                                                 combine, student_options, config))
+    try:  # before the teachers score anything: a retry resumes only its own run's epochs
+        check_checkpoint(student_dir / "_work" / "checkpoint.pt", config.fingerprint)
+    except CheckpointMismatch as exc:
+        raise DistillError(str(exc)) from None
     started = time.perf_counter()
     say = (console or Console(stderr=True)).print
     say(f"distill: {len(split.train)} train / {len(split.val)} validation / {len(split.test)} held-out images; "
@@ -412,44 +447,47 @@ def run_distillation(
     _write_soft_labels(out / "soft_labels.csv", split.train, loaded, matrix, soft, targets)
     teacher_seconds = time.perf_counter() - started
 
-    # 2. the student
-    student_dir = out / "student"
-    config = config or TrainConfig(epochs=epochs, patience=4, batch_size=32, lr=2e-3, seed=seed, threads=threads)
-    student_options = {"input_size": input_size, "max_short_side": 0, "max_aspect": 4.0, "width": 16}
-    if student_kind in LINEAR_HEAD_KINDS:
-        student_options = {}
-    student_options.update(options or {})
-    request = TrainRequest(
-        train=split.train, val=split.val, test=split.test, out=student_dir, name=f"distilled-{student_kind}",
-        seed=seed, threads=threads, options=student_options, command=command, config=config, data=data,
-        split=split.describe(),
-    )
-    say(f"student {student_kind}: training on {len(split.train)} images (soft labels from "
-        f"{int((~np.isnan(soft)).sum())})", highlight=False)
-    t0 = time.perf_counter()
-    package, hard_train = train_student(student_kind, request, targets)
-    student_seconds = time.perf_counter() - t0
+    # 2. the student, written beside OUT/student and renamed into place once its card is complete: trained in
+    # place, a run stopped after the weights left them beside the earlier student's card (sha256 mismatch).
+    # Its _work links to OUT/student/_work, where a retry resumes from, as before.
+    replaced = replaced_package(student_dir)
+    if replaced:
+        say(f"note: {student_dir} holds a model package ({replaced}); this run replaces it when the student is "
+            f"trained", markup=False, highlight=False)
     from synthdetect.train.registry import record_summary
 
-    voted = ~np.isnan(soft)
-    agree = voted & ((soft >= 0.5) == (hard == 1))
-    card = dict(package.card)
-    card.setdefault("training", {}).setdefault("split", {})["train"] = record_summary(hard_train)
-    card["distillation"] = {
-        "teachers": [{"name": t.label, "source": t.name, "kind": t.card.get("kind"), "version": t.card.get("version"),
-                      "trained_on_sources": sorted(t.training_sources())} for t in loaded],
-        "combine": combine, "alpha": alpha,
-        "loss": "binary cross-entropy with logits against alpha * soft + (1 - alpha) * hard",
-        "soft_labels": "each teacher's calibrated p_ai (the Detector's numbers, model only; linear-head teachers "
-                       "read from the feature cache); combined per image by " + combine,
-        "train_images": len(hard), "images_with_a_teacher_vote": int(voted.sum()),
-        "teacher_agreement_with_hard_labels": float(agree.sum() / max(voted.sum(), 1)),
-        "mean_soft_on_ai_images": _nanmean(soft[hard == 1]), "mean_soft_on_human_images": _nanmean(soft[hard == 0]),
-        "teacher_seconds": round(teacher_seconds, 1), "student_seconds": round(student_seconds, 1),
-    }
-    files = {role: student_dir / entry["path"] for role, entry in (card.get("files") or {}).items()}
-    write_package(student_dir, card, files)
-    load_package(student_dir)
+    with staged_package(student_dir, link_work=True) as staging:
+        request = TrainRequest(
+            train=split.train, val=split.val, test=split.test, out=staging, name=f"distilled-{student_kind}",
+            seed=seed, threads=threads, options=student_options, command=command, config=config, data=data,
+            split=split.describe(),
+        )
+        say(f"student {student_kind}: training on {len(split.train)} images (soft labels from "
+            f"{int((~np.isnan(soft)).sum())})", highlight=False)
+        t0 = time.perf_counter()
+        package, hard_train = train_student(student_kind, request, targets)
+        student_seconds = time.perf_counter() - t0
+        voted = ~np.isnan(soft)
+        agree = voted & ((soft >= 0.5) == (hard == 1))
+        card = dict(package.card)
+        card.setdefault("training", {}).setdefault("split", {})["train"] = record_summary(hard_train)
+        card["distillation"] = {
+            "teachers": [{"name": t.label, "source": t.name, "kind": t.card.get("kind"),
+                          "version": t.card.get("version"), "trained_on_sources": sorted(t.training_sources())}
+                         for t in loaded],
+            "combine": combine, "alpha": alpha,
+            "loss": "binary cross-entropy with logits against alpha * soft + (1 - alpha) * hard",
+            "soft_labels": "each teacher's calibrated p_ai (the Detector's numbers, model only; linear-head teachers "
+                           "read from the feature cache); combined per image by " + combine,
+            "train_images": len(hard), "images_with_a_teacher_vote": int(voted.sum()),
+            "teacher_agreement_with_hard_labels": float(agree.sum() / max(voted.sum(), 1)),
+            "mean_soft_on_ai_images": _nanmean(soft[hard == 1]),
+            "mean_soft_on_human_images": _nanmean(soft[hard == 0]),
+            "teacher_seconds": round(teacher_seconds, 1), "student_seconds": round(student_seconds, 1),
+        }
+        files = {role: staging / entry["path"] for role, entry in (card.get("files") or {}).items()}
+        write_package(staging, card, files)
+        load_package(staging)
 
     # 3. every model on the same held-out sources
     rows: list[dict[str, Any]] = []

@@ -512,7 +512,10 @@ def nan_to_none(obj: Any) -> Any:
 
 
 def dump_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(nan_to_none(obj), indent=2) + "\n")
+    """Renamed into place when complete: it rewrites a router's model.json (calibrate-route --write)."""
+    from synthdetect.models.package import write_text_atomic
+
+    write_text_atomic(path, json.dumps(nan_to_none(obj), indent=2) + "\n")
 
 
 # -- package ----------------------------------------------------------------------------------
@@ -548,7 +551,7 @@ def write_wild_package(
     results: dict[str, dict[str, Any]], winner: str, *, command: str | None, data_ref: str, min_side: int,
     benchmark: dict[str, Any] | None = None, failed: Sequence[tuple[Any, str]] = (), version: str = "1.0.0",
 ):
-    from synthdetect.models.package import write_package
+    from synthdetect.models.package import ModelPackage, staged_package, write_package, write_text_atomic
     from synthdetect.models.view_features import get_extractor, save_members
 
     cand = candidate_from_name(winner, extractors)
@@ -556,9 +559,6 @@ def write_wild_package(
     members, (weights, bias), calibration, points, oof_z = fit_final(data, cand, oof_members)
     used = tuple(sorted({m.extractor for m in members}))
     kind = KIND_FOR_EXTRACTORS.get(used, "wild-stack")
-    out.mkdir(parents=True, exist_ok=True)
-    heads = out / "heads.npz"
-    save_members(heads, members)
     held = results[winner]
     p_oof = held["_p"]
     sources = {}
@@ -620,17 +620,23 @@ def write_wild_package(
     }
     card["training"] = {"data": data_ref, "command": command, "sources": sources,
                         "images_used": len(data), "images_failed": [failure_line(getattr(r, 'ref', str(r)), why) for r, why in failed]}
-    package = write_package(out, nan_to_none(card), {"heads": heads})
-    (out / "MODEL_CARD.md").write_text(render_model_card(package.card))
-    return package
+    # Written beside ``out`` and renamed into place: stopped after the heads were saved, the package already in
+    # ``out`` had heads its card did not list (sha256 mismatch, refused at load).
+    with staged_package(out) as folder:
+        folder.mkdir(parents=True, exist_ok=True)
+        heads = folder / "heads.npz"
+        save_members(heads, members)
+        package = write_package(folder, nan_to_none(card), {"heads": heads})
+        write_text_atomic(folder / "MODEL_CARD.md", render_model_card(package.card))
+    return ModelPackage(root=out, card=package.card)
 
 
 def embed_benchmark(root: Path, benchmark: dict[str, Any]):
     """Add a benchmarks/wild_peers.py result to an existing card (the weights and their hashes stay as they are)."""
-    from synthdetect.models.package import add_card_metrics
+    from synthdetect.models.package import add_card_metrics, write_text_atomic
 
     package = add_card_metrics(root, {"peers_benchmark": benchmark})
-    (package.root / "MODEL_CARD.md").write_text(render_model_card(package.card))
+    write_text_atomic(package.root / "MODEL_CARD.md", render_model_card(package.card))
     return package
 
 

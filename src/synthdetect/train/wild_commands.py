@@ -107,7 +107,9 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.table import Table
 
+        from synthdetect.models import ModelPackageError
         from synthdetect.models.multicrop import CropPolicy
+        from synthdetect.train.commands import replaced_package
         from synthdetect.train.wild import (WildData, choose, default_candidates, dump_json, failure_line,
                                             loso_problem, per_source_table, public, run_loso, write_wild_package)
         from synthdetect.train.wild_features import extract_cached
@@ -129,6 +131,10 @@ def register(app: typer.Typer) -> None:
         problem = loso_problem([r.source or "unknown" for r in records], [r.label for r in records])
         if problem:
             fail(f"{data}: {problem}")
+        replaced = replaced_package(out)
+        if replaced:
+            console.print(f"note: {out} holds a model package ({replaced}); this run replaces it when it finishes",
+                          markup=False, highlight=False, soft_wrap=True)
         unsourced = [r.ref for r in records if not r.source]
         if unsourced:  # said, not silent: they form one more held-out group
             console.print(f"note: {len(unsourced)} image(s) have an empty source cell; they are held out together "
@@ -163,9 +169,14 @@ def register(app: typer.Typer) -> None:
         if winner not in results:
             raise typer.BadParameter(f"unknown candidate '{winner}' (known: {', '.join(results)})", param_hint="--candidate")
         command = "synthdetect " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        package = write_wild_package(out, name or out.name, wild, policy, names, folds, results, winner,
-                                     command=command, data_ref=data, min_side=min_side, benchmark=bench,
-                                     failed=cached.failed, version=package_version)
+        try:
+            package = write_wild_package(out, name or out.name, wild, policy, names, folds, results, winner,
+                                         command=command, data_ref=data, min_side=min_side, benchmark=bench,
+                                         failed=cached.failed, version=package_version)
+        except ModelPackageError as exc:  # complete, but it could not be renamed into place: where it is
+            fail(str(exc))
+        except OSError as exc:  # a full disk, a folder that cannot be written: one line, not a traceback
+            fail(f"{out}: cannot write the package ({exc.strerror or exc})")
         if report:
             report.parent.mkdir(parents=True, exist_ok=True)
             dump_json(report, {"candidates": {k: public(v) for k, v in results.items()}, "winner": winner,
