@@ -207,3 +207,22 @@ def test_cached_features_are_read_back_only_for_the_same_extractor_identity(tmp_
     monkeypatch.setattr(HandcraftedFeatures, "revision", 2)  # as after a change to what the features are
     extract_cached(records, policy, ["handcrafted-v1"], tmp_path / "cache")
     assert len(computed) == 4  # computed again, not the old ones read back
+
+
+def test_train_wild_interrupted_says_nothing_is_lost_but_the_run(tmp_path, monkeypatch):
+    """Ctrl-C printed only Click's "Aborted!"; the features already extracted stay cached for the rerun."""
+    from synthdetect.train import wild
+
+    manifest = write_manifest(tmp_path / "data", {"alpha": (3, 3), "beta": (3, 3), "gamma": (3, 3)}, size=32)
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(wild, "run_loso", interrupt)
+    result = _invoke("train-wild", manifest, "--out", tmp_path / "pkg", "--extractors", "handcrafted-v1",
+                     "--crops", "0", "--crop-size", "32", "--cache", tmp_path / "cache")
+    assert result.exit_code == 130
+    assert " ".join(result.stderr.split()).endswith(  # after the extraction's progress bar
+        f"interrupted: no package was written ({tmp_path / 'pkg'} is as it was); the features extracted so far stay "
+        f"in the cache ({tmp_path / 'cache'}), so the same command goes on from there")
+    assert not (tmp_path / "pkg").exists() and any((tmp_path / "cache").rglob("*.npz"))

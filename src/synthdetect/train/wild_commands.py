@@ -140,43 +140,53 @@ def register(app: typer.Typer) -> None:
             console.print(f"note: {len(unsourced)} image(s) have an empty source cell; they are held out together "
                           f"as one source, 'unknown', e.g. {unsourced[0]}", markup=False, highlight=False,
                           soft_wrap=True)
-        cached = extract_cached(records, policy, names, cache)
-        for record, why in cached.failed:
-            console.print(f"[yellow]unreadable, left out[/] {escape(failure_line(record.ref, why))}", highlight=False,
-                          soft_wrap=True)
-        if not cached.records:
-            fail(f"{data}: none of its {len(records)} images could be read (see above)")
-        wild = WildData.from_cache(cached)
-        problem = loso_problem(wild.groups, wild.labels)
-        if problem:
-            fail(f"{data}: without the {len(cached.failed)} unreadable images, {problem}")
-        try:
-            with console.status("leave-one-source-out") as status:
-                folds, results = run_loso(wild, names,
-                                          progress=lambda s: status.update(f"leave-one-source-out: holding out {s}"))
-        except ValueError as exc:  # a fold left with one class (copies of held-out files removed from training)
-            fail(f"{data}: {exc}")
-        table = Table(title="held-out sources, pooled")
-        # Numbers never wrap or get cut; a long candidate name folds instead (a log file is 80 columns wide).
-        table.add_column("candidate", overflow="fold")
-        for col in ("ROC-AUC", "TPR@5%FPR", "TPR@1%FPR", "ECE", "accuracy"):
-            table.add_column(col, no_wrap=True, min_width=len(col))
-        for key, r in sorted(results.items(), key=lambda kv: -kv[1]["roc_auc"]):
-            table.add_row(key, f"{r['roc_auc']:.4f}", f"{r['tpr_at_fpr_0.05']:.3f}", f"{r['tpr_at_fpr_0.01']:.3f}",
-                          f"{r['ece']:.4f}", f"{r['accuracy']:.3f}")
-        console.print(table)
-        winner = candidate or choose(results)
-        if winner not in results:
-            raise typer.BadParameter(f"unknown candidate '{winner}' (known: {', '.join(results)})", param_hint="--candidate")
-        command = "synthdetect " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        try:
-            package = write_wild_package(out, name or out.name, wild, policy, names, folds, results, winner,
-                                         command=command, data_ref=data, min_side=min_side, benchmark=bench,
-                                         failed=cached.failed, version=package_version)
-        except ModelPackageError as exc:  # complete, but it could not be renamed into place: where it is
-            fail(str(exc))
-        except OSError as exc:  # a full disk, a folder that cannot be written: one line, not a traceback
-            fail(f"{out}: cannot write the package ({exc.strerror or exc})")
+        try:  # Ctrl-C said only "Aborted!": say that nothing is lost but the run itself
+            cached = extract_cached(records, policy, names, cache)
+            for record, why in cached.failed:
+                console.print(f"[yellow]unreadable, left out[/] {escape(failure_line(record.ref, why))}",
+                              highlight=False, soft_wrap=True)
+            if not cached.records:
+                fail(f"{data}: none of its {len(records)} images could be read (see above)")
+            wild = WildData.from_cache(cached)
+            problem = loso_problem(wild.groups, wild.labels)
+            if problem:
+                fail(f"{data}: without the {len(cached.failed)} unreadable images, {problem}")
+            try:
+                with console.status("leave-one-source-out") as status:
+                    folds, results = run_loso(wild, names,
+                                              progress=lambda s: status.update(
+                                                  f"leave-one-source-out: holding out {s}"))
+            except ValueError as exc:  # a fold left with one class (copies of held-out files removed from training)
+                fail(f"{data}: {exc}")
+            table = Table(title="held-out sources, pooled")
+            # Numbers never wrap or get cut; a long candidate name folds instead (a log file is 80 columns wide).
+            table.add_column("candidate", overflow="fold")
+            for col in ("ROC-AUC", "TPR@5%FPR", "TPR@1%FPR", "ECE", "accuracy"):
+                table.add_column(col, no_wrap=True, min_width=len(col))
+            for key, r in sorted(results.items(), key=lambda kv: -kv[1]["roc_auc"]):
+                table.add_row(key, f"{r['roc_auc']:.4f}", f"{r['tpr_at_fpr_0.05']:.3f}", f"{r['tpr_at_fpr_0.01']:.3f}",
+                              f"{r['ece']:.4f}", f"{r['accuracy']:.3f}")
+            console.print(table)
+            winner = candidate or choose(results)
+            if winner not in results:
+                raise typer.BadParameter(f"unknown candidate '{winner}' (known: {', '.join(results)})",
+                                         param_hint="--candidate")
+            command = "synthdetect " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+            try:
+                package = write_wild_package(out, name or out.name, wild, policy, names, folds, results, winner,
+                                             command=command, data_ref=data, min_side=min_side, benchmark=bench,
+                                             failed=cached.failed, version=package_version)
+            except ModelPackageError as exc:  # complete, but it could not be renamed into place: where it is
+                fail(str(exc))
+            except OSError as exc:  # a full disk, a folder that cannot be written: one line, not a traceback
+                fail(f"{out}: cannot write the package ({exc.strerror or exc})")
+        except KeyboardInterrupt:
+            from synthdetect.train.wild_features import default_cache_dir
+
+            typer.echo(f"interrupted: no package was written ({out} is as it was); the features extracted so far "
+                       f"stay in the cache ({cache or default_cache_dir()}), so the same command goes on from there",
+                       err=True)
+            raise typer.Exit(130) from None
         if report:
             report.parent.mkdir(parents=True, exist_ok=True)
             dump_json(report, {"candidates": {k: public(v) for k, v in results.items()}, "winner": winner,
