@@ -294,3 +294,20 @@ def test_a_zipped_manifest_finds_non_ascii_names_stored_without_the_utf8_flag(tm
     records = open_dataset(archive)
     assert [r.label for r in records] == [AI, HUMAN]
     assert [read_record_bytes(r) for r in records] == [png, png]
+
+
+def test_name_parts_and_image_suffixes_agree_with_pathlib_on_odd_names():
+    """They replaced PurePosixPath for speed (opening CIFAKE's zip: 9.8 -> 4.4 s); they must split names as it does."""
+    import itertools
+    from pathlib import PurePosixPath
+
+    from synthdetect.images import IMAGE_SUFFIXES
+    from synthdetect.train.datasets import _is_image_name, name_parts
+
+    pieces = ["", "/", "//", "\\\\", ".", "..", "a", "ai", "x.PNG", ".png", "png.", "a.b.jpg", "._x.jpg", "__MACOSX",
+              "dir.jpg/", "sp ace.webp", "é.jpeg"]
+    names = ["".join(combo) for n in (1, 2, 3) for combo in itertools.product(pieces, repeat=n)]
+    assert len(names) > 5000
+    for name in names:
+        assert name_parts(name) == PurePosixPath(name.replace("\\", "/")).parts, name
+        assert _is_image_name(name) == (PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES), name
