@@ -246,11 +246,14 @@ def test_an_export_never_overwrites_the_scan_database(tmp_path, tiny):
     refused = CliRunner().invoke(app, ["-q", "scan", str(tmp_path / "imgs"), "--out", str(db), "-m", str(tiny),
                                        "--workers", "1", "--export", str(db)])
     assert refused.exit_code == 2, refused.output
-    assert refused.stderr.strip() == f"error: --export {db}: is the scan database itself (or its journal); " \
-                                     f"export to another file"
+    assert "the results database is SQLite" in refused.stderr  # a new --out named .csv is refused first
     assert not db.exists()  # refused before any scanning
 
-    run_scan([str(tmp_path / "imgs")], db, options(tiny))
+    run_scan([str(tmp_path / "imgs")], db, options(tiny))  # an existing database that happens to be named .csv
+    resumed = CliRunner().invoke(app, ["-q", "scan", str(tmp_path / "imgs"), "--out", str(db), "-m", str(tiny),
+                                       "--workers", "1", "--export", str(db)])
+    assert resumed.exit_code == 2 and resumed.stderr.strip() == (
+        f"error: --export {db}: is the scan database itself (or its journal); export to another file")
     again = CliRunner().invoke(app, ["scan-export", str(db), str(db)])
     assert again.exit_code == 2 and "is the scan database itself" in again.stderr
     with pytest.raises(StoreError, match="is the scan database itself"):
