@@ -334,7 +334,7 @@ def test_a_reader_that_goes_away_ends_detect_with_the_sigpipe_code_and_no_traceb
     """`detect ... | head` under `set -o pipefail` must not look like a crash (it exited 1, the unexpected-failure code)."""
     from synthdetect.cli import EXIT_READER_GONE
 
-    for s in range(200):  # about 140 KB of JSON lines: more than a pipe holds, so a write meets the closed pipe
+    for s in range(120):  # about 85 KB of JSON lines: more than a pipe holds, so a write meets the closed pipe
         natural_image(32, 32, seed=s).save(tmp_path / f"img{s:03d}.png")
     exe = [sys.executable, "-c", "from synthdetect.cli import main; main()"]
     proc = subprocess.Popen([*exe, "detect", str(tmp_path), "-m", "cifake-cnn", "--format", "jsonl", "--no-evidence"],
