@@ -331,6 +331,10 @@ def discard_staging(staging: Path, out: Path, *, remove_out: bool) -> None:
             break
 
 
+class PackageNotMoved(ModelPackageError):
+    """A complete package that could not be renamed into ``out``: it stays where it was written, and says where."""
+
+
 @contextmanager
 def staged_package(out: str | Path, *, drop: Iterable[str] = ("_work",), link_work: bool = False) -> Iterator[Path]:
     """The folder to write a package for ``out`` in; when the block ends without error it replaces ``out``.
@@ -339,7 +343,7 @@ def staged_package(out: str | Path, *, drop: Iterable[str] = ("_work",), link_wo
     error) leaves the package already in ``out`` whole instead of new weights beside the old card.  What else
     ``out`` held stays (``replace_package``, less ``drop``).  Where no staging folder can be made the block writes
     in ``out`` itself, as before.  A complete package that cannot be renamed into place stays where it was
-    written, and a ModelPackageError says where.
+    written, and a PackageNotMoved says where.
     """
     out = Path(out)
     out_existed = out.exists()
@@ -358,8 +362,8 @@ def staged_package(out: str | Path, *, drop: Iterable[str] = ("_work",), link_wo
             replace_package(staging, out.resolve(), drop=drop)  # a link to the folder stays a link
         except OSError as exc:
             moved = True  # kept for the user to move
-            raise ModelPackageError(f"the package could not be moved into {out} ({exc.strerror or exc}); it is "
-                                    f"complete in {staging}, and {out} is as it was") from None
+            raise PackageNotMoved(f"the package could not be moved into {out} ({exc.strerror or exc}); it is "
+                                  f"complete in {staging}, and {out} is as it was") from None
         moved = True
     finally:
         if not moved and staging.exists():

@@ -11,8 +11,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from synthdetect.models.package import discard_staging, staging_folder  # shared by every package writer
-
 
 def parse_label_map(items: list[str] | None) -> dict[str, int] | None:
     """``["synthetic=ai", "photo=human"]`` -> ``{"synthetic": 1, "photo": 0}``."""
@@ -192,7 +190,7 @@ def register(app: typer.Typer) -> None:
                      if key not in NOT_IN_FINGERPRINT}
         from synthdetect.train.augment import parse_augment
         from synthdetect.train.datasets import DatasetError, open_dataset, refuse_listed_twice
-        from synthdetect.models.package import replace_package
+        from synthdetect.models.package import PackageNotMoved, staged_package
         from synthdetect.train.registry import TrainerError, TrainRequest, get_trainer, option_flag, uses_torch_loop
         from synthdetect.train.splits import SplitError, split_records
         from synthdetect.train.trainer import (CheckpointMismatch, TrainConfig, check_checkpoint,
@@ -243,13 +241,6 @@ def register(app: typer.Typer) -> None:
         if max_short_side is not None:
             options["max_short_side"] = max_short_side
         command = "synthdetect " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        out_existed = out.exists()
-        staging = staging_folder(out)
-        request = TrainRequest(
-            train=parts.train, val=parts.val, test=parts.test, out=staging or out, name=name or out.name, seed=seed,
-            threads=threads or None, augment=augment_config, options=options, command=command, config=config,
-            data=str(data), split=parts.describe(), calibration=calibration, fprs=tuple(fpr or (0.01, 0.05)),
-        )
         typer.echo(f"split {parts.describe()['method']}: train {len(parts.train)}, validation {len(parts.val)}, "
                    f"test {len(parts.test)}"
                    + (f" (test sources: {', '.join(parts.held_out_sources)})" if parts.held_out_sources else ""),
@@ -264,30 +255,23 @@ def register(app: typer.Typer) -> None:
             counts = parts.describe()["copies_not_scored"]["counts"]
             typer.echo("not scored, identical to an earlier file (listed in the card): "
                        + ", ".join(f"{n} {part}" for part, n in counts.items()), err=True)
-        trained = False
-        try:
-            package = trainer(request)
-            trained = True
-            if staging:
-                (staging / "_work").unlink()
-                replace_package(staging, out.resolve(),  # a link to the folder stays a link
-                                drop=() if option_flag(options.get("keep_workdir")) else ("_work",))
+        try:  # written beside --out and renamed into place; its _work links to OUT/_work, where a retry resumes
+            with staged_package(out, link_work=True,
+                                drop=() if option_flag(options.get("keep_workdir")) else ("_work",)) as folder:
+                package = trainer(TrainRequest(
+                    train=parts.train, val=parts.val, test=parts.test, out=folder, name=name or out.name,
+                    seed=seed, threads=threads or None, augment=augment_config, options=options, command=command,
+                    config=config, data=str(data), split=parts.describe(), calibration=calibration,
+                    fprs=tuple(fpr or (0.01, 0.05))))
         except (TrainerError, ValueError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
-        except OSError as exc:
-            if not (trained and staging):
-                raise
-            staging = None  # keep the finished package for the user to move
-            typer.echo(f"error: the package could not be moved into {out} ({exc}); it is complete in "
-                       f"{request.out}, and {out} is as it was", err=True)
+        except PackageNotMoved as exc:  # complete, kept where it was written
+            typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             typer.echo(f"interrupted: {interrupted_state(out)}", err=True)
             raise typer.Exit(130) from None
-        finally:
-            if staging and staging.exists():
-                discard_staging(staging, out, remove_out=not out_existed)
         metrics = package.card["metrics"]
         where, m = ("held-out test", metrics["test"]["at_0.5"]) if "test" in metrics else ("validation", metrics["validation"])
         auc = "n/a (one class)" if m.get("roc_auc") is None else f"{m['roc_auc']:.4f}"
