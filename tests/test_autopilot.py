@@ -417,6 +417,47 @@ def test_cli_autopilot_interrupted_shows_what_finished_and_exits_130(tmp_path, m
     assert "interrupted: the running candidate was stopped; best so far: done" in " ".join(result.output.split())
 
 
+def test_sigterm_while_the_results_are_written_says_what_is_there(tiny_records, tmp_path, monkeypatch):
+    """After the candidates ran, Ctrl-C gave Typer's bare "Aborted!" and SIGTERM ended the process without a word,
+    possibly with a cut leaderboard.csv; now every file is whole and the command says what may be an earlier run's."""
+    import os
+    import signal
+
+    from typer.testing import CliRunner
+
+    from synthdetect.cli import app
+    from synthdetect.train import autopilot
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "report.html").write_text("earlier report")
+
+    def terminated(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(autopilot, "write_autopilot_report", terminated)
+    sigterm_before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(autopilot.FinishInterrupted) as caught:
+        run_autopilot(tiny_records, out, budget_s="3s", candidates=[Candidate("ghost", "no-such-kind")],
+                      progress=False, val_fraction=0.25, test_fraction=0.25, reserve_s=0.5)
+    assert caught.value.signum == signal.SIGTERM and signal.getsignal(signal.SIGTERM) == sigterm_before
+    assert json.loads((out / "leaderboard.json").read_text())["leaderboard"][0]["candidate"] == "ghost"
+    assert (out / "report.html").read_text() == "earlier report"
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".part")]  # no temporary file left
+
+    def stopped_run(records, out, **kwargs):
+        raise autopilot.FinishInterrupted(out, signal.SIGTERM)
+
+    monkeypatch.setattr(autopilot, "run_autopilot", stopped_run)
+    manifest = make_dataset(tmp_path / "d", sources=2, per_class=2)
+    result = CliRunner().invoke(app, ["autopilot", str(manifest), "-o", str(tmp_path / "o")])
+    assert result.exit_code == 143, result.output
+    assert result.stderr.strip() == (
+        f"error: interrupted while writing the results into {tmp_path / 'o'}: each file there is whole, but the "
+        f"model, leaderboard and report may still be an earlier run's; this run's candidates, each with its package "
+        f"and report, are in {tmp_path / 'o' / 'candidates'}")
+
+
 def test_a_refused_run_leaves_no_empty_out_folder(tiny_records, tmp_path):
     out = tmp_path / "never"
     with pytest.raises(AutopilotError, match="candidate names must be unique"):

@@ -167,3 +167,15 @@ def test_a_router_route_with_a_field_of_the_wrong_type_is_one_line(tmp_path, edi
     with pytest.raises(ModelPackageError, match="malformed card") as info:
         load_package(router)
     assert why in str(info.value) and "\n" not in str(info.value)
+
+
+def test_write_package_renders_the_markdown_card_with_the_given_renderer(tmp_path):
+    """train-wild wrote the generic MODEL_CARD.md and then its own over it; a kind's renderer now writes it once."""
+    from synthdetect.models.package import write_package
+
+    (tmp_path / "w.bin").write_bytes(b"w")
+    card = {"name": "m", "kind": "small-cnn", "version": "1.0.0"}
+    write_package(tmp_path, card, {"weights": tmp_path / "w.bin"}, render=lambda c: f"# {c['name']} own\n")
+    assert (tmp_path / "MODEL_CARD.md").read_text() == "# m own\n"
+    write_package(tmp_path, card, {"weights": tmp_path / "w.bin"})
+    assert (tmp_path / "MODEL_CARD.md").read_text().startswith("# m 1.0.0")

@@ -150,6 +150,39 @@ def test_an_export_that_fails_halfway_leaves_no_partial_file_and_keeps_the_earli
         assert export(db, target) == 120
 
 
+def test_sigterm_during_an_export_leaves_no_partial_file_and_says_how_to_write_it(tmp_path, monkeypatch):
+    """SIGTERM's default action ended `scan-export` (and `scan --export`) mid-write: the hidden .part file stayed
+    beside the target and nothing said the export was not written."""
+    import signal
+
+    import synthdetect.scan.store as store
+
+    db = tmp_path / "r.sqlite"
+    synthetic_database(db, 120)
+    target = tmp_path / "r.csv"
+    target.write_text("earlier export\n")
+    real, seen = store._exported, []
+
+    def terminated_halfway(row):
+        seen.append(row)
+        if len(seen) == 60:
+            os.kill(os.getpid(), signal.SIGTERM)  # handled on the main thread, as a batch system's would be
+        return real(row)
+
+    monkeypatch.setattr(store, "_exported", terminated_halfway)
+    handler_before = signal.getsignal(signal.SIGTERM)
+    result = CliRunner().invoke(app, ["scan-export", str(db), str(target)])
+    assert result.exit_code == 143, result.output
+    assert result.stderr.strip() == (f"error: interrupted while writing {target}: nothing was written there, and "
+                                     f"{db} keeps every row; write it with: synthdetect scan-export {db} {target}")
+    assert target.read_text() == "earlier export\n" and len(seen) == 60
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no .part left
+    assert signal.getsignal(signal.SIGTERM) == handler_before  # the export's handler is gone again
+    monkeypatch.setattr(store, "_exported", real)
+    assert CliRunner().invoke(app, ["scan-export", str(db), str(target)]).exit_code == 0
+    assert len(target.read_text().splitlines()) == 121
+
+
 # 4 -------------------------------------------------------------------------------------------------------------
 @contextmanager
 def unwritable(folder: Path):

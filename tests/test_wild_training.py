@@ -90,6 +90,7 @@ def test_train_wild_writes_a_package_the_detector_loads(trained):
     verdict = Detector.load(str(out), use_evidence=False)(make_image(1, seed=99, size=64))
     assert verdict.error is None and verdict.models[0]["model"] == "wild-test" and 0.0 <= verdict.p_ai <= 1.0
     assert "wrote" in output
+    assert "## Crop policy" in (out / "MODEL_CARD.md").read_text()  # train-wild's own card, written once
 
 
 def test_train_wild_folds_leave_copies_of_the_held_out_source_out_of_training(trained):

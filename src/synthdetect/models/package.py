@@ -19,7 +19,7 @@ import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePath
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 CARD_FILE = "model.json"
 CARD_SCHEMA = "synthdetect.model/1"
@@ -208,10 +208,12 @@ def verify_files(package: ModelPackage) -> None:
             )
 
 
-def write_package(root: str | Path, card: dict[str, Any], files: dict[str, Path]) -> ModelPackage:
+def write_package(root: str | Path, card: dict[str, Any], files: dict[str, Path],
+                  render: Callable[[dict[str, Any]], str] | None = None) -> ModelPackage:
     """Write ``card`` into ``root`` recording name, size and sha256 of each file in ``files``.
 
-    Files must already be inside ``root``.
+    Files must already be inside ``root``.  ``render`` makes MODEL_CARD.md from the finished card, for kinds
+    whose card says more than the generic rendering shows (``train-wild``).
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -223,7 +225,7 @@ def write_package(root: str | Path, card: dict[str, Any], files: dict[str, Path]
     }
     card.setdefault("created_with", created_with())
     write_text_atomic(root / CARD_FILE, json.dumps(card, indent=2, sort_keys=False) + "\n")
-    write_text_atomic(root / CARD_MARKDOWN, card_markdown(card))
+    write_text_atomic(root / CARD_MARKDOWN, (render or card_markdown)(card))
     return ModelPackage(root=root, card=card)
 
 

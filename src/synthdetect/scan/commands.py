@@ -19,6 +19,32 @@ class Engine(str, Enum):
     ray = "ray"
 
 
+def _export_all(database: Path, targets: list[Path], say) -> None:
+    """Write each export of ``database``; Ctrl-C or SIGTERM (a batch system's time limit) stops it cleanly.
+
+    SIGTERM's default action ended the process mid-write and left the hidden ``.part`` file beside the target;
+    raised as Ctrl-C, the export's own clean-up removes it and an earlier export of that name stays whole.
+    """
+    from synthdetect.cli import fail
+    from synthdetect.interrupts import sigterm_raises
+    from synthdetect.scan.engine import ScanInterrupted
+    from synthdetect.scan.store import StoreError
+    from synthdetect.scan.store import export as export_db
+
+    target = None
+    try:
+        with sigterm_raises(ScanInterrupted):
+            for target in targets:
+                n = export_db(database, target)
+                say(f"wrote {n} rows to {target}")
+    except (StoreError, ValueError, ImportError) as exc:
+        fail(str(exc))
+    except KeyboardInterrupt as exc:
+        fail(f"interrupted while writing {target}: nothing was written there, and {database} keeps every row; "
+             f"write it with: synthdetect scan-export {database} {target}",
+             code=128 + getattr(exc, "signum", signal.SIGINT))  # 130 for Ctrl-C, 143 for SIGTERM
+
+
 def _progress_display(quiet: bool):
     """A Rich progress bar (files/s, ETA, errors) fed by the engine's counters, or None when quiet."""
     if quiet:
@@ -119,7 +145,6 @@ def register(app: typer.Typer) -> None:
         from synthdetect.scan.engine import ScanOptions
         from synthdetect.scan.sources import STDIN_LIST, PassedOver
         from synthdetect.scan.store import EXPORT_FORMATS, StoreError, check_export_target, connect, is_sqlite_file
-        from synthdetect.scan.store import export as export_db
 
         if STDIN_LIST in sources and sys.stdin is None:  # `scan - <&-`: there is no list to read
             fail("- reads the list of paths from standard input, which is closed here")
@@ -174,12 +199,7 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(128 + getattr(exc, "signum", signal.SIGINT))  # 130 for Ctrl-C, 143 for SIGTERM
         if display:
             display[0].stop()
-        for target in export or []:
-            try:
-                n = export_db(out, target)
-            except (StoreError, ValueError, ImportError) as exc:
-                fail(str(exc))
-            print_note(f"wrote {n} rows to {target}", console)
+        _export_all(out, list(export or []), lambda line: print_note(line, console))
         if summary_json:
             typer.echo(json.dumps(summary, indent=2))
         for line in PassedOver.lines_of(summary.get("passed_over")):  # even with -q: never a silent skip
@@ -195,15 +215,7 @@ def register(app: typer.Typer) -> None:
         to: Annotated[Path, typer.Argument(help="Output file: .csv, .jsonl or .parquet.")],
     ) -> None:
         """Write a scan database as CSV, JSON lines (with full verdicts) or Parquet."""
-        from synthdetect.cli import fail
-        from synthdetect.scan.store import StoreError
-        from synthdetect.scan.store import export as export_db
-
-        try:
-            n = export_db(database, to)
-        except (StoreError, ValueError, ImportError) as exc:
-            fail(str(exc))
-        typer.echo(f"wrote {n} rows to {to}")
+        _export_all(database, [to], typer.echo)
 
     @app.command("export")
     def export_model(

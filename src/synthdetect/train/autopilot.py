@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import csv
 import html
+import io
 import json
 import math
 import os
@@ -72,6 +73,17 @@ SKIPPED_INTERRUPTED = "skipped: interrupted"
 
 class AutopilotError(ValueError):
     pass
+
+
+class FinishInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM after the candidates ran, while the winner, leaderboard and report were written."""
+
+    def __init__(self, out: Path, signum: int = signal.SIGINT):
+        super().__init__(signum)
+        self.signum = signum
+        self.message = (f"interrupted while writing the results into {out}: each file there is whole, but the "
+                        f"model, leaderboard and report may still be an earlier run's; this run's candidates, each "
+                        f"with its package and report, are in {out / 'candidates'}")
 
 
 class AutopilotInterrupted(KeyboardInterrupt):
@@ -275,13 +287,18 @@ def leaderboard_table(rows: list[dict[str, Any]], metric: str, title: str = "lea
 
 
 def write_leaderboard(rows: list[dict[str, Any]], out: Path, summary: dict[str, Any]) -> None:
-    with open(out / "leaderboard.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=LEADERBOARD_COLUMNS + ["package", "report", "error"],
-                                extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in writer.fieldnames})
-    (out / "leaderboard.json").write_text(json.dumps({**summary, "leaderboard": rows}, indent=2, default=str) + "\n")
+    """Both files written whole or not at all: a Ctrl-C while they were written left a cut CSV that read as a
+    shorter leaderboard."""
+    from synthdetect.models.package import write_text_atomic
+
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=LEADERBOARD_COLUMNS + ["package", "report", "error"],
+                            extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in writer.fieldnames})
+    write_text_atomic(out / "leaderboard.csv", table.getvalue())
+    write_text_atomic(out / "leaderboard.json", json.dumps({**summary, "leaderboard": rows}, indent=2, default=str) + "\n")
 
 
 def leaderboard_html(rows: list[dict[str, Any]], summary: dict[str, Any], out: Path) -> str:
@@ -559,6 +576,23 @@ def run_autopilot(
         rows.extend({"candidate": c.name, "kind": c.kind, "status": SKIPPED_INTERRUPTED, "train_seconds": 0.0}
                     for c in runnable if c.name not in ran)
 
+    # SIGTERM while the results are written is Ctrl-C too: each file is written whole or not at all, and the
+    # command says what is there (FinishInterrupted) instead of the process ending without a word.
+    with sigterm_raises(KeyboardInterrupt):
+        try:
+            result = _finish(rows, out, split, split_info, unavailable, budget_s, metric, data, command, seed,
+                             started, interrupted, console)
+        except KeyboardInterrupt as exc:
+            signum = exc.args[0] if exc.args and isinstance(exc.args[0], int) else signal.SIGINT
+            raise FinishInterrupted(out, signum) from None
+    if interrupted is not None:
+        raise AutopilotInterrupted(result, interrupted)
+    return result
+
+
+def _finish(rows, out, split, split_info, unavailable, budget_s, metric, data, command, seed, started, interrupted,
+            console) -> "AutopilotResult":
+    """Rank the rows, export the winner, write the leaderboard and the report."""
     coverage_note = rank_on_common_images(rows, out, [r.label for r in split.test], metric)
     if coverage_note:
         console.print(f"note: {coverage_note}", markup=False, highlight=False)
@@ -586,10 +620,7 @@ def run_autopilot(
     write_autopilot_report(rows, summary, out, split.test, best_row)
     summary["elapsed_s"] = round(time.monotonic() - started, 1)
     write_leaderboard(rows, out, summary)
-    result = AutopilotResult(rows=rows, summary=summary, out=out, best=best, elapsed_s=summary["elapsed_s"])
-    if interrupted is not None:
-        raise AutopilotInterrupted(result, interrupted)
-    return result
+    return AutopilotResult(rows=rows, summary=summary, out=out, best=best, elapsed_s=summary["elapsed_s"])
 
 
 def _run_candidates(runnable, rows, bar, out, split, split_info, budget_s, deadline, started, min_slice_s, seed,
@@ -718,11 +749,13 @@ def _record_win(target: Path, row: dict[str, Any], summary: dict[str, Any], rows
 def write_autopilot_report(rows: list[dict[str, Any]], summary: dict[str, Any], out: Path,
                            test: Sequence[Record], best_row: dict[str, Any] | None) -> None:
     """``report.html``: the leaderboard, then the winner's full held-out evaluation (the evaluation report)."""
+    from synthdetect.models.package import write_text_atomic
+
     section = leaderboard_html(rows, summary, out)
     if best_row is None:
         page = (f"<!doctype html><html><head><meta charset='utf-8'><title>autopilot</title></head><body>"
                 f"<h1>Autopilot: no candidate finished</h1>{section}</body></html>")
-        (out / "report.html").write_text(page)
+        write_text_atomic(out / "report.html", page)
         return
     from synthdetect.evaluate.report import Predictions, compute_metrics, render_html
 
@@ -736,7 +769,7 @@ def write_autopilot_report(rows: list[dict[str, Any]], summary: dict[str, Any], 
     title = f"Autopilot: best candidate {best_row['candidate']} on held-out sources"
     page = render_html(predictions, metrics, title=title)
     page = page.replace("</h1>", "</h1>" + section + "<h2>The winner on held-out sources</h2>", 1)
-    (out / "report.html").write_text(page)
+    write_text_atomic(out / "report.html", page)
 
 
 if __name__ == "__main__":

@@ -40,9 +40,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train candidate model kinds within a time budget, rank them on held-out sources, export the best."""
         from synthdetect.cli import fail, state
-        from synthdetect.train.autopilot import (AutopilotError, AutopilotInterrupted, default_candidates,
-                                                 leaderboard_table, parse_budget, refuse_unknown_kinds,
-                                                 require_sources, run_autopilot)
+        from synthdetect.train.autopilot import (AutopilotError, AutopilotInterrupted, FinishInterrupted,
+                                                 default_candidates, leaderboard_table, parse_budget,
+                                                 refuse_unknown_kinds, require_sources, run_autopilot)
         from synthdetect.train.commands import out_dir_problem
         from synthdetect.train.datasets import DatasetError, open_dataset
         from synthdetect.train.splits import SplitError
@@ -67,6 +67,8 @@ def register(app: typer.Typer) -> None:
             fail(str(exc))
         except AutopilotInterrupted as exc:  # the leaderboard of what finished is written: show it too
             result, interrupted = exc.result, exc.signum
+        except FinishInterrupted as exc:  # stopped while the results were written: say what is there
+            fail(exc.message, code=128 + exc.signum)
         Console(width=max(Console().width, 140)).print(
             leaderboard_table(result.rows, metric, title=f"autopilot leaderboard ({metric} on held-out sources "
                               f"{', '.join(result.summary['split'].get('test_sources', []))})"))

@@ -551,7 +551,7 @@ def write_wild_package(
     results: dict[str, dict[str, Any]], winner: str, *, command: str | None, data_ref: str, min_side: int,
     benchmark: dict[str, Any] | None = None, failed: Sequence[tuple[Any, str]] = (), version: str = "1.0.0",
 ):
-    from synthdetect.models.package import ModelPackage, staged_package, write_package, write_text_atomic
+    from synthdetect.models.package import ModelPackage, staged_package, write_package
     from synthdetect.models.view_features import get_extractor, save_members
 
     cand = candidate_from_name(winner, extractors)
@@ -626,8 +626,7 @@ def write_wild_package(
         folder.mkdir(parents=True, exist_ok=True)
         heads = folder / "heads.npz"
         save_members(heads, members)
-        package = write_package(folder, nan_to_none(card), {"heads": heads})
-        write_text_atomic(folder / "MODEL_CARD.md", render_model_card(package.card))
+        package = write_package(folder, nan_to_none(card), {"heads": heads}, render=render_model_card)
     return ModelPackage(root=out, card=package.card)
 
 
