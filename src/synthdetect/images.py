@@ -10,6 +10,7 @@ see the file exactly as it arrived.
 
 from __future__ import annotations
 
+import codecs
 import errno
 import io
 import os
@@ -270,12 +271,16 @@ def _sniff_unsupported(raw: bytes) -> str | None:
     return None
 
 
-def _looks_like_text(raw: bytes) -> bool:
+def looks_like_text(raw: bytes) -> bool:
+    """Whether ``raw`` starts as UTF-8 text: "not an image (the file contains text)" and the server's form fields.
+
+    The first 1 KB is decoded incrementally, so a character cut by the 1 KB mark does not make text binary.
+    """
     sample = raw[:1024]
     if b"\x00" in sample:
         return False
     try:
-        sample.decode("utf-8")
+        codecs.getincrementaldecoder("utf-8")().decode(sample, final=len(raw) <= len(sample))
     except UnicodeDecodeError:
         return False
     return True
@@ -290,7 +295,7 @@ def _decode(
         unsupported = _sniff_unsupported(raw)
         if unsupported:
             raise ImageLoadError(label, "unsupported_format", f"unsupported format: {unsupported}") from exc
-        if _looks_like_text(raw):
+        if looks_like_text(raw):
             raise ImageLoadError(label, "not_an_image", "not an image (the file contains text)") from exc
         raise ImageLoadError(label, "not_an_image", "not an image (unrecognised data)") from exc
     except ValueError as exc:

@@ -3,9 +3,11 @@
 Starlette's ``request.form()`` makes a part a file only when it has a
 ``filename``; a part without one (``curl -F 'files=<x.jpg'``, some HTTP
 clients) becomes a text field capped at 1 MB and the image is lost.  Here a
-part is an image when it has a filename, is a non-empty part of the ``files``
-field, or declares an ``image/*`` or ``application/octet-stream`` type; other
-fields are skipped.  Parts are held as bytes: the body guard bounds the total.
+part is an upload when it has a filename, is a non-empty part of the ``files``
+field, declares an ``image/*`` or ``application/octet-stream`` type, or holds
+bytes that are not text (``curl -F 'image=<x.jpg'`` in any field name): a file
+sent in an unexpected field is judged, never dropped.  Text fields (a caption,
+an option) are skipped.  Parts are held as bytes: the body guard bounds the total.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import AsyncIterator
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 
+from synthdetect.images import looks_like_text
 from synthdetect.server.limits import ServiceError
 
 FILES_FIELD = "files"
@@ -122,8 +125,7 @@ class _ImageCollector:
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         self.part.size += end - start
-        if self.part.is_image:  # other fields are never needed: their bytes are not kept
-            self.part.data += data[start:end]
+        self.part.data += data[start:end]  # a field's bytes too: binary ones are an upload (on_part_end)
 
     def on_part_end(self) -> None:
         part = self.part
@@ -133,6 +135,9 @@ class _ImageCollector:
             self.images.append((part.filename, bytes(part.data)))
         elif part.is_image:
             self.fields += 1  # dropped, but it counts: else a body of empty parts would be parsed without limit
+        elif part.size and not looks_like_text(part.data):
+            self.fields -= 1  # an upload in a field of another name: counted as a file, not a field
+            self.images.append((None, bytes(part.data)))
         elif part.size:
             self.ignored.append(f"'{client_name(part.name)}' ({part.size:,} bytes)")
 
@@ -151,11 +156,11 @@ async def _without_preamble(chunks: AsyncIterator[bytes], boundary: bytes) -> As
     async for chunk in chunks_left:
         head += chunk
         if at_start and head.startswith(delimiter):
-            yield head
+            first = head
             break
         line_start = head.find(b"\n" + delimiter)
         if line_start >= 0:
-            yield head[line_start + 1:]
+            first = head[line_start + 1:]
             break
         text_seen = text_seen or bool(head.strip())
         at_start = at_start and len(head) < len(delimiter)
@@ -165,6 +170,18 @@ async def _without_preamble(chunks: AsyncIterator[bytes], boundary: bytes) -> As
             raise ServiceError(400, "bad_multipart", "malformed multipart body (no line starts with '--' and the "
                                                      "boundary of its content type)")
         return
+    async for chunk in chunks_left:  # enough of the first line to see how it ends
+        if len(first) > len(delimiter) + 1:
+            break
+        first += chunk
+    else:
+        chunk = b""
+    if first[len(delimiter):len(delimiter) + 1] == b"\n":  # python-multipart's own message named a byte code
+        raise ServiceError(400, "bad_multipart", "malformed multipart body (its lines end with LF alone; "
+                                                 "multipart/form-data needs CRLF line ends, RFC 7578)")
+    yield first
+    if chunk:
+        yield chunk
     async for chunk in chunks_left:
         yield chunk
 
@@ -198,8 +215,8 @@ async def image_parts(content_type: str, chunks: AsyncIterator[bytes], max_files
         raise ServiceError(400, "bad_multipart",
                            f"malformed multipart body (truncated{where}: it ends before the closing boundary)")
     if not collector.images and collector.ignored:
-        # curl -F 'image=<x.jpg' sends no file name and no type: say which field was passed over, and how to send it.
+        # Only text fields were sent (a caption, a path typed as text): say which, and how to send an image.
         shown = ", ".join(collector.ignored[:5]) + (", ..." if len(collector.ignored) > 5 else "")
-        raise ServiceError(422, "no_files", f"no image in the request: field(s) {shown} have no file name and no "
-                                            f"image type; send images in the '{FILES_FIELD}' field or with a file name")
+        raise ServiceError(422, "no_files", f"no image in the request: field(s) {shown} hold text, not a file; send "
+                                            f"images in the '{FILES_FIELD}' field or with a file name")
     return [(name or f"upload-{i + 1}", data) for i, (name, data) in enumerate(collector.images)]
