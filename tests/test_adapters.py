@@ -107,6 +107,23 @@ def test_array_preprocess_scaling_channel_order_and_layout():
     assert bgr.shape == (1, 2, 2, 3) and bgr[0, 0, 0].tolist() == [30, 20, 10]
 
 
+def test_a_long_strip_is_cropped_without_resizing_it_whole(monkeypatch):
+    """A 20000x8 strip at crop_pct 0.875 became 640,000 x 256 px (0.5 GB) before its 224 px centre was cut."""
+    from synthdetect.models.adapters import preprocess
+    pre = preprocess_from_data_config({"input_size": (3, 224, 224), "interpolation": "bicubic", "crop_pct": 0.875})
+    rng = np.random.default_rng(0)
+    strip = Image.fromarray(rng.integers(0, 256, (8, 4000, 3), dtype=np.uint8))  # 128,000 x 256 when whole
+    boxed = np.asarray(pre.geometry(strip), dtype=int)
+    monkeypatch.setattr(preprocess, "MAX_INTERMEDIATE_PIXELS", 10**9)  # the plain path: resize whole, then crop
+    whole = np.asarray(pre.geometry(strip), dtype=int)
+    assert boxed.shape == whole.shape == (224, 224, 3)
+    assert np.abs(boxed - whole).mean() < 1.0 and np.abs(boxed - whole).max() <= 16
+    ordinary = Image.fromarray(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8))
+    monkeypatch.setattr(preprocess, "MAX_INTERMEDIATE_PIXELS", 4_000_000)
+    np.testing.assert_array_equal(np.asarray(pre.geometry(ordinary)), np.asarray(
+        center_crop(resize_shorter(ordinary, 256, Image.Resampling.BICUBIC), 224, 224)))
+
+
 def test_spec_reads_size_and_fractions_and_refuses_unknown_keys():
     pre = preprocess_from_spec({"size": [24, 20], "rescale": "1/127.5"}, {"height": 99, "width": 99}, "m")
     assert (pre.height, pre.width) == (24, 20) and pre.rescale == pytest.approx(1 / 127.5)
@@ -331,7 +348,8 @@ def test_a_router_can_route_to_a_prefixed_model(onnx_model, tmp_path):
     ({"rescale": 0}, "input.rescale must be a positive number, not 0"),
     ({"rescale": "-1/255"}, "input.rescale must be a positive number"),
     ({"rescale": "1/0"}, "input.rescale '1/0' is not a number"),
-    ({"std": [0, 1, 1]}, r"input.std must be non-zero in every channel"),
+    ({"std": [0, 1, 1]}, r"input.std must be positive in every channel"),
+    ({"std": [0.2, -0.2, 0.2]}, r"input.std must be positive in every channel, not \[0.2, -0.2, 0.2\]"),
 ])
 def test_onnx_sidecar_contradicting_the_graph_is_refused_at_load(onnx_model, tmp_path, setting, message):
     _, path = onnx_model

@@ -17,6 +17,7 @@ import torch
 
 from synthdetect.images import load_image
 from synthdetect.models import load_model
+from synthdetect.models.adapters.base import split_options
 from synthdetect.models.adapters.labels import AdapterError, OutputMapping, map_labels
 from test_adapters import ONNX_SIDECAR, TinyCNN, write_images
 
@@ -172,6 +173,12 @@ def test_a_model_path_with_a_question_mark_loads_with_and_without_options(graph,
     flipped = load_model(f"onnx:{odd}?labels=REAL:ai,FAKE:human")
     assert flipped.card["labels"] == {"REAL": "ai", "FAKE": "human"}
     np.testing.assert_allclose(flipped.logits(images), -plain.logits(images), atol=1e-9)
+
+
+def test_a_plus_in_an_option_is_kept_and_percent_escapes_are_read(graph):
+    """'?labels=AI+art:ai' named a class 'AI art', which the model does not have."""
+    assert split_options("m.onnx?labels=AI+art:ai,R%26D:human", ["labels"], "onnx") == (
+        "m.onnx", {"labels": "AI+art:ai,R&D:human"})
 
 
 def test_an_option_given_twice_is_refused(graph):

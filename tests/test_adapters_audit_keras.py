@@ -13,8 +13,10 @@ import pytest
 os.environ.setdefault("KERAS_BACKEND", "torch")
 keras = pytest.importorskip("keras", reason="the keras extra is not installed (pip install 'synthdetect[keras]')")
 
+from synthdetect.images import load_image  # noqa: E402
 from synthdetect.models import load_model  # noqa: E402
 from synthdetect.models.adapters.labels import AdapterError  # noqa: E402
+from test_adapters import write_images  # noqa: E402
 
 # saving on the torch backend trips a numpy 2 deprecation inside keras
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -50,6 +52,35 @@ def test_a_model_with_two_outputs_is_a_one_line_error(tmp_path):
     (tmp_path / "two.keras.json").write_text(json.dumps({"labels": ["fake", "real"]}))
     with pytest.raises(AdapterError, match=r"expected one image input and one output, the model has 2 outputs"):
         load_model(f"keras:{tmp_path / 'two.keras'}")
+
+
+@keras.saving.register_keras_serializable(package="synthdetect_tests")
+class _UnsizedScores(keras.layers.Layer):
+    """Two logits per image, from a layer that does not state its output's size (as custom heads often do not)."""
+
+    def call(self, x):
+        pooled = keras.ops.mean(x, axis=(1, 2))
+        return keras.ops.stack([pooled[:, 0] - pooled[:, 1], pooled[:, 1] - pooled[:, 2]], axis=1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], None)
+
+
+def test_an_output_of_unstated_size_is_counted_on_a_probe(tmp_path):
+    """``(None, None)`` from a custom last layer was a TypeError traceback (int(None))."""
+    inputs = keras.Input((16, 16, 3))
+    keras.Model(inputs, _UnsizedScores()(inputs)).save(tmp_path / "unsized.keras")
+    assert keras.saving.load_model(tmp_path / "unsized.keras").output_shape == (None, None)
+    (tmp_path / "unsized.keras.json").write_text(json.dumps({"labels": ["fake", "real"], "output": "logits"}))
+    model = load_model(f"keras:{tmp_path / 'unsized.keras'}")
+    images = [load_image(p) for p in write_images(tmp_path / "imgs", 3, seed=5)]
+    assert model.logits(images).shape == (3,)
+    inputs = keras.Input((16, 16, 3))
+    keras.Model(inputs, keras.layers.Dense(2)(inputs)).save(tmp_path / "map.keras")  # a score map, not a row
+    (tmp_path / "map.keras.json").write_text(json.dumps({"labels": ["fake", "real"], "output": "logits"}))
+    with pytest.raises(AdapterError, match=r"expected one row of scores per image \(None, K\), the model gives "
+                                           r"\(None, 16, 16, 2\)"):
+        load_model(f"keras:{tmp_path / 'map.keras'}")
 
 
 def test_the_sidecar_batch_size_is_used(tmp_path):

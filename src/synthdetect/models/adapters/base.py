@@ -34,7 +34,9 @@ def _split_at_query(spec: str) -> tuple[str, str, str]:
 def split_options(spec: str, allowed: Sequence[str], prefix: str) -> tuple[str, dict[str, str]]:
     """``'org/name?labels=a:ai'`` -> ``('org/name', {'labels': 'a:ai'})``, refusing unknown or repeated options."""
     target, sep, query = _split_at_query(spec)
-    pairs = parse_qsl(query, keep_blank_values=True) if sep else []
+    # A '+' is kept as typed ('?labels=AI+art:ai'): parse_qsl would read it as a space, as a browser form does;
+    # percent escapes (%26 for '&') are still read.
+    pairs = parse_qsl(query.replace("+", "%2B"), keep_blank_values=True) if sep else []
     options = dict(pairs)
     unknown = sorted(set(options) - set(allowed))
     if unknown:

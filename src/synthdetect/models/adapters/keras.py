@@ -90,13 +90,8 @@ def default_output_kind(n_outputs: int, activation: str) -> str | None:
     return "logits" if activation in LOGIT_LIKE else None
 
 
-def probe_output_kind(module: Any, preprocess: ArrayPreprocess, where: str, activation: str) -> str:
-    """Run a few probe images to tell probabilities from logits when the last layer does not say.
-
-    Rows in [0, 1] summing to 1 on every probe are probabilities; anything
-    else could be logits or something else entirely, so it is refused rather
-    than guessed.
-    """
+def probe_outputs(module: Any, preprocess: ArrayPreprocess) -> np.ndarray:
+    """The model's outputs on four fixed probe images (three of noise, one grey), one row per probe."""
     from PIL import Image
 
     rng = np.random.default_rng(0)
@@ -104,7 +99,33 @@ def probe_output_kind(module: Any, preprocess: ArrayPreprocess, where: str, acti
               for _ in range(3)] + [Image.new("RGB", (preprocess.width, preprocess.height), (128, 128, 128))]
     out = module(preprocess(probes), training=False)
     out = out.detach().cpu().numpy() if hasattr(out, "detach") else np.asarray(out)
-    out = np.asarray(out, dtype=np.float64).reshape(len(probes), -1)
+    return np.asarray(out, dtype=np.float64).reshape(len(probes), -1)
+
+
+def output_count(module: Any, preprocess: ArrayPreprocess, out_shape: tuple, where: str) -> int:
+    """How many scores the model gives per image: its output shape's last axis, or a probe's when that is None.
+
+    A custom last layer that does not state its output size gave ``(None, None)``, and ``int(None)`` a traceback.
+    """
+    if len(out_shape) != 2:
+        raise AdapterError(f"{where}: expected one row of scores per image (None, K), the model gives {out_shape}")
+    if out_shape[-1] is not None:
+        return int(out_shape[-1])
+    try:
+        return int(probe_outputs(module, preprocess).shape[1])
+    except Exception as exc:  # noqa: BLE001 - whatever the model raises, it cannot be used
+        raise AdapterError(f"{where}: its output shape {out_shape} does not say how many scores it gives, and a "
+                           f"probe batch failed ({first_line(exc) or type(exc).__name__})") from exc
+
+
+def probe_output_kind(module: Any, preprocess: ArrayPreprocess, where: str, activation: str) -> str:
+    """Run a few probe images to tell probabilities from logits when the last layer does not say.
+
+    Rows in [0, 1] summing to 1 on every probe are probabilities; anything
+    else could be logits or something else entirely, so it is refused rather
+    than guessed.
+    """
+    out = probe_outputs(module, preprocess)
     if out.shape[1] > 1 and np.all((out >= 0) & (out <= 1)) and np.allclose(out.sum(axis=1), 1.0, atol=1e-4):
         return "probabilities"
     raise AdapterError(f"{where}: cannot tell whether the outputs are logits or probabilities (last activation "
@@ -153,7 +174,7 @@ def load_keras(spec: str) -> KerasModel:
     defaults = {"layout": "NHWC", "height": in_shape[1], "width": in_shape[2], "rescale": 1.0 / 255.0}
     preprocess = preprocess_from_spec(sidecar.get("input", {}), {k: v for k, v in defaults.items() if v}, where)
     check_against_graph(preprocess, defaults, list(in_shape), where)  # not a Keras error for every image
-    n_outputs = int(out_shape[-1])
+    n_outputs = output_count(module, preprocess, out_shape, where)
     activation = final_activation(module)
     kind = sidecar.get("output") or default_output_kind(n_outputs, activation)
     output_from = "sidecar" if sidecar.get("output") else "final activation"

@@ -48,23 +48,51 @@ def center_crop(im: Image.Image, height: int, width: int) -> Image.Image:
     return im.crop((left, top, left + width, top + height))  # PIL pads with zeros outside, as torchvision does
 
 
-def resize_shorter(im: Image.Image, short: int, resample: int) -> Image.Image:
-    """torchvision ``Resize(int)``: the shorter side becomes ``short``, the longer keeps the ratio (truncated)."""
+def shorter_side_size(im: Image.Image, short: int) -> tuple[int, int]:
+    """torchvision ``Resize(int)``'s size: the shorter side becomes ``short``, the longer keeps the ratio (truncated)."""
     w, h = im.size
-    if w <= h:
-        new_w, new_h = short, int(short * h / w)
-    else:
-        new_w, new_h = int(short * w / h), short
-    return im if (new_w, new_h) == (w, h) else im.resize((new_w, new_h), resample)
+    return (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
 
 
-def resize_keep_ratio(im: Image.Image, target_hw: tuple[int, int], resample: int, longest: bool = False) -> Image.Image:
-    """timm ``ResizeKeepRatio``: scale by the smaller side ratio (or the larger, ``longest``), rounding."""
+def resize_shorter(im: Image.Image, short: int, resample: int) -> Image.Image:
+    """torchvision ``Resize(int)``."""
+    size = shorter_side_size(im, short)
+    return im if size == im.size else im.resize(size, resample)
+
+
+def keep_ratio_size(im: Image.Image, target_hw: tuple[int, int], longest: bool = False) -> tuple[int, int]:
+    """timm ``ResizeKeepRatio``'s size: scale by the smaller side ratio (or the larger, ``longest``), rounding."""
     ratios = [s / t for s, t in zip((im.height, im.width), target_hw)]
     ratio = max(ratios) if longest else min(ratios)
     # at least 1 px: a 2000x8 strip fitted into 32 px would round its height to 0, and PIL (like timm) raise
     new_h, new_w = (max(1, round(x / ratio)) for x in (im.height, im.width))
-    return im.resize((new_w, new_h), resample)
+    return new_w, new_h
+
+
+def resize_keep_ratio(im: Image.Image, target_hw: tuple[int, int], resample: int, longest: bool = False) -> Image.Image:
+    """timm ``ResizeKeepRatio``."""
+    return im.resize(keep_ratio_size(im, target_hw, longest), resample)
+
+
+# Above this many pixels the resized image is not made whole before the centre crop (see resize_center_crop).
+MAX_INTERMEDIATE_PIXELS = 4_000_000
+
+
+def resize_center_crop(im: Image.Image, size: tuple[int, int], height: int, width: int,
+                       resample: int) -> Image.Image:
+    """Resize to ``size``, then take the centre ``height`` x ``width``, as torchvision and timm do.
+
+    For a long strip the whole resized image is huge (a 20000x8 image with its short side made 256 is 640,000 x
+    256 px, about 0.5 GB) though only the centre is kept. There Pillow's ``resize(box=...)`` resamples just the
+    kept region at the same scale (as ``multicrop.resize_short_center_crop`` does for our own heads); it rounds a
+    little differently, so other images take the plain path and match published pipelines exactly.
+    """
+    new_w, new_h = size
+    top, left = int(round((new_h - height) / 2.0)), int(round((new_w - width) / 2.0))
+    if new_w * new_h <= MAX_INTERMEDIATE_PIXELS or top < 0 or left < 0:
+        return center_crop(im if size == im.size else im.resize(size, resample), height, width)
+    sx, sy = im.width / new_w, im.height / new_h
+    return im.resize((width, height), resample, box=(left * sx, top * sy, (left + width) * sx, (top + height) * sy))
 
 
 def center_crop_or_pad(im: Image.Image, height: int, width: int, fill: tuple[int, int, int]) -> Image.Image:
@@ -107,8 +135,8 @@ class ArrayPreprocess:
         # checked here, not met later as a ZeroDivisionError or a silently inverted image in every batch
         if not (math.isfinite(self.rescale) and self.rescale > 0):
             raise AdapterError(f"input.rescale must be a positive number, not {self.rescale:g}")
-        if not all(math.isfinite(v) and v != 0 for v in self.std):
-            raise AdapterError(f"input.std must be non-zero in every channel, not {list(self.std)}")
+        if not all(math.isfinite(v) and v > 0 for v in self.std):  # a negative std inverts that channel
+            raise AdapterError(f"input.std must be positive in every channel, not {list(self.std)}")
         if not all(math.isfinite(v) for v in self.mean):  # NaN here made every score NaN, silently
             raise AdapterError(f"input.mean must be finite in every channel, not {list(self.mean)}")
         if self.crop_pct is not None and not (math.isfinite(self.crop_pct) and self.crop_pct > 0):
@@ -126,16 +154,16 @@ class ArrayPreprocess:
             return im if im.size == (self.width, self.height) else im.resize((self.width, self.height), resample)
         scale_h, scale_w = math.floor(self.height / self.crop_pct), math.floor(self.width / self.crop_pct)
         if self.crop_mode == "squash":
-            im = im.resize((scale_w, scale_h), resample)
-        elif self.crop_mode == "border":  # whole image kept, borders filled with the mean colour
+            return center_crop(im.resize((scale_w, scale_h), resample), self.height, self.width)
+        if self.crop_mode == "border":  # whole image kept, borders filled with the mean colour
             im = resize_keep_ratio(im, (scale_h, scale_w), resample, longest=True)
             fill = tuple(round(255 * v) for v in self.mean)  # timm fills with the mean colour
             return center_crop_or_pad(im, self.height, self.width, fill)
-        elif scale_h == scale_w:
-            im = resize_shorter(im, scale_h, resample)
+        if scale_h == scale_w:
+            size = shorter_side_size(im, scale_h)
         else:
-            im = resize_keep_ratio(im, (scale_h, scale_w), resample)
-        return center_crop(im, self.height, self.width)
+            size = keep_ratio_size(im, (scale_h, scale_w))
+        return resize_center_crop(im, size, self.height, self.width, resample)
 
     def __call__(self, images: Sequence[Image.Image]) -> np.ndarray:
         batch = np.stack([np.asarray(self.geometry(im.convert("RGB")), dtype=np.float32) for im in images])
