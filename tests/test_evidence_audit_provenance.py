@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from evidence_fakes import c2pa_sign, encode, make_cert_chain, textured_rgb
 from synthdetect.evidence import run_probes
+from synthdetect.evidence.metadata import _parse_xmp as read_xmp_text
 from synthdetect.images import load_image
 
 PIXELS = textured_rgb(64, seed=11)
@@ -264,6 +265,16 @@ def test_what_the_xmp_says_of_placed_documents_is_not_said_of_the_file():
     info.add_itxt("XML:com.adobe.xmp", packet)
     found = _metadata(encode(PIXELS, "PNG", pnginfo=info))
     assert sorted((e.signal, e.strength) for e in found) == [("edited", "info"), ("human", "weak")], found
+    # Over the parse limit (read by pattern) and not well-formed (read by pattern): the same. A 1 MB Photoshop
+    # packet was read as AI from its Pantry; "<x/>" nests an empty element inside the placed document's entry.
+    own = f'Iptc4xmpExt:DigitalSourceType="{IPTC}digitalCapture"'
+    padding = "<xmpMM:History>" + " " * (1 << 20) + "</xmpMM:History>"
+    for variant in (packet.replace("</rdf:Description></rdf:RDF>", padding + "</rdf:Description></rdf:RDF>"),
+                    packet.replace('xmlns:xmp="http://ns.adobe.com/xap/1.0/" ', ""),
+                    packet.replace("<rdf:Bag>", '<rdf:Bag><xmpMM:DerivedFrom stRef:documentID="x"/>')):
+        fields = read_xmp_text(variant)
+        assert fields.get("DigitalSourceType") == [IPTC + "digitalCapture"], (len(variant), fields.values)
+        assert fields.get("CreatorTool") == [] and own in variant
 
 
 def _psd(resources: list[tuple[int, bytes]], layer_data: bytes) -> bytes:

@@ -286,6 +286,29 @@ _PATTERN_WINDOW = 4096  # characters read after a property name for its value
 _PATTERN_MAX_HITS = 1000  # occurrences read per property: an edit history repeats its agent, never this often
 
 
+#: An element about another document (any prefix, as in _XMP_PROPERTY): opening, closing or empty.
+_OTHER_DOCUMENT_TAG = re.compile(r"<(/?)[\w.-]{1,64}:(Pantry|Ingredients|DerivedFrom|Manifest)\b[^<>]{0,4096}?(/?)>")
+
+
+def _without_other_documents(text: str) -> str:
+    """``text`` less the elements about other documents (``_OTHER_DOCUMENTS``), for the pattern reading, which does
+    not see the XML tree: a 1 MB Photoshop packet whose Pantry held a placed Firefly image's XMP was read as AI.
+    One pass over the tags, with their nesting counted; an element left open runs to the end."""
+    kept, depth, at = [], 0, 0
+    for tag in _OTHER_DOCUMENT_TAG.finditer(text):
+        closing, empty = tag.group(1), tag.group(3)
+        if depth == 0:
+            kept.append(text[at:tag.start()])
+        if closing:
+            depth = max(depth - 1, 0)
+        elif not empty:
+            depth += 1
+        at = tag.end()
+    if depth == 0:
+        kept.append(text[at:])
+    return "".join(kept)
+
+
 def _xmp_by_pattern(text: str, well_formed: bool = False) -> XmpFields | None:
     """Writers do emit XMP that is not well-formed (an undeclared prefix is enough to fail the parser);
     the few properties read here are still found by pattern rather than dropping the packet unread.
@@ -293,6 +316,7 @@ def _xmp_by_pattern(text: str, well_formed: bool = False) -> XmpFields | None:
     The pattern is tried only where a property name occurs (found by plain substring search), at most
     :data:`_PATTERN_MAX_HITS` times per property over at most :data:`_PATTERN_WINDOW` characters: the cost is bounded
     whatever the packet holds."""
+    text = _without_other_documents(text)
     fields = XmpFields(well_formed=well_formed)
     found: list[tuple[int, str, str]] = []
     for name in XMP_PROPERTIES:
