@@ -165,6 +165,19 @@ def test_a_compressed_body_is_refused_for_its_coding_not_called_not_an_image(cli
     assert response.status_code == 200, response.text
 
 
+def test_a_base64_part_is_decoded():
+    """MIME writers (Python's email package, mail-style clients) send Content-Transfer-Encoding: base64; the part was
+    judged as its base64 text ('not an image (the file contains text)')."""
+    import base64
+
+    encoded = base64.encodebytes(png_bytes(seed=2))  # with a line break every 76 characters
+    part = (b'--XyZ\r\nContent-Disposition: form-data; name="files"; filename="a.png"\r\n'
+            b"Content-Transfer-Encoding: base64\r\n\r\n" + encoded + b"\r\n--XyZ--\r\n")
+    assert parts_of(part, 9) == [("a.png", png_bytes(seed=2))]
+    with pytest.raises(ServiceError, match=r"part 'files' says base64 but is not"):
+        parts_of(part.replace(encoded[:8], b"*&^%$#@!"), 9)
+
+
 def test_a_body_with_lf_line_ends_is_told_so():
     """Hand-made bodies (a shell heredoc, some scripts) end lines with LF alone: python-multipart's 400 said
     "Did not find CR at end of boundary (10)", which names a byte code, not the mistake."""

@@ -12,6 +12,8 @@ an option) are skipped.  Parts are held as bytes: the body guard bounds the tota
 
 from __future__ import annotations
 
+import base64
+import binascii
 import unicodedata
 from dataclasses import dataclass, field
 from email.message import Message
@@ -129,6 +131,14 @@ class _ImageCollector:
 
     def on_part_end(self) -> None:
         part = self.part
+        encoding = part.headers.get(b"content-transfer-encoding", b"").strip().lower()
+        if encoding == b"base64":  # RFC 7578 deprecates it, but mail-style MIME writers still send it
+            try:
+                part.data = bytearray(base64.b64decode(b"".join(part.data.split()), validate=True))  # lines joined
+            except binascii.Error as exc:
+                raise ServiceError(400, "bad_multipart", f"malformed multipart body (part '{client_name(part.name)}'"
+                                                         f" says base64 but is not: {exc})") from None
+            part.size = len(part.data)
         # A named file is kept even when empty (its verdict says "empty file"); a bare empty field is no upload,
         # nor is an empty part with an empty name (what a browser sends for a file input left empty).
         if part.is_image and (part.filename or part.data):
