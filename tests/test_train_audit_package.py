@@ -111,3 +111,40 @@ def test_an_out_that_is_a_link_to_a_folder_stays_a_link(tmp_path: Path, monkeypa
     assert link.is_symlink() and link.resolve() == real.resolve()
     assert load_package(real).card["metrics"]["validation"]["accuracy"] == 0.5
     assert sorted(p.name for p in (tmp_path / "disk").iterdir()) == ["pkg"]
+
+
+def test_two_runs_into_one_out_folder_are_refused_and_a_killed_run_leaves_no_lock(tmp_path: Path):
+    """Two runs given the same --out shared OUT/_work (one resumed the other's checkpoint) and its staging folder
+    (the second removed the first's half-written package); the second is now refused in one line."""
+    import subprocess
+    import sys
+
+    from synthdetect.models.package import exclusive_out
+    from synthdetect.train.autopilot import AutopilotError, run_autopilot
+
+    manifest = write_manifest(tmp_path / "data", {"a": (4, 4), "b": (4, 4), "c": (4, 4)}, size=16)
+    out = tmp_path / "pkg"
+    with exclusive_out(out):
+        assert (tmp_path / ".pkg.lock").read_text() == str(os.getpid())
+        result = _quick_train(manifest, out)
+        assert result.exit_code == 2, result.output
+        assert result.stderr.strip() == (f"error: {out}: another synthdetect run is writing this package now "
+                                         f"(process {os.getpid()}); wait for it to end or choose another --out")
+        wild = CliRunner().invoke(app, ["train-wild", str(manifest), "--out", str(out)])
+        assert wild.exit_code == 2 and "another synthdetect run is writing this package" in wild.stderr
+        with pytest.raises(AutopilotError, match="another synthdetect run is writing this package"):
+            run_autopilot([], out, budget_s=5)
+        assert not out.exists()  # refused before anything was written
+    assert not (tmp_path / ".pkg.lock").exists()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom synthdetect.models.package import "
+                               "exclusive_out\nwith exclusive_out(sys.argv[1]):\n print('held', flush=True)\n "
+                               "time.sleep(60)", str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert _quick_train(manifest, out).exit_code == 2
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    with exclusive_out(out):  # the system released the killed run's lock; its file is simply reused
+        pass

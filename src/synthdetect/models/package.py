@@ -333,6 +333,54 @@ def discard_staging(staging: Path, out: Path, *, remove_out: bool) -> None:
             break
 
 
+class OutInUse(ModelPackageError):
+    """Another run is writing the same package folder now."""
+
+
+@contextmanager
+def exclusive_out(out: str | Path) -> Iterator[None]:
+    """One run at a time per package folder.
+
+    Two runs given the same ``--out`` shared ``OUT/_work`` (the second resumed the first's checkpoint, or the
+    first resumed the second's mid-run) and the staging folder (the second removed the first's half-written
+    package).  The lock is an advisory ``flock`` on a hidden file beside ``OUT``; the system releases it however
+    the process ends, so a killed run never leaves a stale lock.  Where no lock file can be made (a folder that
+    cannot be written, a system without ``flock``) the run goes on unguarded and says why it fails, as before.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not on Windows
+        yield
+        return
+    target = Path(out).absolute()
+    lock_path = target.with_name(f".{target.name}.lock")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(lock_path, "a+", encoding="utf-8")
+    except OSError:
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip()
+            raise OutInUse(f"{out}: another synthdetect run is writing this package now"
+                           f"{f' (process {holder})' if holder.isdigit() else ''}; wait for it to end or choose "
+                           f"another --out") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield
+        finally:
+            lock_path.unlink(missing_ok=True)  # while still held: a run starting now makes a fresh lock file
+    finally:
+        handle.close()
+
+
 class PackageNotMoved(ModelPackageError):
     """A complete package that could not be renamed into ``out``: it stays where it was written, and says where."""
 

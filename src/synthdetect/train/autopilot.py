@@ -485,7 +485,19 @@ def _slice_for(candidates: Sequence[Candidate], index: int, remaining: float) ->
     return remaining * weights[0] / sum(weights)
 
 
-def run_autopilot(
+def run_autopilot(records: Sequence[Record], out: str | Path, **options: Any) -> AutopilotResult:
+    """``_run_autopilot``, one run per ``out`` at a time: two runs into one folder removed each other's candidates
+    and winner (``models.package.exclusive_out``)."""
+    from synthdetect.models.package import OutInUse, exclusive_out
+
+    try:
+        with exclusive_out(out):
+            return _run_autopilot(records, out, **options)
+    except OutInUse as exc:
+        raise AutopilotError(str(exc)) from None
+
+
+def _run_autopilot(
     records: Sequence[Record],
     out: str | Path,
     *,

@@ -190,7 +190,7 @@ def register(app: typer.Typer) -> None:
                      if key not in NOT_IN_FINGERPRINT}
         from synthdetect.train.augment import parse_augment
         from synthdetect.train.datasets import DatasetError, open_dataset, refuse_listed_twice
-        from synthdetect.models.package import PackageNotMoved, staged_package
+        from synthdetect.models.package import OutInUse, PackageNotMoved, exclusive_out, staged_package
         from synthdetect.train.registry import TrainerError, TrainRequest, get_trainer, option_flag, uses_torch_loop
         from synthdetect.train.splits import SplitError, split_records
         from synthdetect.train.trainer import (CheckpointMismatch, TrainConfig, check_checkpoint,
@@ -203,6 +203,11 @@ def register(app: typer.Typer) -> None:
         if problem or problems:
             typer.echo(f"error: {problem or '; '.join(problems)}", err=True)
             raise typer.Exit(2)
+        try:  # held until the command returns, before OUT/_work is read for a checkpoint
+            ctx.with_resource(exclusive_out(out))
+        except OutInUse as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
         try:
             trainer = get_trainer(model)
             ignored = [] if uses_torch_loop(model) else torch_loop_options_given(ctx)

@@ -62,6 +62,7 @@ def card_writable(path: Path) -> bool:
 def register(app: typer.Typer) -> None:
     @app.command("train-wild")
     def train_wild(
+        ctx: typer.Context,
         data: Annotated[str, typer.Argument(help="CSV manifest with path,label,source columns (e.g. wild-dev).")],
         out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the model package.")],
         name: Annotated[Optional[str], typer.Option(help="Name written on the card (default: the folder name).")] = None,
@@ -109,6 +110,7 @@ def register(app: typer.Typer) -> None:
 
         from synthdetect.models import ModelPackageError
         from synthdetect.models.multicrop import CropPolicy
+        from synthdetect.models.package import OutInUse, exclusive_out
         from synthdetect.train.commands import replaced_package
         from synthdetect.train.wild import (WildData, choose, default_candidates, dump_json, failure_line,
                                             loso_problem, per_source_table, public, run_loso, write_wild_package)
@@ -131,6 +133,10 @@ def register(app: typer.Typer) -> None:
         problem = loso_problem([r.source or "unknown" for r in records], [r.label for r in records])
         if problem:
             fail(f"{data}: {problem}")
+        try:  # held until the command returns
+            ctx.with_resource(exclusive_out(out))
+        except OutInUse as exc:
+            fail(str(exc))
         replaced = replaced_package(out)
         if replaced:
             console.print(f"note: {out} holds a model package ({replaced}); this run replaces it when it finishes",
