@@ -254,3 +254,28 @@ def test_a_distill_retry_resumes_only_a_checkpoint_of_the_same_run(distill_recor
     assert not (tmp_path / "out" / "student" / "model.json").exists()
     result = run_distillation([str(teacher)], "small-cnn", **run, alpha=0.7)  # the same run goes on
     assert load_package(result.student_package).card["distillation"]["alpha"] == 0.7
+
+
+def test_a_card_that_can_be_written_in_a_folder_that_cannot_is_rewritten_in_place(tmp_path: Path, monkeypatch):
+    """add_card_metrics and calibrate-route --write failed with PermissionError where the folder was read-only but
+    the card was not (a shared install); the temporary file beside the card cannot be made there."""
+    import builtins
+
+    from synthdetect.models import package as package_module
+
+    card = tmp_path / "model.json"
+    card.write_text("old")
+
+    def no_new_files(file, mode="r", *args, **kwargs):
+        if "x" in mode:
+            raise PermissionError(13, "Permission denied", str(file))
+        return builtins.open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(package_module, "open", no_new_files, raising=False)
+    package_module.write_text_atomic(card, "new")
+    assert card.read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["model.json"]
+    card.chmod(0o444)
+    monkeypatch.setattr(package_module.os, "access", lambda path, mode: False)  # root could write it anyway
+    with pytest.raises(PermissionError):
+        package_module.write_text_atomic(card, "newer")
+    assert card.read_text() == "new"

@@ -239,7 +239,17 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     path = Path(os.path.realpath(path))
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
     try:
-        with open(temporary, "x", encoding="utf-8") as handle:
+        handle = open(temporary, "x", encoding="utf-8")
+    except PermissionError:
+        if not os.access(path, os.W_OK):
+            raise
+        # A folder that cannot be written holding a card that can (a shared install): rewritten in place, as
+        # before, rather than refused; only there can a crash part-way leave it cut.
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        return
+    try:
+        with handle:
             handle.write(text)
         if path.exists():
             shutil.copymode(path, temporary)
