@@ -395,6 +395,23 @@ def test_run_autopilot_refuses_a_nan_budget_and_reads_budget_text(tiny_records, 
     assert result.summary["budget_s"] == 3.0
 
 
+def test_an_earlier_runs_candidates_in_out_are_named_and_kept(tiny_records, tmp_path):
+    """OUT/candidates kept an earlier run's candidates of other names without a word, beside this run's."""
+    import io
+
+    from rich.console import Console
+
+    out = tmp_path / "run"
+    (out / "candidates" / "old-one").mkdir(parents=True)
+    (out / "candidates" / "ghost").mkdir()
+    shown = io.StringIO()
+    run_autopilot(tiny_records, out, budget_s="3s", candidates=[Candidate("ghost", "no-such-kind")],
+                  console=Console(file=shown, width=300), val_fraction=0.25, test_fraction=0.25, reserve_s=0.5)
+    assert (f"note: {out / 'candidates'} also holds old-one from an earlier run; they are not part of this run and "
+            "stay as they are") in shown.getvalue()
+    assert (out / "candidates" / "old-one").is_dir()
+
+
 def test_cli_autopilot_interrupted_shows_what_finished_and_exits_130(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 

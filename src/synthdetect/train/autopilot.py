@@ -558,6 +558,10 @@ def _run_autopilot(
     console.print(f"autopilot: {len(split.train)} train / {len(split.val)} validation / {len(split.test)} held-out "
                   f"images; held-out sources: {', '.join(split.held_out_sources)}; budget {budget_s:.0f} s",
                   markup=False, highlight=False)  # source names are the user's: "[x]" is text, not markup
+    earlier = sorted(p.name for p in (out / "candidates").glob("*") if p.name not in names)
+    if earlier:  # kept (they may be wanted), but never taken for this run's: the leaderboard lists this run only
+        console.print(f"note: {out / 'candidates'} also holds {', '.join(earlier)} from an earlier run; they are not "
+                      f"part of this run and stay as they are", markup=False, highlight=False)
 
     rows: list[dict[str, Any]] = []
     unavailable: list[str] = []
