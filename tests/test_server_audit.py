@@ -165,6 +165,17 @@ def test_a_compressed_body_is_refused_for_its_coding_not_called_not_an_image(cli
     assert response.status_code == 200, response.text
 
 
+def test_a_browsers_escaped_quote_in_a_file_name_is_read_back():
+    """Browsers send a '"' in a file name as %22 (and CR, LF as %0D, %0A): the web page's upload of 'my "best".png'
+    was reported as 'my %22best%22.png'. Other percent signs belong to the name."""
+    def named(filename: bytes) -> bytes:
+        return (b'--XyZ\r\nContent-Disposition: form-data; name="files"; filename="' + filename + b'"\r\n\r\n'
+                + png_bytes() + b"\r\n--XyZ--\r\n")
+
+    assert parts_of(named(b"my %22best%22.png"), 11) == [('my "best".png', png_bytes())]
+    assert parts_of(named(b"100%25 %41 a%0Ab.png"), 11) == [("100%25 %41 a?b.png", png_bytes())]
+
+
 def test_a_base64_part_is_decoded():
     """MIME writers (Python's email package, mail-style clients) send Content-Transfer-Encoding: base64; the part was
     judged as its base64 text ('not an image (the file contains text)')."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import unicodedata
 from dataclasses import dataclass, field
 from email.message import Message
@@ -68,17 +69,25 @@ def _extended_filename(disposition: str) -> str | None:
     return collapse_rfc2231_value(extended[-1]) or None  # an empty filename* leaves the plain filename
 
 
-def disposition_filename(disposition: str) -> str | None:
+#: What browsers escape in a multipart file name (HTML's multipart/form-data encoding algorithm).
+_BROWSER_ESCAPES = {"%22": '"', "%0D": "\r", "%0A": "\n"}
+
+
+def disposition_filename(disposition: str, form_part: bool = False) -> str | None:
     """The file name a ``Content-Disposition`` value gives (``filename*`` first, then ``filename``), made one line.
 
     Used for multipart parts and for a raw body's own header (``curl -H 'Content-Disposition: attachment;
-    filename="x.jpg"'``, .NET's ``ByteArrayContent``), so both name a file the same way.
+    filename="x.jpg"'``, .NET's ``ByteArrayContent``), so both name a file the same way.  In a form part, the
+    ``%22``, ``%0D`` and ``%0A`` that browsers write for ``"``, CR and LF are read back (the web page's upload of
+    ``my "best".jpg`` came back as ``my %22best%22.jpg``); other percent signs are the name's own.
     """
     filename = _extended_filename(disposition)
     if filename is None:
         _, options = parse_options_header(disposition)
         if b"filename" in options:
             filename = _text(options[b"filename"])
+            if form_part:
+                filename = re.sub("%22|%0D|%0A", lambda m: _BROWSER_ESCAPES[m.group(0)], filename)
     return None if filename is None else client_name(filename)
 
 
@@ -118,7 +127,7 @@ class _ImageCollector:
         disposition = part.headers.get(b"content-disposition", b"").decode("latin-1")
         _, options = parse_options_header(disposition)
         part.name = _text(options.get(b"name", b""))
-        part.filename = disposition_filename(disposition)
+        part.filename = disposition_filename(disposition, form_part=True)
         media, _ = parse_options_header(part.headers.get(b"content-type", b"").decode("latin-1"))
         part.is_image = (part.filename is not None or part.name == FILES_FIELD
                          or media.startswith(b"image/") or media in BINARY_TYPES)
