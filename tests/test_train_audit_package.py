@@ -134,6 +134,8 @@ def test_two_runs_into_one_out_folder_are_refused_and_a_killed_run_leaves_no_loc
         assert wild.exit_code == 2 and "another synthdetect run is writing this package" in wild.stderr
         with pytest.raises(AutopilotError, match="another synthdetect run is writing this package"):
             run_autopilot([], out, budget_s=5)
+        (tmp_path / "link").symlink_to(tmp_path, target_is_directory=True)
+        assert _quick_train(manifest, tmp_path / "link" / "pkg").exit_code == 2  # the same folder by another path
         assert not out.exists()  # refused before anything was written
     assert not (tmp_path / ".pkg.lock").exists()
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom synthdetect.models.package import "

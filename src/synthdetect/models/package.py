@@ -362,7 +362,7 @@ def exclusive_out(out: str | Path) -> Iterator[None]:
     except ImportError:  # not on Windows
         yield
         return
-    target = Path(out).absolute()
+    target = Path(out).resolve()  # two spellings of one folder (a link, "..") take one lock
     lock_path = target.with_name(f".{target.name}.lock")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
