@@ -290,6 +290,15 @@ def _psd(resources: list[tuple[int, bytes]], layer_data: bytes) -> bytes:
             + b"\x00\x00" + bytes(range(12)))
 
 
+def test_a_packet_under_the_pre_2004_root_name_is_read():
+    """Photoshop 7 and other early writers named the root x:xapmeta; such a file's XMP was missed."""
+    old_root = _xmp(IPTC + "trainedAlgorithmicMedia").replace(b"x:xmpmeta", b"x:xapmeta")
+    assert [(e.signal, e.strength) for e in _metadata(_psd([(1060, old_root)], b""))] == [("ai", "strong")]
+    both = _xmp(IPTC + "digitalCapture") + old_root  # an updater appends: the last complete packet is current
+    assert [e.signal for e in _metadata(_psd([(1060, both)], b""))] == ["ai"]
+    assert [e.signal for e in _metadata(_psd([(1060, old_root + _xmp(IPTC + "digitalCapture"))], b""))] == ["human"]
+
+
 def test_a_photoshop_files_xmp_is_its_resource_not_a_smart_objects():
     """Smart objects embed whole files, each with its packet, after the resources; the file's XMP is resource 1060."""
     embedded = b"8BIMlnk2" + encode(PIXELS[:8, :8], "JPEG", xmp=_xmp(IPTC + "trainedAlgorithmicMedia"))

@@ -145,7 +145,7 @@ def _xmp_text(image: LoadedImage) -> str | None:
     if profile := raw_profile(image, "xmp"):
         return profile.decode("utf-8", "replace")
     raw = image.raw or b""
-    if b"<x:xmpmeta" not in raw or image.format in _XMP_IN_INFO:
+    if (b"<x:xmpmeta" not in raw and b"<x:xapmeta" not in raw) or image.format in _XMP_IN_INFO:
         return None
     if image.format in ("JPEG", "MPO"):  # an APP1 packet under a header Pillow does not know; never the EXIF's
         own = [s for s in _jpeg_app1_segments(raw) if not s.startswith((b"Exif\0", _EXTENDED_XMP))]
@@ -158,9 +158,18 @@ def _xmp_text(image: LoadedImage) -> str | None:
 
 
 def _last_packet(data: bytes) -> str | None:
-    end = data.rfind(b"</x:xmpmeta>")
-    start = data.rfind(b"<x:xmpmeta", 0, end) if end >= 0 else -1
-    return data[start:end + len(b"</x:xmpmeta>")].decode("utf-8", "replace") if start >= 0 else None
+    """The last complete packet in ``data``; ``x:xapmeta`` is the root name Photoshop 7 and other writers before
+    XMP 2004 used (those files' XMP was missed)."""
+    packets = []
+    for root in (b"x:xmpmeta", b"x:xapmeta"):
+        end = data.rfind(b"</" + root + b">")
+        start = data.rfind(b"<" + root, 0, end) if end >= 0 else -1
+        if start >= 0:
+            packets.append((end, start, end + len(root) + 3))
+    if not packets:
+        return None
+    _, start, stop = max(packets)
+    return data[start:stop].decode("utf-8", "replace")
 
 
 def _psd_resource(raw: bytes, wanted: int) -> bytes | None:
