@@ -36,6 +36,8 @@ METHODS = ("gradcam", "occlusion", "ela")
 _log = logging.getLogger(__name__)
 #: Larger images are explained on a downscaled copy: occlusion costs one model call per window.
 DEFAULT_MAX_SIDE = 512
+#: Below this largest change of p_ai the occlusion map is called flat: no single region's detail moves the answer.
+OCCLUSION_FLAT_SHIFT = 0.01
 
 
 @dataclass
@@ -50,6 +52,9 @@ class Explanation:
     occlusion: np.ndarray | None = None
     ela: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
+    #: The largest change of the model's p_ai that blurring any one occlusion window caused (None: no map).
+    #: The map's colours are relative to its own extreme; this says whether that extreme matters at all.
+    occlusion_shift: float | None = None
 
     def maps(self) -> dict[str, np.ndarray]:
         """The maps that could be made, in display order."""
@@ -63,7 +68,8 @@ class Explanation:
             from synthdetect.explain.maps import ExplainUnavailable
 
             raise ExplainUnavailable(reason)
-        return render.overlay(self.image, name, values)
+        strength = render.occlusion_strength(self.occlusion_shift) if name == "occlusion" else 1.0
+        return render.overlay(self.image, name, values, strength=strength)
 
     def figure(self) -> Image.Image:
         return render.figure(self)
@@ -83,8 +89,9 @@ class Explanation:
         return written
 
     def to_dict(self) -> dict:
+        shift = None if self.occlusion_shift is None else round(self.occlusion_shift, 6)
         return {"verdict": self.verdict.to_dict(), "model": self.model, "target": self.target,
-                "maps": sorted(self.maps()), "notes": self.notes}
+                "maps": sorted(self.maps()), "occlusion_p_ai_shift": shift, "notes": self.notes}
 
 
 def map_paths(stem: str | Path, names: Sequence[str]) -> dict[str, Path]:
@@ -134,15 +141,21 @@ def check_output_path(path: Path) -> None:
     if path.is_dir():
         raise ValueError(f"{path}: is a folder; give a file name such as {path / 'why.png'}")
     if not path.parent.is_dir():
-        raise ValueError(f"{path}: folder {path.parent} does not exist")
+        what = "is a file, not a folder" if path.parent.exists() else "does not exist"
+        raise ValueError(f"{path}: folder {path.parent} {what}")
     image_format_for(path)
 
 
-def _working_copy(image: LoadedImage, max_side: int) -> tuple[LoadedImage, str | None]:
+def _working_copy(image: LoadedImage, max_side: int, min_side: int = 1) -> tuple[LoadedImage, str | None]:
+    """``image`` scaled to ``max_side`` on its long side, but never below ``min_side`` on its short side.
+
+    The floor is the smallest side the explained model judges: an 8x2000 strip became a 2x512 copy, so a model
+    that refuses anything under 8 px had its maps made on an image it would never have scored.
+    """
     width, height = image.size
-    if max(width, height) <= max_side:
+    scale = max(max_side / max(width, height), min(1.0, min_side / max(1, min(width, height))))
+    if scale >= 1:
         return image, None
-    scale = max_side / max(width, height)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     small = image.rgb.resize(size, Image.Resampling.LANCZOS)
     note = f"maps computed on a {size[0]}x{size[1]} copy of the {width}x{height} image"
@@ -181,12 +194,46 @@ def warm_call_ms(model: "Model", image: LoadedImage, spend_s: float | None = Non
     return min(times)
 
 
-def gradcam_direction(verdict: Verdict) -> tuple[bool, str | None]:
+def p_ai_shift(model: "Model", scores: Sequence[float]) -> float:  # noqa: F821
+    """The largest change of calibrated p_ai among occlusion ``scores`` (raw logits, the unoccluded image first)."""
+    if len(scores) < 2:
+        return 0.0
+    p = np.asarray(model.calibration(np.asarray(scores, dtype=np.float64)), dtype=np.float64)
+    shifts = np.abs(p[1:] - p[0])
+    return float(np.nanmax(shifts)) if np.isfinite(shifts).any() else 0.0
+
+
+def _own_p_ai(verdict: Verdict, model: "Model | None") -> float | None:  # noqa: F821
+    """The explained model's own calibrated p_ai as the verdict records it, or None."""
+    if model is None:
+        return None
+    return next((float(entry["p_ai"]) for entry in verdict.models or ()
+                 if entry.get("model") == model.name and entry.get("p_ai") is not None), None)
+
+
+def gradcam_direction(verdict: Verdict, model: "Model | None" = None) -> tuple[bool, str | None]:  # noqa: F821
     """Whether Grad-CAM explains the AI logit, from the verdict's label (not p_ai >= 0.5), and a note if unclear.
 
     Thresholds are the model's own: ``cifake-cnn`` says ``human`` below 0.897,
     so a human verdict at p_ai 0.89 must be explained toward human.
+
+    When provenance decided the verdict (its p_ai is then 1 or 0, not the model's), the map explains the model's
+    own answer: a model that said human (p_ai 0.003) had its faint AI evidence scaled to full brightness under
+    an "AI" headline, as if it had found AI regions.
     """
+    own = _own_p_ai(verdict, model)
+    if verdict.ok and own is not None and verdict.p_ai is not None and abs(verdict.p_ai - own) > 1e-6:
+        from synthdetect.fusion import FALLBACK_AI_AT, FALLBACK_HUMAN_BELOW
+
+        ai_at = model.ai_at_or_above if model.ai_at_or_above is not None else FALLBACK_AI_AT
+        human_below = model.human_below if model.human_below is not None else FALLBACK_HUMAN_BELOW
+        alone = "ai" if own >= ai_at else "human" if own < human_below else "uncertain"
+        toward_ai = alone == "ai" or (alone == "uncertain" and own >= 0.5)
+        if alone == verdict.label:  # provenance and the model agree: nothing to say
+            return toward_ai, None
+        side = "AI" if toward_ai else "human"
+        return toward_ai, (f"the verdict {verdict.label} is not {model.name}'s: alone it says {alone} "
+                           f"(p_ai {own:.3f}), so Grad-CAM shows regions pushing it toward {side}")
     if verdict.ok and verdict.label in ("ai", "human"):
         return verdict.label == "ai", None
     if verdict.p_ai is None:
@@ -222,12 +269,20 @@ def explain_loaded(
         raise ValueError(f"unknown explanation method(s): {', '.join(sorted(unknown))} (known: {', '.join(METHODS)})")
     verdict = verdict or detector.judge_loaded([(image.source, image)])[0]
     model, reason = detector.model_for(image)
-    work, note = _working_copy(image, max_side)
-    toward_ai, direction_note = gradcam_direction(verdict)
+    min_side = int((model.card.get("input") or {}).get("min_side", 8)) if model is not None else 1
+    work, note = _working_copy(image, max_side, min_side)
+    toward_ai, direction_note = gradcam_direction(verdict, model)
+    # What loading did to the picture (an animation's first frame, alpha flattened onto a background) is what
+    # every map shows: say so beside the maps, not only in the verdict's JSON.
     result = Explanation(verdict=verdict, image=np.asarray(work.rgb), model=model.name if model else None,
-                         target="ai" if toward_ai else "human", notes=[note] if note else [])
+                         target="ai" if toward_ai else "human", notes=[*image.notes, *([note] if note else [])])
     if model is None:
         result.notes.append(f"no model map: {reason or 'no model judges this image'}")
+    elif not verdict.ok:
+        # The model failed on the image: there is no answer to explain, and a Grad-CAM "toward AI" under an
+        # error headline would show evidence for a verdict never given (the service answers such images as detect).
+        result.notes.append(f"no model map: no verdict to explain ({verdict.error})")
+        model = None
     for name in methods:
         try:
             if name == "ela":
@@ -255,7 +310,19 @@ def explain_loaded(
                 if chosen != grid:
                     result.notes.append(f"occlusion on a {chosen}x{chosen} grid to fit {occlusion_budget_s:g} s "
                                         f"({model.name} takes about {model_ms / 1000:.2f} s per call)")
-                result.occlusion = occlusion_map(model, work, grid=chosen, progress=progress)
+                scores: list[float] = []
+                result.occlusion = occlusion_map(model, work, grid=chosen, progress=progress, scores=scores)
+                unusable = int(np.count_nonzero(~np.isfinite(np.asarray(scores, dtype=np.float64))))
+                if scores and not np.isfinite(scores[0]):
+                    result.occlusion = None
+                    raise ExplainUnavailable(f"{model.name} gave no usable score for the image itself")
+                result.occlusion_shift = p_ai_shift(model, scores)
+                if unusable:  # captum's difference is NaN there, shown as "no effect": say so instead of "flat"
+                    result.notes.append(f"occlusion: {unusable} of {len(scores) - 1} blurred copies got no usable "
+                                        f"score from {model.name}; their windows show as no effect")
+                elif result.occlusion_shift < OCCLUSION_FLAT_SHIFT:
+                    result.notes.append(f"occlusion is flat: blurring any one region moved {model.name}'s p_ai by "
+                                        f"{render.shift_text(result.occlusion_shift)}")
         except ExplainUnavailable as exc:
             result.notes.append(f"{name} unavailable: {exc}")
         except ImportError as exc:

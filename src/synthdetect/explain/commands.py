@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+
+
+class ExplainFormat(str, Enum):
+    """``-f json`` as ``detect -f json`` takes it; ``--json`` stays as the short way to say the same."""
+
+    text = "text"
+    json = "json"
 
 
 def register(app: typer.Typer) -> None:
@@ -22,6 +30,8 @@ def register(app: typer.Typer) -> None:
             "--method", help="gradcam, occlusion or ela (repeatable); default all.")] = None,
         grid: Annotated[int, typer.Option(min=2, help="Occlusion windows across each side.")] = 8,
         as_json: Annotated[bool, typer.Option("--json", help="Print the explanation summary as JSON.")] = False,
+        format: Annotated[ExplainFormat, typer.Option(
+            "--format", "-f", help="text, or json (as --json).")] = ExplainFormat.text,
     ) -> None:
         """Explain one verdict with Grad-CAM, an occlusion map and error-level analysis."""
         from synthdetect.api import Detector
@@ -30,6 +40,7 @@ def register(app: typer.Typer) -> None:
         from synthdetect.images import ImageLoadError
         from synthdetect.models import ModelPackageError
 
+        as_json = as_json or format is ExplainFormat.json
         unknown = sorted(set(method or ()) - set(METHODS))
         if unknown:  # like the output path, checked before the model loads
             fail(f"unknown explanation method(s): {', '.join(unknown)} (known: {', '.join(METHODS)})")
@@ -56,6 +67,9 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(EXIT_SOME_FAILED) from None
         except ValueError as exc:
             fail(str(exc))
+        if not result.verdict.ok:  # the model failed: no verdict to explain; say so as detect does, exit status 3
+            print_error(result.verdict.error or f"{name}: could not judge")
+            raise typer.Exit(EXIT_SOME_FAILED)
         try:
             result.save(out)
             written = {"figure": str(out)}

@@ -175,7 +175,7 @@ def _progress_bar(total: int, model: Model):
 
 
 def occlusion_map(model: Model, image: LoadedImage, grid: int = 8, batch_size: int = 16,
-                  progress: bool = False) -> np.ndarray:
+                  progress: bool = False, scores: list[float] | None = None) -> np.ndarray:
     """How much each region raises the AI log-odds: logit(image) - logit(region blurred), image-sized.
 
     Positive values pushed toward "AI", negative toward "human".  Regions are
@@ -186,6 +186,8 @@ def occlusion_map(model: Model, image: LoadedImage, grid: int = 8, batch_size: i
     as ``detect`` sends them: a fixed-batch-1 graph accepts nothing larger, and
     a dynamically quantised one would score each image against its batch-mates.
     ``progress`` shows a bar on stderr, counted in images scored: with a slow model the map takes minutes.
+    ``scores``, when given, receives every logit the model returned, the unoccluded image's first (captum
+    scores it before any window): the map alone says where, not how much p_ai actually moved.
     """
     attr = _captum_attr()
     batch_size = max(1, min(batch_size, int(getattr(model, "batch_size", batch_size) or 1)))
@@ -204,9 +206,11 @@ def occlusion_map(model: Model, image: LoadedImage, grid: int = 8, batch_size: i
         arrays = batch.permute(0, 2, 3, 1).round().clamp(0, 255).to(torch.uint8).numpy()
         # raw=None: the original bytes no longer describe these pixels.
         variants = [replace(image, rgb=Image.fromarray(a), raw=None, notes=[]) for a in arrays]
-        scores = [np.asarray(model.logits(variants[start : start + batch_size]), dtype=np.float32).reshape(-1)
+        chunks = [np.asarray(model.logits(variants[start : start + batch_size]), dtype=np.float32).reshape(-1)
                   for start in range(0, len(variants), batch_size)]
-        return torch.from_numpy(np.concatenate(scores))
+        if scores is not None:
+            scores.extend(float(x) for chunk in chunks for x in chunk)
+        return torch.from_numpy(np.concatenate(chunks))
 
     try:
         with torch.no_grad():
