@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 from rich.console import Console
@@ -56,12 +57,59 @@ def _refuse_if_no_file_exists(data: str, records) -> None:
     raise ValueError(f"{data}: none of the {len(records)} listed files exists, e.g. {records[0].ref}{where}")
 
 
+def say(line: str) -> None:
+    """One line on stderr.  File names come from the data and may hold a newline or a terminal escape sequence:
+    they are shown as escapes (``cli.shown``), so a warning stays one line and cannot redraw the screen."""
+    from synthdetect.cli import shown
+
+    typer.echo(shown(line), err=True)
+
+
+def run_to_report(work: Callable[[], Any], out: Path, *, on_disk_said: bool = False) -> Any:
+    """``work()`` (judging, then writing reports into ``out``) with its ends said in one line each, not as a
+    traceback: a report file that cannot be written (exit 1), a model that fails to load mid-run (exit 2), and
+    Ctrl-C or SIGTERM (exit 130 or 143, as a shell reports them), with how far the run got and what ``out``
+    holds (``on_disk_said``: the errors ``work`` raises say that already, as ``compare_models``' do)."""
+    from synthdetect.evaluate.report import (
+        JudgingInterrupted, ReportInterrupted, ReportNotWritten, on_disk, signal_number,
+    )
+
+    def left() -> str:
+        return "" if on_disk_said else f"; {on_disk(out)}"
+
+    from synthdetect.interrupts import sigterm_raises
+    from synthdetect.models import ModelPackageError
+
+    try:
+        with sigterm_raises(lambda signum: KeyboardInterrupt(signum)):
+            return work()
+    except ReportNotWritten as exc:
+        say(f"error: {exc}")
+        raise typer.Exit(1) from None
+    except ModelPackageError as exc:  # a routed model loads at its first image, so it can fail mid-run
+        say(f"error: {exc}{left()}")
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, ReportInterrupted):
+            said, signum = exc.message, exc.signum
+        else:
+            said = str(exc) if isinstance(exc, JudgingInterrupted) else "interrupted"
+            said, signum = f"{said}{left()}", signal_number(exc)
+        say(f"error: {said}")
+        raise typer.Exit(128 + (signum or signal.SIGINT)) from None
+
+
 def _fmt(value) -> str:
     return "–" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 def _ci(interval) -> str:
     return f"[{interval[0]:.3f}, {interval[1]:.3f}]" if interval else ""
+
+
+#: The table's columns that ``overall["undefined"]`` can list, as the table names them.
+_UNDEFINED_NAMES = {"roc_auc": "ROC-AUC", "average_precision": "AP", "tpr_at_fpr_0.01": "TPR@1%FPR",
+                    "tpr_at_fpr_0.05": "TPR@5%FPR"}
 
 
 def summary_lines(metrics: dict) -> list[str]:
@@ -86,6 +134,12 @@ def summary_lines(metrics: dict) -> list[str]:
         lines.append(f"served verdicts (model thresholds): {decided} of {total} decided (coverage "
                      f"{decided / total:.3f}), accuracy when decided {_fmt(verdicts.get('accuracy_when_decided'))}; "
                      f"{served['uncertain']} uncertain")
+    reasons: dict[str, list[str]] = {}
+    for key, why in (overall.get("undefined") or {}).items():  # a "–" in the table says why, once per reason
+        if key in _UNDEFINED_NAMES:
+            reasons.setdefault(why, []).append(_UNDEFINED_NAMES[key])
+    for why, names in reasons.items():
+        lines.append(f"{', '.join(names)}: – ({why})")
     if overall.get("n") is not None and overall["n"] < 200:
         lines.append(f"ECE on {overall['n']} images is noisy: {overall.get('ece_note', '')}")
     return lines
@@ -132,26 +186,30 @@ def register(app: typer.Typer) -> None:
         from synthdetect.api import Detector
         from synthdetect.cli import EXIT_SOME_FAILED
         from synthdetect.evaluate.perturb import parse_perturbations
-        from synthdetect.evaluate.report import predict_records, write_report
+        from synthdetect.evaluate.report import out_dir_unwritable, predict_records, write_report
         from synthdetect.models import ModelPackageError
         from synthdetect.train.commands import out_dir_problem
 
-        problem = out_dir_problem(out)
+        problem = out_dir_problem(out) or out_dir_unwritable(out)  # said now, not after an hour of judging
         if problem:
-            typer.echo(f"error: {problem}", err=True)
+            say(f"error: {problem}")
             raise typer.Exit(2)
         try:
             perturbations = parse_perturbations(perturb) if perturb else []
             records = _records(data, label, source)
             detector = Detector.load(model, use_evidence=not no_evidence)
         except (ModelPackageError, ValueError, ImportError) as exc:
-            typer.echo(f"error: {exc}", err=True)
+            say(f"error: {exc}")
             raise typer.Exit(2) from None
-        predictions = predict_records(detector, records, batch_size)
-        perturbed = {p.name: predict_records(detector, records, batch_size, transform=p, description=p.name)
-                     for p in perturbations}
-        metrics = write_report(predictions, out, title=title or f"{detector.name} on {data}",
-                               perturbations=perturbed or None)
+
+        def judge_and_write() -> tuple[Any, dict]:
+            predictions = predict_records(detector, records, batch_size)
+            perturbed = {p.name: predict_records(detector, records, batch_size, transform=p, description=p.name)
+                         for p in perturbations}
+            return predictions, write_report(predictions, out, title=title or f"{detector.name} on {data}",
+                                             perturbations=perturbed or None)
+
+        predictions, metrics = run_to_report(judge_and_write, out)
         overall = metrics.get("overall", {})
         table = Table("", "n", "accuracy", "ROC-AUC", "AP", "ECE", "TPR@1%FPR", "TPR@5%FPR", "uncertain",
                       header_style="bold", title=Text(f"{detector.name} on {data}"))  # a path is not markup
@@ -166,11 +224,10 @@ def register(app: typer.Typer) -> None:
             typer.echo(line)
         typer.echo(f"wrote {out / 'metrics.json'}, {out / 'predictions.csv'} and {out / 'report.html'}")
         for line in warning_lines(metrics, getattr(getattr(detector.model, "calibration", None), "warning", None)):
-            typer.echo(f"warning: {line}", err=True)
+            say(f"warning: {line}")
         if predictions.verdicts and all(v is None for v in predictions.verdicts):
             # as detect: a run in which no file could be judged is not a success, even with its report written
-            typer.echo(f"error: none of the {len(predictions.verdicts)} images could be judged (see report.html)",
-                       err=True)
+            say(f"error: none of the {len(predictions.verdicts)} images could be judged (see report.html)")
             raise typer.Exit(EXIT_SOME_FAILED)
 
     @dataset_app.command("summary")
@@ -180,12 +237,13 @@ def register(app: typer.Typer) -> None:
         json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     ) -> None:
         """Per class and per source: count, formats, size distribution, and shortcut warnings."""
+        from synthdetect.cli import shown
         from synthdetect.train.dataset_summary import summarize_dataset
 
         try:
             records = _records(data, label, None, to_score=False)
         except ValueError as exc:
-            typer.echo(f"error: {exc}", err=True)
+            say(f"error: {exc}")
             raise typer.Exit(2) from None
         summary = summarize_dataset(records, progress=True)
         if json_out:
@@ -198,15 +256,18 @@ def register(app: typer.Typer) -> None:
         rows += [(src, cls, d) for src, classes in summary["per_source"].items() for cls, d in classes.items()]
         for src, cls, d in rows:
             s = d["short_side_px"] or {}
+            # the count includes files that could not be read: say how many, or the formats do not add up to it
+            formats = [f"{k} {v}" for k, v in d["formats"].items()] + (
+                [f"unreadable {d['unreadable']}"] if d.get("unreadable") else [])
             # Text: a source named "[x]" is not markup
-            table.add_row(Text(src), cls, str(d["count"]), ", ".join(f"{k} {v}" for k, v in d["formats"].items()),
+            table.add_row(Text(shown(src)), cls, str(d["count"]), ", ".join(formats),
                           f"{s.get('min', '–')}/{s.get('median', '–')}/{s.get('max', '–')}",
                           str((d["file_kb"] or {}).get("median", "–")), end_section=(src == "ALL" and cls == "human"))
         console.print(table)
-        for warning in summary["warnings"]:
-            console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False, soft_wrap=True)
+        for warning in summary["warnings"]:  # warnings name files: shown() escapes what a terminal would act on
+            console.print(f"[yellow]warning:[/yellow] {escape(shown(warning))}", highlight=False, soft_wrap=True)
         for reason, count in summary["skipped"].items():
             console.print(f"skipped {count} entries that are {reason}, not images", highlight=False)
         if summary["unreadable_count"]:
-            console.print(f"[red]{summary['unreadable_count']} unreadable[/red], e.g. {escape(summary['unreadable'][0])}",
+            console.print(f"[red]{summary['unreadable_count']} unreadable[/red], e.g. {escape(shown(summary['unreadable'][0]))}",
                           highlight=False, soft_wrap=True)

@@ -26,9 +26,18 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from synthdetect.atomic import write_atomically
 from synthdetect.evaluate.calibration import Calibration, fit_warning
 from synthdetect.evaluate.metrics import binary_metrics
-from synthdetect.evaluate.report import Predictions, predict_records, write_report
+from synthdetect.evaluate.report import (
+    JudgingInterrupted,
+    Predictions,
+    ReportInterrupted,
+    ReportNotWritten,
+    predict_records,
+    signal_number,
+    write_report,
+)
 from synthdetect.train.datasets import Record, stratified_split
 
 #: Table columns: (key in a row, heading).
@@ -162,6 +171,8 @@ def compare_models(
         raise ValueError(f"--model {repeated[0]} is given more than once; give each model once")
     if ensemble and not 0.0 < calibration_fraction < 1.0:  # checked before the models run, not after
         raise ValueError(f"--calibration-fraction must be between 0 and 1, got {calibration_fraction:g}")
+    from synthdetect.models import ModelPackageError
+
     if load is None:
         from synthdetect.api import Detector
 
@@ -183,11 +194,18 @@ def compare_models(
     detectors = [load(name, use_evidence=use_evidence) for name in model_names]
     runs: list[ModelRun] = []
     taken: set[str] = set()
-    for name, detector in zip(model_names, detectors):
-        predictions = predict_records(detector, records, batch_size, progress=progress, description=name)
-        report_dir = out_dir / "models" / report_slug(name, taken)
-        metrics = write_report(predictions, report_dir, title=f"{name} on {data_name}")
-        runs.append(ModelRun(name, predictions, metrics, report_dir))
+    try:
+        for name, detector in zip(model_names, detectors):
+            predictions = predict_records(detector, records, batch_size, progress=progress, description=name)
+            report_dir = out_dir / "models" / report_slug(name, taken)
+            metrics = write_report(predictions, report_dir, title=f"{name} on {data_name}")
+            runs.append(ModelRun(name, predictions, metrics, report_dir))
+    except (KeyboardInterrupt, ModelPackageError) as exc:  # which reports are whole; no comparison was written
+        done = (f"finished reports under {out_dir / 'models'}: {', '.join(r.name for r in runs)}; " if runs else "")
+        if isinstance(exc, ModelPackageError):  # a routed model loads at its first image, so it can fail mid-run
+            raise ModelPackageError(f"{exc}; {done}no comparison was written to {out_dir}") from None
+        said = str(exc) if isinstance(exc, (JudgingInterrupted, ReportInterrupted)) else "interrupted"
+        raise ReportInterrupted(f"{said}; {done}no comparison was written to {out_dir}", signal_number(exc)) from None
     rows = [table_row(r.name, "all", r.predictions.p_ai, labels, r.predictions.seconds) for r in runs]
     summary: dict[str, Any] = {
         "schema": "synthdetect.compare/1",
@@ -197,7 +215,7 @@ def compare_models(
         "n_human": int((1 - labels).sum()),
         "use_evidence": use_evidence,
         "models": [{"name": r.name, "report": str(r.report_dir.relative_to(out_dir) / "report.html"),
-                    "card": _card_summary(d)} for r, d in zip(runs, detectors)],
+                    "card": _card_summary(d), **_judged(r.predictions)} for r, d in zip(runs, detectors)],
         "agreement": agreement_matrix([r.name for r in runs], [r.predictions.p_ai for r in runs]),
     }
     if ensemble:
@@ -242,6 +260,13 @@ def compare_models(
     return summary
 
 
+def _judged(predictions: Predictions) -> dict[str, Any]:
+    """How many images a model judged (gave a verdict) and left unscored, with the first reason."""
+    first = next((e for e in predictions.errors if e), None)
+    return {"n_judged": sum(v is not None for v in predictions.verdicts),
+            "n_unscored": int((~predictions.scored).sum()), **({"unscored_example": first} if first else {})}
+
+
 def _card_summary(detector: Any) -> dict[str, Any]:
     card = getattr(getattr(detector, "model", None), "card", {}) or {}
     return {k: card[k] for k in ("kind", "source", "version", "labels", "positive", "output") if k in card}
@@ -281,14 +306,32 @@ def markdown_agreement(agreement: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+COMPARISON_FILES = ("comparison.json", "comparison.csv", "comparison.md", "comparison.html")
+
+
 def write_comparison(summary: dict[str, Any], out_dir: Path) -> None:
-    """comparison.json (everything), comparison.csv (the table), comparison.md and comparison.html (both tables)."""
-    (out_dir / "comparison.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    with open(out_dir / "comparison.csv", "w", newline="", encoding="utf-8") as handle:
+    """comparison.json (everything), comparison.csv (the table), comparison.md and comparison.html (both tables);
+    each whole or not at all, and a file that cannot be written is a :class:`ReportNotWritten` naming it."""
+    written: list[str] = []
+
+    def write(name: str, body: Callable[[Any], Any]) -> None:
+        try:
+            write_atomically(out_dir / name, body)
+        except OSError as exc:
+            done = f"this run wrote {' and '.join(written)} there" if written else "no comparison file was written"
+            raise ReportNotWritten(f"{exc.filename or out_dir / name}: could not write it "
+                                   f"({exc.strerror or exc}); {done}; the per-model reports are under "
+                                   f"{out_dir / 'models'}") from None
+        written.append(name)
+
+    def table_csv(handle: Any) -> None:
         writer = csv.DictWriter(handle, fieldnames=[k for k, _ in TABLE_COLUMNS])
         writer.writeheader()
         for row in summary["table"]:
             writer.writerow({k: row.get(k) for k, _ in TABLE_COLUMNS})
+
+    write("comparison.json", lambda handle: handle.write(json.dumps(summary, indent=2) + "\n"))
+    write("comparison.csv", table_csv)
     head = (f"{summary['n_records']} images ({summary['n_ai']} ai, {summary['n_human']} human) from {summary['data']}; "
             f"evidence probes {'on' if summary['use_evidence'] else 'off'}.")
     md = [f"# Comparison on {summary['data']}", "", head, "", markdown_table(summary["table"]), "",
@@ -300,8 +343,8 @@ def write_comparison(summary: dict[str, Any], out_dir: Path) -> None:
                    f"held-out model rows use the other {e['calibration_split']['evaluated_on']} images."]
         md += [f"Left out of the ensemble: {name} ({why})." for name, why in e["excluded"].items()]
         md += [f"Calibration of {name}: {why}." for name, why in e.get("calibration_warnings", {}).items()]
-    (out_dir / "comparison.md").write_text("\n".join(md) + "\n", encoding="utf-8")
-    (out_dir / "comparison.html").write_text(_html(summary, head), encoding="utf-8")  # as its <meta> says
+    write("comparison.md", lambda handle: handle.write("\n".join(md) + "\n"))
+    write("comparison.html", lambda handle: handle.write(_html(summary, head)))  # UTF-8, as its <meta> says
 
 
 def _html(summary: dict[str, Any], head: str) -> str:

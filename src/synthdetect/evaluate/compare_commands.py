@@ -31,24 +31,30 @@ def register(app: typer.Typer) -> None:
         batch_size: Annotated[int, typer.Option(min=1, help="Images judged together.")] = 32,
     ) -> None:
         """Run several models on the same images: a report each, a side-by-side table and an agreement matrix."""
-        from synthdetect.evaluate.commands import _records
+        from synthdetect.cli import EXIT_SOME_FAILED
+        from synthdetect.evaluate.commands import _records, run_to_report, say
         from synthdetect.evaluate.compare import (
-            ENSEMBLE_NAME, TABLE_COLUMNS, agreement_cells, compare_models, format_cell,
+            COMPARISON_FILES, ENSEMBLE_NAME, TABLE_COLUMNS, agreement_cells, compare_models, format_cell,
         )
+        from synthdetect.evaluate.report import out_dir_unwritable
         from synthdetect.models import ModelPackageError
         from synthdetect.train.commands import out_dir_problem
 
-        problem = out_dir_problem(out)
+        problem = out_dir_problem(out) or out_dir_unwritable(out, COMPARISON_FILES)  # before any model runs
         if problem:
-            typer.echo(f"error: {problem}", err=True)
+            say(f"error: {problem}")
             raise typer.Exit(2)
+
+        def run() -> dict:
+            return compare_models(model, records, out, data_name=data, ensemble=ensemble,
+                                  calibration_fraction=calibration_fraction, seed=seed, use_evidence=evidence,
+                                  batch_size=batch_size)
+
         try:
             records = _records(data, label, source)
-            summary = compare_models(model, records, out, data_name=data, ensemble=ensemble,
-                                     calibration_fraction=calibration_fraction, seed=seed, use_evidence=evidence,
-                                     batch_size=batch_size)
+            summary = run_to_report(run, out, on_disk_said=True)
         except (ModelPackageError, ValueError, ImportError) as exc:
-            typer.echo(f"error: {exc}", err=True)
+            say(f"error: {exc}")
             raise typer.Exit(2) from None
         console = Console(width=160)
         table = Table(*(h for _, h in TABLE_COLUMNS), header_style="bold",
@@ -67,5 +73,14 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"wrote {out / 'comparison.html'}, comparison.json/.csv/.md "
                    f"and a report per model under {out / 'models'}")
         if summary["earlier_reports"]:
-            typer.echo(f"warning: {out} also holds {len(summary['earlier_reports'])} report(s) from an earlier run "
-                       f"that are not part of this comparison: {', '.join(summary['earlier_reports'])}", err=True)
+            say(f"warning: {out} also holds {len(summary['earlier_reports'])} report(s) from an earlier run "
+                f"that are not part of this comparison: {', '.join(summary['earlier_reports'])}")
+        for entry in summary["models"]:  # as evaluate warns: a row of fewer images is said, not only shown
+            if entry.get("n_unscored"):
+                say(f"warning: {entry['name']}: {entry['n_unscored']} of {summary['n_records']} images were "
+                    f"not scored (see {out / entry['report']}); e.g. {entry['unscored_example']}")
+        if summary["models"] and all(entry.get("n_judged") == 0 for entry in summary["models"]):
+            # as evaluate: a run in which no model could judge any file is not a success, even with its reports
+            say(f"error: none of the {summary['n_records']} images could be judged by any model "
+                f"(see {out / 'comparison.html'})")
+            raise typer.Exit(EXIT_SOME_FAILED)

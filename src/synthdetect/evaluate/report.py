@@ -19,21 +19,26 @@ import html
 import io
 import json
 import math
+import os
 import sys
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, TextIO
 
 import numpy as np
 
+from synthdetect.atomic import write_atomically
 from synthdetect.evaluate.metrics import (
     ECE_BINS,
     ECE_MIN_RELIABLE_N,
+    REPORTED_FPRS,
+    auc_against,
     binary_metrics,
     bootstrap_ci,
     ece_if_calibrated,
+    group_metrics,
     reliability_bins,
 )
 from synthdetect.train.datasets import Record, read_record_bytes
@@ -97,6 +102,7 @@ def predict_records(
     task = bar.add_task(escape(description), total=len(records), status="") if bar else None
     if bar:
         bar.start()
+    start = 0
     try:
         for start in range(0, len(records), batch_size):
             chunk = list(range(start, min(start + batch_size, len(records))))
@@ -131,6 +137,8 @@ def predict_records(
                 bar.update(task, completed=chunk[-1] + 1, status=unscored)
                 if not bar.console.is_terminal:
                     log_progress(chunk[-1] + 1, unscored)
+    except KeyboardInterrupt as exc:
+        raise JudgingInterrupted(description, start, len(records), signal_number(exc)) from None
     finally:
         if bar:
             bar.stop()
@@ -139,6 +147,17 @@ def predict_records(
         model_name=getattr(detector, "name", "model"), seconds=time.perf_counter() - started,
         verdicts=verdicts, images=images, error_kinds=error_kinds,
     )
+
+
+class JudgingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM, as ``signum``) while judging: how far the run of ``description`` got."""
+
+    def __init__(self, description: str, done: int, total: int, signum: int | None) -> None:
+        super().__init__(*(() if signum is None else (signum,)))
+        self.description, self.done, self.total, self.signum = description, done, total, signum
+
+    def __str__(self) -> str:
+        return f"interrupted while judging ({self.description}): {self.done} of {self.total} images judged"
 
 
 class _ProgressLines:
@@ -184,13 +203,11 @@ def _group_table(predictions: Predictions, key: Callable[[Record], str | None], 
     """Metrics per group.  A group of one class has no ROC-AUC or ECE (its "accuracy" would be a recall and its
     "ECE" its mean score), so it gets the share of served verdicts instead, with the reason.  With
     ``auc_against_all_human`` a group of AI images is ranked against every scored human image of the data."""
-    from sklearn.metrics import roc_auc_score
-
     groups: dict[str, list[int]] = defaultdict(list)
     for i, record in enumerate(predictions.records):
         groups[key(record) or "(none)"].append(i)
     scored_all = predictions.scored
-    human_p = predictions.p_ai[scored_all & (predictions.labels == 0)]
+    human_p = np.sort(predictions.p_ai[scored_all & (predictions.labels == 0)])  # sorted once for every group
     rows = []
     for name in sorted(groups):
         idx = np.array(groups[name])
@@ -210,17 +227,14 @@ def _group_table(predictions: Predictions, key: Callable[[Record], str | None], 
         if scored.size:
             row["mean_p_ai"] = float(p.mean())
             if len(np.unique(y)) == 2:
-                m = binary_metrics(p, y)
-                row.update({k: m[k] for k in ("accuracy", "roc_auc", "ece")})
+                row.update(group_metrics(p, y))
             else:
                 row.update({"accuracy": None, "roc_auc": None, "ece": None,
                             "note": f"{'AI' if y[0] == 1 else 'human'} images only: ROC-AUC and ECE need both "
                                     "classes; see the share of verdicts"})
             if auc_against_all_human:
                 both = (y == 1).all() and human_p.size
-                row["roc_auc_vs_all_human"] = (
-                    float(roc_auc_score(np.r_[np.ones(p.size), np.zeros(human_p.size)], np.r_[p, human_p]))
-                    if both else None)
+                row["roc_auc_vs_all_human"] = auc_against(p, human_p) if both else None
         else:  # an empty row would read as a group with nothing in it
             row["note"] = f"none of its {idx.size} images was scored (see Not scored)"
         rows.append(row)
@@ -265,6 +279,13 @@ def _mark_undefined_rates(overall: dict[str, Any], y: np.ndarray, called_ai: np.
         if np.isnan(score(y, called_ai.astype(int), zero_division=np.nan)):
             overall[name] = None
             overall.setdefault("undefined", {})[name] = _UNDEFINED[name]
+    if len(np.unique(y)) < 2:  # a ranking needs both classes: say why ROC-AUC, AP and TPR at FPR have no value
+        only = "AI" if y[0] == 1 else "human"
+        which = f"all {y.size} scored images are" if y.size > 1 else "the one scored image is"
+        why = f"needs both classes; {which} {only}"
+        for name in ("roc_auc", "average_precision", *(f"tpr_at_fpr_{fpr:g}" for fpr in REPORTED_FPRS)):
+            overall[name] = None
+            overall.setdefault("undefined", {})[name] = why
 
 
 def compute_metrics(predictions: Predictions, threshold: float = 0.5) -> dict[str, Any]:
@@ -485,14 +506,13 @@ def render_html(predictions: Predictions, metrics: dict[str, Any], *, title: str
     cm = overall.get("confusion_matrix", {}).get("rows_true_cols_pred", [[0, 0], [0, 0]])
     ci = overall.get("ci95") or {}
     undefined = overall.get("undefined") or {}
-    cards = [("images", metrics["n_records"], None), ("scored", metrics["n_scored"], None),
-             ("loss", overall.get("loss"), None), ("accuracy @0.5", overall.get("accuracy"), ci.get("accuracy")),
-             ("precision", overall.get("precision"), None), ("recall", overall.get("recall"), None),
-             ("F1", overall.get("f1"), None), ("ROC-AUC", overall.get("roc_auc"), ci.get("roc_auc")),
-             ("avg precision", overall.get("average_precision"), None),
-             (f"ECE ({ECE_BINS} bins)", overall.get("ece"), ci.get("ece")),
-             ("TPR @1% FPR", overall.get("tpr_at_fpr_0.01"), ci.get("tpr_at_fpr_0.01")),
-             ("TPR @5% FPR", overall.get("tpr_at_fpr_0.05"), ci.get("tpr_at_fpr_0.05"))]
+    # (heading, metric key): a value that cannot be computed shows "–" with the reason from overall["undefined"]
+    headings = [("loss", "loss"), ("accuracy @0.5", "accuracy"), ("precision", "precision"), ("recall", "recall"),
+                ("F1", "f1"), ("ROC-AUC", "roc_auc"), ("avg precision", "average_precision"),
+                (f"ECE ({ECE_BINS} bins)", "ece"), ("TPR @1% FPR", "tpr_at_fpr_0.01"),
+                ("TPR @5% FPR", "tpr_at_fpr_0.05")]
+    cards = [("images", metrics["n_records"], None, None), ("scored", metrics["n_scored"], None, None)] + [
+        (heading, overall.get(key), ci.get(key), undefined.get(key, "")) for heading, key in headings]
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
              f"<style>{_CSS}</style></head><body>",
              f"<h1>{html.escape(title)}</h1>",
@@ -504,8 +524,8 @@ def render_html(predictions: Predictions, metrics: dict[str, Any], *, title: str
              f"The served verdicts below use the model's own thresholds and its uncertain band.</p>",
              "<div class='cards'>" + "".join(
                  f"<div class='card'>{html.escape(k)}<b>{_fmt(v)}</b><span class='note'>"
-                 f"{html.escape(undefined.get(k.lower(), '')) if v is None else _ci(c)}</span></div>"
-                 for k, v, c in cards) + "</div>"]
+                 f"{html.escape(why or '') if v is None else _ci(c)}</span></div>"
+                 for k, v, c, why in cards) + "</div>"]
     if ci:
         parts.append(f"<p class='note'>Brackets: {html.escape(ci['method'])}.</p>")
     points = operating_point_rows(overall)
@@ -567,6 +587,57 @@ def render_html(predictions: Predictions, metrics: dict[str, Any], *, title: str
     return "\n".join(parts)
 
 
+class ReportNotWritten(OSError):
+    """A report file could not be written (a full disk, a folder in the way): one line naming the file, the reason,
+    and which files of this run are on disk beside it, and which there are an earlier run's.  An ``OSError``, so
+    callers that catch one still do."""
+
+
+class ReportInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) while the report was being written; ``message`` says what is on disk.  Its args stay
+    the signal number, as callers that tell SIGTERM from Ctrl-C read it."""
+
+    def __init__(self, message: str, signum: int | None) -> None:
+        super().__init__(*(() if signum is None else (signum,)))
+        self.message, self.signum = message, signum
+
+    def __str__(self) -> str:
+        return self.message
+
+
+REPORT_FILES = ("predictions.csv", "metrics.json", "report.html")
+
+
+def on_disk(out_dir: Path, written: Sequence[str] = ()) -> str:
+    """What ``out_dir`` holds after a run that did not finish: this run's files, and an earlier run's."""
+    earlier = [name for name in REPORT_FILES if name not in written and (out_dir / name).is_file()]
+    said = f"this run wrote {' and '.join(written) or 'nothing'} to {out_dir}"
+    if earlier:
+        said += f"; {' and '.join(earlier)} there {'is' if len(earlier) == 1 else 'are'} an earlier run's"
+    return said
+
+
+def signal_number(exc: BaseException) -> int | None:
+    """The signal behind a KeyboardInterrupt: ``sigterm_raises`` passes it as the first argument, Ctrl-C none."""
+    signum = getattr(exc, "signum", None)
+    if signum is None and exc.args and isinstance(exc.args[0], int):
+        signum = exc.args[0]
+    return signum
+
+
+def out_dir_unwritable(out_dir: Path, names: Sequence[str] = REPORT_FILES) -> str | None:
+    """Why the report cannot be written into ``out_dir``, said before any judging rather than after it: a folder
+    where a report file goes, or a nearest existing folder that this user cannot write into."""
+    out_dir = Path(out_dir)
+    for name in names:
+        if (out_dir / name).is_dir():
+            return f"{out_dir / name}: is a folder, and the report writes a file of that name"
+    existing = next((p for p in (out_dir, *out_dir.parents) if p.exists()), None)
+    if existing is not None and existing.is_dir() and not os.access(existing, os.W_OK | os.X_OK):
+        return f"{out_dir}: cannot write into {existing} (permission denied, or a read-only file system)"
+    return None
+
+
 def write_report(
     predictions: Predictions,
     out_dir: str | Path,
@@ -574,24 +645,48 @@ def write_report(
     title: str | None = None,
     perturbations: dict[str, Predictions] | None = None,
 ) -> dict[str, Any]:
-    """Write ``predictions.csv``, ``metrics.json`` and ``report.html`` into ``out_dir``; return the metrics."""
+    """Write ``predictions.csv``, ``metrics.json`` and ``report.html`` into ``out_dir``; return the metrics.
+
+    Each file is written whole or not at all.  A file that cannot be written raises :class:`ReportNotWritten`, and
+    Ctrl-C :class:`ReportInterrupted`; either says which files are this run's.
+    """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # The raw predictions first, then the numbers, then the page: if a later step fails, an hour of judging is
-    # still on disk and every number can be recomputed from predictions.csv.
-    write_predictions_csv(out_dir / "predictions.csv", {"none": predictions, **(perturbations or {})})
-    metrics = compute_metrics(predictions)
-    perturbed = {name: compute_metrics(p) for name, p in (perturbations or {}).items()}
-    if perturbed:
-        metrics["perturbations"] = {name: {k: v for k, v in m.items() if k != "curves"} for name, m in perturbed.items()}
-        metrics["robustness_table"] = [perturbation_row("none", metrics)] + [
-            perturbation_row(name, m) for name, m in perturbed.items()]
-    title = title or f"{predictions.model_name}: evaluation"
-    table = {"none": metrics, **perturbed} if perturbed else None
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default) + "\n",
-                                          encoding="utf-8")
-    page = render_html(predictions, metrics, title=title, perturbations=table)
-    (out_dir / "report.html").write_text(page, encoding="utf-8")  # as its <meta> says, whatever the locale
+    written: list[str] = []
+
+    def write(name: str, body: Callable[[TextIO], None] | None) -> None:
+        """Write one file (``body`` None: make the folder); an OSError here is this file's, said as such."""
+        try:
+            if body is None:
+                out_dir.mkdir(parents=True, exist_ok=True)
+                return
+            write_atomically(out_dir / name, body)
+        except OSError as exc:
+            raise ReportNotWritten(f"{exc.filename or out_dir / name}: could not {'write' if body else 'create'} "
+                                   f"it ({exc.strerror or exc}); {on_disk(out_dir, written)}") from None
+        written.append(name)
+
+    try:
+        write("", None)
+        # The raw predictions first, then the numbers, then the page: if a later step fails, an hour of judging is
+        # still on disk and every number can be recomputed from predictions.csv.
+        write("predictions.csv", lambda stream: write_predictions_rows(
+            stream, {"none": predictions, **(perturbations or {})}))
+        metrics = compute_metrics(predictions)
+        perturbed = {name: compute_metrics(p) for name, p in (perturbations or {}).items()}
+        if perturbed:
+            metrics["perturbations"] = {name: {k: v for k, v in m.items() if k != "curves"}
+                                        for name, m in perturbed.items()}
+            metrics["robustness_table"] = [perturbation_row("none", metrics)] + [
+                perturbation_row(name, m) for name, m in perturbed.items()]
+        title = title or f"{predictions.model_name}: evaluation"
+        table = {"none": metrics, **perturbed} if perturbed else None
+        text = json.dumps(metrics, indent=2, default=_json_default) + "\n"
+        write("metrics.json", lambda stream: stream.write(text))
+        page = render_html(predictions, metrics, title=title, perturbations=table)
+        write("report.html", lambda stream: stream.write(page))  # UTF-8, as its <meta> says, whatever the locale
+    except KeyboardInterrupt as exc:
+        raise ReportInterrupted(f"interrupted while writing the report: {on_disk(out_dir, written)} (each file "
+                                "whole)", signal_number(exc)) from None
     return metrics
 
 
@@ -600,16 +695,19 @@ PREDICTION_COLUMNS = ["perturbation", "file", "label", "source", "generator", "p
 
 def write_predictions_csv(path: Path, predictions: dict[str, Predictions]) -> None:
     """One row per image (and per perturbation; ``none`` is the unperturbed run): every number is recomputable."""
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(PREDICTION_COLUMNS)
-        for name, pred in predictions.items():
-            for i, record in enumerate(pred.records):
-                verdict = pred.verdicts[i] if i < len(pred.verdicts) else None
-                p = pred.p_ai[i]
-                writer.writerow([name, record.ref, "ai" if pred.labels[i] == 1 else "human", record.source or "",
-                                 record.generator or "", "" if np.isnan(p) else repr(float(p)), verdict or "",
-                                 pred.errors[i] or ""])
+    write_atomically(Path(path), lambda stream: write_predictions_rows(stream, predictions))
+
+
+def write_predictions_rows(stream: TextIO, predictions: dict[str, Predictions]) -> None:
+    writer = csv.writer(stream)
+    writer.writerow(PREDICTION_COLUMNS)
+    for name, pred in predictions.items():
+        for i, record in enumerate(pred.records):
+            verdict = pred.verdicts[i] if i < len(pred.verdicts) else None
+            p = pred.p_ai[i]
+            writer.writerow([name, record.ref, "ai" if pred.labels[i] == 1 else "human", record.source or "",
+                             record.generator or "", "" if np.isnan(p) else repr(float(p)), verdict or "",
+                             pred.errors[i] or ""])
 
 
 def _json_default(value: Any) -> Any:

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
-import secrets
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,6 +25,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from synthdetect.atomic import write_atomically
 from synthdetect.explain import render
 from synthdetect.images import ImageSource, LoadedImage, describe_source, load_image
 from synthdetect.messages import first_line
@@ -101,21 +100,9 @@ def map_paths(stem: str | Path, names: Sequence[str]) -> dict[str, Path]:
 
 
 def write_picture(picture: Image.Image, path: Path, fmt: str) -> None:
-    """Save through a temporary file in the same folder and rename it into place.
-
-    An encoder error, a full disk or Ctrl-C then leaves the earlier file (or none), never a truncated picture.
-    """
-    # open(..., "x") rather than mkstemp: the picture gets the umask's permissions, not mkstemp's owner-only 0600.
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
-    try:
-        with open(temporary, "xb") as stream:
-            picture.save(stream, format=fmt)
-        os.replace(temporary, path)
-    except BaseException as exc:
-        temporary.unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.strerror:  # name the file asked for, not the temporary one
-            raise OSError(exc.errno, exc.strerror, str(path)) from exc
-        raise
+    """Save whole or not at all (``synthdetect.atomic``): an encoder error, a full disk or Ctrl-C leaves the
+    earlier file (or none), never a truncated picture."""
+    write_atomically(path, lambda stream: picture.save(stream, format=fmt), binary=True)
 
 
 def image_format_for(path: Path) -> str:
