@@ -203,7 +203,7 @@ def _stopped_after_the_students_weights(kind, request, targets):
 
     out = Path(request.out)
     (out / "_work").mkdir(parents=True, exist_ok=True)
-    torch.save({"fingerprint": request.config.fingerprint}, out / "_work" / "checkpoint.pt")  # as the loop does
+    torch.save({"fingerprint": request.config.fingerprint, "epoch": 0}, out / "_work" / "checkpoint.pt")  # as the loop does
     (out / "weights.pt").write_bytes(b"new weights")
     raise KeyboardInterrupt
 

@@ -150,3 +150,37 @@ def test_two_runs_into_one_out_folder_are_refused_and_a_killed_run_leaves_no_loc
         holder.stdout.close()
     with exclusive_out(out):  # the system released the killed run's lock; its file is simply reused
         pass
+
+
+def test_a_checkpoint_cut_by_ctrl_c_while_it_is_written_leaves_the_last_whole_one(tmp_path: Path, monkeypatch):
+    """torch.save wrote OUT/_work/checkpoint.pt in place: Ctrl-C during the write left it cut, and every retry
+    ended in a torch traceback ("failed locating file data.pkl") instead of resuming."""
+    import io
+
+    import torch
+
+    manifest = write_manifest(tmp_path / "data", {"a": (10, 10)}, size=16)
+    out = tmp_path / "pkg"
+    real_save = torch.save
+
+    def cut_on_the_second_epochs_checkpoint(obj, stream, *args, **kwargs):
+        if isinstance(obj, dict) and obj.get("epoch") == 1:
+            whole = io.BytesIO()
+            real_save(obj, whole, *args, **kwargs)
+            if isinstance(stream, (str, os.PathLike)):  # saved in place, as before
+                with open(stream, "wb") as handle:
+                    handle.write(whole.getvalue()[: len(whole.getvalue()) // 2])
+            else:
+                stream.write(whole.getvalue()[: len(whole.getvalue()) // 2])
+            raise KeyboardInterrupt
+        return real_save(obj, stream, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", cut_on_the_second_epochs_checkpoint)
+    result = _quick_train(manifest, out, "--epochs", "3", "--patience", "3")
+    assert result.exit_code == 130, result.output
+    monkeypatch.setattr(torch, "save", real_save)
+    work = out / "_work"
+    assert torch.load(work / "checkpoint.pt", weights_only=False)["epoch"] == 0  # the first epoch's, whole
+    assert not [p.name for p in work.rglob("*.part")]
+    resumed = _quick_train(manifest, out, "--epochs", "3", "--patience", "3")
+    assert resumed.exit_code == 0, resumed.output

@@ -389,30 +389,46 @@ def models_show(
     from synthdetect.models import ModelPackageError, adapter_for, find_package
 
     adapter = adapter_for(name)
+    unverified = None
     try:
         if adapter is not None:  # an external model has no package: its card is built as it loads
             card = adapter().card
             where = card.get("source", name)
         else:
-            package = find_package(name)
+            try:
+                package = find_package(name)
+            except ModelPackageError as exc:
+                # A weight file missing or altered (a partial download): the card, which lists every file and its
+                # sha256, is what tells what is wrong, so it is shown, then the refusal.  A card that cannot be
+                # read fails again here, as before.
+                package, unverified = find_package(name, verify=False), str(exc)
             card, where = package.card, package.root
     except (ModelPackageError, ValueError, ImportError) as exc:
         fail(str(exc))
+    _print_card(card, where, adapter is None, format)
+    if unverified:
+        fail(f"{unverified} (the card is shown unverified; the model cannot be loaded)")
+
+
+def _print_card(card: dict, where, is_package: bool, format: CardFormat) -> None:
     if format is not CardFormat.table:
         typer.echo(json.dumps(card, indent=2) if format is CardFormat.json else json.dumps(card))
         return
     console = Console()
-    # Card text is data, not Rich markup: '[/bold]' in a description would crash, '[cifake]' would vanish.
-    console.print(f"[bold]{escape(str(card['name']))}[/bold] {escape(str(card.get('version', '')))}  "
-                  f"kind={escape(str(card['kind']))}", highlight=False)
-    console.print(str(card.get("description", "")), markup=False, highlight=False)
-    console.print(f"{'package' if adapter is None else 'source'}: {where}", markup=False, highlight=False)
+    # Card text is data, not Rich markup: '[/bold]' in a description would crash, '[cifake]' would vanish.  Nor is
+    # it terminal input: a card from a download could clear the screen or retitle the terminal with an escape
+    # sequence, or fake a line with a newline, so what a terminal acts on is shown as escapes (``shown``).
+    console.print(f"[bold]{escape(shown(str(card['name'])))}[/bold] {escape(shown(str(card.get('version', ''))))}  "
+                  f"kind={escape(shown(str(card['kind'])))}", highlight=False)
+    console.print(shown(str(card.get("description", ""))), markup=False, highlight=False)
+    console.print(f"{'package' if is_package else 'source'}: {shown(str(where))}", markup=False, highlight=False)
     skip = {"history", "name", "version", "kind", "description"}
     for key, value in card.items():
         if key in skip:
             continue
-        text = json.dumps(value, indent=2) if isinstance(value, (dict, list)) else str(value)
-        console.print(f"[bold]{escape(str(key))}[/bold]: {escape(text)}", highlight=False)
+        # JSON escapes control characters inside its strings (and keeps its own line breaks); a plain value does not
+        text = json.dumps(value, indent=2) if isinstance(value, (dict, list)) else shown(str(value))
+        console.print(f"[bold]{escape(shown(str(key)))}[/bold]: {escape(text)}", highlight=False)
 
 
 def _register_commands() -> None:

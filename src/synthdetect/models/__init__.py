@@ -49,17 +49,19 @@ def shipped_package_dir(name: str) -> Path | None:
     return BUILTIN_DIR / name
 
 
-def find_package(name: str) -> ModelPackage:
-    """A shipped model by bare name, else a package path; a same-named local folder never shadows a shipped model."""
+def find_package(name: str, *, verify: bool = True) -> ModelPackage:
+    """A shipped model by bare name, else a package path; a same-named local folder never shadows a shipped model.
+
+    ``verify=False`` reads the card without checking the weight files (``models show`` of a partial download)."""
     shipped = shipped_package_dir(name)
     path = Path(name).expanduser()
     if shipped is not None:
         if path.exists():
             _log.warning("'%s' is a shipped model, used here; the local %s '%s' is not (write ./%s to load it)",
                          name, "folder" if path.is_dir() else "file", name, name)
-        return load_package(shipped)
+        return load_package(shipped, verify=verify)
     if path.exists():
-        return load_package(path)
+        return load_package(path, verify=verify)
     known = ", ".join(builtin_names()) or "none"
     raise ModelPackageError(f"unknown model '{name}' (shipped models: {known}; or give a package path)")
 

@@ -98,10 +98,12 @@ def register(app: typer.Typer) -> None:
             "--holdout-source", help="Source(s) held out for the comparison (default: picked by seed).")] = None,
         val_fraction: Annotated[float, typer.Option(help="Share of images in validation sources.")] = 0.15,
         test_fraction: Annotated[float, typer.Option(help="Share of images in held-out sources.")] = 0.2,
-        input_size: Annotated[int, typer.Option(help="Student input size (CNN students).")] = 128,
-        epochs: Annotated[int, typer.Option(help="Maximum epochs (CNN students).")] = 15,
+        # bounds said up front: --epochs 0 trained nothing and ended in a traceback (no best.pt), and the CNNs' three
+        # 2x2 poolings end at under 1 px below 8 px, a torch traceback after the teachers had scored everything
+        input_size: Annotated[int, typer.Option(min=8, help="Student input size, at least 8 px (CNN students).")] = 128,
+        epochs: Annotated[int, typer.Option(min=1, help="Maximum epochs (CNN students).")] = 15,
         seed: Annotated[int, typer.Option(help="Seed for split and training.")] = 0,
-        threads: Annotated[int, typer.Option(help="Torch threads (0 = all CPUs).")] = 0,
+        threads: Annotated[int, typer.Option(min=0, help="Torch threads (0 = all CPUs).")] = 0,
     ) -> None:
         """Train one student on the teachers' soft labels (plus hard labels); compare it with each teacher."""
         from synthdetect.cli import fail
@@ -109,7 +111,8 @@ def register(app: typer.Typer) -> None:
         from synthdetect.train.autopilot import AutopilotError, require_sources
         from synthdetect.train.commands import out_dir_problem
         from synthdetect.train.datasets import DatasetError, open_dataset
-        from synthdetect.train.distill import DistillError, comparison_table, run_distillation
+        from synthdetect.models.package import PackageNotMoved
+        from synthdetect.train.distill import DistillError, DistillInterrupted, comparison_table, run_distillation
         from synthdetect.train.registry import TrainerError
         from synthdetect.train.splits import SplitError
 
@@ -125,8 +128,15 @@ def register(app: typer.Typer) -> None:
                 test_fraction=test_fraction, input_size=input_size, epochs=epochs, seed=seed,
                 threads=threads or None, data=data, command=_command_line(),
             )
+        except PackageNotMoved as exc:  # the student is complete where it was written
+            fail(str(exc), code=1)
         except (DistillError, AutopilotError, DatasetError, SplitError, TrainerError, ModelPackageError) as exc:
             fail(str(exc))
+        except ValueError as exc:  # a trainer's refusal (one class, diverged training): one line, as train says it
+            fail(str(exc))
+        except DistillInterrupted as exc:  # Ctrl-C or SIGTERM: what is kept, and how to go on
+            typer.echo(f"interrupted: {exc.message}", err=True)
+            raise typer.Exit(128 + exc.signum) from None
         Console(width=max(Console().width, 140)).print(comparison_table(result))
         typer.echo(f"student: {result.student_package}; report: {out / 'report.html'}; "
                    f"comparison: {out / 'comparison.csv'}")

@@ -42,7 +42,9 @@ import html
 import json
 import math
 import os
+import signal
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -139,7 +141,13 @@ def load_teachers(names: Sequence[str]) -> list[Teacher]:
         raise DistillError("give at least one --teacher")
     teachers: list[Teacher] = []
     seen: dict[str, int] = {}
+    given: dict[str, str] = {}
     for name in names:
+        key = _teacher_identity(name)
+        if key in given:  # it would vote twice: double weight under --combine mean, a duplicate row everywhere
+            also = "" if given[key] == name else f" (as '{given[key]}' and '{name}')"
+            raise DistillError(f"teacher '{name}' is given twice{also}; each teacher votes once, so give it once")
+        given[key] = name
         model = load_model(name)
         label = model.name
         seen[label] = seen.get(label, 0) + 1
@@ -152,6 +160,19 @@ def load_teachers(names: Sequence[str]) -> list[Teacher]:
             size = None
         teachers.append(Teacher(label, name, model, size))
     return teachers
+
+
+def _teacher_identity(name: str) -> str:
+    """What a teacher name means, without loading it: a package's resolved folder (``t``, ``./t/``, ``t/model.json``
+    and ``/abs/t`` are one teacher), or the name itself for a prefixed adapter (``hf:...``)."""
+    from synthdetect.models import adapter_for, shipped_package_dir
+
+    if adapter_for(name) is not None:
+        return name
+    path = shipped_package_dir(name) or Path(name).expanduser()
+    if path.is_file():  # a path to the card itself
+        path = path.parent
+    return str(path.resolve())
 
 
 def _with_routed_members(card: dict[str, Any], model: Any) -> dict[str, Any]:
@@ -212,20 +233,125 @@ def cached_scores(model: Any, records: Sequence[Record], cache: str | Path | Non
     return p, facts, reasons
 
 
-def score(model: Any, records: Sequence[Record], description: str):
+def score(model: Any, records: Sequence[Record], description: str, *, refuse_total_failure: bool = True):
     """Calibrated p_ai of ``model`` through the Detector (model only), with timing, as report Predictions.
 
     A teacher that raises on some images (an adapter given a shape it cannot take) ended the whole run with a
-    traceback; it now loses its vote on those images, with the reason.  One that raises on every image is refused.
+    traceback; it now loses its vote on those images, with the reason.  One that raises on every image is refused
+    (``refuse_total_failure``); in the comparison, after the student is trained, it gets a row without metrics
+    instead of ending the run (see :func:`unscored_line`).
     """
     from synthdetect.api import Detector
     from synthdetect.evaluate.report import predict_records
 
     predictions = predict_records(Detector(model, use_evidence=False), records, description=description)
     failed = [i for i, kind in enumerate(predictions.error_kinds) if kind == "model_error"]
-    if records and len(failed) == len(records):  # the Detector fails only the images a model raises on
+    if refuse_total_failure and records and len(failed) == len(records):  # the Detector fails only those images
         raise DistillError(f"{model.name} fails on every image ({description}): {predictions.errors[failed[0]]}")
     return predictions
+
+
+def unscored_line(label: str, predictions) -> str | None:
+    """A comparison row's images left unscored, counted by why, in one line; None when every image was scored.
+
+    A teacher that failed on every held-out image ended the run after the student had been trained and written,
+    with no comparison at all."""
+    missing = [i for i, p in enumerate(predictions.p_ai) if math.isnan(p)]
+    if not missing:
+        return None
+    kinds: dict[str, int] = {}
+    for i in missing:
+        kind = {None: "outside its domain", "model_error": "failed"}.get(
+            predictions.error_kinds[i] if predictions.error_kinds else None, "unreadable")
+        kinds[kind] = kinds.get(kind, 0) + 1
+    counted = ", ".join(f"{n} {kind}" for kind, n in kinds.items())
+    n = len(predictions.p_ai)
+    head = f"warning: {label} scored none of the {n} held-out images" if len(missing) == n else \
+        f"{label}: {len(missing)} of {n} held-out images not scored"
+    return f"{head} ({counted}); e.g. {predictions.errors[missing[0]]}"
+
+
+def teacher_votes(teacher: Teacher, records: Sequence[Record], cache: str | Path | None = None,
+                  use_cache: bool = True) -> tuple[np.ndarray, list[str | None]]:
+    """A teacher's calibrated p_ai per record (NaN: no vote) and, where it gave none, why (kind, then reason).
+
+    The kinds: ``outside its domain`` (the model declined the image), ``failed`` (it raised on it) and
+    ``unreadable`` (the image could not be decoded).
+    """
+    fast = cached_scores(teacher.model, records, cache) if use_cache else None
+    if fast is not None:
+        p_ai, _, why = fast
+        reasons = [None if not math.isnan(p) else ("outside its domain" if w and ": not scored: " in w else
+                                                    "unreadable", w or "no score") for p, w in zip(p_ai, why)]
+    else:
+        predictions = score(teacher.model, records, f"teacher {teacher.label}: training images")
+        p_ai = predictions.p_ai
+        kinds = {None: "outside its domain", "model_error": "failed"}
+        reasons = [None if not math.isnan(p) else (kinds.get(kind, "unreadable"), error or "no score")
+                   for p, kind, error in zip(p_ai, predictions.error_kinds or [None] * len(records),
+                                             predictions.errors)]
+    return p_ai, [None if r is None else f"{r[0]}: {r[1]}" for r in reasons]
+
+
+@dataclass
+class VoteCount:
+    """How many training images a teacher voted on, and why not on the others: a teacher that declined every image
+    (another size range, another domain) added nothing to the soft labels, and nothing said so."""
+
+    n: int
+    voted: int
+    reasons: list[str | None]
+
+    @classmethod
+    def of(cls, p_ai: np.ndarray, reasons: list[str | None]) -> "VoteCount":
+        return cls(len(p_ai), int(np.isfinite(p_ai).sum()), list(reasons))
+
+    def by_kind(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for reason in self.reasons:
+            if reason:
+                kind = reason.split(": ", 1)[0]
+                counts[kind] = counts.get(kind, 0) + 1
+        return counts
+
+    def example(self) -> str | None:
+        return next((r.split(": ", 1)[1] for r in self.reasons if r), None)
+
+    def line(self, label: str) -> str | None:
+        """One line for the console, or None when the teacher voted on every image."""
+        missing = self.n - self.voted
+        if not missing:
+            return None
+        kinds = ", ".join(f"{count} {kind}" for kind, count in self.by_kind().items())
+        if not self.voted:
+            return (f"warning: teacher {label} gave no vote on any of the {self.n} training images ({kinds}), so it "
+                    f"adds nothing to the soft labels; e.g. {self.example()}")
+        return f"teacher {label}: no vote on {missing} of {self.n} training images ({kinds}); e.g. {self.example()}"
+
+    def card_entry(self) -> dict[str, Any]:
+        return {"training_images_voted": self.voted, "training_images_without_vote": self.by_kind(),
+                **({"without_vote_example": self.example()} if self.voted < self.n else {})}
+
+
+def refuse_one_sided_targets(kind: str, targets: np.ndarray, hard: np.ndarray, soft: np.ndarray, alpha: float,
+                             combine: str = "max") -> None:
+    """The CNN trainers refuse a training set on one side of 0.5 (one class); with soft targets that can happen
+    though the data holds both classes, when the teachers outvote every label of one class.  The trainer's
+    "training needs images of both classes, and has 16 human, 0 ai" came as a traceback and contradicted the data."""
+    if kind not in SOFT_RECORD_KINDS or len(set(hard.tolist())) < 2:
+        return
+    ai = targets >= 0.5
+    if ai.any() and not ai.all():
+        return
+    side, other = ("human", "ai") if not ai.any() else ("ai", "human")
+    wrong = int(((soft >= 0.5) == (side == "ai"))[hard == (1 if other == "ai" else 0)].sum())
+    n_other = int((hard == (1 if other == "ai" else 0)).sum())
+    other_combine = "max" if side == "human" else "mean"  # the combination that leans the other way
+    raise DistillError(
+        f"every training target is on the {side} side of 0.5: the teachers' combined p_ai ({combine}) calls {wrong} "
+        f"of the {n_other} {other} training images {side}, and --alpha {alpha} gives it the larger weight, so the "
+        f"{kind} student would learn one class; lower --alpha below 0.5 (the label then decides each image's side)"
+        + (f", try --combine {other_combine}" if combine != other_combine else "") + ", or check the teachers")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -333,15 +459,17 @@ def _metrics_row(name: str, role: str, predictions, metrics: dict[str, Any], siz
 
 
 def _write_soft_labels(path: Path, records: Sequence[Record], teachers: Sequence[Teacher], matrix: np.ndarray,
-                       soft: np.ndarray, targets: np.ndarray) -> None:
+                       soft: np.ndarray, targets: np.ndarray, votes: Sequence[VoteCount] = ()) -> None:
+    """One row per training image; ``no_vote`` says why each teacher whose cell is empty gave no vote."""
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["ref", "source", "generator", "label"] + [f"p_ai:{t.label}" for t in teachers]
-                        + ["soft", "target"])
+                        + ["soft", "target", "no_vote"])
         for i, r in enumerate(records):
+            why = [f"{t.label}: {v.reasons[i]}" for t, v in zip(teachers, votes) if v.reasons[i]]
             writer.writerow([r.ref, r.source or "", r.generator or "", r.label]
                             + ["" if math.isnan(v) else f"{v:.6f}" for v in matrix[:, i]]
-                            + ["" if math.isnan(soft[i]) else f"{soft[i]:.6f}", f"{targets[i]:.6f}"])
+                            + ["" if math.isnan(soft[i]) else f"{soft[i]:.6f}", f"{targets[i]:.6f}", " | ".join(why)])
 
 
 def student_fingerprint(teachers: Sequence[Teacher], records: Sequence[Record], split, student_kind: str,
@@ -362,6 +490,80 @@ def student_fingerprint(teachers: Sequence[Teacher], records: Sequence[Record], 
     return {"teachers": [digest(t.card) for t in teachers], "alpha": alpha, "combine": combine,
             "student": student_kind, "student options": digest({k: v for k, v in options.items() if k != "cache"}),
             "training settings": digest(loop), "dataset": dataset_identity(records), "split": digest(split.describe())}
+
+
+def finished_epochs(checkpoint: Path) -> int | None:
+    """Epochs a student checkpoint holds, None when there is none; one that cannot be read is one line.
+
+    The training loop now writes its checkpoint whole or not at all, but one cut by an older version, a disk
+    fault or a copy made part-way would otherwise end every retry in a torch traceback."""
+    if not checkpoint.is_file():
+        return None
+    import torch
+
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        return int(state["epoch"]) + 1
+    except Exception as exc:  # a truncated zip, a foreign pickle: torch raises many kinds
+        why = " ".join(str(exc).split())[:160]
+        raise DistillError(f"{checkpoint} cannot be read ({type(exc).__name__}: {why}); a run stopped while writing "
+                           f"it leaves it so: delete it to train the student from the start") from None
+
+
+class DistillInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM during a run; ``message`` says what is on disk and how to go on.  A KeyboardInterrupt
+    (its args the signal number, as the scan's and the autopilot's), so a caller that stops on Ctrl-C still does."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(signum)
+        self.message, self.signum = message, signum
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass
+class _Stage:
+    now: str = "teachers"  # teachers -> student -> compare
+
+
+@contextmanager
+def explained_interrupts(out: Path, student_kind: str):
+    """Ctrl-C (or SIGTERM) ended a distillation silently with status 130: nothing said whether the student's
+    epochs were kept or how to resume them.  It now raises :class:`DistillInterrupted` saying so."""
+    from synthdetect.interrupts import sigterm_raises
+
+    stage = _Stage()
+    try:
+        with sigterm_raises(KeyboardInterrupt):
+            yield stage
+    except KeyboardInterrupt as exc:
+        signum = exc.args[0] if exc.args and isinstance(exc.args[0], int) else int(signal.SIGINT)
+        raise DistillInterrupted(interrupted_state(out, student_kind, stage.now), signum) from None
+
+
+def interrupted_state(out: Path, student_kind: str, stage: str) -> str:
+    """What an interrupted distillation left in ``out``, and what running the same command again does."""
+    student = out / "student"
+    if stage == "compare":
+        return (f"the student is complete in {student}, but the comparison on held-out sources was not finished, "
+                f"so {out / 'comparison.csv'} and {out / 'report.html'} are missing or an earlier run's; running the "
+                f"same command again trains the student again")
+    checkpoint = student / "_work" / "checkpoint.pt"
+    done = "the teachers were scoring the training images, so no student was trained" if stage == "teachers" else \
+        "no student was written"
+    if checkpoint.is_file():
+        left = (f"{checkpoint} holds the student's epochs finished so far; run the same command again to resume "
+                f"them (the teachers score the training images again first)")
+    elif stage == "student" and student_kind in LINEAR_HEAD_KINDS:
+        left = "linear heads are fitted in one go, so there is nothing to resume; run the same command again"
+    elif stage == "student":
+        left = "no student epoch had finished, so there is nothing to resume; run the same command again"
+    else:
+        left = "there is nothing to resume; run the same command again"
+    earlier = (f"; {student} holds an earlier run's student, not this run's" if (student / "model.json").is_file()
+               else "")
+    return f"{done}; {left}{earlier}"
 
 
 def run_distillation(
@@ -412,124 +614,149 @@ def run_distillation(
                           holdout_sources=holdout_sources)
     if len({r.label for r in split.test}) < 2:
         raise DistillError("the held-out sources need both AI and human images; name them with --holdout-source")
+    for part, rows in (("training", split.train), ("validation", split.val)):  # the trainers refused in a traceback
+        ai = sum(r.label == 1 for r in rows)
+        if ai in (0, len(rows)):
+            raise DistillError(f"the {part} sources need both AI and human images, and hold {ai} AI and "
+                               f"{len(rows) - ai} human; choose other --holdout-source or --val-fraction")
     held_out = sorted(split.held_out_sources)
-    loaded = load_teachers(teachers)
-    student_dir = out / "student"
-    config = config or TrainConfig(epochs=epochs, patience=4, batch_size=32, lr=2e-3, seed=seed, threads=threads)
-    student_options = {"input_size": input_size, "max_short_side": 0, "max_aspect": 4.0, "width": 16}
-    if student_kind in LINEAR_HEAD_KINDS:
-        student_options = {}
-    student_options.update(options or {})
-    if not config.fingerprint:  # a copy: the caller's config may serve another run
-        config = replace(config, fingerprint=student_fingerprint(loaded, records, split, student_kind, alpha,
-                                                                 combine, student_options, config))
-    try:  # before the teachers score anything: a retry resumes only its own run's epochs
-        check_checkpoint(student_dir / "_work" / "checkpoint.pt", config.fingerprint)
-    except CheckpointMismatch as exc:
-        raise DistillError(str(exc)) from None
-    started = time.perf_counter()
-    say = (console or Console(stderr=True)).print
-    say(f"distill: {len(split.train)} train / {len(split.val)} validation / {len(split.test)} held-out images; "
-        f"held-out sources: {', '.join(held_out)}; {len(loaded)} teachers, student {student_kind}, "
-        f"alpha {alpha}, combine {combine}", highlight=False)
+    with explained_interrupts(out, student_kind) as stage:
+        loaded = load_teachers(teachers)
+        student_dir = out / "student"
+        config = config or TrainConfig(epochs=epochs, patience=4, batch_size=32, lr=2e-3, seed=seed, threads=threads)
+        student_options = {"input_size": input_size, "max_short_side": 0, "max_aspect": 4.0, "width": 16}
+        if student_kind in LINEAR_HEAD_KINDS:
+            student_options = {}
+        student_options.update(options or {})
+        if not config.fingerprint:  # a copy: the caller's config may serve another run
+            config = replace(config, fingerprint=student_fingerprint(loaded, records, split, student_kind, alpha,
+                                                                     combine, student_options, config))
+        checkpoint = student_dir / "_work" / "checkpoint.pt"
+        finished = finished_epochs(checkpoint)
+        try:  # before the teachers score anything: a retry resumes only its own run's epochs
+            check_checkpoint(checkpoint, config.fingerprint)
+        except CheckpointMismatch as exc:
+            raise DistillError(str(exc)) from None
+        started = time.perf_counter()
+        say = (console or Console(stderr=True)).print
+        say(f"distill: {len(split.train)} train / {len(split.val)} validation / {len(split.test)} held-out images; "
+            f"held-out sources: {', '.join(held_out)}; {len(loaded)} teachers, student {student_kind}, "
+            f"alpha {alpha}, combine {combine}", highlight=False, markup=False, soft_wrap=True)
+        if finished is not None:  # said up front: the teachers score the training images again before it resumes
+            say(f"resuming the student from {checkpoint} ({finished} epoch{'s' if finished != 1 else ''} finished); "
+                f"the teachers score the training images again first", highlight=False, markup=False, soft_wrap=True)
 
-    # 1. soft labels on the training images
-    train_preds = []
-    for t in loaded:
-        say(f"teacher {t.label}: scoring {len(split.train)} training images", highlight=False)
-        fast = cached_soft_labels(t.model, split.train, (options or {}).get("cache")) if use_cache else None
-        train_preds.append(fast if fast is not None
-                           else score(t.model, split.train, f"teacher {t.label}: training images").p_ai)
-    matrix = np.stack(train_preds)
-    soft = combine_soft_labels(matrix, combine)
-    hard = np.array([r.label for r in split.train], dtype=np.float64)
-    targets = distill_targets(soft, hard, alpha)
-    _write_soft_labels(out / "soft_labels.csv", split.train, loaded, matrix, soft, targets)
-    teacher_seconds = time.perf_counter() - started
+        # 1. soft labels on the training images
+        train_preds, votes = [], []
+        for t in loaded:
+            say(f"teacher {t.label}: scoring {len(split.train)} training images", highlight=False, markup=False)
+            p_ai, reasons = teacher_votes(t, split.train, (options or {}).get("cache"), use_cache)
+            train_preds.append(p_ai)
+            votes.append(VoteCount.of(p_ai, reasons))
+            line = votes[-1].line(t.label)
+            if line:
+                say(line, highlight=False, markup=False, soft_wrap=True)
+        matrix = np.stack(train_preds)
+        soft = combine_soft_labels(matrix, combine)
+        hard = np.array([r.label for r in split.train], dtype=np.float64)
+        targets = distill_targets(soft, hard, alpha)
+        _write_soft_labels(out / "soft_labels.csv", split.train, loaded, matrix, soft, targets, votes)
+        refuse_one_sided_targets(student_kind, targets, hard, soft, alpha, combine)
+        teacher_seconds = time.perf_counter() - started
 
-    # 2. the student, written beside OUT/student and renamed into place once its card is complete: trained in
-    # place, a run stopped after the weights left them beside the earlier student's card (sha256 mismatch).
-    # Its _work links to OUT/student/_work, where a retry resumes from, as before.
-    replaced = replaced_package(student_dir)
-    if replaced:
-        say(f"note: {student_dir} holds a model package ({replaced}); this run replaces it when the student is "
-            f"trained", markup=False, highlight=False)
-    from synthdetect.train.registry import record_summary
+        # 2. the student, written beside OUT/student and renamed into place once its card is complete: trained in
+        # place, a run stopped after the weights left them beside the earlier student's card (sha256 mismatch).
+        # Its _work links to OUT/student/_work, where a retry resumes from, as before.
+        stage.now = "student"
+        replaced = replaced_package(student_dir)
+        if replaced:
+            say(f"note: {student_dir} holds a model package ({replaced}); this run replaces it when the student is "
+                f"trained", markup=False, highlight=False)
+        from synthdetect.train.registry import record_summary
 
-    with staged_package(student_dir, link_work=True) as staging:
-        request = TrainRequest(
-            train=split.train, val=split.val, test=split.test, out=staging, name=f"distilled-{student_kind}",
-            seed=seed, threads=threads, options=student_options, command=command, config=config, data=data,
-            split=split.describe(),
-        )
-        say(f"student {student_kind}: training on {len(split.train)} images (soft labels from "
-            f"{int((~np.isnan(soft)).sum())})", highlight=False)
-        t0 = time.perf_counter()
-        package, hard_train = train_student(student_kind, request, targets)
-        student_seconds = time.perf_counter() - t0
-        voted = ~np.isnan(soft)
-        agree = voted & ((soft >= 0.5) == (hard == 1))
-        card = dict(package.card)
-        card.setdefault("training", {}).setdefault("split", {})["train"] = record_summary(hard_train)
-        card["distillation"] = {
-            "teachers": [{"name": t.label, "source": t.name, "kind": t.card.get("kind"),
-                          "version": t.card.get("version"), "trained_on_sources": sorted(t.training_sources())}
-                         for t in loaded],
-            "combine": combine, "alpha": alpha,
-            "loss": "binary cross-entropy with logits against alpha * soft + (1 - alpha) * hard",
-            "soft_labels": "each teacher's calibrated p_ai (the Detector's numbers, model only; linear-head teachers "
-                           "read from the feature cache); combined per image by " + combine,
-            "train_images": len(hard), "images_with_a_teacher_vote": int(voted.sum()),
-            "teacher_agreement_with_hard_labels": float(agree.sum() / max(voted.sum(), 1)),
-            "mean_soft_on_ai_images": _nanmean(soft[hard == 1]),
-            "mean_soft_on_human_images": _nanmean(soft[hard == 0]),
-            "teacher_seconds": round(teacher_seconds, 1), "student_seconds": round(student_seconds, 1),
+        with staged_package(student_dir, link_work=True) as staging:
+            request = TrainRequest(
+                train=split.train, val=split.val, test=split.test, out=staging, name=f"distilled-{student_kind}",
+                seed=seed, threads=threads, options=student_options, command=command, config=config, data=data,
+                split=split.describe(),
+            )
+            say(f"student {student_kind}: training on {len(split.train)} images (soft labels from "
+                f"{int((~np.isnan(soft)).sum())})", highlight=False)
+            t0 = time.perf_counter()
+            package, hard_train = train_student(student_kind, request, targets)
+            student_seconds = time.perf_counter() - t0
+            voted = ~np.isnan(soft)
+            agree = voted & ((soft >= 0.5) == (hard == 1))
+            card = dict(package.card)
+            card.setdefault("training", {}).setdefault("split", {})["train"] = record_summary(hard_train)
+            card["distillation"] = {
+                "teachers": [{"name": t.label, "source": t.name, "kind": t.card.get("kind"),
+                              "version": t.card.get("version"), "trained_on_sources": sorted(t.training_sources()),
+                              **v.card_entry()}
+                             for t, v in zip(loaded, votes)],
+                "combine": combine, "alpha": alpha,
+                "loss": "binary cross-entropy with logits against alpha * soft + (1 - alpha) * hard",
+                "soft_labels": "each teacher's calibrated p_ai (the Detector's numbers, model only; linear-head "
+                               "teachers read from the feature cache); combined per image by " + combine,
+                "train_images": len(hard), "images_with_a_teacher_vote": int(voted.sum()),
+                "teacher_agreement_with_hard_labels": float(agree.sum() / max(voted.sum(), 1)),
+                "mean_soft_on_ai_images": _nanmean(soft[hard == 1]),
+                "mean_soft_on_human_images": _nanmean(soft[hard == 0]),
+                "teacher_seconds": round(teacher_seconds, 1), "student_seconds": round(student_seconds, 1),
+            }
+            files = {role: staging / entry["path"] for role, entry in (card.get("files") or {}).items()}
+            write_package(staging, card, files)
+            load_package(staging)
+
+        # 3. every model on the same held-out sources
+        stage.now = "compare"
+        rows: list[dict[str, Any]] = []
+        reports = out / "reports"
+        report_dirs = _report_dirs([t.label for t in loaded])
+        test_preds: dict[str, Predictions] = {}
+        say(f"comparing on {len(split.test)} held-out images", highlight=False)
+        for t in loaded:
+            preds = score(t.model, split.test, f"teacher {t.label}: held-out", refuse_total_failure=False)
+            test_preds[t.label] = preds
+            line = unscored_line(f"teacher {t.label}", preds)
+            if line:
+                say(line, highlight=False, markup=False, soft_wrap=True)
+            metrics = write_report(preds, reports / report_dirs[t.label],
+                                   title=f"teacher {t.label} on held-out sources")
+            rows.append({**_metrics_row(t.label, "teacher", preds, metrics, t.size_bytes, t.saw_held_out(held_out)),
+                         "report_dir": report_dirs[t.label]})
+        combined = combine_soft_labels(np.stack([p.p_ai for p in test_preds.values()]), combine)
+        first = next(iter(test_preds.values()))
+        ensemble = Predictions(records=first.records, p_ai=combined, labels=first.labels,
+                               errors=[None if not math.isnan(p) else "no teacher judged it" for p in combined],
+                               model_name=f"teachers ({combine})", seconds=sum(p.seconds for p in test_preds.values()),
+                               verdicts=[None] * len(combined), images=first.images)
+        metrics = compute_metrics(ensemble)
+        saw_any = sorted({s for t in loaded for s in (t.saw_held_out(held_out) or [])})
+        unknown = any(t.saw_held_out(held_out) is None for t in loaded)
+        rows.append(_metrics_row(f"teachers combined ({combine})", "ensemble", ensemble, metrics, None,
+                                 None if unknown and not saw_any else saw_any))
+        student_model = load_model(str(student_dir))
+        student_preds = score(student_model, split.test, "student: held-out", refuse_total_failure=False)
+        line = unscored_line(f"the student {student_model.name}", student_preds)
+        if line:
+            say(line, highlight=False, markup=False, soft_wrap=True)
+        student_metrics = write_report(student_preds, reports / "student",
+                                       title=f"distilled student ({student_kind}) on held-out sources")
+        rows.append(_metrics_row(student_model.name, "student", student_preds, student_metrics,
+                                 package_bytes(card, student_dir), []))
+        summary = {
+            "schema": "synthdetect.distill/1", "student": str(student_dir), "student_kind": student_kind,
+            "alpha": alpha, "combine": combine, "data": data, "command": command, "seed": seed,
+            "split": {**split.describe(), "train": len(split.train), "validation": len(split.val),
+                      "test": len(split.test), "test_ai": sum(r.label for r in split.test),
+                      "test_human": sum(1 - r.label for r in split.test)},
+            "distillation": card["distillation"],
+            "student_vs_teachers": student_vs_teachers(rows),
         }
-        files = {role: staging / entry["path"] for role, entry in (card.get("files") or {}).items()}
-        write_package(staging, card, files)
-        load_package(staging)
-
-    # 3. every model on the same held-out sources
-    rows: list[dict[str, Any]] = []
-    reports = out / "reports"
-    report_dirs = _report_dirs([t.label for t in loaded])
-    test_preds: dict[str, Predictions] = {}
-    say(f"comparing on {len(split.test)} held-out images", highlight=False)
-    for t in loaded:
-        preds = score(t.model, split.test, f"teacher {t.label}: held-out")
-        test_preds[t.label] = preds
-        metrics = write_report(preds, reports / report_dirs[t.label], title=f"teacher {t.label} on held-out sources")
-        rows.append({**_metrics_row(t.label, "teacher", preds, metrics, t.size_bytes, t.saw_held_out(held_out)),
-                     "report_dir": report_dirs[t.label]})
-    combined = combine_soft_labels(np.stack([p.p_ai for p in test_preds.values()]), combine)
-    first = next(iter(test_preds.values()))
-    ensemble = Predictions(records=first.records, p_ai=combined, labels=first.labels,
-                           errors=[None if not math.isnan(p) else "no teacher judged it" for p in combined],
-                           model_name=f"teachers ({combine})", seconds=sum(p.seconds for p in test_preds.values()),
-                           verdicts=[None] * len(combined), images=first.images)
-    metrics = compute_metrics(ensemble)
-    saw_any = sorted({s for t in loaded for s in (t.saw_held_out(held_out) or [])})
-    unknown = any(t.saw_held_out(held_out) is None for t in loaded)
-    rows.append(_metrics_row(f"teachers combined ({combine})", "ensemble", ensemble, metrics, None,
-                             None if unknown and not saw_any else saw_any))
-    student_model = load_model(str(student_dir))
-    student_preds = score(student_model, split.test, "student: held-out")
-    student_metrics = write_report(student_preds, reports / "student",
-                                   title=f"distilled student ({student_kind}) on held-out sources")
-    rows.append(_metrics_row(student_model.name, "student", student_preds, student_metrics,
-                             package_bytes(card, student_dir), []))
-    summary = {
-        "schema": "synthdetect.distill/1", "student": str(student_dir), "student_kind": student_kind,
-        "alpha": alpha, "combine": combine, "data": data, "command": command, "seed": seed,
-        "split": {**split.describe(), "train": len(split.train), "validation": len(split.val),
-                  "test": len(split.test), "test_ai": sum(r.label for r in split.test),
-                  "test_human": sum(1 - r.label for r in split.test)},
-        "distillation": card["distillation"],
-        "student_vs_teachers": student_vs_teachers(rows),
-    }
-    _write_comparison(rows, summary, out)
-    _write_report(rows, summary, out, student_preds, student_metrics)
-    return DistillResult(student_package=student_dir, rows=rows, summary=summary, out=out)
+        _write_comparison(rows, summary, out)
+        _write_report(rows, summary, out, student_preds, student_metrics)
+        return DistillResult(student_package=student_dir, rows=rows, summary=summary, out=out)
 
 
 def _nanmean(values: np.ndarray) -> float | None:

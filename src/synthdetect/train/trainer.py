@@ -15,6 +15,7 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from synthdetect.atomic import write_atomically
 from synthdetect.evaluate.metrics import binary_metrics
 from PIL import Image
 
@@ -419,7 +421,7 @@ def fit_classifier(
             value = val_metrics[config.monitor]
             if _better(config.monitor, value, best_value):
                 best_value, best_epoch, bad_epochs = value, epoch + 1, 0
-                torch.save(module.state_dict(), best_path)
+                write_atomically(best_path, partial(torch.save, module.state_dict()), binary=True)
             else:
                 bad_epochs += 1
             bar.update(epoch_task, completed=epoch + 1,
@@ -428,11 +430,14 @@ def fit_classifier(
             if not bar.console.is_terminal:  # a log file gets no live bar, so it gets one line per epoch
                 bar.console.print(epoch_line(history, config.epochs, best_epoch, epoch_images[epoch + 1:]),
                                   highlight=False, soft_wrap=True)
-            torch.save({"model": module.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "generator": generator.get_state(), "epoch": epoch,
-                        "best_value": best_value, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
-                        "history": history, "image_losses": image_losses, "fingerprint": fingerprint,
-                        **({"flips": flips.state_dict()} if flips is not None else {})}, ckpt_path)
+            # Whole or not at all: saved in place, a Ctrl-C during the write left a cut checkpoint, and every
+            # retry then ended in a torch traceback ("failed locating file data.pkl") instead of resuming.
+            write_atomically(ckpt_path, partial(torch.save, {
+                "model": module.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "generator": generator.get_state(), "epoch": epoch,
+                "best_value": best_value, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
+                "history": history, "image_losses": image_losses, "fingerprint": fingerprint,
+                **({"flips": flips.state_dict()} if flips is not None else {})}), binary=True)
             if bad_epochs >= config.patience:
                 stopped_early = True
                 _warn_if_stopped_at_high_lr(row["lr"], config, epoch + 1, best_epoch)
