@@ -121,6 +121,7 @@ def test_two_runs_into_one_out_folder_are_refused_and_a_killed_run_leaves_no_loc
 
     from synthdetect.models.package import exclusive_out
     from synthdetect.train.autopilot import AutopilotError, run_autopilot
+    from synthdetect.train.distill import DistillError, run_distillation
 
     manifest = write_manifest(tmp_path / "data", {"a": (4, 4), "b": (4, 4), "c": (4, 4)}, size=16)
     out = tmp_path / "pkg"
@@ -134,6 +135,8 @@ def test_two_runs_into_one_out_folder_are_refused_and_a_killed_run_leaves_no_loc
         assert wild.exit_code == 2 and "another synthdetect run is writing this package" in wild.stderr
         with pytest.raises(AutopilotError, match="another synthdetect run is writing this package"):
             run_autopilot([], out, budget_s=5)
+        with pytest.raises(DistillError, match="another synthdetect run is writing this package"):
+            run_distillation(["t"], "small-cnn", [], out)
         (tmp_path / "link").symlink_to(tmp_path, target_is_directory=True)
         assert _quick_train(manifest, tmp_path / "link" / "pkg").exit_code == 2  # the same folder by another path
         assert not out.exists()  # refused before anything was written

@@ -566,7 +566,20 @@ def interrupted_state(out: Path, student_kind: str, stage: str) -> str:
     return f"{done}; {left}{earlier}"
 
 
-def run_distillation(
+def run_distillation(teachers: Sequence[str], student_kind: str, records: Sequence[Record], out: str | Path,
+                     **options: Any) -> DistillResult:
+    """``_run_distillation``, one run per ``out`` at a time: two runs into one folder shared the student's
+    checkpoint and staging folder (``models.package.exclusive_out``)."""
+    from synthdetect.models.package import OutInUse, exclusive_out
+
+    try:
+        with exclusive_out(out):
+            return _run_distillation(teachers, student_kind, records, out, **options)
+    except OutInUse as exc:
+        raise DistillError(str(exc)) from None
+
+
+def _run_distillation(
     teachers: Sequence[str],
     student_kind: str,
     records: Sequence[Record],
