@@ -88,3 +88,30 @@ def test_altered_head_weights_are_refused(tiny_handcrafted, tmp_path):
     heads.write_bytes(heads.read_bytes() + b"x")
     with pytest.raises(ModelPackageError, match="sha256 mismatch"):
         load_model(str(copy))
+
+
+def test_images_the_served_model_answers_uncertain_are_left_out_of_its_card(tmp_path, capsys):
+    """On 16 px images `train --model handcrafted` printed held-out accuracy 1.0000, but the package answers every
+    such image "uncertain, too small to judge": the card described answers it never gives."""
+    from synthdetect.train.datasets import Record
+    from synthdetect.train.registry import TrainRequest, get_trainer
+
+    def record(i: int, label: int, size: int | None = None) -> Record:
+        image = (render_like if label else camera_like)(i)
+        path = tmp_path / "data" / f"{label}_{i}_{size}.png"
+        path.parent.mkdir(exist_ok=True)
+        (image.resize((size, size)) if size else image).save(path)
+        return Record(str(path), label, source="synthetic")
+
+    train = [record(i, label) for i in range(6) for label in (0, 1)] + [record(50, 1, 16)]
+    val = [record(i, label) for i in range(6, 9) for label in (0, 1)]
+    test = [record(i, label) for i in range(9, 11) for label in (0, 1)] + [record(60, 0, 16), record(61, 1, 16)]
+    package = get_trainer("handcrafted")(TrainRequest(
+        train=train, val=val, test=test, out=tmp_path / "pkg", name="small-aware",
+        options={"cache": str(tmp_path / "cache"), "crops": 1}))
+    assert package.card["metrics"]["test"]["at_0.5"]["n"] == 4
+    assert {k: v for k, v in package.card["training"]["outside_domain"].items() if k != "rule"} == {
+        "train": 1, "validation": 0, "test": 2}
+    assert ("warning: small-aware: 3 images are under 32 px on the short side or longer than 6:1, which this model "
+            "answers uncertain; they are left out of training and of the card's numbers (train 1, validation 0, "
+            "test 2)") in capsys.readouterr().err

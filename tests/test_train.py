@@ -491,7 +491,7 @@ def test_augmented_pixels_are_rounded_not_truncated_on_their_way_to_the_model():
 
 def test_the_augmentation_used_is_printed_and_a_kind_that_never_augments_records_none(tmp_path: Path):
     """The readable card and the console said nothing of the augmentation; a linear-head card claimed flip,shift:2."""
-    manifest = write_manifest(tmp_path / "d", {"a": (6, 6), "b": (6, 6), "c": (6, 6)}, size=16)
+    manifest = write_manifest(tmp_path / "d", {"a": (6, 6), "b": (6, 6), "c": (6, 6)}, size=32)  # heads judge >= 32 px
     cnn = CliRunner().invoke(app, ["train", str(manifest), "--out", str(tmp_path / "cnn"), "--epochs", "1",
                                    "--width", "4", "--input-size", "16", "--threads", "1", "--augment", "rot:5"])
     assert cnn.exit_code == 0, cnn.output

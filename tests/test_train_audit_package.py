@@ -187,3 +187,11 @@ def test_a_checkpoint_cut_by_ctrl_c_while_it_is_written_leaves_the_last_whole_on
     assert not [p.name for p in work.rglob("*.part")]
     resumed = _quick_train(manifest, out, "--epochs", "3", "--patience", "3")
     assert resumed.exit_code == 0, resumed.output
+
+
+def test_an_input_size_under_8_is_refused_before_decoding(tmp_path: Path):
+    """--input-size 7 ended in torch's 'Output size is too small' traceback after the data was decoded."""
+    manifest = write_manifest(tmp_path / "data", {"a": (4, 4)}, size=16)
+    result = _quick_train(manifest, tmp_path / "pkg", "--input-size", "7")
+    assert result.exit_code == 2 and "greater than or equal to 8" in result.output, result.output
+    assert not (tmp_path / "pkg").exists()

@@ -165,7 +165,7 @@ def register(app: typer.Typer) -> None:
         hard_fraction: Annotated[float, typer.Option(help="Selective backprop: after --hard-after full epochs, train each epoch on this share of the images, drawn towards those with the largest recent loss (1 = off; kinds trained by the torch loop: small-cnn, ela-cnn, small-pair, efficientnet-lite).")] = 1.0,
         hard_after: Annotated[int, typer.Option(help="Full epochs before --hard-fraction applies.")] = 3,
         width: Annotated[int, typer.Option(min=1, help="small-cnn/ela-cnn: channels of the first block.")] = 32,
-        input_size: Annotated[Optional[int], typer.Option(help="CNN input side in px (small-cnn 32, ela-cnn 128).")] = None,
+        input_size: Annotated[Optional[int], typer.Option(min=8, help="CNN input side in px (small-cnn 32, ela-cnn 128; at least 8).")] = None,
         max_short_side: Annotated[Optional[int], typer.Option(help="CNN kinds: refuse larger images when serving (0 = no limit; default 2x input).")] = None,
         seed: Annotated[int, typer.Option(help="Seed for split, init and augmentation.")] = 0,
         threads: Annotated[int, typer.Option(help="Torch threads (0 = all CPUs this process may use).")] = 0,

@@ -7,6 +7,7 @@ for the leave-one-source-out selection that produced ``wild-v1`` and ``wild-v2``
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,10 @@ from synthdetect.models.view_features import get_extractor, save_members
 from synthdetect.train.registry import TrainerError, TrainRequest, finalize_package, register_trainer
 from synthdetect.train.wild import CLIP, HANDCRAFTED, MemberSpec, WildData, fit_member, fit_stacker, member_logits
 from synthdetect.train.wild_features import extract_cached
+
+
+#: What the served heads judge (the card's ``input``): smaller or more elongated images are answered uncertain.
+MIN_SIDE, MAX_ASPECT = 32, 6.0
 
 
 def train_linear_heads(
@@ -33,13 +38,28 @@ def train_linear_heads(
     cached = extract_cached(records, policy, [extractor], Path(cache) if cache else None)
     data = WildData.from_cache(cached)
     where = {r.ref: i for i, r in enumerate(cached.records)}
+    # Only the images the served model judges: it answers "uncertain" below MIN_SIDE or beyond MAX_ASPECT, so a card
+    # measured on 16 px images (held-out accuracy 1.0) described answers the package never gives.
+    served = np.array([min(m.width, m.height) >= MIN_SIDE
+                       and max(m.width, m.height) <= MAX_ASPECT * min(m.width, m.height) for m in cached.meta], dtype=bool)
 
     def idx(part):
-        return np.array([where[r.ref] for r in part if r.ref in where], dtype=int)
+        return np.array([where[r.ref] for r in part if r.ref in where and served[where[r.ref]]], dtype=int)
 
+    outside = {name: sum(1 for r in part if r.ref in where and not served[where[r.ref]])
+               for name, part in (("train", request.train), ("validation", request.val), ("test", request.test))}
+    domain = f"under {MIN_SIDE} px on the short side or longer than {MAX_ASPECT:g}:1, which this model answers uncertain"
+    if any(outside.values()):
+        print(f"warning: {request.name}: {sum(outside.values())} images are {domain}; they are left out of training "
+              f"and of the card's numbers (train {outside['train']}, validation {outside['validation']}, "
+              f"test {outside['test']})", file=sys.stderr)
     train, val, test = idx(request.train), idx(request.val), idx(request.test)
     if len(np.unique(data.labels[train])) < 2:
-        raise TrainerError("the training split needs both AI and human images")
+        left_out = f" ({outside['train']} of its images are {domain})" if outside["train"] else ""
+        raise TrainerError(f"the training split needs both AI and human images{left_out}")
+    if len(np.unique(data.labels[val])) < 2 and outside["validation"]:
+        raise TrainerError(f"the validation split needs both AI and human images ({outside['validation']} of its "
+                           f"images are {domain})")
     specs = [MemberSpec(extractor, "global"), MemberSpec(extractor, "crops", str(request.options.get("aggregate", "mean")))]
     members = [(fit or fit_member)(data, train, spec, request.seed) for spec in specs]
 
@@ -56,7 +76,7 @@ def train_linear_heads(
     card = {
         "description": description
         or f"Linear heads on {extractor} features of a global view and {policy.native_crops} native crops.",
-        "input": {"min_side": 32, "max_aspect": 6.0},
+        "input": {"min_side": MIN_SIDE, "max_aspect": MAX_ASPECT},
         "crop_policy": policy.to_dict(),
         "extractors": {extractor: get_extractor(extractor).describe()},
         "members": [m.meta() for m in members],
@@ -67,7 +87,8 @@ def train_linear_heads(
     return finalize_package(request, kind=kind, card=card, val_logits=z_val @ weights + bias,
                             val_labels=data.labels[val], test_logits=test_z,
                             test_labels=data.labels[test] if len(test) else None, files={"heads": heads},
-                            training={"images_failed": [why for _, why in cached.failed]},
+                            training={"images_failed": [why for _, why in cached.failed],
+                                      "outside_domain": {"rule": domain, **outside}},
                             unreadable=[record for record, _ in cached.failed])
 
 
