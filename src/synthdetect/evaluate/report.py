@@ -173,7 +173,7 @@ class _ProgressLines:
         tenths = done * 10 // max(self.total, 1)
         if tenths > self.tenths_done or now - self.last >= self.every_s:
             self.tenths_done, self.last = tenths, now
-            print(f"{self.description}: {done} of {self.total} images judged, {status}, {now - self.started:.0f} s",
+            print(f"{self.description}: {done} of {self.total} images done, {status}, {now - self.started:.0f} s",
                   file=sys.stderr, flush=True)
 
 
