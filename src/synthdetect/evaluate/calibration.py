@@ -163,7 +163,7 @@ def fit_warning(info: dict[str, Any] | None) -> str | None:
                 "use more validation data or --calibration platt")
     if info.get("separable"):
         return ("calibration: the validation logits separate AI from human images perfectly, so the calibration "
-                "(fitted on Platt's smoothed targets) and the 1% FPR threshold rest on little evidence; "
+                "(fitted on Platt's smoothed targets) and any threshold chosen on them rest on little evidence; "
                 "validate on more, or harder, images")
     return None
 
