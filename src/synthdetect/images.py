@@ -15,6 +15,7 @@ import errno
 import io
 import os
 import stat
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Union
@@ -190,14 +191,7 @@ def _read_bytes(source: ImageSource, label: str, limits: LoadLimits) -> bytes:
     if isinstance(source, (bytes, bytearray, memoryview)):
         raw = bytes(source)
     elif isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        size = regular_file_size(path, label)
-        if size > limits.max_bytes:
-            raise _too_large(label, size, limits)
-        try:
-            raw = path.read_bytes()
-        except OSError as exc:
-            raise ImageLoadError(label, "unreadable", f"cannot read file ({exc.strerror})") from exc
+        raw = _read_file(Path(source), label, limits)
     elif is_stream(source):
         try:
             read, size = read_limited(source, limits.max_bytes)
@@ -216,6 +210,36 @@ def _read_bytes(source: ImageSource, label: str, limits: LoadLimits) -> bytes:
         raise ImageLoadError(label, "empty", "empty file (0 bytes)")
     if len(raw) > limits.max_bytes:
         raise _too_large(label, len(raw), limits)
+    return raw
+
+
+def _read_file(path: Path, label: str, limits: LoadLimits) -> bytes:
+    """The bytes of the regular file ``path``, never more than ``max_bytes`` of them held.
+
+    The file can change between the check and the read: one removed since is ``not_found`` (it was listed, or
+    named, and is gone), a FIFO put in its place is refused by ``fstat`` instead of blocking the reader, and one
+    that grew past the limit (still being written, or a ``/proc`` file whose size reads 0) is ``too_large``.
+    """
+    size = regular_file_size(path, label)
+    if size > limits.max_bytes:
+        raise _too_large(label, size, limits)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError as exc:
+        raise ImageLoadError(label, "not_found", "file not found (it was removed before it could be read)") from exc
+    except OSError as exc:
+        raise ImageLoadError(label, "unreadable", f"cannot read file ({exc.strerror or exc})") from exc
+    with open(fd, "rb") as handle:
+        why = not_a_regular_file(os.fstat(fd).st_mode)
+        if why:
+            raise ImageLoadError(label, "not_a_file", why)
+        try:
+            raw = handle.read(limits.max_bytes + 1)
+        except OSError as exc:
+            raise ImageLoadError(label, "unreadable", f"cannot read file ({exc.strerror or exc})") from exc
+    if len(raw) > limits.max_bytes:  # the rest is not read: its size is not needed to refuse it
+        raise ImageLoadError(label, "too_large", f"file too large (more than the limit of {limits.max_bytes:,} bytes "
+                                                 f"when read, though {size:,} bytes when checked: it is growing)")
     return raw
 
 
@@ -271,6 +295,48 @@ def _sniff_unsupported(raw: bytes) -> str | None:
     return None
 
 
+#: Pillow's names of the formats whose damage is told apart from "not an image" (see :func:`_why_not_opened`).
+_SIGNED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "DIB", "TIFF", "AVIF", "HEIF", "ICO",
+                             "JPEG2000"})
+
+
+def _why_not_opened(raw: bytes) -> tuple[str, BaseException | str] | None:
+    """``(format, Pillow's reason)`` when a decoder recognised the file's signature but could not read its header.
+
+    ``Image.open`` drops each decoder's reason and says only that it cannot identify the file, which would call a
+    PNG with a bad header checksum, or a GIF without a frame, "not an image".  The decoders are asked again here,
+    as ``Image.open`` asks them (their own signature check first).  Only the formats synthdetect reads are asked,
+    each with a signature of several bytes: PCX and a few others accept two bytes, which random data can match.
+    """
+    Image.init()
+    prefix = raw[:16]
+    for fmt in Image.ID:
+        if fmt not in _SIGNED_FORMATS:
+            continue
+        factory, accept = Image.OPEN[fmt]
+        verdict = accept(prefix) if accept else False
+        if isinstance(verdict, str):  # the decoder's own refusal of a variant it knows
+            return fmt, verdict
+        if not verdict:
+            continue
+        try:
+            factory(io.BytesIO(raw), "").close()
+        except Exception as exc:  # noqa: BLE001 - any decoder failure is the reason
+            return fmt, exc
+    return None
+
+
+def _is_truncation(reason: BaseException | str) -> bool:
+    """Whether a decoder's failure is the data ending early (a short read, or ``struct`` finding too few bytes,
+    which Pillow's PNG reader passes on as the cause of its ``SyntaxError``)."""
+    if isinstance(reason, (EOFError, struct.error)) or isinstance(getattr(reason, "__cause__", None), struct.error):
+        return True
+    message = str(reason).lower()
+    # libjpeg, Pillow, and libheif (pillow-heif) in their own words
+    return any(words in message for words in ("truncated", "premature end", "unexpected end of file",
+                                              "insufficient input data"))
+
+
 def looks_like_text(raw: bytes) -> bool:
     """Whether ``raw`` starts as UTF-8 text: "not an image (the file contains text)" and the server's form fields.
 
@@ -295,6 +361,13 @@ def _decode(
         unsupported = _sniff_unsupported(raw)
         if unsupported:
             raise ImageLoadError(label, "unsupported_format", f"unsupported format: {unsupported}") from exc
+        damaged = _why_not_opened(raw)
+        if damaged:
+            fmt, why = damaged
+            if _is_truncation(why):
+                raise ImageLoadError(label, "truncated",
+                                     f"truncated image data (the {fmt} header is cut short)") from exc
+            raise ImageLoadError(label, "corrupt", f"corrupt image header ({fmt}: {_short(why)})") from exc
         if looks_like_text(raw):
             raise ImageLoadError(label, "not_an_image", "not an image (the file contains text)") from exc
         raise ImageLoadError(label, "not_an_image", "not an image (unrecognised data)") from exc
@@ -307,7 +380,11 @@ def _decode(
         except (OSError, SyntaxError, ValueError) as again:
             raise ImageLoadError(label, "corrupt", f"corrupt image header ({_short(again)})") from exc
         text_note = "PNG text chunks not read: one inflates past Pillow's 1 MB text limit"
-    except (OSError, SyntaxError) as exc:
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - OSError, SyntaxError, and whatever else a decoder raises on damage
+        if _is_truncation(exc):
+            raise ImageLoadError(label, "truncated", "truncated image data (the header is cut short)") from exc
         raise ImageLoadError(label, "corrupt", f"corrupt image header ({_short(exc)})") from exc
     else:
         text_note = None
@@ -322,8 +399,13 @@ def _decode(
             f"too many pixels ({width}x{height} = {width * height:,} > limit {limits.max_pixels:,})",
         )
     fmt = im.format
-    frames = getattr(im, "n_frames", 1) or 1
     notes: list[str] = [text_note] if text_note else []
+    try:
+        frames = getattr(im, "n_frames", 1) or 1
+    except Exception as exc:  # noqa: BLE001 - a damaged later frame (a TIFF's next-IFD pointer) spoils only the count
+        frames = 1
+        notes.append(f"later frames could not be read ({_short(exc)}); judged the first")
+        im = _reopen(raw, label)
     if frames > 1:
         im.seek(0)
         notes.append(f"{frames} frames; judged the first")
@@ -339,13 +421,26 @@ def _decode(
     return loaded
 
 
+def _reopen(raw: bytes, label: str) -> Image.Image:
+    """The file opened afresh at its first frame: a failed seek leaves Pillow's image half set up for another."""
+    try:
+        return Image.open(io.BytesIO(raw))
+    except Exception as exc:  # noqa: BLE001 - it opened a moment ago; say so if it no longer does
+        raise ImageLoadError(label, "corrupt", f"corrupt image header ({_short(exc)})") from exc
+
+
 def _load_pixels(im: Image.Image, label: str) -> None:
-    """Decode now, so a truncated or corrupt file is an error of its own and not a crash in a model."""
+    """Decode now, so a truncated or corrupt file is an error of its own and not a crash in a model.
+
+    Decoders fail on damaged data with more than ``OSError`` (Pillow's TIFF reader raises ``TypeError`` for a
+    damaged directory): any of them is this file's error, never the batch's."""
     try:
         im.load()
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - see above
         message = str(exc).lower()
-        if "truncated" in message or "premature end" in message or isinstance(exc, EOFError):
+        if _is_truncation(exc):
             raise ImageLoadError(label, "truncated", "truncated image data") from exc
         if "closed image" in message:
             raise ImageLoadError(label, "unreadable", "the PIL image was closed before it was judged") from exc
@@ -393,11 +488,15 @@ def _from_pil(
         exif = im.getexif()
     except Exception:  # noqa: BLE001 - broken EXIF must not block judging pixels
         exif = None
+    # Only 2..8 turn the image (0, 9 or garbage leave it as stored, as Pillow does): ``orientation`` records what
+    # was applied, and ELA undoes exactly that to find the file's own pixel grid.
     orientation = exif.get(0x0112, 1) if exif else 1
+    if not isinstance(orientation, int) or isinstance(orientation, bool) or not 2 <= orientation <= 8:
+        orientation = 1
     try:
-        oriented = ImageOps.exif_transpose(im) if orientation not in (None, 1) else im
+        oriented = ImageOps.exif_transpose(im) if orientation != 1 else im
     except Exception:  # noqa: BLE001 - a malformed orientation tag leaves the image as stored
-        oriented = im
+        oriented, orientation = im, 1
     try:
         rgb, had_alpha = to_rgb(oriented, limits.background)
     except (ValueError, OSError) as exc:
@@ -413,7 +512,7 @@ def _from_pil(
         format=fmt or im.format,
         original_mode=original_mode,
         original_size=original_size,
-        orientation=1 if orientation in (None, 1) else orientation,
+        orientation=orientation,
         had_alpha=had_alpha,
         notes=notes,
         info=info,
@@ -429,6 +528,10 @@ def to_rgb(im: Image.Image, background: tuple[int, int, int] = DEFAULT_BACKGROUN
     mode = im.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         arr = np.asarray(im, dtype=np.float64)
+        if mode == "F":  # NaN (no data) is black and inf the brightest value: one such pixel made the scale NaN
+            finite = arr[np.isfinite(arr)]  # and the whole image black, or the rest white
+            top = float(finite.max()) if finite.size else 0.0
+            arr = np.nan_to_num(arr, nan=0.0, posinf=top, neginf=0.0)
         peak = 65535.0 if mode.startswith("I;16") or arr.max() > 255 else 255.0
         if mode == "F" and arr.max() <= 1.0:
             peak = 1.0

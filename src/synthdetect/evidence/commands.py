@@ -7,6 +7,7 @@ spectrum), so a person can see exactly what provenance an image carries.
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 from enum import Enum
@@ -30,22 +31,26 @@ def inspect_file(path: str, probes: list[str] | None = None, source: Any = None)
     """One file's findings as a JSON-ready dict (``error`` set, findings empty, when it cannot be read).
 
     ``source``: what to read instead of the file ``path`` names (bytes or a stream: an image piped in)."""
-    from synthdetect.evidence import probe_names, run_probes
+    from synthdetect.evidence import failure_reason, probe_names, run_probes
     from synthdetect.images import ImageLoadError, load_image
 
     t0 = time.perf_counter()
     try:
         loaded = load_image(path if source is None else source, name=path)
     except ImageLoadError as exc:
-        return {"file": path, "error": str(exc), "evidence": []}
+        return {"file": path, "error": str(exc), "error_kind": exc.kind, "evidence": []}
+    except Exception as exc:  # noqa: BLE001 - a decoder bug on one file is its row, as in detect; the rest go on
+        return {"file": path, "error": f"{path}: cannot read input ({failure_reason(exc)})", "error_kind": "unreadable",
+                "evidence": []}
     selected = list(dict.fromkeys(probes or probe_names()))  # "-p exif -p exif" asks once
     skipped = not_checked(loaded, selected)  # those probes would decide the same again and return nothing
     checked = [name for name in selected if name not in skipped]
     evidence = run_probes(loaded, checked)
     return {
-        "file": path, "error": None,
+        "file": path, "error": None, "error_kind": None,
+        # frames and notes as in a verdict: the pixel views (ELA, spectrum, watermark) saw the first frame only
         "image": {"format": loaded.format, "width": loaded.size[0], "height": loaded.size[1],
-                  "mode": loaded.original_mode},
+                  "mode": loaded.original_mode, "frames": loaded.frames, "notes": list(loaded.notes)},
         "evidence": [e.to_dict() for e in evidence],
         "checked": checked,
         "not_checked": skipped,
@@ -92,6 +97,8 @@ def _render_table(results: list[dict], console: Console | None = None) -> None:
         image = result["image"]
         console.print(f"[bold]{escape(shown(result['file']))}[/bold]  {image['format']} {image['width']}x{image['height']} "
                       f"{image['mode']}", highlight=False)
+        for note in image.get("notes") or []:  # "3 frames; judged the first": what the pixel views looked at
+            console.print(f"  {escape(shown(note))}", highlight=False)
         rank = {"decisive": 0, "strong": 1, "moderate": 2, "weak": 3, "info": 4}
         findings = sorted(result["evidence"], key=lambda e: (e["kind"] in ("ela", "spectrum"), rank[e["strength"]]))
         skipped = result.get("not_checked") or {}
@@ -129,6 +136,7 @@ def register(app: typer.Typer) -> None:
 
         from synthdetect.cli import err, fail, gather_inputs, print_note, state, valid_text
         from synthdetect.evidence import probe_names
+        from synthdetect.interrupts import sigterm_raises
 
         known = probe_names()
         unknown = [p for p in probe or [] if p not in known]
@@ -145,18 +153,32 @@ def register(app: typer.Typer) -> None:
         if format is InspectFormat.json and not state["quiet"] and len(targets) > 1:
             items = track(targets, description="inspect", console=err)
         console = Console(width=max(Console().width, 120))
-        results, failed = [], False
-        for path, problem, source in items:
-            result = valid_text({"file": path, "error": f"{path}: {problem.reason}", "evidence": []} if problem
-                                else inspect_file(path, probe, source))  # a name's stray byte as \\xNN
-            failed = failed or bool(result["error"])
+        results, failed, done = [], 0, 0
+        try:
+            with sigterm_raises(lambda signum: KeyboardInterrupt(signum)):
+                for path, problem, source in items:
+                    result = valid_text({"file": path, "error": f"{path}: {problem.reason}", "error_kind": problem.kind,
+                                         "evidence": []} if problem
+                                        else inspect_file(path, probe, source))  # a name's stray byte as \\xNN
+                    if format is InspectFormat.json:
+                        results.append(result)
+                    elif format is InspectFormat.jsonl:
+                        sys.stdout.write(json.dumps(result) + "\n")
+                    else:
+                        _render_table([result], console)
+                    sys.stdout.flush()
+                    done += 1  # counted once written (or kept), so an interruption reports what is printed
+                    failed += bool(result["error"])
+        except KeyboardInterrupt as exc:
+            # Ctrl-C or SIGTERM: a JSON array of the files done is still written (it used to be lost), and one
+            # line says how far the run got, so a partial output is never read as the whole.
+            getattr(items, "close", lambda: None)()  # the progress bar ends before the line, not after it
             if format is InspectFormat.json:
-                results.append(result)
-            elif format is InspectFormat.jsonl:
-                sys.stdout.write(json.dumps(result) + "\n")
-            else:
-                _render_table([result], console)
+                sys.stdout.write(json.dumps(results, indent=2) + "\n")
             sys.stdout.flush()
+            signum = exc.args[0] if exc.args and isinstance(exc.args[0], int) else signal.SIGINT
+            fail(f"interrupted: {done} of {len(targets)} files inspected ({failed} failed), their findings printed; "
+                 f"the other {len(targets) - done} were not inspected", code=128 + signum)
         if format is InspectFormat.json:
             sys.stdout.write(json.dumps(results, indent=2) + "\n")
         if failed:
