@@ -225,3 +225,16 @@ def test_a_fifo_put_in_place_of_a_checked_file_is_refused_not_read(tmp_path, mon
         while thread.is_alive():  # a writer still waiting to open the pipe needs a reader to go on and end
             os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
             thread.join(0.05)
+
+
+@pytest.mark.parametrize("data, kind, reason", [
+    (b"B", "not_an_image", "not an image (the file contains text)"),
+    (b"BMW cars are fast\n", "not_an_image", "not an image (the file contains text)"),
+    (b"\xff\x00\x01", "not_an_image", "not an image (unrecognised data)"),
+])
+def test_a_few_bytes_or_text_with_a_weak_signature_are_not_an_image(data, kind, reason):
+    """1-3 bytes made BMP's signature check raise struct.error ('cannot read input (error: unpack_from ...)'), and
+    text starting "BM" was read as a damaged BMP."""
+    with pytest.raises(ImageLoadError) as info:
+        load_image(data, name="x.jpg")
+    assert (info.value.kind, str(info.value)) == (kind, f"x.jpg: {reason}")

@@ -314,7 +314,10 @@ def _why_not_opened(raw: bytes) -> tuple[str, BaseException | str] | None:
         if fmt not in _SIGNED_FORMATS:
             continue
         factory, accept = Image.OPEN[fmt]
-        verdict = accept(prefix) if accept else False
+        try:
+            verdict = accept(prefix) if accept else False
+        except Exception:  # noqa: BLE001 - BMP's check unpacks 4 bytes: a 1-3 byte file is no signature of it
+            continue
         if isinstance(verdict, str):  # the decoder's own refusal of a variant it knows
             return fmt, verdict
         if not verdict:
@@ -361,6 +364,8 @@ def _decode(
         unsupported = _sniff_unsupported(raw)
         if unsupported:
             raise ImageLoadError(label, "unsupported_format", f"unsupported format: {unsupported}") from exc
+        if looks_like_text(raw):  # first: "BMW cars" starts with BMP's two-byte signature
+            raise ImageLoadError(label, "not_an_image", "not an image (the file contains text)") from exc
         damaged = _why_not_opened(raw)
         if damaged:
             fmt, why = damaged
@@ -368,8 +373,6 @@ def _decode(
                 raise ImageLoadError(label, "truncated",
                                      f"truncated image data (the {fmt} header is cut short)") from exc
             raise ImageLoadError(label, "corrupt", f"corrupt image header ({fmt}: {_short(why)})") from exc
-        if looks_like_text(raw):
-            raise ImageLoadError(label, "not_an_image", "not an image (the file contains text)") from exc
         raise ImageLoadError(label, "not_an_image", "not an image (unrecognised data)") from exc
     except ValueError as exc:
         if "MAX_TEXT_" not in str(exc) or not raw.startswith(_PNG_SIGNATURE):
@@ -383,6 +386,8 @@ def _decode(
     except MemoryError:
         raise
     except Exception as exc:  # noqa: BLE001 - OSError, SyntaxError, and whatever else a decoder raises on damage
+        if looks_like_text(raw):  # a text file that starts as a signature ("BMW ..." as a BMP) is no damaged image
+            raise ImageLoadError(label, "not_an_image", "not an image (the file contains text)") from exc
         if _is_truncation(exc):
             raise ImageLoadError(label, "truncated", "truncated image data (the header is cut short)") from exc
         raise ImageLoadError(label, "corrupt", f"corrupt image header ({_short(exc)})") from exc
