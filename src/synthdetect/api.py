@@ -137,8 +137,28 @@ def _probe_list(probes: str | Iterable[str] | None) -> list[str] | None:
     return names
 
 
+def _limits(limits: LoadLimits | dict[str, Any] | None) -> LoadLimits:
+    """Checked now: a dict (``{"max_pixels": ...}``) had been kept as it was, and every image then failed with
+    "cannot read input (AttributeError: 'dict' object has no attribute 'max_bytes')"."""
+    if limits is None:
+        return LoadLimits()
+    if isinstance(limits, dict):
+        try:
+            return LoadLimits(**limits)
+        except TypeError:
+            fields = list(LoadLimits.__dataclass_fields__)
+            unknown = ", ".join(repr(key) for key in limits if key not in fields)
+            raise TypeError(f"limits: unknown key(s) {unknown} (known: {', '.join(fields)})") from None
+    if not isinstance(limits, LoadLimits):
+        raise TypeError(f"limits takes a LoadLimits or a dict of its fields, not {type(limits).__name__}")
+    return limits
+
+
 def _model_name(name: str | os.PathLike) -> str:
     """What :func:`load_model` reads: a ``Path`` is always a package path, never a shipped name or an adapter."""
+    if isinstance(name, (str, os.PathLike)) and not os.fspath(name).strip():
+        # "" read as the package in the working directory: ".: not a model package (no model.json)"
+        raise ValueError("no model given (an empty name): give a shipped name such as 'default', or a package path")
     if isinstance(name, os.PathLike):
         path = os.fspath(name)
         return path if os.path.isabs(path) else os.path.join(os.curdir, path)
@@ -159,7 +179,7 @@ class Detector:
         use_evidence: bool = True,
     ):
         self.model = model
-        self.limits = limits or LoadLimits()
+        self.limits = _limits(limits)
         self.probes = _probe_list(probes)
         self.use_evidence = use_evidence
 
@@ -318,6 +338,7 @@ class Detector:
                 if result is not None:
                     scores[i], model_ms[i] = result, share
         verdicts = []
+        probes_run = self.probes if self.use_evidence else []  # what a reason may say was looked for
         for i, item in enumerate(examined):
             if isinstance(item, Verdict):
                 verdicts.append(item)
@@ -328,7 +349,8 @@ class Detector:
                 continue
             model = self._model_named(item.model) if item.model is not None else None
             score = scores.get(i)
-            fused = fuse(item.evidence, score, model, item.reason)
+            fused = fuse(item.evidence, score, model, item.reason, probes_run=probes_run,
+                         file_bytes=item.sha256 is not None)  # no sha256: a PIL image, no original bytes
             timing = {"load": item.timing_ms.get("load", 0.0), "evidence": item.timing_ms.get("evidence", 0.0),
                       "model": item.timing_ms.get("prepare", 0.0) + model_ms.get(i, 0.0)}
             timing["total"] = sum(timing.values())

@@ -9,12 +9,14 @@ a command that SIGPIPE ended.
 from __future__ import annotations
 
 import csv
+import errno
 import importlib
 import io
 import json
 import logging
 import os
 import re
+import signal
 import sys
 from enum import Enum
 from pathlib import Path
@@ -284,9 +286,12 @@ def detect(
 
     from synthdetect.api import Detector
     from synthdetect.images import LoadLimits
+    from synthdetect.interrupts import sigterm_raises
     from synthdetect.models import ModelPackageError
     from synthdetect.verdict import Verdict
 
+    if sys.stdout is None:  # `detect ... >&-`: judging everything first ended in an AttributeError traceback
+        fail("standard output is closed: there is nowhere to write the verdicts")
     try:
         detector = Detector.load(model, limits=LoadLimits(max_pixels=max_pixels, max_bytes=max_bytes),
                                  use_evidence=not no_evidence)
@@ -305,25 +310,53 @@ def detect(
     kept: list[dict] = []
     batches = [targets[i : i + batch_size] for i in range(0, len(targets), batch_size)]
     iterator = batches if state["quiet"] or len(batches) < 2 else track(batches, description="detect", console=err)
-    for index, batch in enumerate(iterator):
-        ok = [(name, source) for name, problem, source in batch if problem is None]
-        judged = iter(detector.detect([source for _, source in ok], names=[name for name, _ in ok]))
-        rows = []
-        for path, problem, _ in batch:
-            verdict = Verdict.failed(path, f"{path}: {problem.reason}", problem.kind) if problem else next(judged)
-            row = verdict.to_dict()
-            rows.append(row)
-            total += 1
-            failed += bool(row["error"])
-            if row["label"] in counts:
-                counts[row["label"]] += 1
-        if streaming:
-            render_verdicts(rows, format, header=index == 0)
+
+    def write(rows: list[dict], header: bool = True) -> None:
+        """Rows to stdout; a write that fails (a full disk: ENOSPC) is one line, not a traceback after the judging.
+        A reader gone (EPIPE) is left to ``main``, which exits 141."""
+        try:
+            render_verdicts(rows, format, header=header)
             sys.stdout.flush()
-        else:
-            kept.extend(rows)
+        except OSError as exc:
+            if exc.errno == errno.EPIPE or isinstance(exc, BrokenPipeError):
+                raise
+            fail(f"cannot write the verdicts to standard output ({exc.strerror or exc}): the output is incomplete "
+                 f"({total + len(rows) if streaming else len(rows)} of {len(targets)} files judged so far)", code=1)
+
+    try:
+        with sigterm_raises(lambda signum: KeyboardInterrupt(signum)):
+            for index, batch in enumerate(iterator):
+                ok = [(name, source) for name, problem, source in batch if problem is None]
+                judged = iter(detector.detect([source for _, source in ok], names=[name for name, _ in ok]))
+                rows = []
+                for path, problem, _ in batch:
+                    verdict = (Verdict.failed(path, f"{path}: {problem.reason}", problem.kind) if problem
+                               else next(judged))
+                    rows.append(verdict.to_dict())
+                if streaming:
+                    write(rows, header=index == 0)
+                else:
+                    kept.extend(rows)
+                for row in rows:  # counted once written (or kept), so an interruption reports what is printed
+                    total += 1
+                    failed += bool(row["error"])
+                    if row["label"] in counts:
+                        counts[row["label"]] += 1
+    except (KeyboardInterrupt, ModelPackageError) as exc:
+        # Ctrl-C, SIGTERM, or a routed model that cannot load (it loads with its first image): the rows judged so
+        # far are printed (a table or JSON array used to be lost), and one line says how far the run got, so a
+        # partial output is never read as the whole.
+        getattr(iterator, "close", lambda: None)()  # the progress bar ends now, not after the error line
+        if kept and not streaming:
+            write(kept)
+        how_far = (f"{total} of {len(targets)} files judged ({failed} failed), their rows printed; "
+                   f"the other {len(targets) - total} were not judged" if total else "no file was judged")
+        if isinstance(exc, ModelPackageError):
+            fail(f"{exc} ({how_far})" if total else str(exc))
+        signum = exc.args[0] if exc.args and isinstance(exc.args[0], int) else signal.SIGINT
+        fail(f"interrupted: {how_far}", code=128 + signum)
     if not streaming:
-        render_verdicts(kept, format)
+        write(kept)
     if not state["quiet"]:
         err.print(f"{total} files: {counts['ai']} ai, {counts['human']} human, "
                   f"{counts['uncertain']} uncertain, {failed} failed", highlight=False)

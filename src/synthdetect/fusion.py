@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import Sequence
 
 from synthdetect.models.base import Model, ModelScore
 from synthdetect.verdict import Evidence
@@ -65,7 +67,13 @@ def fuse(
     score: ModelScore | None,
     model: Model | None,
     abstain_reason: str | None = None,
+    *,
+    probes_run: Sequence[str] | None = None,
+    file_bytes: bool = True,
 ) -> Fused:
+    """``probes_run``: the evidence probes that looked at the image (None: the default set; ``[]``: evidence off);
+    ``file_bytes``: False for an in-memory (PIL) image, whose C2PA and XMP records were never given to the probes.
+    Either way a reason never says "no provenance found" about provenance nobody could look for."""
     broken = None
     if score is not None and not _is_probability(score.p_ai):  # a NaN compares false to both thresholds
         broken = f"model {score.model} gave no usable score (p_ai {score.p_ai}), so no model judged this image"
@@ -96,7 +104,16 @@ def fuse(
         return Fused(label, 1.0 if label == "ai" else 0.0, reasons)
 
     found = _context(evidence)
-    prefix = "no decisive provenance found" if found else "no provenance found"
+    unchecked = _unchecked(probes_run)
+    if unchecked and len(unchecked) == len(_default_probes()):
+        ran = ", ".join(probes_run or ())
+        prefix = f"provenance not checked ({f'only {ran} ran' if ran else 'evidence probes off'})"
+    else:
+        prefix = "no decisive provenance found" if found else "no provenance found"
+        if unchecked:
+            prefix += f" by the probes run (not checked: {', '.join(unchecked)})"
+        if not file_bytes:
+            prefix += " in an in-memory image (no file bytes, so no C2PA or XMP record could be read)"
     failed = [e for e in evidence if e.data.get("probe_failed")]
     if failed:  # "none found" must not read as "none there" when a record could not be read
         prefix += f" (but {len(failed)} record(s) could not be read: {failed[0].detail})"
@@ -123,6 +140,20 @@ def fuse(
         label = "uncertain"
         reasons.append(f"uncertain because strong evidence contradicts the model: {contrary[0].detail}")
     return Fused(label, p, reasons + found)
+
+
+@lru_cache(maxsize=1)
+def _default_probes() -> tuple[str, ...]:
+    from synthdetect.evidence import probe_names
+
+    return tuple(probe_names(include_on_request=False))
+
+
+def _unchecked(probes_run: Sequence[str] | None) -> list[str]:
+    """The default (provenance) probes that did not look at the image."""
+    if probes_run is None:
+        return []
+    return [name for name in _default_probes() if name not in probes_run]
 
 
 def _thresholds(model: Model) -> tuple[float, float]:

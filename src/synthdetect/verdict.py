@@ -87,8 +87,9 @@ class Verdict:
         """Pipeline-style ``[{"label", "score"}]``, highest first; empty for an error."""
         if self.p_ai is None or not math.isfinite(self.p_ai):
             return []
-        pairs = [{"label": "ai", "score": round(self.p_ai, 6)}, {"label": "human", "score": round(1 - self.p_ai, 6)}]
-        return sorted(pairs, key=lambda d: -d["score"])
+        # ordered by p_ai itself, not the rounded scores: at p_ai 0.4999996 both round to 0.5 and "ai" came first
+        ai, human = {"label": "ai", "score": round(self.p_ai, 6)}, {"label": "human", "score": round(1 - self.p_ai, 6)}
+        return [ai, human] if self.p_ai >= 0.5 else [human, ai]
 
     def pipeline(self) -> list[dict[str, Any]]:
         return self.scores
