@@ -13,7 +13,9 @@ calibrate-route`` fits them.
 from __future__ import annotations
 
 import copy
+import math
 import threading
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -21,7 +23,12 @@ import numpy as np
 from synthdetect.evaluate.calibration import Calibration
 from synthdetect.images import LoadedImage
 from synthdetect.models.base import Model, build_model, check_kind, register_kind
-from synthdetect.models.package import ModelPackage, ModelPackageError, weights_fingerprint
+from synthdetect.models.package import CARD_FILE, ModelPackage, ModelPackageError, weights_fingerprint
+
+
+#: what a route may say; anything else is refused, since a misspelt "max_short_side" made the route take every image
+ROUTE_KEYS = ("max_short_side", "min_short_side", "model", "reason", "calibration", "decision", "calibrated_on",
+              "note", "description")
 
 
 class Route:
@@ -48,14 +55,35 @@ class RouterModel(Model):
     band) is read, hash-checked and matched to the route at load; its weights and libraries load when an image is
     first routed to it, so a detector that only ever sees photos never imports torch for the thumbnail model."""
 
-    def __init__(self, card: dict[str, Any]):
+    def __init__(self, card: dict[str, Any], root: Path | None = None):
         super().__init__(card)
         from synthdetect.models import adapter_for, find_package  # late: the registry imports this module
 
         if not card.get("routes"):  # a KeyError here read "could not be loaded: KeyError: 'routes'"
             raise ValueError(f"router {self.name}: its card lists no routes, so it could judge no image "
                              "('routes': a list of {max_short_side and/or min_short_side, model or reason})")
+        for i, spec in enumerate(card["routes"]):
+            unknown = sorted(set(spec) - set(ROUTE_KEYS))
+            if unknown:
+                raise ValueError(f"router {self.name}: routes[{i}] has unknown key(s) {', '.join(unknown)} "
+                                 f"(known: {', '.join(ROUTE_KEYS)})")
         self.routes = [Route(spec) for spec in card["routes"]]
+        for i, route in enumerate(self.routes):
+            low, high = route.min_short_side, route.max_short_side
+            if low is not None and high is not None and low > high:  # every image fell through to "no route"
+                raise ValueError(f"router {self.name}: routes[{i}] takes no image (min_short_side {low} is above "
+                                 f"max_short_side {high})")
+            if span(route)[0] > span(route)[1]:
+                raise ValueError(f"router {self.name}: routes[{i}] takes no image (no whole number of pixels is "
+                                 f"a short side from {low if low is not None else 1} to {high})")
+            if shadowed(route, self.routes[:i]):  # its model silently judged nothing; an earlier one judged instead
+                raise ValueError(f"router {self.name}: routes[{i}] is never reached: the routes before it take every "
+                                 "image size it would (the first route that matches an image judges it)")
+            # A recalibrated model judged by its own card's band: thresholds chosen on another p_ai scale
+            if route.model_name and route.calibration is not None and route.decision is None:
+                raise ValueError(f"router {self.name}: routes[{i}] recalibrates {route.model_name} without a "
+                                 "decision band of its own; the model's thresholds (and the FPR its card claims for "
+                                 "them) were chosen on its own calibration (synthdetect calibrate-route fits both)")
         self._route_of: dict[str, Route] = {}  # routed model name -> its route
         self._packages: dict[str, ModelPackage] = {}  # not built yet
         self._built: dict[str, Model] = {}
@@ -77,7 +105,10 @@ class RouterModel(Model):
                 self._built[name] = as_routed(adapter(), route)
                 self.member_cards[name] = self._built[name].card
             else:
-                self._packages[name] = package = find_package(name)
+                self._packages[name] = package = find_package(route_model_ref(name, root))
+                if package.kind == "router":  # it would fail every image it got (or recurse, routed to itself)
+                    raise ValueError(f"router {self.name}: its route to {name} names a router; a route must name "
+                                     "a model that judges images (list that router's routes here instead)")
                 check_kind(package)  # its module, and the libraries that brings, load with its first image
                 self.member_cards[name] = routed_card(package.card, route)
         self._by_model_name = {card["name"]: name for name, card in self.member_cards.items()}
@@ -126,6 +157,37 @@ class RouterModel(Model):
         raise TypeError("a router is not scored directly; the Detector routes each image to a model")
 
 
+def span(route: Route) -> tuple[float, float]:
+    """The whole-pixel short sides ``route`` takes, first and last (inf: no limit)."""
+    return (math.ceil(route.min_short_side) if route.min_short_side is not None else 1,
+            math.floor(route.max_short_side) if route.max_short_side is not None else math.inf)
+
+
+def shadowed(route: Route, earlier: Sequence[Route]) -> bool:
+    """Whether every whole-pixel short side ``route`` takes is taken by a route before it."""
+    low, high = span(route)
+    for start, end in sorted(span(r) for r in earlier):
+        if start > low:
+            break
+        low = max(low, end + 1)
+        if low > high or low == math.inf:  # an open-ended earlier route takes all from here on
+            return True
+    return low > high
+
+
+def route_model_ref(name: str, root: Path | None) -> str:
+    """Where a route's model is: a relative path is read beside the router's card (``../tiny`` in
+    ``routers/r/model.json`` is ``routers/tiny``) when it is there, else from the working directory as before; it
+    worked in one directory and was an "unknown model" in every other.  Shipped names and prefixed models stay."""
+    from synthdetect.models import adapter_for, shipped_package_dir
+
+    if root is None or adapter_for(name) is not None or shipped_package_dir(name) is not None:
+        return name
+    path = Path(name).expanduser()
+    beside = root / path
+    return str(beside) if not path.is_absolute() and beside.exists() else name
+
+
 def routed_card(card: dict[str, Any], route: Route) -> dict[str, Any]:
     """``card`` with the route's calibration and band; refused if the route was fitted for other weights."""
     if route.fitted_for is not None and weights_fingerprint(card) != route.fitted_for:
@@ -155,4 +217,7 @@ def as_routed(model: Model, route: Route) -> Model:
 
 @register_kind("router")
 def _load_router(package: ModelPackage) -> Model:
-    return RouterModel(package.card)
+    try:
+        return RouterModel(package.card, package.root)
+    except ValueError as exc:  # the card's name alone did not say which file: a copy of default is "default" too
+        raise ValueError(f"{package.root / CARD_FILE}: {exc}") from None

@@ -215,8 +215,9 @@ def register(app: typer.Typer) -> None:
         router: Annotated[str, typer.Option(help="Router package whose route is calibrated.")] = "default",
         route_model: Annotated[Optional[str], typer.Option(
             help="Model of the route to calibrate (default: the route with a max_short_side).")] = None,
-        what: Annotated[str, typer.Option(help="What the thumbnails are, as verdict reasons will say it.")] =
-            "thumbnails of real-world photos and art (wild-dev)",
+        what: Annotated[Optional[str], typer.Option(
+            help="What the thumbnails are, as verdict reasons will say it (default: named after DATA; "
+                 "'thumbnails of real-world photos and art (wild-dev)' for a manifest in a wild-dev folder).")] = None,
         report: Annotated[Optional[Path], typer.Option(help="Write the full report (JSON) here.")] = None,
         write: Annotated[bool, typer.Option("--write/--dry-run",
                                             help="Store the calibration on the router's card.")] = False,
@@ -226,24 +227,40 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         from synthdetect.cli import fail
-        from synthdetect.models import find_package
+        from synthdetect.evaluate.report import signal_number
+        from synthdetect.interrupts import sigterm_raises
+        from synthdetect.models import adapter_for, find_package
         from synthdetect.models.package import CARD_FILE
-        from synthdetect.train.route_calibration import (SHORT_SIDES, calibrate_route, route_data_problem,
-                                                         route_short_sides, score_thumbnails)
+        from synthdetect.models.router import route_model_ref
+        from synthdetect.train.route_calibration import (SHORT_SIDES, calibrate_route, default_what,
+                                                         route_data_problem, route_short_sides, score_thumbnails)
         from synthdetect.train.trainer import progress_bar
         from synthdetect.train.wild import dump_json
 
         console = Console(stderr=True, width=max(Console().width, 120))  # tables stay readable in a log
         package = find_package(router)
         routes = package.card.get("routes")
-        if package.card.get("kind") != "router" or not routes:
-            raise typer.BadParameter(f"{router} is not a router package", param_hint="--router")
+        if package.card.get("kind") != "router" or not routes:  # one line, not a usage box
+            kind = package.card.get("kind")
+            fail(f"--router: {router} is not a router package (kind {kind})" if kind != "router" else
+                 f"--router: {router}'s card lists no routes")
         route = next((r for r in routes if (r.get("model") == route_model if route_model
                                             else r.get("model") and r.get("max_short_side"))), None)
         if route is None:
             known = ", ".join(str(r.get("model")) for r in routes if r.get("model"))
             fail(f"--route-model: {router} has no route " + (f"to '{route_model}'" if route_model else
                                                               "with a max_short_side") + f" (its routes: {known})")
+        shared = [i for i, r in enumerate(routes) if r.get("model") == route["model"]]
+        if len(shared) > 1:  # --write stored a card the router then refused to load
+            fail(f"--route-model: {route['model']} is on {len(shared)} routes of {router} (routes "
+                 f"{', '.join(map(str, shared))}); a router refuses a model on two routes when one carries its own "
+                 "calibration (verdicts name the model, not the route), so give it one route first")
+        if adapter_for(route["model"]) is not None:  # was "unknown model", after scoring every thumbnail
+            fail(f"--route-model: {route['model']} is a prefixed model with no package card, so the route's "
+                 "calibration could not record the weights it was fitted for; give the route a model package")
+        model_ref = route_model_ref(route["model"], package.root)  # a relative path is read beside the card
+        own_card = find_package(model_ref).card
+        what = what if what is not None else default_what(data)
         sides = route_short_sides(routes, route)
         if not sides:
             fail(f"--route-model: {router}'s route to '{route['model']}' receives none of the thumbnail sizes "
@@ -253,21 +270,39 @@ def register(app: typer.Typer) -> None:
             fail(f"{path}: the router card is not writable, so --write could not store the calibration")
         if report is not None and report.is_dir():
             fail(f"{report}: --report is a folder; give a file name for the JSON report")
+        if report is not None:  # said now, not as a traceback after every thumbnail was scored
+            folder = next(p for p in (report.resolve().parent, *report.resolve().parents) if p.exists())
+            if not folder.is_dir():
+                fail(f"{report}: --report cannot be written: {folder} is a file, not a folder")
+            if not os.access(folder, os.W_OK | os.X_OK):
+                fail(f"{report}: --report cannot be written into {folder} (permission denied, or a read-only "
+                     "file system)")
         records = _open_manifest(data, fail)
         if not any(r.source for r in records):
-            raise typer.BadParameter("the manifest needs a 'source' column", param_hint="DATA")
+            fail(f"{data}: the manifest needs a 'source' column (leave-one-source-out holds out each source)")
         if len({r.label for r in records}) < 2:
             fail(f"{data}: the route's calibration needs both AI and human images")
-        with progress_bar() as bar:
-            task = bar.add_task("thumbnails", total=len(records), status="")
-            scores = score_thumbnails(records, route["model"], short_sides=sides,
-                                      progress=lambda done, total: bar.update(task, completed=done))
+        done = [0]
+
+        def advance(count: int, total: int) -> None:
+            done[0] = count
+            bar.update(task, completed=count)
+
+        try:
+            with sigterm_raises(lambda signum: KeyboardInterrupt(signum)), progress_bar() as bar:
+                task = bar.add_task("thumbnails", total=len(records), status="")
+                scores = score_thumbnails(records, model_ref, short_sides=sides, progress=advance)
+        except KeyboardInterrupt as exc:  # was a silent 130/143: had --write stored anything?
+            signum = signal_number(exc)
+            typer.echo(f"interrupted after scoring {done[0]} of {len(records)} images: nothing was stored "
+                       f"({path} is as it was); run the command again to start over", err=True)
+            raise typer.Exit(128 + (signum or 2)) from None
         for problem in scores.unreadable:
             console.print(f"[yellow]unreadable, left out[/] {escape(problem)}", highlight=False, soft_wrap=True)
         problem = route_data_problem(scores)
         if problem:
             fail(f"{data}: {problem}")
-        spec = calibrate_route(scores, find_package(route["model"]).card, what)
+        spec = calibrate_route(scores, own_card, what)
         info = spec["calibrated_on"]
         held = info["leave_one_source_out"]
         table = Table(title=f"{route['model']} on {info['thumbnails']:,} thumbnails of {info['images']} images "
@@ -288,9 +323,15 @@ def register(app: typer.Typer) -> None:
         for source, s in held["per_source"].items():
             row(f"  held out: {source} ({s['n_real']} real, {s['n_ai']} AI)", s)
         console.print(table)
+        for source, why in held.get("not_held_out", {}).items():
+            console.print(f"[yellow]not held out, so not in the numbers above:[/] {escape(source)}: {why}",
+                          highlight=False, soft_wrap=True)
         if report:
-            report.parent.mkdir(parents=True, exist_ok=True)
-            dump_json(report, spec)
+            try:
+                report.parent.mkdir(parents=True, exist_ok=True)
+                dump_json(report, spec)
+            except OSError as exc:  # a disk that filled since the check above
+                fail(f"{report}: could not write the report ({exc.strerror or exc}); nothing was stored")
         if write:
             info["command"] = "synthdetect " + " ".join(shlex.quote(a) for a in sys.argv[1:])
             route.update(spec)
