@@ -362,3 +362,21 @@ def test_named_paths_that_cannot_be_judged_carry_the_kind_their_problem_has(tmp_
         "absent.png": ("not_found", "file not found"),
         "none-*.png": ("not_found", "no files match this pattern"),
     }
+
+
+def test_a_librarys_warning_is_one_line_on_the_command_line(tmp_path):
+    """Pillow's warnings on damaged EXIF came as Python's two lines (the warning, then Pillow's source line)."""
+    import struct
+
+    from PIL import Image
+
+    ifd = struct.pack("<H", 1) + struct.pack("<HHII", 0x010E, 2, 100, 5000) + struct.pack("<I", 0)
+    exif = b"Exif\x00\x00II*\x00" + struct.pack("<I", 8) + ifd  # a description said to lie past the end
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 40), (120, 30, 60)).save(buffer, "JPEG", exif=exif)
+    (tmp_path / "x.jpg").write_bytes(buffer.getvalue())
+    run = subprocess.run([sys.executable, "-m", "synthdetect.cli", "detect", str(tmp_path / "x.jpg"), "-f", "jsonl",
+                          "--no-evidence"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    warning_lines = [line for line in run.stderr.splitlines() if "Skipping tag" in line or "warnings.warn" in line]
+    assert warning_lines == ["warning: Tag data larger than file. Skipping tag 270 (PIL, UserWarning)"]

@@ -18,6 +18,7 @@ import os
 import re
 import signal
 import sys
+import warnings
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -89,6 +90,20 @@ def main_callback(
         fail(str(exc))
     logging.basicConfig(level=logging.DEBUG if verbose else (logging.ERROR if quiet else logging.WARNING),
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """A library's warning (Pillow's "Corrupt EXIF data ...", "Tag data larger than file") as one line like every
+    other message here, not Python's two (the warning and the library's source line).  Hidden by ``-q``; ``-v``
+    keeps Python's form, with the place it came from."""
+    if state["quiet"]:
+        return
+    if state["verbose"]:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+        return
+    library = Path(filename).parts[-2] if filename and len(Path(filename).parts) > 1 else "python"
+    text = shown(" ".join(str(message).split()))
+    print(f"warning: {text} ({library}, {category.__name__})", file=file or sys.stderr)
 
 
 #: Characters a terminal acts on rather than shows: C0/C1 controls (ESC starts sequences that clear the screen or
@@ -493,6 +508,7 @@ def main() -> None:
     from synthdetect.models import ModelPackageError
 
     streams = sys.stdout, sys.stderr
+    warnings.showwarning = _one_line_warning  # the command line only: tests and library users keep Python's own
     try:
         app(args=hoist_global_flags(sys.argv[1:]))
     except SystemExit as exc:
