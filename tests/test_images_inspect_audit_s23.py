@@ -238,3 +238,20 @@ def test_a_few_bytes_or_text_with_a_weak_signature_are_not_an_image(data, kind, 
     with pytest.raises(ImageLoadError) as info:
         load_image(data, name="x.jpg")
     assert (info.value.kind, str(info.value)) == (kind, f"x.jpg: {reason}")
+
+
+def test_a_file_opened_in_text_mode_or_read_to_its_end_says_so(tmp_path):
+    """open(path) without "b" gave "cannot read stream ('utf-8' codec can't decode ...)", and the same open file
+    passed a second time "empty file (0 bytes)"."""
+    path = tmp_path / "x.png"
+    Image.new("RGB", (16, 16), (1, 2, 3)).save(path)
+    with open(path, "rb") as stream:
+        load_image(stream)
+        with pytest.raises(ImageLoadError, match=r"the stream is at its end \(position \d+\); seek\(0\)"):
+            load_image(stream)
+        stream.seek(0)
+        assert load_image(stream).size == (16, 16)
+    for encoding in ("utf-8", "latin-1"):
+        with open(path, encoding=encoding) as text, pytest.raises(ImageLoadError) as info:
+            load_image(text)
+        assert info.value.kind == "not_an_image" and "open the file in binary mode ('rb')" in str(info.value)

@@ -194,9 +194,11 @@ def _read_bytes(source: ImageSource, label: str, limits: LoadLimits) -> bytes:
         raw = _read_file(Path(source), label, limits)
     elif is_stream(source):
         try:
+            if isinstance(source, io.TextIOBase):  # open(path) without "b": its read() decodes, and fails on bytes
+                raise TypeError("a text stream: open the file in binary mode ('rb')")
             read, size = read_limited(source, limits.max_bytes)
-        except TypeError as exc:
-            raise ImageLoadError(label, "not_an_image", str(exc)) from None
+        except (TypeError, UnicodeDecodeError):
+            raise ImageLoadError(label, "not_an_image", "a text stream: open the file in binary mode ('rb')") from None
         except OSError as exc:
             raise ImageLoadError(label, "unreadable", f"cannot read stream ({exc.strerror or exc})") from exc
         except ValueError as exc:  # a closed file: "I/O operation on closed file"
@@ -204,6 +206,9 @@ def _read_bytes(source: ImageSource, label: str, limits: LoadLimits) -> bytes:
         if read is None:
             raise _too_large(label, size, limits)
         raw = read
+        if not raw and _stream_position(source):  # the same open file passed twice: it was read to its end
+            raise ImageLoadError(label, "empty", f"nothing left to read: the stream is at its end (position "
+                                                 f"{_stream_position(source):,}); seek(0) before passing it again")
     else:
         raise ImageLoadError(label, "not_an_image", f"unsupported input type {type(source).__name__}")
     if not raw:
@@ -211,6 +216,14 @@ def _read_bytes(source: ImageSource, label: str, limits: LoadLimits) -> bytes:
     if len(raw) > limits.max_bytes:
         raise _too_large(label, len(raw), limits)
     return raw
+
+
+def _stream_position(stream: Any) -> int:
+    """Where a seekable stream stands (0 when it cannot say)."""
+    try:
+        return int(stream.tell()) if stream.seekable() else 0
+    except (AttributeError, OSError, ValueError):
+        return 0
 
 
 def _read_file(path: Path, label: str, limits: LoadLimits) -> bytes:
