@@ -179,3 +179,13 @@ def test_write_package_renders_the_markdown_card_with_the_given_renderer(tmp_pat
     assert (tmp_path / "MODEL_CARD.md").read_text() == "# m own\n"
     write_package(tmp_path, card, {"weights": tmp_path / "w.bin"})
     assert (tmp_path / "MODEL_CARD.md").read_text().startswith("# m 1.0.0")
+
+
+def test_a_file_that_is_not_a_card_is_not_a_model_package(tmp_path):
+    """`-m photo.png` said "photo.png: malformed card (not UTF-8 text: byte 0)"."""
+    from PIL import Image
+
+    Image.new("RGB", (4, 4)).save(tmp_path / "photo.png")
+    with pytest.raises(ModelPackageError, match=r"photo.png: not a model package \(a package is a folder holding "
+                                                r"model.json, or the path of that card; this is a .png file\)"):
+        load_package(tmp_path / "photo.png")

@@ -66,6 +66,9 @@ class ModelPackage:
 def load_package(root: str | Path, *, verify: bool = True) -> ModelPackage:
     root = Path(root)
     if root.is_file():  # a path to the card itself (any name ending in .json)
+        if root.suffix.lower() != ".json":  # `-m photo.png` was "malformed card (not UTF-8 text: byte 0)"
+            raise ModelPackageError(f"{root}: not a model package (a package is a folder holding {CARD_FILE}, or the "
+                                    f"path of that card; this is a {root.suffix or 'suffix-less'} file)")
         card_path, root = root, root.parent
     else:
         card_path = root / CARD_FILE
