@@ -110,7 +110,7 @@ def _invoke(*args):
 
 @pytest.mark.parametrize("case", ["bad-label", "no-manifest", "unknown-extractor", "two-clips", "no-extractor",
                                   "out-is-a-file", "unknown-candidate", "missing-benchmark", "report-is-a-folder",
-                                  "one-source", "a-fold-left-with-one-class", "negative-crops"])
+                                  "one-source", "a-fold-left-with-one-class", "negative-crops", "report-under-a-file"])
 def test_train_wild_refuses_a_bad_run_with_one_line_before_extracting(tmp_path, case):
     sources = {"alpha": (3, 3), "beta": (3, 3), "gamma": (3, 3)}
     if case == "one-source":
@@ -126,7 +126,9 @@ def test_train_wild_refuses_a_bad_run_with_one_line_before_extracting(tmp_path, 
              "two-clips": ["--extractors", "clip-vit-b16-f32,clip-vit-b16-int8"], "no-extractor": ["--extractors", ","],
              "out-is-a-file": ["--out", tmp_path / "afile"], "unknown-candidate": ["--candidate", "bogus"],
              "missing-benchmark": ["--benchmark", tmp_path / "none.json"],
-             "report-is-a-folder": ["--report", tmp_path / "afolder"], "negative-crops": ["--crops", "-1"]}.get(case, [])
+             "report-is-a-folder": ["--report", tmp_path / "afolder"], "negative-crops": ["--crops", "-1"],
+             # was a FileExistsError traceback after every fold was fitted
+             "report-under-a-file": ["--report", tmp_path / "afile" / "loso.json"]}.get(case, [])
     data = tmp_path / "nope.csv" if case == "no-manifest" else manifest
     cache = tmp_path / "cache"
     result = _invoke("train-wild", data, "--out", tmp_path / "pkg", "--extractors", "handcrafted-v1", "--crops", "0",

@@ -59,6 +59,21 @@ def card_writable(path: Path) -> bool:
     return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
 
 
+def _report_problem(report: Path | None) -> str | None:
+    """Why ``--report`` could not be written, known before any work: a folder in its place, a file where its folder
+    should be, or a folder this user cannot write into."""
+    if report is None:
+        return None
+    if report.is_dir():
+        return f"{report}: --report is a folder; give a file name for the JSON report"
+    folder = next(p for p in (report.resolve().parent, *report.resolve().parents) if p.exists())
+    if not folder.is_dir():
+        return f"{report}: --report cannot be written: {folder} is a file, not a folder"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"{report}: --report cannot be written into {folder} (permission denied, or a read-only file system)"
+    return None
+
+
 def register(app: typer.Typer) -> None:
     @app.command("train-wild")
     def train_wild(
@@ -123,8 +138,9 @@ def register(app: typer.Typer) -> None:
                  f"(known: {', '.join(c.name for c in default_candidates(names))})")
         if out.exists() and not out.is_dir():
             fail(f"{out}: --out is a file, not a folder for the model package")
-        if report is not None and report.is_dir():
-            fail(f"{report}: --report is a folder; give a file name for the JSON report")
+        problem = _report_problem(report)  # said now, not as a traceback after the folds were fitted
+        if problem:
+            fail(problem)
         policy = CropPolicy(size=crop_size, native_crops=crops, global_short_side=global_short_side,
                             global_jpeg_quality=global_jpeg_quality)
         records = _open_manifest(data, fail)
@@ -194,13 +210,18 @@ def register(app: typer.Typer) -> None:
                        err=True)
             raise typer.Exit(130) from None
         if report:
-            report.parent.mkdir(parents=True, exist_ok=True)
-            dump_json(report, {"candidates": {k: public(v) for k, v in results.items()}, "winner": winner,
-                               "held_out_p_ai": {n: float(p) for n, p in zip(wild.names, results[winner]["_p"])},
-                               "per_source": {k: per_source_table(wild, v["_p"])
-                                              for k, v in results.items() if k == winner},
-                               "folds": [{"source": f.source, "n": int(f.test_idx.size), "thresholds": f.thresholds,
-                                          "copies_left_out_of_training": f.copies_left_out} for f in folds]})
+            try:
+                report.parent.mkdir(parents=True, exist_ok=True)
+                dump_json(report, {"candidates": {k: public(v) for k, v in results.items()}, "winner": winner,
+                                   "held_out_p_ai": {n: float(p) for n, p in zip(wild.names, results[winner]["_p"])},
+                                   "per_source": {k: per_source_table(wild, v["_p"])
+                                                  for k, v in results.items() if k == winner},
+                                   "folds": [{"source": f.source, "n": int(f.test_idx.size),
+                                              "thresholds": f.thresholds,
+                                              "copies_left_out_of_training": f.copies_left_out} for f in folds]})
+            except OSError as exc:
+                fail(f"{report}: could not write the report ({exc.strerror or exc}); the package {package.root} "
+                     f"was written", code=1)
         held = package.card["metrics"]["held_out_pooled"]
         typer.echo(f"wrote {package.root} ({winner}; held-out sources pooled: ROC-AUC {held['roc_auc']:.4f}, "
                    f"TPR@5%FPR {held['tpr_at_fpr_0.05']:.3f}, ECE {held['ece']:.4f})")
@@ -268,15 +289,9 @@ def register(app: typer.Typer) -> None:
         path = package.root / CARD_FILE
         if write and not card_writable(path):
             fail(f"{path}: the router card is not writable, so --write could not store the calibration")
-        if report is not None and report.is_dir():
-            fail(f"{report}: --report is a folder; give a file name for the JSON report")
-        if report is not None:  # said now, not as a traceback after every thumbnail was scored
-            folder = next(p for p in (report.resolve().parent, *report.resolve().parents) if p.exists())
-            if not folder.is_dir():
-                fail(f"{report}: --report cannot be written: {folder} is a file, not a folder")
-            if not os.access(folder, os.W_OK | os.X_OK):
-                fail(f"{report}: --report cannot be written into {folder} (permission denied, or a read-only "
-                     "file system)")
+        problem = _report_problem(report)  # said now, not as a traceback after every thumbnail was scored
+        if problem:
+            fail(problem)
         records = _open_manifest(data, fail)
         if not any(r.source for r in records):
             fail(f"{data}: the manifest needs a 'source' column (leave-one-source-out holds out each source)")
