@@ -129,7 +129,7 @@ def test_report_says_where_the_unscored_files_beyond_the_first_twenty_are(setup,
     page = (tmp_path / "r" / "report.html").read_text()
     assert "The first 20 of 22; every one, with its reason, is in predictions.csv" in page
     rows = (tmp_path / "r" / "predictions.csv").read_text().splitlines()
-    assert sum("broken_" in r and "not an image" in r for r in rows) == 22
+    assert sum("broken_" in r and "corrupt image header (PNG" in r for r in rows) == 22
 
 
 def test_a_manifest_whose_files_all_are_missing_fails_before_any_work(setup, tmp_path):
@@ -182,7 +182,7 @@ def test_the_ensemble_report_keeps_why_an_image_was_not_scored(setup, tmp_path):
                              calibration_fraction=0.5, progress=False)
     assert summary["ensemble"]["calibration_split"]["evaluated_on"] >= 1
     examples = json.loads((tmp_path / "c" / "ensemble" / "metrics.json").read_text())["unscored_examples"]
-    assert examples and all(e.startswith("no model scored this image: ") and "not an image" in e for e in examples)
+    assert examples and all(e.startswith("no model scored this image: ") and "corrupt image header (PNG" in e for e in examples)
 
 
 def test_compare_refuses_an_ensemble_split_that_cannot_work_before_running_any_model(setup, tmp_path):
