@@ -255,3 +255,21 @@ def test_a_file_opened_in_text_mode_or_read_to_its_end_says_so(tmp_path):
         with open(path, encoding=encoding) as text, pytest.raises(ImageLoadError) as info:
             load_image(text)
         assert info.value.kind == "not_an_image" and "open the file in binary mode ('rb')" in str(info.value)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "P", "LA", "La", "PA"])
+def test_alpha_flattened_a_strip_at_a_time_equals_the_whole_image_at_once(mode, monkeypatch):
+    """A 9000x8000 PNG with alpha peaked at 1.1 GB while flattened whole (656 MB a strip at a time)."""
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    rgba = Image.fromarray(rng.integers(0, 256, (97, 61, 4), dtype=np.uint8), "RGBA")
+    im = {"RGBA": rgba, "LA": rgba.convert("LA"), "La": rgba.convert("LA").convert("La"),
+          "PA": rgba.convert("PA")}.get(mode)
+    if mode == "P":
+        im = rgba.convert("RGB").quantize(32)
+        im.info["transparency"] = 5
+    whole, _ = images.to_rgb(im)
+    monkeypatch.setattr(images, "ALPHA_STRIP_PIXELS", 200)  # strips of 3 rows: the last one shorter
+    strips, had_alpha = images.to_rgb(im)
+    assert had_alpha and np.array_equal(np.asarray(strips), np.asarray(whole))

@@ -563,11 +563,21 @@ def to_rgb(im: Image.Image, background: tuple[int, int, int] = DEFAULT_BACKGROUN
         mode == "P" and "transparency" in im.info
     ) or (mode in ("L", "RGB") and "transparency" in im.info)
     if has_alpha:
-        rgba = im.convert("RGBA")
-        canvas = Image.new("RGBA", rgba.size, background + (255,))
-        canvas.alpha_composite(rgba)
-        return canvas.convert("RGB"), True
+        # Composited a strip at a time: whole, an RGBA copy, an RGBA canvas and the RGB result were held at once
+        # (a 9000x8000 PNG with alpha peaked at 1.1 GB).  Compositing is per pixel, so the result is the same.
+        out = Image.new("RGB", im.size)
+        rows = max(1, ALPHA_STRIP_PIXELS // max(im.width, 1))
+        for top in range(0, im.height, rows):
+            strip = im.crop((0, top, im.width, min(top + rows, im.height))).convert("RGBA")
+            canvas = Image.new("RGBA", strip.size, background + (255,))
+            canvas.alpha_composite(strip)
+            out.paste(canvas.convert("RGB"), (0, top))
+        return out, True
     return im.convert("RGB"), False
+
+
+#: Pixels composited at once when alpha is flattened (see ``to_rgb``).
+ALPHA_STRIP_PIXELS = 1 << 22
 
 
 def _short(exc: BaseException) -> str:
