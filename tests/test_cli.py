@@ -380,3 +380,14 @@ def test_a_librarys_warning_is_one_line_on_the_command_line(tmp_path):
     assert run.returncode == 0, run.stderr
     warning_lines = [line for line in run.stderr.splitlines() if "Skipping tag" in line or "warnings.warn" in line]
     assert warning_lines == ["warning: Tag data larger than file. Skipping tag 270 (PIL, UserWarning)"]
+
+
+def test_a_folder_given_that_holds_no_files_is_said_not_passed_over_silently(tmp_path):
+    """`detect empty/ photo.png` said nothing of empty/ (a mistyped or unmounted folder looked judged)."""
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    natural_image(32, 32).save(tmp_path / "a.png")
+    result = CliRunner().invoke(app, ["-q", "detect", str(tmp_path / "empty"), str(tmp_path / "a.png"), "-f", "jsonl",
+                                      "--no-evidence", "-m", "cifake-cnn"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.strip() == f"note: 1 folder(s) given held no files at all, e.g. {tmp_path / 'empty'}"
+    assert len(result.stdout.splitlines()) == 1

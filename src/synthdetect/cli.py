@@ -252,6 +252,7 @@ def gather_inputs(paths: list[str], files_from: str | None, all_files: bool, fol
     seen: set[str] = set()
     over_seen: set[str] = set()
     listed_folders: set[str] = set()
+    empty_folders: list[str] = []
     for path, from_list in [(p, False) for p in paths] + [(p, True) for p in listed]:
         if path == "-" and not from_list:
             targets.append((STDIN_NAME, None, stdin_image()))
@@ -265,6 +266,8 @@ def gather_inputs(paths: list[str], files_from: str | None, all_files: bool, fol
             found, over = [(path, missing_problem(Path(path)))], []  # gone photo[1].jpg is not photo1.jpg
         else:
             found, over = expand_paths([path], all_files=all_files, follow_links=follow_links, notes=notes)
+            if not found and not over and os.path.isdir(path):  # said, as every file passed over is said
+                empty_folders.append(path)
         for name, problem in found:
             key = os.path.normpath(name)
             if key not in seen:
@@ -274,6 +277,8 @@ def gather_inputs(paths: list[str], files_from: str | None, all_files: bool, fol
             if os.path.normpath(name) not in over_seen:
                 over_seen.add(os.path.normpath(name))
                 notes.note_non_image(name)
+    if empty_folders and targets:  # with nothing at all to judge, the command's own error says so
+        print_note(f"note: {len(empty_folders)} folder(s) given held no files at all, e.g. {empty_folders[0]}")
     return targets, notes
 
 
