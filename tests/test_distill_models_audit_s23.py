@@ -349,3 +349,24 @@ def test_a_teacher_failing_on_every_held_out_image_gets_an_empty_row_not_the_run
     assert ("warning: teacher picky scored none of the 8 held-out images (8 failed); e.g. " in said
             and "model failed (RuntimeError: cannot take this size)" in said), said
     assert (tmp_path / "o" / "comparison.csv").is_file() and (tmp_path / "o" / "report.html").is_file()
+
+
+def test_models_show_json_is_strict_json_when_a_card_holds_nan(tmp_path):
+    """A card value of NaN or Infinity was printed as NaN/Infinity, which strict JSON readers (jq, JSON.parse)
+    reject."""
+    import json as jsonlib
+
+    from typer.testing import CliRunner
+
+    from synthdetect.cli import app
+    from tiny_model import write_tiny_cnn
+
+    package = write_tiny_cnn(tmp_path / "pkg")
+    card = jsonlib.loads((package / "model.json").read_text())
+    card["metrics"] = {"validation": {"roc_auc": float("nan"), "ece": float("inf")}}
+    (package / "model.json").write_text(jsonlib.dumps(card))
+    for fmt in ("json", "jsonl"):
+        result = CliRunner().invoke(app, ["models", "show", str(package), "-f", fmt])
+        assert result.exit_code == 0, result.output
+        shown = jsonlib.loads(result.stdout, parse_constant=lambda name: pytest.fail(f"{name} is not JSON"))
+        assert shown["metrics"]["validation"] == {"roc_auc": None, "ece": None}

@@ -400,12 +400,16 @@ def models_list(
                      "description": card.get("description", ""),
                      "test_accuracy": test.get("accuracy"), "test_roc_auc": test.get("roc_auc"),
                      "held_out": held_out_summary(card)})
+    if format is not CardFormat.table:
+        from synthdetect.train.wild import nan_to_none
+
+        rows = nan_to_none(rows)  # strict JSON, as models show
     if format is CardFormat.json:
-        typer.echo(json.dumps(rows, indent=2))
+        typer.echo(json.dumps(rows, indent=2, allow_nan=False))
         return
     if format is CardFormat.jsonl:
         for row in rows:
-            typer.echo(json.dumps(row))
+            typer.echo(json.dumps(row, allow_nan=False))
         return
     table = Table("name", "kind", "version", "held out", header_style="bold")
     table.add_column("description", overflow="fold")
@@ -465,7 +469,11 @@ def models_show(
 
 def _print_card(card: dict, where, is_package: bool, format: CardFormat) -> None:
     if format is not CardFormat.table:
-        typer.echo(json.dumps(card, indent=2) if format is CardFormat.json else json.dumps(card))
+        from synthdetect.train.wild import nan_to_none
+
+        card = nan_to_none(card)  # strict JSON: a NaN or Infinity on a card is null, as its writers store them
+        typer.echo(json.dumps(card, indent=2, allow_nan=False) if format is CardFormat.json
+                   else json.dumps(card, allow_nan=False))
         return
     console = Console()
     # Card text is data, not Rich markup: '[/bold]' in a description would crash, '[cifake]' would vanish.  Nor is
