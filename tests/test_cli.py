@@ -391,3 +391,16 @@ def test_a_folder_given_that_holds_no_files_is_said_not_passed_over_silently(tmp
     assert result.exit_code == 0, result.output
     assert result.stderr.strip() == f"note: 1 folder(s) given held no files at all, e.g. {tmp_path / 'empty'}"
     assert len(result.stdout.splitlines()) == 1
+
+
+def test_images_a_dataset_leaves_out_are_said_even_with_quiet(tmp_path):
+    """-q set logging to errors only, so "N image file(s) are under no class folder and were left out" was hidden
+    and `train -q` or `dataset summary -q` dropped those images without a word."""
+    for folder in ("ai", "human", "misc"):
+        (tmp_path / "ds" / folder).mkdir(parents=True)
+        for i in range(2):
+            natural_image(16, 16, seed=i + len(folder)).save(tmp_path / "ds" / folder / f"{i}.png")
+    run = subprocess.run([sys.executable, "-m", "synthdetect.cli", "-q", "dataset", "summary", str(tmp_path / "ds")],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "2 image file(s) are under no class folder and were left out, e.g. misc/0.png" in run.stderr

@@ -90,6 +90,8 @@ def main_callback(
         fail(str(exc))
     logging.basicConfig(level=logging.DEBUG if verbose else (logging.ERROR if quiet else logging.WARNING),
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if quiet:  # what a dataset leaves out (images under no class folder, ...) is said even with -q, as the files
+        logging.getLogger("synthdetect.train.datasets").setLevel(logging.WARNING)  # a folder walk passes over are
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
