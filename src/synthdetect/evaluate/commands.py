@@ -251,7 +251,8 @@ def register(app: typer.Typer) -> None:
             return
         console = Console(width=140)
         table = Table("source", "class", "count", "formats", "short side px (min/median/max)", "file kB (median)",
-                      header_style="bold", title=f"{escape(str(data))}: {summary['records']} images")
+                      header_style="bold", title=f"{escape(str(data))}: {summary['records']} files"
+                      + (f" ({summary['unreadable_count']} unreadable)" if summary["unreadable_count"] else ""))
         rows = [("ALL", cls, d) for cls, d in summary["per_class"].items()]
         rows += [(src, cls, d) for src, classes in summary["per_source"].items() for cls, d in classes.items()]
         for src, cls, d in rows:
