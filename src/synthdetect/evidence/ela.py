@@ -23,6 +23,8 @@ from synthdetect.verdict import Evidence
 
 DEFAULT_QUALITY = 90
 FEATURE_SIDE = 512
+#: Side of the square regions whose mean error levels ``tile_mean_spread`` compares.
+TILE = 32
 
 
 def _rgb(image: LoadedImage | Image.Image) -> Image.Image:
@@ -76,24 +78,34 @@ def ela_image(image: LoadedImage | Image.Image, quality: int = DEFAULT_QUALITY, 
     return Image.fromarray(table[diff], "RGB")
 
 
-def ela_features(image: LoadedImage | Image.Image, quality: int = DEFAULT_QUALITY) -> dict[str, float]:
-    """Summary statistics of the error levels on a copy at most ``FEATURE_SIDE`` px (cheap, comparable)."""
+def ela_features(image: LoadedImage | Image.Image, quality: int = DEFAULT_QUALITY) -> dict[str, float | None]:
+    """Summary statistics of the error levels on a copy at most ``FEATURE_SIDE`` px (cheap, comparable).
+
+    ``tile_mean_spread`` is None when the copy holds fewer than two whole ``TILE`` px tiles."""
     rgb = _rgb(image).copy()
     rgb.thumbnail((FEATURE_SIDE, FEATURE_SIDE))
     # An image that needed no shrinking keeps its file's JPEG grid (see ela_difference); a shrunk copy has none.
     same = rgb.size == _rgb(image).size
     diff = ela_difference(image if same else rgb, quality).astype(np.float32).mean(axis=2)
     h, w = diff.shape
-    tiles = diff[: h // 32 * 32, : w // 32 * 32].reshape(h // 32, 32, w // 32, 32).mean(axis=(1, 3)) if h >= 32 and w >= 32 else diff
+    rows, cols = h // TILE, w // TILE
+    # The spread compares regions: with fewer than two whole tiles there is nothing to compare, and a spread of
+    # single pixels (what a 1x500 image used to report under this name) is not a tile spread.
+    spread = None
+    if rows * cols >= 2:
+        tiles = diff[: rows * TILE, : cols * TILE].reshape(rows, TILE, cols, TILE).mean(axis=(1, 3))
+        spread = round(float(tiles.max() - tiles.min()), 4)
     return {"quality": quality, "mean": round(float(diff.mean()), 4), "std": round(float(diff.std()), 4),
-            "p99": round(float(np.quantile(diff, 0.99)), 4),
-            "tile_mean_spread": round(float(tiles.max() - tiles.min()), 4)}
+            "p99": round(float(np.quantile(diff, 0.99)), 4), "tile_mean_spread": spread}
 
 
 @register_probe("ela", default=False)
 def probe_ela(image: LoadedImage) -> list[Evidence]:
     features = ela_features(image)
+    spread = features["tile_mean_spread"]
+    spread_text = (f"tile spread {spread:.2f}" if spread is not None
+                   else f"tile spread not measured (fewer than two {TILE} px tiles)")
     return [Evidence("ela", "none", "info",
                      f"error level at JPEG q{features['quality']}: mean {features['mean']:.2f}, "
-                     f"p99 {features['p99']:.1f}, tile spread {features['tile_mean_spread']:.2f} "
+                     f"p99 {features['p99']:.1f}, {spread_text} "
                      "(a forensic view, not evidence of AI on its own)", features)]

@@ -50,9 +50,12 @@ def power_spectrum(image: LoadedImage | Image.Image | np.ndarray, side: int | No
     """(normalised radial frequency 0..1, mean log10 power at that radius)."""
     spectrum = log_power(image, side)
     h, w = spectrum.shape
-    yy, xx = np.indices(spectrum.shape)
-    radius = np.hypot(yy - h // 2, xx - w // 2).astype(int)
     r_max = min(h, w) // 2
+    # Radius in units of the short side's frequency step: on a non-square crop, index k along the long axis is a
+    # lower frequency than index k along the short one, and counting both as "radius k" put low frequencies
+    # of the long axis into the high-frequency bins (a 40x512 crop read a steeper slope than its square).
+    yy, xx = np.indices(spectrum.shape)
+    radius = np.hypot((yy - h // 2) * (2 * r_max / h), (xx - w // 2) * (2 * r_max / w)).astype(int)
     mask = radius < r_max
     sums = np.bincount(radius[mask], weights=spectrum[mask], minlength=r_max)
     counts = np.bincount(radius[mask], minlength=r_max)

@@ -23,10 +23,11 @@ SDXL mean 0.506, p99 0.625, max 0.646 (the maxima first published here,
 0.640 and 0.667, no longer reproduce).  Flat fills, gradients, stripes and
 checkerboards decode at most 0.55 and 0.56.  The thresholds
 (0.80 of 136 bits, 0.85 of 48 bits) sit far above those maxima; the binomial
-chance tail is reported with each finding.  A found mark is *strong*, not
+chance tail, times the four encoder variants tried, is reported with each finding.  A found mark is *strong*, not
 decisive: it says the pixels went through the SD reference pipeline, and the mark can be copied onto another image.
 Images under 256 px on a side are skipped (the library refuses them too, and
-too few blocks carry each bit).
+too few blocks carry each bit), and so are pixels decoded at a reduced scale.
+An EXIF-oriented file is decoded on its own pixel grid, where the mark was written.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import pywt
 from PIL import Image
 
 from synthdetect.evidence import register_probe
+from synthdetect.evidence.ela import _UNDO_ORIENT, stored_orientation
 from synthdetect.images import LoadedImage
 from synthdetect.verdict import Evidence
 
@@ -213,29 +215,71 @@ def mark_can_survive(image: LoadedImage) -> bool:
     return False
 
 
+def _stored_size(image: LoadedImage) -> tuple[int, int]:
+    """The decoded pixels' size on the file's own grid (before the EXIF orientation turned them)."""
+    width, height = image.size
+    return (height, width) if stored_orientation(image) in (5, 6, 7, 8) else (width, height)
+
+
 def why_not_decoded(image: LoadedImage) -> str | None:
     """Why the probe does not decode this image (None when it does): absence of a mark then says nothing."""
     if image.short_side < MIN_SIDE:
         return f"image is {image.short_side} px on its short side; the marks need at least {MIN_SIDE} px"
     if not mark_can_survive(image):
         return f"JPEG compressed at about quality {LOSSY_QUALITY} or coarser, which erases the marks"
+    if image.raw is not None and _stored_size(image) != tuple(image.original_size):
+        # JPEG draft mode (scan) decoded fewer pixels than the file holds: scaling erases the marks
+        stored_w, stored_h = image.original_size
+        return (f"pixels decoded at {image.size[0]}x{image.size[1]}, not the file's {stored_w}x{stored_h}; "
+                "scaling erases the marks")
     return None
+
+
+def _crop_box(orientation: int, size: tuple[int, int], cols: int, rows: int) -> tuple[int, int, int, int]:
+    """The box of the shown (EXIF-turned) image whose pixels are the file's top-left ``cols`` x ``rows``."""
+    w, h = size  # shown size
+    boxes = {1: (0, 0, cols, rows), 2: (w - cols, 0, w, rows), 3: (w - cols, h - rows, w, h),
+             4: (0, h - rows, cols, h), 5: (0, 0, rows, cols), 6: (w - rows, 0, w, cols),
+             7: (w - rows, h - cols, w, h), 8: (0, h - cols, rows, h)}
+    return boxes[orientation]
+
+
+def stored_corner(image: LoadedImage) -> tuple[Image.Image, int]:
+    """(the file's own top-left MAX_COLS x MAX_ROWS pixels, the file's width).
+
+    The encoder marked the pixels as the generator wrote them; an EXIF orientation (added by an editor or an
+    upload) only says how to show them.  Decoding the turned pixels reads every block in the wrong place, so
+    the crop is taken from the shown image and turned back.  Cropping first never copies a 12 MP array.
+    """
+    orientation = stored_orientation(image)
+    width, height = _stored_size(image)
+    cols, rows = min(width, MAX_COLS), min(height, MAX_ROWS)
+    corner = image.rgb.crop(_crop_box(orientation, image.size, cols, rows))
+    if orientation != 1:
+        corner = corner.transpose(_UNDO_ORIENT[orientation])
+    return corner, width
+
+
+def marked_finding(name: str, result: dict[str, float]) -> Evidence:
+    """The finding for a mark at or above its threshold.
+
+    The chance figure is the binomial tail for one decode times the number of encoder variants tried: the probe
+    keeps the best of them, so an unmarked image gets that many tries at matching by chance.
+    """
+    p = min(1.0, len(VARIANTS) * chance_tail(result["bit_accuracy"], int(result["bits"])))
+    return Evidence(
+        "watermark", "ai", "strong",
+        f"invisible {name} dwtDct watermark: {result['bit_accuracy']:.0%} of {result['bits']} bits match "
+        f"(threshold {result['threshold']:.0%}; chance of this on an unmarked image, best of {len(VARIANTS)} "
+        f"encoder variants, ~{p:.0e})",
+        {"mark": name, **result, "chance_probability": p, "variants_tried": len(VARIANTS)})
 
 
 @register_probe("watermark")
 def probe_watermark(image: LoadedImage) -> list[Evidence]:
     if why_not_decoded(image):
         return []
-    width, height = image.size
-    corner = image.rgb.crop((0, 0, min(width, MAX_COLS), min(height, MAX_ROWS)))  # never copy a 12 MP array
+    corner, width = stored_corner(image)
     results = scan_marks(np.asarray(corner), full_width=width)
-    found = []
-    for name, result in results.items():
-        if result["bit_accuracy"] >= result["threshold"]:
-            p = chance_tail(result["bit_accuracy"], int(result["bits"]))
-            found.append(Evidence(
-                "watermark", "ai", "strong",
-                f"invisible {name} dwtDct watermark: {result['bit_accuracy']:.0%} of {result['bits']} bits match "
-                f"(threshold {result['threshold']:.0%}; chance of this on an unmarked image ~{p:.0e})",
-                {"mark": name, **result, "chance_probability": p}))
-    return found
+    return [marked_finding(name, result) for name, result in results.items()
+            if result["bit_accuracy"] >= result["threshold"]]
