@@ -24,19 +24,35 @@ function setStatus(text) {
   $("#status").textContent = text;
 }
 
+// A size in words: "0 MB" for a 300 kB limit told the user nothing could be sent.
+function sizeText(bytes) {
+  const mb = bytes / 1048576;
+  if (mb >= 10) return `${Math.round(mb)} MB`;
+  if (mb >= 1) return `${Number(mb.toFixed(1))} MB`;
+  return `${Math.max(1, Math.round(bytes / 1024))} kB`;
+}
+
 async function loadModelInfo() {
+  const line = $("#model-line");
+  let response;
   try {
-    const response = await fetch("/v1/models");
-    const info = await response.json();
-    maxFiles = info.limits.max_files;
-    maxBodyBytes = info.limits.max_body_bytes;
-    const loaded = info.loaded;
-    $("#model-line").textContent =
-      `Model: ${loaded.name} ${loaded.version || ""} (${loaded.kind}). ` +
-      `Up to ${info.limits.max_files} images per request, ${Math.round(info.limits.max_file_bytes / 1048576)} MB each.`;
+    response = await fetch("/v1/models");
   } catch (error) {
-    $("#model-line").textContent = "Model information unavailable: " + error;
+    // A sentence, not "TypeError: Failed to fetch".
+    line.textContent = "Model information unavailable: could not reach the server; reload the page to try again.";
+    return;
   }
+  const info = await response.json().catch(() => null);
+  if (!response.ok || !info || !info.loaded || !info.limits) {
+    line.textContent = `Model information unavailable: ${errorMessage(info, response)}.`;
+    return;
+  }
+  maxFiles = info.limits.max_files || maxFiles;
+  maxBodyBytes = info.limits.max_body_bytes || maxBodyBytes;
+  const loaded = info.loaded;
+  line.textContent =
+    `Model: ${loaded.name} ${loaded.version || ""} (${loaded.kind}). ` +
+    `Up to ${info.limits.max_files} images per request, ${sizeText(info.limits.max_file_bytes)} each.`;
 }
 
 // fetch() rejects with a bare "TypeError: Failed to fetch" when the server stopped or the connection dropped,
@@ -73,7 +89,26 @@ async function postWithRetries(url, form, say) {
 
 function errorMessage(body, response) {
   if (body && body.error && body.error.message) return body.error.message;
-  return `${response.status} ${response.statusText}`;
+  const status = `${response.status} ${response.statusText}`.trim();
+  // A bare "200 OK" read as the reason a file failed; say what went wrong instead.
+  return response.ok ? `the server's answer (${status}) could not be read; try again`
+    : `the server answered ${status}`;
+}
+
+// The text with each occurrence of a file's name in its own <bdi>: a name holding a right-to-left override
+// (U+202E, as in "photo\u202Egnp.exe") otherwise reverses the rest of the line, the reason included.
+function textNodes(text, name) {
+  const parts = name ? String(text).split(name) : [String(text)];
+  const nodes = [];
+  parts.forEach((part, i) => {
+    if (i) {
+      const bdi = document.createElement("bdi");
+      bdi.textContent = name;
+      nodes.push(bdi);
+    }
+    if (part) nodes.push(document.createTextNode(part));
+  });
+  return nodes;
 }
 
 function createCard(file) {
@@ -83,11 +118,13 @@ function createCard(file) {
   const thumb = $(".thumb", node);
   thumb.src = card.objectUrl;
   thumb.alt = `Uploaded image ${file.name}`;
-  // A file the browser cannot show either gets a text placeholder, not a broken-image icon.
+  // A file the browser cannot show either gets a text placeholder, not a broken-image icon (TIFF, HEIC, ...).
+  // The server may still judge it, and its heatmap is a PNG the browser can show: see toggleHeatmap.
   thumb.addEventListener("error", () => {
     if (!card.showing) {
+      card.noPreview = true;
       thumb.hidden = true;
-      $(".map-caption", node).textContent = "No preview: the browser cannot display this file.";
+      $(".map-caption", node).textContent = NO_PREVIEW;
     }
   });
   const toggle = $(".heatmap-toggle", node);
@@ -96,9 +133,12 @@ function createCard(file) {
   return card;
 }
 
-function listItem(text, className) {
+const NO_PREVIEW = "No preview: the browser cannot display this file.";
+
+// A list item of plain text (never HTML), the file's name isolated as in textNodes().
+function listItem(text, className, name) {
   const li = document.createElement("li");
-  li.textContent = text;
+  li.replaceChildren(...textNodes(text, name));
   if (className) li.className = className;
   return li;
 }
@@ -111,8 +151,9 @@ function showVerdict(card, verdict) {
     badge.textContent = "Could not judge";
     badge.dataset.label = "error";
     node.dataset.label = "error";
-    $(".reasons", node).replaceChildren(listItem(verdict.error));
-    $(".evidence", node).replaceChildren(listItem("Not examined: the file could not be read as an image.", "hint"));
+    $(".reasons", node).replaceChildren(listItem(verdict.error, null, card.file.name));
+    // Not "could not be read as an image": a timeout, a busy or unreachable server fail a good image too.
+    $(".evidence", node).replaceChildren(listItem("Not examined: this file got no verdict (see why above).", "hint"));
     return;
   }
   badge.textContent = LABEL_TEXT[verdict.label] || verdict.label;
@@ -129,9 +170,10 @@ function showVerdict(card, verdict) {
     $(".gauge-marker", node).dataset.value = verdict.p_ai.toFixed(3);
     badge.textContent += ` \u00b7 p_ai ${verdict.p_ai.toFixed(3)}`;
   }
-  $(".reasons", node).replaceChildren(...verdict.reasons.map((r) => listItem(r)));
-  const evidence = verdict.evidence.map((e) =>
-    listItem(`${e.kind}: ${e.detail} (${e.signal}, ${e.strength})`, `signal-${e.signal}`));
+  const name = card.file.name;
+  $(".reasons", node).replaceChildren(...(verdict.reasons || []).map((r) => listItem(r, null, name)));
+  const evidence = (verdict.evidence || []).map((e) =>
+    listItem(`${e.kind}: ${e.detail} (${e.signal}, ${e.strength})`, `signal-${e.signal}`, name));
   if (!evidence.length) {
     evidence.push(listItem("No provenance or metadata evidence found. Its absence is not evidence of AI.", "hint"));
   }
@@ -145,8 +187,11 @@ async function toggleHeatmap(card) {
   const toggle = $(".heatmap-toggle", node);
   const caption = $(".map-caption", node);
   const thumb = $(".thumb", node);
+  if (card.busy) return;
   if (!card.heatmapUrl) {
-    toggle.disabled = true;
+    // aria-disabled, not disabled: disabling the focused button sent keyboard focus back to the top of the page.
+    card.busy = true;
+    toggle.setAttribute("aria-disabled", "true");
     caption.textContent = "Computing heatmap\u2026";
     const form = new FormData();
     form.append("files", card.file, card.file.name);
@@ -173,15 +218,23 @@ async function toggleHeatmap(card) {
       caption.textContent = "No heatmap: " + ((await serverAnswers()) ? UNREADABLE : UNREACHABLE);
       return;
     } finally {
-      toggle.disabled = false;
+      card.busy = false;
+      toggle.removeAttribute("aria-disabled");
     }
   }
   card.showing = !card.showing;
   thumb.src = card.showing ? card.heatmapUrl : card.objectUrl;
   thumb.alt = card.showing ? `Heatmap over ${card.file.name}` : `Uploaded image ${card.file.name}`;
+  // The heatmap shows even where the original could not (it stayed hidden, and the button seemed to do nothing).
+  thumb.hidden = !card.showing && Boolean(card.noPreview);
   toggle.setAttribute("aria-pressed", String(card.showing));
   toggle.textContent = card.showing ? "Show original" : "Show heatmap";
-  caption.textContent = card.showing ? `${MAP_TEXT[card.mapKind] || card.mapKind}. ${card.mapNotes}`.trim() : "";
+  if (card.showing) {
+    caption.replaceChildren(...textNodes(`${MAP_TEXT[card.mapKind] || card.mapKind}. ${card.mapNotes}`.trim(),
+      card.file.name));
+  } else {
+    caption.textContent = card.noPreview ? NO_PREVIEW : "";
+  }
 }
 
 async function judgeBatch(cards) {
@@ -204,7 +257,9 @@ async function judgeBatch(cards) {
     return;
   }
   if (body && Array.isArray(body.verdicts)) {
-    body.verdicts.forEach((verdict, i) => showVerdict(cards[i], verdict));
+    // One verdict per file, in order; a file the answer left out must not stay "judging..." for ever.
+    cards.forEach((card, i) => showVerdict(card, body.verdicts[i] ||
+      { error: `${card.file.name}: the server sent no verdict for this file; try again` }));
   } else {
     const message = errorMessage(body, response);
     cards.forEach((card) => showVerdict(card, { error: message }));
@@ -240,11 +295,33 @@ function requestBytes(files) {
   return files.reduce((sum, file) => sum + partBytes(file), PART_OVERHEAD_BYTES);
 }
 
+// The cards of every choice not yet fully judged: files chosen while others are still being judged join them, so
+// the status counts all and says "Checked" only when none is left (a first choice that finished said
+// "Checked 1 image." while a second was still judging).
+let running = [];
+
+function imagesText(count) {
+  return `${count} image${count === 1 ? "" : "s"}`;
+}
+
+function showProgress() {
+  if (!running.length) return;  // another choice's last answer has already said "Checked"
+  const done = running.filter((card) => card.verdict).length;
+  if (done < running.length) {
+    setStatus(`Checking ${imagesText(running.length)}\u2026` + (done ? ` ${done} done.` : ""));
+    return;
+  }
+  const failed = running.filter((card) => card.verdict.error).length;
+  setStatus(`Checked ${imagesText(running.length)}` + (failed ? `; ${failed} could not be judged.` : "."));
+  running = [];
+}
+
 async function handleFiles(fileList) {
   const files = Array.from(fileList);
   if (!files.length) return;
-  setStatus(`Checking ${files.length} image${files.length > 1 ? "s" : ""}\u2026`);
   const cards = files.map(createCard);
+  running.push(...cards);
+  showProgress();
   // Newest batch first, in the order the files were chosen.
   $("#results").prepend(...cards.map((card) => card.node));
   $("#empty").hidden = true;
@@ -257,15 +334,18 @@ async function handleFiles(fileList) {
         error: `${card.file.name}: file too large (${card.file.size.toLocaleString("en")} bytes; ` +
           `this server takes at most ${limit} MB per request)`,
       }));
-      continue;
+    } else {
+      try {
+        await judgeBatch(batch);
+      } catch (error) {
+        // A fault in one answer (say, a verdict the page cannot show) must not stop the batches after it.
+        batch.filter((card) => !card.verdict).forEach((card) => showVerdict(card, {
+          error: `${card.file.name}: the page could not show this result (${error})`,
+        }));
+      }
     }
-    await judgeBatch(batch);
-    const done = cards.filter((card) => card.verdict).length;
-    if (done < files.length) setStatus(`Checking ${files.length} images\u2026 ${done} done.`);
+    showProgress();
   }
-  const failed = cards.filter((card) => !card.verdict || card.verdict.error).length;
-  setStatus(`Checked ${files.length} image${files.length > 1 ? "s" : ""}` +
-    (failed ? `; ${failed} could not be judged.` : "."));
 }
 
 function setUpDropzone() {
@@ -284,13 +364,19 @@ function setUpDropzone() {
   for (const type of ["dragleave", "drop"]) {
     zone.addEventListener(type, () => zone.classList.remove("dragging"));
   }
-  zone.addEventListener("drop", (event) => {
-    event.preventDefault();
-    handleFiles(event.dataTransfer.files);
-  });
-  // Dropping outside the zone must not navigate away from the page.
+  // A drop anywhere on the page is judged (one outside the zone was dropped without a word), and never navigates
+  // away from the page; a drop with no file in it says so.
   window.addEventListener("dragover", (event) => event.preventDefault());
-  window.addEventListener("drop", (event) => event.preventDefault());
+  window.addEventListener("drop", (event) => {
+    event.preventDefault();
+    const files = event.dataTransfer ? event.dataTransfer.files : [];
+    if (files.length) {
+      handleFiles(files);
+    } else {
+      setStatus("Nothing to check: only files can be dropped. A picture dragged from a web page arrives as " +
+        "a link or text; save it to your computer first, then drop or choose the file.");
+    }
+  });
 }
 
 document.addEventListener("DOMContentLoaded", () => {
