@@ -186,7 +186,8 @@ def test_only_regular_files_are_opened_and_every_other_one_is_reported(tmp_path,
 def test_counts_below_their_minimum_are_refused_as_usage_errors(tmp_path, tiny):
     images(tmp_path / "imgs", 1)
     base = [str(tmp_path / "imgs"), "--out", str(tmp_path / "r.sqlite"), "-m", str(tiny)]
-    for bad in (["--threads", "-1"], ["--batch-size", "0"], ["--workers", "-1"],  # workers -1 used to hang
+    # --threads 100000 reached torch.set_num_threads and ended in a traceback, then a segfault (exit 139, audit)
+    for bad in (["--threads", "-1"], ["--threads", "100000"], ["--batch-size", "0"], ["--workers", "-1"],  # workers -1 hung
                 ["--max-pixels", "0"], ["--max-bytes", "-5"]):  # these had made every file an error row
         result = scan_cli(*base, *bad)
         assert result.exit_code == 2 and "Invalid value" in result.output, (bad, result.output)

@@ -195,3 +195,13 @@ def test_an_input_size_under_8_is_refused_before_decoding(tmp_path: Path):
     result = _quick_train(manifest, tmp_path / "pkg", "--input-size", "7")
     assert result.exit_code == 2 and "greater than or equal to 8" in result.output, result.output
     assert not (tmp_path / "pkg").exists()
+
+
+def test_a_thread_count_beyond_any_machine_or_below_zero_is_refused_before_decoding(tmp_path: Path):
+    """train --threads 100000 went to torch.set_num_threads (a thread explosion, as SYNTHDETECT_THREADS=100000 held
+    32,432 threads in detect, audit); -1 was taken as 'all CPUs'."""
+    manifest = write_manifest(tmp_path / "data", {"a": (4, 4)}, size=16)
+    for bad in ("100000", "-1"):
+        result = _quick_train(manifest, tmp_path / "pkg", "--threads", bad)
+        assert result.exit_code == 2 and "Invalid value for '--threads'" in result.output, result.output
+    assert not (tmp_path / "pkg").exists()

@@ -20,6 +20,7 @@ Two ways in:
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import shutil
 import tempfile
@@ -44,7 +45,8 @@ DEFAULT_OPSET = 17
 
 def preferred_backend(card: dict[str, Any]) -> str:
     """``SYNTHDETECT_BACKEND`` if set, else the card's ``runtime.backend``, else onnxruntime."""
-    choice = os.environ.get(BACKEND_ENV) or (card.get("runtime") or {}).get("backend") or "onnxruntime"
+    # stripped: "torch " (from an env file) was "unknown inference backend 'torch '"
+    choice = (os.environ.get(BACKEND_ENV) or "").strip() or (card.get("runtime") or {}).get("backend") or "onnxruntime"
     choice = {"onnx": "onnxruntime", "ort": "onnxruntime"}.get(choice.lower(), choice.lower())
     if choice not in BACKENDS:
         raise ModelPackageError(f"unknown inference backend '{choice}' (one of {', '.join(BACKENDS)})")
@@ -59,6 +61,11 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+#: More inference threads than this is a typing slip, not a setting: ONNX Runtime starts every one of them
+#: (SYNTHDETECT_THREADS=100000 held 17 GB and 32,000 threads on a 2-core machine before it was stopped).
+MAX_THREADS = 1024
+
+
 def threads_from_environment() -> int:
     """SYNTHDETECT_THREADS (0 or unset: not set)."""
     value = os.environ.get("SYNTHDETECT_THREADS", "").strip()
@@ -66,6 +73,9 @@ def threads_from_environment() -> int:
         return 0
     if not value.isdigit():
         raise ValueError(f"SYNTHDETECT_THREADS must be a whole number of threads, not {value!r}")
+    if int(value) > MAX_THREADS:
+        raise ValueError(f"SYNTHDETECT_THREADS={value} is more than {MAX_THREADS} threads "
+                         f"(this process may use {default_threads()} CPUs)")
     return int(value)
 
 
@@ -77,6 +87,8 @@ def make_session(path: str | Path, threads: int | None = None, *, float_activati
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads is not None and not 0 <= threads <= MAX_THREADS:
+        raise ValueError(f"{threads} inference threads: use 1 to {MAX_THREADS} (0 or None: the default)")
     options.intra_op_num_threads = threads or threads_from_environment() or default_threads()
     options.inter_op_num_threads = 1
     # No spin-waiting: during a scan the decode workers need the cores the idle threads would burn.
@@ -160,21 +172,55 @@ def one_image_per_run(path: str | Path, session) -> str | None:
     return None
 
 
+def card_batch_size(card: dict[str, Any]) -> int:
+    """The card's ``runtime.batch_size`` (default: Model's).  Checked at load: 0 or -3 made every image fail
+    with "range() arg 3 must not be zero", 'x' was "invalid literal for int()" naming no model, 2.5 ran as 2."""
+    value = (card.get("runtime") or {}).get("batch_size", Model.batch_size)
+    if isinstance(value, float) and value.is_integer():  # 8.0, as some JSON writers put it
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ModelPackageError(f"{card.get('name', 'model')}: runtime.batch_size on the card must be a whole "
+                                f"number at least 1, not {value!r}")
+    return value
+
+
+def check_class_indices(name: str, output: dict[str, Any] | None, shape: Sequence[Any]) -> None:
+    """Refuse at load an ``output.ai_index``/``human_index`` that is not a class of the graph.
+
+    Checked per batch, 5 of 2 classes failed every image with an IndexError, "1" (a string) with numpy's
+    indexing message, and -1 or -2 quietly picked a class counted from the end (-2: the human score as AI)."""
+    if not output:
+        return
+    classes = shape[-1] if len(shape) > 1 and isinstance(shape[-1], int) else None
+    if classes == 1:
+        return  # one logit: the indices are not used
+    for key in ("ai_index", "human_index"):
+        value = output.get(key, 1 if key == "ai_index" else 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0 or (classes and value >= classes):
+            where = f" of the graph's {classes} classes" if classes else ""
+            raise ModelPackageError(f"{name}: output.{key} must be a class index{where} (0 to "
+                                    f"{classes - 1 if classes else 'n-1'}), not {value!r}")
+    if output.get("ai_index", 1) == output.get("human_index", 0):
+        raise ModelPackageError(f"{name}: output.ai_index and output.human_index name the same class")
+
+
 class OnnxModel(Model):
     """A package model served by ONNX Runtime from the ONNX file on its card."""
 
     def __init__(self, card: dict[str, Any], onnx_path: str | Path, threads: int | None = None):
         super().__init__(card)
         self.onnx_path = Path(onnx_path)
+        if not isinstance(card.get("input"), dict) or "size" not in card["input"]:  # was "KeyError: 'input'"
+            raise ModelPackageError(f"{self.name}: the card has no input.size ([width, height] the graph takes)")
         self.session = make_session(self.onnx_path, threads)
         self.input_spec = card["input"]
         self.input_size = tuple(self.input_spec["size"])
         self.output_spec = card.get("output")
+        check_class_indices(self.name, self.output_spec, self.session.get_outputs()[0].shape)
         self.input_name = self.session.get_inputs()[0].name
         #: Why images go through one per run (whatever the card's runtime.batch_size says), or None.
         self.one_per_run = one_image_per_run(self.onnx_path, self.session)
-        runtime = card.get("runtime") or {}
-        self.batch_size = 1 if self.one_per_run else int(runtime.get("batch_size", Model.batch_size))
+        self.batch_size = 1 if self.one_per_run else card_batch_size(card)
 
     def prepare(self, image: LoadedImage) -> np.ndarray:
         return resized_input(image, self.input_spec)
@@ -249,6 +295,16 @@ def parity_images(input_size: Sequence[int], n: int = 16, seed: int = 0) -> list
     return out
 
 
+def torch_opset_range() -> tuple[int, int]:
+    """The opsets the installed torch's exporter writes (its own constants; 7 to 20 where they are not found)."""
+    try:
+        from torch.onnx import _constants
+    except ImportError:  # pragma: no cover - a torch that moved them
+        return 7, 20
+    return (int(getattr(_constants, "ONNX_MIN_OPSET", 7)),
+            int(getattr(_constants, "ONNX_MAX_OPSET", getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", 20))))
+
+
 def export_package(name: str, out: str | Path, *, opset: int = DEFAULT_OPSET, tolerance: float = 1e-4) -> ModelPackage:
     """Export a torch package to a new package that also carries ``model.onnx``.
 
@@ -259,6 +315,13 @@ def export_package(name: str, out: str | Path, *, opset: int = DEFAULT_OPSET, to
     from synthdetect.models import find_package, load_package_model
     from synthdetect.models.torch_kinds import TorchModel
 
+    # A NaN tolerance refused every export as disagreeing ("max |p_ai diff| 2.65e-08 > nan"); the command line
+    # also refuses a negative one (the API keeps it: a caller may force a refusal).
+    if not isinstance(tolerance, (int, float)) or math.isnan(tolerance):
+        raise ModelPackageError(f"tolerance must be a number at least 0, not {tolerance!r}")
+    low, high = torch_opset_range()
+    if not low <= opset <= high:  # torch raised "Unsupported onnx_opset_version" or wrote a graph ORT rejects
+        raise ModelPackageError(f"opset {opset}: this torch exports ONNX opsets {low} to {high}")
     source = find_package(name)
     previous = os.environ.get(BACKEND_ENV)
     os.environ[BACKEND_ENV] = "torch"
@@ -272,9 +335,9 @@ def export_package(name: str, out: str | Path, *, opset: int = DEFAULT_OPSET, to
         else:
             os.environ[BACKEND_ENV] = previous
     if not isinstance(model, TorchModel):
-        raise ModelPackageError(
-            f"{source.name}: kind '{source.kind}' has no torch module to export "
-            "(export the models a router routes to, one by one)")
+        hint = ("export the models a router routes to, one by one" if source.kind == "router" else
+                "only the torch kinds small-cnn, ela-cnn, small-pair and efficientnet-lite* export")
+        raise ModelPackageError(f"{source.name}: kind '{source.kind}' has no torch module to export ({hint})")
     out = Path(out).expanduser()  # as a model path is: '--out=~/x' must not make a folder named '~'
     if out.resolve() == source.root.resolve():
         raise ModelPackageError(f"{out}: choose an output directory other than the source package")
@@ -282,16 +345,23 @@ def export_package(name: str, out: str | Path, *, opset: int = DEFAULT_OPSET, to
     # The graph is written and checked in a scratch folder first: a refused export must not replace the
     # model.onnx of a package already in ``out`` (its card would then list another file's sha256).
     with tempfile.TemporaryDirectory(prefix="synthdetect-export-") as scratch:
-        onnx_path = export_module(model.module, Path(scratch) / ONNX_FILE, model.input_size, opset)
-        # the class the kind's loader serves the ONNX file with, so the kind's own preprocessing is compared
-        onnx_model = type(model).onnx_class(card, onnx_path)
+        try:  # an opset torch cannot write (99) or ONNX Runtime cannot run (5): one line, not a traceback
+            onnx_path = export_module(model.module, Path(scratch) / ONNX_FILE, model.input_size, opset)
+            # the class the kind's loader serves the ONNX file with, so the kind's own preprocessing is compared
+            onnx_model = type(model).onnx_class(card, onnx_path)
+        except Exception as exc:  # torch and onnxruntime raise RuntimeError, ValueError and their own types
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[-1].strip().replace(scratch, "")
+            reason = reason if len(reason) <= 300 else reason[:300] + "..."
+            raise ModelPackageError(f"{source.name}: ONNX export at opset {opset} failed ({reason})") from None
         report = parity(model, onnx_model, parity_images(model.input_size))
         if not report["max_abs_p_ai_diff"] <= tolerance:  # NaN logits must not pass
             raise ModelPackageError(
                 f"{source.name}: ONNX export disagrees with torch (max |p_ai diff| "
                 f"{report['max_abs_p_ai_diff']:.2e} > {tolerance:g}); not written")
-        card["runtime"] = {"backend": "onnxruntime", "onnx_opset": opset, "exported_from": str(source.root),
-                           "parity": report}
+        # Settings the source card gave its runtime (batch_size) stay; where it came from is an absolute path,
+        # since a relative one ("tiny") says nothing once the package is moved or read from another folder.
+        card["runtime"] = {**(source.card.get("runtime") or {}), "backend": "onnxruntime", "onnx_opset": opset,
+                           "exported_from": str(source.root.resolve()), "parity": report}
         try:
             # Written beside ``out`` and renamed into place: stopped after the graph was copied, the package
             # already in ``out`` had a model.onnx its card did not list (sha256 mismatch, refused at load).

@@ -112,7 +112,7 @@ def register(app: typer.Typer) -> None:
                                                "(local Ray, or the cluster at RAY_ADDRESS).")] = Engine.local,
         workers: Annotated[int, typer.Option(min=0, help="Decode processes (ray: actors); 0 = one per CPU.")] = 0,
         batch_size: Annotated[int, typer.Option(min=1, help="Images per model batch.")] = 32,
-        threads: Annotated[int, typer.Option(min=0, help="Inference threads (0 = the backend's default).")] = 0,
+        threads: Annotated[int, typer.Option(min=0, max=1024, help="Inference threads (0 = the backend's default).")] = 0,
         rescore: Annotated[bool, typer.Option("--rescore", help="Judge every file again, ignoring the cache.")] = False,
         draft: Annotated[bool, typer.Option("--draft/--full-decode", help="Decode large JPEGs at reduced size "
                                             "(never below what the model and routing need).")] = False,
@@ -220,10 +220,11 @@ def register(app: typer.Typer) -> None:
     @app.command("export")
     def export_model(
         model: Annotated[str, typer.Argument(help="A torch model package (name or path), e.g. cifake-cnn.")],
-        out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the exported package.")],
+        out: Annotated[str, typer.Option("--out", "-o", metavar="DIR", help="Directory for the exported package.")],
         onnx: Annotated[bool, typer.Option("--onnx", help="Export to ONNX (the only format so far).")] = False,
         opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
-        tolerance: Annotated[float, typer.Option(help="Largest |p_ai| difference from torch accepted.")] = 1e-4,
+        tolerance: Annotated[float, typer.Option(min=0.0, help="Largest |p_ai| difference from torch "
+                                                 "accepted.")] = 1e-4,
     ) -> None:
         """Export a model package to ONNX; the new package is served by ONNX Runtime.
 
@@ -231,15 +232,25 @@ def register(app: typer.Typer) -> None:
         ONNX-vs-torch parity on generated images is measured and written on the card.
         """
         from synthdetect.cli import fail
+        from synthdetect.interrupts import sigterm_raises
         from synthdetect.models import ModelPackageError
         from synthdetect.models.onnx_backend import export_package
+        from synthdetect.scan.engine import ScanInterrupted
 
         if not onnx:
             fail("say which format: --onnx")
+        if not out.strip():  # `--out "$DIR"` with DIR unset: Path("") is ".", which made the working folder a package
+            fail("--out is empty: name the folder for the exported package")
         try:
-            package = export_package(model, out, opset=opset, tolerance=tolerance)
+            # SIGTERM (a batch system's time limit) killed the process outright, leaving its scratch folder in /tmp;
+            # raised as Ctrl-C, the scratch and staging folders are removed, and either stop is said in one line.
+            with sigterm_raises(ScanInterrupted):
+                package = export_package(model, out, opset=opset, tolerance=tolerance)
         except ModelPackageError as exc:
             fail(str(exc))
+        except KeyboardInterrupt as exc:
+            fail(f"interrupted: the export did not finish, and {out} holds what it held before (or, stopped in the "
+                 "last instant, the complete new package)", code=128 + getattr(exc, "signum", signal.SIGINT))
         parity = package.card["runtime"]["parity"]
         typer.echo(f"wrote {package.root} (ONNX opset {opset}; max |logit diff| vs torch "
                    f"{parity['max_abs_logit_diff']:.2e}, max |p_ai diff| {parity['max_abs_p_ai_diff']:.2e} "

@@ -36,7 +36,7 @@ def register(app: typer.Typer) -> None:
         val_fraction: Annotated[float, typer.Option(help="Share of images in validation sources.")] = 0.15,
         test_fraction: Annotated[float, typer.Option(help="Share of images in held-out sources.")] = 0.2,
         seed: Annotated[int, typer.Option(help="Seed for the source split and training.")] = 0,
-        threads: Annotated[int, typer.Option(help="Torch threads per candidate (0 = all CPUs).")] = 0,
+        threads: Annotated[int, typer.Option(min=0, max=1024, help="Torch threads per candidate (0 = all CPUs).")] = 0,
     ) -> None:
         """Train candidate model kinds within a time budget, rank them on held-out sources, export the best."""
         from synthdetect.cli import fail, state
@@ -103,7 +103,7 @@ def register(app: typer.Typer) -> None:
         input_size: Annotated[int, typer.Option(min=8, help="Student input size, at least 8 px (CNN students).")] = 128,
         epochs: Annotated[int, typer.Option(min=1, help="Maximum epochs (CNN students).")] = 15,
         seed: Annotated[int, typer.Option(help="Seed for split and training.")] = 0,
-        threads: Annotated[int, typer.Option(min=0, help="Torch threads (0 = all CPUs).")] = 0,
+        threads: Annotated[int, typer.Option(min=0, max=1024, help="Torch threads (0 = all CPUs).")] = 0,
     ) -> None:
         """Train one student on the teachers' soft labels (plus hard labels); compare it with each teacher."""
         from synthdetect.cli import fail

@@ -168,7 +168,7 @@ def register(app: typer.Typer) -> None:
         input_size: Annotated[Optional[int], typer.Option(min=8, help="CNN input side in px (small-cnn 32, ela-cnn 128; at least 8).")] = None,
         max_short_side: Annotated[Optional[int], typer.Option(help="CNN kinds: refuse larger images when serving (0 = no limit; default 2x input).")] = None,
         seed: Annotated[int, typer.Option(help="Seed for split, init and augmentation.")] = 0,
-        threads: Annotated[int, typer.Option(help="Torch threads (0 = all CPUs this process may use).")] = 0,
+        threads: Annotated[int, typer.Option(min=0, max=1024, help="Torch threads (0 = all CPUs this process may use).")] = 0,
         device: Annotated[str, typer.Option(help="Where the torch loop trains: cpu, cuda, cuda:N or auto (a GPU when torch sees one). The package is scored, calibrated and served on the CPU either way.")] = "cpu",
         split: Annotated[str, typer.Option(help="random, stratified, source (whole sources held out) or loso.")] = "stratified",
         holdout_source: Annotated[Optional[list[str]], typer.Option("--holdout-source", help="Source(s) held out as the test set (source/loso splits).")] = None,
