@@ -107,3 +107,24 @@ def test_the_spectrum_of_a_narrow_crop_reads_frequencies_as_the_square_does():
         narrow = spectrum_features(crop)
         assert abs(narrow["high_minus_mid"] - square["high_minus_mid"]) < 0.15, (crop.shape, narrow, square)
         assert abs(narrow["log_slope"] - square["log_slope"]) < 1.0, (crop.shape, narrow, square)
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "I;16"])
+def test_a_grey_image_is_not_checked_for_a_watermark(mode, tmp_path):
+    """The marks are written in the colour (U) plane, which grey pixels lack: "no watermark found" claimed a look
+    where no mark can be."""
+    from synthdetect.evidence.commands import inspect_file
+
+    rng = np.random.default_rng(3)
+    grey = Image.fromarray(rng.integers(0, 256, (300, 320), dtype=np.uint8), "L")
+    image = grey.convert(mode) if mode != "I;16" else Image.fromarray(
+        rng.integers(0, 65536, (300, 320), dtype=np.uint16))
+    path = tmp_path / "grey.png"
+    image.save(path)
+    result = inspect_file(str(path), ["watermark"])
+    assert result["checked"] == [] and list(result["not_checked"]) == ["watermark"], result
+    assert result["not_checked"]["watermark"] == (f"a grey image ({result['image']['mode']}) has no colour, where the "
+                                                  "marks are written")
+    colour = tmp_path / "colour.png"
+    Image.fromarray(rng.integers(0, 256, (300, 320, 3), dtype=np.uint8)).save(colour)
+    assert inspect_file(str(colour), ["watermark"])["checked"] == ["watermark"]

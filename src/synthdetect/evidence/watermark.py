@@ -221,12 +221,19 @@ def _stored_size(image: LoadedImage) -> tuple[int, int]:
     return (height, width) if stored_orientation(image) in (5, 6, 7, 8) else (width, height)
 
 
+#: Pillow modes without colour: a file stored so carries no mark, whatever it once held ("no watermark found"
+#: would say it was looked for where none can be).
+GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+
+
 def why_not_decoded(image: LoadedImage) -> str | None:
     """Why the probe does not decode this image (None when it does): absence of a mark then says nothing."""
     if image.short_side < MIN_SIDE:
         return f"image is {image.short_side} px on its short side; the marks need at least {MIN_SIDE} px"
     if not mark_can_survive(image):
         return f"JPEG compressed at about quality {LOSSY_QUALITY} or coarser, which erases the marks"
+    if image.original_mode in GREY_MODES:  # the marks live in the colour (U, V) planes, which grey pixels lack
+        return f"a grey image ({image.original_mode}) has no colour, where the marks are written"
     if image.raw is not None and _stored_size(image) != tuple(image.original_size):
         # JPEG draft mode (scan) decoded fewer pixels than the file holds: scaling erases the marks
         stored_w, stored_h = image.original_size
