@@ -259,3 +259,14 @@ def test_a_route_no_image_can_reach_is_refused_at_load(tmp_path):
         Detector.load(str(path), use_evidence=False)
     Detector.load(str(_router(tmp_path / "ok", [SMALL_ROUTE, {"min_short_side": 60, "model": "wild-v3"}])),
                   use_evidence=False)  # overlapping is fine: the first route that matches judges
+
+
+def test_calibrate_route_says_images_without_a_source_are_held_out_together(tmp_path, monkeypatch):
+    """Rows with an empty source cell were pooled as one source, 'unknown', without a word (train-wild says so)."""
+    router = _copy_of_default(tmp_path)
+    monkeypatch.setattr("synthdetect.train.route_calibration.score_thumbnails", _scores)
+    manifest = _manifest(tmp_path, sources=("s1", "s2", "s3", ""))
+    result = CliRunner().invoke(app, ["calibrate-route", str(manifest), "--router", str(router)])
+    assert result.exit_code == 0, result.output
+    assert "note: 2 image(s) have an empty source cell; they are held out together as one source, 'unknown', e.g. " \
+           in result.stderr

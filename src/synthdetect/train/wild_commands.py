@@ -297,6 +297,12 @@ def register(app: typer.Typer) -> None:
             fail(f"{data}: the manifest needs a 'source' column (leave-one-source-out holds out each source)")
         if len({r.label for r in records}) < 2:
             fail(f"{data}: the route's calibration needs both AI and human images")
+        unsourced = [r.ref for r in records if not r.source]
+        if unsourced:  # said, not silent: they are held out together as one more source, as train-wild does
+            from synthdetect.cli import shown as printable
+
+            typer.echo(f"note: {len(unsourced)} image(s) have an empty source cell; they are held out together as "
+                       f"one source, 'unknown', e.g. {printable(unsourced[0])}", err=True)
         done = [0]
 
         def advance(count: int, total: int) -> None:
