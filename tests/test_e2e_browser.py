@@ -198,8 +198,9 @@ def _choose_on_stub_page(page, handle, files: list[dict]) -> None:
     page.get_by_label("Choose images").set_input_files(files)
 
 
-def _serve_page_files(route) -> bool:
-    """Answer the page, its static files and /v1/models as the server would; False for any other path."""
+def _serve_page_files(route, models=None) -> bool:
+    """Answer the page, its static files and /v1/models as the server would (``models(route)``, when given,
+    answers /v1/models instead); False for any other path."""
     from synthdetect.server.app import STATIC_DIR
 
     path = route.request.url.removeprefix(STUB_ORIGIN)
@@ -208,6 +209,8 @@ def _serve_page_files(route) -> bool:
     elif path.startswith("/static/"):
         kind = "text/css" if path.endswith(".css") else "text/javascript"
         route.fulfill(body=(STATIC_DIR / path.removeprefix("/static/")).read_text(), content_type=kind)
+    elif path == "/v1/models" and models is not None:
+        models(route)
     elif path == "/v1/models":
         route.fulfill(json={"loaded": {"name": "stub", "version": "1", "kind": "small-cnn"},
                             "limits": {"max_files": 16, "max_body_bytes": 64 << 20, "max_file_bytes": 32 << 20}})

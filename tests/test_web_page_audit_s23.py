@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from test_e2e_browser import CHROMIUM, CHROMIUM_ARGS, STUB_ORIGIN, _need_browser
+from test_e2e_browser import CHROMIUM, CHROMIUM_ARGS, STUB_ORIGIN, _need_browser, _serve_page_files
 from tiny_model import png_bytes
 
-from synthdetect.server.app import STATIC_DIR
 
 LIMITS = {"max_files": 16, "max_body_bytes": 64 << 20, "max_file_bytes": 32 << 20}
 
@@ -33,17 +32,8 @@ def _open(browser, answer, models=None):
     page = browser.new_page()
 
     def handle(route):
-        path = route.request.url.removeprefix(STUB_ORIGIN)
-        if path == "/":
-            route.fulfill(body=(STATIC_DIR / "index.html").read_text(), content_type="text/html")
-        elif path.startswith("/static/"):
-            kind = "text/css" if path.endswith(".css") else "text/javascript"
-            route.fulfill(body=(STATIC_DIR / path.removeprefix("/static/")).read_text(), content_type=kind)
-        elif path == "/v1/models":
-            (models or (lambda r: r.fulfill(json={"loaded": {"name": "stub", "version": "1", "kind": "small-cnn"},
-                                                  "limits": LIMITS})))(route)
-        else:
-            answer(route, path)
+        if not _serve_page_files(route, models):
+            answer(route, route.request.url.removeprefix(STUB_ORIGIN))
 
     page.route(STUB_ORIGIN + "/**", handle)
     page.goto(STUB_ORIGIN + "/")
