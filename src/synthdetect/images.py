@@ -206,9 +206,10 @@ def _read_bytes(source: ImageSource, label: str, limits: LoadLimits) -> bytes:
         if read is None:
             raise _too_large(label, size, limits)
         raw = read
-        if not raw and _stream_position(source):  # the same open file passed twice: it was read to its end
+        position = 0 if raw else _stream_position(source)
+        if position:  # the same open file passed twice: it was read to its end
             raise ImageLoadError(label, "empty", f"nothing left to read: the stream is at its end (position "
-                                                 f"{_stream_position(source):,}); seek(0) before passing it again")
+                                                 f"{position:,}); seek(0) before passing it again")
     else:
         raise ImageLoadError(label, "not_an_image", f"unsupported input type {type(source).__name__}")
     if not raw:
