@@ -251,6 +251,12 @@ def score(model: Any, records: Sequence[Record], description: str, *, refuse_tot
     return predictions
 
 
+def no_score_kind(error_kind: str | None) -> str:
+    """Why a model gave an image no score, from its verdict's ``error_kind``: none (it declined the image as outside
+    its domain), ``model_error`` (it raised on it), anything else (the image could not be read)."""
+    return {None: "outside its domain", "model_error": "failed"}.get(error_kind, "unreadable")
+
+
 def unscored_line(label: str, predictions) -> str | None:
     """A comparison row's images left unscored, counted by why, in one line; None when every image was scored.
 
@@ -261,8 +267,7 @@ def unscored_line(label: str, predictions) -> str | None:
         return None
     kinds: dict[str, int] = {}
     for i in missing:
-        kind = {None: "outside its domain", "model_error": "failed"}.get(
-            predictions.error_kinds[i] if predictions.error_kinds else None, "unreadable")
+        kind = no_score_kind(predictions.error_kinds[i] if predictions.error_kinds else None)
         kinds[kind] = kinds.get(kind, 0) + 1
     counted = ", ".join(f"{n} {kind}" for kind, n in kinds.items())
     n = len(predictions.p_ai)
@@ -286,8 +291,7 @@ def teacher_votes(teacher: Teacher, records: Sequence[Record], cache: str | Path
     else:
         predictions = score(teacher.model, records, f"teacher {teacher.label}: training images")
         p_ai = predictions.p_ai
-        kinds = {None: "outside its domain", "model_error": "failed"}
-        reasons = [None if not math.isnan(p) else (kinds.get(kind, "unreadable"), error or "no score")
+        reasons = [None if not math.isnan(p) else (no_score_kind(kind), error or "no score")
                    for p, kind, error in zip(p_ai, predictions.error_kinds or [None] * len(records),
                                              predictions.errors)]
     return p_ai, [None if r is None else f"{r[0]}: {r[1]}" for r in reasons]
