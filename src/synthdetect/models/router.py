@@ -73,7 +73,8 @@ class RouterModel(Model):
             if low is not None and high is not None and low > high:  # every image fell through to "no route"
                 raise ValueError(f"router {self.name}: routes[{i}] takes no image (min_short_side {low} is above "
                                  f"max_short_side {high})")
-            if span(route)[0] > span(route)[1]:
+            first, last = span(route)
+            if first > last:
                 raise ValueError(f"router {self.name}: routes[{i}] takes no image (no whole number of pixels is "
                                  f"a short side from {low if low is not None else 1} to {high})")
             if shadowed(route, self.routes[:i]):  # its model silently judged nothing; an earlier one judged instead
