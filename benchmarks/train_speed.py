@@ -1,7 +1,7 @@
 """Does the cifake-cnn recipe fit its training-time bound on this machine today?  Printed as JSON.
 
 Times the training step of the recipe on the shipped `cifake-cnn` card (or with --width/--depth/--layout/
---batch-size/--epochs/--hard-fraction/--hard-after changed for its small CNN): augmentation, forward, backward and optimizer step on random 32 px
+--batch-size/--epochs/--hard-fraction/--hard-after/--precision changed for its small CNN): augmentation, forward, backward and optimizer step on random 32 px
 images, then projects seconds per epoch and minutes per run for the card's training-set size (selective backprop's
 part-epochs counted at their share).  A `small-pair` card
 trains two members one after the other, so both are timed with their own recipes and the run is their sum.  It needs
@@ -13,7 +13,7 @@ right after it took 179-214 s (29 min 20 s against 22.0 projected).  So the step
 rounds, the projection is their median, and ``fits_budget`` is judged on the slowest round.
 
     .venv/bin/python benchmarks/train_speed.py [--width 16] [--layout pool-mid] [--epochs 22] [--steps 40]
-        [--hard-fraction 0.5 --hard-after 3] [--rounds 3] [--budget-min 30]
+        [--hard-fraction 0.5 --hard-after 3] [--precision bf16] [--rounds 3] [--budget-min 30]
 """
 
 from __future__ import annotations
@@ -60,9 +60,10 @@ def time_steps(module, config, augment, mean, std, side, batch_size: int, steps:
 
     from synthdetect.models.torch_kinds import images_to_tensor
     from synthdetect.train.augment import augment_pixels
-    from synthdetect.train.trainer import make_optimizer
+    from synthdetect.train.trainer import make_optimizer, training_autocast
 
     module = module.train().to(memory_format=torch.channels_last)
+    autocast = training_autocast(config, torch.device("cpu"))
     optimizer = make_optimizer(module, config)
     generator = torch.Generator().manual_seed(0)
     rng = np.random.default_rng(0)
@@ -73,7 +74,9 @@ def time_steps(module, config, augment, mean, std, side, batch_size: int, steps:
         t0 = time.perf_counter()
         x = images_to_tensor(augment_pixels(pixels, generator, augment).to(torch.uint8).numpy(), mean, std)
         t1 = time.perf_counter()
-        loss = F.binary_cross_entropy_with_logits(module(x), labels)
+        with autocast:
+            logits = module(x)
+        loss = F.binary_cross_entropy_with_logits(logits.float(), labels)
         t2 = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -107,6 +110,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, help="override the small CNN's epoch count")
     parser.add_argument("--hard-fraction", type=float, help="override the selective-backprop share (1 = off)")
     parser.add_argument("--hard-after", type=int, help="override the full epochs before selection starts")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), help="override the training arithmetic")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=40, help="timed steps per round (after 5 warm-up steps)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of timed steps; the slowest decides the fit")
@@ -134,7 +138,8 @@ def main() -> None:
     epochs = args.epochs or config.epochs
     config = dataclasses.replace(config, epochs=epochs,
                                  **{k: v for k, v in (("hard_fraction", args.hard_fraction),
-                                                      ("hard_after", args.hard_after)) if v is not None})
+                                                      ("hard_after", args.hard_after),
+                                                      ("precision", args.precision)) if v is not None})
     n_train = training["split"]["train"]["n"]
     steps_per_epoch = -(-n_train // batch_size)
     epoch_equivalents = config.epoch_equivalents(n_train)
@@ -172,7 +177,7 @@ def main() -> None:
         "model": args.model, "kind": card["kind"], "architecture": arch,
         "parameters": sum(p.numel() for p in module.parameters()),
         "batch_size": batch_size, "epochs": epochs, "hard_fraction": config.hard_fraction,
-        "hard_after": config.hard_after, "epoch_equivalents": round(epoch_equivalents, 2),
+        "hard_after": config.hard_after, "precision": config.precision, "epoch_equivalents": round(epoch_equivalents, 2),
         "train_images": n_train, "threads": threads, "host": host_facts(),
         "load_average_1min": round(os.getloadavg()[0], 2), "step_ms": {k: round(v * 1000, 1) for k, v in parts.items()},
         "projected_epoch_s": round(epoch_s, 1), "projected_epoch_s_rounds": [round(v, 1) for v in round_epoch_s],

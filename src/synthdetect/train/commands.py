@@ -81,7 +81,7 @@ CALIBRATIONS = ("temperature", "platt", "identity")
 
 
 def option_problems(*, monitor: str, optimizer: str, calibration: str, lr: float, label_smoothing: float,
-                    val_fraction: float, test_fraction: float, fprs: list[float]) -> list[str]:
+                    val_fraction: float, test_fraction: float, fprs: list[float], precision: str = "fp32") -> list[str]:
     """Settings that would fail only after decoding or training; checked first (ranges typer checks are not here)."""
     problems = []
     if monitor not in MONITORS:
@@ -92,6 +92,10 @@ def option_problems(*, monitor: str, optimizer: str, calibration: str, lr: float
         problems.append(f"--calibration {calibration!r}: expected temperature or platt")
     if not lr > 0:
         problems.append(f"--lr {lr:g}: the learning rate must be above 0")
+    from synthdetect.train.trainer import PRECISIONS  # here: the CLI starts without importing torch
+
+    if precision not in PRECISIONS:
+        problems.append(f"--precision {precision!r}: expected {' or '.join(PRECISIONS)}")
     if not 0 <= label_smoothing < 1:
         problems.append(f"--label-smoothing {label_smoothing:g}: expected at least 0 and below 1")
     if not 0 < val_fraction < 1:
@@ -134,7 +138,8 @@ NOT_IN_FINGERPRINT = ("ctx", "out", "name", "threads", "device", "calibration", 
 
 #: ``synthdetect train`` options that only the torch loop reads; kinds registered with ``torch_loop=False`` refuse them.
 TORCH_LOOP_OPTIONS = ("epochs", "patience", "monitor", "batch_size", "lr", "optimizer", "weight_decay",
-                      "label_smoothing", "hard_fraction", "hard_after", "augment", "width", "input_size", "device")
+                      "label_smoothing", "hard_fraction", "hard_after", "augment", "width", "input_size", "device",
+                      "precision")
 
 
 def torch_loop_options_given(ctx: typer.Context) -> list[str]:
@@ -170,6 +175,7 @@ def register(app: typer.Typer) -> None:
         seed: Annotated[int, typer.Option(help="Seed for split, init and augmentation.")] = 0,
         threads: Annotated[int, typer.Option(min=0, max=1024, help="Torch threads (0 = all CPUs this process may use).")] = 0,
         device: Annotated[str, typer.Option(help="Where the torch loop trains: cpu, cuda, cuda:N or auto (a GPU when torch sees one). The package is scored, calibrated and served on the CPU either way.")] = "cpu",
+        precision: Annotated[str, typer.Option(help="Training arithmetic: fp32, or bf16 (bfloat16 autocast for the training forward; 1.7x faster on CPUs with AVX512-BF16 or AMX, slower elsewhere). Validation, calibration and the package stay float32.")] = "fp32",
         split: Annotated[str, typer.Option(help="random, stratified, source (whole sources held out) or loso.")] = "stratified",
         holdout_source: Annotated[Optional[list[str]], typer.Option("--holdout-source", help="Source(s) held out as the test set (source/loso splits).")] = None,
         val_fraction: Annotated[float, typer.Option(help="Validation share (early stopping, calibration, thresholds).")] = 0.05,
@@ -188,6 +194,8 @@ def register(app: typer.Typer) -> None:
         """
         arguments = {"--" + key.replace("_", "-"): value for key, value in locals().items()
                      if key not in NOT_IN_FINGERPRINT}
+        if precision == "fp32":  # the default, as before the option existed: earlier runs' checkpoints still resume
+            del arguments["--precision"]
         from synthdetect.train.augment import parse_augment
         from synthdetect.train.datasets import DatasetError, open_dataset, refuse_listed_twice
         from synthdetect.models.package import OutInUse, PackageNotMoved, exclusive_out, staged_package
@@ -199,7 +207,7 @@ def register(app: typer.Typer) -> None:
         problem = out_dir_problem(out)
         problems = option_problems(monitor=monitor, optimizer=optimizer, calibration=calibration, lr=lr,
                                    label_smoothing=label_smoothing, val_fraction=val_fraction,
-                                   test_fraction=test_fraction, fprs=fpr or [])
+                                   test_fraction=test_fraction, fprs=fpr or [], precision=precision)
         if problem or problems:
             typer.echo(f"error: {problem or '; '.join(problems)}", err=True)
             raise typer.Exit(2)
@@ -218,7 +226,8 @@ def register(app: typer.Typer) -> None:
             config = TrainConfig(epochs=epochs, patience=patience, batch_size=batch_size, lr=lr, seed=seed,
                                  threads=threads or None, monitor=monitor, max_shift=augment_config.shift,
                                  optimizer=optimizer, weight_decay=weight_decay, label_smoothing=label_smoothing,
-                                 hard_fraction=hard_fraction, hard_after=hard_after, device=device)
+                                 hard_fraction=hard_fraction, hard_after=hard_after, device=device,
+                                 precision=precision)
             resolve_device(device)
             refuse_selection_with_mixing(config, augment_config.mixes)
             records = open_dataset(data, label_map=parse_label_map(label))

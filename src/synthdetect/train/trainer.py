@@ -103,6 +103,10 @@ def decode_records(
     return arrays[keep], labels[keep], errors
 
 
+#: Training arithmetic: float32, or bfloat16 autocast for the training forward (weights stay float32).
+PRECISIONS = ("fp32", "bf16")
+
+
 @dataclass
 class TrainConfig:
     epochs: int = 12
@@ -119,6 +123,7 @@ class TrainConfig:
     hard_fraction: float = 1.0  # < 1: selective backprop, see choose_hard_images
     hard_after: int = 3  # full epochs before selection starts, so every image has a loss to rank
     device: str = "cpu"  # "cpu", "cuda[:N]" or "auto"; the package is read on the CPU either way
+    precision: str = "fp32"  # "bf16": the training forward under bfloat16 autocast, see training_autocast
     extra: dict[str, Any] = field(default_factory=dict)
     #: what makes a run this run (``synthdetect train``'s arguments and the dataset's identity), stored in
     #: checkpoint.pt so that a retry never resumes another run's state; not written to the card
@@ -129,6 +134,8 @@ class TrainConfig:
             raise ValueError(f"hard fraction must be in (0, 1], got {self.hard_fraction}")
         if self.hard_after < 1:
             raise ValueError(f"hard-after must be at least 1 full epoch, got {self.hard_after}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision {self.precision!r}: expected {' or '.join(PRECISIONS)}")
 
     def images_per_epoch(self, epoch: int, n_images: int) -> int:
         """Epochs are 0-based; full epochs first, then ``hard_fraction`` of the images."""
@@ -175,6 +182,31 @@ def predict_logits(module: torch.nn.Module, arrays: np.ndarray, mean, std, batch
             batch = images_to_tensor(arrays[start : start + batch_size], mean, std).to(device)
             out.append(module(batch).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0)
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN runs bfloat16 convolutions in hardware (AVX512-BF16 or AMX) rather than emulating them."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def training_autocast(config: TrainConfig, device: torch.device):
+    """The context each training forward runs in.
+
+    bfloat16 autocast runs convolutions and linear layers in bfloat16 while the weights, the optimizer and the
+    loss stay float32.  On a 2-core AMD EPYC with AVX512-BF16 it made 1.1.0's network train 1.7x faster per
+    step (115-122 ms against 200-209 ms, batch 128, 2 threads; width 48: 240 against 439 ms).  On a CPU without
+    it oneDNN emulates bfloat16 and a step got slower (207 against 163 s per epoch on an earlier host), hence a
+    warning.  Validation, calibration and serving stay float32: the package is the same kind of file either way.
+    """
+    if config.precision != "bf16":
+        return torch.autocast(device.type, enabled=False)
+    if device.type == "cpu" and not cpu_has_native_bf16():
+        logger.warning("--precision bf16: this CPU has no native bfloat16 (AVX512-BF16 or AMX), so torch emulates "
+                       "it and training is likely slower than --precision fp32")
+    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 def make_optimizer(module: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -276,6 +308,8 @@ def run_fingerprint(config: TrainConfig, module: torch.nn.Module, n_train: int, 
     if config.fingerprint:
         return dict(config.fingerprint)
     loop = {f"config.{k}": v for k, v in asdict(config).items() if k not in _NOT_FINGERPRINTED}
+    if config.precision == "fp32":  # the default, as before the setting existed: older checkpoints still resume
+        del loop["config.precision"]
     shapes = {name: list(p.shape) for name, p in module.state_dict().items()}
     return {**loop, "model layers": hashlib.sha256(json.dumps(shapes, sort_keys=True).encode()).hexdigest()[:16],
             "training images": n_train, "validation images": n_val}
@@ -350,6 +384,7 @@ def fit_classifier(
     flips = AlternatingFlip(len(x_train), generator) if getattr(augment, "alternates_flip", False) else None
     optimizer = make_optimizer(module, config)
     scheduler = one_cycle(optimizer, config.lr, sum(epoch_steps))
+    autocast = training_autocast(config, device)
     ckpt_path, best_path = workdir / "checkpoint.pt", workdir / "best.pt"
     history: list[dict[str, Any]] = []
     start_epoch, best_value, best_epoch, bad_epochs = 0, None, -1, 0
@@ -391,7 +426,9 @@ def fit_classifier(
                     xb, yb = mixed.x, mixed.y
                 if config.label_smoothing:
                     yb = yb * (1 - config.label_smoothing) + 0.5 * config.label_smoothing
-                per_image = F.binary_cross_entropy_with_logits(module(xb), yb, reduction="none")
+                with autocast:
+                    logits = module(xb)
+                per_image = F.binary_cross_entropy_with_logits(logits.float(), yb, reduction="none")
                 if mix is None:
                     image_losses[idx] = per_image.detach().cpu()
                 loss = per_image.mean()
