@@ -266,10 +266,13 @@ def test_cli_explain_checks_the_output_path_first_and_writes_the_format_asked(tm
     image = tmp_path / "sq.png"
     image.write_bytes(red_square_png())
     # '--model nonesuch' would fail too: the output path is checked before the model loads or a map is computed
-    for out, message in ((tmp_path / "missing_dir" / "x.png", "does not exist"), (tmp_path, "is a folder"),
+    for out, message in ((tmp_path / "missing_dir" / "x.png", "does not exist"),
                          (tmp_path / "x.xyz", "cannot write a '.xyz' image")):
         result = CliRunner().invoke(app, ["explain", str(image), "-o", str(out), "--model", "nonesuch"])
         assert result.exit_code == 2 and message in result.stderr, result.output
+    # a folder is the batch form's output (FOLDER/NAME.why.png), even for one image, and even where the image is
+    result = CliRunner().invoke(app, ["explain", str(image), "-o", str(tmp_path), "--model", "nonesuch"])
+    assert result.exit_code == 2 and "nonesuch" in result.stderr and "is a folder" not in result.stderr
     ex = explain(Detector(NumpyRedness(dict(CARD)), use_evidence=False), red_square_png(), methods=["ela"])
     assert Image.open(ex.save(tmp_path / "why.jpg")).format == "JPEG"
     assert Image.open(ex.save(tmp_path / "why.webp")).format == "WEBP"

@@ -1,9 +1,16 @@
-"""``synthdetect explain IMG -o out.png``: the verdict and the maps behind it, as pictures."""
+"""``synthdetect explain IMG -o out.png``: the verdict and the maps behind it, as pictures.
+
+``synthdetect explain IMG... -o FOLDER`` (several images, a folder or a glob) writes one figure per image,
+``FOLDER/NAME.why.png``: a moderator reviewing a batch wants the pictures for all of it, and loading the model
+once per image made that a shell loop paying seconds of start-up per file.
+"""
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import signal
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -21,9 +28,13 @@ class ExplainFormat(str, Enum):
 def register(app: typer.Typer) -> None:
     @app.command()
     def explain(
-        image: Annotated[str, typer.Argument(help="The image to explain; - reads it from standard input.")],
+        images: Annotated[list[str], typer.Argument(
+            help="The image to explain (- reads it from standard input), or several images, folders (searched "
+                 "recursively) or globs.", metavar="IMAGE...")],
         out: Annotated[Path, typer.Option(
-            "--out", "-o", help="Composite figure: original, overlays, verdict (.png, .jpg, .webp...).")],
+            "--out", "-o", help="One image: the composite figure (original, overlays, verdict; .png, .jpg, "
+                                ".webp...). Several images, a folder or a glob: a folder, which gets "
+                                "NAME.why.png for each image.")],
         model: Annotated[str, typer.Option("--model", "-m", help="Model name or package path.")] = "default",
         maps: Annotated[bool, typer.Option("--maps", help="Also save each overlay as OUT_STEM.<map>.png.")] = False,
         method: Annotated[Optional[list[str]], typer.Option(
@@ -33,7 +44,7 @@ def register(app: typer.Typer) -> None:
         format: Annotated[ExplainFormat, typer.Option(
             "--format", "-f", help="text, or json (as --json).")] = ExplainFormat.text,
     ) -> None:
-        """Explain one verdict with Grad-CAM, an occlusion map and error-level analysis."""
+        """Explain verdicts with Grad-CAM, an occlusion map and error-level analysis, as pictures."""
         from synthdetect.api import Detector
         from synthdetect.cli import EXIT_SOME_FAILED, STDIN_NAME, fail, print_error, state, stdin_image
         from synthdetect.explain import METHODS, check_output_path, explain as explain_image, map_paths
@@ -44,6 +55,10 @@ def register(app: typer.Typer) -> None:
         unknown = sorted(set(method or ()) - set(METHODS))
         if unknown:  # like the output path, checked before the model loads
             fail(f"unknown explanation method(s): {', '.join(unknown)} (known: {', '.join(METHODS)})")
+        if not names_one_picture(images, out):
+            explain_many(images, out, model=model, maps=maps, methods=method or METHODS, grid=grid, as_json=as_json)
+            return
+        image = images[0]
         try:  # before the model loads and the maps are computed: those take seconds to minutes
             check_output_path(out)
         except ValueError as exc:
@@ -81,15 +96,173 @@ def register(app: typer.Typer) -> None:
         if as_json:
             typer.echo(json.dumps({**result.to_dict(), "written": written, "replaced": replaced}, indent=2))
             return
-        v = result.verdict
-        p = "" if v.p_ai is None else f" p_ai {v.p_ai:.3f}"
-        typer.echo(f"{name}: {v.label}{p} (model: {result.model or 'none'})")
-        for reason in v.reasons:
-            typer.echo(f"  why: {reason}")
-        for note in result.notes:
-            typer.echo(f"  note: {note}")
-        for name, path in written.items():
-            typer.echo(f"  wrote {name}: {path}{' (replaced the existing file)' if path in replaced else ''}")
+        echo_explanation(name, result, written, replaced)
+
+
+def echo_explanation(name: str, result, written: dict[str, str], replaced: list[str]) -> None:
+    """The text form: the verdict, its reasons, the notes, and what was written."""
+    v = result.verdict
+    p = "" if v.p_ai is None else f" p_ai {v.p_ai:.3f}"
+    typer.echo(f"{name}: {v.label}{p} (model: {result.model or 'none'})")
+    for reason in v.reasons:
+        typer.echo(f"  why: {reason}")
+    for note in result.notes:
+        typer.echo(f"  note: {note}")
+    for role, path in written.items():
+        typer.echo(f"  wrote {role}: {path}{' (replaced the existing file)' if path in replaced else ''}")
+
+
+#: What a figure written for each image of a batch is called: NAME.why.png beside NAME.why.<map>.png.
+BATCH_SUFFIX = ".why.png"
+
+
+def names_one_picture(images: list[str], out: Path) -> bool:
+    """Whether this is the one-image form (``-o`` a picture) rather than a batch into a folder.
+
+    One argument that is ``-`` or not a folder or a glob, and an ``-o`` that is not a folder: the picture form, as
+    before batches existed (a missing file or a bad suffix is then said as it always was).
+    """
+    if len(images) != 1 or out.is_dir():
+        return False
+    image = images[0]
+    return image == "-" or os.path.isfile(image) or not (os.path.isdir(image) or glob.has_magic(image))
+
+
+def explain_many(images: list[str], out: Path, *, model: str, maps: bool, methods, grid: int,
+                 as_json: bool) -> None:
+    """One figure per image into the folder ``out``; a bad file is one line and the batch goes on."""
+    from rich.progress import track
+
+    from synthdetect.api import Detector
+    from synthdetect.cli import EXIT_SOME_FAILED, err, fail, gather_inputs, print_error, print_note, state
+    from synthdetect.explain import explain as explain_image, map_paths
+    from synthdetect.images import ImageLoadError
+    from synthdetect.interrupts import sigterm_raises
+    from synthdetect.models import ModelPackageError
+
+    if out.exists() and not out.is_dir():
+        fail(f"-o {out}: is a file; with {' '.join(images) if len(images) < 4 else 'several images'} to explain, "
+             f"-o names a folder (each image gets FOLDER/NAME{BATCH_SUFFIX})")
+    if not out.exists() and out.suffix:
+        fail(f"-o {out}: names one picture, but {'several images are' if len(images) > 1 else images[0] + ' is'} "
+             f"{'given' if len(images) > 1 else 'a folder or a glob'}; give a folder for -o (each image gets "
+             f"FOLDER/NAME{BATCH_SUFFIX})")
+    targets, passed_over = gather_inputs(images, None, all_files=False)
+    for line in passed_over.lines_of(passed_over.to_dict(), verb="explained", hint=""):
+        print_note(line)
+    targets, inside = _outside(targets, out, named=images)
+    if inside:  # pictures of an earlier batch are not new images to explain; said, never skipped silently
+        print_note(f"note: {len(inside)} file(s) inside the output folder {out} were not explained, e.g. {inside[0]}")
+    if not targets:
+        fail("no images to explain (give files, folders or globs)")
+    try:
+        detector = Detector.load(model)
+    except (ModelPackageError, ValueError, ImportError) as exc:
+        fail(str(exc))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        fail(f"-o {out}: cannot create the folder ({exc.strerror or exc})")
+    stems = _unique_stems([name for name, _, _ in targets])
+    rows: list[dict] = []
+    failed = 0
+    labels = {"ai": 0, "human": 0, "uncertain": 0}
+    iterator = (targets if state["quiet"] or as_json or len(targets) < 2
+                else track(targets, description="explain", console=err))
+
+    def failure(name: str, message: str, kind: str) -> None:
+        nonlocal failed
+        failed += 1
+        print_error(message)
+        rows.append({"file": name, "error": message, "error_kind": kind})
+
+    try:
+        with sigterm_raises(lambda signum: KeyboardInterrupt(signum)):
+            for (name, problem, source), stem in zip(iterator, stems):
+                if problem is not None:
+                    failure(name, f"{name}: {problem.reason}", problem.kind)
+                    continue
+                try:
+                    result = explain_image(detector, source, name=name, methods=methods, grid=grid)
+                except ImageLoadError as exc:
+                    failure(name, str(exc), getattr(exc, "kind", "unreadable"))
+                    continue
+                except ValueError as exc:
+                    failure(name, f"{name}: {exc}", "error")
+                    continue
+                if not result.verdict.ok:
+                    failure(name, result.verdict.error or f"{name}: could not judge",
+                            result.verdict.error_kind or "error")
+                    continue
+                figure = out / f"{stem}{BATCH_SUFFIX}"
+                planned = {"figure": figure, **(map_paths(figure.with_suffix(""), methods) if maps else {})}
+                existing = {str(path) for path in planned.values() if path.exists()}
+                try:
+                    result.save(figure)
+                    written = {"figure": str(figure)}
+                    if maps:
+                        written.update({role: str(path)
+                                        for role, path in result.save_maps(figure.with_suffix("")).items()})
+                except OSError as exc:
+                    failure(name, f"{exc.filename or figure}: cannot write the picture ({exc.strerror or exc})",
+                            "write_failed")
+                    continue
+                replaced = [path for path in written.values() if path in existing]
+                labels[result.verdict.label] = labels.get(result.verdict.label, 0) + 1
+                if as_json:
+                    rows.append({"file": name, **result.to_dict(), "written": written, "replaced": replaced})
+                else:
+                    echo_explanation(name, result, written, replaced)
+    except KeyboardInterrupt as exc:
+        getattr(iterator, "close", lambda: None)()
+        if as_json:
+            typer.echo(json.dumps(rows, indent=2))
+        done = len(rows) if as_json else sum(labels.values()) + failed
+        signum = exc.args[0] if exc.args and isinstance(exc.args[0], int) else signal.SIGINT
+        fail(f"interrupted: {done} of {len(targets)} images done ({failed} failed), their pictures written in "
+             f"{out}; the other {len(targets) - done} were not explained", code=128 + signum)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+    if not state["quiet"]:
+        err.print(f"{len(targets)} image{'s' if len(targets) != 1 else ''}: {sum(labels.values())} explained ({labels['ai']} ai, {labels['human']} "
+                  f"human, {labels['uncertain']} uncertain), {failed} failed; pictures in {out}", highlight=False,
+                  markup=False, soft_wrap=True)
+    if failed:
+        raise typer.Exit(EXIT_SOME_FAILED)
+
+
+def _outside(targets: list, out: Path, named: list[str]) -> tuple[list, list[str]]:
+    """The targets, less the files a folder walk or glob found inside ``out`` (an earlier batch's pictures), which
+    are returned; a file named on the command line is explained wherever it is."""
+    root = out.resolve()
+    given = {os.path.normpath(name) for name in named}
+    kept, inside = [], []
+    for target in targets:
+        name, problem, source = target
+        if (isinstance(source, str) and problem is None and os.path.normpath(name) not in given
+                and Path(source).resolve().is_relative_to(root)):
+            inside.append(name)
+        else:
+            kept.append(target)
+    return kept, inside
+
+
+def _unique_stems(names: list[str]) -> list[str]:
+    """Each image's file stem, with -2, -3 ... where two images share one (a/x.jpg and b/x.png), compared without
+    case because macOS and Windows folders do not tell X from x."""
+    taken: set[str] = set()
+    stems = []
+    for name in names:
+        base = Path(name).stem or "image"
+        if name == "<stdin>":
+            base = "stdin"
+        stem, n = base, 1
+        while stem.lower() in taken:
+            n += 1
+            stem = f"{base}-{n}"
+        taken.add(stem.lower())
+        stems.append(stem)
+    return stems
 
 
 def _same_file(output: Path, image: Path) -> bool:
