@@ -169,13 +169,80 @@ def parse_budget(text: str) -> float:
     return total
 
 
-def require_sources(records: Sequence[Record], data: str | Path) -> None:
-    """Whole sources are held out, so records need sources; class folders carry none (a CSV 'source' column does)."""
-    sources = {r.source for r in records if r.source}
-    if len(sources) < 2:
-        found = "no source" if not sources else f"one source ({sources.pop()})"
+def require_sources(records: Sequence[Record], data: str | Path, minimum: int = 2) -> None:
+    """Whole sources are held out, so records need sources; class folders carry none (a CSV 'source' column does).
+
+    Training, validation and the held-out test each need a source of their own: the message said "at least two",
+    and a user who added a second source was then refused by the split ("no source is left for training").
+    """
+    sources = sorted({r.source for r in records if r.source})
+    if len(sources) < minimum:
+        found = ("no source" if not sources else f"one source ({sources[0]})" if len(sources) == 1
+                 else f"{len(sources)} sources ({', '.join(sources)})")
         raise AutopilotError(f"{data}: holding out whole sources needs a CSV manifest with a 'source' column "
-                             f"naming at least two sources (path,label,source); found {found}")
+                             f"naming at least three sources (path,label,source): one or more for training, one for "
+                             f"validation, one held out; found {found}")
+
+
+def fraction_problems(val_fraction: float, test_fraction: float, holdout_sources: Sequence[str] = ()) -> list[str]:
+    """Fractions the source split cannot honour: the split still gave every part a source, so ``--val-fraction 0``
+    ran with a validation source anyway and ``--test-fraction -1`` was refused as a one-class held-out set."""
+    problems = []
+    if not 0 < val_fraction < 1:
+        problems.append(f"--val-fraction {val_fraction:g}: expected above 0 and below 1 (validation sources choose "
+                        f"epochs, calibration and thresholds)")
+    if holdout_sources:  # the named sources are held out whatever the fraction; only nonsense is refused
+        if not 0 <= test_fraction < 1:
+            problems.append(f"--test-fraction {test_fraction:g}: expected at least 0 and below 1")
+    elif not 0 < test_fraction < 1:
+        problems.append(f"--test-fraction {test_fraction:g}: expected above 0 and below 1 (the leaderboard is "
+                        f"measured on the held-out sources), or name them with --holdout-source")
+    elif 0 < val_fraction < 1 and val_fraction + test_fraction >= 1:
+        problems.append(f"--val-fraction {val_fraction:g} + --test-fraction {test_fraction:g} leave nothing to train "
+                        f"on (their sum must be below 1)")
+    return problems
+
+
+def no_winner_reason(rows: Sequence[dict[str, Any]], metric: str, budget_s: float,
+                     reserve_s: float | None = None) -> str:
+    """Why no candidate was ranked, from the rows: the command said "no candidate finished within 30 s" when the
+    only candidate had failed after 3 s, or had finished but scored too few held-out images for the metric."""
+    def names(selected: list[dict[str, Any]]) -> str:
+        return ", ".join(str(r.get("candidate")) for r in selected)
+
+    parts = []
+    unscored = [r for r in rows if r.get("status") == FINISHED]
+    if unscored:
+        parts.append(f"{names(unscored)} finished, but {metric} could not be computed on its held-out images "
+                     f"(it needs scored images of both classes; see 'scored')")
+    failed = [r for r in rows if str(r.get("status", "")).startswith("failed")]
+    if failed:
+        parts.append(f"{names(failed)} failed (the reason is in its status and train.log)")
+    stopped = [r for r in rows if r.get("status") == STOPPED]
+    if stopped:
+        parts.append(f"{names(stopped)} did not finish within its share of the {budget_s:g} s budget")
+    skipped = [r for r in rows if r.get("status") == SKIPPED]
+    if skipped:  # "budget spent" with 0 s used of 5 s: the reserve took what the start-up had left
+        kept = f" once {reserve_s:g} s are kept for the leaderboard, export and report" if reserve_s else ""
+        parts.append(f"{names(skipped)} never started: the {budget_s:g} s budget left too little time{kept}; "
+                     f"give a larger --budget")
+    interrupted = [r for r in rows if r.get("status") in (INTERRUPTED, SKIPPED_INTERRUPTED)]
+    if interrupted:
+        parts.append(f"{names(interrupted)} stopped by the interrupt")
+    missing = [r for r in rows if r.get("status") == "unavailable"]
+    if missing:
+        parts.append(f"{names(missing)} not available here")
+    return "no candidate was ranked: " + ("; ".join(parts) if parts else "there were no candidates")
+
+
+def chance_warning(best_row: dict[str, Any], metric: str) -> str | None:
+    """The best of the candidates need not be a working detector: ranked by ECE, a model answering 0.5 for every
+    image (ROC-AUC 0.000 here) won and was exported without a word."""
+    auc = best_row.get("roc_auc")
+    if auc is None or (isinstance(auc, float) and math.isnan(auc)) or auc > 0.5:
+        return None
+    return (f"the winner {best_row['candidate']} separates AI from human held-out images no better than chance "
+            f"(ROC-AUC {auc:.3f}): it is the best of these candidates by {metric}, not a working detector")
 
 
 def available(kind: str) -> str | None:
@@ -275,11 +342,17 @@ def leaderboard_table(rows: list[dict[str, Any]], metric: str, title: str = "lea
     from rich.text import Text
 
     table = Table(title=title, header_style="bold")
-    columns = [c for c in LEADERBOARD_COLUMNS if not (c == "metric" and metric in LEADERBOARD_COLUMNS)]
+    # the 'metric' column repeats a shown one, unless the ranking was on the images every candidate scored: then the
+    # note names it, and without it rank 1 could show a lower AUC than rank 2 and nothing saying why
+    common = any("common_metric" in row for row in rows)
+    columns = [c for c in LEADERBOARD_COLUMNS if not (c == "metric" and metric in LEADERBOARD_COLUMNS and not common)]
     for col in columns:
-        header = HEADERS.get(col, col).format(metric=metric)
+        header = "metric" if col == "metric" and common else HEADERS.get(col, col).format(metric=metric)
+        # the status wraps at 40 characters: a failure's one-line reason, kept on one line, squeezed every other
+        # column to nothing (names cut to two letters, the numbers gone)
         table.add_column(header, justify="left" if col in ("candidate", "kind", "status") else "right",
-                         overflow="fold", no_wrap=col in ("candidate", "kind", "status"))
+                         overflow="fold", no_wrap=col in ("candidate", "kind"),
+                         max_width=40 if col == "status" else None)
     for row in rows:
         style = "green" if row.get("rank") == 1 else ("dim" if row.get("status") != FINISHED else None)
         table.add_row(*[Text(format_cell(row.get(c))) for c in columns], style=style)  # Text: names are not markup
@@ -317,7 +390,8 @@ def leaderboard_html(rows: list[dict[str, Any]], summary: dict[str, Any], out: P
             f"validation sources {html.escape(', '.join(split.get('validation_sources', [])))} chose epochs, "
             f"calibration and thresholds). Scores are the models' calibrated p_ai without provenance evidence. "
             f"images/s is the served Detector path on one process."
-            + (f" Note: {html.escape(summary['coverage_note'])}." if summary.get("coverage_note") else ""))
+            + (f" Note: {html.escape(summary['coverage_note'])}." if summary.get("coverage_note") else "")
+            + (f" <strong>Warning: {html.escape(summary['warning'])}.</strong>" if summary.get("warning") else ""))
     missing = summary.get("unavailable") or []
     extra = "".join(f"<li>{html.escape(m)}</li>" for m in missing)
     return (f"<h2>Autopilot leaderboard</h2><p class='note'>{note}</p>"
@@ -391,12 +465,26 @@ def run_candidate_job(job: dict[str, Any]) -> dict[str, Any]:
         "images_per_second": images_per_second, "scored_by": scored_by,
         "n_test": len(records["test"]), "n_scored": metrics["n_scored"],
         "size_mb": round(package_bytes(package.card, package.root) / 1e6, 3),
-        "parameters": package.card.get("parameters"),
+        "parameters": package.card.get("parameters"), "unreadable": unreadable_note(package.card),
         "package": str(package.root), "report": str(workdir / "report" / "report.html"),
         **{k: overall.get(k) for k in ("roc_auc", "average_precision", "tpr_at_fpr_0.05", "tpr_at_fpr_0.01",
                                        "ece", "accuracy", "f1", "loss")},
     }
     return result
+
+
+def unreadable_note(card: dict[str, Any]) -> str | None:
+    """The images a candidate could not read, from its card's split (``training.split.<part>.unreadable``): the card
+    and train.log held them, and the autopilot's own output said nothing of them."""
+    split = (card.get("training") or {}).get("split") or {}
+    counts = [(int((split.get(part) or {}).get("unreadable") or 0), role)
+              for part, role in (("train", "training"), ("validation", "validation"), ("test", "held-out"))]
+    counts = [f"{n} {role}" for n, role in counts if n]
+    if not counts:
+        return None
+    failed = (card.get("training") or {}).get("images_failed") or []
+    first = f" (first: {failed[0]})" if failed else ""
+    return f"{', '.join(counts)} image(s) could not be read and were left out{first}"
 
 
 def judge_held_out(model: Any, records: Sequence[Record], name: str, sample: int = 16):
@@ -480,6 +568,19 @@ def _stop(process: subprocess.Popen) -> None:
             continue
 
 
+def _exit_reason(code: int | None) -> str:
+    """A worker that ended without its result: "code -9" did not say it was killed, nor that memory is the usual
+    reason for SIGKILL."""
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        hint = " (the system may have run out of memory)" if -code == signal.SIGKILL else ""
+        return f"worker killed by {name}{hint}"
+    return f"worker exited with code {code} without a result"
+
+
 def _slice_for(candidates: Sequence[Candidate], index: int, remaining: float) -> float:
     weights = [max(c.weight, 1e-6) for c in candidates[index:]]
     return remaining * weights[0] / sum(weights)
@@ -534,7 +635,12 @@ def _run_autopilot(
         raise AutopilotError(f"the budget must be a positive number of seconds (got {budget_s})")
     if metric not in RANK_METRICS:
         raise AutopilotError(f"unknown metric '{metric}' (one of {', '.join(RANK_METRICS)})")
-    require_sources(records, data or "dataset")
+    problems = fraction_problems(val_fraction, test_fraction, holdout_sources)
+    if not (isinstance(seed, int) and seed >= 0):  # numpy's "expected non-negative integer", deep in the split
+        problems.append(f"seed {seed}: expected a whole number at least 0")
+    if problems:
+        raise AutopilotError("; ".join(problems))
+    require_sources(records, data or "dataset", minimum=3)
     out = Path(out).absolute()  # leaderboard.json names packages and reports: relative to what, later?
     candidates = list(candidates) if candidates is not None else default_candidates()
     names = [c.name for c in candidates]
@@ -597,7 +703,7 @@ def _run_autopilot(
     with sigterm_raises(KeyboardInterrupt):
         try:
             result = _finish(rows, out, split, split_info, unavailable, budget_s, metric, data, command, seed,
-                             started, interrupted, console)
+                             started, interrupted, console, reserve)
         except KeyboardInterrupt as exc:
             signum = exc.args[0] if exc.args and isinstance(exc.args[0], int) else signal.SIGINT
             raise FinishInterrupted(out, signum) from None
@@ -607,7 +713,7 @@ def _run_autopilot(
 
 
 def _finish(rows, out, split, split_info, unavailable, budget_s, metric, data, command, seed, started, interrupted,
-            console) -> "AutopilotResult":
+            console, reserve_s: float | None = None) -> "AutopilotResult":
     """Rank the rows, export the winner, write the leaderboard and the report."""
     coverage_note = rank_on_common_images(rows, out, [r.label for r in split.test], metric)
     if coverage_note:
@@ -616,7 +722,8 @@ def _finish(rows, out, split, split_info, unavailable, budget_s, metric, data, c
     best_row = next((r for r in rows if r.get("rank") == 1), None)
     summary = {
         "schema": "synthdetect.autopilot/1", "metric": metric, "higher_is_better": RANK_METRICS[metric],
-        "budget_s": budget_s, "data": data, "command": command, "seed": seed,
+        # absolute, as every other path in leaderboard.json: "d/manifest.csv" said nothing once read from elsewhere
+        "budget_s": budget_s, "data": str(Path(data).absolute()) if data else data, "command": command, "seed": seed,
         "split": {**split_info, "train": len(split.train), "validation": len(split.val), "test": len(split.test),
                   "test_ai": sum(r.label for r in split.test), "test_human": sum(1 - r.label for r in split.test)},
         "scoring": "calibrated p_ai of the model alone (Detector without provenance evidence) on held-out sources",
@@ -624,6 +731,17 @@ def _finish(rows, out, split, split_info, unavailable, budget_s, metric, data, c
     }
     if coverage_note:
         summary["coverage_note"] = coverage_note
+    for row in rows:  # finished, yet unranked: the row said "finished" with dashes and nothing saying why
+        if row.get("status") == FINISHED and row.get("rank") is None and not row.get("error"):
+            row["error"] = (f"not ranked: no {metric} on its held-out images (scored {row.get('n_scored')} of "
+                            f"{row.get('n_test')}; it needs scored images of both classes)")
+    if best_row is None:
+        summary["no_winner"] = no_winner_reason(rows, metric, budget_s, reserve_s)
+    else:
+        warning = chance_warning(best_row, metric)
+        if warning:
+            summary["warning"] = warning
+            console.print(f"warning: {warning}", markup=False, highlight=False)
     if interrupted is not None:
         summary["interrupted"] = signal.Signals(interrupted).name
     best: Path | None = None
@@ -704,12 +822,13 @@ def _run_candidates(runnable, rows, bar, out, split, split_info, budget_s, deadl
             seconds = time.monotonic() - t0
             result_path = workdir / "result.json"
             if stopped or not result_path.exists():
-                status = STOPPED if stopped else f"failed: worker exited with code {process.returncode}"
+                status = STOPPED if stopped else f"failed: {_exit_reason(process.returncode)}"
                 row.update(status=status, train_seconds=round(seconds, 1))
                 if not stopped:
                     row["error"] = f"see {workdir / 'train.log'}"
             else:
                 row.update(json.loads(result_path.read_text()))
+                row.setdefault("train_seconds", round(seconds, 1))  # a failure's time, shown as a stopped one's is
                 row["wall_seconds"] = round(seconds, 1)
             row["slice_seconds"] = round(slice_s, 1)
             row["log"] = str(workdir / "train.log")
@@ -718,6 +837,9 @@ def _run_candidates(runnable, rows, bar, out, split, split_info, budget_s, deadl
             score = f", {metric} {row[metric]:.4f} on held-out sources" if row.get(metric) is not None else ""
             console.print(f"[{index + 1}/{len(runnable)}] {candidate.name}: {row['status']} after {seconds:.0f} s"
                           f"{score}", highlight=False)
+            if row.get("unreadable"):
+                console.print(f"[{index + 1}/{len(runnable)}] {candidate.name}: note: {row['unreadable']}",
+                              highlight=False, markup=False)
             bar.update(budget_task, completed=time.monotonic() - started)
 
 
@@ -755,6 +877,7 @@ def _record_win(target: Path, row: dict[str, Any], summary: dict[str, Any], rows
                                                               "ece", "accuracy", "n_scored")},
         "held_out_sources": summary["split"].get("test_sources", []),
         "images_per_second": row.get("images_per_second"), "budget_s": summary["budget_s"],
+        **({"warning": summary["warning"]} if summary.get("warning") else {}),
         "leaderboard": [{k: r.get(k) for k in ("rank", "candidate", "kind", "status", "metric")} for r in rows],
     }
     files = {role: target / entry["path"] for role, entry in (card.get("files") or {}).items()}
@@ -769,8 +892,10 @@ def write_autopilot_report(rows: list[dict[str, Any]], summary: dict[str, Any], 
 
     section = leaderboard_html(rows, summary, out)
     if best_row is None:
+        why = summary.get("no_winner") or no_winner_reason(rows, summary["metric"], summary["budget_s"])
         page = (f"<!doctype html><html><head><meta charset='utf-8'><title>autopilot</title></head><body>"
-                f"<h1>Autopilot: no candidate finished</h1>{section}</body></html>")
+                f"<h1>Autopilot: no candidate was ranked</h1><p>{html.escape(why)}; nothing was exported.</p>"
+                f"{section}</body></html>")
         write_text_atomic(out / "report.html", page)
         return
     from synthdetect.evaluate.report import Predictions, compute_metrics, render_html

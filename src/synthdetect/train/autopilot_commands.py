@@ -34,15 +34,17 @@ def register(app: typer.Typer) -> None:
         holdout_sources: Annotated[Optional[list[str]], typer.Option(
             "--holdout-source", help="Source(s) held out for the leaderboard (default: picked by seed).")] = None,
         val_fraction: Annotated[float, typer.Option(help="Share of images in validation sources.")] = 0.15,
-        test_fraction: Annotated[float, typer.Option(help="Share of images in held-out sources.")] = 0.2,
-        seed: Annotated[int, typer.Option(help="Seed for the source split and training.")] = 0,
+        test_fraction: Annotated[float, typer.Option(help="Share of images in held-out sources (unused with "
+                                                               "--holdout-source).")] = 0.2,
+        # min=0: numpy's generator refuses a negative seed, which ended the run in a traceback
+        seed: Annotated[int, typer.Option(min=0, help="Seed for the source split and training.")] = 0,
         threads: Annotated[int, typer.Option(min=0, max=1024, help="Torch threads per candidate (0 = all CPUs).")] = 0,
     ) -> None:
         """Train candidate model kinds within a time budget, rank them on held-out sources, export the best."""
         from synthdetect.cli import fail, state
         from synthdetect.train.autopilot import (AutopilotError, AutopilotInterrupted, FinishInterrupted,
-                                                 default_candidates, leaderboard_table, parse_budget,
-                                                 refuse_unknown_kinds, require_sources, run_autopilot)
+                                                 default_candidates, fraction_problems, leaderboard_table,
+                                                 parse_budget, refuse_unknown_kinds, require_sources, run_autopilot)
         from synthdetect.train.commands import out_dir_problem
         from synthdetect.train.datasets import DatasetError, open_dataset
         from synthdetect.train.splits import SplitError
@@ -53,6 +55,9 @@ def register(app: typer.Typer) -> None:
             if problem:
                 raise AutopilotError(problem)
             budget_s = parse_budget(budget)
+            problems = fraction_problems(val_fraction, test_fraction, _split_list(holdout_sources))
+            if problems:  # before the dataset is read: a big zip took its time to be refused for a typo
+                raise AutopilotError("; ".join(problems))
             refuse_unknown_kinds(_split_list(kinds))
             candidates = default_candidates(_split_list(kinds))
             records = open_dataset(data)
@@ -80,10 +85,12 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"interrupted: the running candidate was stopped{where}", err=True)
             raise typer.Exit(128 + interrupted)  # 130 for Ctrl-C, 143 for SIGTERM
         if result.best is None:
-            typer.echo(f"no candidate finished within {budget_s:.0f} s; nothing exported", err=True)
+            typer.echo(f"{result.summary.get('no_winner') or 'no candidate was ranked'}; nothing exported", err=True)
             raise typer.Exit(1)
         typer.echo(f"best: {result.summary['best']} -> {result.best} (elapsed {result.elapsed_s:.0f} s of "
                    f"{budget_s:.0f} s)")
+        if result.summary.get("warning"):  # after the table, where a user reads: the progress console may be off
+            typer.echo(f"warning: {result.summary['warning']}", err=True)
 
     @app.command()
     def distill(
@@ -102,7 +109,7 @@ def register(app: typer.Typer) -> None:
         # 2x2 poolings end at under 1 px below 8 px, a torch traceback after the teachers had scored everything
         input_size: Annotated[int, typer.Option(min=8, help="Student input size, at least 8 px (CNN students).")] = 128,
         epochs: Annotated[int, typer.Option(min=1, help="Maximum epochs (CNN students).")] = 15,
-        seed: Annotated[int, typer.Option(help="Seed for split and training.")] = 0,
+        seed: Annotated[int, typer.Option(min=0, help="Seed for split and training.")] = 0,
         threads: Annotated[int, typer.Option(min=0, max=1024, help="Torch threads (0 = all CPUs).")] = 0,
     ) -> None:
         """Train one student on the teachers' soft labels (plus hard labels); compare it with each teacher."""
