@@ -446,6 +446,7 @@ def test_one_class_data_is_refused_before_decoding(tmp_path: Path):
     (["--monitor", "foo"], "--monitor 'foo': expected loss, roc_auc or accuracy"),
     (["--batch-size", "0"], "Invalid value for '--batch-size'"),
     (["--epochs", "0"], "Invalid value for '--epochs'"),
+    (["--seed", "-1"], "Invalid value for '--seed'"),  # was numpy's "expected non-negative integer", no option named
     (["--val-fraction", "0"], "--val-fraction 0: expected above 0 and below 1"),
     (["--val-fraction", "0.7", "--test-fraction", "0.5"], "their sum must be below 1"),
     (["--fpr", "2", "--fpr", "0"], "--fpr 2, 0: a false-positive rate is above 0 and below 1"),

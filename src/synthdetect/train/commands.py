@@ -172,7 +172,7 @@ def register(app: typer.Typer) -> None:
         width: Annotated[int, typer.Option(min=1, help="small-cnn/ela-cnn: channels of the first block.")] = 32,
         input_size: Annotated[Optional[int], typer.Option(min=8, help="CNN input side in px (small-cnn 32, ela-cnn 128; at least 8).")] = None,
         max_short_side: Annotated[Optional[int], typer.Option(help="CNN kinds: refuse larger images when serving (0 = no limit; default 2x input).")] = None,
-        seed: Annotated[int, typer.Option(help="Seed for split, init and augmentation.")] = 0,
+        seed: Annotated[int, typer.Option(min=0, help="Seed for split, init and augmentation.")] = 0,
         threads: Annotated[int, typer.Option(min=0, max=1024, help="Torch threads (0 = all CPUs this process may use).")] = 0,
         device: Annotated[str, typer.Option(help="Where the torch loop trains: cpu, cuda, cuda:N or auto (a GPU when torch sees one). The package is scored, calibrated and served on the CPU either way.")] = "cpu",
         precision: Annotated[str, typer.Option(help="Training arithmetic: fp32, or bf16 (bfloat16 autocast for the training forward; 1.7x faster on CPUs with AVX512-BF16 or AMX, slower elsewhere). Validation, calibration and the package stay float32.")] = "fp32",
