@@ -296,3 +296,17 @@ def test_teacher_report_folders_are_never_shared():
 
     dirs = _report_dirs(["a/b", "a_b", "student", "x#2", "x_2", "ok"])
     assert dirs == {"a/b": "a_b", "a_b": "a_b-2", "student": "student-2", "x#2": "x_2", "x_2": "x_2-2", "ok": "ok"}
+
+
+def test_a_refused_distillation_leaves_no_output_folder(tmp_path):
+    from typer.testing import CliRunner
+
+    from synth_data import write_manifest
+    from synthdetect.cli import app
+
+    manifest = write_manifest(tmp_path / "d", {"s0": (4, 4), "s1": (4, 4)}, size=16)  # two sources: the split refuses
+    teacher = write_teacher(tmp_path / "t", "t", 1.0)
+    out = tmp_path / "o"
+    result = CliRunner().invoke(app, ["distill", str(manifest), "--teacher", str(teacher), "-o", str(out)])
+    assert result.exit_code == 2, result.output
+    assert not out.exists()  # an empty OUT was left behind

@@ -625,7 +625,6 @@ def _run_distillation(
     if not 0.0 <= alpha <= 1.0:
         raise DistillError(f"alpha must be between 0 and 1 (got {alpha})")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     threads = set_threads(threads)
     split = split_records(records, "source", val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
                           holdout_sources=holdout_sources)
@@ -637,6 +636,7 @@ def _run_distillation(
             raise DistillError(f"the {part} sources need both AI and human images, and hold {ai} AI and "
                                f"{len(rows) - ai} human; choose other --holdout-source or --val-fraction")
     held_out = sorted(split.held_out_sources)
+    out.mkdir(parents=True, exist_ok=True)  # after the refusals: a refused run left an empty OUT behind
     with explained_interrupts(out, student_kind) as stage:
         loaded = load_teachers(teachers)
         student_dir = out / "student"
