@@ -45,6 +45,15 @@ def _export_all(database: Path, targets: list[Path], say) -> None:
              code=128 + getattr(exc, "signum", signal.SIGINT))  # 130 for Ctrl-C, 143 for SIGTERM
 
 
+def summary_text(summary: dict) -> str:
+    """``--summary-json``'s text.  A file name's byte that is not UTF-8 (in ``passed_over``'s examples) is written
+    ``\\xNN``, as in the exports: ``json.dumps`` wrote it as a lone surrogate escape (``\\udcff``), which strict
+    JSON readers (Rust's serde_json, for one) refuse and others turn into U+FFFD."""
+    from synthdetect.scan.store import displayed
+
+    return json.dumps(displayed(summary), indent=2)
+
+
 def _progress_display(quiet: bool):
     """A Rich progress bar (files/s, ETA, errors) fed by the engine's counters, or None when quiet."""
     if quiet:
@@ -142,10 +151,12 @@ def register(app: typer.Typer) -> None:
         from synthdetect.cli import EXIT_SOME_FAILED, fail, print_note, state
         from synthdetect.images import LoadLimits
         from synthdetect.models import ModelPackageError
-        from synthdetect.scan.engine import ScanOptions
+        from synthdetect.scan.engine import EMPTY_SOURCE_HINT, ScanOptions
         from synthdetect.scan.sources import STDIN_LIST, PassedOver
         from synthdetect.scan.store import EXPORT_FORMATS, StoreError, check_export_target, connect, is_sqlite_file
 
+        if "" in sources:  # `scan "$DIR"` with DIR unset: normpath("") is ".", and the working folder was walked
+            fail(f"an empty SOURCE (\"\") names no file or folder{EMPTY_SOURCE_HINT}")
         if STDIN_LIST in sources and sys.stdin is None:  # `scan - <&-`: there is no list to read
             fail("- reads the list of paths from standard input, which is closed here")
         if out.suffix.lstrip(".").lower() in EXPORT_FORMATS and not is_sqlite_file(out):
@@ -167,6 +178,7 @@ def register(app: typer.Typer) -> None:
             draft=draft, draft_factor=draft_factor, all_files=all_files, follow_links=follow_links,
             use_evidence=not no_evidence,
             limits=LoadLimits(max_pixels=max_pixels, max_bytes=max_bytes), prune=prune,
+            exclude=tuple(str(target) for target in export or []),
         )
         console = Console(stderr=True)
         display = _progress_display(state["quiet"])
@@ -194,14 +206,14 @@ def register(app: typer.Typer) -> None:
                 display[0].stop()
             partial = getattr(exc, "summary", None)
             if summary_json and partial:  # a script still learns what this run did ("interrupted": true)
-                typer.echo(json.dumps(partial, indent=2))
+                typer.echo(summary_text(partial))
             console.print("interrupted: every committed row is kept; run the same command to continue")
             raise typer.Exit(128 + getattr(exc, "signum", signal.SIGINT))  # 130 for Ctrl-C, 143 for SIGTERM
         if display:
             display[0].stop()
         _export_all(out, list(export or []), lambda line: print_note(line, console))
         if summary_json:
-            typer.echo(json.dumps(summary, indent=2))
+            typer.echo(summary_text(summary))
         for line in PassedOver.lines_of(summary.get("passed_over")):  # even with -q: never a silent skip
             print_note(line, console)
         if not state["quiet"]:

@@ -122,7 +122,7 @@ def decode_file(
         else:
             digest = hashlib.sha256(raw).hexdigest()
             if cache is not None and fingerprint:
-                hit = cached_verdict(cache, digest, fingerprint)
+                hit = _cache_lookup(cache, digest, fingerprint)
                 if hit is not None:
                     return Decoded(path, stamp, cached=hit[0], original_size=hit[1])
             image = load_image(raw, limits, name=path, draft_size=draft_size)
@@ -134,6 +134,16 @@ def decode_file(
     original = (w0, h0) if w0 * h0 != w * h else None  # decoded at reduced size (draft mode)
     return Decoded(path, stamp, image=image, original_size=original,
                    load_ms=(time.perf_counter() - started) * 1000, sha256=digest)
+
+
+def _cache_lookup(cache: sqlite3.Connection, digest: str, fingerprint: str):
+    """The cached verdict for these bytes, or None when the cache cannot be read (a damaged page, a lock): the
+    cache only saves work, and its failure had become this file's ``decoder_error`` row, a content error that
+    no resume retries, so a good image stayed unjudged for good."""
+    try:
+        return cached_verdict(cache, digest, fingerprint)
+    except sqlite3.Error:
+        return None
 
 
 def _read_regular_file(path: str, limits: LoadLimits) -> bytes | None:

@@ -29,6 +29,7 @@ import multiprocessing as mp
 import os
 import queue
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -42,7 +43,8 @@ from synthdetect.images import ImageLoadError, LoadLimits
 from synthdetect.interrupts import sigterm_raises
 from synthdetect.scan.decode import Decoded, decode_file
 from synthdetect.scan.sources import Candidate, PassedOver, database_files, iter_candidates
-from synthdetect.scan.store import CONTENT_ERROR_KINDS, FileStamp, ResultStore, connect, path_key, verdict_row
+from synthdetect.scan.store import (CONTENT_ERROR_KINDS, FileStamp, ResultStore, connect, database_failed,
+                                    path_key, verdict_row)
 
 _log = logging.getLogger(__name__)
 
@@ -52,6 +54,9 @@ RESUME_CHUNK = 256
 PARENT_CHECK_S = 1.0
 #: What the pool's reader thread hands on: a worker's result, or word that its pipe ended (it died).
 RESULT, GONE = "result", "gone"
+#: Why an empty source is refused: ``os.path.normpath("")`` is ".", so ``scan "$DIR"`` with DIR unset walked the
+#: working folder (a home folder: every photo in it) instead of saying the variable was empty.
+EMPTY_SOURCE_HINT = " (is a shell variable unset?); name the folder, or . for the working folder"
 
 
 class ScanInterrupted(KeyboardInterrupt):
@@ -83,6 +88,9 @@ class ScanOptions:
     #: A batch is also sent to the model once its inputs hold this many bytes (bounded memory for big photos).
     max_batch_bytes: int = 144_000_000
     prune: bool = False  # first drop rows whose file no longer exists
+    #: Files this scan writes besides its database (``--export`` targets): never judged, as the database is not.
+    #: With ``--all-files`` a rerun had judged its own CSV export into a ``not_an_image`` row, exit code 3.
+    exclude: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name, least in (("workers", 0), ("threads", 0), ("batch_size", 1), ("queue_per_worker", 1)):
@@ -214,9 +222,9 @@ def _worker_main(wid: int, tasks: Any, results: Connection, inherited: list[Conn
             continue
         if task is None:
             break
-        seq, path, size, mtime, problem = task
+        seq, path, stamp, problem = task
         current[wid] = seq  # read by the main process if this worker dies on this file
-        decoded = decode_file(path, FileStamp(size, mtime), limits, draft_size=draft_size,
+        decoded = decode_file(path, FileStamp(*stamp), limits, draft_size=draft_size,
                               cache=cache, fingerprint=fingerprint, problem=problem).examine(detector)
         try:
             results.send((seq, decoded.to_bytes()))
@@ -356,17 +364,28 @@ ProgressHook = Callable[[ScanCounters, bool], None]
 
 
 def resume_filter(candidates: Iterable[Candidate], db_path: str | Path, fingerprint: str,
-                  rescore: bool, counters: ScanCounters) -> Iterable[Candidate]:
-    """Drop files whose row is already there for this detector, unchanged since (unless rescoring)."""
-    conn = connect(db_path, readonly=True)
+                  rescore: bool, counters: ScanCounters, rescored_since: str | None = None) -> Iterable[Candidate]:
+    """Drop files whose row is already there for this detector, unchanged since (unless rescoring).
+
+    ``rescored_since``: when a ``--rescore`` began (see :meth:`ResultStore.begin_rescore`); rows written since
+    then were rescored already, by this scan's earlier, interrupted run, and are not judged again.
+
+    A database that cannot be read (a damaged page) is one :class:`StoreError`, not a traceback."""
+    try:
+        conn = connect(db_path, readonly=True)
+    except sqlite3.Error as exc:
+        raise database_failed(db_path, exc) from exc
     try:
         chunk: list[Candidate] = []
 
         def pending(chunk: list[Candidate]) -> list[Candidate]:
-            if rescore:
+            if rescore and rescored_since is None:
                 return chunk
-            done = _done(conn, [c.path for c in chunk], fingerprint)
-            keep = [c for c in chunk if done.get(c.path) != c.stamp or c.stamp.size is None]
+            try:
+                done = _done(conn, [c.path for c in chunk], fingerprint, rescored_since if rescore else None)
+            except sqlite3.Error as exc:
+                raise database_failed(db_path, exc) from exc
+            keep = [c for c in chunk if c.path not in done or not done[c.path].same_file(c.stamp)]
             counters.skipped += len(chunk) - len(keep)
             return keep
 
@@ -382,16 +401,19 @@ def resume_filter(candidates: Iterable[Candidate], db_path: str | Path, fingerpr
         conn.close()
 
 
-def _done(conn: Any, paths: Sequence[str], fingerprint: str) -> dict[str, FileStamp]:
+def _done(conn: Any, paths: Sequence[str], fingerprint: str, since: str | None = None) -> dict[str, FileStamp]:
     """Stamps of the rows that need no second look: judged, or refused for their content (which a retry
     with the same bytes would refuse again).  Other error rows (unreadable, not found, not a regular file,
-    a crashed decoder) are tried again on every resume."""
+    a crashed decoder) are tried again on every resume.  ``since``: only rows written after that second (one
+    written in that very second may predate it, so it is judged again: at worst a second's work done twice)."""
     keys = {path_key(p): p for p in paths}
     content = tuple(sorted(CONTENT_ERROR_KINDS))
-    query = (f"SELECT path, size, mtime_ns FROM results WHERE fingerprint = ? "
+    query = (f"SELECT path, size, mtime_ns, ctime_ns FROM results WHERE fingerprint = ? "
              f"AND (error IS NULL OR error_kind IN ({', '.join('?' for _ in content)})) "
+             f"{'AND scanned_at > ? ' if since is not None else ''}"
              f"AND path IN ({', '.join('?' for _ in keys)})")
-    return {keys[k]: FileStamp(s, m) for k, s, m in conn.execute(query, (fingerprint, *content, *keys))}
+    params = (fingerprint, *content, *(() if since is None else (since,)), *keys)
+    return {keys[k]: FileStamp(s, m, c) for k, s, m, c in conn.execute(query, params)}
 
 
 def judge_batch(detector: Any, batch: Sequence[Decoded]) -> list[dict[str, Any]]:
@@ -435,6 +457,8 @@ def run_scan(
 ) -> dict[str, Any]:
     """Scan ``sources`` into the SQLite database ``out``; returns the summary (also stored in ``runs``)."""
     options = options or ScanOptions()
+    if any(str(source) == "" for source in sources):
+        raise ValueError(f'an empty source ("") names no file or folder{EMPTY_SOURCE_HINT}')
     out = Path(out)
     workers = options.workers or available_cpus()
     store = ResultStore(out)
@@ -448,6 +472,16 @@ def run_scan(
     draft_size = draft_size_for(detector.model, options.draft_factor) if options.draft else None
     fingerprint = detector_fingerprint(detector, draft_size)
     run_id = store.start_run(json.dumps(list(map(str, sources))), options.model, "local")
+    # `--rescore` interrupted and run again continues, as any scan does: it had judged every file from the first
+    # again, so a rescore of a large collection under a batch system's time limit never finished.
+    # A scan without --rescore in between ends any unfinished rescore, so a later --rescore judges every file.
+    rescore_key = rescore_since = None
+    if options.rescore:
+        named = hashlib.sha256(json.dumps(list(map(str, sources))).encode()).hexdigest()[:16]
+        rescore_key = f"rescore:{fingerprint}:{named}"
+        rescore_since = store.begin_rescore(rescore_key)
+    else:
+        store.end_rescore()
     global _FORKED_DETECTOR
     detector.model.ready()  # build lazy sessions once, here, not in every forked worker
     _FORKED_DETECTOR = detector if ctx.get_start_method() == "fork" else None
@@ -463,13 +497,13 @@ def run_scan(
     def discover() -> None:
         try:
             seq = 0
-            found = iter_candidates(sources, options.all_files, counters.passed_over, exclude=database_files(out),
-                                    follow_links=options.follow_links)
-            for cand in resume_filter(found, out, fingerprint, options.rescore, counters):
+            found = iter_candidates(sources, options.all_files, counters.passed_over,
+                                    exclude=[*database_files(out), *options.exclude], follow_links=options.follow_links)
+            for cand in resume_filter(found, out, fingerprint, options.rescore, counters, rescore_since):
                 with lock:
                     inflight[seq] = (cand.path, cand.stamp)
                     counters.queued += 1
-                task = (seq, cand.path, cand.stamp.size, cand.stamp.mtime_ns, cand.problem)
+                task = (seq, cand.path, (cand.stamp.size, cand.stamp.mtime_ns, cand.stamp.ctime_ns), cand.problem)
                 while not stop.is_set():
                     try:
                         pool.tasks.put(task, timeout=0.2)
@@ -589,6 +623,8 @@ def run_scan(
         "interrupted": interrupted is not None, "database_totals": store.totals(),
     }
     store.finish_run(run_id, summary)
+    if rescore_key is not None and interrupted is None:
+        store.end_rescore(rescore_key)  # done: the next --rescore judges every file again
     store.close()
     if progress:
         progress(counters, True)

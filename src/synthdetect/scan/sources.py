@@ -14,8 +14,11 @@ instead (decided here from ``os.stat``, before any worker opens it).
 
 from __future__ import annotations
 
+import codecs
+import errno
 import glob
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +36,27 @@ STDIN_LIST = "-"
 #: A list file's or standard input's bytes that are not UTF-8 (a Latin-1 file name) are kept as surrogates,
 #: so the path opens the very file named and the store keeps it losslessly.
 LIST_ERRORS = "surrogateescape"
+
+
+#: Bytes a list of paths hardly ever holds (control characters other than tab, newline, CR, VT, FF; NUL separates
+#: names); binary data is full of them.  An image read as a list had become thousands of ``not_found`` rows.
+_BINARY = re.compile(rb"[\x01-\x08\x0e-\x1f]")
+_UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+
+
+def _looks_binary(block: bytes) -> bool:
+    """Whether a block of a list is binary data: more than four control characters and more than one byte in 64
+    (a stray one is a strange name, not data), or four NULs in a row (``find -print0`` never writes an empty name)."""
+    controls = len(_BINARY.findall(block))
+    return (controls > 4 and controls * 64 > len(block)) or b"\0\0\0\0" in block
+
+
+class NotAListError(OSError):
+    """What was read as a list of paths is binary data (an image, an archive); an ``OSError`` so that every
+    reader of a list (``detect --files-from`` too) reports it as it reports a list it cannot open."""
+
+    def __init__(self, reason: str):
+        super().__init__(errno.EINVAL, reason)
 
 
 @dataclass(frozen=True)
@@ -112,7 +136,7 @@ def inspect(path: str) -> Candidate:
         if reason == "file not found":
             return Candidate(path, FileStamp(None, None))  # the decode worker says "file not found"
         return Candidate(path, FileStamp(None, None), (kind, reason))
-    return Candidate(path, FileStamp(st.st_size, st.st_mtime_ns), (kind, reason) if kind else None)
+    return Candidate(path, FileStamp(st.st_size, st.st_mtime_ns, st.st_ctime_ns), (kind, reason) if kind else None)
 
 
 def first_visit(folder: str, visited: set[str], passed_over: PassedOver | None) -> bool:
@@ -192,16 +216,30 @@ def iter_list_stream(stream: BinaryIO, base: Path | None = None, chunk: int = 1 
     """The paths of a list read as bytes: one per line (as :func:`iter_listed_paths`), or NUL-separated as
     ``find -print0`` writes them, the only way to list a name that holds a newline.  A list is NUL-separated
     when the first block read holds a NUL; then each name is taken exactly as written (no stripping, no
-    comments; only blank entries are skipped).  Blocks are handled as they arrive, so a piped list streams."""
+    comments; only blank entries are skipped).  Blocks are handled as they arrive, so a piped list streams.
+
+    A list in UTF-16 with its byte-order mark (what Windows PowerShell's ``>`` writes) is read as text: its
+    zero bytes had made it a NUL-separated list of single letters.  Binary data (an image given as the list)
+    raises :class:`NotAListError` instead of becoming one ``not_found`` path per run of bytes."""
     read = getattr(stream, "read1", stream.read)
     separator: bytes | None = None
     pending = b""
     first = True
+    utf16 = None  # an incremental decoder once the list is known to be UTF-16
     while True:
         block = read(chunk)
+        eof = not block
         if first and block:  # a list saved by Windows Notepad starts with a byte-order mark
-            block, first = block.removeprefix(b"\xef\xbb\xbf"), False
-        if block:
+            first = False
+            if block.startswith(_UTF16_BOMS):
+                utf16 = codecs.getincrementaldecoder("utf-16")(errors="replace")
+            block = block.removeprefix(b"\xef\xbb\xbf")
+        if utf16 is not None:  # as UTF-8 from here on (the decoder drops the mark)
+            block = utf16.decode(block, final=eof).encode("utf-8", LIST_ERRORS)
+        if _looks_binary(block):
+            raise NotAListError("not a list of paths: it holds binary data (is it an image? a list has one path "
+                                "per line)")
+        if not eof:
             pending += block
             if separator is None:
                 if b"\0" in pending:
@@ -218,7 +256,7 @@ def iter_list_stream(stream: BinaryIO, base: Path | None = None, chunk: int = 1 
             yield from (listed_path(t, base) for t in texts if t.strip())  # not the newline `echo` may add
         else:
             yield from iter_listed_paths(texts, base)
-        if not block:
+        if eof:
             return
 
 
@@ -231,8 +269,11 @@ def read_list_file(path: str, all_files: bool = False, passed_over: PassedOver |
                         ("unreadable", f"cannot read this list of paths ({exc.strerror or exc})"))
         return
     with handle:
-        yield from expand_listed(iter_list_stream(handle, Path(path).parent), all_files, passed_over, excluded,
-                                 follow_links)
+        try:
+            yield from expand_listed(iter_list_stream(handle, Path(path).parent), all_files, passed_over, excluded,
+                                     follow_links)
+        except NotAListError as exc:  # the list's own error row, after any paths read before the binary data
+            yield Candidate(path, FileStamp(None, None), ("unreadable", exc.strerror))
 
 
 def expand_listed(paths: Iterable[str], all_files: bool = False, passed_over: PassedOver | None = None,
@@ -264,7 +305,10 @@ def stdin_listed_paths() -> Iterator[str]:
 def _expand(source: str, all_files: bool, passed_over: PassedOver, excluded: "_Exclusions",
             follow_links: bool = False) -> Iterator[Candidate]:
     if source == STDIN_LIST:  # streamed: a list of millions of paths is never held whole
-        yield from expand_listed(stdin_listed_paths(), all_files, passed_over, excluded, follow_links)
+        try:
+            yield from expand_listed(stdin_listed_paths(), all_files, passed_over, excluded, follow_links)
+        except NotAListError as exc:  # `scan - < photo.jpg`: one row for standard input, as for a list file
+            yield Candidate(STDIN_LIST, FileStamp(None, None), ("unreadable", f"standard input: {exc.strerror}"))
         return
     source = os.path.normpath(source)
     if os.path.isdir(source):

@@ -34,6 +34,11 @@ COLUMNS = (
     "verdict",
 )
 
+#: Stored after :data:`COLUMNS` and never exported: the file's inode change time when it was found, so that a
+#: resume notices a file replaced by another of the same size and mtime (added to databases that lack it).
+STAMP_COLUMNS = ("ctime_ns",)
+STORED_COLUMNS = COLUMNS + STAMP_COLUMNS
+
 _CREATE = """
 CREATE TABLE IF NOT EXISTS results (
     path TEXT PRIMARY KEY,
@@ -55,7 +60,8 @@ CREATE TABLE IF NOT EXISTS results (
     detector TEXT NOT NULL,
     fingerprint TEXT NOT NULL,
     scanned_at TEXT NOT NULL,
-    verdict TEXT NOT NULL
+    verdict TEXT NOT NULL,
+    ctime_ns INTEGER
 );
 CREATE INDEX IF NOT EXISTS results_sha256 ON results (sha256, fingerprint);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -71,9 +77,9 @@ CREATE TABLE IF NOT EXISTS runs (
 """
 
 _UPSERT = (
-    f"INSERT INTO results ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)}) "
+    f"INSERT INTO results ({', '.join(STORED_COLUMNS)}) VALUES ({', '.join('?' for _ in STORED_COLUMNS)}) "
     f"ON CONFLICT(path) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in COLUMNS if c != "path")
+    + ", ".join(f"{c} = excluded.{c}" for c in STORED_COLUMNS if c != "path")
 )
 
 
@@ -128,10 +134,19 @@ def utc_now() -> str:
 
 @dataclass(frozen=True)
 class FileStamp:
-    """What the resume check compares: a file is unchanged when size and mtime match."""
+    """What the resume check compares (:meth:`same_file`): size, mtime and, where known, the inode change time."""
 
     size: int | None
     mtime_ns: int | None
+    #: ``st_ctime_ns``: changed by every write or rename and never set back (``touch -r``, ``cp -p``, ``rsync -a``
+    #: and archives restore mtimes, so another image of the same size could take a file's place unnoticed).
+    ctime_ns: int | None = None
+
+    def same_file(self, found: "FileStamp") -> bool:
+        """Whether ``found`` (a stat now) shows the file this stamp was taken of, unchanged.  A stamp stored
+        without a change time (older databases, the Ray engine) is compared by size and mtime alone."""
+        return (self.size is not None and (self.size, self.mtime_ns) == (found.size, found.mtime_ns)
+                and (self.ctime_ns is None or self.ctime_ns == found.ctime_ns))
 
 
 def verdict_row(verdict: dict[str, Any], stamp: FileStamp, detector: str, fingerprint: str,
@@ -149,7 +164,7 @@ def verdict_row(verdict: dict[str, Any], stamp: FileStamp, detector: str, finger
         model.get("p_ai"),
         json.dumps(verdict.get("evidence") or []), width, height, image.get("format"),
         verdict.get("error"), verdict.get("error_kind"), detector, fingerprint, utc_now(),
-        json.dumps(verdict, separators=(",", ":")),
+        json.dumps(verdict, separators=(",", ":")), stamp.ctime_ns,
     )
 
 
@@ -174,17 +189,27 @@ def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.executescript(_CREATE)
+        present = {row[1] for row in conn.execute("PRAGMA table_info(results)")}
+        for column in STAMP_COLUMNS:  # a database written before the column existed
+            if column not in present:
+                conn.execute(f"ALTER TABLE results ADD COLUMN {column} INTEGER")
     except sqlite3.OperationalError as exc:  # unwritable folder or file, full disk, locked
         conn.close()
         raise StoreError(f"{path}: cannot write the results database ({exc})") from exc
     except sqlite3.DatabaseError as exc:
         conn.close()
+        if _primary_code(exc) == sqlite3.SQLITE_CORRUPT:
+            raise database_failed(path, exc) from exc
         raise StoreError(f"{path}: not a synthdetect scan database ({exc})") from exc
-    version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    if version is None:
-        with conn:
-            conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-    elif int(version[0]) != SCHEMA_VERSION:
+    try:  # a damaged page can first show here, past the schema: one line, not a traceback
+        version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if version is None:
+            with conn:
+                conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+    except sqlite3.Error as exc:
+        conn.close()
+        raise database_failed(path, exc) from exc
+    if version is not None and str(version[0]) != str(SCHEMA_VERSION):
         conn.close()
         raise StoreError(f"{path}: scan database schema {version[0]}, this synthdetect reads {SCHEMA_VERSION}")
     return conn
@@ -224,10 +249,24 @@ def _connect_readonly(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def _write_failed(path: Path, exc: sqlite3.Error) -> StoreError:
-    """A failed write (full disk, I/O error, locked past the timeout) as one line that says nothing is lost."""
-    return StoreError(f"{path}: cannot write the results database ({exc}); every row committed before is kept: "
-                      f"fix that and run the same command to continue")
+def _primary_code(exc: sqlite3.Error) -> int | None:
+    """SQLite's primary result code (``SQLITE_CORRUPT``), whatever extended code (``SQLITE_CORRUPT_INDEX``) came."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return None if code is None else code & 0xFF
+
+
+def database_failed(path: str | Path, exc: sqlite3.Error) -> StoreError:
+    """A failed read or write as one line.  A full disk, an I/O error or a lock held past the timeout loses
+    nothing committed; a damaged file (``database disk image is malformed``) is said to be damaged, since
+    running the same command again cannot fix it."""
+    code = _primary_code(exc)
+    if code == sqlite3.SQLITE_NOTADB:
+        return StoreError(f"{path}: not a synthdetect scan database ({exc})")
+    if code == sqlite3.SQLITE_CORRUPT:
+        return StoreError(f"{path}: the results database is damaged ({exc}); scan into a new --out file "
+                          f"(sqlite3's .recover command may save the rows it still holds)")
+    return StoreError(f"{path}: cannot write the results database ({exc}); every row committed before is "
+                      f"kept: fix that and run the same command to continue")
 
 
 class ResultStore:
@@ -254,8 +293,8 @@ class ResultStore:
         try:
             with self.conn:
                 self.conn.executemany(_UPSERT, [_storable(row) for row in rows])
-        except sqlite3.OperationalError as exc:
-            raise _write_failed(self.path, exc) from exc
+        except sqlite3.Error as exc:  # also a damaged file (DatabaseError), not only a full disk
+            raise database_failed(self.path, exc) from exc
 
     def start_run(self, source: str, detector: str, engine: str) -> int:
         try:
@@ -264,8 +303,8 @@ class ResultStore:
                     "INSERT INTO runs (started_at, source, detector, engine) VALUES (?, ?, ?, ?)",
                     (utc_now(), source, detector, engine),
                 )
-        except sqlite3.OperationalError as exc:
-            raise _write_failed(self.path, exc) from exc
+        except sqlite3.Error as exc:  # also a damaged file (DatabaseError), not only a full disk
+            raise database_failed(self.path, exc) from exc
         return int(cur.lastrowid)
 
     def finish_run(self, run_id: int, summary: dict[str, Any]) -> None:
@@ -273,26 +312,58 @@ class ResultStore:
             with self.conn:
                 self.conn.execute("UPDATE runs SET finished_at = ?, summary = ? WHERE id = ?",
                                   (utc_now(), json.dumps(summary), run_id))
-        except sqlite3.OperationalError as exc:
-            raise _write_failed(self.path, exc) from exc
+        except sqlite3.Error as exc:  # also a damaged file (DatabaseError), not only a full disk
+            raise database_failed(self.path, exc) from exc
+
+    def begin_rescore(self, key: str) -> str:
+        """When the ``--rescore`` named ``key`` began: an unfinished one's time (it goes on), else now (recorded)."""
+        try:
+            with self.conn:
+                self.conn.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (key, utc_now()))
+                return str(self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0])
+        except sqlite3.Error as exc:
+            raise database_failed(self.path, exc) from exc
+
+    def end_rescore(self, key: str | None = None) -> None:
+        """Forget the ``--rescore`` named ``key`` (finished), or every unfinished one (``None``)."""
+        try:
+            with self.conn:
+                if key is None:
+                    self.conn.execute("DELETE FROM meta WHERE key LIKE 'rescore:%'")
+                else:
+                    self.conn.execute("DELETE FROM meta WHERE key = ?", (key,))
+        except sqlite3.Error as exc:
+            raise database_failed(self.path, exc) from exc
 
     # -- reading ----------------------------------------------------------------------------
     def count(self) -> int:
         return int(self.conn.execute("SELECT COUNT(*) FROM results").fetchone()[0])
 
     def totals(self) -> dict[str, Any]:
-        labels = dict(self.conn.execute(
-            "SELECT label, COUNT(*) FROM results WHERE error IS NULL GROUP BY label").fetchall())
-        errors = dict(self.conn.execute(
-            "SELECT error_kind, COUNT(*) FROM results WHERE error IS NOT NULL GROUP BY error_kind").fetchall())
-        return {"rows": self.count(), "labels": labels, "errors": errors}
+        try:
+            labels = dict(self.conn.execute(
+                "SELECT label, COUNT(*) FROM results WHERE error IS NULL GROUP BY label").fetchall())
+            errors = dict(self.conn.execute(
+                "SELECT error_kind, COUNT(*) FROM results WHERE error IS NOT NULL GROUP BY error_kind").fetchall())
+            return {"rows": self.count(), "labels": labels, "errors": errors}
+        except sqlite3.Error as exc:
+            raise database_failed(self.path, exc) from exc
 
     def rows(self) -> Iterator[dict[str, Any]]:
         return _iter_rows(self.conn)
 
     def prune_missing(self, chunk: int = 10_000) -> tuple[int, str | None]:
         """Delete rows whose file no longer exists (a relative path is looked up from the working directory);
-        returns how many, and one example.  Walked by rowid so millions of rows are never held at once."""
+        returns how many, and one example.  Walked by rowid so millions of rows are never held at once.
+
+        A delete that fails (another scan holding the database past the timeout, a full disk, a damaged file)
+        is one :class:`StoreError`, like a failed batch: it had ended ``scan --prune`` with a traceback."""
+        try:
+            return self._prune_missing(chunk)
+        except sqlite3.Error as exc:
+            raise database_failed(self.path, exc) from exc
+
+    def _prune_missing(self, chunk: int) -> tuple[int, str | None]:
         pruned, example, last = 0, None, 0
         while True:
             batch = self.conn.execute("SELECT rowid, path FROM results WHERE rowid > ? ORDER BY rowid LIMIT ?",
@@ -344,6 +415,8 @@ def export(db_path: str | Path, out: str | Path, fmt: str | None = None) -> int:
     except sqlite3.Error as exc:
         if conn is not None:
             conn.close()
+        if _primary_code(exc) == sqlite3.SQLITE_CORRUPT:
+            raise database_failed(db_path, exc) from exc
         raise StoreError(f"{db_path}: not a synthdetect scan database ({exc})") from exc
     if version is not None and version[0] != str(SCHEMA_VERSION):
         conn.close()
@@ -359,6 +432,8 @@ def export(db_path: str | Path, out: str | Path, fmt: str | None = None) -> int:
         return n
     except OSError as exc:
         raise StoreError(f"{out}: cannot write ({exc.strerror or exc})") from exc
+    except sqlite3.Error as exc:  # a damaged page met halfway through the rows; nothing is written to ``out``
+        raise StoreError(f"{db_path}: cannot read every row ({exc}); nothing was written to {out}") from exc
     finally:
         conn.close()
         partial.unlink(missing_ok=True)
@@ -381,6 +456,11 @@ def check_export_target(out: str | Path, fmt: str | None = None, database: str |
         raise StoreError(f"{out}: is a folder")
     if not os.access(folder, os.W_OK):
         raise StoreError(f"{out}: folder {folder} is not writable")
+    if fmt == "parquet":  # said now: `scan --export x.parquet` had scanned for an hour, then failed on the import
+        try:
+            import pyarrow.parquet  # noqa: F401
+        except ImportError as exc:
+            raise StoreError(f"{out}: Parquet export needs pyarrow: pip install 'synthdetect[scan]'") from exc
 
 
 def _iter_rows(conn: sqlite3.Connection) -> Iterator[dict[str, Any]]:
@@ -396,15 +476,15 @@ def _exported(row: dict[str, Any]) -> dict[str, Any]:
     return {c: display_text(row[c]) if c == "path" else row[c] for c in FLAT_COLUMNS}
 
 
-def _displayed(value: Any) -> Any:
+def displayed(value: Any) -> Any:
     """A verdict with every text valid UTF-8: a file name's stray byte in an error message is ``\\xNN``, as in
     the columns, not a lone surrogate escape (``\\udcff``) that strict JSON readers refuse."""
     if isinstance(value, str):
         return display_text(value)
     if isinstance(value, list):
-        return [_displayed(v) for v in value]
+        return [displayed(v) for v in value]
     if isinstance(value, dict):
-        return {k: _displayed(v) for k, v in value.items()}
+        return {k: displayed(v) for k, v in value.items()}
     return value
 
 
@@ -425,7 +505,7 @@ def _export_jsonl(rows: Iterable[dict[str, Any]], out: Path) -> int:
         for row in rows:
             record = _exported(row)
             record["evidence"] = json.loads(row["evidence"]) if row["evidence"] else []
-            record["verdict"] = _displayed(json.loads(row["verdict"]))
+            record["verdict"] = displayed(json.loads(row["verdict"]))
             record["verdict"]["file"] = record["path"]
             handle.write(json.dumps(record) + "\n")
             n += 1
