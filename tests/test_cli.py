@@ -404,3 +404,13 @@ def test_images_a_dataset_leaves_out_are_said_even_with_quiet(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert "2 image file(s) are under no class folder and were left out, e.g. misc/0.png" in run.stderr
+
+
+def test_an_empty_path_is_refused_instead_of_walking_the_working_folder(tmp_path, monkeypatch):
+    from synthdetect.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "photo.png").write_bytes(b"\x89PNG not really")
+    result = CliRunner().invoke(app, ["detect", ""])
+    assert result.exit_code == 2 and 'an empty path ("") names no file or folder' in result.output
+    assert "photo.png" not in result.output  # the working folder was walked and judged

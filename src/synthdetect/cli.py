@@ -233,6 +233,9 @@ def gather_inputs(paths: list[str], files_from: str | None, all_files: bool, fol
     from synthdetect.api import expand_paths, missing_problem
     from synthdetect.scan.sources import PassedOver, covered_by, iter_list_stream, stdin_listed_paths
 
+    if "" in paths:  # `detect "$DIR"` with DIR unset: Path("") is the working folder, which was walked whole
+        fail('an empty path ("") names no file or folder (is a shell variable unset?); name the folder, or . for '
+             'the working folder')
     if paths.count("-") > 1:
         fail("- (one image from standard input) can be given only once")
     if files_from == "-" and "-" in paths:
