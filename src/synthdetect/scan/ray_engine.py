@@ -117,10 +117,12 @@ class JudgeFiles:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         seqs = [int(s) for s in batch["seq"]]
         decoded = []
-        for seq, path, stamped, size, mtime, kind, reason in zip(
-                seqs, batch["path"], batch["stamped"], batch["size"], batch["mtime_ns"], batch["problem_kind"],
+        for seq, path, stamped, size, mtime, ctime, kind, reason in zip(
+                seqs, batch["path"], batch["stamped"], batch["size"], batch["mtime_ns"], batch["ctime_ns"],
+                batch["problem_kind"],
                 batch["problem_reason"]):
-            stamp = FileStamp(int(size), int(mtime)) if stamped else FileStamp(None, None)
+            stamp = (FileStamp(int(size), int(mtime), None if int(ctime) < 0 else int(ctime)) if stamped
+                     else FileStamp(None, None))
             path = os.fsdecode(path) if isinstance(path, bytes) else str(path)  # bytes: any file name survives
             decoded.append(self._decode(f"{seq}.decode", path, stamp, (str(kind), str(reason)) if kind else None))
         verdicts = self._judge(seqs, decoded)
@@ -241,8 +243,8 @@ def run_ray_scan(
         with sigterm_raises(ScanInterrupted):
             if options.prune:
                 counters.pruned, prune_example = store.prune_missing()
-            found = iter_candidates(sources, options.all_files, counters.passed_over, exclude=database_files(out),
-                                    follow_links=options.follow_links)
+            found = iter_candidates(sources, options.all_files, counters.passed_over,
+                                    exclude=[*database_files(out), *options.exclude], follow_links=options.follow_links)
             pending = resume_filter(found, out, fingerprint, options.rescore, counters)
             while True:
                 chunk = list(islice(pending, CHUNK))
@@ -296,6 +298,8 @@ def _judge_chunk(ray: Any, chunk: list[Candidate], first_seq: int, actors: int, 
         stamped = c.stamp.size is not None and c.stamp.mtime_ns is not None  # a stamp may be negative (pre-1970)
         items.append({"seq": seq, "path": os.fsencode(c.path), "stamped": stamped,
                       "size": c.stamp.size if stamped else 0, "mtime_ns": c.stamp.mtime_ns if stamped else 0,
+                      # -1: no change time (a block's column needs one type); stored as NULL, compared as before
+                      "ctime_ns": c.stamp.ctime_ns if stamped and c.stamp.ctime_ns is not None else -1,
                       "problem_kind": c.problem[0] if c.problem else "",
                       "problem_reason": c.problem[1] if c.problem else ""})
     pool = min(actors, len(items))  # never more actors than blocks: Ray warns about idle ones
