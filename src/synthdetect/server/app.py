@@ -15,7 +15,7 @@ import time
 from contextlib import asynccontextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Any, AsyncIterator, Literal
+from typing import Any, AsyncIterator, Awaitable, Literal, TypeVar
 from urllib.parse import quote
 
 from fastapi import FastAPI, Query, Request
@@ -26,6 +26,8 @@ from fastapi_offline import FastAPIOffline
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.routing import Match
 
 from synthdetect import __version__
 from synthdetect.api import Detector
@@ -33,7 +35,7 @@ from synthdetect.explain import METHODS, explain_loaded
 from synthdetect.explain.maps import torch_twin
 from synthdetect.explain.render import png_bytes
 from synthdetect.images import ImageLoadError, load_image
-from synthdetect.server.forms import client_name, disposition_filename, image_parts
+from synthdetect.server.forms import client_name, disposition_filename, image_parts, looks_like_form
 from synthdetect.server.limits import (
     BodyLimitMiddleware,
     RequestLogMiddleware,
@@ -45,6 +47,7 @@ from synthdetect.server.limits import (
 from synthdetect.verdict import SCHEMA, SIGNALS, STRENGTHS, Label, Verdict
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+T = TypeVar("T")
 
 #: HTTP status for each ``ImageLoadError.kind`` when no file of a request could be judged.
 LOAD_ERROR_STATUS = {
@@ -196,9 +199,9 @@ UPLOAD_ERRORS = {
     400: "bad_multipart: a malformed multipart body",
     408: "upload_timeout: the upload did not finish within the request timeout",
     413: "body_too_large, too_many_files, too_large (one file), too_many_pixels",
-    415: "unsupported_media_type (neither an image nor a multipart body, or a Content-Encoding such as gzip), "
-         "not_an_image, unsupported_format",
-    422: "no_files, empty, corrupt, truncated, invalid_request (a bad query parameter)",
+    415: "unsupported_media_type (neither an image nor a multipart body, a multipart form sent under another "
+         "type, or a Content-Encoding such as gzip), not_an_image, unsupported_format",
+    422: "no_files, empty, corrupt, truncated, invalid_request (a bad query parameter, or one given twice)",
     500: "internal: a bug; quote the request_id. model_error: the model failed on every file",
     503: "busy: every worker busy and the queue full; retry after Retry-After seconds",
     504: "timeout: nothing judged within the request timeout (files not reached after others were judged "
@@ -232,6 +235,11 @@ async def read_uploads(request: Request, settings: ServerSettings, deadline: flo
                                             settings.max_files, settings.max_files + 16)
             elif media.startswith("image/") or media in RAW_MEDIA_TYPES:
                 body = await request.body()
+                if looks_like_form(body):  # an image was sent, in a form under the wrong type: say so
+                    sent_as = f"its Content-Type is '{media}'" if media else "it has no Content-Type"
+                    raise ServiceError(415, "unsupported_media_type", (
+                        f"the body is a multipart form, but {sent_as}: send it as multipart/form-data with its "
+                        "boundary (curl -F does: drop -H 'Content-Type: ...')"))
                 # ?name= first, then the body's own Content-Disposition (curl -H, .NET's ByteArrayContent).
                 disposition = request.headers.get("content-disposition", "")
                 name = client_name(name) if name else disposition_filename(disposition)
@@ -282,7 +290,12 @@ def create_app(detector: Detector, settings: ServerSettings | None = None) -> Fa
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return error_response(request, ServiceError(exc.status_code, kind, str(exc.detail)))
+        headers = dict(exc.headers or {})  # a 405's Allow (RFC 9110 requires it; plain Starlette sends it)
+        message = str(exc.detail)
+        if exc.status_code == 405:  # "Method Not Allowed" alone left `curl URL` guessing
+            headers["Allow"] = _allowed_methods(app, request) or headers.get("Allow", "GET, HEAD")
+            message = f"{request.method} is not allowed on {client_name(request.url.path)}: use {headers['Allow']}"
+        return error_response(request, ServiceError(exc.status_code, kind, message, headers))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -323,12 +336,14 @@ def create_app(detector: Detector, settings: ServerSettings | None = None) -> Fa
         ``error``; if none is, the status says why (413, 415 or 422; 500 when the model failed).
         """
         deadline = time.monotonic() + settings.timeout_s
+        _given_once(request, "name")
         async with admitted(pool) as ticket:
             uploads = await read_uploads(request, settings, deadline, name)
             judged = _Judged()
             try:
-                verdicts = await pool.run(ticket, _detect_in_pixel_groups, detector, uploads, settings.max_pixels,
-                                          judged, timeout=remaining(deadline))
+                verdicts = await _while_connected(
+                    request, pool.run(ticket, _detect_in_pixel_groups, detector, uploads, settings.max_pixels,
+                                      judged, timeout=remaining(deadline)), judged.stopped)
             except TimeoutError:
                 verdicts = judged.stop(uploads, settings.timeout_s)
         body: dict[str, Any] = {"request_id": request.state.request_id, "model": detector.name,
@@ -354,13 +369,15 @@ def create_app(detector: Detector, settings: ServerSettings | None = None) -> Fa
                       ) -> Response:
         """A heatmap PNG explaining one image's verdict; the verdict travels in ``X-Synthdetect-*`` headers."""
         deadline = time.monotonic() + settings.timeout_s
+        _given_once(request, "map", "name")
         async with admitted(pool) as ticket:
             uploads = await read_uploads(request, settings, deadline, name)
             if len(uploads) != 1:
                 raise ServiceError(422, "one_file_only", f"explain takes exactly one image, got {len(uploads)}")
             file_name, raw = uploads[0]
-            explanation, chosen, png = await _in_pool(pool, ticket, remaining(deadline), settings,
-                                                      _explain_job, detector, settings, file_name, raw, map.value)
+            explanation, chosen, png = await _in_pool(request, pool, ticket, remaining(deadline), settings,
+                                                      _explain_job, detector, settings, file_name, raw, map.value,
+                                                      deadline)
         verdict = explanation.verdict
         headers = {
             "x-synthdetect-map": chosen,
@@ -394,12 +411,42 @@ async def admitted(pool: WorkerPool) -> AsyncIterator[Ticket]:
             ticket.release()
 
 
-async def _in_pool(pool: WorkerPool, ticket: Ticket, seconds: float, settings: ServerSettings, fn: Any,
-                   *args: Any) -> Any:
+async def _in_pool(request: Request, pool: WorkerPool, ticket: Ticket, seconds: float, settings: ServerSettings,
+                   fn: Any, *args: Any) -> Any:
     try:
-        return await pool.run(ticket, fn, *args, timeout=seconds)
+        return await _while_connected(request, pool.run(ticket, fn, *args, timeout=seconds))
     except TimeoutError:
         raise ServiceError(504, "timeout", f"request took longer than the limit of {settings.timeout_s:g} s") from None
+
+
+async def _client_gone(request: Request) -> None:
+    """Returns when the client has gone away: once the body is read, an ASGI server's ``receive()`` blocks until
+    it sends ``http.disconnect``, so waiting here costs nothing while the client waits for its answer."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _while_connected(request: Request, work: Awaitable[T], stop: threading.Event | None = None) -> T:
+    """``work`` (a pool job), unless the client goes away first: then a job still queued never runs, a running
+    detect job (``stop``) starts no further pixel group, and ``ClientDisconnect`` has the request logged as 499.
+
+    Without this, 4 clients that gave up after 0.2 s on a 1-worker service were still judged one after the other
+    (4 s of model time that queued requests waited behind), each logged as a 200.
+    """
+    job = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_client_gone(request))
+    try:
+        await asyncio.wait({job, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        left = not job.done()
+        if left:  # the client went away (or this request was cancelled): drop the job
+            job.cancel()
+            if stop is not None:
+                stop.set()
+    if left:
+        raise ClientDisconnect
+    return job.result()
 
 
 class _Judged:
@@ -456,23 +503,29 @@ def _declared_pixels(raw: bytes) -> int:
         return 0
 
 
-def _explain_job(detector: Detector, settings: ServerSettings, name: str, raw: bytes, choice: str) -> tuple:
+def _explain_job(detector: Detector, settings: ServerSettings, name: str, raw: bytes, choice: str,
+                 deadline: float) -> tuple:
     try:
         image = load_image(raw, detector.limits, name=name)
     except ImageLoadError as exc:
         raise load_error(exc) from None
-    # Occlusion may take at most half the request's time; the verdict is computed once and reused.
-    options = {"grid": settings.explain_grid, "occlusion_budget_s": settings.timeout_s / 2}
-    verdict = detector.judge_loaded([(name, image)])[0]
+
+    def options() -> dict[str, Any]:
+        """Occlusion may take at most half the time the request has left, not half its whole timeout: a request
+        that had waited 4.5 of its 6 s behind another was still budgeted 3 s and came back 504 with no map."""
+        left = max(deadline - time.monotonic(), 0.0)
+        return {"grid": settings.explain_grid, "occlusion_budget_s": round(left / 2, 1)}  # a note quotes it
+
+    verdict = detector.judge_loaded([(name, image)])[0]  # computed once and reused by every map
     if not verdict.ok:  # the model failed: a map of a verdict never given would explain nothing; answer as detect
         kind = verdict.error_kind or "error"
         raise ServiceError(VERDICT_ERROR_STATUS.get(kind, 422), kind, verdict.error or f"{name}: could not judge")
     if choice == "figure":
-        explanation = explain_loaded(detector, image, verdict=verdict, **options)
+        explanation = explain_loaded(detector, image, verdict=verdict, **options())
         return explanation, "figure", png_bytes(explanation.figure())
     notes: list[str] = []
     for method in (_auto_order(detector, image) if choice == "auto" else (choice,)):
-        explanation = explain_loaded(detector, image, methods=[method], verdict=verdict, **options)
+        explanation = explain_loaded(detector, image, methods=[method], verdict=verdict, **options())
         # A Grad-CAM that failed is None (its note says why): auto goes on to occlusion, as for a flat one.
         flat = (method == "gradcam" and choice == "auto" and explanation.gradcam is not None
                 and not explanation.gradcam.any())
@@ -490,6 +543,28 @@ def _auto_order(detector: Detector, image: Any) -> tuple[str, ...]:
     if model is None:
         return ("ela",)
     return METHODS if torch_twin(model) is not None else ("occlusion", "ela")
+
+
+def _given_once(request: Request, *names: str) -> None:
+    """A query parameter given twice is a 422: FastAPI keeps the last value, so ``?map=ela&map=occlusion`` drew
+    occlusion and ``?name=a.jpg&name=`` named the file ``upload``, the other value silently dropped."""
+    for key in names:
+        values = request.query_params.getlist(key)
+        if len(values) > 1:
+            shown = ", ".join(repr(client_name(value[:60])) for value in values[:4])
+            more = ", ..." if len(values) > 4 else ""
+            raise ServiceError(422, "invalid_request",
+                               f"query.{key}: given {len(values)} times ({shown}{more}); give it once")
+
+
+def _allowed_methods(app: FastAPI, request: Request) -> str:
+    """Every method some route takes at this path: Starlette's Allow names only the first route's (/healthz has a
+    GET route and a HEAD route, so it said GET alone)."""
+    methods: set[str] = set()
+    for route in app.router.routes:
+        if getattr(route, "methods", None) and route.matches(request.scope)[0] != Match.NONE:
+            methods |= route.methods
+    return ", ".join(sorted(methods))
 
 
 def _card_summary(card: dict[str, Any]) -> dict[str, Any]:

@@ -40,6 +40,8 @@ def _request_logger() -> None:
     logging.getLogger("python_multipart").setLevel(logging.ERROR)
 
 
+MIB = 1024 * 1024
+
 #: Seconds a new connection may stay silent before it is closed (uvicorn's keep-alive timeout, used for it too).
 SILENT_CONNECTION_S = 5.0
 
@@ -106,10 +108,12 @@ def register(app: typer.Typer) -> None:
         host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = "127.0.0.1",
         port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port (0: any free port).")] = 8000,
         model: Annotated[str, typer.Option("--model", "-m", help="Model name or package path.")] = "default",
-        workers: Annotated[int, typer.Option(min=1, help="Images judged at once; more requests queue.")] = 2,
+        workers: Annotated[int, typer.Option(
+            min=1, help="Requests judged at once (each request's images in one worker); more requests queue.")] = 2,
         max_queue: Annotated[int, typer.Option(min=0, help="Requests allowed to wait; beyond, 503.")] = 16,
-        max_body_mb: Annotated[float, typer.Option(help="Largest request body (MB), refused while streaming.")] = 64,
-        max_file_mb: Annotated[float, typer.Option(help="Largest single image file (MB).")] = 32,
+        max_body_mb: Annotated[float, typer.Option(help=(
+            "Largest request body in MiB (1,048,576 bytes), refused from Content-Length or while streaming."))] = 64,
+        max_file_mb: Annotated[float, typer.Option(help="Largest single image file in MiB.")] = 32,
         max_pixels: Annotated[int, typer.Option(
             min=1, help="Refuse images with more pixels (decompression bombs).")] = 40_000_000,
         max_files: Annotated[int, typer.Option(min=1, help="Most images in one request.")] = 16,
@@ -128,6 +132,8 @@ def register(app: typer.Typer) -> None:
         for option, value in (("--max-body-mb", max_body_mb), ("--max-file-mb", max_file_mb), ("--timeout", timeout)):
             if not (math.isfinite(value) and value > 0):
                 fail(f"{option} must be a positive number, not {value:g}")
+            if option != "--timeout" and int(value * MIB) < 1:  # a limit of 0 bytes: every image refused as too large
+                fail(f"{option} {value:g} is less than one byte (the unit is MiB, {MIB:,} bytes)")
         try:
             sock = listen_socket(host, port)
         except OSError as exc:
@@ -138,7 +144,7 @@ def register(app: typer.Typer) -> None:
         from synthdetect.models import ModelPackageError
 
         settings = ServerSettings(
-            max_body_bytes=int(max_body_mb * 1024 * 1024), max_file_bytes=int(max_file_mb * 1024 * 1024),
+            max_body_bytes=int(max_body_mb * MIB), max_file_bytes=int(max_file_mb * MIB),
             max_pixels=max_pixels, max_files=max_files, workers=workers, max_queue=max_queue, timeout_s=timeout,
         )
         # Worker threads share the cores; without this each would start one torch thread per core.

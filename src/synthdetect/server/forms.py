@@ -100,6 +100,19 @@ def client_name(name: str) -> str:
     return "".join("?" if unicodedata.category(ch) in ("Cc", "Zl", "Zp") else ch for ch in name)
 
 
+_FORM_PART_START = re.compile(rb"--[^\r\n]{1,200}\r?\n(?:[^\r\n]*\r?\n){0,8}?content-disposition:", re.IGNORECASE)
+
+
+def looks_like_form(body: bytes) -> bool:
+    """Whether a raw body is a multipart message: a ``--boundary`` line, then a part's ``Content-Disposition``.
+
+    ``curl -H 'Content-Type: image/png' -F files=@x.png`` sends its form (parts ``attachment``, not ``form-data``,
+    once the type is not multipart) under the type it was told; judged as one image, it read "upload: not an
+    image (unrecognised data)" though an image was sent.  No image format starts with ``--`` and a MIME header.
+    """
+    return bool(_FORM_PART_START.match(body[:4096]))
+
+
 class _ImageCollector:
     """python-multipart callbacks that keep image parts and count everything against the limits."""
 

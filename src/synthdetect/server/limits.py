@@ -75,9 +75,34 @@ class _BodyTooLarge(Exception):
 class BodyLimitMiddleware:
     """Refuse bodies over ``max_bytes`` with 413: at once from Content-Length, else while streaming."""
 
+    #: Longest a refused body's rest is read and dropped before the 413 (see ``_drain``).
+    DRAIN_S = 5.0
+
     def __init__(self, app: Any, max_bytes: int):
         self.app = app
         self.max_bytes = max_bytes
+
+    async def _drain(self, receive: Receive, already: int) -> None:
+        """Read and drop the rest of a refused body, while the body read so far and the rest stay within twice the
+        limit and for at most ``DRAIN_S``.
+
+        The 413 closes the connection; closing one with unread bytes makes the kernel reset it, and a reset
+        discards the answer the client has not read yet: a ``requests.Session`` sending 4 MB over a 3 MB limit on a
+        kept-alive connection got "Connection reset by peer" instead of the 413 in 17 of 20 chunked tries (7 of 20
+        with Content-Length).  A larger or slower body is cut off as before.
+        """
+        dropped = already
+        try:
+            async with asyncio.timeout(self.DRAIN_S):
+                while dropped <= 2 * self.max_bytes:
+                    message = await receive()
+                    if message["type"] != "http.request":
+                        return
+                    dropped += len(message.get("body", b""))
+                    if not message.get("more_body", False):
+                        return
+        except TimeoutError:
+            pass
 
     async def _refuse(self, scope: Scope, send: Send, declared: int | None) -> None:
         state = scope.setdefault("state", {})
@@ -91,18 +116,24 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            # A client that asked "Expect: 100-continue" sends nothing more: reading would tell it to go on.
+            if headers.get(b"expect", b"").lower() != b"100-continue" and int(declared) <= 2 * self.max_bytes:
+                await self._drain(receive, 0)
             await self._refuse(scope, send, int(declared))
             return
         received = 0
+        more = True
         started = False
 
         async def limited_receive() -> dict[str, Any]:
-            nonlocal received
+            nonlocal received, more
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                more = message.get("more_body", False)
                 if received > self.max_bytes:
                     raise _BodyTooLarge
             return message
@@ -117,6 +148,8 @@ class BodyLimitMiddleware:
         except _BodyTooLarge:
             if started:  # pragma: no cover - handlers read the body before answering
                 raise
+            if more:
+                await self._drain(receive, received)
             await self._refuse(scope, send, None)
 
 
@@ -160,7 +193,9 @@ class RequestLogMiddleware:
             state["outcome"] = "internal"
             if started:  # half a response is out: nothing valid can follow, the server closes the connection
                 raise
-            error = ServiceError(500, "internal", f"internal error: {type(exc).__name__}: {exc}")
+            # One line, as every error body is (the traceback is in the log): a message with line breaks (torch's
+            # often have them) split the line a client or the web page shows.
+            error = ServiceError(500, "internal", f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())}")
             await send_json(send_with_id, error.status, error.body(request_id))
         finally:
             log.info(json.dumps({
@@ -219,7 +254,7 @@ class WorkerPool:
         future.add_done_callback(ticket.release)
         try:
             return await asyncio.wait_for(asyncio.wrap_future(future), max(timeout, 0.001))
-        except asyncio.TimeoutError:
+        except (asyncio.TimeoutError, asyncio.CancelledError):  # out of time, or the client went away
             future.cancel()  # succeeds only while the job still waits in the queue
             raise
 
