@@ -11,7 +11,7 @@ import pytest
 
 from synthdetect.api import Detector
 from synthdetect.server.app import create_app
-from synthdetect.server.limits import ServerSettings
+from synthdetect.server.limits import ServerSettings, ServiceError
 
 from tiny_model import png_bytes, write_tiny_cnn
 
@@ -270,10 +270,13 @@ def test_occlusion_is_budgeted_from_the_time_the_request_has_left_not_its_whole_
 
     monkeypatch.setattr(server_app, "explain_loaded", recorded)
     settings = ServerSettings(timeout_s=30)
-    _, chosen, png = server_app._explain_job(detector, settings, "a.png", png_bytes(), "occlusion",
-                                             time.monotonic() + 2.0)
-    assert chosen == "occlusion" and png.startswith(b"\x89PNG")
-    assert len(budgets) == 1 and budgets[0] <= 1.0, budgets
+    try:
+        _, chosen, png = server_app._explain_job(detector, settings, "a.png", png_bytes(), "occlusion",
+                                                 time.monotonic() + 2.0)
+        assert chosen == "occlusion" and png.startswith(b"\x89PNG")
+    except ServiceError as exc:  # on a loaded machine even a 2x2 grid can exceed 1 s: said, and not what is tested
+        assert exc.kind == "map_unavailable" and "budget" in exc.message
+    assert len(budgets) == 1 and 0 < budgets[0] <= 1.0, budgets
 
 
 def test_an_unexpected_error_is_one_line_in_the_500_body(detector, monkeypatch):

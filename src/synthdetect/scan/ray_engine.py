@@ -263,9 +263,11 @@ def run_ray_scan(
         store.close()
         raise
     finally:
-        shutil.rmtree(CrashMarks(run).folder, ignore_errors=True)  # marks of actors killed by the interruption
         if started_ray:
             ray.shutdown()
+        # After the shutdown: an actor whose retried task was still running when the last rows came in made the
+        # folder again after an earlier removal (seen once, a mark of a batch left behind in the temp folder).
+        shutil.rmtree(CrashMarks(run).folder, ignore_errors=True)  # marks of actors killed by the interruption
     seconds = time.perf_counter() - started
     summary = {
         "engine": "ray", "database": str(out), "model": options.model, "fingerprint": fingerprint,
