@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from synthdetect.images import ImageLoadError, load_image
+from synthdetect.images import ImageLoadError, LoadLimits, load_image
 from synthdetect.train.datasets import Record, read_record_bytes
 
 #: Classes whose format mixes differ by more than this total-variation distance get a warning.
@@ -36,10 +36,14 @@ def record_facts(record: Record) -> dict[str, Any]:
         return {"error": f"{record.ref}: cannot read file ({exc})"}
     try:
         with Image.open(io.BytesIO(data)) as im:
-            return {"format": im.format or "?", "width": im.width, "height": im.height, "bytes": len(data),
-                    "sha256": hashlib.sha256(data).hexdigest()}
+            width, height, fmt = im.width, im.height, im.format
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         return {"error": _decode_error(record, data, exc)}
+    limits = LoadLimits()  # those training and evaluation decode with: a file they refuse is not counted as read
+    if width <= 0 or height <= 0 or width * height > limits.max_pixels or len(data) > limits.max_bytes:
+        return {"error": _decode_error(record, data, ValueError(f"{width}x{height}, {len(data):,} bytes"))}
+    return {"format": fmt or "?", "width": width, "height": height, "bytes": len(data),
+            "sha256": hashlib.sha256(data).hexdigest()}
 
 
 def _decode_error(record: Record, data: bytes, exc: Exception) -> str:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import lzma
 import os
 import posixpath
+import stat
 import threading
 import zipfile
 import zlib
@@ -111,8 +113,19 @@ def read_record_bytes(record: Record) -> bytes:
         return _ZIPS.get(archive).read(member)
     except KeyError:
         raise FileNotFoundError(f"no member {member!r} in {archive}") from None
-    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:  # a damaged member: one bad file, not a crash
-        raise OSError(f"damaged in the archive ({exc})") from None
+    except (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, RuntimeError, NotImplementedError) as exc:
+        raise OSError(_member_problem(exc)) from None  # one bad member: one bad file, not a crash
+
+
+def _member_problem(exc: Exception) -> str:
+    """Why a zip member cannot be read, in words: zipfile raises RuntimeError for a password and
+    NotImplementedError for a compression method it lacks, which callers that count bad files did not catch."""
+    if isinstance(exc, RuntimeError) and "password" in str(exc):
+        return ("password-protected in the archive; synthdetect reads no passwords: unzip it, or zip it again "
+                "without one")
+    if isinstance(exc, NotImplementedError):
+        return f"stored with a compression method Python's zipfile cannot read ({exc}); zip it again with deflate"
+    return f"damaged in the archive ({exc})"
 
 
 def load_record(record: Record, limits: LoadLimits | None = None) -> LoadedImage:
@@ -151,6 +164,9 @@ def _label_from_parts(parts: Sequence[str], mapping: dict[str, int] | None) -> t
     return labels[0], any(label != labels[0] for label in labels[1:])
 
 
+#: Folder names a warning lists before it stops.
+FOLDERS_NAMED = 10
+
 #: Top folders that name a ready-made split (``train/FAKE``, ``test/REAL``), not a class.
 SPLIT_FOLDERS = ("train", "training", "test", "testing", "val", "valid", "validation")
 
@@ -183,10 +199,12 @@ def _records_from_names(
     unlabelled: list[str] = []
     conflicting: list[str] = []
     names = sorted(names)
+    folders: set[str] = set()  # every folder name above an image, to check --label against
     for name in names:
         if not _is_image_name(name):
             continue
         parts = name_parts(name)
+        folders.update(part.lower() for part in parts[:-1])
         label, conflict = _label_from_parts(parts, mapping)
         if label is None:
             unlabelled.append(name)
@@ -204,16 +222,45 @@ def _records_from_names(
         logger.warning("%s: the folders %s are pooled and split again by synthdetect train (--split, --seed); to "
                        "keep a dataset's own test images out of training, give the training folder alone",
                        where, ", ".join(splits))
+    unused = [name for name in (mapping or {}) if name not in folders]
+    if unused:  # a typo (--label photo=human for photos/) would otherwise only show as images left out
+        tops = sorted({parts[0] for parts in map(name_parts, names) if len(parts) > 1 and _is_image_name(parts[-1])})
+        more = f" and {len(tops) - FOLDERS_NAMED} more" if len(tops) > FOLDERS_NAMED else ""
+        logger.warning("%s: --label %s: no folder of that name holds images (top folders: %s%s)", where,
+                       ", ".join(unused), ", ".join(tops[:FOLDERS_NAMED]) or "none", more)
     if unlabelled and records:  # with no records at all, open_dataset raises instead
         logger.warning("%s: %d image file(s) are under no class folder and were left out, e.g. %s "
                        "(name the folder with --label NAME=ai|human)", where, len(unlabelled), unlabelled[0])
     return records
 
 
+#: Column separators a manifest may use: a spreadsheet saved as CSV where the decimal mark is a comma writes ``;``,
+#: and "tab-separated" exports write tabs.  The one whose header holds ``path`` and ``label`` is used.
+MANIFEST_DELIMITERS = (",", ";", "\t")
+
+
+def _manifest_delimiter(text: str) -> str:
+    first = io.StringIO(text, newline=None).readline()  # the header, whatever the line ending
+    for delimiter in MANIFEST_DELIMITERS:
+        header = {name.strip().lower() for name in next(csv.reader([first], delimiter=delimiter), [])}
+        if {"path", "label"} <= header:
+            return delimiter
+    return ","
+
+
 def _read_csv(text: str, resolve, mapping: dict[str, int] | None, where: str) -> list[Record]:
     """Rows of a ``path,label[,source][,generator]`` manifest; header names and cells are read without spaces."""
     text = text.removeprefix("\ufeff")  # a BOM left by Excel or by a zip member read as plain UTF-8
-    reader = csv.reader(io.StringIO(text))
+    # newline=None: lines may end in \r\n, \n or a lone \r (old Mac exports), which csv otherwise refuses
+    reader = csv.reader(io.StringIO(text, newline=None), delimiter=_manifest_delimiter(text))
+    try:
+        return _read_rows(reader, resolve, mapping, where)
+    except csv.Error as exc:  # e.g. a quote never closed, so that the rest of a large manifest is one cell
+        raise DatasetError(f"{where}:{reader.line_num}: {exc} (a quote opened on or before this line is never "
+                           f"closed?)") from None
+
+
+def _read_rows(reader, resolve, mapping: dict[str, int] | None, where: str) -> list[Record]:
     header = [name.strip().lower() for name in next(reader, [])]
     if "path" not in header or "label" not in header:
         found = ", ".join(repr(name) for name in header) or "none"
@@ -224,14 +271,17 @@ def _read_csv(text: str, resolve, mapping: dict[str, int] | None, where: str) ->
                            f"which column is meant is not clear")
     column = {name: header.index(name) for name in ("path", "label", "source", "generator") if name in header}
     records = []
-    for line, row in enumerate(reader, start=2):
+    start = reader.line_num + 1
+    for row in reader:
+        line, start = start, reader.line_num + 1  # the line a row starts on: a quoted cell may span several
         if not any(cell.strip() for cell in row):
             continue  # blank line
         cells = {name: (row[i].strip() if i < len(row) else None) for name, i in column.items()}
-        if not cells["path"] or cells["label"] is None:
+        if not cells["path"] or not cells["label"]:  # an empty label cell is no label, not an unknown one
             missing = "path" if not cells["path"] else "label"
+            quote = "; a quote in it is never closed" if any("\n" in cell for cell in row) else ""
             raise DatasetError(f"{where}:{line}: no {missing} ({len(row)} of {len(header)} columns: "
-                               f"{','.join(row)!r})")
+                               f"{','.join(row)!r}{quote})")
         label = parse_label(cells["label"], mapping)
         if label is None:
             raise DatasetError(f"{where}:{line}: unknown label '{cells['label']}' (map it with --label NAME=ai|human, "
@@ -328,34 +378,60 @@ def _files_under(root: Path) -> list[str]:
     ``Path.rglob`` does not follow them before Python 3.13: such images were left out without a word.
     """
     files: list[str] = []
-    for folder, subfolders, names in os.walk(root, followlinks=True):
+
+    def unlisted(error: OSError) -> None:  # os.walk skips a folder it cannot list without a word otherwise
+        logger.warning("%s: cannot list %s (%s); the images in it are left out", root, error.filename,
+                       error.strerror or error)
+
+    for folder, subfolders, names in os.walk(root, onerror=unlisted, followlinks=True):
         relative = Path(folder).relative_to(root)
         above = {os.path.realpath(root.joinpath(*relative.parts[:k])) for k in range(len(relative.parts))}
         if os.path.realpath(folder) in above:
             logger.warning("%s: %s links back to a folder above it; not followed", root, relative.as_posix())
             subfolders[:] = []
             continue
-        files.extend((relative / name).as_posix() for name in names if os.path.isfile(os.path.join(folder, name)))
+        # a broken symlink is kept, so that it is counted and named as unreadable rather than left out unseen
+        files.extend((relative / name).as_posix() for name in names
+                     if os.path.isfile(os.path.join(folder, name)) or os.path.islink(os.path.join(folder, name)))
     return files
 
 
 def open_dataset(path: str | Path, *, label_map: dict[str, int] | None = None, manifest: str | None = None) -> list[Record]:
     """Read a class-folder tree, a CSV manifest, or a zip of either into records."""
+    if not str(path).strip():  # Path("") is the working folder: an unset shell variable must not train on it
+        raise DatasetError('an empty path ("") names no dataset (is a shell variable unset?); name the folder, '
+                           'or . for the working folder')
     path = Path(path)
     if not path.exists():
         raise DatasetError(f"{path}: dataset not found")
     skipped: dict[str, int] = {}
     member = None
+    names: list[str] = []
     if path.is_file() and path.suffix.lower() == ".csv":
         base = path.parent
-        text = _decode_manifest(path.read_bytes(), str(path))
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise DatasetError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+        text = _decode_manifest(data, str(path))
         records = _read_csv(text, lambda p: _manifest_path(base, p), label_map, str(path))
-    elif path.is_file() and zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
+    elif path.is_file() and (path.suffix.lower() == ".zip" or zipfile.is_zipfile(path)):
+        try:
+            archive = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:  # truncated, or its directory damaged
+            raise DatasetError(f"{path}: cannot be read as a zip archive ({exc}: damaged, incomplete, or another "
+                               f"format)") from None
+        with archive:
             names = archive.namelist()
             members = _zip_members(archive.infolist())
             member = _zip_manifest(members, manifest)
-            text = _decode_manifest(archive.read(member), f"{path}!{member}") if member else None
+            try:
+                text = _decode_manifest(archive.read(member), f"{path}!{member}") if member else None
+            except (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, RuntimeError, NotImplementedError,
+                    OSError) as exc:
+                raise DatasetError(f"{path}!{member}: the manifest cannot be read: {_member_problem(exc)}") from None
+            _warn_about_zip_entries(path, archive.infolist())
+        names = list(dict.fromkeys(names))  # a name stored twice is one record (zipfile reads its last entry)
         metadata = [n for n in names if is_macos_metadata(n) and not n.endswith("/")]
         if metadata:
             skipped[MACOS_METADATA] = len(metadata)
@@ -364,8 +440,9 @@ def open_dataset(path: str | Path, *, label_map: dict[str, int] | None = None, m
             base = posixpath.dirname(_member_path("", member))
 
             def member_ref(listed: str) -> str:
-                """The member's own name, whichever separator or spelling the manifest and the zip use."""
-                for folder in dict.fromkeys((base, _utf8_spelling(base))):
+                """The member's own name, whichever separator or spelling the manifest and the zip use; a path
+                written from the zip's root (``data/imgs/a.png`` in ``data/manifest.csv``) is found too."""
+                for folder in dict.fromkeys((base, _utf8_spelling(base), "")):
                     if _member_path(folder, listed) in members:
                         return f"{path}!{members[_member_path(folder, listed)]}"
                 return f"{path}!{_member_path(base, listed)}"
@@ -391,8 +468,46 @@ def open_dataset(path: str | Path, *, label_map: dict[str, int] | None = None, m
     if not records:
         raise DatasetError(
             f"{path}: no labelled images found (class folders such as FAKE/REAL, ai/human, 1_fake/0_real)"
+            + _unread_manifest_hint(path, names)
         )
     return DatasetRecords(records, skipped)
+
+
+def _unread_manifest_hint(path: Path, names: Sequence[str]) -> str:
+    """Where a dataset of class folders turned out empty, the CSV files it holds that were not read as its
+    manifest (one in a sub-folder of a zip, or a folder's ``labels.csv``): the likely intent, said."""
+    csvs = sorted(n for n in names if n.lower().endswith(".csv") and not is_macos_metadata(n))
+    if not csvs:
+        return ""
+    where = "a zip's root or its one top folder" if path.is_file() else "the folder"
+    more = f" and {len(csvs) - 1} more" if len(csvs) > 1 else ""
+    return (f"; it holds {csvs[0]}{more}, which is not read as the manifest (that is manifest.csv in {where}): "
+            f"name it manifest.csv{'' if path.is_file() else ', or give the CSV file itself'}")
+
+
+def _warn_about_zip_entries(path: Path, infos: Sequence[zipfile.ZipInfo]) -> None:
+    """Say what of a zip will not be read as it looks: a name stored twice (zipfile, like unzip, gives the last
+    entry, so the earlier bytes are never seen and the two would pass for identical copies), symbolic links and
+    password-protected entries (each would fail on its own, after everything else was decoded)."""
+    files = [info for info in infos if not info.is_dir()]
+    counts: dict[str, int] = {}
+    for info in files:
+        counts[info.filename] = counts.get(info.filename, 0) + 1
+    repeated = sorted(name for name, n in counts.items() if n > 1)
+    if repeated:
+        logger.warning("%s: %d name(s) are stored more than once in the zip, e.g. %s; only the last entry under "
+                       "each name is read (%d earlier entries are not)", path, len(repeated), repeated[0],
+                       sum(counts[name] - 1 for name in repeated))
+    links = [info.filename for info in files if stat.S_ISLNK(info.external_attr >> 16)]
+    if links:  # ``zip -y`` and macOS's ditto store a link as the text of its target, which no decoder reads
+        logger.warning("%s: %d entries are symbolic links stored as links, e.g. %s; the zip holds only the name of "
+                       "the file they point to (zip it again without -y, so that the files themselves are stored)",
+                       path, len(links), links[0])
+    encrypted = [info.filename for info in files if info.flag_bits & 0x1]
+    if encrypted:
+        logger.warning("%s: %d of %d entries are password-protected, e.g. %s; synthdetect reads no passwords, so "
+                       "they cannot be read (unzip it, or zip it again without one)", path, len(encrypted),
+                       len(files), encrypted[0])
 
 
 def stratified_split(

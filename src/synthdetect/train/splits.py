@@ -12,6 +12,7 @@ test files that are byte-identical to an earlier file are not scored (see
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
@@ -19,6 +20,8 @@ import numpy as np
 
 from synthdetect.train.datasets import AI, HUMAN, Record, stratified_split
 from synthdetect.train.duplicates import UnscoredCopy, describe_unscored, drop_scored_copies
+
+logger = logging.getLogger(__name__)
 
 SPLIT_METHODS = ("random", "stratified", "source", "loso")
 #: exclude: copies of earlier files are not scored; keep: every file is scored, as cards made before 2026-11-22 were.
@@ -207,6 +210,10 @@ def _draw_split(records: list[Record], method: str, val_fraction: float, test_fr
     groups = _by_source(records)
     if len(groups) < 2:
         raise SplitError("a source split needs records with at least two sources (a 'source' column)")
+    if UNKNOWN_SOURCE in groups:  # rows whose source cell is empty are pooled: say so, it may be an oversight
+        logger.warning("%d of %d records name no source; the split treats them as one source, %s (fill in the "
+                       "manifest's source column to hold them out by their real source)",
+                       len(groups[UNKNOWN_SOURCE]), len(records), UNKNOWN_SOURCE)
     rng = np.random.default_rng(seed)
     holdout_sources = list(dict.fromkeys(holdout_sources))  # a source named twice is held out once, not twice
     unknown = [s for s in holdout_sources if s not in groups]
