@@ -120,6 +120,36 @@ def loso_problem(groups: Sequence[str], labels: Sequence[int]) -> str | None:
     return None
 
 
+#: The served package answers ``uncertain`` for an image more elongated than this (the card's ``input.max_aspect``).
+MAX_ASPECT = 6.0
+
+
+def outside_domain(cached: CachedFeatures, min_side: int, max_aspect: float = MAX_ASPECT) -> list[tuple[Any, str]]:
+    """The images the written package would not judge (``uncertain`` by its ``input`` limits), with their size.
+
+    They were trained on and counted in the card's held-out numbers and thresholds (wild-dev's 1x1 and 4x261 px
+    camera-samples files among them), so the card described answers the package never gives; ``synthdetect
+    train`` leaves them out the same way."""
+    return [(record, f"{m.width}x{m.height} px") for record, m in zip(cached.records, cached.meta)
+            if min(m.width, m.height) < min_side or max(m.width, m.height) > max_aspect * min(m.width, m.height)]
+
+
+def domain_rule(min_side: int, max_aspect: float = MAX_ASPECT) -> str:
+    return (f"under {min_side} px on the short side or longer than {max_aspect:g}:1, which the package answers "
+            "uncertain")
+
+
+def data_name(data_ref: str) -> str:
+    """What the card calls the training data: ``wild-dev`` for a manifest in a wild-dev folder (the shipped cards'
+    words, so their recorded command reproduces them), else the manifest as FOLDER/FILE.  The card said "wild-dev"
+    whatever the data was."""
+    path = Path(data_ref).expanduser().resolve()
+    folder = path if path.is_dir() else path.parent
+    if folder.name == "wild-dev":
+        return "wild-dev"
+    return path.name if path.is_dir() or not folder.name else f"{folder.name}/{path.name}"
+
+
 def failure_line(ref: str, why: str) -> str:
     """``ref: why``, naming the file once (a load error usually names it already)."""
     return why if why.startswith(ref) else f"{ref}: {why}"
@@ -539,8 +569,9 @@ def failure_cases(data: WildData, p: np.ndarray, threshold: float, limit: int = 
 
 
 def _thumbnail_note(policy: CropPolicy) -> str:
-    if not policy.global_short_side:
-        return ""
+    if not policy.global_short_side:  # --global-jpeg-quality alone re-encodes the full-size global view; unsaid before
+        return (f"the global view is taken of the image re-encoded as JPEG q{policy.global_jpeg_quality}, so every "
+                "source has the same compression; " if policy.global_jpeg_quality else "")
     jpeg = f", re-encoded as JPEG q{policy.global_jpeg_quality}" if policy.global_jpeg_quality else ""
     return (f"the global view is taken of a thumbnail: the image shrunk to a {policy.global_short_side} px short side "
             f"(Lanczos){jpeg}, so resolution, noise and compression do not reach the features; ")
@@ -550,11 +581,13 @@ def write_wild_package(
     out: Path, name: str, data: WildData, policy: CropPolicy, extractors: Sequence[str], folds: Sequence[FoldResult],
     results: dict[str, dict[str, Any]], winner: str, *, command: str | None, data_ref: str, min_side: int,
     benchmark: dict[str, Any] | None = None, failed: Sequence[tuple[Any, str]] = (), version: str = "1.0.0",
+    outside: Sequence[tuple[Any, str]] = (), outside_kept: bool = False,
 ):
     from synthdetect.models.package import ModelPackage, staged_package, write_package
     from synthdetect.models.view_features import get_extractor, save_members
 
     cand = candidate_from_name(winner, extractors)
+    where = data_name(data_ref)
     oof_members = outer_member_oof(data, folds)
     members, (weights, bias), calibration, points, oof_z = fit_final(data, cand, oof_members)
     used = tuple(sorted({m.extractor for m in members}))
@@ -567,9 +600,13 @@ def write_wild_package(
         sources[source] = {"ai": int(data.labels[m].sum()), "human": int((1 - data.labels[m]).sum())}
     card: dict[str, Any] = {
         "name": name, "version": version, "kind": kind,
+        # with --crops 0 these said "a global view and 0 native-resolution crops" and "global view + native crops"
         "description": (f"Full-size photos and art: {winner} (linear heads on {', '.join(used)} features of a global "
-                        f"view and {policy.native_crops} native-resolution crops), calibrated by leave-one-source-out."),
-        "input": {"min_side": min_side, "max_aspect": 6.0, "views": "global view + native crops (see crop_policy)"},
+                        + (f"view and {policy.native_crops} native-resolution crops" if policy.native_crops else
+                           "view") + "), calibrated by leave-one-source-out."),
+        "input": {"min_side": min_side, "max_aspect": MAX_ASPECT,
+                  "views": "global view + native crops (see crop_policy)" if policy.native_crops
+                  else "global view (see crop_policy)"},
         "crop_policy": {**policy.to_dict(), "aggregate": [m.aggregate for m in members if m.view == "crops"],
                         "explained": (_thumbnail_note(policy) +
                                       "global view: short side resized to size (bicubic), centre crop; native crops: "
@@ -581,13 +618,13 @@ def write_wild_package(
         "stacker": {"weights": [float(w) for w in weights], "bias": float(bias),
                     "fitted_on": "outer leave-one-source-out logits of the members" if cand.stacked else "identity"},
         "labels": ["human", "ai"],
-        "calibration_fitted_on": ("leave-one-source-out out-of-fold logits over all wild-dev sources "
+        "calibration_fitted_on": (f"leave-one-source-out out-of-fold logits over all {where} sources "
                                   f"({CALIBRATION_METHOD} scaling; thresholds from the same held-out scores)"),
     }
     card["calibration"] = calibration.to_dict()
     card.update(points)
     card["metrics"] = {
-        "protocol": ("leave-one-source-out on wild-dev: each source name held out in turn (both classes of mixed "
+        "protocol": (f"leave-one-source-out on {where}: each source name held out in turn (both classes of mixed "
                      "sources together); stacker, calibration and thresholds of each fold fitted by an inner "
                      "leave-one-source-out on the training sources only; held-out predictions pooled over folds. "
                      "A training file byte-identical to a held-out one (the same image under another source) is "
@@ -614,12 +651,18 @@ def write_wild_package(
             "sources is out of distribution, and held-out sources show it (see the per-source table)",
             "thresholds do not transfer across sources: at each fold's own 1% FPR threshold the pooled held-out "
             "FPR was " + f"{held['fold_threshold_fpr_0.01']['fpr']:.3f}",
-            "a format/size-only model is a strong baseline on wild-dev (see shortcut_checks): compare against it",
-            "images below 224 px on the short side are judged on the global view only",
+            f"a format/size-only model is a strong baseline on {where} (see shortcut_checks): compare against it",
+            # was "below 224 px" whatever --crop-size, and with --crops 0 every image is judged on its global view
+            (f"images below {policy.size} px on the short side are judged on the global view only"
+             if policy.native_crops else "every image is judged on its global view alone (no native crops)"),
         ],
     }
     card["training"] = {"data": data_ref, "command": command, "sources": sources,
-                        "images_used": len(data), "images_failed": [failure_line(getattr(r, 'ref', str(r)), why) for r, why in failed]}
+                        "images_used": len(data), "images_failed": [failure_line(getattr(r, 'ref', str(r)), why) for r, why in failed],
+                        "outside_domain": {"rule": domain_rule(min_side),
+                                           ("trained_on_and_counted (--keep-outside-domain)" if outside_kept
+                                            else "left_out_of_training_and_metrics"): [
+                                               f"{getattr(r, 'ref', str(r))}: {why}" for r, why in outside]}}
     # Written beside ``out`` and renamed into place: stopped after the heads were saved, the package already in
     # ``out`` had heads its card did not list (sha256 mismatch, refused at load).
     with staged_package(out) as folder:

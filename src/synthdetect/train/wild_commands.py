@@ -31,6 +31,11 @@ def _read_benchmark(path: Path, fail) -> dict:
         fail(f"{path}: cannot read the --benchmark JSON ({exc})")
     if not isinstance(bench, dict) or not isinstance(bench.get("models"), dict):
         fail(f"{path}: not a benchmarks/wild_peers.py result (no 'models' object)")
+    for model, entry in bench["models"].items():
+        # the card's table reads each model's 'pooled' numbers: a KeyError traceback after every fold was fitted,
+        # or (--embed-benchmark-only) after model.json had already taken the benchmark its MODEL_CARD.md lacked
+        if not isinstance(entry, dict) or not isinstance(entry.get("pooled"), dict):
+            fail(f"{path}: not a benchmarks/wild_peers.py result (models['{model}'] has no 'pooled' object)")
     return bench
 
 
@@ -98,6 +103,10 @@ def register(app: typer.Typer) -> None:
         report: Annotated[Optional[Path], typer.Option(help="Write the full LOSO report (JSON) here.")] = None,
         benchmark: Annotated[Optional[Path], typer.Option(help="JSON from benchmarks/wild_peers.py to embed in the card.")] = None,
         min_side: Annotated[int, typer.Option(min=1, help="Smallest short side the model judges.")] = 32,
+        keep_outside_domain: Annotated[bool, typer.Option(
+            "--keep-outside-domain", help="Train on and count the images the package answers uncertain (under "
+            "--min-side or longer than 6:1), as train-wild did before 2026-12-05; the shipped wild-v1/v2/v3 were "
+            "trained so, and their commands need it to reproduce them.")] = False,
         embed_benchmark_only: Annotated[bool, typer.Option(
             help="Only add --benchmark to the card of the package already at --out (weights untouched).")] = False,
     ) -> None:
@@ -127,8 +136,9 @@ def register(app: typer.Typer) -> None:
         from synthdetect.models.multicrop import CropPolicy
         from synthdetect.models.package import OutInUse, exclusive_out
         from synthdetect.train.commands import replaced_package
-        from synthdetect.train.wild import (WildData, choose, default_candidates, dump_json, failure_line,
-                                            loso_problem, per_source_table, public, run_loso, write_wild_package)
+        from synthdetect.train.wild import (WildData, choose, default_candidates, domain_rule, dump_json,
+                                            failure_line, loso_problem, outside_domain, per_source_table, public,
+                                            run_loso, write_wild_package)
         from synthdetect.train.wild_features import extract_cached
 
         console = Console(stderr=True, width=max(Console().width, 120))  # tables stay readable in a log
@@ -138,6 +148,14 @@ def register(app: typer.Typer) -> None:
                  f"(known: {', '.join(c.name for c in default_candidates(names))})")
         if out.exists() and not out.is_dir():
             fail(f"{out}: --out is a file, not a folder for the model package")
+        # a file or an unwritable folder above --out was found only when the package was written, after every fold
+        folder = next(p for p in (out.resolve(), *out.resolve().parents) if p.exists())
+        if not folder.is_dir():
+            fail(f"{out}: --out cannot be made: {folder} is a file, not a folder")
+        # an existing --out is replaced from beside it, or written in place where its parent is closed
+        places = (folder, folder.parent) if folder == out.resolve() else (folder,)
+        if not any(os.access(place, os.W_OK | os.X_OK) for place in places):
+            fail(f"{out}: --out cannot be written into {folder} (permission denied, or a read-only file system)")
         problem = _report_problem(report)  # said now, not as a traceback after the folds were fitted
         if problem:
             fail(problem)
@@ -162,17 +180,44 @@ def register(app: typer.Typer) -> None:
             console.print(f"note: {len(unsourced)} image(s) have an empty source cell; they are held out together "
                           f"as one source, 'unknown', e.g. {unsourced[0]}", markup=False, highlight=False,
                           soft_wrap=True)
-        try:  # Ctrl-C said only "Aborted!": say that nothing is lost but the run itself
+        from synthdetect.evaluate.report import signal_number
+        from synthdetect.interrupts import sigterm_raises
+
+        # Ctrl-C said only "Aborted!", and SIGTERM (a scheduler's stop, `timeout`) ended the run without a word:
+        # both say that nothing is lost but the run itself.
+        ctx.with_resource(sigterm_raises(lambda signum: KeyboardInterrupt(signum)))  # until the command returns
+        try:
             cached = extract_cached(records, policy, names, cache)
+            if cached.cache_problem:  # the images are still used; only the rerun's head start is lost
+                console.print(f"note: {cached.cache_problem}", markup=False, highlight=False, soft_wrap=True)
             for record, why in cached.failed:
                 console.print(f"[yellow]unreadable, left out[/] {escape(failure_line(record.ref, why))}",
                               highlight=False, soft_wrap=True)
             if not cached.records:
                 fail(f"{data}: none of its {len(records)} images could be read (see above)")
+            outside = outside_domain(cached, min_side)
+            if outside and keep_outside_domain:  # the shipped cards' way: named, and on the card, but kept
+                console.print(f"note: {len(outside)} image(s) are {domain_rule(min_side)}; --keep-outside-domain "
+                              f"trains on them and counts them (training.outside_domain), e.g. "
+                              f"{failure_line(outside[0][0].ref, outside[0][1])}",
+                              markup=False, highlight=False, soft_wrap=True)
+            elif outside:  # the package answers uncertain for them: trained on and counted, the card overstated
+                console.print(f"note: {len(outside)} image(s) are {domain_rule(min_side)}; they are left out of "
+                              f"training and of the card's numbers (training.outside_domain), e.g. "
+                              f"{failure_line(outside[0][0].ref, outside[0][1])}",
+                              markup=False, highlight=False, soft_wrap=True)
+                left_out = {id(record) for record, _ in outside}
+                cached = cached.subset([id(record) not in left_out for record in cached.records])
+                if not cached.records:
+                    fail(f"{data}: none of its {len(records)} images is one the model judges "
+                         f"(all unreadable or {domain_rule(min_side)})")
             wild = WildData.from_cache(cached)
             problem = loso_problem(wild.groups, wild.labels)
             if problem:
-                fail(f"{data}: without the {len(cached.failed)} unreadable images, {problem}")
+                left = " and ".join(part for part in (f"{len(cached.failed)} unreadable" if cached.failed else "",
+                                                      f"{len(outside)} outside what the model judges" if outside
+                                                      else "") if part)
+                fail(f"{data}: without the images left out ({left}), {problem}")
             try:
                 with console.status("leave-one-source-out") as status:
                     folds, results = run_loso(wild, names,
@@ -197,18 +242,19 @@ def register(app: typer.Typer) -> None:
             try:
                 package = write_wild_package(out, name or out.name, wild, policy, names, folds, results, winner,
                                              command=command, data_ref=data, min_side=min_side, benchmark=bench,
-                                             failed=cached.failed, version=package_version)
+                                             failed=cached.failed, version=package_version, outside=outside,
+                                             outside_kept=keep_outside_domain)
             except ModelPackageError as exc:  # complete, but it could not be renamed into place: where it is
                 fail(str(exc))
             except OSError as exc:  # a full disk, a folder that cannot be written: one line, not a traceback
                 fail(f"{out}: cannot write the package ({exc.strerror or exc})")
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             from synthdetect.train.wild_features import default_cache_dir
 
             typer.echo(f"interrupted: no package was written ({out} is as it was); the features extracted so far "
                        f"stay in the cache ({cache or default_cache_dir()}), so the same command goes on from there",
                        err=True)
-            raise typer.Exit(130) from None
+            raise typer.Exit(128 + (signal_number(exc) or 2)) from None
         if report:
             try:
                 report.parent.mkdir(parents=True, exist_ok=True)
@@ -228,6 +274,10 @@ def register(app: typer.Typer) -> None:
         if cached.failed:
             typer.echo(f"{len(cached.failed)} of {len(records)} images unreadable and left out (named above and in "
                        f"the card's training.images_failed)")
+        if outside:
+            typer.echo(f"{len(outside)} of {len(records)} images {domain_rule(min_side)}, "
+                       f"{'kept (--keep-outside-domain)' if keep_outside_domain else 'left out'} (listed in the "
+                       f"card's training.outside_domain)")
 
     @app.command("calibrate-route")
     def calibrate_route_command(
@@ -281,7 +331,11 @@ def register(app: typer.Typer) -> None:
                  "calibration could not record the weights it was fitted for; give the route a model package")
         model_ref = route_model_ref(route["model"], package.root)  # a relative path is read beside the card
         own_card = find_package(model_ref).card
-        what = what if what is not None else default_what(data)
+        if what is not None and (not what.strip() or not what.isprintable()):
+            # quoted in the band's rules and in every verdict it judges: blank, they read "... of every source of
+            # (highest: x)"; a line break split a verdict's one-line reason
+            fail("--what: say what the thumbnails are, in words on one line (e.g. 'thumbnails of product photos')")
+        what = what.strip() if what is not None else default_what(data)
         sides = route_short_sides(routes, route)
         if not sides:
             fail(f"--route-model: {router}'s route to '{route['model']}' receives none of the thumbnail sizes "
@@ -344,6 +398,13 @@ def register(app: typer.Typer) -> None:
         for source, s in held["per_source"].items():
             row(f"  held out: {source} ({s['n_real']} real, {s['n_ai']} AI)", s)
         console.print(table)
+        if scores.too_small:  # on the card only, so the table's image count fell short of the manifest unexplained
+            console.print(f"note: {len(scores.too_small)} image(s) gave no thumbnail and are not in the numbers "
+                          f"above (calibrated_on.too_small_for_thumbnails), e.g. {scores.too_small[0]}",
+                          markup=False, highlight=False, soft_wrap=True)
+        for why, count in scores.not_judged.items():  # thumbnails the route answers uncertain by routing
+            console.print(f"note: {count} thumbnail(s) not judged by {route['model']} and not in the numbers above "
+                          f"(calibrated_on.not_judged): {why}", markup=False, highlight=False, soft_wrap=True)
         for source, why in held.get("not_held_out", {}).items():
             console.print(f"[yellow]not held out, so not in the numbers above:[/] {escape(source)}: {why}",
                           highlight=False, soft_wrap=True)

@@ -46,6 +46,16 @@ class CachedFeatures:
     views: dict[str, list[dict[str, np.ndarray]]]  # extractor -> per image {"global", "crops"}
     failed: list[tuple[Record, str]]
     digests: list[str]  # sha256 of each kept file's bytes: copies under other names are found by it
+    #: why the features could not be stored in the cache (a file in its place, a read-only or full disk), or None;
+    #: the images were still used, their features computed in memory
+    cache_problem: str | None = None
+
+    def subset(self, keep: Sequence[bool]) -> "CachedFeatures":
+        """Only the kept images (what the model judges); failures and the cache note stay as they were."""
+        pick = [i for i, k in enumerate(keep) if k]
+        return CachedFeatures([self.records[i] for i in pick], [self.meta[i] for i in pick],
+                              {name: [v[i] for i in pick] for name, v in self.views.items()}, self.failed,
+                              [self.digests[i] for i in pick], self.cache_problem)
 
 
 #: A new folder name for an extractor whose cached features may be wrong.  CLIP features cached before 2026-12-04 on
@@ -76,6 +86,7 @@ def extract_cached(
     meta: list[ImageMeta] = []
     digests: list[str] = []
     failed: list[tuple[Record, str]] = []
+    cache_problem: str | None = None  # the first cache write that failed: later images are not cached either
     folders = {name: _cache_folder(cache_dir, policy, name) for name in extractors}  # once, not per image
     with progress_bar() as bar:
         task = bar.add_task(description, total=len(records), status="")
@@ -86,25 +97,20 @@ def extract_cached(
                 files = {name: folder / f"{digest}.npz" for name, folder in folders.items()}
                 loaded = None
                 per_image: dict[str, dict[str, np.ndarray]] = {}
+                infos: dict[str, np.ndarray] = {}
                 for name, path in files.items():
-                    if path.is_file():
-                        with np.load(path, allow_pickle=False) as data:
-                            per_image[name] = {k: data[k] for k in data.files if k != "meta"}
-                            info = data["meta"] if "meta" in data.files else None
-                        if info is not None:
-                            continue
+                    hit = _read_cached(path)
+                    if hit is not None:
+                        per_image[name], infos[name] = hit
+                        continue
                     if loaded is None:
                         loaded = load_record(record)
-                    feats = view_features(get_extractor(name), loaded.rgb, policy)
-                    info = np.array([loaded.size[0], loaded.size[1], len(raw)], dtype=np.int64)
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = path.with_suffix(".tmp.npz")
-                    np.savez(tmp, meta=info, **feats)
-                    os.replace(tmp, path)
-                    per_image[name] = feats
+                    per_image[name] = view_features(get_extractor(name), loaded.rgb, policy)
+                    infos[name] = np.array([loaded.size[0], loaded.size[1], len(raw)], dtype=np.int64)
+                    if cache_problem is None:
+                        cache_problem = _write_cached(path, infos[name], per_image[name])
                 fmt = loaded.format if loaded is not None else _sniff_format(raw)
-                with np.load(files[extractors[0]], allow_pickle=False) as data:
-                    w, h, nbytes = (int(v) for v in data["meta"])
+                w, h, nbytes = (int(v) for v in infos[extractors[0]])
                 kept.append(record)
                 meta.append(ImageMeta(fmt or "?", w, h, nbytes))
                 digests.append(digest)
@@ -115,7 +121,44 @@ def extract_cached(
                 why = exc.strerror if isinstance(exc, OSError) and exc.strerror and exc.filename else str(exc)
                 failed.append((record, why))
             bar.update(task, advance=1, status=f"{len(failed)} failed")
-    return CachedFeatures(kept, meta, views, failed, digests)
+    return CachedFeatures(kept, meta, views, failed, digests, cache_problem)
+
+
+def _read_cached(path: Path) -> tuple[dict[str, np.ndarray], np.ndarray] | None:
+    """An image's cached features and ``[width, height, bytes]``, or None when the file is missing or damaged.
+
+    A damaged file (truncated by a full disk or a crash on another system, or not an ``.npz`` at all) is computed
+    again and replaced: it ended the run with a BadZipFile traceback, or counted a good image as unreadable."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "meta" not in data.files or "global" not in data.files:
+                return None  # written before sizes were stored, or not ours
+            feats = {k: data[k] for k in data.files if k != "meta"}
+            info = data["meta"]
+    except Exception:  # noqa: BLE001 - zipfile, zlib, numpy and OS errors alike mean "not usable": compute again
+        return None
+    return (feats, info) if info.shape == (3,) else None
+
+
+def _write_cached(path: Path, info: np.ndarray, feats: dict[str, np.ndarray]) -> str | None:
+    """Store one image's features (renamed into place when complete); why not, when the cache cannot be written.
+
+    A cache that cannot be written (a file where its folder should be, a read-only or full disk) does not make the
+    image unreadable: before, every image was left out as "unreadable ... Not a directory"."""
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")  # two runs sharing a cache never share a tmp file
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(tmp, meta=info, **feats)
+        os.replace(tmp, path)
+    except OSError as exc:
+        return (f"the feature cache cannot be written ({path.parent}: {exc.strerror or exc}); features are "
+                "computed in memory and a rerun computes them again")
+    finally:  # a half-written file, a full disk's or one a Ctrl-C stopped, is not left behind
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+    return None
 
 
 def _sniff_format(raw: bytes) -> str:

@@ -36,6 +36,8 @@ def train_linear_heads(
     records = request.train + request.val + request.test
     cache = request.options.get("cache")
     cached = extract_cached(records, policy, [extractor], Path(cache) if cache else None)
+    if cached.cache_problem:
+        print(f"note: {request.name}: {cached.cache_problem}", file=sys.stderr)
     data = WildData.from_cache(cached)
     where = {r.ref: i for i, r in enumerate(cached.records)}
     # Only the images the served model judges: it answers "uncertain" below MIN_SIDE or beyond MAX_ASPECT, so a card
