@@ -193,9 +193,11 @@ class RequestLogMiddleware:
             state["outcome"] = "internal"
             if started:  # half a response is out: nothing valid can follow, the server closes the connection
                 raise
-            # One line, as every error body is (the traceback is in the log): a message with line breaks (torch's
-            # often have them) split the line a client or the web page shows.
-            error = ServiceError(500, "internal", f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())}")
+            # The exception's type only: its text can hold server paths and file contents ("Permission denied:
+            # '/home/alice/.cache/...'") that a client, perhaps on another network, must not see. The traceback and
+            # the text are in the log, under the request id the body and the X-Request-ID header carry.
+            error = ServiceError(500, "internal", f"internal error ({type(exc).__name__}); the service log has the "
+                                                  f"details under request id {request_id}")
             await send_json(send_with_id, error.status, error.body(request_id))
         finally:
             log.info(json.dumps({
