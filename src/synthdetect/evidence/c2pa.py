@@ -37,7 +37,8 @@ from typing import Any
 
 from synthdetect.evidence import register_probe
 from synthdetect.evidence.c2pa_signers import Signer, manifest_store, signer_of
-from synthdetect.evidence.metadata import CAPTURE_SOURCE_TYPES, SOURCE_TYPES, generator_named_in, source_type_name
+from synthdetect.evidence.metadata import (CAPTURE_SOURCE_TYPES, SOURCE_TYPES, generator_named_in, quoted,
+                                           source_type_name)
 from synthdetect.images import LoadedImage
 from synthdetect.messages import first_line
 from synthdetect.verdict import Evidence
@@ -62,6 +63,15 @@ CAPTURE_VENDORS = frozenset({"Truepic", "Leica Camera AG", "Sony Corporation", "
                              "Samsung Electronics Co., Ltd.", "Canon Inc."})
 
 _AI_WORDS = re.compile(r"\bAI[- ]generated\b|\bgenerative\b|\btext[_ ]to[_ ]image\b", re.IGNORECASE)
+#: A negation just before those words ("not AI-generated", "no generative tools", "non-generative").
+_NEGATED = re.compile(r"\b(?:not|no|non|without|never)\b[\s-]+(?:\w+[\s-]+){0,2}$", re.IGNORECASE)
+
+
+def _describes_ai(description: str) -> bool:
+    """Whether an action's free-text description says AI made it; a description that denies it does not (it read
+    as AI creation: "Captured on device, not AI-generated")."""
+    return any(not _NEGATED.search(description, max(0, m.start() - 40), m.start())
+               for m in _AI_WORDS.finditer(description))
 _CREDENTIAL_CODES = ("signingCredential.", "timeStamp.")
 
 
@@ -139,7 +149,8 @@ def _classify_claim(chain: list[dict[str, Any]]) -> tuple[str, str | None, str |
                     claim = "none"  # digital art is made by a person, but it is no camera capture
                 if declared == "algorithmicMedia":
                     claim = "algorithmic"
-            elif name == "c2pa.created" and (generator_named_in(agent) or _AI_WORDS.search(str(action.get("description", "")))):
+            elif name == "c2pa.created" and (generator_named_in(agent)
+                                             or _describes_ai(str(action.get("description", "")))):
                 claim, declared = "ai", f"AI creation by {agent or 'an unnamed generator'}" + (
                     f" ('{action['description']}')" if action.get("description") else "")
             elif name not in ("c2pa.created", "c2pa.opened", "c2pa.placed", "c2pa.converted"):
@@ -235,9 +246,13 @@ def _hex_serial(signature: dict[str, Any]) -> str | None:
 
 
 def _might_have_manifest(raw: bytes) -> bool:
-    # Every embedded manifest store is a JUMBF box labelled "c2pa"; skipping files
-    # without that label keeps the probe free for ordinary images.
-    return b"c2pa" in raw
+    # Every embedded manifest store is a JUMBF box labelled "c2pa", and a manifest kept in the cloud is named by the
+    # XMP property dcterms:provenance; skipping files with neither keeps the probe free for ordinary images.
+    return b"c2pa" in raw or b"provenance" in raw
+
+
+#: How c2pa-rs refuses a manifest that the file only links to (XMP ``dcterms:provenance``) when fetching is off.
+_REMOTE = re.compile(r"^Remote: must fetch remote manifests from url (\S+)")
 
 
 @register_probe("c2pa")
@@ -254,6 +269,15 @@ def probe_c2pa(image: LoadedImage) -> list[Evidence]:
         # comment, not a manifest.  Reporting "C2PA data present but unreadable" would invent a manifest.
         return []
     except c2pa.C2paError as exc:
+        if remote := _REMOTE.match(first_line(exc) or ""):
+            # Content Credentials kept in the cloud (Adobe's publish option): a manifest exists but detection is
+            # offline, so nothing was read.  Said as such, not as damaged data, and not left out: a link that
+            # lacked the bytes "c2pa" gave no record at all, and the verdict said "no decisive provenance found".
+            url = remote.group(1)
+            return [Evidence("c2pa", "none", "info",
+                             f"C2PA manifest kept remotely at {quoted(url, 160)}, not fetched (detection runs "
+                             f"offline): no claim was read, either way; a Content Credentials verifier can fetch it",
+                             {"remote_manifest": url, "probe_failed": True})]
         # Nothing was read, so nothing is claimed: an unreadable store points neither way (an "unverified" record
         # would read as a signer's claim).  It is a record that could not be read, and the verdict says so.
         reason = first_line(exc) or type(exc).__name__
@@ -266,20 +290,23 @@ def probe_c2pa(image: LoadedImage) -> list[Evidence]:
 
 
 def describe(facts: ManifestFacts) -> Evidence:
-    """Turn what the manifest says into one honest Evidence record."""
-    signer = facts.signer_org or "an unnamed signer"
+    """Turn what the manifest says into one honest Evidence record.  Names, agents and descriptions are the
+    manifest's own free text (a 5 KB softwareAgent with line breaks made a 5 KB reason over several lines), so the
+    reason quotes them on one line, shortened; ``data`` keeps them whole."""
+    signer = quoted(facts.signer_org) if facts.signer_org else "an unnamed signer"
     if facts.pinned_ca is None:  # a certificate's name is whatever its maker typed: say so wherever it is shown
         signer = (f"'{signer}'" if facts.signer_org else signer) + " (certificate not verified)"
-    declares = {"ai": f"declares {facts.declared}", "algorithmic": f"declares {facts.declared}",
-                "capture": f"declares a camera capture ({facts.declared})",
+    declared = quoted(facts.declared or "", 160)
+    declares = {"ai": f"declares {declared}", "algorithmic": f"declares {declared}",
+                "capture": f"declares a camera capture ({declared})",
                 "edited": "records edits and no AI source", "none": "declares no source type"}[facts.claim]
     meaning = SOURCE_TYPES.get(facts.declared or "", (None, None))[1]
     if facts.claim in ("ai", "algorithmic"):
         extras = [m for m in (meaning, facts.agent) if m and m not in (facts.declared or "")]
-        declares += f" ({', '.join(extras)})" if extras else ""
+        declares += f" ({', '.join(quoted(m) for m in extras)})" if extras else ""
     if len(facts.signers) > 1:
         declares = (f"holds a parent ingredient whose manifest, signed by "
-                    f"{facts.declarer.organisation or 'an unnamed signer'}, {declares}")
+                    f"{quoted(facts.declarer.organisation or 'an unnamed signer')}, {declares}")
     notes = "; ".join(facts.credential_notes)
     suffix = f"; note: {notes}" if notes else ""
     data = facts.data
@@ -316,7 +343,7 @@ def describe(facts: ManifestFacts) -> Evidence:
                         f"C2PA manifest {declares}, but {_why_untrusted(facts, 'a capture vendor')}"
                         f"{_test_note(facts)}: an unverified claim{suffix}", data)
     signal = "edited" if facts.claim == "edited" else "none"
-    generator = f" (claim generator {facts.claim_generator})" if facts.claim_generator else ""
+    generator = f" (claim generator {quoted(facts.claim_generator)})" if facts.claim_generator else ""
     return Evidence("c2pa", signal, "info", f"C2PA manifest signed by {signer}{generator} {declares}{suffix}", data)
 
 
@@ -335,14 +362,15 @@ def _why_untrusted(facts: ManifestFacts, vendor: str) -> str:
         return f"its signing certificate was revoked by its issuer ({revoked})"
     for depth, signer in enumerate(facts.signers):
         whose = "its signer" if depth == 0 else "that ingredient's signer"
-        name = f"'{signer.organisation or facts.signer_org or 'unnamed'}' ({signer.common_name or facts.signer_cn})"
+        name = (f"'{quoted(signer.organisation or facts.signer_org or 'unnamed')}' "
+                f"({quoted(str(signer.common_name or facts.signer_cn))})")
         if signer.serial is None:
             return f"{whose}'s certificate could not be read from the signature"
         if signer.pinned_ca is None:
             return f"{whose} {name} has no certificate chain to a pinned CA"
     if facts.pinned_ca is None:  # every chain verified, yet the certificate is not the one c2pa-rs reported
         return "the signing certificate does not match the one the signature was checked with"
-    return f"its signer '{facts.declarer.organisation}' is not {vendor}"
+    return f"its signer '{quoted(str(facts.declarer.organisation))}' is not {vendor}"
 
 
 def _test_note(facts: ManifestFacts) -> str:

@@ -134,6 +134,24 @@ def camera_consistency(tags: dict[str, Any]) -> list[str]:
     return problems
 
 
+def _settings_shown(tags: dict[str, Any]) -> list[str]:
+    """Exposure settings as a reason shows them.  A file can hold any finite number in these tags (a DOUBLE tag of
+    5e-324 s crashed the probe with OverflowError and lost the camera record; 1e300 printed 300 digits), so values no
+    camera records are written in short scientific form rather than as 1/N s, f/N.N or ISO N."""
+    settings = []
+    exposure = tags.get("exposure_time")
+    if exposure:
+        if 1e-6 <= exposure < 1:
+            settings.append(f"1/{round(1 / exposure)}s")
+        else:
+            settings.append(f"{exposure}s" if 1 <= exposure < 1e5 else f"{exposure:.3g}s")
+    if tags.get("f_number"):
+        settings.append(f"f/{tags['f_number']:.1f}" if tags["f_number"] < 1e4 else f"f/{tags['f_number']:.3g}")
+    if tags.get("iso"):
+        settings.append(f"ISO {tags['iso']:.0f}" if tags["iso"] < 1e7 else f"ISO {tags['iso']:.3g}")
+    return settings
+
+
 @register_probe("exif")
 def probe_exif(image: LoadedImage) -> list[Evidence]:
     tags = read_exif(image)
@@ -151,13 +169,7 @@ def probe_exif(image: LoadedImage) -> list[Evidence]:
     problems = camera_consistency(tags)
     if camera and not problems:
         when = tags.get("datetime_original") or tags.get("datetime")
-        settings = []
-        if tags.get("exposure_time"):
-            settings.append(f"1/{round(1 / tags['exposure_time'])}s" if tags["exposure_time"] < 1 else f"{tags['exposure_time']}s")
-        if tags.get("f_number"):
-            settings.append(f"f/{tags['f_number']:.1f}")
-        if tags.get("iso"):
-            settings.append(f"ISO {tags['iso']:.0f}")
+        settings = _settings_shown(tags)
         lens = tags.get("lens_model")
         detail = f"camera EXIF: {clipped(camera)}, captured {clipped(when)}"
         detail += f", {' '.join(settings)}" if settings else ""

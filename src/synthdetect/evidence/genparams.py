@@ -286,7 +286,7 @@ def _novelai(image: LoadedImage) -> list[Evidence]:
     comment = _json(image.info.get("Comment"))
     if software and software.strip() == "NovelAI" and isinstance(comment, dict) and "steps" in comment:
         source = _text_value(image.info.get("Source")) or "NovelAI"
-        return [Evidence("genparams", "ai", "decisive", f"NovelAI generation parameters ({source})",
+        return [Evidence("genparams", "ai", "decisive", f"NovelAI generation parameters ({_shown(source)})",
                          {"tool": "novelai", "model": source, "settings": {k: comment.get(k) for k in
                                                                            ("steps", "sampler", "seed", "scale")}})]
     return []

@@ -16,7 +16,7 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
-from synthdetect.evidence import register_probe
+from synthdetect.evidence import clipped, register_probe
 from synthdetect.images import LoadedImage
 from synthdetect.verdict import Evidence
 
@@ -78,6 +78,12 @@ _EDITOR_RE = re.compile(r"(?<!\w)(" + "|".join(re.escape(n) for n in EDITOR_NAME
 
 _MIDJOURNEY_JOB = re.compile(r"Job ID:\s*[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\s*$")
 _MIDJOURNEY_AUTHOR = re.compile(r"^u\d{6,}$")
+
+
+def quoted(value: str, limit: int = 80) -> str:
+    """File text as a reason quotes it: on one line and short.  These fields are free text of any length (a 20 KB
+    DigitalSourceType made a 20 KB reason, a CreatorTool with line breaks a reason over several lines)."""
+    return clipped(" ".join(str(value).split()), limit)
 
 
 def generator_named_in(text: str | None) -> str | None:
@@ -383,7 +389,7 @@ def _source_types(xmp: XmpFields) -> list[Evidence]:
         # types only weak (a camera-style label is the easiest thing to fake).
         strength = {"ai": "strong", "human": "weak", "edited": "info", "none": "info"}[signal]
         found.append(Evidence("metadata", signal, strength,
-                              f"XMP/IPTC DigitalSourceType {name} ({meaning}; unsigned metadata"
+                              f"XMP/IPTC DigitalSourceType {quoted(name)} ({meaning}; unsigned metadata"
                               f"{'' if xmp.well_formed else ', in an XMP packet that is not well-formed XML'})",
                               {"field": "Iptc4xmpExt:DigitalSourceType", "value": value}))
     return found
@@ -392,12 +398,13 @@ def _source_types(xmp: XmpFields) -> list[Evidence]:
 def _tool_evidence(field_name: str, value: str) -> Evidence | None:
     generator = generator_named_in(value)
     if generator:
-        return Evidence("metadata", "ai", "strong", f"{field_name} names the generator {generator!s} ('{value[:80]}')",
+        return Evidence("metadata", "ai", "strong",
+                        f"{field_name} names the generator {generator!s} ('{quoted(value)}')",
                         {"field": field_name, "value": value, "generator": generator})
     editor = editor_named_in(value)
     if editor:
         return Evidence("metadata", "edited", "info",
-                        f"{field_name} '{value[:80]}': edited in {editor} (says nothing about how it was made)",
+                        f"{field_name} '{quoted(value)}': edited in {editor} (says nothing about how it was made)",
                         {"field": field_name, "value": value, "editor": editor})
     return None
 
