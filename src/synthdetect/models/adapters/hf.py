@@ -124,12 +124,13 @@ def load_hf(spec: str) -> HFModel:
     config = module.config
     labels = [str(config.id2label[i]) for i in range(config.num_labels)]
     where = f"{PREFIX}:{target}"
+    overrides = parse_label_overrides(options.get("labels"), where)
     if config.num_labels == 1:
-        mapping = single_output_mapping("sigmoid_logit", options.get("positive"), labels, where)
+        mapping = single_output_mapping("sigmoid_logit", options.get("positive"), labels, where, overrides)
     elif getattr(config, "problem_type", None) == "multi_label_classification":
         raise AdapterError(f"{where}: multi-label heads (independent sigmoids per class) are not supported")
     else:
-        mapping = multi_class_mapping("logits", labels, parse_label_overrides(options.get("labels"), where), where)
+        mapping = multi_class_mapping("logits", labels, overrides, where, positive=options.get("positive"))
     settings = processor.to_dict()
     preprocessing = {"processor": type(processor).__name__,
                      **{k: settings[k] for k in _PROCESSOR_KEYS if k in settings}}

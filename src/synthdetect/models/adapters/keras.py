@@ -176,6 +176,11 @@ def load_keras(spec: str) -> KerasModel:
     check_against_graph(preprocess, defaults, list(in_shape), where)  # not a Keras error for every image
     n_outputs = output_count(module, preprocess, out_shape, where)
     activation = final_activation(module)
+    if n_outputs == 1 and activation in SOFTMAX_LIKE:
+        # Dense(1, activation="softmax"), a common slip in published Keras detectors, outputs 1.0 for every image:
+        # read as a probability (as a sidecar may state) it called every image AI with p_ai 1.000
+        raise AdapterError(f"{where}: its one output goes through a softmax, which is 1.0 for every image, so the "
+                           "model cannot tell images apart (a Dense(1) layer needs a sigmoid)")
     kind = sidecar.get("output") or default_output_kind(n_outputs, activation)
     output_from = "sidecar" if sidecar.get("output") else "final activation"
     if kind is None:

@@ -151,16 +151,28 @@ def map_labels(labels: Sequence[str], overrides: Mapping[str, str] | None, where
             f"{where}: label override(s) {sorted(unknown_overrides)} name no class of this model "
             f"(its labels: {list(labels)})"
         )
+    names = [str(l) for l in labels]
+    for key in overrides:
+        # '0' may be a class's name and another class's index (labels ["1", "0"]): reading it either way flips
+        # the polarity of both classes, so it is refused rather than guessed
+        if key in names and key.isdigit() and int(key) < len(names) and names[int(key)] != key:
+            raise AdapterError(f"{where}: label override '{key}' is ambiguous: it is the name of class "
+                               f"{names.index(key)} and the index of class '{names[int(key)]}' (labels "
+                               f"{list(labels)}); rename the classes in the sidecar's labels or config.json's id2label")
     classes = []
     for index, label in enumerate(labels):
-        target = overrides.get(str(label)) or overrides.get(str(index)) or normalise_label(label)
-        classes.append(target)
+        stated = {overrides[key] for key in (str(label), str(index)) if key in overrides}
+        if len(stated) > 1:  # by name and by index, differently: which one the user meant is unknown
+            raise AdapterError(f"{where}: label overrides give class {index} ('{label}') both ai and human")
+        classes.append(stated.pop() if stated else normalise_label(label))
     missing = [l for l, c in zip(labels, classes) if c is None]
     if missing:
+        # no side in the example: one pasted as it stands ('LABEL_0:ai') would be a guess at the polarity
+        example = ",".join(f"{name}:ai|human" for name in missing[:3]) + (",..." if len(missing) > 3 else "")
         raise AdapterError(
             f"{where}: cannot tell which class means AI: labels {list(labels)} include {missing}, "
-            "which are not known names for ai/human; state them, e.g. "
-            f"'?labels={missing[0]}:ai,...' after the model name"
+            "which are not known names for ai/human; state which each one is, from the publisher's code or card, "
+            f"after the model name: '?labels={example}'"
         )
     if AI not in classes or HUMAN not in classes:
         raise AdapterError(
@@ -170,13 +182,37 @@ def map_labels(labels: Sequence[str], overrides: Mapping[str, str] | None, where
 
 
 def multi_class_mapping(kind: str, labels: Sequence[str], overrides: Mapping[str, str] | None,
-                        where: str) -> OutputMapping:
+                        where: str, positive: str | None = None) -> OutputMapping:
+    if positive:  # it would be ignored, and whoever wrote it believes it sets the polarity
+        raise AdapterError(f"{where}: 'positive' is for one-output models; this one has {len(labels)} outputs, so "
+                           "name its classes with labels (and '?labels=NAME:ai|human,...' where a name says neither)")
     labels = [str(l) for l in labels]
     return OutputMapping(kind=kind, labels=labels, classes=map_labels(labels, overrides, where))
 
 
-def single_output_mapping(kind: str, positive: str | None, labels: Sequence[str] | None, where: str) -> OutputMapping:
-    """A one-output head: the positive class is stated, or read from a single label name."""
+def single_output_mapping(kind: str, positive: str | None, labels: Sequence[str] | None, where: str,
+                          overrides: Mapping[str, str] | None = None) -> OutputMapping:
+    """A one-output head: the positive class is stated, or read from a single label name.
+
+    A label override (``?labels=fake:human``, ``0:ai`` or the sidecar's ``label_map``) states the polarity as
+    surely as ``positive`` does; it was ignored here, so a publisher's misnamed class kept its wrong polarity.
+    """
+    if overrides:
+        names = [str(l) for l in labels or []][:1]
+        unknown = sorted(set(overrides) - set(names) - {"0"})
+        if unknown:
+            call = f"{names[0]!r} or '0'" if names else "'0'"
+            raise AdapterError(f"{where}: label override(s) {unknown} name no class of this model (it has one "
+                               f"output; call it {call})")
+        stated = set(overrides.values())
+        if len(stated) > 1:
+            raise AdapterError(f"{where}: label overrides {dict(overrides)} give the one output both polarities")
+        target = stated.pop()
+        if positive is not None and normalise_label(positive) not in (None, target):
+            raise AdapterError(f"{where}: positive '{positive}' contradicts the label override "
+                               f"{dict(overrides)}; state the polarity once")
+        if positive is None or normalise_label(positive) == target:  # else: 'positive' says neither, refused below
+            positive = target
     if positive is None and labels and len(labels) == 1:
         positive = normalise_label(labels[0])
     if positive is not None:

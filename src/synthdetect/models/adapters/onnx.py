@@ -72,14 +72,16 @@ def output_mapping(sidecar: dict[str, Any], options: dict[str, str], n_outputs: 
     labels = sidecar.get("labels")  # a list in output order (read_sidecar turned {"0": ..., "1": ...} into one)
     n = n_outputs or (len(labels) if labels else None)
     positive = options.get("positive") or sidecar.get("positive")
+    overrides = {**parse_label_overrides(sidecar.get("label_map"), where),
+                 **parse_label_overrides(options.get("labels"), where)}
     if n == 1 or (n is None and positive):
         kind = sidecar.get("output", default_single)
         if not kind.startswith("sigmoid"):
             raise AdapterError(f"{where}: one output per image needs output sigmoid_logit or sigmoid_probability")
-        return single_output_mapping(kind, positive, labels, where)
+        return single_output_mapping(kind, positive, labels, where, overrides)
     if positive:  # it would be ignored, and whoever wrote it believes it sets the polarity
         raise AdapterError(f"{where}: 'positive' is for one-output models; this one has {n} outputs, so name "
-                           "its classes with labels (and '?labels=NAME:ai,...' where a name says neither)")
+                           "its classes with labels (and '?labels=NAME:ai|human,...' where a name says neither)")
     if not labels and n and options.get("labels"):
         labels = [str(i) for i in range(n)]  # '?labels=0:ai,1:human' names classes by index
     if not labels:
@@ -89,8 +91,6 @@ def output_mapping(sidecar: dict[str, Any], options: dict[str, str], n_outputs: 
     kind = sidecar.get("output", default_multi)
     if kind.startswith("sigmoid"):
         raise AdapterError(f"{where}: {kind} needs one output per image, the model has {n}")
-    overrides = {**parse_label_overrides(sidecar.get("label_map"), where),
-                 **parse_label_overrides(options.get("labels"), where)}
     return multi_class_mapping(kind, labels, overrides, where)
 
 
@@ -123,12 +123,16 @@ class OnnxModel(AdapterModel):
         self.input_dtype = INPUT_TYPES[session.get_inputs()[0].type]
 
     def raw_outputs(self, images: Sequence[LoadedImage]) -> np.ndarray:
-        batch = self.preprocess([im.rgb for im in images]).astype(self.input_dtype, copy=False)
+        return self.run([im.rgb for im in images])
+
+    def run(self, images: Sequence[Any], run_options: Any = None) -> np.ndarray:
+        """PIL images -> the graph's raw outputs."""
+        batch = self.preprocess(images).astype(self.input_dtype, copy=False)
         count = len(batch)
         if self.fixed_batch and count < self.fixed_batch:
             # a graph exported for exactly N images: fill with copies of the last, whose outputs are dropped
             batch = np.concatenate([batch, np.repeat(batch[-1:], self.fixed_batch - count, axis=0)])
-        return np.asarray(self.session.run([self.output_name], {self.input_name: batch})[0])[:count]
+        return np.asarray(self.session.run([self.output_name], {self.input_name: batch}, run_options)[0])[:count]
 
 
 def load_onnx(spec: str) -> OnnxModel:
@@ -188,4 +192,25 @@ def load_onnx(spec: str) -> OnnxModel:
         extra={"sidecar": str(sidecar_path), "input_name": graph_input.name, "input_type": graph_input.type,
                "sha256": sha256, "runtime": runtime},
     )
-    return OnnxModel(card, mapping, session, preprocess, batch_size, fixed_batch)
+    model = OnnxModel(card, mapping, session, preprocess, batch_size, fixed_batch)
+    check_graph_runs(model, where)
+    return model
+
+
+def check_graph_runs(model: OnnxModel, where: str) -> None:
+    """One grey image through the graph at load, as ``hf:`` does: a graph whose input dimensions are symbolic
+    but whose layers are not (a Gemm over a fixed-size flatten) refused the sidecar's size only at run time,
+    with the same ONNX Runtime error as every image's failure."""
+    from PIL import Image
+
+    import onnxruntime
+
+    probe = Image.new("RGB", (64, 48), (128, 128, 128))
+    quiet = onnxruntime.RunOptions()
+    quiet.log_severity_level = 4  # the error is raised as one line below; ORT's own log line would repeat it
+    try:
+        model.run([probe], quiet)
+    except Exception as exc:  # noqa: BLE001 - whatever the graph raises, it would raise it for every image
+        raise AdapterError(f"{where}: the graph refuses the input the sidecar describes "
+                           f"({model.preprocess.height}x{model.preprocess.width} {model.preprocess.layout}): "
+                           f"{first_line(exc) or type(exc).__name__}") from None

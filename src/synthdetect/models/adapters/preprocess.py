@@ -157,7 +157,10 @@ class ArrayPreprocess:
             return center_crop(im.resize((scale_w, scale_h), resample), self.height, self.width)
         if self.crop_mode == "border":  # whole image kept, borders filled with the mean colour
             im = resize_keep_ratio(im, (scale_h, scale_w), resample, longest=True)
-            fill = tuple(round(255 * v) for v in self.mean)  # timm fills with the mean colour
+            # timm fills with the mean colour, round(255 * mean); in pixel units that is mean / rescale, which for a
+            # sidecar's other scaling (rescale 1/127.5 with mean 1, or rescale 1 with mean 123.7) is not 255 * mean
+            pixels = 1.0 / self.rescale  # exactly 255.0 for 1/255, so timm's fill is kept to the bit
+            fill = tuple(min(255, max(0, round(pixels * v))) for v in self.mean)
             return center_crop_or_pad(im, self.height, self.width, fill)
         if scale_h == scale_w:
             size = shorter_side_size(im, scale_h)

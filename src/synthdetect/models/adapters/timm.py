@@ -75,14 +75,17 @@ def import_timm() -> Any:
 
 def head_mapping(n_outputs: int, labels: Sequence[str] | None, options: Mapping[str, str], where: str) -> OutputMapping:
     if n_outputs == 1:
-        return single_output_mapping("sigmoid_logit", options.get("positive"), labels, where)
+        return single_output_mapping("sigmoid_logit", options.get("positive"), labels, where,
+                                     parse_label_overrides(options.get("labels"), where))
     if not labels or len(labels) != n_outputs:
         if not options.get("labels"):
             have = f"labels {list(labels)}" if labels else "no label names"
             raise AdapterError(f"{where}: the model has {n_outputs} classes but {have}; state them with "
-                               "'?labels=0:ai,1:human' (class index or name : ai|human)")
+                               "'?labels=0:ai|human,1:ai|human' (class index or name, then the side its publisher "
+                               "gives it)")
         labels = [str(i) for i in range(n_outputs)]
-    return multi_class_mapping("logits", labels, parse_label_overrides(options.get("labels"), where), where)
+    return multi_class_mapping("logits", labels, parse_label_overrides(options.get("labels"), where), where,
+                               positive=options.get("positive"))
 
 
 class TimmModel(AdapterModel):
