@@ -229,3 +229,32 @@ def test_symbolic_links_stored_in_a_zip_are_said(tmp_path: Path, caplog):
         records = open_dataset(path)
     assert "1 entries are symbolic links stored as links, e.g. real/1.png" in caplog.text
     assert summarize_dataset(records)["unreadable_count"] == 1  # still counted and named, not left out
+
+
+def test_files_in_hidden_or_nas_thumbnail_folders_are_not_read_as_data(tmp_path, caplog):
+    """A Synology share puts @eaDir/x.jpg/SYNOPHOTO_THUMB_M.jpg beside every photo: it took its class folder's label
+    and, as a near-copy that only byte-identical copies would catch, could sit on both sides of a split."""
+    import logging
+    import zipfile
+
+    from PIL import Image
+
+    from synthdetect.train.datasets import HIDDEN_FOLDERS, open_dataset
+
+    root = tmp_path / "data"
+    for folder in ("ai", "real", "ai/@eaDir/a0.png", "real/.thumbnails", ".git/ai"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    for i, folder in enumerate(("ai", "real", "ai/@eaDir/a0.png", "real/.thumbnails", ".git/ai")):
+        Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(root / folder / f"img{i}.png")
+    (root / "real" / ".hidden-file.png").write_bytes((root / "real" / "img1.png").read_bytes())
+    with caplog.at_level(logging.WARNING, logger="synthdetect.train.datasets"):
+        records = open_dataset(root)
+    assert sorted(Path(r.ref).relative_to(root).as_posix() for r in records) == [
+        "ai/img0.png", "real/.hidden-file.png", "real/img1.png"]  # a hidden file, named, is still data
+    assert records.skipped == {HIDDEN_FOLDERS: 3}
+    assert "3 file(s) in hidden or thumbnail folders are not read as data" in caplog.text
+    archive = tmp_path / "data.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for file in root.rglob("*.png"):
+            z.write(file, file.relative_to(root).as_posix())
+    assert open_dataset(archive).skipped == {HIDDEN_FOLDERS: 3}

@@ -268,7 +268,7 @@ def register(app: typer.Typer) -> None:
         for warning in summary["warnings"]:  # warnings name files: shown() escapes what a terminal would act on
             console.print(f"[yellow]warning:[/yellow] {escape(shown(warning))}", highlight=False, soft_wrap=True)
         for reason, count in summary["skipped"].items():
-            console.print(f"skipped {count} entries that are {reason}, not images", highlight=False)
+            console.print(f"skipped {count} entries: {reason}", highlight=False, markup=False)
         if summary["unreadable_count"]:
             console.print(f"[red]{summary['unreadable_count']} unreadable[/red], e.g. {escape(shown(summary['unreadable'][0]))}",
                           highlight=False, soft_wrap=True)

@@ -192,6 +192,31 @@ def is_macos_metadata(name: str) -> bool:
     return bool(parts) and (parts[0] == "__MACOSX" or parts[-1].startswith("._"))
 
 
+#: Folders of class-folder datasets that hold no photos of their own: hidden folders (``.git``, ``.thumbnails``,
+#: ``.Trash``) and the thumbnail or recycle folders NAS systems add beside every photo (Synology ``@eaDir``,
+#: ``#recycle``, QNAP ``.@__thumb``).  ``@eaDir/x.jpg/SYNOPHOTO_THUMB_M.jpg`` takes the class of the folder above it
+#: and is a near-copy of ``x.jpg`` that only byte-identical copies would catch, so it could sit on both sides of a
+#: split and inflate the held-out numbers.
+HIDDEN_FOLDERS = "hidden or thumbnail folders (.*/, @eaDir/, #recycle/)"
+_NAS_FOLDERS = frozenset({"@eadir", "#recycle", "#snapshot", "@recycle"})
+
+
+def in_hidden_folder(name: str) -> bool:
+    """Whether a class-folder entry sits under a hidden or NAS thumbnail folder (a hidden *file* is not meant)."""
+    return any(part.startswith(".") or part.lower() in _NAS_FOLDERS for part in name_parts(name)[:-1])
+
+
+def _skip_hidden(names: list[str], skipped: dict[str, int], where: Path) -> list[str]:
+    """``names`` without entries in hidden or thumbnail folders, counted in ``skipped`` and said once."""
+    hidden = [n for n in names if in_hidden_folder(n) and not n.endswith("/")]
+    if not hidden:
+        return names
+    skipped[HIDDEN_FOLDERS] = len(hidden)
+    logger.warning("%s: %d file(s) in hidden or thumbnail folders are not read as data, e.g. %s (move them out of "
+                   "such a folder to use them)", where, len(hidden), hidden[0])
+    return [n for n in names if not in_hidden_folder(n)]
+
+
 def _records_from_names(
     names: Iterable[str], make_ref, mapping: dict[str, int] | None, where: str = "dataset"
 ) -> list[Record]:
@@ -449,7 +474,7 @@ def open_dataset(path: str | Path, *, label_map: dict[str, int] | None = None, m
 
             records = _read_csv(text, member_ref, label_map, f"{path}!{member}")
         else:
-            names = [n for n in names if not is_macos_metadata(n)]
+            names = _skip_hidden([n for n in names if not is_macos_metadata(n)], skipped, path)
             records = _records_from_names(names, lambda n: f"{path}!{n}", label_map, str(path))
     elif path.is_dir():
         candidate = path / (manifest or "manifest.csv")
@@ -459,7 +484,7 @@ def open_dataset(path: str | Path, *, label_map: dict[str, int] | None = None, m
         metadata = [n for n in files if is_macos_metadata(n)]
         if metadata:
             skipped[MACOS_METADATA] = len(metadata)
-        names = [n for n in files if not is_macos_metadata(n)]
+        names = _skip_hidden([n for n in files if not is_macos_metadata(n)], skipped, path)
         records = _records_from_names(names, lambda n: str(path / n), label_map, str(path))
     else:
         raise DatasetError(f"{path}: not a folder, CSV manifest or zip archive")
