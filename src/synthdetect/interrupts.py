@@ -25,3 +25,18 @@ def sigterm_raises(interrupt: Callable[[int], BaseException]) -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def signal_number(exc: BaseException) -> int | None:
+    """The signal behind a KeyboardInterrupt: ``sigterm_raises`` passes it as the first argument (or an exception
+    carries it as ``signum``), Ctrl-C none."""
+    signum = getattr(exc, "signum", None)
+    if signum is None and exc.args and isinstance(exc.args[0], int):
+        signum = exc.args[0]
+    return signum
+
+
+def interrupt_signal(exc: BaseException) -> int:
+    """:func:`signal_number`, SIGINT for a plain Ctrl-C: what ``128 + signum`` exit codes are made of."""
+    signum = signal_number(exc)
+    return int(signal.SIGINT) if signum is None else int(signum)

@@ -71,8 +71,9 @@ def run_to_report(work: Callable[[], Any], out: Path, *, on_disk_said: bool = Fa
     Ctrl-C or SIGTERM (exit 130 or 143, as a shell reports them), with how far the run got and what ``out``
     holds (``on_disk_said``: the errors ``work`` raises say that already, as ``compare_models``' do)."""
     from synthdetect.evaluate.report import (
-        JudgingInterrupted, ReportInterrupted, ReportNotWritten, on_disk, signal_number,
+        JudgingInterrupted, ReportInterrupted, ReportNotWritten, on_disk,
     )
+    from synthdetect.interrupts import signal_number
 
     def left() -> str:
         return "" if on_disk_said else f"; {on_disk(out)}"

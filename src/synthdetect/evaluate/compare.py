@@ -35,9 +35,9 @@ from synthdetect.evaluate.report import (
     ReportInterrupted,
     ReportNotWritten,
     predict_records,
-    signal_number,
     write_report,
 )
+from synthdetect.interrupts import signal_number
 from synthdetect.train.datasets import Record, stratified_split
 
 #: Table columns: (key in a row, heading).

@@ -30,6 +30,7 @@ from typing import Any, Callable, Sequence, TextIO
 import numpy as np
 
 from synthdetect.atomic import write_atomically
+from synthdetect.interrupts import signal_number
 from synthdetect.evaluate.metrics import (
     ECE_BINS,
     ECE_MIN_RELIABLE_N,
@@ -615,14 +616,6 @@ def on_disk(out_dir: Path, written: Sequence[str] = ()) -> str:
     if earlier:
         said += f"; {' and '.join(earlier)} there {'is' if len(earlier) == 1 else 'are'} an earlier run's"
     return said
-
-
-def signal_number(exc: BaseException) -> int | None:
-    """The signal behind a KeyboardInterrupt: ``sigterm_raises`` passes it as the first argument, Ctrl-C none."""
-    signum = getattr(exc, "signum", None)
-    if signum is None and exc.args and isinstance(exc.args[0], int):
-        signum = exc.args[0]
-    return signum
 
 
 def out_dir_unwritable(out_dir: Path, names: Sequence[str] = REPORT_FILES) -> str | None:

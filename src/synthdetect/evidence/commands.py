@@ -7,7 +7,6 @@ spectrum), so a person can see exactly what provenance an image carries.
 from __future__ import annotations
 
 import json
-import signal
 import sys
 import time
 from enum import Enum
@@ -136,7 +135,7 @@ def register(app: typer.Typer) -> None:
 
         from synthdetect.cli import err, fail, gather_inputs, print_note, state, valid_text
         from synthdetect.evidence import probe_names
-        from synthdetect.interrupts import sigterm_raises
+        from synthdetect.interrupts import interrupt_signal, sigterm_raises
 
         known = probe_names()
         unknown = [p for p in probe or [] if p not in known]
@@ -176,7 +175,7 @@ def register(app: typer.Typer) -> None:
             if format is InspectFormat.json:
                 sys.stdout.write(json.dumps(results, indent=2) + "\n")
             sys.stdout.flush()
-            signum = exc.args[0] if exc.args and isinstance(exc.args[0], int) else signal.SIGINT
+            signum = interrupt_signal(exc)
             fail(f"interrupted: {done} of {len(targets)} files inspected ({failed} failed), their findings printed; "
                  f"the other {len(targets) - done} were not inspected", code=128 + signum)
         if format is InspectFormat.json:

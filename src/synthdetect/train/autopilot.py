@@ -46,7 +46,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from synthdetect.interrupts import sigterm_raises
+from synthdetect.interrupts import interrupt_signal, sigterm_raises
 from synthdetect.messages import first_line
 from synthdetect.train.datasets import Record
 
@@ -693,7 +693,7 @@ def _run_autopilot(
             _run_candidates(runnable, rows, bar, out, split, split_info, budget_s, deadline, started, min_slice_s,
                             seed, threads, data, command, metric, console)
     except KeyboardInterrupt as exc:  # no worker is left running: each is stopped before its row is written
-        interrupted = exc.args[0] if exc.args and isinstance(exc.args[0], int) else signal.SIGINT
+        interrupted = interrupt_signal(exc)
         ran = {r["candidate"] for r in rows}
         rows.extend({"candidate": c.name, "kind": c.kind, "status": SKIPPED_INTERRUPTED, "train_seconds": 0.0}
                     for c in runnable if c.name not in ran)
@@ -705,7 +705,7 @@ def _run_autopilot(
             result = _finish(rows, out, split, split_info, unavailable, budget_s, metric, data, command, seed,
                              started, interrupted, console, reserve)
         except KeyboardInterrupt as exc:
-            signum = exc.args[0] if exc.args and isinstance(exc.args[0], int) else signal.SIGINT
+            signum = interrupt_signal(exc)
             raise FinishInterrupted(out, signum) from None
     if interrupted is not None:
         raise AutopilotInterrupted(result, interrupted)

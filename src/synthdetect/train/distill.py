@@ -42,7 +42,6 @@ import html
 import json
 import math
 import os
-import signal
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -535,14 +534,14 @@ class _Stage:
 def explained_interrupts(out: Path, student_kind: str):
     """Ctrl-C (or SIGTERM) ended a distillation silently with status 130: nothing said whether the student's
     epochs were kept or how to resume them.  It now raises :class:`DistillInterrupted` saying so."""
-    from synthdetect.interrupts import sigterm_raises
+    from synthdetect.interrupts import interrupt_signal, sigterm_raises
 
     stage = _Stage()
     try:
         with sigterm_raises(KeyboardInterrupt):
             yield stage
     except KeyboardInterrupt as exc:
-        signum = exc.args[0] if exc.args and isinstance(exc.args[0], int) else int(signal.SIGINT)
+        signum = interrupt_signal(exc)
         raise DistillInterrupted(interrupted_state(out, student_kind, stage.now), signum) from None
 
 
