@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import re
-import signal
 import sys
 import warnings
 from enum import Enum
@@ -231,11 +230,11 @@ def gather_inputs(paths: list[str], files_from: str | None, all_files: bool, fol
     walked, and what ``find`` prints inside a listed folder not taken twice.  A file reached twice (``detect B
     B/x.jpg``) is judged once, as ``scan`` does."""
     from synthdetect.api import expand_paths, missing_problem
+    from synthdetect.messages import EMPTY_PATH_HINT
     from synthdetect.scan.sources import PassedOver, covered_by, iter_list_stream, stdin_listed_paths
 
     if "" in paths:  # `detect "$DIR"` with DIR unset: Path("") is the working folder, which was walked whole
-        fail('an empty path ("") names no file or folder (is a shell variable unset?); name the folder, or . for '
-             'the working folder')
+        fail(f'an empty path ("") names no file or folder{EMPTY_PATH_HINT}')
     if paths.count("-") > 1:
         fail("- (one image from standard input) can be given only once")
     if files_from == "-" and "-" in paths:
@@ -311,7 +310,7 @@ def detect(
 
     from synthdetect.api import Detector
     from synthdetect.images import LoadLimits
-    from synthdetect.interrupts import sigterm_raises
+    from synthdetect.interrupts import interrupt_signal, sigterm_raises
     from synthdetect.models import ModelPackageError
     from synthdetect.verdict import Verdict
 
@@ -378,7 +377,7 @@ def detect(
                    f"the other {len(targets) - total} were not judged" if total else "no file was judged")
         if isinstance(exc, ModelPackageError):
             fail(f"{exc} ({how_far})" if total else str(exc))
-        signum = exc.args[0] if exc.args and isinstance(exc.args[0], int) else signal.SIGINT
+        signum = interrupt_signal(exc)
         fail(f"interrupted: {how_far}", code=128 + signum)
     if not streaming:
         write(kept)

@@ -151,12 +151,13 @@ def register(app: typer.Typer) -> None:
         from synthdetect.cli import EXIT_SOME_FAILED, fail, print_note, state
         from synthdetect.images import LoadLimits
         from synthdetect.models import ModelPackageError
-        from synthdetect.scan.engine import EMPTY_SOURCE_HINT, ScanOptions
+        from synthdetect.messages import EMPTY_PATH_HINT
+        from synthdetect.scan.engine import ScanOptions
         from synthdetect.scan.sources import STDIN_LIST, PassedOver
         from synthdetect.scan.store import EXPORT_FORMATS, StoreError, check_export_target, connect, is_sqlite_file
 
         if "" in sources:  # `scan "$DIR"` with DIR unset: normpath("") is ".", and the working folder was walked
-            fail(f"an empty SOURCE (\"\") names no file or folder{EMPTY_SOURCE_HINT}")
+            fail(f"an empty SOURCE (\"\") names no file or folder{EMPTY_PATH_HINT}")
         if STDIN_LIST in sources and sys.stdin is None:  # `scan - <&-`: there is no list to read
             fail("- reads the list of paths from standard input, which is closed here")
         if out.suffix.lstrip(".").lower() in EXPORT_FORMATS and not is_sqlite_file(out):

@@ -41,6 +41,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from synthdetect.images import ImageLoadError, LoadLimits
 from synthdetect.interrupts import sigterm_raises
+from synthdetect.messages import EMPTY_PATH_HINT
 from synthdetect.scan.decode import Decoded, decode_file
 from synthdetect.scan.sources import Candidate, PassedOver, database_files, iter_candidates
 from synthdetect.scan.store import (CONTENT_ERROR_KINDS, FileStamp, ResultStore, connect, database_failed,
@@ -54,9 +55,6 @@ RESUME_CHUNK = 256
 PARENT_CHECK_S = 1.0
 #: What the pool's reader thread hands on: a worker's result, or word that its pipe ended (it died).
 RESULT, GONE = "result", "gone"
-#: Why an empty source is refused: ``os.path.normpath("")`` is ".", so ``scan "$DIR"`` with DIR unset walked the
-#: working folder (a home folder: every photo in it) instead of saying the variable was empty.
-EMPTY_SOURCE_HINT = " (is a shell variable unset?); name the folder, or . for the working folder"
 
 
 class ScanInterrupted(KeyboardInterrupt):
@@ -458,7 +456,7 @@ def run_scan(
     """Scan ``sources`` into the SQLite database ``out``; returns the summary (also stored in ``runs``)."""
     options = options or ScanOptions()
     if any(str(source) == "" for source in sources):
-        raise ValueError(f'an empty source ("") names no file or folder{EMPTY_SOURCE_HINT}')
+        raise ValueError(f'an empty source ("") names no file or folder{EMPTY_PATH_HINT}')
     out = Path(out)
     workers = options.workers or available_cpus()
     store = ResultStore(out)

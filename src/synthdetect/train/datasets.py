@@ -24,6 +24,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from synthdetect.images import IMAGE_SUFFIXES, ImageLoadError, LoadedImage, LoadLimits, load_image
+from synthdetect.messages import EMPTY_PATH_HINT
 
 logger = logging.getLogger(__name__)
 
@@ -424,8 +425,7 @@ def _files_under(root: Path) -> list[str]:
 def open_dataset(path: str | Path, *, label_map: dict[str, int] | None = None, manifest: str | None = None) -> list[Record]:
     """Read a class-folder tree, a CSV manifest, or a zip of either into records."""
     if not str(path).strip():  # Path("") is the working folder: an unset shell variable must not train on it
-        raise DatasetError('an empty path ("") names no dataset (is a shell variable unset?); name the folder, '
-                           'or . for the working folder')
+        raise DatasetError(f'an empty path ("") names no dataset{EMPTY_PATH_HINT}')
     path = Path(path)
     if not path.exists():
         raise DatasetError(f"{path}: dataset not found")
