@@ -10,7 +10,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import signal
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -68,7 +67,6 @@ def register(app: typer.Typer) -> None:
             if image != "-" and _same_file(path, Path(image)):
                 what = role if role == "figure" else f"{role} map"
                 fail(f"-o {out}: the {what} would be written over the input image {image}; give another name")
-        existing = {role for role, path in planned.items() if path.exists()}
         try:
             detector = Detector.load(model)
         except (ModelPackageError, ValueError, ImportError) as exc:
@@ -86,17 +84,28 @@ def register(app: typer.Typer) -> None:
             print_error(result.verdict.error or f"{name}: could not judge")
             raise typer.Exit(EXIT_SOME_FAILED)
         try:
-            result.save(out)
-            written = {"figure": str(out)}
-            if maps:
-                written.update({name: str(path) for name, path in result.save_maps(out.with_suffix("")).items()})
+            written, replaced = save_pictures(result, out, maps)
         except OSError as exc:
             fail(f"{exc.filename or out}: cannot write the picture ({exc.strerror or exc})")  # one line, no traceback
-        replaced = [path for role, path in written.items() if role in existing]
         if as_json:
             typer.echo(json.dumps({**result.to_dict(), "written": written, "replaced": replaced}, indent=2))
             return
         echo_explanation(name, result, written, replaced)
+
+
+def save_pictures(result, figure: Path, maps: bool) -> tuple[dict[str, str], list[str]]:
+    """Write the figure (and with ``maps`` each overlay beside it as FIGURE_STEM.<map>.png); what was written, by
+    role, and which of those files were there before (said as replaced)."""
+    from synthdetect.explain import map_paths
+
+    stem = figure.with_suffix("")
+    planned = [figure, *(map_paths(stem, result.maps()).values() if maps else ())]
+    existing = {str(path) for path in planned if path.exists()}
+    result.save(figure)
+    written = {"figure": str(figure)}
+    if maps:
+        written.update({role: str(path) for role, path in result.save_maps(stem).items()})
+    return written, [path for path in written.values() if path in existing]
 
 
 def echo_explanation(name: str, result, written: dict[str, str], replaced: list[str]) -> None:
@@ -135,9 +144,9 @@ def explain_many(images: list[str], out: Path, *, model: str, maps: bool, method
 
     from synthdetect.api import Detector
     from synthdetect.cli import EXIT_SOME_FAILED, err, fail, gather_inputs, print_error, print_note, state
-    from synthdetect.explain import explain as explain_image, map_paths
+    from synthdetect.explain import explain as explain_image
     from synthdetect.images import ImageLoadError
-    from synthdetect.interrupts import sigterm_raises
+    from synthdetect.interrupts import interrupt_signal, sigterm_raises
     from synthdetect.models import ModelPackageError
 
     if out.exists() and not out.is_dir():
@@ -185,7 +194,7 @@ def explain_many(images: list[str], out: Path, *, model: str, maps: bool, method
                 try:
                     result = explain_image(detector, source, name=name, methods=methods, grid=grid)
                 except ImageLoadError as exc:
-                    failure(name, str(exc), getattr(exc, "kind", "unreadable"))
+                    failure(name, str(exc), exc.kind)
                     continue
                 except ValueError as exc:
                     failure(name, f"{name}: {exc}", "error")
@@ -195,19 +204,12 @@ def explain_many(images: list[str], out: Path, *, model: str, maps: bool, method
                             result.verdict.error_kind or "error")
                     continue
                 figure = out / f"{stem}{BATCH_SUFFIX}"
-                planned = {"figure": figure, **(map_paths(figure.with_suffix(""), methods) if maps else {})}
-                existing = {str(path) for path in planned.values() if path.exists()}
                 try:
-                    result.save(figure)
-                    written = {"figure": str(figure)}
-                    if maps:
-                        written.update({role: str(path)
-                                        for role, path in result.save_maps(figure.with_suffix("")).items()})
+                    written, replaced = save_pictures(result, figure, maps)
                 except OSError as exc:
                     failure(name, f"{exc.filename or figure}: cannot write the picture ({exc.strerror or exc})",
                             "write_failed")
                     continue
-                replaced = [path for path in written.values() if path in existing]
                 labels[result.verdict.label] = labels.get(result.verdict.label, 0) + 1
                 if as_json:
                     rows.append({"file": name, **result.to_dict(), "written": written, "replaced": replaced})
@@ -217,8 +219,8 @@ def explain_many(images: list[str], out: Path, *, model: str, maps: bool, method
         getattr(iterator, "close", lambda: None)()
         if as_json:
             typer.echo(json.dumps(rows, indent=2))
-        done = len(rows) if as_json else sum(labels.values()) + failed
-        signum = exc.args[0] if exc.args and isinstance(exc.args[0], int) else signal.SIGINT
+        done = sum(labels.values()) + failed
+        signum = interrupt_signal(exc)
         fail(f"interrupted: {done} of {len(targets)} images done ({failed} failed), their pictures written in "
              f"{out}; the other {len(targets) - done} were not explained", code=128 + signum)
     if as_json:
