@@ -124,6 +124,12 @@ def loso_problem(groups: Sequence[str], labels: Sequence[int]) -> str | None:
 MAX_ASPECT = 6.0
 
 
+def outside_served_size(meta: Any, min_side: int, max_aspect: float = MAX_ASPECT) -> bool:
+    """Whether a package whose card's ``input`` has these limits answers an image of this size ``uncertain``."""
+    short = min(meta.width, meta.height)
+    return short < min_side or max(meta.width, meta.height) > max_aspect * short
+
+
 def outside_domain(cached: CachedFeatures, min_side: int, max_aspect: float = MAX_ASPECT) -> list[tuple[Any, str]]:
     """The images the written package would not judge (``uncertain`` by its ``input`` limits), with their size.
 
@@ -131,11 +137,11 @@ def outside_domain(cached: CachedFeatures, min_side: int, max_aspect: float = MA
     camera-samples files among them), so the card described answers the package never gives; ``synthdetect
     train`` leaves them out the same way."""
     return [(record, f"{m.width}x{m.height} px") for record, m in zip(cached.records, cached.meta)
-            if min(m.width, m.height) < min_side or max(m.width, m.height) > max_aspect * min(m.width, m.height)]
+            if outside_served_size(m, min_side, max_aspect)]
 
 
-def domain_rule(min_side: int, max_aspect: float = MAX_ASPECT) -> str:
-    return (f"under {min_side} px on the short side or longer than {max_aspect:g}:1, which the package answers "
+def domain_rule(min_side: int, max_aspect: float = MAX_ASPECT, judged_by: str = "the package") -> str:
+    return (f"under {min_side} px on the short side or longer than {max_aspect:g}:1, which {judged_by} answers "
             "uncertain")
 
 

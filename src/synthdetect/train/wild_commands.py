@@ -180,8 +180,7 @@ def register(app: typer.Typer) -> None:
             console.print(f"note: {len(unsourced)} image(s) have an empty source cell; they are held out together "
                           f"as one source, 'unknown', e.g. {unsourced[0]}", markup=False, highlight=False,
                           soft_wrap=True)
-        from synthdetect.evaluate.report import signal_number
-        from synthdetect.interrupts import sigterm_raises
+        from synthdetect.interrupts import interrupt_signal, sigterm_raises
 
         # Ctrl-C said only "Aborted!", and SIGTERM (a scheduler's stop, `timeout`) ended the run without a word:
         # both say that nothing is lost but the run itself.
@@ -196,16 +195,14 @@ def register(app: typer.Typer) -> None:
             if not cached.records:
                 fail(f"{data}: none of its {len(records)} images could be read (see above)")
             outside = outside_domain(cached, min_side)
-            if outside and keep_outside_domain:  # the shipped cards' way: named, and on the card, but kept
-                console.print(f"note: {len(outside)} image(s) are {domain_rule(min_side)}; --keep-outside-domain "
-                              f"trains on them and counts them (training.outside_domain), e.g. "
-                              f"{failure_line(outside[0][0].ref, outside[0][1])}",
+            left_out_outside = bool(outside) and not keep_outside_domain
+            if outside:  # the package answers uncertain for them: trained on and counted, the card overstated
+                handled = ("they are left out of training and of the card's numbers" if left_out_outside
+                           else "--keep-outside-domain trains on them and counts them")  # the shipped cards' way
+                console.print(f"note: {len(outside)} image(s) are {domain_rule(min_side)}; {handled} "
+                              f"(training.outside_domain), e.g. {failure_line(outside[0][0].ref, outside[0][1])}",
                               markup=False, highlight=False, soft_wrap=True)
-            elif outside:  # the package answers uncertain for them: trained on and counted, the card overstated
-                console.print(f"note: {len(outside)} image(s) are {domain_rule(min_side)}; they are left out of "
-                              f"training and of the card's numbers (training.outside_domain), e.g. "
-                              f"{failure_line(outside[0][0].ref, outside[0][1])}",
-                              markup=False, highlight=False, soft_wrap=True)
+            if left_out_outside:
                 left_out = {id(record) for record, _ in outside}
                 cached = cached.subset([id(record) not in left_out for record in cached.records])
                 if not cached.records:
@@ -254,7 +251,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"interrupted: no package was written ({out} is as it was); the features extracted so far "
                        f"stay in the cache ({cache or default_cache_dir()}), so the same command goes on from there",
                        err=True)
-            raise typer.Exit(128 + (signal_number(exc) or 2)) from None
+            raise typer.Exit(128 + interrupt_signal(exc)) from None
         if report:
             try:
                 report.parent.mkdir(parents=True, exist_ok=True)
@@ -298,8 +295,7 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         from synthdetect.cli import fail
-        from synthdetect.evaluate.report import signal_number
-        from synthdetect.interrupts import sigterm_raises
+        from synthdetect.interrupts import interrupt_signal, sigterm_raises
         from synthdetect.models import adapter_for, find_package
         from synthdetect.models.package import CARD_FILE
         from synthdetect.models.router import route_model_ref
@@ -368,10 +364,9 @@ def register(app: typer.Typer) -> None:
                 task = bar.add_task("thumbnails", total=len(records), status="")
                 scores = score_thumbnails(records, model_ref, short_sides=sides, progress=advance)
         except KeyboardInterrupt as exc:  # was a silent 130/143: had --write stored anything?
-            signum = signal_number(exc)
             typer.echo(f"interrupted after scoring {done[0]} of {len(records)} images: nothing was stored "
                        f"({path} is as it was); run the command again to start over", err=True)
-            raise typer.Exit(128 + (signum or 2)) from None
+            raise typer.Exit(128 + interrupt_signal(exc)) from None
         for problem in scores.unreadable:
             console.print(f"[yellow]unreadable, left out[/] {escape(problem)}", highlight=False, soft_wrap=True)
         problem = route_data_problem(scores)

@@ -16,12 +16,13 @@ from synthdetect.models.multicrop import CropPolicy
 from synthdetect.models.package import ModelPackage
 from synthdetect.models.view_features import get_extractor, save_members
 from synthdetect.train.registry import TrainerError, TrainRequest, finalize_package, register_trainer
-from synthdetect.train.wild import CLIP, HANDCRAFTED, MemberSpec, WildData, fit_member, fit_stacker, member_logits
+from synthdetect.train.wild import (CLIP, HANDCRAFTED, MAX_ASPECT, MemberSpec, WildData, domain_rule, fit_member,
+                                    fit_stacker, member_logits, outside_served_size)
 from synthdetect.train.wild_features import extract_cached
 
 
-#: What the served heads judge (the card's ``input``): smaller or more elongated images are answered uncertain.
-MIN_SIDE, MAX_ASPECT = 32, 6.0
+#: What the served heads judge (the card's ``input``, with MAX_ASPECT): smaller images are answered uncertain.
+MIN_SIDE = 32
 
 
 def train_linear_heads(
@@ -42,15 +43,14 @@ def train_linear_heads(
     where = {r.ref: i for i, r in enumerate(cached.records)}
     # Only the images the served model judges: it answers "uncertain" below MIN_SIDE or beyond MAX_ASPECT, so a card
     # measured on 16 px images (held-out accuracy 1.0) described answers the package never gives.
-    served = np.array([min(m.width, m.height) >= MIN_SIDE
-                       and max(m.width, m.height) <= MAX_ASPECT * min(m.width, m.height) for m in cached.meta], dtype=bool)
+    served = np.array([not outside_served_size(m, MIN_SIDE) for m in cached.meta], dtype=bool)
 
     def idx(part):
         return np.array([where[r.ref] for r in part if r.ref in where and served[where[r.ref]]], dtype=int)
 
     outside = {name: sum(1 for r in part if r.ref in where and not served[where[r.ref]])
                for name, part in (("train", request.train), ("validation", request.val), ("test", request.test))}
-    domain = f"under {MIN_SIDE} px on the short side or longer than {MAX_ASPECT:g}:1, which this model answers uncertain"
+    domain = domain_rule(MIN_SIDE, judged_by="this model")
     if any(outside.values()):
         print(f"warning: {request.name}: {sum(outside.values())} images are {domain}; they are left out of training "
               f"and of the card's numbers (train {outside['train']}, validation {outside['validation']}, "
