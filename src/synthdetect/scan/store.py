@@ -198,9 +198,7 @@ def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
         raise StoreError(f"{path}: cannot write the results database ({exc})") from exc
     except sqlite3.DatabaseError as exc:
         conn.close()
-        if _primary_code(exc) == sqlite3.SQLITE_CORRUPT:
-            raise database_failed(path, exc) from exc
-        raise StoreError(f"{path}: not a synthdetect scan database ({exc})") from exc
+        raise unopenable(path, exc) from exc
     try:  # a damaged page can first show here, past the schema: one line, not a traceback
         version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         if version is None:
@@ -253,6 +251,13 @@ def _primary_code(exc: sqlite3.Error) -> int | None:
     """SQLite's primary result code (``SQLITE_CORRUPT``), whatever extended code (``SQLITE_CORRUPT_INDEX``) came."""
     code = getattr(exc, "sqlite_errorcode", None)
     return None if code is None else code & 0xFF
+
+
+def unopenable(path: str | Path, exc: sqlite3.Error) -> StoreError:
+    """A file that failed as it was opened as a scan database: damaged (see :func:`database_failed`), or not one."""
+    if _primary_code(exc) == sqlite3.SQLITE_CORRUPT:
+        return database_failed(path, exc)
+    return StoreError(f"{path}: not a synthdetect scan database ({exc})")
 
 
 def database_failed(path: str | Path, exc: sqlite3.Error) -> StoreError:
@@ -415,9 +420,7 @@ def export(db_path: str | Path, out: str | Path, fmt: str | None = None) -> int:
     except sqlite3.Error as exc:
         if conn is not None:
             conn.close()
-        if _primary_code(exc) == sqlite3.SQLITE_CORRUPT:
-            raise database_failed(db_path, exc) from exc
-        raise StoreError(f"{db_path}: not a synthdetect scan database ({exc})") from exc
+        raise unopenable(db_path, exc) from exc
     if version is not None and version[0] != str(SCHEMA_VERSION):
         conn.close()
         raise StoreError(f"{db_path}: scan database schema {version[0]}, this synthdetect reads {SCHEMA_VERSION}")
