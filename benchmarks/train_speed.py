@@ -100,6 +100,7 @@ def time_rounds(module, config, augment, mean, std, side, batch_size: int, steps
 
 def main() -> None:
     from synthdetect.models.cnn import LAYOUTS, SmallCNN
+    from synthdetect.train.trainer import PRECISIONS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="cifake-cnn", help="card whose architecture and recipe are timed")
@@ -110,7 +111,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, help="override the small CNN's epoch count")
     parser.add_argument("--hard-fraction", type=float, help="override the selective-backprop share (1 = off)")
     parser.add_argument("--hard-after", type=int, help="override the full epochs before selection starts")
-    parser.add_argument("--precision", choices=("fp32", "bf16"), help="override the training arithmetic")
+    parser.add_argument("--precision", choices=PRECISIONS, help="override the training arithmetic")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=40, help="timed steps per round (after 5 warm-up steps)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of timed steps; the slowest decides the fit")

@@ -28,16 +28,23 @@ def _scope(path: str, body: bytes) -> dict:
             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
 
 
-async def _call(app, path: str, body: bytes, gone: asyncio.Event) -> list[dict]:
-    """One request as an ASGI server makes it: the body, then ``receive()`` blocks until the client goes."""
+def _client(body: bytes, gone: asyncio.Event):
+    """An ASGI ``receive`` as a server gives it: the body, then it blocks until the client goes (``gone``)."""
     messages = [{"type": "http.request", "body": body, "more_body": False}]
-    sent: list[dict] = []
 
     async def receive() -> dict:
         if messages:
             return messages.pop(0)
         await gone.wait()
         return {"type": "http.disconnect"}
+
+    return receive
+
+
+async def _call(app, path: str, body: bytes, gone: asyncio.Event) -> list[dict]:
+    """One request as an ASGI server makes it: the body, then ``receive()`` blocks until the client goes."""
+    receive = _client(body, gone)
+    sent: list[dict] = []
 
     async def send(message: dict) -> None:
         sent.append(message)
@@ -111,13 +118,7 @@ def test_a_detect_job_whose_client_left_starts_no_further_pixel_group(detector, 
 
     async def scenario() -> None:
         gone = asyncio.Event()
-        messages = [{"type": "http.request", "body": body, "more_body": False}]
-
-        async def receive() -> dict:
-            if messages:
-                return messages.pop(0)
-            await gone.wait()
-            return {"type": "http.disconnect"}
+        receive = _client(body, gone)
 
         async def send(message: dict) -> None:
             raise AssertionError("nobody is left to answer")
