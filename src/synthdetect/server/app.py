@@ -9,7 +9,12 @@ never fetches URLs.  Errors are JSON: ``{"error": {"status", "kind", "message"},
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import difflib
 import io
+import json
+import logging
+import re
 import threading
 import time
 from contextlib import asynccontextmanager
@@ -48,6 +53,7 @@ from synthdetect.verdict import SCHEMA, SIGNALS, STRENGTHS, Label, Verdict
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 T = TypeVar("T")
+log = logging.getLogger("synthdetect.server")
 
 #: HTTP status for each ``ImageLoadError.kind`` when no file of a request could be judged.
 LOAD_ERROR_STATUS = {
@@ -201,7 +207,8 @@ UPLOAD_ERRORS = {
     413: "body_too_large, too_many_files, too_large (one file), too_many_pixels",
     415: "unsupported_media_type (neither an image nor a multipart body, a multipart form sent under another "
          "type, or a Content-Encoding such as gzip), not_an_image, unsupported_format",
-    422: "no_files, empty, corrupt, truncated, invalid_request (a bad query parameter, or one given twice)",
+    422: "no_files, empty, corrupt, truncated, invalid_request (a bad query parameter, one given twice, or one "
+         "the endpoint does not take)",
     500: "internal: a bug; quote the request_id. model_error: the model failed on every file",
     503: "busy: every worker busy and the queue full; retry after Retry-After seconds",
     504: "timeout: nothing judged within the request timeout (files not reached after others were judged "
@@ -295,6 +302,8 @@ def create_app(detector: Detector, settings: ServerSettings | None = None) -> Fa
         if exc.status_code == 405:  # "Method Not Allowed" alone left `curl URL` guessing
             headers["Allow"] = _allowed_methods(app, request) or headers.get("Allow", "GET, HEAD")
             message = f"{request.method} is not allowed on {client_name(request.url.path)}: use {headers['Allow']}"
+        elif exc.status_code == 404 and exc.detail == "Not Found":  # Starlette's; say where to go instead
+            message = _not_found(app, request.url.path)
         return error_response(request, ServiceError(exc.status_code, kind, message, headers))
 
     @app.exception_handler(RequestValidationError)
@@ -311,7 +320,7 @@ def create_app(detector: Detector, settings: ServerSettings | None = None) -> Fa
     app.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False)  # uptime probes that use HEAD
 
     @app.get("/v1/models", tags=["models"], response_model=ModelsBody)
-    async def models() -> dict[str, Any]:
+    async def models(request: Request) -> dict[str, Any]:
         """The loaded model's card summary and the models shipped with synthdetect."""
         from synthdetect.models import builtin_names, find_package
 
@@ -320,7 +329,13 @@ def create_app(detector: Detector, settings: ServerSettings | None = None) -> Fa
             try:
                 card = find_package(model_name).card
             except Exception as exc:  # noqa: BLE001 - one broken package must not hide the others
-                shipped.append({"name": model_name, "error": str(exc)})
+                # The text names the package's folder on this server ("weight file missing: /opt/.../weights.pt"):
+                # the operator reads it in the log, the client learns which model and why in general terms.
+                request_id = request.state.request_id
+                _log_detail("model_unreadable", request_id, model=model_name, error=f"{type(exc).__name__}: {exc}")
+                shipped.append({"name": model_name, "error": (
+                    f"{model_name}: its package cannot be read ({type(exc).__name__}); the service log has the "
+                    f"details under request id {request_id}")})
                 continue
             shipped.append(_card_summary(card))
         return {"loaded": _card_summary(detector.model.card), "shipped": shipped, "limits": _limits(settings)}
@@ -336,7 +351,7 @@ def create_app(detector: Detector, settings: ServerSettings | None = None) -> Fa
         ``error``; if none is, the status says why (413, 415 or 422; 500 when the model failed).
         """
         deadline = time.monotonic() + settings.timeout_s
-        _given_once(request, "name")
+        _checked_query(request)
         async with admitted(pool) as ticket:
             uploads = await read_uploads(request, settings, deadline, name)
             judged = _Judged()
@@ -346,6 +361,7 @@ def create_app(detector: Detector, settings: ServerSettings | None = None) -> Fa
                                       judged, timeout=remaining(deadline)), judged.stopped)
             except TimeoutError:
                 verdicts = judged.stop(uploads, settings.timeout_s)
+        verdicts = [_for_client(v, request.state.request_id) for v in verdicts]
         body: dict[str, Any] = {"request_id": request.state.request_id, "model": detector.name,
                                 "verdicts": [v.to_dict() for v in verdicts]}
         failed = [v for v in verdicts if not v.ok]
@@ -369,15 +385,19 @@ def create_app(detector: Detector, settings: ServerSettings | None = None) -> Fa
                       ) -> Response:
         """A heatmap PNG explaining one image's verdict; the verdict travels in ``X-Synthdetect-*`` headers."""
         deadline = time.monotonic() + settings.timeout_s
-        _given_once(request, "map", "name")
+        _checked_query(request)
         async with admitted(pool) as ticket:
             uploads = await read_uploads(request, settings, deadline, name)
             if len(uploads) != 1:
                 raise ServiceError(422, "one_file_only", f"explain takes exactly one image, got {len(uploads)}")
             file_name, raw = uploads[0]
-            explanation, chosen, png = await _in_pool(request, pool, ticket, remaining(deadline), settings,
-                                                      _explain_job, detector, settings, file_name, raw, map.value,
-                                                      deadline)
+            try:
+                explanation, chosen, png = await _in_pool(request, pool, ticket, remaining(deadline), settings,
+                                                          _explain_job, detector, settings, file_name, raw,
+                                                          map.value, deadline)
+            except _VerdictFailed as exc:
+                verdict = _for_client(exc.verdict, request.state.request_id)
+                raise ServiceError(exc.status, exc.kind, verdict.error or exc.message) from None
         verdict = explanation.verdict
         headers = {
             "x-synthdetect-map": chosen,
@@ -390,6 +410,12 @@ def create_app(detector: Detector, settings: ServerSettings | None = None) -> Fa
         }
         request.state.outcome = f"ok ({chosen})"
         return Response(png, media_type="image/png", headers=headers)
+
+    # A trailing slash is the same endpoint. Starlette answered it with an empty 307 to the path without one:
+    # `curl -F files=@x.jpg .../v1/detect/` printed nothing and exited 0, urllib raised "HTTP Error 307", and a
+    # client that follows it uploads the body twice.
+    app.add_api_route("/v1/detect/", detect, methods=["POST"], include_in_schema=False)
+    app.add_api_route("/v1/explain/", explain, methods=["POST"], include_in_schema=False, response_class=Response)
 
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)  # HEAD: uptime checkers
     async def index() -> FileResponse:
@@ -471,6 +497,45 @@ class _Judged:
                        for name, _ in uploads[len(done):]]
 
 
+class _VerdictFailed(ServiceError):
+    """A one-image job whose verdict failed: the route answers it with the verdict's reason, made fit for a client."""
+
+    def __init__(self, verdict: Verdict):
+        kind = verdict.error_kind or "error"
+        super().__init__(VERDICT_ERROR_STATUS.get(kind, 422), kind, verdict.error or f"{verdict.file}: could not judge")
+        self.verdict = verdict
+
+
+#: Failures of the server's own code or model; their text names this server's files ("No such file or directory:
+#: '/opt/models/wild-v3/heads.npz'"), so it goes to the log. Reasons about the upload (too large, corrupt) stay.
+SERVER_SIDE_KINDS = ("model_error",)
+#: "model failed (RuntimeError: ...)", "preparing the model input failed (ValueError: ...)": what failed, and how.
+_FAILURE = re.compile(r"(?P<what>[^()]*\bfailed) \((?P<type>[A-Za-z_][\w.]*)(?:[:)]|$)")
+
+
+def _for_client(verdict: Verdict, request_id: str) -> Verdict:
+    """The verdict with a server-side failure's text replaced by what failed, the exception type and the request id.
+
+    The full text goes to the log under that id, as for the 500 ``internal`` answer: a model package whose file
+    had gone told every client "model failed (FileNotFoundError: [Errno 2] No such file or directory:
+    '/home/alice/models/pkg/weights.onnx')".
+    """
+    if verdict.error_kind not in SERVER_SIDE_KINDS or not verdict.error:
+        return verdict
+    _log_detail(verdict.error_kind, request_id, file=verdict.file, error=verdict.error)
+    prefix = f"{verdict.file}: "
+    detail = verdict.error[len(prefix):] if verdict.error.startswith(prefix) else verdict.error
+    match = _FAILURE.match(detail)
+    said = f"{match['what']} ({match['type']})" if match else "model failed"
+    return dataclasses.replace(verdict, error=f"{prefix}{said}; the service log has the details under request id "
+                                              f"{request_id}")
+
+
+def _log_detail(event: str, request_id: str, **fields: str) -> None:
+    """One JSON line, like the request line that follows it, with what a client is not shown."""
+    log.warning(json.dumps({"event": event, "id": request_id, **fields}))
+
+
 def _detect_in_pixel_groups(detector: Detector, uploads: list[tuple[str, bytes]], max_pixels: int,
                             judged: _Judged) -> list[Verdict]:
     """Verdicts in upload order, judged in groups of at most ``max_pixels`` pixels as the image headers declare them.
@@ -518,8 +583,7 @@ def _explain_job(detector: Detector, settings: ServerSettings, name: str, raw: b
 
     verdict = detector.judge_loaded([(name, image)])[0]  # computed once and reused by every map
     if not verdict.ok:  # the model failed: a map of a verdict never given would explain nothing; answer as detect
-        kind = verdict.error_kind or "error"
-        raise ServiceError(VERDICT_ERROR_STATUS.get(kind, 422), kind, verdict.error or f"{name}: could not judge")
+        raise _VerdictFailed(verdict)
     if choice == "figure":
         explanation = explain_loaded(detector, image, verdict=verdict, **options())
         return explanation, "figure", png_bytes(explanation.figure())
@@ -545,16 +609,42 @@ def _auto_order(detector: Detector, image: Any) -> tuple[str, ...]:
     return METHODS if torch_twin(model) is not None else ("occlusion", "ela")
 
 
-def _given_once(request: Request, *names: str) -> None:
-    """A query parameter given twice is a 422: FastAPI keeps the last value, so ``?map=ela&map=occlusion`` drew
-    occlusion and ``?name=a.jpg&name=`` named the file ``upload``, the other value silently dropped."""
-    for key in names:
+def _checked_query(request: Request) -> None:
+    """Refuse a query parameter the route does not take, or one given twice, with a 422 naming it.
+
+    FastAPI ignores unknown parameters, so a typo ran the default: ``?mpa=ela`` drew Grad-CAM and ``?treshold=0.9``
+    judged with the model's own thresholds, both answered 200.  And it keeps the last of repeated values:
+    ``?map=ela&map=occlusion`` drew occlusion, the other value silently dropped.  The accepted names are the
+    route's own declared query parameters, so the check follows the signature.
+    """
+    route = request.scope.get("route")
+    accepted = [param.alias for param in getattr(getattr(route, "dependant", None), "query_params", [])]
+    unknown = [key for key in dict.fromkeys(request.query_params.keys()) if key not in accepted]
+    if unknown:
+        shown = ", ".join(repr(client_name(key[:60])) for key in unknown[:4]) + (", ..." if len(unknown) > 4 else "")
+        close = [match for key in unknown[:4] for match in difflib.get_close_matches(key, accepted, n=1)]
+        hint = f" (did you mean {', '.join(repr(m) for m in dict.fromkeys(close))}?)" if close else ""
+        takes = ", ".join(accepted) if accepted else "no query parameters"
+        raise ServiceError(422, "invalid_request", f"unknown query parameter{'s' if len(unknown) > 1 else ''} "
+                                                   f"{shown}{hint}: {request.url.path} takes {takes}")
+    for key in accepted:
         values = request.query_params.getlist(key)
         if len(values) > 1:
             shown = ", ".join(repr(client_name(value[:60])) for value in values[:4])
             more = ", ..." if len(values) > 4 else ""
             raise ServiceError(422, "invalid_request",
                                f"query.{key}: given {len(values)} times ({shown}{more}); give it once")
+
+
+def _not_found(app: FastAPI, path: str) -> str:
+    """"Not Found" alone did not say that ``/V1/detect`` or ``/v1/detects`` is a typo: name the nearest path and
+    the service's endpoints."""
+    paths = sorted({route.path for route in app.router.routes
+                    if getattr(route, "include_in_schema", False) and hasattr(route, "methods")})
+    close = difflib.get_close_matches(path.lower().rstrip("/") or "/", paths, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    shown = client_name(path[:200]) + ("..." if len(path) > 200 else "")
+    return f"nothing at {shown}{hint}: the endpoints are {', '.join(paths)}, the page at / and the API docs at /docs"
 
 
 def _allowed_methods(app: FastAPI, request: Request) -> str:
