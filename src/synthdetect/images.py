@@ -89,6 +89,10 @@ class ImageLoadError(ValueError):
         self.source = source
         self.kind = kind
         self.reason = reason
+        #: A file whose pixels could not be decoded (truncated, corrupt) may still carry readable records (C2PA, XMP,
+        #: PNG text, EXIF) before the damage: its bytes and header as a LoadedImage without pixels (``rgb`` 0x0),
+        #: for the probes that read records (see :func:`records_only`).  None when nothing of the file was read.
+        self.records: LoadedImage | None = None
         super().__init__(f"{source}: {reason}")
 
 
@@ -384,9 +388,11 @@ def _decode(
         if damaged:
             fmt, why = damaged
             if _is_truncation(why):
-                raise ImageLoadError(label, "truncated",
-                                     f"truncated image data (the {fmt} header is cut short)") from exc
-            raise ImageLoadError(label, "corrupt", f"corrupt image header ({fmt}: {_short(why)})") from exc
+                error = ImageLoadError(label, "truncated", f"truncated image data (the {fmt} header is cut short)")
+            else:
+                error = ImageLoadError(label, "corrupt", f"corrupt image header ({fmt}: {_short(why)})")
+            error.records = records_only(raw, label, fmt)  # an XMP or C2PA segment may precede the cut
+            raise error from exc
         raise ImageLoadError(label, "not_an_image", "not an image (unrecognised data)") from exc
     except ValueError as exc:
         if "MAX_TEXT_" not in str(exc) or not raw.startswith(_PNG_SIGNATURE):
@@ -430,7 +436,13 @@ def _decode(
         notes.append(f"{frames} frames; judged the first")
     if draft_size and fmt == "JPEG":
         im.draft("RGB", draft_size)
-    _load_pixels(im, label)
+    header_info = dict(im.info)  # as opened: the records before the pixel data, before a failed decode touches it
+    try:
+        _load_pixels(im, label)
+    except ImageLoadError as error:
+        if error.kind in ("truncated", "corrupt"):
+            error.records = records_only(raw, label, fmt, im.mode, (width, height), header_info)
+        raise
     if im.size != (width, height):
         notes.append(f"decoded at {im.size[0]}x{im.size[1]} from {width}x{height} (JPEG draft mode)")
     loaded = _from_pil(im, label, limits, raw=raw, fmt=fmt)
@@ -438,6 +450,17 @@ def _decode(
     loaded.frames = frames
     loaded.notes[:0] = notes
     return loaded
+
+
+def records_only(raw: bytes, label: str, fmt: str | None, mode: str = "", size: tuple[int, int] = (0, 0),
+                 info: dict[str, Any] | None = None) -> LoadedImage:
+    """A damaged file as the record-reading probes see it: its bytes, format and header fields, and no pixels.
+
+    ``rgb`` is an empty 0x0 image, so a probe that looked at pixels would fail (and say so) rather than judge a
+    placeholder; only C2PA, XMP/IPTC, generation parameters and EXIF are read from it (``synthdetect inspect``)."""
+    return LoadedImage(rgb=Image.new("RGB", (0, 0)), source=label, raw=raw, format=fmt, original_mode=mode,
+                       original_size=size, info=dict(info or {}),
+                       notes=["pixels not decoded: only records in the file's bytes were read"])
 
 
 def _reopen(raw: bytes, label: str) -> Image.Image:

@@ -278,15 +278,51 @@ def probe_c2pa(image: LoadedImage) -> list[Evidence]:
                              f"C2PA manifest kept remotely at {quoted(url, 160)}, not fetched (detection runs "
                              f"offline): no claim was read, either way; a Content Credentials verifier can fetch it",
                              {"remote_manifest": url, "probe_failed": True})]
+        reason = first_line(exc) or type(exc).__name__
+        if cut_short := _cut_png_manifest(raw, reason):
+            return [cut_short]
         # Nothing was read, so nothing is claimed: an unreadable store points neither way (an "unverified" record
         # would read as a signer's claim).  It is a record that could not be read, and the verdict says so.
-        reason = first_line(exc) or type(exc).__name__
         return [Evidence("c2pa", "none", "info",
                          f"C2PA data present but unreadable ({reason}): no claim could be read, either way",
                          {"error": reason, "probe_failed": True})]
     if facts is None:
         return []
     return [describe(facts)]
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _cut_png_manifest(raw: bytes, reason: str) -> Evidence | None:
+    """The manifest of a PNG cut inside a later chunk (its pixel data), read from the whole chunks before the cut.
+
+    c2pa-rs refuses the whole file ("PNG out of range"), though OpenAI's and Amazon's ``caBX`` chunk comes first and
+    is intact.  It is read from those chunks closed with an IEND; the image hash then cannot match, so the record is
+    ``tampered`` (never moves a label) and says the file is cut.  A hash that did match would vouch for bytes this
+    file does not end with, so that reading is not used."""
+    import zlib
+
+    if not raw.startswith(_PNG_SIGNATURE):
+        return None
+    at = len(_PNG_SIGNATURE)
+    while at + 12 <= len(raw) and at + 12 + int.from_bytes(raw[at:at + 4], "big") <= len(raw):
+        at += 12 + int.from_bytes(raw[at:at + 4], "big")
+    if at == len(raw) or at == len(_PNG_SIGNATURE):  # not cut inside a chunk, or nothing whole before the cut
+        return None
+    closed = raw[:at] + b"\0\0\0\0IEND" + zlib.crc32(b"IEND").to_bytes(4, "big")
+    try:
+        facts = read_manifest(closed)
+    except Exception:  # noqa: BLE001 - unreadable either way: the caller reports the first reason
+        return None
+    if facts is None or not facts.integrity_failures:
+        return None
+    found = describe(facts)
+    found.detail += (f" (the file is cut short at byte {len(raw):,}, inside a PNG chunk; the manifest was read from "
+                     f"the {at:,} bytes of whole chunks before the cut)")
+    found.data = {**(found.data or {}), "read_from": f"first {at} bytes (whole PNG chunks)",
+                  "unreadable_whole": reason}
+    return found
 
 
 def describe(facts: ManifestFacts) -> Evidence:

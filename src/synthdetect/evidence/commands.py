@@ -26,8 +26,14 @@ class InspectFormat(str, Enum):
     jsonl = "jsonl"
 
 
+#: Probes that read records from the file's bytes and header, not its pixels: they still run on a file whose
+#: pixels cannot be decoded (a C2PA manifest, XMP packet or PNG text chunk before the point where a file is cut).
+RECORD_PROBES = ("c2pa", "metadata", "genparams", "exif")
+
+
 def inspect_file(path: str, probes: list[str] | None = None, source: Any = None) -> dict:
-    """One file's findings as a JSON-ready dict (``error`` set, findings empty, when it cannot be read).
+    """One file's findings as a JSON-ready dict.  ``error`` is set when it cannot be read; findings are then empty,
+    except for a truncated or corrupt file, whose records (``RECORD_PROBES``) are still read from its bytes.
 
     ``source``: what to read instead of the file ``path`` names (bytes or a stream: an image piped in)."""
     from synthdetect.evidence import failure_reason, probe_names, run_probes
@@ -37,7 +43,23 @@ def inspect_file(path: str, probes: list[str] | None = None, source: Any = None)
     try:
         loaded = load_image(path if source is None else source, name=path)
     except ImageLoadError as exc:
-        return {"file": path, "error": str(exc), "error_kind": exc.kind, "evidence": []}
+        result = {"file": path, "error": str(exc), "error_kind": exc.kind, "evidence": []}
+        if exc.records is not None:
+            # A fact-checker wants what a damaged file still says about itself; the error stays, and the pixel
+            # views say they did not look.  Found records were lost with the pixels (a cut PNG kept its WebUI
+            # parameters, a cut JPEG its XMP DigitalSourceType, and neither was shown).
+            selected = list(dict.fromkeys(probes or probe_names()))
+            checked = [name for name in selected if name in RECORD_PROBES]
+            result.update({
+                "image": {"format": exc.records.format, "width": exc.records.original_size[0],
+                          "height": exc.records.original_size[1], "mode": exc.records.original_mode,
+                          "frames": None, "notes": list(exc.records.notes)},
+                "evidence": [e.to_dict() for e in run_probes(exc.records, checked)],
+                "checked": checked,
+                "not_checked": {name: f"the pixels could not be decoded ({exc.reason})"
+                                for name in selected if name not in RECORD_PROBES},
+                "timing_ms": round((time.perf_counter() - t0) * 1000, 2)})
+        return result
     except Exception as exc:  # noqa: BLE001 - a decoder bug on one file is its row, as in detect; the rest go on
         return {"file": path, "error": f"{path}: cannot read input ({failure_reason(exc)})", "error_kind": "unreadable",
                 "evidence": []}
@@ -89,13 +111,15 @@ def _render_table(results: list[dict], console: Console | None = None) -> None:
     colours = {"ai": "red", "human": "green", "edited": "cyan", "unverified": "yellow", "tampered": "magenta",
                "none": "dim"}
     for result in results:
+        image = result.get("image") or {}
         if result["error"]:
             console.print(f"[bold]{escape(shown(result['file']))}[/bold]: [magenta]error[/magenta] "
                           f"{escape(shown(result['error'].removeprefix(result['file'] + ': ')))}", highlight=False)
-            continue
-        image = result["image"]
-        console.print(f"[bold]{escape(shown(result['file']))}[/bold]  {image['format']} {image['width']}x{image['height']} "
-                      f"{image['mode']}", highlight=False)
+            if "checked" not in result:  # nothing of the file was read; a damaged one's records are listed below
+                continue
+        else:
+            console.print(f"[bold]{escape(shown(result['file']))}[/bold]  {image['format']} "
+                          f"{image['width']}x{image['height']} {image['mode']}", highlight=False)
         for note in image.get("notes") or []:  # "3 frames; judged the first": what the pixel views looked at
             console.print(f"  {escape(shown(note))}", highlight=False)
         rank = {"decisive": 0, "strong": 1, "moderate": 2, "weak": 3, "info": 4}

@@ -202,8 +202,28 @@ def _jpeg_app1_segments(raw: bytes) -> list[bytes]:
     try:
         with Image.open(io.BytesIO(raw)) as im:
             return [payload for marker, payload in getattr(im, "applist", []) if marker == "APP1"]
-    except Exception:  # noqa: BLE001 - the pixels loaded already; unreadable segments only mean no XMP
-        return []
+    except Exception:  # noqa: BLE001 - a file cut inside its header (inspect reads such a file's records)
+        return _complete_app1_segments(raw)
+
+
+def _complete_app1_segments(raw: bytes) -> list[bytes]:
+    """The whole APP1 segments before the point where Pillow's header parse failed (a file cut inside its header):
+    each marker's stated length, up to the first scan or the first segment that does not fit in the file."""
+    found, at = [], 2
+    while at + 4 <= len(raw) and raw[at] == 0xFF:
+        marker = raw[at + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            at += 1
+            continue
+        if marker == 0xDA:  # start of scan: the header ends
+            break
+        length = int.from_bytes(raw[at + 2:at + 4], "big")
+        if length < 2 or at + 2 + length > len(raw):  # damaged, or cut: only whole segments are read
+            break
+        if marker == 0xE1:
+            found.append(raw[at + 4:at + 2 + length])
+        at += 2 + length
+    return found
 
 
 def read_xmp(image: LoadedImage) -> XmpFields | None:

@@ -22,7 +22,7 @@ from synthdetect.messages import first_line
 from synthdetect.models.adapters.base import AdapterModel, adapter_card, local_path, require_file, split_options
 from synthdetect.models.adapters.labels import AdapterError, OutputMapping
 from synthdetect.models.adapters.onnx import check_against_graph, output_mapping
-from synthdetect.models.adapters.preprocess import ArrayPreprocess, preprocess_from_spec
+from synthdetect.models.adapters.preprocess import ArrayPreprocess, assumed_scaling, preprocess_from_spec
 from synthdetect.models.adapters.sidecar import read_sidecar
 
 PREFIX = "keras"
@@ -192,12 +192,16 @@ def load_keras(spec: str) -> KerasModel:
     mapping = output_mapping(sidecar, options, n_outputs, where,
                              default_multi=kind if n_outputs > 1 else "logits",
                              default_single=kind if n_outputs == 1 else "sigmoid_logit")
+    assumed = assumed_scaling(sidecar.get("input", {}), preprocess, where)
     card = adapter_card(
         sidecar.get("name") or f"{PREFIX}:{target}", PREFIX, source=str(path), mapping=mapping,
-        preprocessing={**preprocess.describe(), "stated_in": str(sidecar_path) if sidecar_path else "defaults"},
+        preprocessing={**preprocess.describe(), "stated_in": str(sidecar_path) if sidecar_path else "defaults",
+                       **({"assumed": assumed} if assumed else {})},
         extra={"final_activation": activation, "output_from": output_from, "backend": keras.backend.backend(),
                "created_with": {"keras": keras.__version__}},
     )
+    if assumed:
+        card["description"] += f"; {assumed}"
     from synthdetect.models.package import sha256_file
 
     card["sha256"] = sha256_file(path)

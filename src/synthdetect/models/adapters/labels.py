@@ -104,7 +104,7 @@ class OutputMapping:
         """Outputs declared as probabilities must be ones: logits read as probabilities give p_ai of 0 or 1."""
         if self.kind not in ("probabilities", "sigmoid_probability"):
             return
-        rows = out[np.isfinite(out).all(axis=1)]
+        rows = out[~np.isnan(out).any(axis=1)]  # an infinite "probability" is no probability; NaN stays NaN
         outside = (rows < -PROBABILITY_TOLERANCE) | (rows > 1 + PROBABILITY_TOLERANCE)
         bad = outside.any(axis=1)
         if self.kind == "probabilities":
@@ -130,6 +130,7 @@ class OutputMapping:
             raise AdapterError(f"model gave {out.shape[1]} outputs per image but has {len(self.classes)} labels")
         ai = np.array([c == AI for c in self.classes])
         if self.kind == "logits":
+            out = saturated_logits(out, ai)
             log_p = out - np.logaddexp.reduce(out, axis=1, keepdims=True)
         else:
             log_p = np.log(np.clip(out, 1e-12, None))
@@ -140,6 +141,22 @@ class OutputMapping:
         if self.single:
             return {"output": self.kind, "positive": self.positive}
         return {"output": self.kind, "labels": dict(zip(self.labels, self.classes))}
+
+
+def saturated_logits(out: np.ndarray, ai: np.ndarray) -> np.ndarray:
+    """Logits with a +inf entry replaced by softmax's limit: the classes at +inf share all the probability (0 in
+    log space) and the others get none (-inf).  Computed as it stands, inf - inf made the row NaN, and an
+    overflowing head that was certain of one side was reported as giving no score.  +inf on both an ai and a human
+    class has no limit, and stays NaN."""
+    top = np.isposinf(out)
+    rows = top.any(axis=1)
+    if not rows.any():
+        return out
+    out = out.copy()
+    out[rows] = np.where(top[rows], 0.0, -np.inf)
+    both = top[:, ai].any(axis=1) & top[:, ~ai].any(axis=1)
+    out[both] = np.nan
+    return out
 
 
 def map_labels(labels: Sequence[str], overrides: Mapping[str, str] | None, where: str) -> list[str]:

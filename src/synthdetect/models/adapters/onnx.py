@@ -26,7 +26,7 @@ from synthdetect.models.adapters.base import AdapterModel, adapter_card, local_p
 from synthdetect.models.adapters.labels import (
     AdapterError, OutputMapping, multi_class_mapping, parse_label_overrides, single_output_mapping,
 )
-from synthdetect.models.adapters.preprocess import ArrayPreprocess, preprocess_from_spec
+from synthdetect.models.adapters.preprocess import ArrayPreprocess, assumed_scaling, preprocess_from_spec
 from synthdetect.models.adapters.sidecar import read_sidecar
 from synthdetect.models.onnx_float import NotDynamicQuantized
 
@@ -175,6 +175,11 @@ def load_onnx(spec: str) -> OnnxModel:
     out_shape = session.get_outputs()[0].shape
     n_outputs = _fixed(out_shape[-1]) if len(out_shape) >= 2 else (1 if len(out_shape) == 1 else None)
     mapping = output_mapping(sidecar, options, n_outputs, where)
+    if mapping.single and (op := final_normaliser(path, session.get_outputs()[0].name)):
+        # as for Keras's Dense(1, activation="softmax"): read as a probability, every image was 'ai' at p_ai 1.000
+        raise AdapterError(f"{where}: its one output goes through a {op}, which is "
+                           f"{'1.0' if op == 'Softmax' else '0.0'} for every image, so the model cannot tell images "
+                           "apart (a one-output head needs a sigmoid)")
     fixed_batch = _fixed(graph_input.shape[0])
     if fixed_batch == 1 or per_batch_scales:
         batch_size, why = 1, "dynamic INT8 quantisation" if per_batch_scales else "the graph's batch dimension is 1"
@@ -186,15 +191,40 @@ def load_onnx(spec: str) -> OnnxModel:
     runtime: dict[str, Any] = {"batch_size": batch_size, "why": why}
     if float_activations:
         runtime["activations"] = "float32: the int8 weights dequantised, activations not quantised"
+    assumed = assumed_scaling(sidecar.get("input", {}), preprocess, where)
     card = adapter_card(
         sidecar.get("name") or f"{PREFIX}:{target}", PREFIX, source=str(path), mapping=mapping,
-        preprocessing=preprocess.describe(),
+        preprocessing={**preprocess.describe(), **({"assumed": assumed} if assumed else {})},
         extra={"sidecar": str(sidecar_path), "input_name": graph_input.name, "input_type": graph_input.type,
                "sha256": sha256, "runtime": runtime},
     )
+    if assumed:
+        card["description"] += f"; {assumed}"
     model = OnnxModel(card, mapping, session, preprocess, batch_size, fixed_batch)
     check_graph_runs(model, where)
     return model
+
+
+#: Ops that only reshape, copy or retype a tensor: a softmax before them still decides the output's values.
+_PASS_THROUGH_OPS = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Dropout", "Cast"}
+
+
+def final_normaliser(path: Path, output: str) -> str | None:
+    """``Softmax`` or ``LogSoftmax`` when the graph's ``output`` comes out of one (past ops that only reshape it).
+
+    Over one output per image those are constant (1.0 and 0.0), whatever the image.  Only one-output graphs are
+    read, and without external weight files: most graphs have two or more outputs and are not parsed here."""
+    import onnx
+
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception:  # noqa: BLE001 - ONNX Runtime loaded it; a graph onnx cannot parse is simply not checked
+        return None
+    made_by = {name: node for node in graph.node for name in node.output}
+    node = made_by.get(output)
+    while node is not None and node.op_type in _PASS_THROUGH_OPS and node.input:
+        node = made_by.get(node.input[0])
+    return node.op_type if node is not None and node.op_type in ("Softmax", "LogSoftmax") else None
 
 
 def check_graph_runs(model: OnnxModel, where: str) -> None:

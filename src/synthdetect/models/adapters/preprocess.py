@@ -11,6 +11,7 @@ the geometry follows torchvision/timm's eval transforms step by step.
 from __future__ import annotations
 
 import io
+import logging
 import math
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping, Sequence
@@ -229,6 +230,23 @@ def preprocess_from_spec(spec: Mapping[str, Any], defaults: Mapping[str, Any], w
         return ArrayPreprocess(**settings)
     except AdapterError as exc:
         raise AdapterError(f"{where}: {exc}") from None
+
+
+#: How pixel values are scaled before the model: nothing in an ONNX graph or a Keras file records it.
+SCALING_KEYS = ("rescale", "mean", "std")
+
+
+def assumed_scaling(spec: Mapping[str, Any], preprocess: ArrayPreprocess, where: str) -> str | None:
+    """A note, logged once at load and written on the card, when the sidecar states none of ``rescale``, ``mean``
+    and ``std``: the model is then fed ``x/255`` unnormalised, which is right only for models trained that way (an
+    ImageNet-normalised model gets inputs it never saw, and its scores mean little).  It was silent."""
+    if any(key in spec for key in SCALING_KEYS):
+        return None
+    note = (f"input scaling not stated (no input.rescale, mean or std in a sidecar): assumed "
+            f"x/{1 / preprocess.rescale:.6g} with no mean/std normalisation, {preprocess.channel_order}, "
+            f"{preprocess.resample} resize; state them if the model was trained otherwise")
+    logging.getLogger("synthdetect.models.adapters").warning("%s: %s", where, note)
+    return note
 
 
 def _is_number(value: Any) -> bool:
