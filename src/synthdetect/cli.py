@@ -162,6 +162,8 @@ def fail(message: str, code: int = 2) -> None:
 
 
 CSV_COLUMNS = ["file", "label", "p_ai", "reasons", "evidence", "model", "raw_logit", "sha256", "error"]
+#: The CSV columns of text (the others are numbers, a negative ``raw_logit`` included, and stay as they are).
+CSV_TEXT_COLUMNS = ("file", "label", "reasons", "evidence", "model", "sha256", "error")
 
 
 def verdict_row(d: dict) -> dict:
@@ -184,12 +186,14 @@ def render_verdicts(verdicts: list[dict], fmt: OutputFormat, out=None, *, header
     elif fmt is OutputFormat.json:
         out.write(json.dumps(verdicts, indent=2) + "\n")
     elif fmt is OutputFormat.csv:
+        from synthdetect.csv_cells import spreadsheet_row
+
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS)
         if header:
             writer.writeheader()
-        for d in verdicts:
-            writer.writerow(verdict_row(d))
+        for d in verdicts:  # file names are uploaders' text: never a live formula in a spreadsheet
+            writer.writerow(spreadsheet_row(verdict_row(d), CSV_TEXT_COLUMNS))
         out.write(buffer.getvalue())
     else:
         table = Table(show_lines=False, header_style="bold")
@@ -199,8 +203,11 @@ def render_verdicts(verdicts: list[dict], fmt: OutputFormat, out=None, *, header
         colours = {"ai": "red", "human": "green", "uncertain": "yellow"}
         for d in verdicts:
             if d["error"]:
-                table.add_row(escape(shown(d["file"])), "[magenta]error[/magenta]", "",
-                              escape(shown(d["error"].removeprefix(d["file"] + ": "))))
+                why = d["error"].removeprefix(d["file"] + ": ")
+                if d["evidence"]:  # a damaged file's records, read from its bytes; the row stays an error
+                    why += "; records read from its bytes: " + ", ".join(
+                        f"{e['kind']} {e['signal']} {e['strength']}" for e in d["evidence"])
+                table.add_row(escape(shown(d["file"])), "[magenta]error[/magenta]", "", escape(shown(why)))
             else:
                 p = "" if d["p_ai"] is None else f"{d['p_ai']:.3f}"
                 table.add_row(escape(shown(d["file"])), f"[{colours[d['label']]}]{d['label']}[/]", p,

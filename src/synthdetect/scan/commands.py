@@ -160,6 +160,10 @@ def register(app: typer.Typer) -> None:
             fail(f"an empty SOURCE (\"\") names no file or folder{EMPTY_PATH_HINT}")
         if STDIN_LIST in sources and sys.stdin is None:  # `scan - <&-`: there is no list to read
             fail("- reads the list of paths from standard input, which is closed here")
+        if str(out) == STDIN_LIST:  # `--out -` had made a SQLite database named "-" in the working folder
+            fail("--out -: the results database is a SQLite file, not standard output; name it (--out "
+                 "results.sqlite) and write rows with --export FILE.csv or scan-export, or use synthdetect detect "
+                 "--format csv|jsonl for rows on standard output")
         if out.suffix.lstrip(".").lower() in EXPORT_FORMATS and not is_sqlite_file(out):
             fail(f"--out {out}: the results database is SQLite (name it .sqlite); write {out.suffix} files "
                  f"with --export {out}")

@@ -59,11 +59,13 @@ class Decoded:
     def to_bytes(self) -> bytes:
         """Pickled by hand so that an unpicklable field (odd image metadata) cannot lose the file."""
         error = None if self.error is None else (self.error.source, self.error.kind, self.error.reason)
-        state = {f.name: getattr(self, f.name) for f in fields(self)} | {"error": error}
+        # a damaged file's readable records (its bytes and header) travel too: its row lists them, as detect's does
+        records = None if self.error is None else self.error.records
+        state = {f.name: getattr(self, f.name) for f in fields(self)} | {"error": error, "records": records}
         try:
             return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception:  # noqa: BLE001 - metadata Pillow attached that does not pickle
-            for image in (self.image, getattr(self.examined, "prepared", None)):
+            for image in (self.image, getattr(self.examined, "prepared", None), records):
                 if isinstance(image, LoadedImage):
                     image.info = {k: v for k, v in image.info.items() if _picklable(v)}
             return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
@@ -71,8 +73,11 @@ class Decoded:
     @classmethod
     def from_bytes(cls, data: bytes) -> "Decoded":
         state = pickle.loads(data)
-        error = state.pop("error")
-        return cls(**state, error=ImageLoadError(*error) if error else None)
+        error, records = state.pop("error"), state.pop("records", None)
+        if error:
+            error = ImageLoadError(*error)
+            error.records = records
+        return cls(**state, error=error or None)
 
 
 def _pixel_bytes(value: Any) -> int:
@@ -126,10 +131,11 @@ def decode_file(
                 if hit is not None:
                     return Decoded(path, stamp, cached=hit[0], original_size=hit[1])
             image = load_image(raw, limits, name=path, draft_size=draft_size)
-    except ImageLoadError as exc:
-        return Decoded(path, stamp, error=exc)
+    except ImageLoadError as exc:  # the bytes' hash travels too: an error row names the file it failed on
+        return Decoded(path, stamp, error=exc, sha256=digest)
     except Exception as exc:  # noqa: BLE001 - a decoder bug on one file must not stop the scan
-        return Decoded(path, stamp, error=ImageLoadError(path, "decoder_error", f"decoder failed ({exc})"))
+        return Decoded(path, stamp, error=ImageLoadError(path, "decoder_error", f"decoder failed ({exc})"),
+                       sha256=digest)
     (w0, h0), (w, h) = image.original_size, image.rgb.size
     original = (w0, h0) if w0 * h0 != w * h else None  # decoded at reduced size (draft mode)
     return Decoded(path, stamp, image=image, original_size=original,

@@ -399,6 +399,22 @@ def resume_filter(candidates: Iterable[Candidate], db_path: str | Path, fingerpr
         conn.close()
 
 
+def rescore_window(store: ResultStore, sources: Sequence[str], fingerprint: str, rescore: bool
+                   ) -> tuple[str | None, str | None]:
+    """``(key, began)`` of this scan's ``--rescore``, or ``(None, None)`` for a scan without it.
+
+    `--rescore` interrupted and run again continues, as any scan does: it had judged every file from the first
+    again, so a rescore of a large collection under a batch system's time limit never finished.  A scan without
+    --rescore in between ends any unfinished rescore, so a later --rescore judges every file.  Both engines use
+    this, so a rescore stopped on one continues on the other (the key names the detector and the sources)."""
+    if not rescore:
+        store.end_rescore()
+        return None, None
+    named = hashlib.sha256(json.dumps(list(map(str, sources))).encode()).hexdigest()[:16]
+    key = f"rescore:{fingerprint}:{named}"
+    return key, store.begin_rescore(key)
+
+
 def _done(conn: Any, paths: Sequence[str], fingerprint: str, since: str | None = None) -> dict[str, FileStamp]:
     """Stamps of the rows that need no second look: judged, or refused for their content (which a retry
     with the same bytes would refuse again).  Other error rows (unreadable, not found, not a regular file,
@@ -437,12 +453,10 @@ def judge_batch(detector: Any, batch: Sequence[Decoded]) -> list[dict[str, Any]]
 
 
 def _judge(detector: Any, batch: Sequence[Decoded]) -> list[dict[str, Any]]:
-    from synthdetect.verdict import Verdict
-
     for d in batch:
         d.examine(detector)  # no-op when a worker examined it already
     return [v.to_dict() for v in detector.conclude([
-        Verdict.failed(d.path, str(d.error), d.error.kind, {"load": d.load_ms}) if d.error is not None else d.examined
+        detector.failed_with_records(d.path, d.error, {"load": d.load_ms}) if d.error is not None else d.examined
         for d in batch
     ])]
 
@@ -470,16 +484,7 @@ def run_scan(
     draft_size = draft_size_for(detector.model, options.draft_factor) if options.draft else None
     fingerprint = detector_fingerprint(detector, draft_size)
     run_id = store.start_run(json.dumps(list(map(str, sources))), options.model, "local")
-    # `--rescore` interrupted and run again continues, as any scan does: it had judged every file from the first
-    # again, so a rescore of a large collection under a batch system's time limit never finished.
-    # A scan without --rescore in between ends any unfinished rescore, so a later --rescore judges every file.
-    rescore_key = rescore_since = None
-    if options.rescore:
-        named = hashlib.sha256(json.dumps(list(map(str, sources))).encode()).hexdigest()[:16]
-        rescore_key = f"rescore:{fingerprint}:{named}"
-        rescore_since = store.begin_rescore(rescore_key)
-    else:
-        store.end_rescore()
+    rescore_key, rescore_since = rescore_window(store, sources, fingerprint, options.rescore)
     global _FORKED_DETECTOR
     detector.model.ready()  # build lazy sessions once, here, not in every forked worker
     _FORKED_DETECTOR = detector if ctx.get_start_method() == "fork" else None
@@ -535,7 +540,7 @@ def run_scan(
         rows = []
         for verdict, d in zip(verdicts, decoded):
             if isinstance(d, Decoded):
-                rows.append(verdict_row(verdict, d.stamp, options.model, fingerprint, d.original_size))
+                rows.append(verdict_row(verdict, d.stamp, options.model, fingerprint, d.original_size, d.sha256))
             else:
                 rows.append(verdict_row(verdict, d[1], options.model, fingerprint))
             if verdict["error"]:

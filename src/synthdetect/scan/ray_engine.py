@@ -41,7 +41,7 @@ from synthdetect.interrupts import sigterm_raises
 from synthdetect.scan.decode import Decoded, decode_file
 from synthdetect.scan.engine import (
     ProgressHook, ScanCounters, ScanInterrupted, ScanOptions, available_cpus, detector_fingerprint, draft_size_for,
-    judge_batch, load_detector, resume_filter,
+    judge_batch, load_detector, rescore_window, resume_filter,
 )
 from synthdetect.scan.sources import Candidate, database_files, iter_candidates
 from synthdetect.scan.store import COLUMNS, FileStamp, ResultStore, verdict_row
@@ -126,7 +126,7 @@ class JudgeFiles:
             path = os.fsdecode(path) if isinstance(path, bytes) else str(path)  # bytes: any file name survives
             decoded.append(self._decode(f"{seq}.decode", path, stamp, (str(kind), str(reason)) if kind else None))
         verdicts = self._judge(seqs, decoded)
-        rows = [verdict_row(v, d.stamp, self.options.model, self.fingerprint, d.original_size)
+        rows = [verdict_row(v, d.stamp, self.options.model, self.fingerprint, d.original_size, d.sha256)
                 for v, d in zip(verdicts, decoded)]
         self.marks.clear([f"{s}.{step}" for s in seqs for step in ("decode", "model")] + [_batch_mark(seqs)])
         return {"seq": seqs, "row": [json.dumps(r) for r in rows]}
@@ -234,6 +234,8 @@ def run_ray_scan(
     fingerprint = detector_fingerprint(detector, draft_size)
     del detector
     run_id = store.start_run(json.dumps(list(map(str, sources))), options.model, "ray")
+    # An interrupted --rescore continues where it stopped, as on the local engine (it had started over here).
+    rescore_key, rescore_since = rescore_window(store, sources, fingerprint, options.rescore)
     counters = ScanCounters()
     prune_example = None
     ray, started_ray, actors = None, False, 0
@@ -245,7 +247,7 @@ def run_ray_scan(
                 counters.pruned, prune_example = store.prune_missing()
             found = iter_candidates(sources, options.all_files, counters.passed_over,
                                     exclude=[*database_files(out), *options.exclude], follow_links=options.follow_links)
-            pending = resume_filter(found, out, fingerprint, options.rescore, counters)
+            pending = resume_filter(found, out, fingerprint, options.rescore, counters, rescore_since)
             while True:
                 chunk = list(islice(pending, CHUNK))
                 discovered_all = len(chunk) < CHUNK
@@ -282,6 +284,8 @@ def run_ray_scan(
         "interrupted": interrupted is not None, "database_totals": store.totals(),
     }
     store.finish_run(run_id, summary)
+    if rescore_key is not None and interrupted is None:
+        store.end_rescore(rescore_key)  # done: the next --rescore judges every file again
     store.close()
     if progress:
         progress(counters, True)

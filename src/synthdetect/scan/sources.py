@@ -173,26 +173,29 @@ def walk_folder(root: str, all_files: bool = False, passed_over: PassedOver | No
             continue
         subfolders = []
         for entry in entries:
+            # os.scandir(".") names its entries "./x.jpg": normalised as every other path is, so that `scan .`,
+            # `scan x.jpg` and `find . | scan -` give x.jpg one row (they had given it two, each judged).
+            path = entry.name if folder == os.curdir else entry.path
             try:
                 real_folder = entry.is_dir(follow_symlinks=False)
                 linked_folder = not real_folder and entry.is_symlink() and entry.is_dir()
             except OSError:
                 real_folder = linked_folder = False  # a link loop: judged below, as an error row
             if visited is not None and (real_folder or linked_folder):
-                if first_visit(entry.path, visited, passed_over):
-                    subfolders.append(entry.path)
+                if first_visit(path, visited, passed_over):
+                    subfolders.append(path)
                 continue
             if real_folder:
-                subfolders.append(entry.path)
+                subfolders.append(path)
                 continue
-            if excluded and entry.path in excluded:
+            if excluded and path in excluded:
                 continue
             if all_files or os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
-                yield inspect(entry.path)
+                yield inspect(path)
             elif linked_folder:
-                passed_over.note_linked_folder(entry.path)
+                passed_over.note_linked_folder(path)
             else:
-                passed_over.note_non_image(entry.path)
+                passed_over.note_non_image(path)
         stack.extend(reversed(subfolders))  # depth first, in name order
 
 
@@ -345,7 +348,9 @@ def inside_any(folder: str, roots: set[str]) -> bool:
         parent = os.path.dirname(folder)
         if parent in roots:
             return True
-        if not parent or parent == folder:
+        if not parent:  # a relative path below the working folder lies in "." (`find . | scan -` lists "." first)
+            return os.curdir in roots and folder not in (os.curdir, os.pardir)
+        if parent == folder:
             return False
         folder = parent
 

@@ -150,16 +150,19 @@ class FileStamp:
 
 
 def verdict_row(verdict: dict[str, Any], stamp: FileStamp, detector: str, fingerprint: str,
-                original_size: Sequence[int] | None = None) -> tuple:
+                original_size: Sequence[int] | None = None, sha256: str | None = None) -> tuple:
     """Flatten a Verdict dict into the ``results`` columns (the full verdict JSON is kept too).
 
-    ``original_size`` is the stored image's size when it was decoded at reduced scale.
+    ``original_size`` is the stored image's size when it was decoded at reduced scale.  ``sha256`` is the hash of
+    the bytes the worker read: an error row (not an image, truncated, the model failing on it) has it in its
+    ``sha256`` column, so a moderator can match a failed file to its copies, while its verdict stays the one
+    ``detect`` gives (which names no hash for a file it could not judge).
     """
     model = verdict["models"][0] if verdict.get("models") else {}
     image = verdict.get("image") or {}
     width, height = original_size if original_size else (image.get("width"), image.get("height"))
     return (
-        verdict["file"], verdict.get("sha256"), stamp.size, stamp.mtime_ns, verdict.get("label"),
+        verdict["file"], verdict.get("sha256") or sha256, stamp.size, stamp.mtime_ns, verdict.get("label"),
         verdict.get("p_ai"), " | ".join(verdict.get("reasons") or []), model.get("model"), model.get("raw_logit"),
         model.get("p_ai"),
         json.dumps(verdict.get("evidence") or []), width, height, image.get("format"),
@@ -401,6 +404,9 @@ def cached_verdict(conn: sqlite3.Connection, sha256: str, fingerprint: str
 EXPORT_FORMATS = ("csv", "jsonl", "parquet")
 #: Columns written by exports; the full verdict JSON is left to ``jsonl``.
 FLAT_COLUMNS = tuple(c for c in COLUMNS if c != "verdict")
+#: The exported columns that hold text (the rest are numbers, kept as they are in a CSV too).
+TEXT_COLUMNS = ("path", "sha256", "label", "reasons", "model", "evidence", "format", "error", "error_kind",
+                "detector", "fingerprint", "scanned_at")
 
 
 def export(db_path: str | Path, out: str | Path, fmt: str | None = None) -> int:
@@ -450,6 +456,9 @@ def check_export_target(out: str | Path, fmt: str | None = None, database: str |
             os.path.realpath(f"{database}{suffix}") for suffix in ("", "-wal", "-shm", "-journal")}:
         raise StoreError(f"{out}: is the scan database itself (or its journal); export to another file")
     fmt = (fmt or out.suffix.lstrip(".")).lower()
+    if str(out) == "-" and fmt not in EXPORT_FORMATS:  # said as it is, not "unknown export format ''"
+        raise ValueError("-: an export is written to a file, not to standard output: name a .csv, .jsonl or "
+                         ".parquet file")
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"{out}: unknown export format '{fmt}' (one of {', '.join(EXPORT_FORMATS)})")
     folder = out.parent
@@ -492,12 +501,17 @@ def displayed(value: Any) -> Any:
 
 
 def _export_csv(rows: Iterable[dict[str, Any]], out: Path) -> int:
+    """The CSV is opened in spreadsheets: a text cell that would run as a formula (a file named
+    ``=HYPERLINK(...).jpg``) gets a leading apostrophe (:mod:`synthdetect.csv_cells`); JSON lines and Parquet keep
+    every value exactly."""
+    from synthdetect.csv_cells import spreadsheet_row
+
     n = 0
     with open(out, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=FLAT_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
-            writer.writerow(_exported(row))
+            writer.writerow(spreadsheet_row(_exported(row), TEXT_COLUMNS))
             n += 1
     return n
 
