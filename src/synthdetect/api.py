@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, NamedTuple, Sequence
 import numpy as np
 from PIL import Image
 
-from synthdetect.evidence import run_probes
+from synthdetect.evidence import record_probes, run_probes
 from synthdetect.fusion import fuse
 from synthdetect.images import (ImageLoadError, ImageSource, LoadedImage, LoadLimits, describe_source, is_stream,
                                 load_image)
@@ -277,8 +277,24 @@ class Detector:
 
     def _examined(self, item: _Item) -> Examined | Verdict:
         if item.error is not None:
-            return Verdict.failed(item.name, str(item.error), item.error.kind, {"load": item.load_ms})
+            return self.failed_with_records(item.name, item.error, {"load": item.load_ms})
         return self._examine_or_fail(item)
+
+    def failed_with_records(self, name: str, error: ImageLoadError, timing_ms: dict[str, float]) -> Verdict:
+        """The failed verdict of a file that could not be decoded, with the records still readable in its bytes.
+
+        A truncated PNG keeps its generation parameters and a cut JPEG its XMP source type before the damage; a
+        fact-checker wants them with the error.  The label stays empty: no model judged the pixels, and a record
+        read from a damaged file is listed, not decided on (``inspect`` shows the same records)."""
+        verdict = Verdict.failed(name, str(error), error.kind, timing_ms)
+        records = error.records
+        if records is None or records.raw is None or not self.use_evidence:
+            return verdict
+        verdict.sha256 = hashlib.sha256(records.raw).hexdigest()
+        t0 = time.perf_counter()
+        verdict.evidence = run_probes(records, record_probes(self.probes))
+        verdict.timing_ms["evidence"] = (time.perf_counter() - t0) * 1000
+        return verdict
 
     def _examine_or_fail(self, item: _Item) -> Examined | Verdict:
         """:meth:`examine`, with a model's resize failing on one image a failed verdict for it (as ``scan`` does)."""

@@ -39,6 +39,17 @@ def probe_names(include_on_request: bool = True) -> list[str]:
     return sorted(n for n in _PROBES if include_on_request or n not in _ON_REQUEST)
 
 
+#: Probes that read records from the file's bytes and header, not its pixels: they still run on a file whose
+#: pixels cannot be decoded (a C2PA manifest, XMP packet or PNG text chunk before the point where a file is cut).
+RECORD_PROBES = ("c2pa", "metadata", "genparams", "exif")
+
+
+def record_probes(names: Iterable[str] | None = None) -> list[str]:
+    """Of the probes ``names`` selects (the default set when None), those that can read a damaged file's records."""
+    selected = list(names) if names is not None else probe_names(include_on_request=False)
+    return [name for name in dict.fromkeys(selected) if name in RECORD_PROBES]
+
+
 def run_probes(image: LoadedImage, names: Iterable[str] | None = None) -> list[Evidence]:
     """Run the named probes (the default set when ``names`` is None); a probe that crashes is reported, never fatal."""
     _import_builtin_probes()

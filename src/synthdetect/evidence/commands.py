@@ -26,17 +26,12 @@ class InspectFormat(str, Enum):
     jsonl = "jsonl"
 
 
-#: Probes that read records from the file's bytes and header, not its pixels: they still run on a file whose
-#: pixels cannot be decoded (a C2PA manifest, XMP packet or PNG text chunk before the point where a file is cut).
-RECORD_PROBES = ("c2pa", "metadata", "genparams", "exif")
-
-
 def inspect_file(path: str, probes: list[str] | None = None, source: Any = None) -> dict:
     """One file's findings as a JSON-ready dict.  ``error`` is set when it cannot be read; findings are then empty,
     except for a truncated or corrupt file, whose records (``RECORD_PROBES``) are still read from its bytes.
 
     ``source``: what to read instead of the file ``path`` names (bytes or a stream: an image piped in)."""
-    from synthdetect.evidence import failure_reason, probe_names, run_probes
+    from synthdetect.evidence import RECORD_PROBES, failure_reason, probe_names, record_probes, run_probes
     from synthdetect.images import ImageLoadError, load_image
 
     t0 = time.perf_counter()
@@ -49,7 +44,7 @@ def inspect_file(path: str, probes: list[str] | None = None, source: Any = None)
             # views say they did not look.  Found records were lost with the pixels (a cut PNG kept its WebUI
             # parameters, a cut JPEG its XMP DigitalSourceType, and neither was shown).
             selected = list(dict.fromkeys(probes or probe_names()))
-            checked = [name for name in selected if name in RECORD_PROBES]
+            checked = record_probes(selected)
             result.update({
                 "image": {"format": exc.records.format, "width": exc.records.original_size[0],
                           "height": exc.records.original_size[1], "mode": exc.records.original_mode,
