@@ -199,3 +199,27 @@ def test_the_working_folder_walked_gives_the_same_keys_as_the_files_named(tmp_pa
     outside = tmp_path / "sub"
     monkeypatch.chdir(outside)
     assert [c.path for c in expand_listed([".", "../a.png"])] == ["b.png", os.path.join("..", "a.png")]
+
+
+def test_a_database_written_by_an_older_scan_of_dot_is_rekeyed_not_doubled(tmp_path, tiny, monkeypatch):
+    """Before the walk of "." keyed x.jpg, it keyed ./x.jpg: scanning "." again into such a database gave each file
+    a second row (each judged again) that --prune could not remove."""
+    import sqlite3
+
+    from synthdetect.scan import run_scan
+
+    work = tmp_path / "work"
+    work.mkdir()
+    for seed in (1, 2):
+        (work / f"img{seed}.png").write_bytes(png_bytes((32, 32), seed=seed))
+    monkeypatch.chdir(work)
+    db = tmp_path / "r.sqlite"
+    run_scan(["."], db, ScanOptions(model=str(tiny), workers=1))
+    with sqlite3.connect(db) as conn:  # what an older synthdetect wrote
+        conn.execute("UPDATE results SET path = './' || path, verdict = json_set(verdict, '$.file', './' || path)")
+        conn.execute("DELETE FROM meta WHERE key = 'dot_keys_dropped'")
+    summary = run_scan(["."], db, ScanOptions(model=str(tiny), workers=1))
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT path, json_extract(verdict, '$.file') FROM results ORDER BY path").fetchall()
+    assert rows == [("img1.png", "img1.png"), ("img2.png", "img2.png")]
+    assert summary["judged"] == 0  # the old rows were kept under their new keys, not judged again

@@ -196,6 +196,7 @@ def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
         for column in STAMP_COLUMNS:  # a database written before the column existed
             if column not in present:
                 conn.execute(f"ALTER TABLE results ADD COLUMN {column} INTEGER")
+        _drop_dot_prefix(conn)
     except sqlite3.OperationalError as exc:  # unwritable folder or file, full disk, locked
         conn.close()
         raise StoreError(f"{path}: cannot write the results database ({exc})") from exc
@@ -214,6 +215,23 @@ def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
         conn.close()
         raise StoreError(f"{path}: scan database schema {version[0]}, this synthdetect reads {SCHEMA_VERSION}")
     return conn
+
+
+def _drop_dot_prefix(conn: sqlite3.Connection) -> None:
+    """Key ``./x.jpg`` rows as ``x.jpg``, once per database.
+
+    A scan of ``.`` before 2026-12-05 keyed its files ``./x.jpg``; it now keys them ``x.jpg``, as a file named on
+    the command line or in a list is keyed.  Without this, scanning ``.`` again into such a database gave each file
+    a second row beside its old one (and ``--prune`` kept both, the file being there).  Where both keys exist, the
+    newer ``x.jpg`` row stays."""
+    if conn.execute("SELECT 1 FROM meta WHERE key = 'dot_keys_dropped'").fetchone():
+        return
+    with conn:
+        conn.execute("DELETE FROM results WHERE substr(path, 1, 2) = './' "
+                     "AND substr(path, 3) IN (SELECT path FROM results)")
+        conn.execute("UPDATE results SET path = substr(path, 3), verdict = json_set(verdict, '$.file', "
+                     "substr(path, 3)) WHERE substr(path, 1, 2) = './'")
+        conn.execute("INSERT INTO meta VALUES ('dot_keys_dropped', '1')")
 
 
 def is_sqlite_file(path: str | Path) -> bool:
