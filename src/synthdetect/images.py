@@ -358,6 +358,41 @@ def _is_truncation(reason: BaseException | str) -> bool:
                                               "insufficient input data"))
 
 
+def _container_format(raw: bytes) -> str | None:
+    """``WEBP`` for a RIFF WebP, ``AVIF``/``HEIF`` for an ISO base media file (by its ``ftyp`` brand), else None."""
+    if raw[:4] == b"RIFF" and raw[8:12] == b"WEBP":
+        return "WEBP"
+    if raw[4:8] == b"ftyp":
+        return "AVIF" if raw[8:12] in (b"avif", b"avis") else "HEIF"
+    return None
+
+
+def _container_cut_short(raw: bytes) -> str | None:
+    """How a WebP, AVIF or HEIF file is shorter than its own container says, or None.
+
+    libwebp and libheif refuse a cut file with "could not create decoder object" or "BMFF parsing failed", which
+    read as a damaged header; the container's stated lengths (RIFF's size field, the top-level box sizes) tell a
+    file that ends early from one that is damaged."""
+    fmt = _container_format(raw)
+    if fmt == "WEBP":
+        stated = int.from_bytes(raw[4:8], "little") + 8
+        return f"the WebP file states {stated:,} bytes and has {len(raw):,}" if len(raw) < stated else None
+    if fmt in ("AVIF", "HEIF"):
+        at = 0
+        while at + 8 <= len(raw):
+            size = int.from_bytes(raw[at:at + 4], "big")
+            if size == 1 and at + 16 <= len(raw):  # a 64-bit size follows the box type
+                size = int.from_bytes(raw[at + 8:at + 16], "big")
+            if size == 0:  # the last box runs to the end of the file
+                return None
+            if size < 8:
+                return None  # damaged, not cut
+            if at + size > len(raw):
+                return f"an {fmt} box runs to byte {at + size:,} and the file has {len(raw):,}"
+            at += size
+    return None
+
+
 def looks_like_text(raw: bytes) -> bool:
     """Whether ``raw`` starts as UTF-8 text: "not an image (the file contains text)" and the server's form fields.
 
@@ -387,7 +422,9 @@ def _decode(
         damaged = _why_not_opened(raw)
         if damaged:
             fmt, why = damaged
-            if _is_truncation(why):
+            if cut := _container_cut_short(raw):
+                error = ImageLoadError(label, "truncated", f"truncated image data ({cut})")
+            elif _is_truncation(why):
                 error = ImageLoadError(label, "truncated", f"truncated image data (the {fmt} header is cut short)")
             else:
                 error = ImageLoadError(label, "corrupt", f"corrupt image header ({fmt}: {_short(why)})")
@@ -408,6 +445,10 @@ def _decode(
     except Exception as exc:  # noqa: BLE001 - OSError, SyntaxError, and whatever else a decoder raises on damage
         if looks_like_text(raw):  # a text file that starts as a signature ("BMW ..." as a BMP) is no damaged image
             raise ImageLoadError(label, "not_an_image", "not an image (the file contains text)") from exc
+        if cut := _container_cut_short(raw):
+            error = ImageLoadError(label, "truncated", f"truncated image data ({cut})")
+            error.records = records_only(raw, label, _container_format(raw))  # an XMP chunk may precede the cut
+            raise error from exc
         if _is_truncation(exc):
             raise ImageLoadError(label, "truncated", "truncated image data (the header is cut short)") from exc
         raise ImageLoadError(label, "corrupt", f"corrupt image header ({_short(exc)})") from exc
