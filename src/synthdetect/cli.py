@@ -494,7 +494,8 @@ def _print_card(card: dict, where, is_package: bool, format: CardFormat) -> None
                   f"kind={escape(shown(str(card['kind'])))}", highlight=False)
     console.print(shown(str(card.get("description", ""))), markup=False, highlight=False)
     console.print(f"{'package' if is_package else 'source'}: {shown(str(where))}", markup=False, highlight=False)
-    skip = {"history", "name", "version", "kind", "description"}
+    # "source" of an external model is the line above ("source: x" was printed twice)
+    skip = {"history", "name", "version", "kind", "description"} | (set() if is_package else {"source"})
     for key, value in card.items():
         if key in skip:
             continue
