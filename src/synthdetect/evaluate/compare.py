@@ -128,9 +128,10 @@ def calibrated_mean(p_ai: Sequence[np.ndarray], labels: np.ndarray, calib: np.nd
         ok = ~np.isnan(p)
         out[ok] = cal(_logit(p[ok]))
         calibrated.append(out)
-    if not calibrated:
+    if not calibrated:  # the split holds both classes (checked before any run): the models left one unscored
         raise ValueError("no model scored images of both classes in the calibration split, so none can be "
-                         "calibrated; use more data or a larger --calibration-fraction")
+                         f"calibrated (of {len(p_ai)} model(s), the first {fitted[0]['excluded']}); see each model's "
+                         "'Not scored' list, or use more data or a larger --calibration-fraction")
     stack = np.vstack(calibrated)
     any_scored = ~np.all(np.isnan(stack), axis=0)
     mean = np.full(labels.shape, np.nan)
@@ -220,7 +221,11 @@ def compare_models(
     }
     if ensemble:
         held = ~calib
-        mean, fitted = calibrated_mean([r.predictions.p_ai for r in runs], labels, calib)
+        try:
+            mean, fitted = calibrated_mean([r.predictions.p_ai for r in runs], labels, calib)
+        except ValueError as exc:  # after every model ran: say that their reports are whole, as Ctrl-C does
+            raise ValueError(f"{exc}; finished reports under {out_dir / 'models'}: "
+                             f"{', '.join(r.name for r in runs)}; no comparison was written to {out_dir}") from None
         split = f"held-out {held.sum()} (calibration on {calib.sum()})"
         rows += [table_row(r.name, split, r.predictions.p_ai[held], labels[held], r.predictions.seconds * held.mean())
                  for r in runs]
@@ -325,10 +330,12 @@ def write_comparison(summary: dict[str, Any], out_dir: Path) -> None:
         written.append(name)
 
     def table_csv(handle: Any) -> None:
+        from synthdetect.csv_cells import spreadsheet_row
+
         writer = csv.DictWriter(handle, fieldnames=[k for k, _ in TABLE_COLUMNS])
         writer.writeheader()
-        for row in summary["table"]:
-            writer.writerow({k: row.get(k) for k, _ in TABLE_COLUMNS})
+        for row in summary["table"]:  # a model path such as "@org/m" is text to a spreadsheet, never a formula
+            writer.writerow(spreadsheet_row({k: row.get(k) for k, _ in TABLE_COLUMNS}, ("model", "split")))
 
     write("comparison.json", lambda handle: handle.write(json.dumps(summary, indent=2) + "\n"))
     write("comparison.csv", table_csv)

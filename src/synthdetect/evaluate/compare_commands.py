@@ -79,6 +79,13 @@ def register(app: typer.Typer) -> None:
             if entry.get("n_unscored"):
                 say(f"warning: {entry['name']}: {entry['n_unscored']} of {summary['n_records']} images were "
                     f"not scored (see {out / entry['report']}); e.g. {entry['unscored_example']}")
+        ensemble_said = summary.get("ensemble") or {}
+        # the ensemble row on the screen reads as every model's mean: a member left out, or one that entered it as
+        # one constant p_ai (an inverted fit), is said here too, not only in comparison.md/.html/.json
+        for name, why in (ensemble_said.get("excluded") or {}).items():
+            say(f"warning: ensemble: {name} is left out of the mean ({why})")
+        for name, why in (ensemble_said.get("calibration_warnings") or {}).items():
+            say(f"warning: ensemble: calibration of {name}: {why}")
         if summary["models"] and all(entry.get("n_judged") == 0 for entry in summary["models"]):
             # as evaluate: a run in which no model could judge any file is not a success, even with its reports
             say(f"error: none of the {summary['n_records']} images could be judged by any model "

@@ -692,15 +692,21 @@ def write_predictions_csv(path: Path, predictions: dict[str, Predictions]) -> No
 
 
 def write_predictions_rows(stream: TextIO, predictions: dict[str, Predictions]) -> None:
+    """The rows of ``predictions.csv``.  File, source, generator and error come from the data and are opened in a
+    spreadsheet: one that starts like a formula (``=HYPERLINK(...).png``) gets a leading apostrophe, as in
+    ``detect --format csv`` (:mod:`synthdetect.csv_cells`); numbers and the fixed words are left as they are."""
+    from synthdetect.csv_cells import spreadsheet_text
+
     writer = csv.writer(stream)
     writer.writerow(PREDICTION_COLUMNS)
     for name, pred in predictions.items():
         for i, record in enumerate(pred.records):
             verdict = pred.verdicts[i] if i < len(pred.verdicts) else None
             p = pred.p_ai[i]
-            writer.writerow([name, record.ref, "ai" if pred.labels[i] == 1 else "human", record.source or "",
-                             record.generator or "", "" if np.isnan(p) else repr(float(p)), verdict or "",
-                             pred.errors[i] or ""])
+            writer.writerow([name, spreadsheet_text(record.ref), "ai" if pred.labels[i] == 1 else "human",
+                             spreadsheet_text(record.source or ""), spreadsheet_text(record.generator or ""),
+                             "" if np.isnan(p) else repr(float(p)), verdict or "",
+                             spreadsheet_text(pred.errors[i] or "")])
 
 
 def _json_default(value: Any) -> Any:
