@@ -17,6 +17,8 @@ Order of authority:
    (NaN, outside 0..1), the answer is ``uncertain`` and says why.
 Absent evidence contributes nothing; weak evidence, unverified claims and
 tampered manifests are reported in the reasons but never move a label.
+Reasons: the deciding one first, then any contrary evidence (each record
+named once), then the other findings, strongest first.
 """
 
 from __future__ import annotations
@@ -42,6 +44,11 @@ class Fused:
     p_ai: float | None
     reasons: list[str]
 
+    def __post_init__(self) -> None:
+        # one line per finding: a packet may hold the same source type as several URI spellings (http, https,
+        # QCode), each its own record with the same text, and a reason had repeated it once per spelling
+        self.reasons = list(dict.fromkeys(self.reasons))
+
 
 def _decisive(evidence: list[Evidence], signal: str) -> list[Evidence]:
     return [e for e in evidence if e.strength == "decisive" and e.signal == signal]
@@ -52,8 +59,17 @@ def _strong(evidence: list[Evidence], signal: str) -> list[Evidence]:
 
 
 def _context(evidence: list[Evidence], skip: list[Evidence] = ()) -> list[str]:
-    """Plain-words lines for the findings worth a reader's attention (not info-level features)."""
-    return [_line(e) for e in evidence if e.strength in _REPORTED and e.signal != "none" and e not in skip]
+    """Plain-words lines for the findings worth a reader's attention (not info-level features), strongest first:
+    the probes report in name order, so a weak camera EXIF had come before a strong AI declaration."""
+    shown = [e for e in evidence if e.strength in _REPORTED and e.signal != "none" and e not in skip]
+    return [_line(e) for e in sorted(shown, key=lambda e: -_REPORTED.index(e.strength))]
+
+
+def _provenance_records(evidence: list[Evidence]) -> list[Evidence]:
+    """Records a provenance probe read from the file, whatever their strength (a verified C2PA manifest that records
+    edits, an XMP editing history), but not the forensic views (ELA, spectrum) nor records that could not be read."""
+    forensic = set(_all_probes()) - set(_default_probes())
+    return [e for e in evidence if e.kind not in forensic and not e.data.get("probe_failed")]
 
 
 def _line(e: Evidence) -> str:
@@ -109,7 +125,9 @@ def fuse(
         ran = ", ".join(probes_run or ())
         prefix = f"provenance not checked ({f'only {ran} ran' if ran else 'evidence probes off'})"
     else:
-        prefix = "no decisive provenance found" if found else "no provenance found"
+        # "no provenance found" beside an evidence list holding a verified C2PA manifest (info: it records edits)
+        # or an XMP editing history said there was nothing where there was something
+        prefix = "no decisive provenance found" if found or _provenance_records(evidence) else "no provenance found"
         if unchecked:
             prefix += f" by the probes run (not checked: {', '.join(unchecked)})"
         if not file_bytes:
@@ -121,9 +139,8 @@ def fuse(
         reason = broken or abstain_reason or "no model could judge this image"
         return Fused("uncertain", None, [reason, *found])
 
-    ai_at, human_below = _thresholds(model)
-    source = ((model.card.get("decision") or {}).get("band", "its validated thresholds")
-              if model.ai_at_or_above is not None else "default thresholds (card has none)")
+    ai_at, human_below = thresholds(model)
+    source = _band_source(model)
     p = score.p_ai
     if p >= ai_at:
         shown, (at,) = _decimals(p, ai_at)
@@ -136,9 +153,11 @@ def fuse(
         label, rule = "uncertain", f"between {low} and {high}, the uncertain band of {source}"
     reasons = [f"{prefix}; model {score.model} p_ai {shown} {rule}"]
     contrary = _strong(evidence, "human") if label == "ai" else _strong(evidence, "ai") if label == "human" else []
-    if contrary:
+    if contrary:  # every contrary record named once, here (it had been named here and again in the list below)
         label = "uncertain"
-        reasons.append(f"uncertain because strong evidence contradicts the model: {contrary[0].detail}")
+        reasons.append(f"uncertain because strong evidence contradicts the model: "
+                       f"{'; '.join(dict.fromkeys(e.detail for e in contrary))}")
+        found = _context(evidence, skip=contrary)
     return Fused(label, p, reasons + found)
 
 
@@ -156,20 +175,52 @@ def _unchecked(probes_run: Sequence[str] | None) -> list[str]:
     return [name for name in _default_probes() if name not in probes_run]
 
 
-def _thresholds(model: Model) -> tuple[float, float]:
-    """(AI at or above, human below): the card's validated band, else the fallback."""
-    return (model.ai_at_or_above if model.ai_at_or_above is not None else FALLBACK_AI_AT,
-            model.human_below if model.human_below is not None else FALLBACK_HUMAN_BELOW)
+@lru_cache(maxsize=1)
+def _all_probes() -> tuple[str, ...]:
+    from synthdetect.evidence import probe_names
+
+    return tuple(probe_names(include_on_request=True))
+
+
+def thresholds(model: Model) -> tuple[float, float]:
+    """(AI at or above, human below): the card's validated band, else the fallback.
+
+    A fallback never crosses the card's own threshold on the other side: a card with only ``human_below`` 0.95
+    had p_ai 0.92 called ``ai`` by the default 0.9, though the card's validated rule says ``human`` there."""
+    ai_at, human_below = model.ai_at_or_above, model.human_below
+    if ai_at is None:
+        ai_at = FALLBACK_AI_AT if human_below is None else max(FALLBACK_AI_AT, human_below)
+    if human_below is None:
+        human_below = min(FALLBACK_HUMAN_BELOW, ai_at)
+    return ai_at, human_below
+
+
+def _band_source(model: Model) -> str:
+    """Whose thresholds bound the uncertain band: a card with one of the two had its default half called validated,
+    or (with only ``human_below``) the whole band called "default thresholds (card has none)"."""
+    card_ai, card_human = model.ai_at_or_above is not None, model.human_below is not None
+    if card_ai and card_human:
+        return (model.card.get("decision") or {}).get("band", "its validated thresholds")
+    if card_ai:
+        return "the card's AI threshold and the default human threshold (the card has none)"
+    if card_human:
+        return "the card's human threshold and the default AI threshold (the card has none)"
+    return "default thresholds (card has none)"
 
 
 def _model_label(p: float, model: Model) -> str:
-    ai_at, human_below = _thresholds(model)
+    ai_at, human_below = thresholds(model)
     return "ai" if p >= ai_at else "human" if p < human_below else "uncertain"
 
 
 def _rule(model: Model, key: str, threshold: str) -> str:
     """How the card says a threshold was chosen; a card threshold without that text is not the default band."""
     if getattr(model, threshold) is None:
+        ai_at, human_below = thresholds(model)
+        if threshold == "ai_at_or_above" and ai_at != FALLBACK_AI_AT:
+            return "default band, raised to the card's human threshold"
+        if threshold == "human_below" and human_below != FALLBACK_HUMAN_BELOW:
+            return "default band, lowered to the card's AI threshold"
         return "default band"
     return (model.card.get("decision") or {}).get(key, "the model card's threshold")
 
