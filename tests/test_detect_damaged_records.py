@@ -7,11 +7,13 @@ generation parameters or the XMP DigitalSourceType before the cut (shown by ``in
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from pathlib import Path
 
 from synthdetect import Detector
-from test_provenance_adapters_s25 import _jpeg_with_xmp, _png_with_parameters
+from PIL import Image, PngImagePlugin
+from test_provenance_adapters_s25 import PARAMETERS, _jpeg_with_xmp, _png_with_parameters
 from tiny_model import png_bytes, write_tiny_cnn
 
 
@@ -76,3 +78,22 @@ def test_the_table_says_the_records_beside_the_error(tmp_path):
     text = " ".join(out.getvalue().split())
     assert "error" in text and "truncated image data; records read from its bytes: genparams ai decisive" in \
         text.replace("│", "").replace("  ", " ")
+
+
+def test_a_model_that_fails_on_a_file_keeps_its_evidence_and_hash(tmp_path, monkeypatch):
+    """A model crash had thrown away what the probes read (a decisive generation-parameters record, the sha256)."""
+    detector = Detector.load(str(write_tiny_cnn(tmp_path / "pkg")))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("session failed")
+
+    monkeypatch.setattr(detector.model, "score_prepared", broken)
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", PARAMETERS)
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(png_bytes(seed=3))).save(buffer, "PNG", pnginfo=info)  # 32 px: the tiny model's size
+    raw = buffer.getvalue()
+    verdict = detector.detect([raw], names=["gen.png"])[0]
+    assert (verdict.label, verdict.error_kind) == (None, "model_error")
+    assert [(e.kind, e.signal, e.strength) for e in verdict.evidence] == [("genparams", "ai", "decisive")]
+    assert verdict.sha256 == hashlib.sha256(raw).hexdigest() and verdict.image["format"] == "PNG"

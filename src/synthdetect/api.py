@@ -359,9 +359,12 @@ class Detector:
             if isinstance(item, Verdict):
                 verdicts.append(item)
                 continue
-            if i in failed:
-                verdicts.append(Verdict.failed(item.file, f"{item.file}: model failed ({_one_line(failed[i])})",
-                                               "model_error", {"load": item.timing_ms.get("load", 0.0)}))
+            if i in failed:  # still an error, with what was read of the file: a decisive record, its hash
+                verdict = Verdict.failed(item.file, f"{item.file}: model failed ({_one_line(failed[i])})",
+                                         "model_error", {"load": item.timing_ms.get("load", 0.0),
+                                                         "evidence": item.timing_ms.get("evidence", 0.0)})
+                verdict.sha256, verdict.evidence, verdict.image = item.sha256, item.evidence, item.image
+                verdicts.append(verdict)
                 continue
             model = self._model_named(item.model) if item.model is not None else None
             score = scores.get(i)
