@@ -145,7 +145,8 @@ def test_one_source_type_in_several_spellings_is_one_reason(p):
 
     image = png_with_text(textured_rgb(64), {"XML:com.adobe.xmp": _xmp_with_every_spelling()})
     evidence = run_probes(load_image(image))
-    assert len(evidence) == 3 and len({e.detail for e in evidence}) == 1, evidence
+    assert len(evidence) == 1, evidence  # the probe gives one record for the three spellings (it had given three)
+    evidence = evidence * 3  # and fusion says a repeated record once, whichever probe repeats it
     fused = fuse(evidence, score(p), MODEL)
     assert fused.label == "uncertain"
     assert sum(r.count("DigitalSourceType") for r in fused.reasons) == 1, fused.reasons

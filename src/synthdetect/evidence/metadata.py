@@ -401,9 +401,14 @@ def _midjourney(image: LoadedImage) -> list[Evidence]:
 
 
 def _source_types(xmp: XmpFields) -> list[Evidence]:
-    found = []
+    """One record per source type: a packet may spell the same type several ways (the http and https IPTC URIs,
+    a trailing slash, the ``digsrctype:`` code), and each spelling had been a record of its own."""
+    found, named = [], set()
     for value in dict.fromkeys(xmp.get("DigitalSourceType")):
         name = source_type_name(value)
+        if name in named:
+            continue
+        named.add(name)
         signal, meaning = SOURCE_TYPES.get(name, ("none", "an unknown source type"))
         # Unsigned: a declared source type is strong at most, and the human
         # types only weak (a camera-style label is the easiest thing to fake).
