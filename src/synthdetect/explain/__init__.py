@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import io
 import logging
+import tempfile
 import time
+import traceback
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
@@ -39,6 +41,19 @@ DEFAULT_MAX_SIDE = 512
 OCCLUSION_FLAT_SHIFT = 0.01
 
 
+@dataclass(frozen=True)
+class MapFailure:
+    """A map whose code raised.  ``note`` is the one line the explanation shows; ``error`` and ``traceback`` are the
+    whole story for a log.  The service shows its clients neither, as their text can name the server's files
+    ("Load model from /srv/models/pkg/model.onnx failed")."""
+
+    method: str
+    note: str
+    error_type: str
+    error: str
+    traceback: str
+
+
 @dataclass
 class Explanation:
     """A verdict plus the maps behind it, as arrays (``gradcam``, ``occlusion``, ``ela``) and pictures."""
@@ -54,6 +69,8 @@ class Explanation:
     #: The largest change of the model's p_ai that blurring any one occlusion window caused (None: no map).
     #: The map's colours are relative to its own extreme; this says whether that extreme matters at all.
     occlusion_shift: float | None = None
+    #: The maps whose code raised (their notes are among ``notes``), for whoever logs the details.
+    failures: list[MapFailure] = field(default_factory=list)
 
     def maps(self) -> dict[str, np.ndarray]:
         """The maps that could be made, in display order."""
@@ -131,6 +148,21 @@ def check_output_path(path: Path) -> None:
         what = "is a file, not a folder" if path.parent.exists() else "does not exist"
         raise ValueError(f"{path}: folder {path.parent} {what}")
     image_format_for(path)
+    try:
+        check_writable(path.parent)
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot write in the folder {path.parent} ({exc.strerror or exc})") from None
+
+
+def check_writable(folder: Path) -> None:
+    """An OSError if no file can be created in ``folder`` (read-only, no permission), so a command can refuse it
+    before any map is computed.
+
+    Tried, not judged from permission bits, which root and read-only mounts ignore: a batch into /sys/kernel
+    computed every map and then failed every picture with "Permission denied".
+    """
+    with tempfile.TemporaryFile(dir=folder):
+        pass
 
 
 def _working_copy(image: LoadedImage, max_side: int, min_side: int = 1) -> tuple[LoadedImage, str | None]:
@@ -159,25 +191,34 @@ def affordable_grid(size: tuple[int, int], grid: int, model_ms: float | None, bu
 
     if budget_s is None or not model_ms:
         return grid
-    for candidate in range(grid, 1, -1):
-        if occlusion_calls(size[1], size[0], candidate) * model_ms / 1000 <= budget_s:
-            return candidate
-    return None
+    def fits(candidate: int) -> bool:
+        return occlusion_calls(size[1], size[0], candidate) * model_ms / 1000 <= budget_s
+
+    if fits(grid):
+        return grid
+    # A grid finer than the long side has the same 2-pixel windows: trying each of `--grid 1000000000`'s values
+    # one by one took minutes before the map began.
+    return next((candidate for candidate in range(min(grid - 1, max(size)), 1, -1) if fits(candidate)), None)
 
 
-def warm_call_ms(model: "Model", image: LoadedImage, spend_s: float | None = None) -> float:  # noqa: F821
-    """Milliseconds one ``model.logits`` call takes on ``image`` now that the model is loaded.
+def warm_call_ms(model: "Model", image: LoadedImage, spend_s: float | None = None,  # noqa: F821
+                 batch: int = 1) -> float:
+    """Milliseconds per image that ``model.logits`` takes on ``batch`` copies of ``image`` in one call, now that
+    the model is loaded.
 
-    The fastest of up to three calls (stopping once ``spend_s`` is spent): on a busy machine one call of a
-    32 px CNN measured anywhere from 13 to 410 ms.
+    The occlusion map sends its copies ``batch`` at a time, so this is what each window costs: timed one at a
+    time, a CNN whose call costs more than its images (140 ms a call, 8 ms an image in a batch of 16, on a busy
+    machine) had its --grid 64 map cut to 10x10 "to fit 60 s", though the whole grid took 2 s.  The fastest of
+    up to three calls (stopping once ``spend_s`` is spent): on a busy machine one call of a 32 px CNN measured
+    anywhere from 13 to 410 ms.
     """
-    copy = replace(image, raw=None, notes=[])
+    copies = [replace(image, raw=None, notes=[])] * max(1, batch)
     times: list[float] = []
     started = time.perf_counter()
     while len(times) < 3 and (not times or spend_s is None or time.perf_counter() - started < spend_s):
         begin = time.perf_counter()
-        model.logits([copy])
-        times.append((time.perf_counter() - begin) * 1000)
+        model.logits(copies)
+        times.append((time.perf_counter() - begin) * 1000 / len(copies))
     return min(times)
 
 
@@ -249,7 +290,7 @@ def explain_loaded(
     with a note saying how long it would take.  ``progress``: a bar on stderr while the occlusion map is made.
     """
     from synthdetect.explain.maps import (  # torch only when explaining
-        ExplainUnavailable, ela_map, gradcam_map, occlusion_calls, occlusion_map)
+        ExplainUnavailable, ela_map, gradcam_map, occlusion_batch, occlusion_calls, occlusion_map)
 
     unknown = set(methods) - set(METHODS)
     if unknown:
@@ -276,6 +317,12 @@ def explain_loaded(
                 ela = ela_map(image)
                 result.ela = ela if work is image else np.asarray(Image.fromarray(ela).resize(work.size))
             elif model is not None and name == "gradcam":
+                pixels = np.asarray(work.rgb)
+                if (pixels == pixels[:1, :1]).all():
+                    # Scaled to its own peak, the map of a flat picture (a card may accept them) painted the model's
+                    # zero-padded edges at full strength as "regions pushing toward" the verdict.
+                    raise ExplainUnavailable("the image is one colour: no region differs from another, and "
+                                             "Grad-CAM would show only the model's own edge effects")
                 result.gradcam = gradcam_map(model, work, toward_ai=toward_ai)
                 if direction_note:
                     result.notes.append(direction_note)
@@ -287,16 +334,17 @@ def explain_loaded(
                 if chosen != grid:
                     # The verdict's model time may include loading the model (its first call) and preparing
                     # the full-size image: before coarsening the map, time warm calls on the copy it is made of.
-                    model_ms = warm_call_ms(model, work, occlusion_budget_s / 20)
+                    batch = min(occlusion_batch(model), occlusion_calls(work.size[1], work.size[0], grid))
+                    model_ms = warm_call_ms(model, work, occlusion_budget_s / 20, batch=batch)
                     chosen = affordable_grid(work.size, grid, model_ms, occlusion_budget_s)
                 if chosen is None:
                     calls = occlusion_calls(work.size[1], work.size[0], 2)
                     raise ExplainUnavailable(
-                        f"skipped: even a 2x2 grid needs {calls} calls of {model.name} at about {model_ms / 1000:.1f} s "
-                        f"each, over the {occlusion_budget_s:g} s budget")
+                        f"skipped: even a 2x2 grid needs {calls} images scored by {model.name} at about "
+                        f"{model_ms / 1000:.1f} s each, over the {occlusion_budget_s:g} s budget")
                 if chosen != grid:
                     result.notes.append(f"occlusion on a {chosen}x{chosen} grid to fit {occlusion_budget_s:g} s "
-                                        f"({model.name} takes about {model_ms / 1000:.2f} s per call)")
+                                        f"({model.name} takes about {model_ms / 1000:.2f} s per image)")
                 scores: list[float] = []
                 result.occlusion = occlusion_map(model, work, grid=chosen, progress=progress, scores=scores)
                 unusable = int(np.count_nonzero(~np.isfinite(np.asarray(scores, dtype=np.float64))))
@@ -312,11 +360,14 @@ def explain_loaded(
                                         f"{render.shift_text(result.occlusion_shift)}")
         except ExplainUnavailable as exc:
             result.notes.append(f"{name} unavailable: {exc}")
-        except ImportError as exc:
-            result.notes.append(f"{name} unavailable: {exc}")
         except Exception as exc:  # noqa: BLE001 - a model that fails on the perturbed batches costs that map only
-            _log.warning("%s: %s map failed", image.source, name, exc_info=True)
-            result.notes.append(f"{name} failed: {type(exc).__name__}: {first_line(exc, 300)}"[:300])
+            # The note says what failed; the traceback is for -v (a warning put it on every user's screen,
+            # and in the service's log as many lines without the request id: the service logs the failure itself).
+            _log.debug("%s: %s map failed", image.source, name, exc_info=True)
+            said = "unavailable" if isinstance(exc, ImportError) else f"failed: {type(exc).__name__}"
+            note = f"{name} {said}: {first_line(exc, 300)}"[:300]
+            result.notes.append(note)
+            result.failures.append(MapFailure(name, note, type(exc).__name__, str(exc), traceback.format_exc()))
     return result
 
 
@@ -346,4 +397,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["Explanation", "ExplainUnavailable", "explain", "explain_loaded", "check_output_path", "METHODS"]
+__all__ = ["Explanation", "MapFailure", "ExplainUnavailable", "explain", "explain_loaded", "check_output_path",
+           "check_writable", "METHODS"]

@@ -30,10 +30,10 @@ def register(app: typer.Typer) -> None:
         images: Annotated[list[str], typer.Argument(
             help="The image to explain (- reads it from standard input), or several images, folders (searched "
                  "recursively) or globs.", metavar="IMAGE...")],
-        out: Annotated[Path, typer.Option(
+        out_text: Annotated[str, typer.Option(
             "--out", "-o", help="One image: the composite figure (original, overlays, verdict; .png, .jpg, "
-                                ".webp...). Several images, a folder or a glob: a folder, which gets "
-                                "NAME.why.png for each image.")],
+                                ".webp...). Several images, a folder or a glob, or a name ending in /: a folder, "
+                                "which gets NAME.why.png for each image.", metavar="PATH")],
         model: Annotated[str, typer.Option("--model", "-m", help="Model name or package path.")] = "default",
         maps: Annotated[bool, typer.Option("--maps", help="Also save each overlay as OUT_STEM.<map>.png.")] = False,
         method: Annotated[Optional[list[str]], typer.Option(
@@ -51,11 +51,15 @@ def register(app: typer.Typer) -> None:
         from synthdetect.models import ModelPackageError
 
         as_json = as_json or format is ExplainFormat.json
+        # A str, not a Path: Path("why/") is "why", and `explain photo.jpg -o why/` was refused as a picture
+        # with no suffix ("cannot write a '(no suffix)' image") though the slash says a folder.
+        out, folder = Path(out_text), out_text.endswith(("/", os.sep))
         unknown = sorted(set(method or ()) - set(METHODS))
         if unknown:  # like the output path, checked before the model loads
             fail(f"unknown explanation method(s): {', '.join(unknown)} (known: {', '.join(METHODS)})")
-        if not names_one_picture(images, out):
-            explain_many(images, out, model=model, maps=maps, methods=method or METHODS, grid=grid, as_json=as_json)
+        if folder or not names_one_picture(images, out):
+            explain_many(images, out, model=model, maps=maps, methods=method or METHODS, grid=grid, as_json=as_json,
+                         folder=folder)
             return
         image = images[0]
         try:  # before the model loads and the maps are computed: those take seconds to minutes
@@ -138,13 +142,16 @@ def names_one_picture(images: list[str], out: Path) -> bool:
 
 
 def explain_many(images: list[str], out: Path, *, model: str, maps: bool, methods, grid: int,
-                 as_json: bool) -> None:
-    """One figure per image into the folder ``out``; a bad file is one line and the batch goes on."""
+                 as_json: bool, folder: bool = False) -> None:
+    """One figure per image into the folder ``out``; a bad file is one line and the batch goes on.
+
+    ``folder``: ``-o`` ended in a slash, so it names a folder whatever its name looks like (``why.v2/``).
+    """
     from rich.progress import track
 
     from synthdetect.api import Detector
     from synthdetect.cli import EXIT_SOME_FAILED, err, fail, gather_inputs, print_error, print_note, state
-    from synthdetect.explain import explain as explain_image
+    from synthdetect.explain import check_writable, explain as explain_image
     from synthdetect.images import ImageLoadError
     from synthdetect.interrupts import interrupt_signal, sigterm_raises
     from synthdetect.models import ModelPackageError
@@ -152,7 +159,7 @@ def explain_many(images: list[str], out: Path, *, model: str, maps: bool, method
     if out.exists() and not out.is_dir():
         fail(f"-o {out}: is a file; with {' '.join(images) if len(images) < 4 else 'several images'} to explain, "
              f"-o names a folder (each image gets FOLDER/NAME{BATCH_SUFFIX})")
-    if not out.exists() and out.suffix:
+    if not out.exists() and out.suffix and not folder:
         fail(f"-o {out}: names one picture, but {'several images are' if len(images) > 1 else images[0] + ' is'} "
              f"{'given' if len(images) > 1 else 'a folder or a glob'}; give a folder for -o (each image gets "
              f"FOLDER/NAME{BATCH_SUFFIX})")
@@ -172,6 +179,10 @@ def explain_many(images: list[str], out: Path, *, model: str, maps: bool, method
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         fail(f"-o {out}: cannot create the folder ({exc.strerror or exc})")
+    try:
+        check_writable(out)
+    except OSError as exc:
+        fail(f"-o {out}: cannot write in this folder ({exc.strerror or exc})")
     stems = _unique_stems([name for name, _, _ in targets])
     rows: list[dict] = []
     failed = 0
@@ -215,14 +226,18 @@ def explain_many(images: list[str], out: Path, *, model: str, maps: bool, method
                     rows.append({"file": name, **result.to_dict(), "written": written, "replaced": replaced})
                 else:
                     echo_explanation(name, result, written, replaced)
-    except KeyboardInterrupt as exc:
+    except (KeyboardInterrupt, ModelPackageError) as exc:
+        # Ctrl-C, SIGTERM, or a routed model that cannot load (it loads with its first image, as in detect): the
+        # rows so far are printed (--json had lost them all) and one line says how far the batch got.
         getattr(iterator, "close", lambda: None)()
         if as_json:
             typer.echo(json.dumps(rows, indent=2))
         done = sum(labels.values()) + failed
-        signum = interrupt_signal(exc)
-        fail(f"interrupted: {done} of {len(targets)} images done ({failed} failed), their pictures written in "
-             f"{out}; the other {len(targets) - done} were not explained", code=128 + signum)
+        how_far = (f"{done} of {len(targets)} images done ({failed} failed), their pictures written in {out}; the "
+                   f"other {len(targets) - done} were not explained")
+        if isinstance(exc, ModelPackageError):
+            fail(f"{exc}; {how_far}")
+        fail(f"interrupted: {how_far}", code=128 + interrupt_signal(exc))
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
     if not state["quiet"]:

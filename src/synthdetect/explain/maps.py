@@ -118,10 +118,15 @@ def gradcam_map(model: Model, image: LoadedImage, toward_ai: bool = True) -> np.
     """
     model = torch_twin(model) or model
     if not isinstance(model, TorchModel):
-        kind = model.card.get("kind", type(model).__name__)
-        raise ExplainUnavailable(
-            f"Grad-CAM needs a differentiable torch model; {model.name} is kind '{kind}' (see the occlusion map)"
-        )
+        # An ONNX-served small-cnn without its torch weights was "kind 'small-cnn'", a torch kind; and "see the
+        # occlusion map" pointed at a map that `--method gradcam` or the service's map=gradcam never made.
+        if getattr(model, "onnx_path", None) is not None:
+            why = (f"{model.name} runs on ONNX Runtime, which has none, and its package lists no torch weights "
+                   "to load instead")
+        else:
+            why = f"{model.name} is kind '{model.card.get('kind', type(model).__name__)}'"
+        raise ExplainUnavailable(f"Grad-CAM needs the gradients of a torch model; {why} (occlusion works for "
+                                 "every model)")
     attr = _captum_attr()
     module, lock = _private_module(model)
     layer = gradcam_layer(module, (model.card.get("explain") or {}).get("gradcam_layer"))
@@ -131,13 +136,17 @@ def gradcam_map(model: Model, image: LoadedImage, toward_ai: bool = True) -> np.
         return (sign * module(batch)).reshape(-1, 1)
 
     batch = model.preprocess([image])
+    name = next((n for n, m in module.named_modules() if m is layer), type(layer).__name__)
     with lock, torch.enable_grad():
         try:
             cam = attr.LayerGradCam(forward, layer).attribute(batch, target=0, relu_attributions=True)
         except AssertionError as exc:  # captum asserts when the layer's forward hook never fired
-            name = next((n for n, m in module.named_modules() if m is layer), type(layer).__name__)
             raise ExplainUnavailable(f"Grad-CAM layer '{name}' is not on {model.name}'s forward path ({exc}); "
                                      "name the layer to use in the card's explain.gradcam_layer") from exc
+        if cam.dim() != 4:  # a card naming the Linear head: was "IndexError: tuple index out of range"
+            raise ExplainUnavailable(f"Grad-CAM layer '{name}' of {model.name} gives no map of the image (its "
+                                     "output has no height and width); name a convolution in the card's "
+                                     "explain.gradcam_layer")
         values = cam[0].sum(0).detach().float().numpy()
         if getattr(model.module, "tta_hflip", False):  # the served logit averages the image and its mirror
             mirrored = attr.LayerGradCam(forward, layer).attribute(batch.flip(3), target=0, relu_attributions=True)
@@ -174,6 +183,11 @@ def _progress_bar(total: int, model: Model):
     return tqdm(total=total, desc=f"occlusion ({model.name})", unit="image", leave=False)
 
 
+def occlusion_batch(model: Model, batch_size: int = 16) -> int:
+    """How many occluded copies go to ``model.logits`` in one call: ``batch_size``, or the model's own if smaller."""
+    return max(1, min(batch_size, int(getattr(model, "batch_size", batch_size) or 1)))
+
+
 def occlusion_map(model: Model, image: LoadedImage, grid: int = 8, batch_size: int = 16,
                   progress: bool = False, scores: list[float] | None = None) -> np.ndarray:
     """How much each region raises the AI log-odds: logit(image) - logit(region blurred), image-sized.
@@ -190,7 +204,7 @@ def occlusion_map(model: Model, image: LoadedImage, grid: int = 8, batch_size: i
     scores it before any window): the map alone says where, not how much p_ai actually moved.
     """
     attr = _captum_attr()
-    batch_size = max(1, min(batch_size, int(getattr(model, "batch_size", batch_size) or 1)))
+    batch_size = occlusion_batch(model, batch_size)
     width, height = image.size
     window, stride = occlusion_windows(height, width, grid)
     pixels = np.asarray(image.rgb, dtype=np.float32)

@@ -36,7 +36,7 @@ from starlette.routing import Match
 
 from synthdetect import __version__
 from synthdetect.api import Detector
-from synthdetect.explain import METHODS, explain_loaded
+from synthdetect.explain import METHODS, Explanation, explain_loaded
 from synthdetect.explain.maps import torch_twin
 from synthdetect.explain.render import png_bytes
 from synthdetect.images import ImageLoadError, load_image
@@ -394,7 +394,7 @@ def create_app(detector: Detector, settings: ServerSettings | None = None) -> Fa
             try:
                 explanation, chosen, png = await _in_pool(request, pool, ticket, remaining(deadline), settings,
                                                           _explain_job, detector, settings, file_name, raw,
-                                                          map.value, deadline)
+                                                          map.value, deadline, request.state.request_id)
             except _VerdictFailed as exc:
                 verdict = _for_client(exc.verdict, request.state.request_id)
                 raise ServiceError(exc.status, exc.kind, verdict.error or exc.message) from None
@@ -569,7 +569,7 @@ def _declared_pixels(raw: bytes) -> int:
 
 
 def _explain_job(detector: Detector, settings: ServerSettings, name: str, raw: bytes, choice: str,
-                 deadline: float) -> tuple:
+                 deadline: float, request_id: str = "-") -> tuple:
     try:
         image = load_image(raw, detector.limits, name=name)
     except ImageLoadError as exc:
@@ -585,11 +585,12 @@ def _explain_job(detector: Detector, settings: ServerSettings, name: str, raw: b
     if not verdict.ok:  # the model failed: a map of a verdict never given would explain nothing; answer as detect
         raise _VerdictFailed(verdict)
     if choice == "figure":
-        explanation = explain_loaded(detector, image, verdict=verdict, **options())
-        return explanation, "figure", png_bytes(explanation.figure())
+        explanation = _failures_for_client(explain_loaded(detector, image, verdict=verdict, **options()), request_id)
+        return explanation, "figure", png_bytes(explanation.figure())  # drawn after: its caption shows the notes
     notes: list[str] = []
     for method in (_auto_order(detector, image) if choice == "auto" else (choice,)):
-        explanation = explain_loaded(detector, image, methods=[method], verdict=verdict, **options())
+        explanation = _failures_for_client(
+            explain_loaded(detector, image, methods=[method], verdict=verdict, **options()), request_id)
         # A Grad-CAM that failed is None (its note says why): auto goes on to occlusion, as for a flat one.
         flat = (method == "gradcam" and choice == "auto" and explanation.gradcam is not None
                 and not explanation.gradcam.any())
@@ -598,6 +599,23 @@ def _explain_job(detector: Detector, settings: ServerSettings, name: str, raw: b
             return explanation, method, png_bytes(explanation.overlay(method))
         notes.extend(n for n in explanation.notes if n not in notes)
     raise ServiceError(422, "map_unavailable", "; ".join(notes) or f"no {choice} map for this image")
+
+
+def _failures_for_client(explanation: Explanation, request_id: str) -> Explanation:
+    """Each failed map's note replaced by the map, the exception type and the request id, as ``_for_client`` does
+    for a model failure; the whole text and traceback go to the log as one JSON line under that id.
+
+    The notes reach the client in headers, in the 422 ``map_unavailable`` message and in the figure's caption:
+    they had said "gradcam failed: RuntimeError: Load model from /srv/models/pkg/model.onnx failed", and the log
+    had a many-line traceback without the request id.
+    """
+    for failure in explanation.failures:
+        _log_detail("map_failed", request_id, file=explanation.verdict.file, map=failure.method,
+                    error=f"{failure.error_type}: {failure.error}", traceback=failure.traceback)
+        what = failure.note.partition(":")[0]  # "gradcam failed", "occlusion unavailable"
+        said = f"{what} ({failure.error_type}); the service log has the details under request id {request_id}"
+        explanation.notes = [said if note == failure.note else note for note in explanation.notes]
+    return explanation
 
 
 def _auto_order(detector: Detector, image: Any) -> tuple[str, ...]:
