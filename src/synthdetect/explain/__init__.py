@@ -251,10 +251,9 @@ def gradcam_direction(verdict: Verdict, model: "Model | None" = None) -> tuple[b
     """
     own = _own_p_ai(verdict, model)
     if verdict.ok and own is not None and verdict.p_ai is not None and abs(verdict.p_ai - own) > 1e-6:
-        from synthdetect.fusion import FALLBACK_AI_AT, FALLBACK_HUMAN_BELOW
+        from synthdetect.fusion import thresholds
 
-        ai_at = model.ai_at_or_above if model.ai_at_or_above is not None else FALLBACK_AI_AT
-        human_below = model.human_below if model.human_below is not None else FALLBACK_HUMAN_BELOW
+        ai_at, human_below = thresholds(model)  # the verdict's own rule (a one-threshold card included)
         alone = "ai" if own >= ai_at else "human" if own < human_below else "uncertain"
         toward_ai = alone == "ai" or (alone == "uncertain" and own >= 0.5)
         if alone == verdict.label:  # provenance and the model agree: nothing to say
