@@ -22,6 +22,8 @@ for 20% of the arithmetic (memory-bound batch norm and thin convolutions).
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch import nn
 
@@ -47,6 +49,12 @@ class SmallCNN(nn.Module):
         super().__init__()
         if layout not in LAYOUTS:
             raise ValueError(f"unknown small-cnn layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
+        # depth 0 had trained a "CNN" without a convolution (a linear model of the mean colour), width 0 a network
+        # of empty layers; both wrote a package without a word
+        if isinstance(depth, bool) or not isinstance(depth, numbers.Integral) or depth < 1:
+            raise ValueError(f"small-cnn depth {depth!r}: expected a whole number of blocks, 1 or more")
+        if isinstance(width, bool) or not isinstance(width, numbers.Integral) or width < 1:
+            raise ValueError(f"small-cnn width {width!r}: expected a whole number of channels, 1 or more")
         if layout == "s2d" and depth < 2:
             raise ValueError("small-cnn layout 's2d' replaces the first block, so it needs depth 2 or more")
         self.hparams = {"width": width, "depth": depth, "dropout": dropout, "in_channels": in_channels}

@@ -11,6 +11,7 @@ probe and the model agree on what "ELA" means; training decodes through
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,21 @@ from synthdetect.models.base import Model, register_kind
 from synthdetect.models.package import ModelPackage
 from synthdetect.models.onnx_backend import OnnxModel
 from synthdetect.models.torch_kinds import TorchModel, build_small_cnn, resize_to_input, serve_torch_package
+
+
+def ela_quality_problem(value: Any) -> str | None:
+    """Why ``--option ela_quality=VALUE`` is no JPEG quality, or None.
+
+    ``abc`` stopped the run with Python's "invalid literal for int()", naming no option; 150 (JPEG tops out at
+    100) trained and was written on the card as the quality the model reads.
+    """
+    try:
+        quality = float(value)
+    except (TypeError, ValueError):
+        quality = math.nan
+    if isinstance(value, bool) or not (quality.is_integer() and 1 <= quality <= 100):
+        return f"--option ela_quality={value}: expected a whole-number JPEG quality from 1 to 100 (default 90)"
+    return None
 
 
 def ela_input(loaded: LoadedImage, size: tuple[int, int], quality: int = 90) -> Image.Image:

@@ -84,7 +84,7 @@ class AugmentConfig:
         for name, alpha in (("mixup", self.mixup), ("cutmix", self.cutmix)):
             if alpha:
                 items.append(f"{name}:{alpha:g}")
-        if self.mixes and self.mix_prob != 1.0:
+        if (self.mixup or self.cutmix) and self.mix_prob != 1.0:  # mixprob:0 too: "mixup:0.2" alone would mix
             items.append(f"mixprob:{self.mix_prob:g}")
         return ",".join(items) if len(items) > 1 else "none"
 
@@ -396,4 +396,8 @@ def parse_augment(spec: str | None, base: AugmentConfig | None = None) -> Augmen
             config.check()
         except ValueError as exc:
             raise ValueError(f"--augment {item!r}: {exc} ({_EXAMPLE})") from None
+    if "mixprob" in seen and not (config.mixup > 0 or config.cutmix > 0):
+        # it was taken and dropped without a word: the printed augmentation simply lacked it
+        raise ValueError(f"--augment 'mixprob:{config.mix_prob:g}': mixprob is the share of batches mixed, and "
+                         f"nothing is mixed without mixup or cutmix; add mixup:ALPHA or cutmix:ALPHA, or leave it out")
     return config

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shlex
 import sys
 from pathlib import Path
@@ -75,14 +76,87 @@ def replaced_package(out: Path) -> str | None:
     return ", ".join(f"{key} {card[key]}" for key in ("name", "kind", "version") if card.get(key)) or "no name"
 
 
+def judged_elsewhere(out: Path, parts) -> str | None:
+    """The validation and test images the written package answers ``uncertain`` for by its own limits, though
+    its card's numbers score them, said in one line; None when it judges them all.
+
+    A small-cnn trained on 96 px images with the default input size served at most 64 px (2x its input): it
+    called every image of its own test set "image larger than ... handles", while the card printed a held-out
+    accuracy for them.  The package's own ``out_of_domain`` decides, on the images as serving loads them.
+    """
+    from synthdetect.models import load_package_model
+    from synthdetect.models.package import ModelPackageError, load_package
+    from synthdetect.train.datasets import RECORD_ERRORS, load_record
+
+    try:
+        model = load_package_model(load_package(out))
+    except (ModelPackageError, ValueError, ImportError, OSError):  # not this check's to report; `models show` says
+        return None
+    from synthdetect.train.trainer import progress_bar
+
+    counts, first = {}, None
+    with progress_bar(transient=True) as bar:
+        task = bar.add_task("check the package's limits", total=len(parts.val) + len(parts.test), status="")
+        for part, records in (("validation", parts.val), ("test", parts.test)):
+            for record in records:
+                bar.advance(task)
+                try:
+                    reason = model.out_of_domain(load_record(record))
+                except RECORD_ERRORS:  # unreadable: the card already counts it
+                    continue
+                if reason:
+                    counts[part] = counts.get(part, 0) + 1
+                    first = first or f"{record.ref}: {reason}"
+    if not counts:
+        return None
+    scored = {"validation": len(parts.val), "test": len(parts.test)}
+    return (f"{out} answers 'uncertain' for {', '.join(f'{n} of {scored[p]} {p}' for p, n in counts.items())} "
+            f"images by its own limits (e.g. {first}), yet its card's numbers score them; if such images are what "
+            f"it should judge, train again with limits that cover them (--max-short-side N, 0 for none; --option "
+            f"max_aspect=R; --option min_side=N)")
+
+
+def served_summary(bands: dict | None) -> str:
+    """The held-out verdicts as the package gives them (its thresholds, not p_ai 0.5), for the closing line.
+
+    The line gave only the accuracy at p_ai 0.5, which the package never decides by: a run printed "held-out
+    test accuracy 0.5000" for a package whose verdicts were right on 59 of 60 images, and it never said how many
+    human images the package calls AI, the number an artist pays for.
+    """
+    try:
+        ai, human = bands["ai_images"], bands["human_images"]
+        n_human, n = sum(human.values()), sum(ai.values()) + sum(human.values())
+        decided = n - ai["uncertain"] - human["uncertain"]
+        right = (f", {ai['ai'] + human['human']} of them right" if decided else "")
+        return (f"; as served: {human['ai']} of {n_human} human images called ai, {decided} of {n} images decided"
+                f"{right}")
+    except (TypeError, KeyError, AttributeError):  # no test set, or a card without verdict counts
+        return ""
+
+
+def augment_note(model: str, augment) -> str | None:
+    """What an augmentation does not do for this kind, said where the run prints its augmentation."""
+    pixel = [name for name, prob in (("jpeg", augment.jpeg_prob), ("blur", augment.blur_prob),
+                                     ("resize", augment.resize_prob)) if prob]
+    if model == "ela-cnn" and pixel:
+        many = len(pixel) > 1
+        return (f"ela-cnn: the {', '.join(pixel)} augmentation{'s act' if many else ' acts'} on the error-level image "
+                f"the network sees, not on the photo, so {'they do' if many else 'it does'} not simulate re-saved or "
+                f"re-uploaded files (small-cnn sees the photo)")
+    return None
+
+
 MONITORS = ("loss", "roc_auc", "accuracy")
 OPTIMIZERS = ("adamw", "sgd")
 CALIBRATIONS = ("temperature", "platt", "identity")
 
 
 def option_problems(*, monitor: str, optimizer: str, calibration: str, lr: float, label_smoothing: float,
-                    val_fraction: float, test_fraction: float, fprs: list[float], precision: str = "fp32") -> list[str]:
-    """Settings that would fail only after decoding or training; checked first (ranges typer checks are not here)."""
+                    val_fraction: float, test_fraction: float, fprs: list[float], precision: str = "fp32",
+                    weight_decay: float = 0.0, epochs: int = 12, hard_fraction: float = 1.0, hard_after: int = 3,
+                    hard_after_only: bool = False) -> list[str]:
+    """Settings that would fail only after decoding or training, or that the run would quietly ignore; checked
+    first (ranges typer checks are not here)."""
     problems = []
     if monitor not in MONITORS:
         problems.append(f"--monitor {monitor!r}: expected loss, roc_auc or accuracy")
@@ -90,8 +164,11 @@ def option_problems(*, monitor: str, optimizer: str, calibration: str, lr: float
         problems.append(f"--optimizer {optimizer!r}: expected {' or '.join(OPTIMIZERS)}")
     if calibration not in CALIBRATIONS:
         problems.append(f"--calibration {calibration!r}: expected temperature or platt")
-    if not lr > 0:
-        problems.append(f"--lr {lr:g}: the learning rate must be above 0")
+    if not 0 < lr < math.inf:  # inf passed, and the run trained a whole epoch before it "diverged"
+        problems.append(f"--lr {lr:g}: the learning rate must be above 0 and finite")
+    if not 0 <= weight_decay < math.inf:  # typer's min=0 lets inf and nan through; inf blew up the weights
+        problems.append(f"--weight-decay {weight_decay:g}: expected a number, 0 or more")
+    problems.extend(_selection_problems(epochs, hard_fraction, hard_after, hard_after_only))
     from synthdetect.train.trainer import PRECISIONS  # here: the CLI starts without importing torch
 
     if precision not in PRECISIONS:
@@ -112,9 +189,32 @@ def option_problems(*, monitor: str, optimizer: str, calibration: str, lr: float
     return problems
 
 
+def _selection_problems(epochs: int, hard_fraction: float, hard_after: int, hard_after_only: bool) -> list[str]:
+    """Selective backprop settings that would never act: a run no longer than ``--hard-after`` trained every image
+    every epoch, without a word, and still recorded ``hard_fraction`` 0.5 on its card."""
+    if 0 < hard_fraction < 1 and hard_after >= epochs:  # out-of-range values: TrainConfig says so
+        return [f"--hard-fraction {hard_fraction:g} starts after --hard-after {hard_after} full epochs, but --epochs "
+                f"{epochs} ends the run first, so no epoch would select images; lower --hard-after or raise --epochs"]
+    if hard_after_only:  # a --hard-fraction 1 typed beside it is a deliberate "off" (benchmarks override so)
+        return [f"--hard-after {hard_after} does nothing without --hard-fraction below 1 (selective backprop is off "
+                f"by default); give --hard-fraction to train on the hardest images, or leave --hard-after out"]
+    return []
+
+
 def class_counts(records) -> str:
     human = sum(1 for r in records if r.label == 0)
     return f"{human} human, {len(records) - human} ai"
+
+
+def too_few_hint(records) -> str:
+    """What to do about a validation split without both classes: with one image of a class in all, training and
+    validation cannot both have it, and "raise --val-fraction" (the usual advice) would not help."""
+    human = sum(1 for r in records if r.label == 0)
+    rare, count = ("human", human) if human <= len(records) - human else ("ai", len(records) - human)
+    if count < 2:
+        return (f"the data holds {count} {rare} image ({class_counts(records)}), and training and validation each need "
+                f"one; add {rare} images")
+    return "raise --val-fraction or choose other sources"
 
 
 def dataset_identity(records) -> str:
@@ -142,13 +242,48 @@ TORCH_LOOP_OPTIONS = ("epochs", "patience", "monitor", "batch_size", "lr", "opti
                       "precision")
 
 
-def torch_loop_options_given(ctx: typer.Context) -> list[str]:
-    """The torch-loop options typed on the command line (a default value is not a request).
+_CNN_OPTIONS = ("width", "depth", "layout", "tta_hflip", "input_size", "max_short_side", "min_side", "max_aspect")
+_PACKAGE_OPTIONS = ("description", "keep_workdir")
+_LITE_OPTIONS = ("input_size", "max_short_side", "min_side", "max_aspect", "freeze_backbone", *_PACKAGE_OPTIONS)
+
+#: The ``--option`` keys each torch kind's trainer reads (train/small_image.py, train/small_pair.py,
+#: models/efficientnet_lite.py; tests/test_train_audit_s25.py checks this against their source).  Any other key
+#: was ignored without a word: ``--option dpeth=4`` trained depth 3, ``freeze_backbone=true`` given to small-cnn
+#: did nothing, yet both stood on the card.  Kinds not listed (linear heads, plug-ins) are not checked here.
+KIND_OPTIONS: dict[str, tuple[str, ...]] = {
+    "small-cnn": (*_CNN_OPTIONS, *_PACKAGE_OPTIONS),
+    "ela-cnn": (*_CNN_OPTIONS, *_PACKAGE_OPTIONS, "ela_quality"),
+    "small-pair": (*_CNN_OPTIONS, *_PACKAGE_OPTIONS, "lite_epochs", "lite_lr", "lite_optimizer", "lite_variant",
+                   "weight_storage", "cnn_epochs", "version"),
+    **{f"efficientnet-lite{i}": _LITE_OPTIONS for i in range(3)},
+}
+
+
+def unread_options(model: str, options: dict, width_given: bool) -> str | None:
+    """Why ``--option`` keys (or ``--width``) would be ignored by ``model``, or None (also for kinds not listed)."""
+    known = KIND_OPTIONS.get(model)
+    if known is None:
+        return None
+    if width_given and "width" not in known:
+        return f"--width: {model} has no width setting, so it would be ignored; leave it out"
+    unknown = [key for key in options if key not in known]
+    if unknown:
+        return (f"--option {', '.join(unknown)}: {model} reads no such setting, so {'it' if len(unknown) == 1 else 'they'} "
+                f"would be ignored; check the spelling ({model} reads {', '.join(sorted(known))})")
+    return None
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether option ``name`` was typed on the command line (a default value is not a request).
 
     Compared by name: Typer vendors its own Click, whose ParameterSource is not ``click.core``'s.
     """
-    return ["--" + name.replace("_", "-") for name in TORCH_LOOP_OPTIONS
-            if getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"]
+    return getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"
+
+
+def torch_loop_options_given(ctx: typer.Context) -> list[str]:
+    """The torch-loop options typed on the command line."""
+    return ["--" + name.replace("_", "-") for name in TORCH_LOOP_OPTIONS if _given(ctx, name)]
 
 
 def register(app: typer.Typer) -> None:
@@ -171,7 +306,7 @@ def register(app: typer.Typer) -> None:
         hard_after: Annotated[int, typer.Option(help="Full epochs before --hard-fraction applies.")] = 3,
         width: Annotated[int, typer.Option(min=1, help="small-cnn/ela-cnn: channels of the first block.")] = 32,
         input_size: Annotated[Optional[int], typer.Option(min=8, help="CNN input side in px (small-cnn 32, ela-cnn 128; at least 8).")] = None,
-        max_short_side: Annotated[Optional[int], typer.Option(help="CNN kinds: refuse larger images when serving (0 = no limit; default 2x input).")] = None,
+        max_short_side: Annotated[Optional[int], typer.Option(min=0, help="CNN kinds: refuse larger images when serving (0 = no limit; default 2x input).")] = None,
         seed: Annotated[int, typer.Option(min=0, help="Seed for split, init and augmentation.")] = 0,
         threads: Annotated[int, typer.Option(min=0, max=1024, help="Torch threads (0 = all CPUs this process may use).")] = 0,
         device: Annotated[str, typer.Option(help="Where the torch loop trains: cpu, cuda, cuda:N or auto (a GPU when torch sees one). The package is scored, calibrated and served on the CPU either way.")] = "cpu",
@@ -207,7 +342,10 @@ def register(app: typer.Typer) -> None:
         problem = out_dir_problem(out)
         problems = option_problems(monitor=monitor, optimizer=optimizer, calibration=calibration, lr=lr,
                                    label_smoothing=label_smoothing, val_fraction=val_fraction,
-                                   test_fraction=test_fraction, fprs=fpr or [], precision=precision)
+                                   test_fraction=test_fraction, fprs=fpr or [], precision=precision,
+                                   weight_decay=weight_decay, epochs=epochs, hard_fraction=hard_fraction,
+                                   hard_after=hard_after,
+                                   hard_after_only=_given(ctx, "hard_after") and not _given(ctx, "hard_fraction"))
         if problem or problems:
             typer.echo(f"error: {problem or '; '.join(problems)}", err=True)
             raise typer.Exit(2)
@@ -222,6 +360,14 @@ def register(app: typer.Typer) -> None:
             if ignored:
                 raise TrainerError(f"{model} fits linear heads on frozen features, so {', '.join(ignored)} would be "
                                    f"ignored; leave them out (they are for the kinds trained by the torch loop)")
+            kind_options = parse_options(option)
+            unread = unread_options(model, kind_options, _given(ctx, "width"))
+            if not unread and model == "ela-cnn" and "ela_quality" in kind_options:
+                from synthdetect.models.ela_cnn import ela_quality_problem
+
+                unread = ela_quality_problem(kind_options["ela_quality"])
+            if unread:
+                raise TrainerError(unread)
             augment_config = parse_augment(augment)
             config = TrainConfig(epochs=epochs, patience=patience, batch_size=batch_size, lr=lr, seed=seed,
                                  threads=threads or None, monitor=monitor, max_shift=augment_config.shift,
@@ -242,14 +388,15 @@ def register(app: typer.Typer) -> None:
                                  f"images, or choose other sources")
             if len({r.label for r in parts.val}) < 2:
                 raise SplitError(f"the validation split needs both classes to calibrate and set thresholds, and got "
-                                 f"{class_counts(parts.val)}; raise --val-fraction or choose other sources")
+                                 f"{class_counts(parts.val)}; {too_few_hint(records)}")
             config.fingerprint = {**arguments, "dataset": dataset_identity(records)}
             for checkpoint in sorted((out / "_work").rglob("checkpoint.pt")) if (out / "_work").is_dir() else ():
                 check_checkpoint(checkpoint, config.fingerprint)
         except (TrainerError, DatasetError, SplitError, CheckpointMismatch, ValueError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
-        options = {"width": width, **parse_options(option)}
+        # a kind without a width (efficientnet-lite) had "width": 32 on its card, a setting that did nothing
+        options = {**({"width": width} if "width" in KIND_OPTIONS.get(model, ("width",)) else {}), **kind_options}
         if input_size:
             options["input_size"] = input_size
         if max_short_side is not None:
@@ -261,6 +408,9 @@ def register(app: typer.Typer) -> None:
                    err=True)
         if uses_torch_loop(model):
             typer.echo(f"augment: {augment_config.spec()}", err=True)
+            note = augment_note(model, augment_config)
+            if note:
+                typer.echo(f"note: {note}", err=True)
         replaced = replaced_package(out)
         if replaced:
             typer.echo(f"note: {out} holds a model package ({replaced}); this run replaces it when it finishes",
@@ -286,7 +436,16 @@ def register(app: typer.Typer) -> None:
         except KeyboardInterrupt:
             typer.echo(f"interrupted: {interrupted_state(out)}", err=True)
             raise typer.Exit(130) from None
+        try:
+            outside = judged_elsewhere(out, parts) if uses_torch_loop(model) else None  # linear heads: card excludes
+        except KeyboardInterrupt:
+            typer.echo(f"interrupted: {out} is complete; only the check of its limits on the validation and test "
+                       f"images was skipped", err=True)
+            raise typer.Exit(130) from None
+        if outside:
+            typer.echo(f"warning: {outside}", err=True)
         metrics = package.card["metrics"]
         where, m = ("held-out test", metrics["test"]["at_0.5"]) if "test" in metrics else ("validation", metrics["validation"])
         auc = "n/a (one class)" if m.get("roc_auc") is None else f"{m['roc_auc']:.4f}"
-        typer.echo(f"wrote {out} ({where} accuracy {m['accuracy']:.4f}, ROC-AUC {auc}, ECE {m['ece']:.4f})")
+        typer.echo(f"wrote {out} ({where} accuracy {m['accuracy']:.4f} at p_ai 0.5, ROC-AUC {auc}, ECE {m['ece']:.4f}"
+                   f"{served_summary(metrics.get('test', {}).get('verdict_bands'))})")

@@ -31,7 +31,7 @@ from PIL import Image
 
 from synthdetect.images import LoadedImage
 from synthdetect.models.torch_kinds import images_to_tensor, resize_to_input
-from synthdetect.train.augment import AlternatingFlip, AugmentConfig, PixelAugmenter
+from synthdetect.train.augment import AlternatingFlip, AugmentConfig, PixelAugmenter, parse_augment
 from synthdetect.train.datasets import RECORD_ERRORS, Record, load_record, record_error
 
 logger = logging.getLogger(__name__)
@@ -268,6 +268,46 @@ def refuse_one_class_training(labels: np.ndarray) -> None:
         raise ValueError(f"training needs images of both classes, and has {len(labels) - ai} human, {ai} ai")
 
 
+def refuse_one_class_validation(labels: np.ndarray) -> None:
+    """Validation chooses the epoch, the calibration and the thresholds, so it needs both classes.
+
+    The split has both, but unreadable files can take the last of one class out after decoding: the run then
+    trained every epoch and only failed when the package was calibrated. Said before the first epoch instead.
+    """
+    labels = np.asarray(labels)
+    ai = int((labels >= 0.5).sum())
+    if ai == 0 or ai == len(labels):
+        raise ValueError(f"the validation images that could be read are {len(labels) - ai} human, {ai} ai: validation "
+                         f"needs both classes to choose the epoch, calibrate and set thresholds, so nothing was "
+                         f"trained; replace or remove the unreadable files, or raise --val-fraction")
+
+
+def _explain_single_image_batch(exc: ValueError, batch: int) -> ValueError | None:
+    """Torch's batch-norm error for a one-image batch, in the command's terms.
+
+    ``--batch-size 1`` on EfficientNet-Lite at 32 px (1x1 px features) ended in "Expected more than 1 value per
+    channel when training", naming no option.
+    """
+    if batch == 1 and "more than 1 value per channel" in str(exc):
+        return ValueError(f"--batch-size 1: this network's batch norm needs 2 or more images in a batch at this input "
+                          f"size ({exc}); use --batch-size 2 or more")
+    return None
+
+
+def refuse_unfit_input(module: torch.nn.Module, arrays: np.ndarray, mean, std) -> None:
+    """One image through the network before the first epoch: a network too deep for its input (``--option
+    depth=9`` halves 32 px to nothing) stopped the first step with a torch traceback ("Output size is too small").
+
+    In eval mode and without gradients, so it changes no weight, running statistic or random state.
+    """
+    try:
+        predict_logits(module, arrays[:1], mean, std)
+    except RuntimeError as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"the network cannot take {arrays.shape[2]}x{arrays.shape[1]} px inputs ({reason}); choose a "
+                         f"larger --input-size, or for small-cnn and ela-cnn a smaller --option depth") from exc
+
+
 def choose_hard_images(losses: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
     """The images of one epoch, shuffled: all of them when ``count`` covers them, else selective backprop.
 
@@ -315,11 +355,34 @@ def run_fingerprint(config: TrainConfig, module: torch.nn.Module, n_train: int, 
             "training images": n_train, "validation images": n_val}
 
 
+#: ``--option`` keys that change only the card (its text, its serving limits) or what is kept once the run ends,
+#: never what the loop computes (``--max-short-side`` may change on a retry for the same reason).
+CARD_ONLY_OPTIONS = ("keep_workdir", "description", "version", "max_short_side", "min_side", "max_aspect")
+
+
+def _as_the_loop_sees_it(key: str, value: Any) -> Any:
+    """A fingerprint value reduced to what bears on training, so that a retry is refused only for a real change.
+
+    Adding ``--option keep_workdir=true`` to a retry (to keep the checkpoint this time) was "a different run
+    (--option differs); delete it", which would have thrown away the finished epochs; so were ``--option``s in
+    another order and ``--augment flip,shift:2``, which is the default spelled out.
+    """
+    if key == "--option":
+        return sorted(str(item) for item in value or () if str(item).partition("=")[0].strip() not in CARD_ONLY_OPTIONS)
+    if key == "--augment":
+        try:
+            return parse_augment(value).spec()
+        except ValueError:
+            return value
+    return value
+
+
 def fingerprint_differences(saved: dict[str, Any] | None, current: dict[str, Any]) -> list[str]:
     """Keys whose values differ; a checkpoint from before fingerprints (None) matches anything, as it used to."""
     if saved is None:
         return []
-    return sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    return sorted(k for k in set(saved) | set(current)
+                  if _as_the_loop_sees_it(k, saved.get(k)) != _as_the_loop_sees_it(k, current.get(k)))
 
 
 def check_checkpoint(path: Path, fingerprint: dict[str, Any]) -> None:
@@ -334,6 +397,27 @@ def _refuse_mismatch(path: Path, differs: list[str]) -> None:
     if differs:
         raise CheckpointMismatch(f"{path} belongs to a different run ({', '.join(differs)} "
                                  f"{'differs' if len(differs) == 1 else 'differ'}); delete it or choose another --out")
+
+
+def _global_rng_state(device: torch.device) -> dict[str, torch.Tensor]:
+    """Torch's global random state, for the checkpoint: dropout draws from it, not from the loop's generator.
+
+    Without it a resumed run re-seeded the global state and drew epoch 1's dropout masks again, so a run
+    interrupted and resumed trained other weights than the same run left alone (epoch 2's training loss
+    0.932 against 0.982 for a small-cnn) although the loop's own generator resumed exactly.
+    """
+    state = {"torch_rng": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda_rng"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _restore_global_rng(state: dict[str, Any], device: torch.device) -> None:
+    """The inverse of :func:`_global_rng_state`; checkpoints written before it carry none and resume as before."""
+    if "torch_rng" in state:
+        torch.set_rng_state(state["torch_rng"])
+    if "cuda_rng" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda_rng"], device)
 
 
 def _better(metric: str, new: float, best: float | None) -> bool:
@@ -368,12 +452,14 @@ def fit_classifier(
     """
     refuse_selection_with_mixing(config, mixes=mix is not None)
     refuse_one_class_training(train[1])
+    refuse_one_class_validation(val[1])
     workdir.mkdir(parents=True, exist_ok=True)
     set_threads(config.threads)
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     device = resolve_device(config.device)
     module = module.to(device=device, memory_format=torch.channels_last)
+    refuse_unfit_input(module, train[0], mean, std)
     x_train = torch.from_numpy(train[0])
     y_train = torch.from_numpy(train[1]).float()
     epoch_images = [config.images_per_epoch(e, len(x_train)) for e in range(config.epochs)]
@@ -404,6 +490,7 @@ def fit_classifier(
         image_losses = state.get("image_losses", image_losses)
         if flips is not None:
             flips.load_state_dict(state["flips"])
+        _restore_global_rng(state, device)
     started = time.time()
     # a checkpoint of a run that had already stopped early (its package not yet written) resumes as stopped,
     # rather than training one more epoch than the run it continues
@@ -426,8 +513,14 @@ def fit_classifier(
                     xb, yb = mixed.x, mixed.y
                 if config.label_smoothing:
                     yb = yb * (1 - config.label_smoothing) + 0.5 * config.label_smoothing
-                with autocast:
-                    logits = module(xb)
+                try:
+                    with autocast:
+                        logits = module(xb)
+                except ValueError as exc:
+                    explained = _explain_single_image_batch(exc, len(idx))
+                    if explained is None:
+                        raise
+                    raise explained from exc
                 per_image = F.binary_cross_entropy_with_logits(logits.float(), yb, reduction="none")
                 if mix is None:
                     image_losses[idx] = per_image.detach().cpu()
@@ -474,6 +567,7 @@ def fit_classifier(
                 "scheduler": scheduler.state_dict(), "generator": generator.get_state(), "epoch": epoch,
                 "best_value": best_value, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
                 "history": history, "image_losses": image_losses, "fingerprint": fingerprint,
+                **_global_rng_state(device),
                 **({"flips": flips.state_dict()} if flips is not None else {})}), binary=True)
             if bad_epochs >= config.patience:
                 stopped_early = True
