@@ -273,6 +273,33 @@ def unread_options(model: str, options: dict, width_given: bool) -> str | None:
     return None
 
 
+#: The type each ``--option`` value of the torch kinds must read as; "abc" for a depth had failed with Python's
+#: "invalid literal for int() with base 10", naming no option, and ``tta_hflip=maybe`` read silently as off.
+_WHOLE = ("width", "depth", "input_size", "max_short_side", "min_side", "lite_epochs", "cnn_epochs")
+_NUMBER = ("max_aspect", "lite_lr")
+_SWITCH = ("tta_hflip", "keep_workdir", "freeze_backbone")
+
+
+def option_value_problem(options: dict) -> str | None:
+    """The first ``--option`` whose value cannot be what its key needs, said in one line; None when all can."""
+    from synthdetect.train.registry import option_flag
+
+    for key, value in options.items():
+        try:
+            if key in _WHOLE:
+                if int(str(value)) < 0:
+                    return f"--option {key}={value}: expected a whole number, 0 or more"
+            elif key in _NUMBER:
+                if not 0 < float(str(value)) < math.inf:
+                    return f"--option {key}={value}: expected a number above 0"
+            elif key in _SWITCH:
+                option_flag(value)
+        except ValueError:
+            what = {**dict.fromkeys(_WHOLE, "a whole number"), **dict.fromkeys(_NUMBER, "a number")}.get(key)
+            return f"--option {key}={value}: expected {what or 'true or false'}"
+    return None
+
+
 def _given(ctx: typer.Context, name: str) -> bool:
     """Whether option ``name`` was typed on the command line (a default value is not a request).
 
@@ -361,7 +388,8 @@ def register(app: typer.Typer) -> None:
                 raise TrainerError(f"{model} fits linear heads on frozen features, so {', '.join(ignored)} would be "
                                    f"ignored; leave them out (they are for the kinds trained by the torch loop)")
             kind_options = parse_options(option)
-            unread = unread_options(model, kind_options, _given(ctx, "width"))
+            unread = unread_options(model, kind_options, _given(ctx, "width")) or (
+                option_value_problem(kind_options) if model in KIND_OPTIONS else None)
             if not unread and model == "ela-cnn" and "ela_quality" in kind_options:
                 from synthdetect.models.ela_cnn import ela_quality_problem
 

@@ -64,8 +64,15 @@ class TrainRequest:
 
 
 def option_flag(value: Any) -> bool:
-    """A ``--option KEY=VALUE`` switch: options arrive as strings, so ``bool("false")`` would read as on."""
-    return str(value).lower() in ("1", "true", "yes", "on")
+    """A ``--option KEY=VALUE`` switch: options arrive as strings, so ``bool("false")`` would read as on.
+
+    A word that is neither (``tta_hflip=maybe``, ``=ture``) is a ValueError: it had read silently as off."""
+    word = str(value).strip().lower()
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("0", "false", "no", "off", "", "none"):
+        return False
+    raise ValueError(f"{value!r} is not a switch value (true/false, yes/no, on/off, 1/0)")
 
 
 Trainer = Callable[[TrainRequest], ModelPackage]
