@@ -239,9 +239,12 @@ def run_one(task: tuple[str, int, list[str], str, str, str]) -> dict:
     log = Path(out_root) / f"{name}-s{seed}.log"
     with open(log, "w") as handle, contextlib.redirect_stdout(handle), contextlib.redirect_stderr(handle):
         try:
-            app(command, standalone_mode=False)
+            code = app(command, standalone_mode=False)
         except BaseException as exc:  # noqa: BLE001 - a failed run is reported, not fatal to the sweep
             return {"recipe": name, "seed": seed, "error": f"{type(exc).__name__}: {exc}", "log": str(log)}
+    if code or not (out / "model.json").exists():  # the command refused it (exit 2): its error is the log's end
+        said = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+        return {"recipe": name, "seed": seed, "error": said[-1] if said else f"exit {code}", "log": str(log)}
     card = json.loads((out / "model.json").read_text())
     val = card["metrics"]["validation"]
     matrix = val["confusion_matrix"]["rows_true_cols_pred"]
