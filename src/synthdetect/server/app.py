@@ -331,11 +331,10 @@ def create_app(detector: Detector, settings: ServerSettings | None = None) -> Fa
             except Exception as exc:  # noqa: BLE001 - one broken package must not hide the others
                 # The text names the package's folder on this server ("weight file missing: /opt/.../weights.pt"):
                 # the operator reads it in the log, the client learns which model and why in general terms.
-                request_id = request.state.request_id
-                _log_detail("model_unreadable", request_id, model=model_name, error=f"{type(exc).__name__}: {exc}")
-                shipped.append({"name": model_name, "error": (
-                    f"{model_name}: its package cannot be read ({type(exc).__name__}); the service log has the "
-                    f"details under request id {request_id}")})
+                logged = _log_detail("model_unreadable", request.state.request_id, model=model_name,
+                                     error=f"{type(exc).__name__}: {exc}")
+                shipped.append({"name": model_name,
+                                "error": f"{model_name}: its package cannot be read ({type(exc).__name__}); {logged}"})
                 continue
             shipped.append(_card_summary(card))
         return {"loaded": _card_summary(detector.model.card), "shipped": shipped, "limits": _limits(settings)}
@@ -522,18 +521,19 @@ def _for_client(verdict: Verdict, request_id: str) -> Verdict:
     """
     if verdict.error_kind not in SERVER_SIDE_KINDS or not verdict.error:
         return verdict
-    _log_detail(verdict.error_kind, request_id, file=verdict.file, error=verdict.error)
+    logged = _log_detail(verdict.error_kind, request_id, file=verdict.file, error=verdict.error)
     prefix = f"{verdict.file}: "
     detail = verdict.error[len(prefix):] if verdict.error.startswith(prefix) else verdict.error
     match = _FAILURE.match(detail)
     said = f"{match['what']} ({match['type']})" if match else "model failed"
-    return dataclasses.replace(verdict, error=f"{prefix}{said}; the service log has the details under request id "
-                                              f"{request_id}")
+    return dataclasses.replace(verdict, error=f"{prefix}{said}; {logged}")
 
 
-def _log_detail(event: str, request_id: str, **fields: str) -> None:
-    """One JSON line, like the request line that follows it, with what a client is not shown."""
+def _log_detail(event: str, request_id: str, **fields: str) -> str:
+    """One JSON line, like the request line that follows it, with what a client is not shown; returns what the
+    client is told instead of it."""
     log.warning(json.dumps({"event": event, "id": request_id, **fields}))
+    return f"the service log has the details under request id {request_id}"
 
 
 def _detect_in_pixel_groups(detector: Detector, uploads: list[tuple[str, bytes]], max_pixels: int,
@@ -610,10 +610,10 @@ def _failures_for_client(explanation: Explanation, request_id: str) -> Explanati
     had a many-line traceback without the request id.
     """
     for failure in explanation.failures:
-        _log_detail("map_failed", request_id, file=explanation.verdict.file, map=failure.method,
-                    error=f"{failure.error_type}: {failure.error}", traceback=failure.traceback)
+        logged = _log_detail("map_failed", request_id, file=explanation.verdict.file, map=failure.method,
+                             error=f"{failure.error_type}: {failure.error}", traceback=failure.traceback)
         what = failure.note.partition(":")[0]  # "gradcam failed", "occlusion unavailable"
-        said = f"{what} ({failure.error_type}); the service log has the details under request id {request_id}"
+        said = f"{what} ({failure.error_type}); {logged}"
         explanation.notes = [said if note == failure.note else note for note in explanation.notes]
     return explanation
 
