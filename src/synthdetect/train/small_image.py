@@ -10,9 +10,11 @@ sets thresholds on validation data and writes the package.
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from synthdetect.models.cnn import SmallCNN
@@ -38,44 +40,68 @@ def _input_spec(options: dict[str, Any], default_size: int) -> dict[str, Any]:
             "max_short_side": int(max_short) or None}
 
 
-def _train_torch_cnn(
-    request: TrainRequest, *, kind: str, input_spec: dict[str, Any], description: str,
-    transform: Callable | None = None, extra_input: dict[str, Any] | None = None,
-) -> ModelPackage:
-    out = Path(request.out)
-    workdir = out / "_work"
+@dataclass
+class FittedCNN:
+    """A small CNN trained by the shared loop, with the decoded splits it saw (uint8 NHWC at its input size)."""
+
+    module: SmallCNN
+    train: tuple[np.ndarray, np.ndarray]
+    val: tuple[np.ndarray, np.ndarray]
+    test: tuple[np.ndarray, np.ndarray]
+    result: Any
+    errors: list
+    workdir: Path
+
+
+def fit_small_cnn(request: TrainRequest, input_spec: dict[str, Any], transform: Callable | None = None) -> FittedCNN:
+    """Build the CNN the options ask for, decode the three splits and train it (``small-cnn``, ``ela-cnn`` and
+    ``clip-cascade``'s member)."""
+    workdir = Path(request.out) / "_work"
     size = tuple(input_spec["size"])
-    config = request.config
-    torch.manual_seed(config.seed)
-    tta = option_flag(request.options.get("tta_hflip"))
-    module = small_cnn_from_options(request.options, size, tta_hflip=tta)
+    torch.manual_seed(request.config.seed)
+    module = small_cnn_from_options(request.options, size, tta_hflip=option_flag(request.options.get("tta_hflip")))
     check_augment_fits(request.augment, size)
     x_train, y_train, e_train = decode_records(request.train, size, description="decode train", transform=transform)
     x_val, y_val, e_val = decode_records(request.val, size, description="decode val", transform=transform)
     x_test, y_test, e_test = decode_records(request.test, size, description="decode test", transform=transform)
-    errors = e_train + e_val + e_test
     augment = request.augment
     result = fit_classifier(
-        module, (x_train, y_train), (x_val, y_val), config, mean=MEAN, std=STD, workdir=workdir,
+        module, (x_train, y_train), (x_val, y_val), request.config, mean=MEAN, std=STD, workdir=workdir,
         augment=PixelAugmenter(augment),
         mix=(lambda x, y, g: mix_batch(x, y, g, augment)) if augment.mixes else None,
     )
-    val_logits = predict_logits(module, x_val, MEAN, STD)
-    test_logits = predict_logits(module, x_test, MEAN, STD) if len(x_test) else None
-    weights = out / "weights.pt"
-    out.mkdir(parents=True, exist_ok=True)
-    torch.save(module.state_dict(), weights)
-    card = {
+    return FittedCNN(module, (x_train, y_train), (x_val, y_val), (x_test, y_test), result,
+                     e_train + e_val + e_test, workdir)
+
+
+def cnn_card(module: SmallCNN, input_spec: dict[str, Any], description: str) -> dict[str, Any]:
+    """The card fields every small-CNN kind writes (version, labels, architecture, input)."""
+    return {
         "version": "1.0.0",
         "description": description,
         "labels": {"output": "one logit: log-odds that the image is AI-generated", "positive": "ai", "negative": "human"},
         "architecture": module.hparams,
         "parameters": int(sum(p.numel() for p in module.parameters())),
-        "input": {**input_spec, **(extra_input or {})},
+        "input": input_spec,
     }
-    return finish_torch_package(request, kind=kind, card=card, result=result, errors=errors, workdir=workdir,
-                                val=(val_logits, y_val), test=(test_logits, y_test), weights=weights,
-                                keep_workdir=option_flag(request.options.get("keep_workdir", False)))
+
+
+def _train_torch_cnn(
+    request: TrainRequest, *, kind: str, input_spec: dict[str, Any], description: str,
+    transform: Callable | None = None, extra_input: dict[str, Any] | None = None,
+) -> ModelPackage:
+    out = Path(request.out)
+    fitted = fit_small_cnn(request, input_spec, transform)
+    module, (x_val, y_val), (x_test, y_test) = fitted.module, fitted.val, fitted.test
+    val_logits = predict_logits(module, x_val, MEAN, STD)
+    test_logits = predict_logits(module, x_test, MEAN, STD) if len(x_test) else None
+    weights = out / "weights.pt"
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(module.state_dict(), weights)
+    card = cnn_card(module, {**input_spec, **(extra_input or {})}, description)
+    return finish_torch_package(request, kind=kind, card=card, result=fitted.result, errors=fitted.errors,
+                                workdir=fitted.workdir, val=(val_logits, y_val), test=(test_logits, y_test),
+                                weights=weights, keep_workdir=option_flag(request.options.get("keep_workdir", False)))
 
 
 def small_cnn_from_options(options: dict[str, Any], size: tuple[int, ...], *, tta_hflip: bool, depth: int = 3,
@@ -107,6 +133,7 @@ def check_augment_fits(augment: AugmentConfig, size: tuple[int, ...]) -> None:
 def finish_torch_package(
     request: TrainRequest, *, kind: str, card: dict[str, Any], result, errors: list[str], workdir: Path,
     val: tuple, test: tuple, weights: Path, keep_workdir: bool = False, extra_training: dict | None = None,
+    extra_files: dict[str, Path] | None = None,
 ) -> ModelPackage:
     """Shared end of every torch trainer: calibrate and write the package, keep the epoch logs, tidy up."""
     training = {
@@ -119,7 +146,7 @@ def finish_torch_package(
     package = finalize_package(
         request, kind=kind, card=card, val_logits=val[0], val_labels=val[1],
         test_logits=test_logits, test_labels=y_test if test_logits is not None else None,
-        files={"weights": weights}, training=training, history=result.history,
+        files={"weights": weights, **(extra_files or {})}, training=training, history=result.history,
         unreadable=[error.record for error in errors if hasattr(error, "record")],
     )
     out = Path(request.out)
