@@ -125,6 +125,7 @@ KINDS: LazyRegistry[ModelFactory] = LazyRegistry({
     "small-cnn": "synthdetect.models.torch_kinds",
     "ela-cnn": "synthdetect.models.ela_cnn",
     "small-pair": "synthdetect.models.pair",
+    "clip-cascade": "synthdetect.models.clip_cascade",
     "onnx-classifier": "synthdetect.models.onnx_backend",
     "router": "synthdetect.models.router",
     "clip-head": "synthdetect.models.clip_onnx",

@@ -256,6 +256,7 @@ KIND_OPTIONS: dict[str, tuple[str, ...]] = {
     "small-pair": (*_CNN_OPTIONS, *_PACKAGE_OPTIONS, "lite_epochs", "lite_lr", "lite_optimizer", "lite_variant",
                    "weight_storage", "cnn_epochs", "version"),
     **{f"efficientnet-lite{i}": _LITE_OPTIONS for i in range(3)},
+    "clip-cascade": (*_CNN_OPTIONS, *_PACKAGE_OPTIONS, "band", "encoder", "head_images", "head_sample"),
 }
 
 
@@ -275,8 +276,9 @@ def unread_options(model: str, options: dict, width_given: bool) -> str | None:
 
 #: The type each ``--option`` value of the torch kinds must read as; "abc" for a depth had failed with Python's
 #: "invalid literal for int() with base 10", naming no option, and ``tta_hflip=maybe`` read silently as off.
-_WHOLE = ("width", "depth", "input_size", "max_short_side", "min_side", "lite_epochs", "cnn_epochs")
-_NUMBER = ("max_aspect", "lite_lr")
+_WHOLE = ("width", "depth", "input_size", "max_short_side", "min_side", "lite_epochs", "cnn_epochs", "head_images",
+          "head_sample")
+_NUMBER = ("max_aspect", "lite_lr", "band")
 _SWITCH = ("tta_hflip", "keep_workdir", "freeze_backbone")
 
 
@@ -319,7 +321,7 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         data: Annotated[str, typer.Argument(help="Class folders, CSV manifest (path,label[,source][,generator]), or a zip of either.")],
         out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the model package.")],
-        model: Annotated[str, typer.Option("--model", help="Model kind to train (small-cnn, small-pair, ela-cnn, clip-head, handcrafted, efficientnet-lite0/1/2).")] = "small-cnn",
+        model: Annotated[str, typer.Option("--model", help="Model kind to train (small-cnn, small-pair, clip-cascade, ela-cnn, clip-head, handcrafted, efficientnet-lite0/1/2).")] = "small-cnn",
         name: Annotated[Optional[str], typer.Option(help="Name written on the card.")] = None,
         epochs: Annotated[int, typer.Option(min=1, help="Maximum epochs.")] = 12,
         patience: Annotated[int, typer.Option(min=1, help="Stop after this many epochs without improvement.")] = 3,
@@ -329,7 +331,7 @@ def register(app: typer.Typer) -> None:
         optimizer: Annotated[str, typer.Option(help="adamw, or sgd (Nesterov momentum 0.9; use a peak --lr near 0.1).")] = "adamw",
         weight_decay: Annotated[float, typer.Option(min=0.0, help="Weight decay (decoupled for adamw, L2 for sgd).")] = 5e-4,
         label_smoothing: Annotated[float, typer.Option(help="Pull training targets towards 0.5 by this share.")] = 0.0,
-        hard_fraction: Annotated[float, typer.Option(help="Selective backprop: after --hard-after full epochs, train each epoch on this share of the images, drawn towards those with the largest recent loss (1 = off; kinds trained by the torch loop: small-cnn, ela-cnn, small-pair, efficientnet-lite).")] = 1.0,
+        hard_fraction: Annotated[float, typer.Option(help="Selective backprop: after --hard-after full epochs, train each epoch on this share of the images, drawn towards those with the largest recent loss (1 = off; kinds trained by the torch loop: small-cnn, ela-cnn, small-pair, clip-cascade, efficientnet-lite).")] = 1.0,
         hard_after: Annotated[int, typer.Option(help="Full epochs before --hard-fraction applies.")] = 3,
         width: Annotated[int, typer.Option(min=1, help="small-cnn/ela-cnn: channels of the first block.")] = 32,
         input_size: Annotated[Optional[int], typer.Option(min=8, help="CNN input side in px (small-cnn 32, ela-cnn 128; at least 8).")] = None,

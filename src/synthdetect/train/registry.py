@@ -81,6 +81,7 @@ TRAINERS: LazyRegistry[Trainer] = LazyRegistry({
     "small-cnn": "synthdetect.train.small_image",
     "ela-cnn": "synthdetect.train.small_image",
     "small-pair": "synthdetect.train.small_pair",
+    "clip-cascade": "synthdetect.train.clip_cascade",
     "clip-head": "synthdetect.train.wild_trainers",
     "handcrafted": "synthdetect.train.wild_trainers",
     "efficientnet-lite0": "synthdetect.models.efficientnet_lite",
