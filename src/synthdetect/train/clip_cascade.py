@@ -20,6 +20,7 @@ test)) x 0.125 s; the trainer prints the count before it starts.
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -82,8 +83,10 @@ def fit_head(features: np.ndarray, labels: np.ndarray, seed: int) -> tuple[np.nd
 
     folds = head_folds(labels)
     labels = (np.asarray(labels) > 0.5).astype(int)
-    head = LogisticRegressionCV(Cs=np.logspace(-2, 3, 11), cv=StratifiedKFold(folds, shuffle=True, random_state=seed),
-                                max_iter=5000).fit(features, labels)
+    with warnings.catch_warnings():  # scikit-learn 1.9's notices of future defaults (scoring, fitted attributes); the fit is as measured
+        warnings.simplefilter("ignore", FutureWarning)
+        head = LogisticRegressionCV(Cs=np.logspace(-2, 3, 11), max_iter=5000,
+                                    cv=StratifiedKFold(folds, shuffle=True, random_state=seed)).fit(features, labels)
     return head.coef_[0].astype(np.float64), float(head.intercept_[0]), float(head.C_[0])
 
 
