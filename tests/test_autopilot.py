@@ -7,8 +7,6 @@ share of the budget and recorded as ``stopped: budget``.
 
 from __future__ import annotations
 
-import warnings
-
 import json
 import time
 from pathlib import Path
@@ -330,27 +328,20 @@ def test_ctrl_c_stops_the_running_worker_and_writes_the_leaderboard(tiny_records
         return started[-1]
 
     done, sent = threading.Event(), threading.Event()
-    presses: list[float] = []
 
     def press_ctrl_c():
         waited = time.monotonic()
         while not started and time.monotonic() - waited < 60:  # a loaded machine is slow to start the worker
             time.sleep(0.05)
-        # In full-suite runs (4 of 5 on 2026-12-05, never in a shorter run) the first SIGINT sent from here was
-        # lost: the run went on, the worker trained its whole slice.  Until that is understood, press Ctrl-C again
-        # when the worker is still running 5 s later, as a person would, and say how many presses it took (below).
         time.sleep(1.0)
-        for _ in range(5):
-            # never interrupt whatever pytest runs next, nor press again once the run has stopped the worker
-            if not started or done.is_set() or started[0].poll() is not None:
-                break
+        if started and not done.is_set():  # never interrupt whatever pytest runs next
             os.kill(os.getpid(), signal.SIGINT)
-            presses.append(time.monotonic())
             sent.set()
-            reacted = time.monotonic()
-            while time.monotonic() - reacted < 5 and not done.is_set() and started[0].poll() is None:
-                time.sleep(0.05)
 
+    # A shell without job control starts background commands with SIGINT ignored (`bash .ci/run &`): Python then
+    # keeps it ignored, this test's Ctrl-C was lost and the worker trained its whole slice.  A person at a terminal
+    # has Ctrl-C, so the test gives itself Python's own handler for its duration.
+    sigint_before = signal.signal(signal.SIGINT, signal.default_int_handler)
     monkeypatch.setattr(autopilot.subprocess, "Popen", recording_popen)
     sigterm_before = signal.getsignal(signal.SIGTERM)
     threading.Thread(target=press_ctrl_c, daemon=True).start()
@@ -362,17 +353,14 @@ def test_ctrl_c_stops_the_running_worker_and_writes_the_leaderboard(tiny_records
         caught = exc
     finally:
         done.set()
+        signal.signal(signal.SIGINT, sigint_before)
         for process in started:
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)  # the old code left it running: do not leak it
                 process.wait()
                 pytest.fail("the worker was still running after Ctrl-C")
-    # twice in full-suite runs on a heavily loaded machine the run went on to the next candidate (64 s): say whether
-    # the interrupt was sent at all, so a recurrence tells a lost signal from one never sent
     assert started and sent.is_set(), "Ctrl-C was never sent: no worker started within 60 s"
-    assert caught is not None, f"{len(presses)} Ctrl-C presses did not stop the run"
-    if len(presses) > 1:
-        warnings.warn(f"autopilot Ctrl-C test: the run stopped after {len(presses)} presses, not the first")
+    assert caught is not None
     assert signal.getsignal(signal.SIGTERM) == sigterm_before
     saved = json.loads((tmp_path / "run" / "leaderboard.json").read_text())
     assert saved["interrupted"] == "SIGINT"
