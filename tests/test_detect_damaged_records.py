@@ -11,9 +11,10 @@ import io
 import json
 from pathlib import Path
 
+from PIL import Image
+
 from synthdetect import Detector
-from PIL import Image, PngImagePlugin
-from test_provenance_adapters_s25 import PARAMETERS, _jpeg_with_xmp, _png_with_parameters
+from test_provenance_adapters_s25 import _jpeg_with_xmp, _png_with_parameters
 from tiny_model import png_bytes, write_tiny_cnn
 
 
@@ -88,11 +89,7 @@ def test_a_model_that_fails_on_a_file_keeps_its_evidence_and_hash(tmp_path, monk
         raise RuntimeError("session failed")
 
     monkeypatch.setattr(detector.model, "score_prepared", broken)
-    info = PngImagePlugin.PngInfo()
-    info.add_text("parameters", PARAMETERS)
-    buffer = io.BytesIO()
-    Image.open(io.BytesIO(png_bytes(seed=3))).save(buffer, "PNG", pnginfo=info)  # 32 px: the tiny model's size
-    raw = buffer.getvalue()
+    raw = _png_with_parameters(Image.open(io.BytesIO(png_bytes(seed=3))))  # 32 px: the tiny model's size
     verdict = detector.detect([raw], names=["gen.png"])[0]
     assert (verdict.label, verdict.error_kind) == (None, "model_error")
     assert [(e.kind, e.signal, e.strength) for e in verdict.evidence] == [("genparams", "ai", "decisive")]

@@ -34,11 +34,11 @@ XMP = (f'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.o
        f'Iptc4xmpExt:DigitalSourceType="{AI_SOURCE}"/></rdf:RDF></x:xmpmeta>').encode()
 
 
-def _png_with_parameters() -> bytes:
+def _png_with_parameters(image: Image.Image | None = None) -> bytes:
     info = PngImagePlugin.PngInfo()
     info.add_text("parameters", PARAMETERS)
     buffer = io.BytesIO()
-    Image.fromarray(PIXELS).save(buffer, "PNG", pnginfo=info)
+    (image or Image.fromarray(PIXELS)).save(buffer, "PNG", pnginfo=info)
     return buffer.getvalue()
 
 

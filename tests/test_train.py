@@ -77,6 +77,21 @@ class _Interrupt(Exception):
     pass
 
 
+class InterruptingAugmenter(PixelAugmenter):
+    """The augmenter of ``config`` that raises :class:`_Interrupt` once ``batches`` batches are done: a run killed
+    part-way through an epoch, after its last checkpoint."""
+
+    def __init__(self, config: AugmentConfig, batches: int):
+        super().__init__(config)
+        self.batches, self.calls = batches, 0
+
+    def __call__(self, x, generator, flip=None):
+        self.calls += 1
+        if self.calls > self.batches:
+            raise _Interrupt
+        return super().__call__(x, generator, flip)
+
+
 @pytest.mark.parametrize("hard_fraction, hard_after, alternate_flip", [(1.0, 2, False), (0.5, 2, False), (0.5, 1, True)])
 def test_resume_after_interruption_gives_the_same_model(tmp_path: Path, hard_fraction: float, hard_after: int,
                                                         alternate_flip: bool):
@@ -93,19 +108,10 @@ def test_resume_after_interruption_gives_the_same_model(tmp_path: Path, hard_fra
     straight = _linear()
     fit_classifier(straight, train, val, config, mean=MEAN, std=STD, workdir=tmp_path / "a", augment=augment)
 
-    calls = {"n": 0}
-
-    class Interrupting(PixelAugmenter):
-        def __call__(self, x, generator, flip=None):
-            calls["n"] += 1
-            if calls["n"] > (planned[0] + planned[1]) // 8:  # batches of 8: stop during epoch 3
-                raise _Interrupt
-            return super().__call__(x, generator, flip)
-
     torch.manual_seed(0)
-    with pytest.raises(_Interrupt):
+    with pytest.raises(_Interrupt):  # batches of 8: stop during epoch 3
         fit_classifier(_linear(), train, val, config, mean=MEAN, std=STD, workdir=tmp_path / "b",
-                       augment=Interrupting(augment.config))
+                       augment=InterruptingAugmenter(augment.config, (planned[0] + planned[1]) // 8))
     # as if killed after logging epoch 3 but before its checkpoint: the resumed log must not repeat the epoch
     log = tmp_path / "b" / "metrics.jsonl"
     log.write_text(log.read_text() + json.dumps({"epoch": 3, "train_loss": 0.0}) + "\n")

@@ -13,23 +13,13 @@ from synthdetect.cli import app
 from synthdetect.models.cnn import SmallCNN
 from synthdetect.train.augment import AugmentConfig, PixelAugmenter
 from synthdetect.train.trainer import TrainConfig, fit_classifier
-
-MEAN = STD = [0.5, 0.5, 0.5]
-
-
-def _arrays(n: int = 32, seed: int = 0, side: int = 8):
-    rng = np.random.default_rng(seed)
-    return rng.integers(0, 256, (n, side, side, 3), dtype=np.uint8), (np.arange(n) % 2).astype(np.float32)
+from test_train import MEAN, STD, InterruptingAugmenter, _arrays, _Interrupt
 
 
 def _dropout_linear() -> torch.nn.Module:
     # dropout draws its masks from torch's global random state, not from the loop's generator
     return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Dropout(0.5), torch.nn.Linear(8 * 8 * 3, 1),
                                torch.nn.Flatten(0))
-
-
-class _Interrupt(Exception):
-    pass
 
 
 def test_a_resumed_run_trains_the_same_weights_as_the_run_left_alone(tmp_path: Path):
@@ -41,19 +31,10 @@ def test_a_resumed_run_trains_the_same_weights_as_the_run_left_alone(tmp_path: P
     torch.manual_seed(0)
     fit_classifier(_dropout_linear(), train, val, config, mean=MEAN, std=STD, workdir=tmp_path / "a", augment=augment)
 
-    calls = {"n": 0}
-
-    class Interrupting(PixelAugmenter):
-        def __call__(self, x, generator, flip=None):
-            calls["n"] += 1
-            if calls["n"] > 32 // 8:  # batches of 8: stopped in epoch 2, after epoch 1's checkpoint
-                raise _Interrupt
-            return super().__call__(x, generator, flip)
-
     torch.manual_seed(0)
-    with pytest.raises(_Interrupt):
+    with pytest.raises(_Interrupt):  # batches of 8: stopped in epoch 2, after epoch 1's checkpoint
         fit_classifier(_dropout_linear(), train, val, config, mean=MEAN, std=STD, workdir=tmp_path / "b",
-                       augment=Interrupting(augment.config))
+                       augment=InterruptingAugmenter(augment.config, 32 // 8))
     torch.manual_seed(0)  # a fresh process: the same command seeds the same way
     result = fit_classifier(_dropout_linear(), train, val, config, mean=MEAN, std=STD, workdir=tmp_path / "b",
                             augment=augment)
