@@ -320,9 +320,7 @@ class Detector:
         model, reason = self._assign(loaded)
         t0 = time.perf_counter()
         prepared = model.prepare(loaded) if model is not None else None
-        summary = {"format": loaded.format, "width": loaded.size[0], "height": loaded.size[1],
-                   "mode": loaded.original_mode, "frames": loaded.frames, "notes": loaded.notes}
-        return Examined(file=name, sha256=sha256, image=summary, evidence=evidence,
+        return Examined(file=name, sha256=sha256, image=loaded.summary(), evidence=evidence,
                         model=model.name if model is not None else None, reason=reason, prepared=prepared,
                         timing_ms={"load": load_ms, "evidence": probe_ms, "prepare": (time.perf_counter() - t0) * 1000})
 

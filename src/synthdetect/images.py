@@ -137,6 +137,15 @@ class LoadedImage:
     def array(self) -> np.ndarray:
         return np.asarray(self.rgb)
 
+    def summary(self) -> dict[str, Any]:
+        """The ``image`` field of a verdict and of ``inspect``: format, decoded size, mode, frames and notes.  A
+        damaged file's records-only image (:func:`records_only`, no pixels) gives its header's size and no frame
+        count."""
+        decoded = self.rgb.size != (0, 0)
+        width, height = self.size if decoded else self.original_size
+        return {"format": self.format, "width": width, "height": height, "mode": self.original_mode,
+                "frames": self.frames if decoded else None, "notes": list(self.notes)}
+
 
 def encode_image(image: Image.Image, fmt: str, **options) -> bytes:
     """``image`` saved as ``fmt`` (Pillow save options) into bytes: a re-encoded copy, as a platform would make one."""

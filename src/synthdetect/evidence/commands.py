@@ -46,9 +46,7 @@ def inspect_file(path: str, probes: list[str] | None = None, source: Any = None)
             selected = list(dict.fromkeys(probes or probe_names()))
             checked = record_probes(selected)
             result.update({
-                "image": {"format": exc.records.format, "width": exc.records.original_size[0],
-                          "height": exc.records.original_size[1], "mode": exc.records.original_mode,
-                          "frames": None, "notes": list(exc.records.notes)},
+                "image": exc.records.summary(),
                 "evidence": [e.to_dict() for e in run_probes(exc.records, checked)],
                 "checked": checked,
                 "not_checked": {name: f"the pixels could not be decoded ({exc.reason})"
@@ -65,8 +63,7 @@ def inspect_file(path: str, probes: list[str] | None = None, source: Any = None)
     return {
         "file": path, "error": None, "error_kind": None,
         # frames and notes as in a verdict: the pixel views (ELA, spectrum, watermark) saw the first frame only
-        "image": {"format": loaded.format, "width": loaded.size[0], "height": loaded.size[1],
-                  "mode": loaded.original_mode, "frames": loaded.frames, "notes": list(loaded.notes)},
+        "image": loaded.summary(),
         "evidence": [e.to_dict() for e in evidence],
         "checked": checked,
         "not_checked": skipped,
