@@ -142,7 +142,7 @@ def test_models_list_and_show():
     assert held["cifake-cnn"].startswith("accuracy 0.97") and "test split" in held["cifake-cnn"]
     assert "leave-one-source-out" in held["wild-v3"] and held["default"] == "see the routed models"
     shown = json.loads(invoke("models", "show", "cifake-cnn", "--format", "json").stdout)
-    assert shown["kind"] == "small-cnn" and "metrics" in shown
+    assert shown["kind"] == "clip-cascade" and "metrics" in shown
     table = invoke("models", "show", "default")
     assert table.exit_code == 0 and "router" in table.stdout
     assert invoke("models", "show", "nonesuch").exit_code == 2

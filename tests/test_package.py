@@ -189,3 +189,24 @@ def test_a_file_that_is_not_a_card_is_not_a_model_package(tmp_path):
     with pytest.raises(ModelPackageError, match=r"photo.png: not a model package \(a package is a folder holding "
                                                 r"model.json, or the path of that card; this is a .png file\)"):
         load_package(tmp_path / "photo.png")
+
+
+def test_the_markdown_card_says_when_there_is_no_uncertain_band_and_what_the_rule_did_held_out():
+    """A card whose two thresholds met read "`uncertain` in between" (there was nothing between), and the people's
+    card never said how many held-out human images its rule called ``ai``: the false-positive rate a user meets."""
+    from synthdetect.models.package import card_markdown
+
+    decision = {"ai_at_or_above": 0.7, "human_below": 0.7, "uncertain_band_empty": True,
+                "note": "the uncertain band is empty: the thresholds meet"}
+    bands = {"human_images": {"ai": 41, "human": 1961, "uncertain": 0}, "ai_images": {"ai": 1889, "human": 61,
+                                                                                     "uncertain": 0}}
+    card = {"name": "m", "kind": "clip-cascade", "version": "2.0.0", "decision": decision,
+            "metrics": {"test": {"verdict_bands": bands}},
+            "cascade": {"tau": 1.85, "encoder": {"name": "clip-vit-b16-int8"},
+                        "validation": {"band_images": 594, "n": 3960, "cnn_right": 3858, "cascade_right": 3884}}}
+    text = card_markdown(card)
+    assert "`uncertain` in between" not in text and "- the uncertain band is empty: the thresholds meet" in text
+    assert "held out, this rule called 41 of 2002 human images `ai` and 0 `uncertain`" in text
+    assert "(594 of 3960 validation images); validation right: CNN alone 3858, cascade 3884" in text
+    decision.pop("uncertain_band_empty")
+    assert "- `uncertain` in between" in card_markdown(card)

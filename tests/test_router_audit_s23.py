@@ -144,7 +144,7 @@ def test_calibrate_route_refuses_in_one_line_not_a_usage_box(tmp_path, monkeypat
                                       "cifake-cnn" if case == "not-a-router" else str(router)])
     assert result.exit_code == 2, result.output
     assert "╭" not in result.output and "Usage:" not in result.output, result.output
-    expected = ("error: --router: cifake-cnn is not a router package (kind small-cnn)" if case == "not-a-router"
+    expected = ("error: --router: cifake-cnn is not a router package (kind clip-cascade)" if case == "not-a-router"
                 else "the manifest needs a 'source' column")
     assert expected in result.output
 

@@ -482,6 +482,12 @@ def card_markdown(card: dict[str, Any]) -> str:
         if isinstance(copies, dict):  # the named files stay in model.json; people need the counts
             shown["copies_not_scored"] = {"counts": copies.get("counts"), "files": "listed in model.json"}
         lines.append(f"- split: {json.dumps(shown)}")
+    cascade = card.get("cascade") or {}
+    if cascade.get("validation"):  # what the second stage is and what it bought, on the split that chose it
+        val = cascade["validation"]
+        lines.append(f"- cascade: {cascade['encoder']['name']} head for |CNN logit| < {_fmt(cascade.get('tau'))} "
+                     f"({val['band_images']} of {val['n']} validation images); validation right: CNN alone "
+                     f"{val['cnn_right']}, cascade {val['cascade_right']}")
     calibration = card.get("calibration")
     if calibration:
         lines.append(f"- calibration: {json.dumps(calibration)}")
@@ -490,7 +496,14 @@ def card_markdown(card: dict[str, Any]) -> str:
         lines += ["", "## Verdict rule", "",
                   f"- `ai` when p_ai >= {_fmt(decision.get('ai_at_or_above'))} ({decision.get('ai_rule', '')})",
                   f"- `human` when p_ai < {_fmt(decision.get('human_below'))} ({decision.get('human_rule', '')})",
-                  "- `uncertain` in between"]
+                  (f"- {decision.get('note', 'the uncertain band is empty: the two thresholds meet')}"
+                   if decision.get("uncertain_band_empty") else "- `uncertain` in between")]
+        bands = ((card.get("metrics") or {}).get("test") or {}).get("verdict_bands") or {}
+        humans, ais = bands.get("human_images") or {}, bands.get("ai_images") or {}
+        if humans and ais:  # the false-positive rate a user meets, measured where the rule was not chosen
+            lines.append(f"- held out, this rule called {humans.get('ai', 0)} of {sum(humans.values())} human images "
+                         f"`ai` and {humans.get('uncertain', 0)} `uncertain`; {ais.get('ai', 0)} of "
+                         f"{sum(ais.values())} AI images `ai` and {ais.get('uncertain', 0)} `uncertain`")
     thresholds = card.get("thresholds") or {}
     if thresholds:
         lines += ["", "## Operating thresholds (validation data)", "",
