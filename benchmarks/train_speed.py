@@ -4,7 +4,8 @@ Times the training step of the recipe on the shipped `cifake-cnn` card (or with 
 --batch-size/--epochs/--hard-fraction/--hard-after/--precision changed for its small CNN): augmentation, forward, backward and optimizer step on random 32 px
 images, then projects seconds per epoch and minutes per run for the card's training-set size (selective backprop's
 part-epochs counted at their share).  A `small-pair` card
-trains two members one after the other, so both are timed with their own recipes and the run is their sum.  It needs
+trains two members one after the other, so both are timed with their own recipes and the run is their sum; a
+`clip-cascade` card adds its CLIP embeddings (head images and band images), timed one image per call.  It needs
 no dataset, so it answers in about a minute what a full run answers in half an hour; the same host ran one recipe at
 121-143 s per epoch one day and 161-192 s another, which decides whether a run fits 30 minutes.
 
@@ -98,6 +99,34 @@ def time_rounds(module, config, augment, mean, std, side, batch_size: int, steps
     return parts, [sum(t.values()) * steps_per_epoch for t in timed]
 
 
+def time_cascade_embeddings(card: dict, threads: int, n_images: int) -> dict:
+    """A ``clip-cascade`` run also embeds its head images and the band images of validation and test with CLIP, one
+    image per call: 552 s of the shipped 2.0.0's 21 min 17 s, which the CNN's steps alone leave out."""
+    import numpy as np
+
+    from synthdetect.models.clip_cascade import clip_views
+    from synthdetect.models.view_features import get_extractor
+
+    cascade, split = card["cascade"], card["training"]["split"]
+    band_share = float(cascade["band_share"])
+    n_embed = int(cascade["head"]["images"]) + round(band_share * (split["validation"]["n"] + split["test"]["n"]))
+    extractor = get_extractor(cascade["encoder"]["name"])
+    rng = np.random.default_rng(0)
+    views = clip_views(rng.integers(0, 256, (max(n_images, 1) + 1, *card["input"]["size"], 3), dtype=np.uint8))
+    extractor.features(views[:1])  # warm-up: session start and first-call allocations
+    seconds = []
+    for view in views[1:]:
+        t0 = time.perf_counter()
+        extractor.features([view])
+        seconds.append(time.perf_counter() - t0)
+    per_image = statistics.median(seconds)
+    return {"member": "clip embeddings", "encoder": cascade["encoder"]["name"], "threads": threads,
+            "embeddings": n_embed, "embeddings_rule": "head images + band share x (validation + test images)",
+            "embed_ms": [round(v * 1000, 1) for v in seconds],
+            "projected_min": round(per_image * n_embed / 60, 1),
+            "projected_min_slowest": round(max(seconds) * n_embed / 60, 1)}
+
+
 def main() -> None:
     from synthdetect.models.cnn import LAYOUTS, SmallCNN
     from synthdetect.train.trainer import PRECISIONS
@@ -116,6 +145,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40, help="timed steps per round (after 5 warm-up steps)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of timed steps; the slowest decides the fit")
     parser.add_argument("--budget-min", type=float, default=30.0, help="the run's time bound, in minutes")
+    parser.add_argument("--clip-images", type=int, default=5,
+                        help="CLIP embeddings timed for a clip-cascade card (after one warm-up)")
     args = parser.parse_args()
     if args.steps < 1:
         raise SystemExit(f"--steps must be at least 1, not {args.steps}")
@@ -172,6 +203,8 @@ def main() -> None:
                         "projected_epoch_s_rounds": [round(v, 1) for v in lite_rounds],
                         "projected_min": round(lite_epoch_s * lite_config.epochs / 60, 1),
                         "projected_min_slowest": round(max(lite_rounds) * lite_config.epochs / 60, 1)})
+    if card["kind"] == "clip-cascade":
+        members.append(time_cascade_embeddings(card, threads, args.clip_images))
     total_min = run_min + sum(m["projected_min"] for m in members)
     slowest_total_min = slowest_min + sum(m["projected_min_slowest"] for m in members)
     print(json.dumps({

@@ -242,7 +242,7 @@ def _own_p_ai(verdict: Verdict, model: "Model | None") -> float | None:  # noqa:
 def gradcam_direction(verdict: Verdict, model: "Model | None" = None) -> tuple[bool, str | None]:  # noqa: F821
     """Whether Grad-CAM explains the AI logit, from the verdict's label (not p_ai >= 0.5), and a note if unclear.
 
-    Thresholds are the model's own: ``cifake-cnn`` says ``human`` below 0.897,
+    Thresholds are the model's own: ``cifake-cnn`` 1.1.0 said ``human`` below 0.897,
     so a human verdict at p_ai 0.89 must be explained toward human.
 
     When provenance decided the verdict (its p_ai is then 1 or 0, not the model's), the map explains the model's

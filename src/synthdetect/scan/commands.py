@@ -236,7 +236,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("export")
     def export_model(
-        model: Annotated[str, typer.Argument(help="A torch model package (name or path), e.g. cifake-cnn.")],
+        model: Annotated[str, typer.Argument(help="A torch model package (name or path): small-cnn, ela-cnn, small-pair, efficientnet-lite*.")],
         out: Annotated[str, typer.Option("--out", "-o", metavar="DIR", help="Directory for the exported package.")],
         onnx: Annotated[bool, typer.Option("--onnx", help="Export to ONNX (the only format so far).")] = False,
         opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,

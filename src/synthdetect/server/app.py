@@ -620,7 +620,7 @@ def _failures_for_client(explanation: Explanation, request_id: str) -> Explanati
 
 def _auto_order(detector: Detector, image: Any) -> tuple[str, ...]:
     """Grad-CAM when the routed model has gradients, else occlusion, else ELA: skip maps that cannot be made (and a
-    flat Grad-CAM, usual for cifake-cnn's ``ai`` verdicts: 22 of 30 CIFAKE fakes)."""
+    flat Grad-CAM, usual for cifake-cnn 1.1.0's ``ai`` verdicts: 22 of 30 CIFAKE fakes)."""
     model, _ = detector.model_for(image)
     if model is None:
         return ("ela",)
