@@ -50,6 +50,10 @@ def register(app: typer.Typer) -> None:
         from synthdetect.images import ImageLoadError
         from synthdetect.models import ModelPackageError
 
+        if not out_text:  # `-o "$OUT"` with OUT unset: Path("") is ".", so figures landed in the working folder
+            from synthdetect.messages import EMPTY_PATH_HINT
+
+            fail(f'-o/--out: empty path ("") names no picture or folder{EMPTY_PATH_HINT}')
         as_json = as_json or format is ExplainFormat.json
         # A str, not a Path: Path("why/") is "why", and `explain photo.jpg -o why/` was refused as a picture
         # with no suffix ("cannot write a '(no suffix)' image") though the slash says a folder.

@@ -65,7 +65,7 @@ LOAD_ERROR_STATUS = {
 VERDICT_ERROR_STATUS = {**LOAD_ERROR_STATUS, "model_error": 500, "timeout": 504}
 RAW_MEDIA_TYPES = ("application/octet-stream", "")
 RAW_NAME = ("file name to report for a raw image body (else the filename of its Content-Disposition header, "
-            "else 'upload')")
+            "else 'upload'); refused with a multipart body, whose parts are named by their own filename")
 
 UPLOAD_BODY: dict[str, Any] = {
     "requestBody": {
@@ -207,8 +207,8 @@ UPLOAD_ERRORS = {
     413: "body_too_large, too_many_files, too_large (one file), too_many_pixels",
     415: "unsupported_media_type (neither an image nor a multipart body, a multipart form sent under another "
          "type, or a Content-Encoding such as gzip), not_an_image, unsupported_format",
-    422: "no_files, empty, corrupt, truncated, invalid_request (a bad query parameter, one given twice, or one "
-         "the endpoint does not take)",
+    422: "no_files, empty, corrupt, truncated, invalid_request (a bad query parameter, one given twice, one "
+         "the endpoint does not take, or ?name= with a multipart body)",
     500: "internal: a bug; quote the request_id. model_error: the model failed on every file",
     503: "busy: every worker busy and the queue full; retry after Retry-After seconds",
     504: "timeout: nothing judged within the request timeout (files not reached after others were judged "
@@ -351,6 +351,7 @@ def create_app(detector: Detector, settings: ServerSettings | None = None) -> Fa
         """
         deadline = time.monotonic() + settings.timeout_s
         _checked_query(request)
+        _checked_name(request, name)
         async with admitted(pool) as ticket:
             uploads = await read_uploads(request, settings, deadline, name)
             judged = _Judged()
@@ -385,6 +386,7 @@ def create_app(detector: Detector, settings: ServerSettings | None = None) -> Fa
         """A heatmap PNG explaining one image's verdict; the verdict travels in ``X-Synthdetect-*`` headers."""
         deadline = time.monotonic() + settings.timeout_s
         _checked_query(request)
+        _checked_name(request, name)
         async with admitted(pool) as ticket:
             uploads = await read_uploads(request, settings, deadline, name)
             if len(uploads) != 1:
@@ -625,6 +627,20 @@ def _auto_order(detector: Detector, image: Any) -> tuple[str, ...]:
     if model is None:
         return ("ela",)
     return METHODS if torch_twin(model) is not None else ("occlusion", "ela")
+
+
+def _checked_name(request: Request, name: str | None) -> None:
+    """Refuse ``?name=`` on a multipart body with a 422, before the body is read or a worker waited for.
+
+    ``name`` names a raw image body; a multipart part is named by its own filename.  It was silently ignored
+    there, so ``?name=x.jpg`` with ``curl -F`` came back under the part's name with no sign the parameter did
+    nothing.  Any other media type keeps its own answer (a raw body uses ``name``, the rest get the 415).
+    """
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if name is not None and media == "multipart/form-data":
+        raise ServiceError(422, "invalid_request", (
+            "query.name: applies to a raw image body only; the parts of a multipart/form-data body are named by "
+            "their own filename (drop ?name=, or send the image as the raw body)"))
 
 
 def _checked_query(request: Request) -> None:
