@@ -144,7 +144,8 @@ def test_ctrl_c_or_sigterm_while_judging_says_how_far_it_got(setup, tmp_path, mo
                                       "--no-evidence"])
     assert result.exit_code == code, result.output
     _one_line(result.output, f"error: interrupted while judging (evaluate): 2 of 6 images judged; this run wrote "
-                             f"nothing to {out}")
+                             f"predictions.partial.csv to {out} (the rows of the 2 images judged; partial: no "
+                             f"metrics, no report)")
 
 
 def test_ctrl_c_while_writing_names_what_this_run_wrote_and_what_is_older(tmp_path, monkeypatch):

@@ -119,7 +119,7 @@ def summary_lines(metrics: dict) -> list[str]:
     ci = overall.get("ci95") or {}
     lines = []
     if ci:
-        lines.append(f"95% CI (bootstrap, stratified): ROC-AUC {_ci(ci.get('roc_auc'))}, accuracy "
+        lines.append(f"95% CI (bootstrap, stratified): ROC-AUC {_ci(ci.get('roc_auc'))}, accuracy @0.5 "
                      f"{_ci(ci.get('accuracy'))}, ECE {_ci(ci.get('ece'))} ({overall.get('ece_bins')} bins)")
     for key, point in (overall.get("at_fpr") or {}).items():
         lines.append(f"TPR@{point['fpr_target']:.0%}FPR {point['tpr']:.3f} {_ci(ci.get(f'tpr_at_fpr_{key}'))}: "
@@ -187,7 +187,10 @@ def register(app: typer.Typer) -> None:
         from synthdetect.api import Detector
         from synthdetect.cli import EXIT_SOME_FAILED
         from synthdetect.evaluate.perturb import parse_perturbations
-        from synthdetect.evaluate.report import out_dir_unwritable, predict_records, write_report
+        from synthdetect.evaluate.report import (
+            PARTIAL_PREDICTIONS, JudgingInterrupted, ReportInterrupted, on_disk, out_dir_unwritable, predict_records,
+            write_partial_predictions, write_report,
+        )
         from synthdetect.models import ModelPackageError
         from synthdetect.train.commands import out_dir_problem
 
@@ -204,15 +207,29 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(2) from None
 
         def judge_and_write() -> tuple[Any, dict]:
-            predictions = predict_records(detector, records, batch_size)
-            perturbed = {p.name: predict_records(detector, records, batch_size, transform=p, description=p.name)
-                         for p in perturbations}
-            return predictions, write_report(predictions, out, title=title or f"{detector.name} on {data}",
-                                             perturbations=perturbed or None)
+            runs: dict[str, Any] = {}  # what is judged so far, per perturbation ("none" first)
+            try:
+                runs["none"] = predict_records(detector, records, batch_size)
+                for p in perturbations:
+                    runs[p.name] = predict_records(detector, records, batch_size, transform=p, description=p.name)
+            except JudgingInterrupted as exc:
+                # a stopped run keeps what it judged, as predictions.partial.csv: never a report that reads whole
+                if exc.partial is not None:
+                    runs[exc.description if runs else "none"] = exc.partial
+                written, detail = write_partial_predictions(out, runs)
+                raise ReportInterrupted(f"{exc}; {on_disk(out, written, detail)}", exc.signum) from None
+            predictions, perturbed = runs.pop("none"), runs
+            metrics = write_report(predictions, out, title=title or f"{detector.name} on {data}",
+                                   perturbations=perturbed or None)
+            # an earlier stopped run's rows beside a finished report would read as this run's
+            if (out / PARTIAL_PREDICTIONS).is_file():
+                (out / PARTIAL_PREDICTIONS).unlink()
+            return predictions, metrics
 
         predictions, metrics = run_to_report(judge_and_write, out)
         overall = metrics.get("overall", {})
-        table = Table("", "n", "accuracy", "ROC-AUC", "AP", "ECE", "TPR@1%FPR", "TPR@5%FPR", "uncertain",
+        # accuracy is at p_ai 0.5, not at the model's served thresholds (its uncertain band): the heading says so
+        table = Table("", "n", "accuracy @0.5", "ROC-AUC", "AP", "ECE", "TPR@1%FPR", "TPR@5%FPR", "uncertain",
                       header_style="bold", title=Text(f"{detector.name} on {data}"))  # a path is not markup
         rows = metrics.get("robustness_table") or [{"perturbation": "none", "n_scored": metrics["n_scored"], **overall,
                                                      "fraction_uncertain": metrics["verdicts"]["fraction_uncertain"]}]

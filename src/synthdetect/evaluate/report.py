@@ -103,7 +103,15 @@ def predict_records(
     task = bar.add_task(escape(description), total=len(records), status="") if bar else None
     if bar:
         bar.start()
-    start = 0
+    done = 0  # records whose batch is finished: what an interrupted run can still hand back
+
+    def judged(n: int) -> Predictions:
+        return Predictions(
+            records=records[:n], p_ai=p_ai[:n].copy(), labels=np.array([r.label for r in records[:n]], dtype=int),
+            errors=errors[:n], model_name=getattr(detector, "name", "model"), seconds=time.perf_counter() - started,
+            verdicts=verdicts[:n], images=images[:n], error_kinds=error_kinds[:n],
+        )
+
     try:
         for start in range(0, len(records), batch_size):
             chunk = list(range(start, min(start + batch_size, len(records))))
@@ -133,29 +141,30 @@ def predict_records(
                     errors[i] = f"{records[i].ref}: not scored: the model gave a non-finite score ({verdict.p_ai})"
                 else:
                     p_ai[i] = verdict.p_ai
+            done = chunk[-1] + 1
             if bar:
                 unscored = f"{sum(e is not None for e in errors)} unscored"
                 bar.update(task, completed=chunk[-1] + 1, status=unscored)
                 if not bar.console.is_terminal:
                     log_progress(chunk[-1] + 1, unscored)
     except KeyboardInterrupt as exc:
-        raise JudgingInterrupted(description, start, len(records), signal_number(exc)) from None
+        raise JudgingInterrupted(description, done, len(records), signal_number(exc),
+                                 partial=judged(done)) from None
     finally:
         if bar:
             bar.stop()
-    return Predictions(
-        records=records, p_ai=p_ai, labels=np.array([r.label for r in records], dtype=int), errors=errors,
-        model_name=getattr(detector, "name", "model"), seconds=time.perf_counter() - started,
-        verdicts=verdicts, images=images, error_kinds=error_kinds,
-    )
+    return judged(len(records))
 
 
 class JudgingInterrupted(KeyboardInterrupt):
-    """Ctrl-C (or SIGTERM, as ``signum``) while judging: how far the run of ``description`` got."""
+    """Ctrl-C (or SIGTERM, as ``signum``) while judging: how far the run of ``description`` got, and in ``partial``
+    the predictions of the ``done`` records judged, so a stopped run can still put them on disk."""
 
-    def __init__(self, description: str, done: int, total: int, signum: int | None) -> None:
+    def __init__(self, description: str, done: int, total: int, signum: int | None, *,
+                 partial: Predictions | None = None) -> None:
         super().__init__(*(() if signum is None else (signum,)))
         self.description, self.done, self.total, self.signum = description, done, total, signum
+        self.partial = partial
 
     def __str__(self) -> str:
         return f"interrupted while judging ({self.description}): {self.done} of {self.total} images judged"
@@ -441,9 +450,11 @@ def _fmt(value: Any) -> str:
     return html.escape(str(value))
 
 
-#: Short column headings so wide tables fit a laptop screen.
-_HEADINGS = {"n_scored": "n", "average_precision": "AP", "roc_auc": "ROC-AUC", "tpr_at_fpr_0.01": "TPR @1% FPR",
-             "tpr_at_fpr_0.05": "TPR @5% FPR", "fraction_uncertain": "share uncertain",
+#: Short column headings so wide tables fit a laptop screen; accuracy is at p_ai 0.5, not at a model's served
+#: thresholds, and its heading says so.
+_HEADINGS = {"n_scored": "n", "accuracy": "accuracy @0.5", "average_precision": "AP", "roc_auc": "ROC-AUC",
+             "tpr_at_fpr_0.01": "TPR @1% FPR", "tpr_at_fpr_0.05": "TPR @5% FPR",
+             "fraction_uncertain": "share uncertain",
              "false_ai_on_human_images": "human called AI", "mean_p_ai": "mean p_ai", "ece": f"ECE ({ECE_BINS} bins)",
              "short_side_px": "short side (px)", "file_kb": "file size (kB)",
              "roc_auc_vs_all_human": "ROC-AUC vs all human images", "called_ai": "share called ai",
@@ -607,12 +618,16 @@ class ReportInterrupted(KeyboardInterrupt):
 
 
 REPORT_FILES = ("predictions.csv", "metrics.json", "report.html")
+#: What an interrupted ``evaluate`` leaves: the rows judged so far, named so it is never taken for a whole run.
+PARTIAL_PREDICTIONS = "predictions.partial.csv"
 
 
-def on_disk(out_dir: Path, written: Sequence[str] = ()) -> str:
-    """What ``out_dir`` holds after a run that did not finish: this run's files, and an earlier run's."""
-    earlier = [name for name in REPORT_FILES if name not in written and (out_dir / name).is_file()]
-    said = f"this run wrote {' and '.join(written) or 'nothing'} to {out_dir}"
+def on_disk(out_dir: Path, written: Sequence[str] = (), detail: str = "") -> str:
+    """What ``out_dir`` holds after a run that did not finish: this run's files (``detail`` said after the folder),
+    and an earlier run's."""
+    earlier = [name for name in (*REPORT_FILES, PARTIAL_PREDICTIONS) if name not in written
+               and (out_dir / name).is_file()]
+    said = f"this run wrote {' and '.join(written) or 'nothing'} to {out_dir}{detail}"
     if earlier:
         said += f"; {' and '.join(earlier)} there {'is' if len(earlier) == 1 else 'are'} an earlier run's"
     return said
@@ -684,6 +699,26 @@ def write_report(
 
 
 PREDICTION_COLUMNS = ["perturbation", "file", "label", "source", "generator", "p_ai", "verdict", "error"]
+
+
+def write_partial_predictions(out_dir: str | Path, predictions: dict[str, Predictions]) -> tuple[list[str], str]:
+    """The rows judged before Ctrl-C, as ``predictions.partial.csv`` (the columns of ``predictions.csv``, whole or
+    not at all); no metrics or report, which would read as a finished run.  Returns the files written (for
+    :func:`on_disk`) and what to say after them: how many rows, or why the file could not be written."""
+    runs = {name: pred for name, pred in predictions.items() if pred.records}
+    if not runs:
+        return [], ""
+    path = Path(out_dir) / PARTIAL_PREDICTIONS
+    try:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        write_atomically(path, lambda stream: write_predictions_rows(stream, runs))
+    except OSError as exc:
+        return [], f" ({path} could not be written: {exc.strerror or exc})"
+    counts = ", ".join(f"{len(pred.records)} {'unperturbed' if name == 'none' else 'with ' + name}"
+                       for name, pred in runs.items())
+    n = len(runs["none"].records) if list(runs) == ["none"] else 0
+    rows = f"{n} image{'' if n == 1 else 's'} judged" if n else f"images judged: {counts}"
+    return [PARTIAL_PREDICTIONS], f" (the rows of the {rows}; partial: no metrics, no report)"
 
 
 def write_predictions_csv(path: Path, predictions: dict[str, Predictions]) -> None:
