@@ -160,8 +160,10 @@ def test_an_ensemble_no_model_can_calibrate_says_why_and_that_the_reports_are_wh
                                load=lambda name, **_: object())
     said = str(caught.value)
     assert "none can be calibrated (of 1 model(s), the first scored 2 calibration images, not both classes)" in said
-    assert said.endswith(f"; finished reports under {tmp_path / 'out' / 'models'}: m; no comparison was written to "
-                         f"{tmp_path / 'out'}")
+    assert said.startswith("--ensemble: ")
+    assert (f"; finished reports under {tmp_path / 'out' / 'models'}: m; the comparison of the models alone was "
+            f"written to {tmp_path / 'out' / 'comparison.html'}") in said  # since s26 the models' table is kept
+    assert (tmp_path / "out" / "comparison.json").is_file()
     assert (tmp_path / "out" / "models" / "m" / "report.html").is_file()
 
 

@@ -30,11 +30,14 @@ from synthdetect.atomic import write_atomically
 from synthdetect.evaluate.calibration import Calibration, fit_warning
 from synthdetect.evaluate.metrics import binary_metrics
 from synthdetect.evaluate.report import (
+    PARTIAL_PREDICTIONS,
     JudgingInterrupted,
     Predictions,
     ReportInterrupted,
     ReportNotWritten,
+    on_disk,
     predict_records,
+    write_partial_predictions,
     write_report,
 )
 from synthdetect.interrupts import signal_number
@@ -195,18 +198,29 @@ def compare_models(
     detectors = [load(name, use_evidence=use_evidence) for name in model_names]
     runs: list[ModelRun] = []
     taken: set[str] = set()
+    kept = ""  # where a stopped model's judged rows were kept, said in the one-line message
     try:
         for name, detector in zip(model_names, detectors):
-            predictions = predict_records(detector, records, batch_size, progress=progress, description=name)
-            report_dir = out_dir / "models" / report_slug(name, taken)
+            report_dir = out_dir / "models" / report_slug(name, taken)  # before judging: a stop keeps rows there
+            try:
+                predictions = predict_records(detector, records, batch_size, progress=progress, description=name)
+            except JudgingInterrupted as exc:  # as evaluate: the rows judged so far, never a report that reads whole
+                if exc.partial is not None:
+                    written, detail = write_partial_predictions(report_dir, {"none": exc.partial})
+                    if written or detail:
+                        kept = f"; {on_disk(report_dir, written, detail)}"
+                raise
             metrics = write_report(predictions, report_dir, title=f"{name} on {data_name}")
+            # an earlier stopped run's rows beside this finished report would read as this run's
+            (report_dir / PARTIAL_PREDICTIONS).unlink(missing_ok=True)
             runs.append(ModelRun(name, predictions, metrics, report_dir))
     except (KeyboardInterrupt, ModelPackageError) as exc:  # which reports are whole; no comparison was written
         done = (f"finished reports under {out_dir / 'models'}: {', '.join(r.name for r in runs)}; " if runs else "")
         if isinstance(exc, ModelPackageError):  # a routed model loads at its first image, so it can fail mid-run
             raise ModelPackageError(f"{exc}; {done}no comparison was written to {out_dir}") from None
         said = str(exc) if isinstance(exc, (JudgingInterrupted, ReportInterrupted)) else "interrupted"
-        raise ReportInterrupted(f"{said}; {done}no comparison was written to {out_dir}", signal_number(exc)) from None
+        raise ReportInterrupted(f"{said}; {done}no comparison was written to {out_dir}{kept}",
+                                signal_number(exc)) from None
     rows = [table_row(r.name, "all", r.predictions.p_ai, labels, r.predictions.seconds) for r in runs]
     summary: dict[str, Any] = {
         "schema": "synthdetect.compare/1",
@@ -219,13 +233,15 @@ def compare_models(
                     "card": _card_summary(d), **_judged(r.predictions)} for r, d in zip(runs, detectors)],
         "agreement": agreement_matrix([r.name for r in runs], [r.predictions.p_ai for r in runs]),
     }
+    ensemble_failed: str | None = None
     if ensemble:
         held = ~calib
         try:
             mean, fitted = calibrated_mean([r.predictions.p_ai for r in runs], labels, calib)
-        except ValueError as exc:  # after every model ran: say that their reports are whole, as Ctrl-C does
-            raise ValueError(f"{exc}; finished reports under {out_dir / 'models'}: "
-                             f"{', '.join(r.name for r in runs)}; no comparison was written to {out_dir}") from None
+        except ValueError as exc:  # after every model ran: their comparison is kept, with the ensemble said missing
+            ensemble_failed = str(exc)
+            summary["ensemble_not_written"] = ensemble_failed
+    if ensemble and ensemble_failed is None:
         split = f"held-out {held.sum()} (calibration on {calib.sum()})"
         rows += [table_row(r.name, split, r.predictions.p_ai[held], labels[held], r.predictions.seconds * held.mean())
                  for r in runs]
@@ -258,10 +274,14 @@ def compare_models(
             "verdict_band": "default uncertain band (no validated thresholds)",
         }
     summary["table"] = rows
-    written = {r.report_dir for r in runs} | ({out_dir / "ensemble"} if ensemble else set())
+    written = {r.report_dir for r in runs} | ({out_dir / "ensemble"} if "ensemble" in summary else set())
     # reports of an earlier run into the same folder are left alone, but named: they are not part of this one
     summary["earlier_reports"] = sorted(str(d.relative_to(out_dir)) for d in earlier - written)
     write_comparison(summary, out_dir)
+    if ensemble_failed is not None:  # the models' comparison is whole; the ensemble the user asked for is not
+        raise ValueError(f"--ensemble: {ensemble_failed}; finished reports under {out_dir / 'models'}: "
+                         f"{', '.join(r.name for r in runs)}; the comparison of the models alone was written to "
+                         f"{out_dir / 'comparison.html'} (and .json/.csv/.md), without an ensemble") from None
     return summary
 
 
@@ -350,6 +370,8 @@ def write_comparison(summary: dict[str, Any], out_dir: Path) -> None:
                    f"held-out model rows use the other {e['calibration_split']['evaluated_on']} images."]
         md += [f"Left out of the ensemble: {name} ({why})." for name, why in e["excluded"].items()]
         md += [f"Calibration of {name}: {why}." for name, why in e.get("calibration_warnings", {}).items()]
+    if "ensemble_not_written" in summary:
+        md += ["", f"No ensemble: it was asked for but could not be made ({summary['ensemble_not_written']})."]
     write("comparison.md", lambda handle: handle.write("\n".join(md) + "\n"))
     write("comparison.html", lambda handle: handle.write(_html(summary, head)))  # UTF-8, as its <meta> says
 
@@ -382,6 +404,9 @@ def _html(summary: dict[str, Any], head: str) -> str:
                         for n, w in e["excluded"].items())
         note += "".join(f"<p>Calibration of {html.escape(n)}: {html.escape(w)}.</p>"
                         for n, w in e.get("calibration_warnings", {}).items())
+    if "ensemble_not_written" in summary:
+        note += (f"<p>No ensemble: it was asked for but could not be made "
+                 f"({html.escape(summary['ensemble_not_written'])}).</p>")
     style = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;"
              "margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child,"
              "th:first-child{text-align:left}")
