@@ -173,7 +173,8 @@ def test_the_option_table_names_every_setting_the_trainers_read():
 
     root = Path(synthdetect.__file__).parent
     read_by = {"train/small_image.py": ("small-cnn", "ela-cnn", "small-pair"), "train/small_pair.py": ("small-pair",),
-               "models/efficientnet_lite.py": ("efficientnet-lite0",), "train/clip_cascade.py": ("clip-cascade",)}
+               "models/efficientnet_lite.py": ("efficientnet-lite0",), "train/clip_cascade.py": ("clip-cascade",),
+               "train/wild_trainers.py": ("clip-head", "handcrafted")}
     for source, kinds in read_by.items():
         keys = set(re.findall(r"options(?:\.get\(|\.setdefault\(|\[)\"([a-z_0-9]+)\"", (root / source).read_text()))
         assert keys, source

@@ -245,11 +245,15 @@ TORCH_LOOP_OPTIONS = ("epochs", "patience", "monitor", "batch_size", "lr", "opti
 _CNN_OPTIONS = ("width", "depth", "layout", "tta_hflip", "input_size", "max_short_side", "min_side", "max_aspect")
 _PACKAGE_OPTIONS = ("description", "keep_workdir")
 _LITE_OPTIONS = ("input_size", "max_short_side", "min_side", "max_aspect", "freeze_backbone", *_PACKAGE_OPTIONS)
+#: train/wild_trainers.py: the crop policy, the feature cache and the crop head's aggregation.  Their card's
+#: description, version and serving limits are fixed, so those keys are not read; keep_workdir is (by this command).
+_HEAD_OPTIONS = ("crop_size", "crops", "cache", "aggregate", "keep_workdir")
 
-#: The ``--option`` keys each torch kind's trainer reads (train/small_image.py, train/small_pair.py,
-#: models/efficientnet_lite.py; tests/test_train_audit_s25.py checks this against their source).  Any other key
-#: was ignored without a word: ``--option dpeth=4`` trained depth 3, ``freeze_backbone=true`` given to small-cnn
-#: did nothing, yet both stood on the card.  Kinds not listed (linear heads, plug-ins) are not checked here.
+#: The ``--option`` keys each kind's trainer reads (train/small_image.py, train/small_pair.py,
+#: models/efficientnet_lite.py, train/clip_cascade.py, train/wild_trainers.py; tests/test_train_audit_s25.py
+#: checks this against their source).  Any other key was ignored without a word: ``--option dpeth=4`` trained
+#: depth 3, ``freeze_backbone=true`` given to small-cnn did nothing, ``--option crop_sise=32`` to handcrafted
+#: cropped 224 px, yet each stood on the card.  Kinds not listed (plug-ins) are not checked here.
 KIND_OPTIONS: dict[str, tuple[str, ...]] = {
     "small-cnn": (*_CNN_OPTIONS, *_PACKAGE_OPTIONS),
     "ela-cnn": (*_CNN_OPTIONS, *_PACKAGE_OPTIONS, "ela_quality"),
@@ -257,16 +261,22 @@ KIND_OPTIONS: dict[str, tuple[str, ...]] = {
                    "weight_storage", "cnn_epochs", "version"),
     **{f"efficientnet-lite{i}": _LITE_OPTIONS for i in range(3)},
     "clip-cascade": (*_CNN_OPTIONS, *_PACKAGE_OPTIONS, "band", "encoder", "head_images", "head_sample"),
+    "clip-head": _HEAD_OPTIONS,
+    "handcrafted": _HEAD_OPTIONS,
 }
 
 
-def unread_options(model: str, options: dict, width_given: bool) -> str | None:
-    """Why ``--option`` keys (or ``--width``) would be ignored by ``model``, or None (also for kinds not listed)."""
+def unread_options(model: str, options: dict, width_given: bool, max_short_side_given: bool = False) -> str | None:
+    """Why ``--option`` keys (or ``--width``, ``--max-short-side``) would be ignored by ``model``, or None (also
+    for kinds not listed)."""
     known = KIND_OPTIONS.get(model)
     if known is None:
         return None
     if width_given and "width" not in known:
         return f"--width: {model} has no width setting, so it would be ignored; leave it out"
+    if max_short_side_given and "max_short_side" not in known:  # it went onto the card's options, read by nothing
+        return (f"--max-short-side: {model} sets no serving limit on the short side, so it would be ignored; "
+                f"leave it out")
     unknown = [key for key in options if key not in known]
     if unknown:
         return (f"--option {', '.join(unknown)}: {model} reads no such setting, so {'it' if len(unknown) == 1 else 'they'} "
@@ -274,12 +284,15 @@ def unread_options(model: str, options: dict, width_given: bool) -> str | None:
     return None
 
 
-#: The type each ``--option`` value of the torch kinds must read as; "abc" for a depth had failed with Python's
+#: The type each ``--option`` value must read as (kinds in KIND_OPTIONS); "abc" for a depth had failed with Python's
 #: "invalid literal for int() with base 10", naming no option, and ``tta_hflip=maybe`` read silently as off.
 _WHOLE = ("width", "depth", "input_size", "max_short_side", "min_side", "lite_epochs", "cnn_epochs", "head_images",
-          "head_sample")
+          "head_sample", "crops")
 _NUMBER = ("max_aspect", "lite_lr", "band")
 _SWITCH = ("tta_hflip", "keep_workdir", "freeze_backbone")
+#: Whole numbers that must be 1 or more: ``crop_size=0`` failed every image and then said only "need at least one
+#: array to stack" (``crops=0`` is fine: each crop is then the global view).
+_COUNT = ("crop_size",)
 
 
 def option_value_problem(options: dict) -> str | None:
@@ -291,13 +304,22 @@ def option_value_problem(options: dict) -> str | None:
             if key in _WHOLE:
                 if int(str(value)) < 0:
                     return f"--option {key}={value}: expected a whole number, 0 or more"
+            elif key in _COUNT:
+                if int(str(value)) < 1:
+                    return f"--option {key}={value}: expected a whole number, 1 or more"
+            elif key == "aggregate":  # an unknown one was refused only after every image's features were made
+                from synthdetect.models.multicrop import AGGREGATIONS
+
+                if str(value) not in AGGREGATIONS:
+                    return f"--option aggregate={value}: expected one of {', '.join(AGGREGATIONS)}"
             elif key in _NUMBER:
                 if not 0 < float(str(value)) < math.inf:
                     return f"--option {key}={value}: expected a number above 0"
             elif key in _SWITCH:
                 option_flag(value)
         except ValueError:
-            what = {**dict.fromkeys(_WHOLE, "a whole number"), **dict.fromkeys(_NUMBER, "a number")}.get(key)
+            what = {**dict.fromkeys((*_WHOLE, *_COUNT), "a whole number"),
+                    **dict.fromkeys(_NUMBER, "a number")}.get(key)
             return f"--option {key}={value}: expected {what or 'true or false'}"
     return None
 
@@ -390,7 +412,7 @@ def register(app: typer.Typer) -> None:
                 raise TrainerError(f"{model} fits linear heads on frozen features, so {', '.join(ignored)} would be "
                                    f"ignored; leave them out (they are for the kinds trained by the torch loop)")
             kind_options = parse_options(option)
-            unread = unread_options(model, kind_options, _given(ctx, "width")) or (
+            unread = unread_options(model, kind_options, _given(ctx, "width"), _given(ctx, "max_short_side")) or (
                 option_value_problem(kind_options) if model in KIND_OPTIONS else None)
             if not unread and model == "ela-cnn" and "ela_quality" in kind_options:
                 from synthdetect.models.ela_cnn import ela_quality_problem
