@@ -19,13 +19,13 @@ class Engine(str, Enum):
     ray = "ray"
 
 
-def _export_all(database: Path, targets: list[Path], say) -> None:
+def _write_exports(database: Path, targets: list[Path], say) -> tuple[str, int] | None:
     """Write each export of ``database``; Ctrl-C or SIGTERM (a batch system's time limit) stops it cleanly.
+    Returns None, or the failure's one-line message and exit code: ``scan`` still prints its summary first.
 
     SIGTERM's default action ended the process mid-write and left the hidden ``.part`` file beside the target;
     raised as Ctrl-C, the export's own clean-up removes it and an earlier export of that name stays whole.
     """
-    from synthdetect.cli import fail
     from synthdetect.interrupts import sigterm_raises
     from synthdetect.scan.engine import ScanInterrupted
     from synthdetect.scan.store import StoreError
@@ -38,11 +38,21 @@ def _export_all(database: Path, targets: list[Path], say) -> None:
                 n = export_db(database, target)
                 say(f"wrote {n} rows to {target}")
     except (StoreError, ValueError, ImportError) as exc:
-        fail(str(exc))
+        return str(exc), 2
     except KeyboardInterrupt as exc:
-        fail(f"interrupted while writing {target}: nothing was written there, and {database} keeps every row; "
-             f"write it with: synthdetect scan-export {database} {target}",
-             code=128 + getattr(exc, "signum", signal.SIGINT))  # 130 for Ctrl-C, 143 for SIGTERM
+        return (f"interrupted while writing {target}: nothing was written there, and {database} keeps every row; "
+                f"write it with: synthdetect scan-export {database} {target}",
+                128 + getattr(exc, "signum", signal.SIGINT))  # 130 for Ctrl-C, 143 for SIGTERM
+    return None
+
+
+def _export_all(database: Path, targets: list[Path], say) -> None:
+    """:func:`_write_exports`, a failure said in one line with its exit code."""
+    from synthdetect.cli import fail
+
+    failure = _write_exports(database, targets, say)
+    if failure:
+        fail(*failure)
 
 
 def summary_text(summary: dict) -> str:
@@ -216,13 +226,19 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(128 + getattr(exc, "signum", signal.SIGINT))  # 130 for Ctrl-C, 143 for SIGTERM
         if display:
             display[0].stop()
-        _export_all(out, list(export or []), lambda line: print_note(line, console))
+        # An export that fails only now (its folder removed or a folder put at its name during the scan, a full
+        # disk) had ended the run before --summary-json was printed: a script learnt nothing of the judged run.
+        export_failure = _write_exports(out, list(export or []), lambda line: print_note(line, console))
+        if export_failure:
+            summary = {**summary, "export_error": export_failure[0]}
         if summary_json:
             typer.echo(summary_text(summary))
         for line in PassedOver.lines_of(summary.get("passed_over")):  # even with -q: never a silent skip
             print_note(line, console)
         if not state["quiet"]:
             print_summary(summary, console)
+        if export_failure:  # said last, and its exit code (2, or 130/143 when interrupted) as before
+            fail(*export_failure)
         if summary["errors"]:
             raise typer.Exit(EXIT_SOME_FAILED)
 
