@@ -88,7 +88,7 @@ def run_to_report(work: Callable[[], Any], out: Path, *, on_disk_said: bool = Fa
         say(f"error: {exc}")
         raise typer.Exit(1) from None
     except ModelPackageError as exc:  # a routed model loads at its first image, so it can fail mid-run
-        say(f"error: {exc}{left()}")
+        say(f"error: {exc}{'' if getattr(exc, 'on_disk_said', False) else left()}")
         raise typer.Exit(2) from None
     except KeyboardInterrupt as exc:
         if isinstance(exc, ReportInterrupted):
@@ -218,6 +218,14 @@ def register(app: typer.Typer) -> None:
                     runs[exc.description if runs else "none"] = exc.partial
                 written, detail = write_partial_predictions(out, runs)
                 raise ReportInterrupted(f"{exc}; {on_disk(out, written, detail)}", exc.signum) from None
+            except ModelPackageError as exc:  # a routed model that cannot load part way: its rows kept as on a stop
+                partial = getattr(exc, "partial", None)
+                if partial is not None:
+                    runs[getattr(exc, "description", "none") if runs else "none"] = partial
+                written, detail = write_partial_predictions(out, runs)
+                failed = ModelPackageError(f"{exc}; {on_disk(out, written, detail)}")
+                failed.on_disk_said = True  # run_to_report adds nothing more
+                raise failed from None
             predictions, perturbed = runs.pop("none"), runs
             metrics = write_report(predictions, out, title=title or f"{detector.name} on {data}",
                                    perturbations=perturbed or None)

@@ -204,8 +204,10 @@ def compare_models(
             report_dir = out_dir / "models" / report_slug(name, taken)  # before judging: a stop keeps rows there
             try:
                 predictions = predict_records(detector, records, batch_size, progress=progress, description=name)
-            except JudgingInterrupted as exc:  # as evaluate: the rows judged so far, never a report that reads whole
-                if exc.partial is not None:
+            except (JudgingInterrupted, ModelPackageError) as exc:
+                # as evaluate: the rows judged so far (before a stop, or a routed model that could not load part
+                # way), never a report that reads whole
+                if getattr(exc, "partial", None) is not None:
                     written, detail = write_partial_predictions(report_dir, {"none": exc.partial})
                     if written or detail:
                         kept = f"; {on_disk(report_dir, written, detail)}"
@@ -217,7 +219,7 @@ def compare_models(
     except (KeyboardInterrupt, ModelPackageError) as exc:  # which reports are whole; no comparison was written
         done = (f"finished reports under {out_dir / 'models'}: {', '.join(r.name for r in runs)}; " if runs else "")
         if isinstance(exc, ModelPackageError):  # a routed model loads at its first image, so it can fail mid-run
-            raise ModelPackageError(f"{exc}; {done}no comparison was written to {out_dir}") from None
+            raise ModelPackageError(f"{exc}; {done}no comparison was written to {out_dir}{kept}") from None
         said = str(exc) if isinstance(exc, (JudgingInterrupted, ReportInterrupted)) else "interrupted"
         raise ReportInterrupted(f"{said}; {done}no comparison was written to {out_dir}{kept}",
                                 signal_number(exc)) from None

@@ -82,10 +82,13 @@ def predict_records(
     """Judge every record with ``detector.detect`` (bytes in, verdicts out); failures never stop the run.
 
     ``transform`` (a robustness perturbation) rewrites each file's bytes
-    before the detector sees them.
+    before the detector sees them.  Ctrl-C raises :class:`JudgingInterrupted`; a model that cannot load part way
+    (a routed one) raises its ``ModelPackageError`` unchanged but for ``partial`` and ``description`` attributes,
+    as :class:`JudgingInterrupted` holds them, so the rows judged before it can be kept.
     """
     from rich.markup import escape
 
+    from synthdetect.models import ModelPackageError
     from synthdetect.train.trainer import progress_bar
 
     if batch_size < 1:  # range() would raise on 0 and, on a negative step, judge nothing at all
@@ -150,6 +153,11 @@ def predict_records(
     except KeyboardInterrupt as exc:
         raise JudgingInterrupted(description, done, len(records), signal_number(exc),
                                  partial=judged(done)) from None
+    except ModelPackageError as exc:
+        # A routed model loads at its first image, so it can fail part way: the error stays as it was (its type and
+        # message), and carries the rows judged before it as a stop does, so they can still be put on disk.
+        exc.partial, exc.description = judged(done), description
+        raise
     finally:
         if bar:
             bar.stop()
