@@ -8,10 +8,9 @@ import json
 import signal
 
 import pytest
-from typer.testing import CliRunner
 
+from judging_faults import fail_detect_from_batch, run_compare
 from synth_data import write_manifest
-from synthdetect.cli import app
 from tiny_model import write_tiny_cnn
 
 
@@ -22,26 +21,7 @@ def setup(tmp_path_factory):
     return manifest, [str(write_tiny_cnn(root / "a", seed=0)), str(write_tiny_cnn(root / "b", seed=1))]
 
 
-def _interrupt_after_batches(monkeypatch, batches: int, interrupt: BaseException) -> None:
-    """Ctrl-C (or SIGTERM, raised as Ctrl-C) when the judging loop asks for batch ``batches + 1``."""
-    from synthdetect.api import Detector
 
-    real, calls = Detector.detect, [0]
-
-    def detect(self, *args, **kwargs):
-        calls[0] += 1
-        if calls[0] > batches:
-            raise interrupt
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(Detector, "detect", detect)
-
-
-def _compare(manifest, models, out, *extra):
-    args = ["compare", str(manifest), "-o", str(out), "--batch-size", "2", *extra]
-    for model in models:
-        args += ["--model", model]
-    return CliRunner().invoke(app, args)
 
 
 def _slug(model: str) -> str:
@@ -54,9 +34,9 @@ def _slug(model: str) -> str:
 def test_a_stopped_compare_keeps_the_current_models_judged_rows(setup, tmp_path, monkeypatch, interrupt, code):
     """Before: stopped after 4 of 6 images of the second model, its 4 judged rows were lost (nothing in its folder)."""
     manifest, models = setup
-    _interrupt_after_batches(monkeypatch, 3 + 2, interrupt)  # model a: 3 batches; model b: 2 of 3
+    fail_detect_from_batch(monkeypatch, 3 + 2 + 1, interrupt)  # model a: 3 batches; model b: 2 of 3
     out = tmp_path / "r"
-    result = _compare(manifest, models, out)
+    result = run_compare(manifest, models, out)
     assert result.exit_code == code, result.output
     assert "Traceback" not in result.output
     line = next(line for line in result.output.splitlines() if line.startswith("error:"))
@@ -72,9 +52,9 @@ def test_a_stopped_compare_keeps_the_current_models_judged_rows(setup, tmp_path,
 
 def test_a_stop_before_any_image_is_judged_writes_no_partial_file(setup, tmp_path, monkeypatch):
     manifest, models = setup
-    _interrupt_after_batches(monkeypatch, 0, KeyboardInterrupt())
+    fail_detect_from_batch(monkeypatch, 1, KeyboardInterrupt())
     out = tmp_path / "r"
-    result = _compare(manifest, models, out)
+    result = run_compare(manifest, models, out)
     assert result.exit_code == 130, result.output
     assert "0 of 6 images judged" in result.output and "no comparison was written" in result.output
     assert not list(out.rglob("predictions.partial.csv"))
@@ -86,7 +66,7 @@ def test_a_finished_model_removes_an_earlier_stopped_runs_partial_file(setup, tm
     folder = out / "models" / _slug(models[0])
     folder.mkdir(parents=True)
     (folder / "predictions.partial.csv").write_text("perturbation,file\n", encoding="utf-8")
-    result = _compare(manifest, models[:1], out)
+    result = run_compare(manifest, models[:1], out)
     assert result.exit_code == 0, result.output
     assert (folder / "report.html").is_file() and not (folder / "predictions.partial.csv").exists()
 
@@ -101,7 +81,7 @@ def test_a_failed_ensemble_keeps_the_models_comparison_and_says_so(setup, tmp_pa
     monkeypatch.setattr(compare, "calibrated_mean", cannot)
     manifest, models = setup
     out = tmp_path / "r"
-    result = _compare(manifest, models, out, "--ensemble", "--calibration-fraction", "0.5")
+    result = run_compare(manifest, models, out, "--ensemble", "--calibration-fraction", "0.5")
     assert result.exit_code == 2, result.output  # the ensemble asked for is not there: not a success
     assert "Traceback" not in result.output
     line = next(line for line in result.output.splitlines() if line.startswith("error:"))

@@ -9,10 +9,9 @@ import csv
 import signal
 
 import pytest
-from typer.testing import CliRunner
 
+from judging_faults import fail_detect_from_batch, run_evaluate
 from synth_data import write_manifest
-from synthdetect.cli import app
 from tiny_model import write_tiny_cnn
 
 
@@ -23,24 +22,7 @@ def setup(tmp_path_factory):
     return manifest, write_tiny_cnn(root / "tiny")
 
 
-def _interrupt_after_batches(monkeypatch, batches: int, interrupt: BaseException) -> None:
-    """Ctrl-C (or SIGTERM, raised as Ctrl-C) when the judging loop asks for batch ``batches + 1``."""
-    from synthdetect.api import Detector
 
-    real, calls = Detector.detect, [0]
-
-    def detect(self, *args, **kwargs):
-        calls[0] += 1
-        if calls[0] > batches:
-            raise interrupt
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(Detector, "detect", detect)
-
-
-def _evaluate(manifest, model, out, *extra):
-    return CliRunner().invoke(app, ["evaluate", str(model), str(manifest), "-o", str(out), "--batch-size", "2",
-                                    "--no-evidence", *extra])
 
 
 @pytest.mark.parametrize("interrupt, code", [(KeyboardInterrupt(), 130), (KeyboardInterrupt(signal.SIGTERM), 143)])
@@ -48,9 +30,9 @@ def test_a_stopped_evaluation_keeps_the_rows_it_judged_as_a_partial_file(setup, 
                                                                           code):
     """Before: Ctrl-C after 4 of 6 images said "4 of 6 images judged; this run wrote nothing" and left nothing."""
     manifest, model = setup
-    _interrupt_after_batches(monkeypatch, 2, interrupt)
+    fail_detect_from_batch(monkeypatch, 3, interrupt)
     out = tmp_path / "r"
-    result = _evaluate(manifest, model, out)
+    result = run_evaluate(manifest, model, out)
     assert result.exit_code == code, result.output
     assert "Traceback" not in result.output
     line = next(line for line in result.output.splitlines() if line.startswith("error:"))
@@ -63,9 +45,9 @@ def test_a_stopped_evaluation_keeps_the_rows_it_judged_as_a_partial_file(setup, 
 
 def test_a_sweep_stopped_in_a_perturbation_keeps_both_runs_rows(setup, tmp_path, monkeypatch):
     manifest, model = setup
-    _interrupt_after_batches(monkeypatch, 4, KeyboardInterrupt())  # 3 batches unperturbed, 1 of jpeg:70
+    fail_detect_from_batch(monkeypatch, 5, KeyboardInterrupt())  # 3 batches unperturbed, 1 of jpeg:70
     out = tmp_path / "r"
-    result = _evaluate(manifest, model, out, "--perturb", "jpeg:70")
+    result = run_evaluate(manifest, model, out, "--perturb", "jpeg:70")
     assert result.exit_code == 130, result.output
     assert "interrupted while judging (jpeg:70): 2 of 6 images judged" in result.output
     rows = list(csv.DictReader((out / "predictions.partial.csv").open(encoding="utf-8")))
@@ -115,7 +97,7 @@ def test_a_finished_run_removes_an_earlier_stopped_runs_partial_file(setup, tmp_
     out = tmp_path / "r"
     out.mkdir()
     (out / "predictions.partial.csv").write_text("perturbation,file\n", encoding="utf-8")
-    result = _evaluate(manifest, model, out)
+    result = run_evaluate(manifest, model, out)
     assert result.exit_code == 0, result.output
     assert (out / "predictions.csv").is_file() and not (out / "predictions.partial.csv").exists()
 
@@ -124,7 +106,7 @@ def test_the_accuracy_headline_says_its_threshold(setup, tmp_path):
     """Before: the terminal table's column read "accuracy", beside served verdicts that use other thresholds."""
     manifest, model = setup
     out = tmp_path / "r"
-    result = _evaluate(manifest, model, out, "--perturb", "jpeg:70")
+    result = run_evaluate(manifest, model, out, "--perturb", "jpeg:70")
     assert result.exit_code == 0, result.output
     header = next(line for line in result.stdout.splitlines() if "ROC-AUC" in line and "ECE" in line)
     assert "accuracy @0.5" in header, result.stdout

@@ -6,10 +6,10 @@ from __future__ import annotations
 import csv
 
 import pytest
-from typer.testing import CliRunner
 
+from judging_faults import fail_detect_from_batch, run_compare, run_evaluate
 from synth_data import write_manifest
-from synthdetect.cli import app
+from synthdetect.models import ModelPackageError
 from tiny_model import write_tiny_cnn
 
 MESSAGE = "wild-v3: weights.npz is missing"
@@ -20,22 +20,6 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("load_failure_s26")
     manifest = write_manifest(root / "data", {"s1": (3, 3)}, size=24)
     return manifest, [str(write_tiny_cnn(root / "a", seed=0)), str(write_tiny_cnn(root / "b", seed=1))]
-
-
-def _fail_to_load_at_batch(monkeypatch, batch: int) -> None:
-    """The routed model of batch ``batch`` (counted over the whole run) cannot load: ``detect`` raises there."""
-    from synthdetect.api import Detector
-    from synthdetect.models import ModelPackageError
-
-    real, calls = Detector.detect, [0]
-
-    def detect(self, *args, **kwargs):
-        calls[0] += 1
-        if calls[0] == batch:
-            raise ModelPackageError(MESSAGE)
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(Detector, "detect", detect)
 
 
 def _error_line(output: str) -> str:
@@ -55,10 +39,9 @@ REPORT = ("predictions.csv", "metrics.json", "report.html")
 def test_evaluate_keeps_the_rows_judged_before_a_model_failed_to_load(setup, tmp_path, monkeypatch):
     """Before: "error: wild-v3: weights.npz is missing; this run wrote nothing to OUT" and the 4 judged rows lost."""
     manifest, models = setup
-    _fail_to_load_at_batch(monkeypatch, 3)
+    fail_detect_from_batch(monkeypatch, 3, ModelPackageError(MESSAGE))
     out = tmp_path / "r"
-    result = CliRunner().invoke(app, ["evaluate", models[0], str(manifest), "-o", str(out), "--batch-size", "2",
-                                      "--no-evidence"])
+    result = run_evaluate(manifest, models[0], out)
     assert result.exit_code == 2, result.output
     line = _error_line(result.output)
     assert line.startswith(f"error: {MESSAGE}; this run wrote predictions.partial.csv to {out} (the rows of the 4 "
@@ -71,10 +54,10 @@ def test_evaluate_keeps_the_rows_judged_before_a_model_failed_to_load(setup, tmp
 def test_evaluate_keeps_the_unperturbed_run_when_a_perturbed_one_fails_to_load(setup, tmp_path, monkeypatch):
     """A router may send a perturbed image (e.g. re-encoded as JPEG) to a route not used before."""
     manifest, models = setup
-    _fail_to_load_at_batch(monkeypatch, 3 + 2)  # unperturbed: 3 batches; jpeg: 1 judged, then the failure
+    # unperturbed: 3 batches; jpeg: 1 judged, then the failure
+    fail_detect_from_batch(monkeypatch, 3 + 2, ModelPackageError(MESSAGE))
     out = tmp_path / "r"
-    result = CliRunner().invoke(app, ["evaluate", models[0], str(manifest), "-o", str(out), "--batch-size", "2",
-                                      "--no-evidence", "--perturb", "jpeg:75"])
+    result = run_evaluate(manifest, models[0], out, "--perturb", "jpeg:75")
     assert result.exit_code == 2, result.output
     line = _error_line(result.output)
     assert MESSAGE in line and f"this run wrote predictions.partial.csv to {out}" in line, line
@@ -85,10 +68,9 @@ def test_evaluate_keeps_the_unperturbed_run_when_a_perturbed_one_fails_to_load(s
 
 def test_evaluate_failing_at_the_first_batch_writes_no_partial_file(setup, tmp_path, monkeypatch):
     manifest, models = setup
-    _fail_to_load_at_batch(monkeypatch, 1)
+    fail_detect_from_batch(monkeypatch, 1, ModelPackageError(MESSAGE))
     out = tmp_path / "r"
-    result = CliRunner().invoke(app, ["evaluate", models[0], str(manifest), "-o", str(out), "--batch-size", "2",
-                                      "--no-evidence"])
+    result = run_evaluate(manifest, models[0], out)
     assert result.exit_code == 2, result.output
     assert _error_line(result.output) == f"error: {MESSAGE}; this run wrote nothing to {out}"
     assert not (out / "predictions.partial.csv").exists()
@@ -99,12 +81,10 @@ def test_compare_keeps_the_current_models_rows_judged_before_it_failed_to_load(s
     from synthdetect.evaluate.compare import report_slug
 
     manifest, models = setup
-    _fail_to_load_at_batch(monkeypatch, 3 + 2)  # model a: 3 batches; model b: 1 judged, then the failure
+    # model a: 3 batches; model b: 1 judged, then the failure
+    fail_detect_from_batch(monkeypatch, 3 + 2, ModelPackageError(MESSAGE))
     out = tmp_path / "r"
-    args = ["compare", str(manifest), "-o", str(out), "--batch-size", "2"]
-    for model in models:
-        args += ["--model", model]
-    result = CliRunner().invoke(app, args)
+    result = run_compare(manifest, models, out)
     assert result.exit_code == 2, result.output
     line = _error_line(result.output)
     second = out / "models" / report_slug(models[1], set())

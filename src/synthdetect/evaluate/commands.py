@@ -188,7 +188,7 @@ def register(app: typer.Typer) -> None:
         from synthdetect.cli import EXIT_SOME_FAILED
         from synthdetect.evaluate.perturb import parse_perturbations
         from synthdetect.evaluate.report import (
-            PARTIAL_PREDICTIONS, JudgingInterrupted, ReportInterrupted, on_disk, out_dir_unwritable, predict_records,
+            JudgingInterrupted, ReportInterrupted, on_disk, out_dir_unwritable, predict_records,
             write_partial_predictions, write_report,
         )
         from synthdetect.models import ModelPackageError
@@ -212,26 +212,21 @@ def register(app: typer.Typer) -> None:
                 runs["none"] = predict_records(detector, records, batch_size)
                 for p in perturbations:
                     runs[p.name] = predict_records(detector, records, batch_size, transform=p, description=p.name)
-            except JudgingInterrupted as exc:
-                # a stopped run keeps what it judged, as predictions.partial.csv: never a report that reads whole
-                if exc.partial is not None:
+            except (JudgingInterrupted, ModelPackageError) as exc:
+                # a stopped run, or a routed model that cannot load part way, keeps what it judged as
+                # predictions.partial.csv: never a report that reads whole
+                if getattr(exc, "partial", None) is not None:
                     runs[exc.description if runs else "none"] = exc.partial
                 written, detail = write_partial_predictions(out, runs)
-                raise ReportInterrupted(f"{exc}; {on_disk(out, written, detail)}", exc.signum) from None
-            except ModelPackageError as exc:  # a routed model that cannot load part way: its rows kept as on a stop
-                partial = getattr(exc, "partial", None)
-                if partial is not None:
-                    runs[getattr(exc, "description", "none") if runs else "none"] = partial
-                written, detail = write_partial_predictions(out, runs)
-                failed = ModelPackageError(f"{exc}; {on_disk(out, written, detail)}")
+                said = f"{exc}; {on_disk(out, written, detail)}"
+                if isinstance(exc, JudgingInterrupted):
+                    raise ReportInterrupted(said, exc.signum) from None
+                failed = ModelPackageError(said)
                 failed.on_disk_said = True  # run_to_report adds nothing more
                 raise failed from None
             predictions, perturbed = runs.pop("none"), runs
             metrics = write_report(predictions, out, title=title or f"{detector.name} on {data}",
                                    perturbations=perturbed or None)
-            # an earlier stopped run's rows beside a finished report would read as this run's
-            if (out / PARTIAL_PREDICTIONS).is_file():
-                (out / PARTIAL_PREDICTIONS).unlink()
             return predictions, metrics
 
         predictions, metrics = run_to_report(judge_and_write, out)

@@ -30,7 +30,6 @@ from synthdetect.atomic import write_atomically
 from synthdetect.evaluate.calibration import Calibration, fit_warning
 from synthdetect.evaluate.metrics import binary_metrics
 from synthdetect.evaluate.report import (
-    PARTIAL_PREDICTIONS,
     JudgingInterrupted,
     Predictions,
     ReportInterrupted,
@@ -213,8 +212,6 @@ def compare_models(
                         kept = f"; {on_disk(report_dir, written, detail)}"
                 raise
             metrics = write_report(predictions, report_dir, title=f"{name} on {data_name}")
-            # an earlier stopped run's rows beside this finished report would read as this run's
-            (report_dir / PARTIAL_PREDICTIONS).unlink(missing_ok=True)
             runs.append(ModelRun(name, predictions, metrics, report_dir))
     except (KeyboardInterrupt, ModelPackageError) as exc:  # which reports are whole; no comparison was written
         done = (f"finished reports under {out_dir / 'models'}: {', '.join(r.name for r in runs)}; " if runs else "")

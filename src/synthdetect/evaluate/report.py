@@ -664,7 +664,8 @@ def write_report(
     """Write ``predictions.csv``, ``metrics.json`` and ``report.html`` into ``out_dir``; return the metrics.
 
     Each file is written whole or not at all.  A file that cannot be written raises :class:`ReportNotWritten`, and
-    Ctrl-C :class:`ReportInterrupted`; either says which files are this run's.
+    Ctrl-C :class:`ReportInterrupted`; either says which files are this run's.  A finished report removes an earlier
+    stopped run's ``predictions.partial.csv``.
     """
     out_dir = Path(out_dir)
     written: list[str] = []
@@ -703,6 +704,8 @@ def write_report(
     except KeyboardInterrupt as exc:
         raise ReportInterrupted(f"interrupted while writing the report: {on_disk(out_dir, written)} (each file "
                                 "whole)", signal_number(exc)) from None
+    # an earlier stopped run's rows beside this finished report would read as this run's
+    (out_dir / PARTIAL_PREDICTIONS).unlink(missing_ok=True)
     return metrics
 
 
